@@ -1,0 +1,85 @@
+"""The one exception tree of colopp.
+
+Every error colopp raises on purpose derives from :class:`ColoppError`. Foreign
+errors (``qemu.qmp.ExecuteError``, ``OSError``, ``libvirt.libvirtError``,
+``pyroute2`` netlink errors) are converted once, where they enter colopp, with
+``raise ... from exc`` so the root cause stays attached::
+
+    ColoppError
+     ├── ConfigError            bad user input: names, ports, paths, options
+     ├── QemuError              the QEMU binary or runtime
+     │    ├── QemuNotFound      no such binary / runtime root not provisioned
+     │    ├── QemuUnsupported   a known-broken QEMU version or a missing COLO feature
+     │    └── QemuStartError    the process exited or never answered QMP
+     ├── QmpError               a QMP command failed (names the command)
+     │    └── QmpTimeout        a QMP command or event did not arrive in time
+     ├── GuestError             the guest never booted / its service never answered
+     ├── ImageError             building the guest image failed
+     ├── LabError               network namespaces, bridges, taps
+     ├── StateError             a lifecycle transition that is not allowed
+     ├── AgentError             talking to a host agent failed (remote error or transport)
+     └── FrameError             a malformed net-filter frame (counted and dropped)
+"""
+
+from __future__ import annotations
+
+
+class ColoppError(Exception):
+    """Root of every error colopp raises on purpose."""
+
+
+class ConfigError(ColoppError):
+    """Bad user input or configuration."""
+
+
+class QemuError(ColoppError):
+    """Something is wrong with the QEMU binary or its runtime."""
+
+
+class QemuNotFound(QemuError):
+    """The QEMU binary or the private runtime root is missing."""
+
+
+class QemuUnsupported(QemuError):
+    """A QEMU version known to be broken for COLO, or a missing COLO feature."""
+
+
+class QemuStartError(QemuError):
+    """A QEMU process exited early or never answered on QMP."""
+
+
+class QmpError(ColoppError):
+    """A QMP command failed; ``command`` names it."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(f"QMP {command} failed: {message}")
+        self.command = command
+        self.message = message
+
+
+class QmpTimeout(QmpError):
+    """A QMP command or an awaited event did not arrive in time."""
+
+
+class GuestError(ColoppError):
+    """The guest did not boot or its service does not answer."""
+
+
+class ImageError(ColoppError):
+    """Building the guest image failed."""
+
+
+class LabError(ColoppError):
+    """Creating or removing lab namespaces, bridges or taps failed."""
+
+
+class StateError(ColoppError):
+    """A lifecycle transition that the state machine does not allow."""
+
+
+class AgentError(ColoppError):
+    """A host agent reported an error, or could not be reached."""
+
+
+class FrameError(ColoppError):
+    """A net-filter frame is malformed (length, headers)."""
