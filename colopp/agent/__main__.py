@@ -1,0 +1,88 @@
+"""Run one host agent: ``python -m colopp.agent --host hosta --listen 198.18.2.10:7400 ...``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from colopp.agent.host import RPC_METHODS, HostAgent
+from colopp.agent.server import AgentServer
+from colopp.errors import ColoppError, ConfigError
+from colopp.qemu.runtime import runtime_from
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="colopp-agent", description=__doc__)
+    parser.add_argument("--host", required=True, help="this host's name")
+    parser.add_argument("--listen", required=True, help="IP:PORT to serve the controller on")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--token-file", type=Path, required=True, help="0600 file with the token")
+    parser.add_argument("--qemu-root", type=Path, default=None)
+    parser.add_argument("--qemu-binary", default=None)
+    return parser.parse_args(argv)
+
+
+def read_token(path: Path) -> str:
+    """Read a token file, refusing one that others can read.
+
+    Raises:
+        ConfigError: missing, empty, or group/world accessible.
+    """
+    try:
+        mode = path.stat().st_mode
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(f"token file {path} must be mode 0600 (is {mode & 0o777:o})")
+    if not token:
+        raise ConfigError(f"token file {path} is empty")
+    return token
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Serve until SIGTERM/SIGINT or the ``shutdown`` method."""
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--listen {args.listen!r} must be IP:PORT")
+    args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    agent = HostAgent(args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary))
+    done = asyncio.Event()
+
+    async def shutdown() -> dict[str, bool]:
+        await agent.stop_vm()
+        done.set()
+        return {"shutdown": True}
+
+    methods = {name: getattr(agent, name) for name in RPC_METHODS}
+    methods["shutdown"] = shutdown
+    server = AgentServer(read_token(args.token_file), methods)
+    await server.start(host, int(port))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    print(f"colopp agent {args.host} listening on {args.listen}", flush=True)
+    await done.wait()
+    await agent.stop_vm()
+    await server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    os.umask(0o077)  # QMP and chardev sockets, logs and disks: owner only
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(message)s")
+    try:
+        asyncio.run(serve(_parse(argv if argv is not None else sys.argv[1:])))
+    except ColoppError as exc:
+        print(f"colopp agent: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

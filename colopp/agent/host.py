@@ -1,0 +1,303 @@
+"""HostAgent: the operations one host offers the controller, run on local QEMU.
+
+Each public coroutine is an RPC method (see :data:`RPC_METHODS`). The agent keeps at most
+one VM side per host in this version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
+from colopp.agent.specs import side_from_request, vm_from_dict
+from colopp.colo.sequence import QmpStep, primary_failover, primary_start, secondary_failover
+from colopp.colo.sequence import secondary_prepare
+from colopp.errors import ConfigError, QemuError, QmpError, StateError
+from colopp.qemu.argv import Role, SideSpec, VmSpec, qemu_argv
+from colopp.qemu.runtime import QemuRuntime, probe
+from colopp.qemu.version import require_colo_capable
+from colopp.qmp.monitor import Monitor
+
+QMP_CONNECT_TIMEOUT = 15.0
+
+
+@dataclass
+class CheckpointLog:
+    """Checkpoints seen on this side's QMP: STOP → RESUME while in COLO."""
+
+    count: int = 0
+    last_at: float | None = None
+    pauses_ms: list[float] = field(default_factory=list)
+    colo_exit: dict[str, Any] | None = None
+    _stopped_at: float | None = None
+
+    def on_event(self, name: str, stamp: float) -> None:
+        """Feed one QMP event (name, QEMU's timestamp)."""
+        if name == "STOP":
+            self._stopped_at = stamp
+        elif name == "RESUME" and self._stopped_at is not None:
+            self.count += 1
+            self.last_at = stamp
+            self.pauses_ms.append((stamp - self._stopped_at) * 1000.0)
+            del self.pauses_ms[:-256]
+            self._stopped_at = None
+
+
+def _stamp(event: dict[str, Any]) -> float:
+    ts = event.get("timestamp", {})
+    return float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
+
+
+@dataclass
+class Side:
+    """The VM side this agent runs."""
+
+    vm: VmSpec
+    spec: SideSpec
+    process: QemuProcess
+    monitor: Monitor
+    checkpoints: CheckpointLog = field(default_factory=CheckpointLog)
+    watcher: asyncio.Task[None] | None = None
+    failed_over: bool = False
+
+
+class HostAgent:
+    """Owns this host's QEMU; every method is safe to call remotely."""
+
+    def __init__(self, host: str, state_dir: Path, runtime: QemuRuntime) -> None:
+        self.host = host
+        self.state_dir = state_dir
+        self.runtime = runtime
+        self.side: Side | None = None
+        self._lock = asyncio.Lock()
+
+    # ----- queries -------------------------------------------------------------------
+    async def ping(self) -> dict[str, Any]:
+        """Liveness of the agent and of its QEMU (the heartbeat)."""
+        side = self.side
+        return {
+            "host": self.host,
+            "time": time.time(),
+            "vm_alive": bool(side and side.process.alive()),
+            "role": side.spec.role.value if side else None,
+        }
+
+    async def probe_qemu(self, accel: str = "tcg") -> dict[str, Any]:
+        """The QEMU version here; raises QemuUnsupported for a known-broken one."""
+        version = await asyncio.to_thread(probe, self.runtime)
+        require_colo_capable(version, accel)
+        return {"version": str(version), "runtime": self.runtime.describe()}
+
+    async def status(self) -> dict[str, Any]:
+        """Role, process, COLO and checkpoint state of this side."""
+        side = self.side
+        if side is None:
+            return {"host": self.host, "role": None, "vm_alive": False}
+        out: dict[str, Any] = {
+            "host": self.host,
+            "role": side.spec.role.value,
+            "pid": side.process.pid,
+            "vm_alive": side.process.alive(),
+            "returncode": side.process.returncode,
+            "failed_over": side.failed_over,
+            "checkpoints": side.checkpoints.count,
+            "last_checkpoint_at": side.checkpoints.last_at,
+            "checkpoint_pauses_ms": side.checkpoints.pauses_ms[-32:],
+            "colo_exit": side.checkpoints.colo_exit,
+        }
+        if side.process.alive():
+            try:
+                out["colo"] = await side.monitor.execute("query-colo-status", timeout=2.0)
+                migrate = await side.monitor.execute("query-migrate", timeout=2.0)
+                out["migration"] = migrate.get("status") if isinstance(migrate, dict) else None
+            except QmpError as exc:
+                out["qmp_error"] = str(exc)
+        return out
+
+    # ----- lifecycle -----------------------------------------------------------------
+    async def launch(
+        self, vm: dict[str, Any], side: dict[str, Any], base_disk: str
+    ) -> dict[str, Any]:
+        """Prepare disks and start this side's QEMU; returns its pid.
+
+        Raises:
+            StateError: a VM already runs here.
+            ConfigError / QemuError / QmpError: bad spec, QEMU failed, QMP never answered.
+        """
+        async with self._lock:
+            if self.side is not None and self.side.process.alive():
+                raise StateError(f"{self.host} already runs {self.side.vm.name}")
+            vm_spec = vm_from_dict(vm)
+            run_dir = self.state_dir / vm_spec.name / side["role"]
+            spec = side_from_request(side, run_dir)
+            base = Path(base_disk)
+            if not base.is_file():
+                raise ConfigError(f"base disk {base} does not exist on {self.host}")
+            await asyncio.to_thread(self._prepare_disks, spec, base)
+            process = QemuProcess(qemu_argv(self.runtime, vm_spec, spec), self.runtime.env(), run_dir)
+            await process.start()
+            monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)
+            try:
+                await monitor.connect(QMP_CONNECT_TIMEOUT, alive=process.alive)
+            except QmpError as exc:
+                if not process.alive():
+                    raise process.start_error("exited at start") from exc
+                await process.stop()
+                raise process.start_error(f"never answered on QMP ({exc})") from exc
+            self.side = Side(vm_spec, spec, process, monitor)
+            self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+            return {"pid": process.pid, "run_dir": str(run_dir)}
+
+    def _prepare_disks(self, spec: SideSpec, base: Path) -> None:
+        if spec.run_dir.exists():
+            shutil.rmtree(spec.run_dir)
+        spec.run_dir.mkdir(parents=True, mode=0o700)
+        img = self.runtime.tool_argv("qemu-img")
+        fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
+        self._run([*img, "convert", "-f", fmt, "-O", "qcow2", str(base), str(spec.disk)])
+        if spec.role is Role.SECONDARY:
+            size = str(os.path.getsize(base)) if fmt == "raw" else self._virtual_size(img, base)
+            for overlay in (spec.active_disk, spec.hidden_disk):
+                self._run([*img, "create", "-q", "-f", "qcow2", str(overlay), size])
+
+    def _virtual_size(self, img: list[str], base: Path) -> str:
+        out = self._run([*img, "info", "--output=json", str(base)])
+        import json
+
+        return str(json.loads(out)["virtual-size"])
+
+    def _run(self, argv: list[str]) -> str:
+        done = subprocess.run(
+            argv, env={**os.environ, **self.runtime.env()}, capture_output=True, text=True,
+            timeout=120, check=False,
+        )
+        if done.returncode != 0:
+            raise QemuError(f"{Path(argv[3] if len(argv) > 3 else argv[0]).name} "
+                            f"{' '.join(argv[4:6])} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    async def _watch_events(self, side: Side) -> None:
+        listener = side.monitor.listen(["STOP", "RESUME", "COLO_EXIT"])
+        try:
+            while True:
+                event = dict(await listener.get())
+                name = str(event.get("event"))
+                if name == "COLO_EXIT":
+                    side.checkpoints.colo_exit = dict(event.get("data", {}))
+                else:
+                    side.checkpoints.on_event(name, _stamp(event))
+        finally:
+            side.monitor.unlisten(listener)
+
+    def _require(self, role: Role | None = None) -> Side:
+        if self.side is None:
+            raise StateError(f"no VM runs on {self.host}")
+        if role is not None and self.side.spec.role is not role:
+            raise StateError(f"{self.host} runs the {self.side.spec.role}, not the {role}")
+        if not self.side.process.alive():
+            raise self.side.process.start_error("is not running")
+        return self.side
+
+    async def wait_guest(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait for the guest's ready line on the serial console."""
+        side = self._require()
+        took = await wait_for_serial(side.spec.serial_log, READY_LINE, timeout, side.process)
+        return {"boot_s": took}
+
+    async def _run_steps(self, side: Side, steps: list[QmpStep]) -> None:
+        for step in steps:
+            try:
+                if step.hmp:
+                    await side.monitor.hmp(step.command)
+                else:
+                    await side.monitor.execute(step.command, step.arguments, oob=step.oob)
+            except QmpError as exc:
+                if not any(t in exc.message for t in step.tolerate):
+                    raise
+
+    async def prepare_secondary(self) -> dict[str, Any]:
+        """Export parent0 over NBD and wait for the incoming migration."""
+        side = self._require(Role.SECONDARY)
+        await self._run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
+        return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
+
+    async def start_colo(self, checkpoint_delay_ms: int = 2000) -> dict[str, Any]:
+        """Attach replication and migrate into COLO (primary only)."""
+        side = self._require(Role.PRIMARY)
+        steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
+        await self._run_steps(side, steps)
+        return {"started": True}
+
+    async def wait_colo(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until query-colo-status reports this side's mode."""
+        side = self._require()
+        want = side.spec.role.value
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = await side.monitor.execute("query-colo-status", timeout=5.0)
+            if isinstance(last, dict) and last.get("mode") == want:
+                return dict(last)
+            if side.spec.role is Role.PRIMARY:
+                migrate = await side.monitor.execute("query-migrate", timeout=5.0)
+                if isinstance(migrate, dict) and migrate.get("status") == "failed":
+                    raise QmpError("migrate", f"migration failed: {migrate.get('error-desc')}")
+            await asyncio.sleep(0.1)  # QEMU reports COLO mode only when asked
+        raise QmpError("query-colo-status", f"not in COLO {want} mode after {timeout:.0f}s: {last}")
+
+    async def failover(self) -> dict[str, Any]:
+        """Serve alone: the secondary takes over, or the primary drops its peer."""
+        side = self._require()
+        started = time.monotonic()
+        if side.spec.role is Role.SECONDARY:
+            await self._run_steps(side, secondary_failover())
+        else:
+            await self._run_steps(side, primary_failover(side.spec.comparator))
+        side.failed_over = True
+        return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
+
+    async def kill_vm(self, signum: int = int(signal.SIGKILL)) -> dict[str, Any]:
+        """Fault injection: send a signal to this side's QEMU."""
+        side = self._require()
+        side.process.kill(signum)
+        return {"pid": side.process.pid, "signal": signum}
+
+    async def stop_vm(self) -> dict[str, Any]:
+        """Stop QEMU (quit, then signals) and forget the side; idempotent."""
+        side, self.side = self.side, None
+        if side is None:
+            return {"stopped": False}
+        if side.watcher is not None:
+            side.watcher.cancel()
+        if side.process.alive():
+            try:
+                await side.monitor.execute("quit", timeout=2.0)
+                await asyncio.wait_for(side.process.exited.wait(), 3.0)
+            except (QmpError, TimeoutError):
+                pass
+        await side.monitor.close()
+        await side.process.stop()
+        return {"stopped": True, "returncode": side.process.returncode}
+
+
+RPC_METHODS = (
+    "ping",
+    "probe_qemu",
+    "status",
+    "launch",
+    "wait_guest",
+    "prepare_secondary",
+    "start_colo",
+    "wait_colo",
+    "failover",
+    "kill_vm",
+    "stop_vm",
+)

@@ -1,0 +1,1 @@
+"""The COLO pair: lifecycle state machine, QMP sequences for start and failover."""

@@ -1,0 +1,108 @@
+"""The QMP sequences that start COLO and fail over, as data (pure).
+
+Each builder returns the steps in order; the agent runs them on its local QEMU and stops
+at the first error, naming the step. The sequences follow QEMU's COLO documentation
+(docs/system/qemu-colo.rst) and upstream's COLO tests for QEMU >= 10.2: ``x-colo`` and
+``return-path`` on both sides, ``-incoming defer``, ``yank`` before
+``x-colo-lost-heartbeat``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from colopp.qemu.argv import ComparatorKind, Ports
+
+
+@dataclass(frozen=True)
+class QmpStep:
+    """One QMP command; ``tolerate`` lists error substrings that are fine here."""
+
+    command: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    tolerate: tuple[str, ...] = ()
+    hmp: bool = False
+    oob: bool = False
+
+
+def _caps() -> QmpStep:
+    return QmpStep(
+        "migrate-set-capabilities",
+        {
+            "capabilities": [
+                {"capability": "return-path", "state": True},
+                {"capability": "x-colo", "state": True},
+            ]
+        },
+    )
+
+
+def secondary_prepare(local_repl_ip: str, ports: Ports) -> list[QmpStep]:
+    """Make the secondary ready to receive COLO: NBD export of parent0, incoming migration."""
+    return [
+        _caps(),
+        QmpStep(
+            "nbd-server-start",
+            {"addr": {"type": "inet", "data": {"host": local_repl_ip, "port": str(ports.nbd)}}},
+        ),
+        QmpStep("nbd-server-add", {"device": "parent0", "writable": True}),
+        QmpStep("migrate-incoming", {"uri": f"tcp:{local_repl_ip}:{ports.migration}"}),
+    ]
+
+
+def replication_drive(peer_repl_ip: str, ports: Ports) -> str:
+    """The HMP ``drive_add`` line for the primary's replication child (NBD to the secondary)."""
+    return (
+        "drive_add -n buddy driver=replication,mode=primary,file.driver=nbd,"
+        f"file.host={peer_repl_ip},file.port={ports.nbd},file.export=parent0,"
+        "node-name=replication0"
+    )
+
+
+def primary_start(peer_repl_ip: str, ports: Ports, checkpoint_delay_ms: int) -> list[QmpStep]:
+    """Attach the replication child to the quorum and migrate into COLO."""
+    return [
+        QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
+        QmpStep("x-blockdev-change", {"parent": "colo-disk0", "node": "replication0"}),
+        _caps(),
+        QmpStep("migrate-set-parameters", {"x-checkpoint-delay": checkpoint_delay_ms}),
+        QmpStep("migrate", {"uri": f"tcp:{peer_repl_ip}:{ports.migration}"}),
+    ]
+
+
+_GONE = ("not found", "does not exist", "No such", "not exist")
+
+
+def secondary_failover() -> list[QmpStep]:
+    """Promote the secondary when the primary is lost: it serves from now on."""
+    return [
+        QmpStep("yank", {"instances": [{"type": "migration"}]}, tolerate=_GONE, oob=True),
+        QmpStep("nbd-server-stop", tolerate=("not running",)),
+        QmpStep("x-colo-lost-heartbeat"),
+        QmpStep("object-del", {"id": "f2"}, tolerate=_GONE),
+        QmpStep("object-del", {"id": "f1"}, tolerate=_GONE),
+        QmpStep("chardev-remove", {"id": "red1"}, tolerate=_GONE),
+        QmpStep("chardev-remove", {"id": "red0"}, tolerate=_GONE),
+    ]
+
+
+def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:
+    """Let the primary continue alone when the secondary is lost."""
+    steps = [
+        QmpStep("yank", {"instances": [{"type": "migration"}]}, tolerate=_GONE, oob=True),
+        QmpStep("x-blockdev-change", {"parent": "colo-disk0", "child": "children.1"}),
+        QmpStep("drive_del replication0", hmp=True),
+    ]
+    if comparator is ComparatorKind.BUILTIN:
+        steps += [
+            QmpStep("object-del", {"id": "comp0"}, tolerate=_GONE),
+            QmpStep("object-del", {"id": "iothread1"}, tolerate=_GONE),
+        ]
+    steps += [
+        QmpStep("object-del", {"id": "m0"}, tolerate=_GONE),
+        QmpStep("object-del", {"id": "redire0"}, tolerate=_GONE),
+        QmpStep("object-del", {"id": "redire1"}, tolerate=_GONE),
+        QmpStep("x-colo-lost-heartbeat"),
+    ]
+    return steps

@@ -1,0 +1,1 @@
+"""The controller: talks to host agents, drives the pair's lifecycle."""

@@ -1,0 +1,87 @@
+"""The controller's client for one host agent (JSON lines over TCP, every call timed)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from typing import Any
+
+from colopp.agent.protocol import MAX_LINE, encode, raise_remote
+from colopp.errors import AgentError
+
+
+class AgentClient:
+    """One connection to one agent; calls are serialized on it."""
+
+    def __init__(self, name: str, host: str, port: int, token: str) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self._token = token
+        self._ids = itertools.count(1)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self, within: float = 15.0) -> None:
+        """Connect, retrying while the agent starts.
+
+        Raises:
+            AgentError: not reachable within ``within`` seconds.
+        """
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port, limit=MAX_LINE), 2.0
+                )
+                return
+            except (OSError, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise AgentError(
+                        f"agent {self.name} at {self.host}:{self.port} unreachable: {exc}"
+                    ) from exc
+                await asyncio.sleep(0.1)  # the agent process is starting: retry
+
+    async def call(self, method: str, timeout: float = 30.0, **params: Any) -> Any:
+        """Call ``method`` on the agent and return its result.
+
+        Raises:
+            ColoppError subclass: the agent's error, re-raised with its class.
+            AgentError: transport failure or timeout.
+        """
+        async with self._lock:
+            if self._writer is None or self._reader is None:
+                await self.connect()
+            assert self._writer is not None and self._reader is not None
+            rid = next(self._ids)
+            try:
+                self._writer.write(
+                    encode({"id": rid, "token": self._token, "method": method, "params": params})
+                )
+                await self._writer.drain()
+                line = await asyncio.wait_for(self._reader.readline(), timeout)
+            except TimeoutError as exc:
+                await self._drop()
+                raise AgentError(f"agent {self.name}: {method} timed out after {timeout:.0f}s") from exc
+            except OSError as exc:
+                await self._drop()
+                raise AgentError(f"agent {self.name}: {method}: {exc}") from exc
+            if not line:
+                await self._drop()
+                raise AgentError(f"agent {self.name} closed the connection during {method}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise_remote(self.name, reply["error"])
+        return reply.get("result")
+
+    async def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._drop()

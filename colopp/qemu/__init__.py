@@ -1,0 +1,1 @@
+"""QEMU: the runtime colopp runs (provisioning, version checks) and argv rendering."""

@@ -1,0 +1,120 @@
+"""One QMP monitor connection: timeouts everywhere, ``ExecuteError`` converted once.
+
+qemu.qmp's errors never leave this module: a failed command becomes
+:class:`colopp.errors.QmpError` naming the command, a slow one :class:`QmpTimeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+
+from colopp.errors import QmpError, QmpTimeout
+
+DEFAULT_TIMEOUT = 10.0
+Event = dict[str, Any]
+
+
+class Monitor:
+    """A connected QMP client for one unix socket."""
+
+    def __init__(self, name: str, socket_path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.name = name
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._client = QMPClient(name)
+
+    async def connect(self, within: float = 10.0, alive: Callable[[], bool] | None = None) -> None:
+        """Connect, retrying until the socket accepts or ``within`` seconds pass.
+
+        Raises:
+            QmpTimeout: the socket never accepted (``alive`` returning False stops early).
+        """
+        deadline = time.monotonic() + within
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if alive is not None and not alive():
+                raise QmpError("connect", f"QEMU exited before {self.socket_path} accepted")
+            try:
+                await asyncio.wait_for(self._client.connect(str(self.socket_path)), self.timeout)
+                return
+            except (QMPError, OSError, TimeoutError) as exc:
+                last = exc
+                self._client = QMPClient(self.name)
+                await asyncio.sleep(0.05)  # polling a socket path: nothing to wait on
+        raise QmpTimeout("connect", f"{self.socket_path} did not accept in {within:.0f}s: {last}")
+
+    async def execute(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        *,
+        oob: bool = False,
+    ) -> Any:
+        """Run one QMP command and return its ``return`` value.
+
+        Raises:
+            QmpError: QEMU answered with an error, or the connection broke.
+            QmpTimeout: no answer within the timeout.
+        """
+        wait = timeout if timeout is not None else self.timeout
+        try:
+            return await asyncio.wait_for(
+                self._client.execute(command, arguments, oob=oob), wait
+            )
+        except ExecuteError as exc:
+            raise QmpError(command, f"{exc.error_class}: {exc.error.desc}") from exc
+        except TimeoutError as exc:
+            raise QmpTimeout(command, f"no answer in {wait:.1f}s") from exc
+        except (QMPError, OSError, EOFError) as exc:
+            raise QmpError(command, f"connection: {exc!r}") from exc
+
+    async def hmp(self, line: str, timeout: float | None = None) -> str:
+        """Run a human-monitor command; HMP reports errors as text, so check it.
+
+        Raises:
+            QmpError: the HMP output reports an error.
+        """
+        out = await self.execute("human-monitor-command", {"command-line": line}, timeout)
+        text = str(out or "")
+        if text.strip():
+            lowered = text.lower()
+            if "error" in lowered or "could not" in lowered or "failed" in lowered:
+                raise QmpError(f"human-monitor-command {line.split()[0]}", text.strip())
+        return text
+
+    def listen(self, names: Iterable[str] | None = None) -> EventListener:
+        """Register and return an event listener (all events when names is None)."""
+        listener = EventListener(names=list(names) if names is not None else None)
+        self._client.register_listener(listener)
+        return listener
+
+    def unlisten(self, listener: EventListener) -> None:
+        """Remove a listener made by :meth:`listen`."""
+        self._client.remove_listener(listener)
+
+    async def close(self) -> None:
+        """Disconnect; never raises."""
+        try:
+            await asyncio.wait_for(self._client.disconnect(), 2.0)
+        except (QMPError, OSError, TimeoutError, EOFError):
+            pass
+
+
+async def next_event(listener: EventListener, timeout: float, what: str) -> Event:
+    """The next event from ``listener``.
+
+    Raises:
+        QmpTimeout: none arrived in time (``what`` names the wait).
+    """
+    try:
+        message = await asyncio.wait_for(listener.get(), timeout)
+    except TimeoutError as exc:
+        raise QmpTimeout(what, f"no event in {timeout:.1f}s") from exc
+    return dict(message)
