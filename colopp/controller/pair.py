@@ -1,0 +1,171 @@
+"""Drive one protected pair through its lifecycle by talking to the two host agents.
+
+This is where COLO is started (``protect``) and where a manual failover happens
+(``failover``); the QMP sequences themselves run on the agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colopp.agent.specs import side_request, vm_to_dict
+from colopp.colo.state import PairLifecycle, PairState, Transition
+from colopp.controller.agent_client import AgentClient
+from colopp.errors import ColoppError, StateError
+from colopp.qemu.argv import ComparatorKind, Ports, Role, VmSpec
+
+
+@dataclass(frozen=True)
+class HostSlot:
+    """One host as the pair sees it: its agent, the guest tap there, its replication IP."""
+
+    name: str
+    tap: str
+    repl_ip: str
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """Everything needed to protect one VM on two hosts."""
+
+    vm: VmSpec
+    base_disk: Path
+    primary: HostSlot
+    secondary: HostSlot
+    ports: Ports = field(default_factory=Ports)
+    comparator: ComparatorKind = ComparatorKind.BUILTIN
+    checkpoint_delay_ms: int = 2000
+    boot_timeout: float = 120.0
+    colo_timeout: float = 90.0
+
+
+Progress = Callable[[str], None]
+
+
+class PairController:
+    """Start COLO on two agents, report status, fail over, stop."""
+
+    def __init__(
+        self,
+        config: PairConfig,
+        agents: dict[str, AgentClient],
+        progress: Progress = lambda _msg: None,
+        on_change: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.agents = agents
+        self.progress = progress
+        self.lifecycle = PairLifecycle(on_change=on_change)
+        self.primary = config.primary
+        self.secondary: HostSlot | None = config.secondary
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def state(self) -> PairState:
+        return self.lifecycle.state
+
+    def _event(self, kind: str, **data: Any) -> None:
+        self.events.append({"at": time.time(), "kind": kind, **data})
+
+    def _side(self, role: Role, slot: HostSlot, peer: HostSlot) -> dict[str, Any]:
+        return side_request(
+            role, slot.tap, slot.repl_ip, peer.repl_ip, self.config.ports, self.config.comparator
+        )
+
+    async def protect(self) -> None:
+        """Launch both QEMUs, start replication and wait for COLO on both sides.
+
+        Raises:
+            ColoppError: any step failed; the pair is left in ERROR (call :meth:`stop`).
+        """
+        cfg = self.config
+        secondary = self.secondary
+        if secondary is None:
+            raise StateError("no secondary host to protect onto")
+        pa, sa = self.agents[cfg.primary.name], self.agents[secondary.name]
+        self.lifecycle.move(PairState.LAUNCHING, "protect")
+        try:
+            for agent in (pa, sa):
+                info = await agent.call("probe_qemu", accel=cfg.vm.accel)
+                self.progress(f"{agent.name}: QEMU {info['version']} ({info['runtime']})")
+            vm = vm_to_dict(cfg.vm)
+            base = str(cfg.base_disk)
+            side_p = self._side(Role.PRIMARY, cfg.primary, secondary)
+            side_s = self._side(Role.SECONDARY, secondary, cfg.primary)
+            launched = await pa.call("launch", vm=vm, side=side_p, base_disk=base, timeout=60)
+            self.progress(f"primary QEMU started on {pa.name} (pid {launched['pid']})")
+            launched = await sa.call("launch", vm=vm, side=side_s, base_disk=base, timeout=60)
+            self.progress(f"secondary QEMU started on {sa.name} (pid {launched['pid']})")
+            boot = await pa.call("wait_guest", timeout=cfg.boot_timeout + 5, **{})
+            self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
+            await sa.call("prepare_secondary")
+            self.lifecycle.move(PairState.SYNCING, "replication started")
+            await pa.call("start_colo", checkpoint_delay_ms=cfg.checkpoint_delay_ms)
+            self.progress("migrating into COLO (RAM and disk)")
+            await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+        except ColoppError as exc:
+            self.lifecycle.move(PairState.ERROR, str(exc))
+            self._event("error", message=str(exc))
+            raise
+        self.lifecycle.move(PairState.PROTECTED, "COLO on both sides")
+        self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
+        self.progress("COLO state reached on both sides")
+
+    async def failover(self, lost: Role = Role.PRIMARY) -> dict[str, Any]:
+        """Make the surviving side serve alone; ``lost`` names the side that is gone.
+
+        Raises:
+            StateError: the pair is not protected.
+            ColoppError: the survivor's failover sequence failed (pair → ERROR).
+        """
+        self.lifecycle.require(PairState.PROTECTED)
+        assert self.secondary is not None
+        survivor = self.secondary if lost is Role.PRIMARY else self.primary
+        self.lifecycle.move(PairState.FAILING_OVER, f"{lost.value} lost")
+        try:
+            result: dict[str, Any] = await self.agents[survivor.name].call("failover")
+        except ColoppError as exc:
+            self.lifecycle.move(PairState.ERROR, f"failover failed: {exc}")
+            raise
+        self.primary, self.secondary = survivor, None
+        self.lifecycle.move(PairState.FAILED_OVER, f"{survivor.name} serves alone")
+        self._event("failover", lost=lost.value, survivor=survivor.name, took_ms=result["took_ms"])
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        """State plus each agent's view; unreachable agents are reported, not raised."""
+        sides: dict[str, Any] = {}
+        for name, agent in self.agents.items():
+            try:
+                sides[name] = await agent.call("status", timeout=5)
+            except ColoppError as exc:
+                sides[name] = {"error": str(exc)}
+        return {
+            "state": self.state.value,
+            "primary": self.primary.name,
+            "secondary": self.secondary.name if self.secondary else None,
+            "sides": sides,
+        }
+
+    async def stop(self) -> None:
+        """Stop both QEMUs; never raises (teardown must always run to the end)."""
+        if self.state is PairState.STOPPED:
+            return
+        if self.state is not PairState.STOPPING:
+            self.lifecycle.move(PairState.STOPPING, "stop")
+        await asyncio.gather(
+            *(self._stop_one(agent) for agent in self.agents.values()), return_exceptions=True
+        )
+        self.lifecycle.move(PairState.STOPPED, "stopped")
+
+    async def _stop_one(self, agent: AgentClient) -> None:
+        try:
+            await agent.call("stop_vm", timeout=20)
+        except ColoppError:
+            pass
