@@ -1,0 +1,205 @@
+"""Build and tear down the lab network described by a :class:`~colopp.lab.plan.LabPlan`.
+
+Lifecycle: ``Lab.create(plan)`` → ``ACTIVE`` → ``destroy()`` → ``DESTROYED`` (terminal).
+Changing links of a destroyed lab raises :class:`~colopp.errors.StateError`; ``destroy`` may
+be called any number of times. ``create`` first removes whatever an earlier run with the same
+prefix left behind (a crash, a killed test), so it is safe to re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+
+from colopp.errors import LabError, StateError
+from colopp.lab.netlink import (
+    Rtnl,
+    create_namespace,
+    list_namespaces,
+    remove_namespace,
+    write_sysctls,
+)
+from colopp.lab.plan import (
+    LOOPBACK,
+    Cable,
+    LabPlan,
+    Network,
+    Node,
+    TapPlan,
+    check_prefix,
+    plan_lab,
+)
+
+log = logging.getLogger(__name__)
+
+# IPv6 off in every lab namespace: no DAD, router solicitations or MLD reports to wait for
+# or to show up in captures. ``default`` covers links created later (taps, veth ends).
+_QUIET_IPV6 = {
+    "net/ipv6/conf/all/disable_ipv6": "1",
+    "net/ipv6/conf/default/disable_ipv6": "1",
+}
+
+
+def _quiet_ipv6(namespace: str | None, keys: dict[str, str]) -> None:
+    # A kernel booted with ipv6.disable=1 has nothing to quiet (and no such sysctls).
+    if Path("/proc/sys/net/ipv6").is_dir():
+        write_sysctls(namespace, keys)
+
+
+class LabState(Enum):
+    """Where a :class:`Lab` is in its life."""
+
+    ACTIVE = "active"
+    DESTROYED = "destroyed"
+
+
+def cleanup_leftovers(prefix: str) -> None:
+    """Remove every namespace named ``{prefix}-*`` and every root link named ``{prefix}-*``.
+
+    Never raises for things already gone; raises LabError if something that exists cannot be
+    removed, and ConfigError for a malformed prefix.
+    """
+    owned = f"{check_prefix(prefix)}-"
+    with Rtnl(None) as root:
+        for ifname in root.link_names():
+            if ifname.startswith(owned):
+                log.info("removing leftover root link %s", ifname)
+                root.delete_link(ifname)
+    for name in list_namespaces():
+        if name.startswith(owned):
+            log.info("removing leftover namespace %s", name)
+            remove_namespace(name)
+
+
+class Lab:
+    """A created lab network. Build with :meth:`create`; use as a context manager."""
+
+    def __init__(self, plan: LabPlan) -> None:
+        """Wrap an already-built lab; use :meth:`create` to build one."""
+        self.plan = plan
+        self.state = LabState.ACTIVE
+
+    @classmethod
+    def create(cls, plan: LabPlan | None = None) -> Lab:
+        """Build the lab of ``plan`` (default: ``plan_lab()``) after removing leftovers.
+
+        On failure whatever was built is removed again and LabError is raised.
+        """
+        plan = plan if plan is not None else plan_lab()
+        cleanup_leftovers(plan.prefix)
+        lab = cls(plan)
+        try:
+            lab._build()
+        except BaseException:
+            lab.destroy()
+            raise
+        log.info("lab %s created", plan.prefix)
+        return lab
+
+    def destroy(self) -> None:
+        """Remove the lab's root links and namespaces. Idempotent; tolerates missing pieces."""
+        plan = self.plan
+        # The root uplink is deleted explicitly: it must be gone when this returns, while the
+        # kernel frees a removed namespace (and the veths in it) asynchronously.
+        with Rtnl(None) as root:
+            for ifname in plan.root_links:
+                root.delete_link(ifname)
+        for name in plan.namespaces:
+            remove_namespace(name)
+        self.state = LabState.DESTROYED
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.destroy()
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def set_link(self, node: Node, network: Network, up: bool) -> None:
+        """Plug (``up=True``) or pull the cable from ``network`` to ``node``.
+
+        The switch end goes down: the node's end loses carrier but keeps its addresses, so
+        plugging it back needs nothing else.
+        """
+        self._require_active()
+        cable = self.plan.cable(node, network)
+        with Rtnl(self.plan.switch_netns) as switch:
+            switch.set_up(cable.switch_port, up)
+
+    def set_node_links(self, node: Node, up: bool) -> None:
+        """Plug or pull every cable of ``node`` (a dead or isolated host)."""
+        for cable in self.plan.cables_of(node):
+            self.set_link(cable.node, cable.network, up)
+
+    # -- guest taps ------------------------------------------------------------------------
+
+    def add_tap(self, node: Node, ifname: str) -> None:
+        """Create persistent tap ``ifname`` on host ``node``, enslaved to its br0, up."""
+        self._require_active()
+        self._add_tap(TapPlan(node, self.plan.netns(node), ifname, self.plan.tap(node).bridge))
+
+    def delete_tap(self, node: Node, ifname: str) -> None:
+        """Delete tap ``ifname`` on host ``node``; a missing tap is not an error."""
+        self._require_active()
+        with Rtnl(self.plan.netns(node)) as host:
+            host.delete_link(ifname)
+
+    # -- building --------------------------------------------------------------------------
+
+    def _require_active(self) -> None:
+        if self.state is not LabState.ACTIVE:
+            raise StateError(f"lab {self.plan.prefix} is {self.state.value}")
+
+    def _build(self) -> None:
+        plan = self.plan
+        for name in plan.namespaces:
+            create_namespace(name)
+            _quiet_ipv6(name, _QUIET_IPV6)
+            with Rtnl(name) as ns:
+                ns.set_up(LOOPBACK)
+        with Rtnl(plan.switch_netns) as switch:
+            for network in plan.bridges:
+                switch.add_bridge(network.value)
+                switch.set_up(network.value)
+            for cable in plan.cables:
+                self._lay_cable(switch, cable)
+        for tap in plan.taps:
+            self._add_tap(tap)
+
+    def _lay_cable(self, switch: Rtnl, cable: Cable) -> None:
+        switch_netns = self.plan.switch_netns
+        if cable.netns is None:
+            with Rtnl(None) as root:
+                root.add_veth(cable.node_ifname, cable.switch_port, switch_netns)
+            _quiet_ipv6(None, {f"net/ipv6/conf/{cable.node_ifname}/disable_ipv6": "1"})
+        else:
+            switch.add_veth(cable.switch_port, cable.node_ifname, cable.netns)
+        switch.set_master(cable.switch_port, cable.network.value)
+        switch.set_up(cable.switch_port)
+        with Rtnl(cable.netns) as node:
+            if cable.node_bridge is not None:
+                node.add_bridge(cable.node_bridge)
+                # A bridge takes the lowest MAC of its ports; pinning it to the uplink's MAC
+                # keeps the host's service MAC (and its peers' ARP caches) stable when guest
+                # taps come and go.
+                node.set_mac(cable.node_bridge, node.mac_of(cable.node_ifname))
+                node.set_master(cable.node_ifname, cable.node_bridge)
+                node.set_up(cable.node_bridge)
+            node.set_up(cable.node_ifname)
+            node.add_address(cable.address_ifname, cable.address)
+
+    def _add_tap(self, tap: TapPlan) -> None:
+        with Rtnl(tap.netns) as host:
+            if host.index(tap.ifname) is not None:
+                raise LabError(f"tap {tap.ifname} already exists in {tap.netns}")
+            host.add_tap(tap.ifname)
+            host.set_master(tap.ifname, tap.bridge)
+            host.set_up(tap.ifname)
