@@ -84,7 +84,16 @@ def secondary_failover() -> list[QmpStep]:
         QmpStep("object-del", {"id": "f1"}, tolerate=_GONE),
         QmpStep("chardev-remove", {"id": "red1"}, tolerate=_GONE),
         QmpStep("chardev-remove", {"id": "red0"}, tolerate=_GONE),
+        _announce(),
     ]
+
+
+def _announce() -> QmpStep:
+    # The guest's MAC now lives behind another host's port: switches must learn it now,
+    # not when the guest next happens to transmit (clients waiting on a reply would stall).
+    return QmpStep(
+        "announce-self", {"initial": 20, "max": 200, "rounds": 5, "step": 40}
+    )
 
 
 def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:

@@ -1,0 +1,156 @@
+"""The ``colopp`` command line (typer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from colopp.errors import ColoppError
+from colopp.image.cli import image_app
+from colopp.qemu.argv import ComparatorKind
+
+app = typer.Typer(help="colopp: non-stop service for QEMU/KVM VMs (COLO).", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+qemu_app = typer.Typer(help="The QEMU runtime colopp uses.", no_args_is_help=True)
+app.add_typer(qemu_app, name="qemu")
+console = Console(stderr=True)
+
+
+def _fail(exc: ColoppError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+@app.command()
+def demo(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary here.")] = None,
+    comparator: Annotated[ComparatorKind, typer.Option(help="Who compares output.")] = ComparatorKind.BUILTIN,
+    state_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("/var/lib/colopp/demo"),
+    qemu_root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
+    before_kill: Annotated[float, typer.Option(help="Seconds of protected load before the kill.")] = 8.0,
+    after_failover: Annotated[float, typer.Option(help="Seconds of load after failover.")] = 8.0,
+) -> None:
+    """Protect a VM on the local lab, load it, SIGKILL the primary, fail over, summarise."""
+    from colopp.demo.run import DemoOptions, print_summary, run_demo
+
+    options = DemoOptions(
+        state_dir=state_dir, qemu_root=qemu_root, comparator=comparator,
+        before_kill_s=before_kill, after_failover_s=after_failover, json_path=json_path,
+    )
+    out = Console()
+    try:
+        summary = asyncio.run(run_demo(options, out))
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    print_summary(summary, out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=2) + "\n")
+        out.print(f"summary written to {json_path}")
+    ok = (
+        summary.get("colo_reached")
+        and summary.get("requests_failed") == 0
+        and summary.get("connections_reset") == 0
+        and summary.get("writes_lost") == 0
+    )
+    raise typer.Exit(0 if ok else 3)
+
+
+@qemu_app.command("install")
+def qemu_install(
+    root: Annotated[Path | None, typer.Option(help="Where to make the private root.")] = None,
+) -> None:
+    """Provision Debian trixie-backports' QEMU in a private debootstrap root."""
+    from colopp.qemu.runtime import DEFAULT_ROOT, probe, provision
+
+    try:
+        runtime = provision(root or DEFAULT_ROOT, step=lambda m: console.log(m))
+        console.print(f"QEMU {probe(runtime)} ready: {runtime.describe()}")
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+
+
+@qemu_app.command("check")
+def qemu_check(
+    root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
+    binary: Annotated[str | None, typer.Option(help="A QEMU binary instead.")] = None,
+    accel: Annotated[str, typer.Option(help="tcg or kvm.")] = "tcg",
+) -> None:
+    """Say whether the given QEMU can run COLO here."""
+    from colopp.qemu.runtime import probe, runtime_from
+    from colopp.qemu.version import require_colo_capable
+
+    try:
+        runtime = runtime_from(root, binary)
+        version = probe(runtime)
+        require_colo_capable(version, accel)
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    console.print(f"QEMU {version} ({runtime.describe()}) can run COLO with {accel}")
+
+
+def _pair_file(state_dir: Path) -> Path:
+    return state_dir / "pair.json"
+
+
+@app.command()
+def status(
+    state_dir: Annotated[Path, typer.Option(help="Run directory of the pair.")] = Path("/var/lib/colopp/demo"),
+) -> None:
+    """Show the pair's state as its agents report it."""
+    from colopp.controller.saved import load_agents
+
+    async def run() -> dict[str, Any]:
+        saved, agents = load_agents(_pair_file(state_dir))
+        out: dict[str, Any] = {"saved": saved, "sides": {}}
+        for name, agent in agents.items():
+            try:
+                out["sides"][name] = await agent.call("status", timeout=5)
+            except ColoppError as exc:
+                out["sides"][name] = {"error": str(exc)}
+        return out
+
+    try:
+        Console().print_json(json.dumps(asyncio.run(run()), default=str))
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def failover(
+    state_dir: Annotated[Path, typer.Option(help="Run directory of the pair.")] = Path("/var/lib/colopp/demo"),
+    force: Annotated[bool, typer.Option(help="Fail over even if the primary still runs.")] = False,
+) -> None:
+    """Promote the secondary (the primary is gone): it serves from now on."""
+    from colopp.controller.saved import manual_failover
+
+    try:
+        result = asyncio.run(manual_failover(_pair_file(state_dir), force=force))
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    console.print(f"failover done: {result}")
+
+
+@app.command()
+def protect(
+    state_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("/var/lib/colopp/demo"),
+    comparator: Annotated[ComparatorKind, typer.Option(help="Who compares output.")] = ComparatorKind.BUILTIN,
+    qemu_root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
+) -> None:
+    """Protect the demo VM on the local lab and keep serving until Ctrl-C."""
+    from colopp.controller.saved import protect_local
+
+    try:
+        asyncio.run(protect_local(state_dir, comparator, qemu_root, Console()))
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+if __name__ == "__main__":
+    app()

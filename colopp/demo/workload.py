@@ -1,0 +1,201 @@
+"""A client workload for the guest's HTTP key-value service, run inside the client namespace.
+
+``python -m colopp.demo.workload --target 198.18.0.100:80 --connections 4``
+
+Each connection is one long-lived HTTP/1.1 keep-alive TCP connection that loops: PUT a new
+key, GET it back, POST the in-RAM counter. A write counts as acknowledged when its PUT got
+200. On stdin, ``mark`` records a wall-clock mark (the demo writes it right after killing
+the primary) and ``stop`` (or EOF) ends the run; then every acknowledged write is read
+back on a fresh connection. One JSON object per line goes to stdout: ``{"type": "stats",
+...}`` every half second and a final ``{"type": "summary", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+RESET_ERRORS = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
+
+
+@dataclass
+class Tally:
+    """Counters shared by the connection threads (guarded by ``lock``)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ok: int = 0
+    failed: int = 0
+    resets: int = 0
+    reads: int = 0
+    writes_acked: dict[str, str] = field(default_factory=dict)
+    last_acked: dict[int, str] = field(default_factory=dict)
+    read_mismatch: int = 0
+    counter_regressions: int = 0
+    completions: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def success(self) -> None:
+        with self.lock:
+            self.ok += 1
+            self.completions.append(time.time())
+
+    def failure(self, exc: BaseException, reset: bool) -> None:
+        with self.lock:
+            self.failed += 1
+            self.resets += int(reset)
+            if len(self.errors) < 20:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+
+
+def _request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    headers = {"Content-Length": str(len(body))} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def run_connection(
+    cid: int, host: str, port: int, stop: threading.Event, tally: Tally, timeout: float
+) -> None:
+    """One client connection's loop; reconnects (counting a reset) if the connection breaks."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    i = 0
+    last_counter = -1
+    while not stop.is_set():
+        i += 1
+        key, value = f"c{cid}-{i}", f"value-{cid}-{i}-" + "x" * (i % 64)
+        try:
+            status, _ = _request(conn, "PUT", f"/kv/{key}", value.encode())
+            if status != 200:
+                raise RuntimeError(f"PUT {key} -> {status}")
+            with tally.lock:
+                tally.writes_acked[key] = value
+                tally.last_acked[cid] = key
+            tally.success()
+            status, body = _request(conn, "GET", f"/kv/{key}")
+            with tally.lock:
+                tally.reads += 1
+                if status != 200 or body != value.encode():
+                    tally.read_mismatch += 1
+            tally.success()
+            status, body = _request(conn, "POST", "/counter", b"")
+            counter = int(body.strip() or b"-1")
+            with tally.lock:
+                tally.counter_regressions += int(counter <= last_counter)
+            last_counter = counter
+            tally.success()
+        except RESET_ERRORS as exc:
+            tally.failure(exc, reset=True)
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        except (OSError, RuntimeError, ValueError, http.client.HTTPException) as exc:
+            tally.failure(exc, reset=False)
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.close()
+
+
+def verify_writes(host: str, port: int, writes: dict[str, str], timeout: float) -> list[str]:
+    """Read every acknowledged write back; returns ``key: why`` for each missing or wrong one."""
+    lost: list[str] = []
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    for key, value in writes.items():
+        for attempt in range(3):
+            try:
+                status, body = _request(conn, "GET", f"/kv/{key}")
+                if status != 200:
+                    lost.append(f"{key}: HTTP {status}")
+                elif body != value.encode():
+                    lost.append(f"{key}: other bytes ({len(body)} B)")
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+                if attempt == 2:
+                    lost.append(f"{key}: unreadable ({exc!r})")
+    conn.close()
+    return lost
+
+
+def outage_around(completions: list[float], mark: float | None) -> float | None:
+    """Milliseconds between the last success before ``mark`` and the first after it."""
+    if mark is None:
+        return None
+    before = [t for t in completions if t <= mark]
+    after = [t for t in completions if t > mark]
+    if not after:
+        return None
+    start = max(before) if before else mark
+    return (min(after) - start) * 1000.0
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the workload until ``stop``/EOF on stdin or ``--duration`` seconds."""
+    parser = argparse.ArgumentParser(prog="colopp-workload")
+    parser.add_argument("--target", default="198.18.0.100:80")
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=3600.0)
+    parser.add_argument("--timeout", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    host, _, port_text = args.target.rpartition(":")
+    port = int(port_text)
+    stop, tally = threading.Event(), Tally()
+    marks: list[float] = []
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if line.strip() == "mark":
+                marks.append(time.time())
+            elif line.strip() == "stop":
+                break
+        stop.set()
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    workers = [
+        threading.Thread(target=run_connection, args=(c, host, port, stop, tally, args.timeout))
+        for c in range(args.connections)
+    ]
+    for worker in workers:
+        worker.start()
+    deadline = time.monotonic() + args.duration
+    while not stop.wait(0.5):
+        with tally.lock:
+            _emit({"type": "stats", "ok": tally.ok, "failed": tally.failed,
+                   "resets": tally.resets, "writes_acked": len(tally.writes_acked)})
+        if time.monotonic() > deadline:
+            stop.set()
+    for worker in workers:
+        worker.join(args.timeout + 5)
+    lost = verify_writes(host, port, dict(tally.writes_acked), args.timeout)
+    _emit({
+        "type": "summary",
+        "requests_ok": tally.ok,
+        "requests_failed": tally.failed,
+        "connections_reset": tally.resets,
+        "writes_acked": len(tally.writes_acked),
+        "writes_lost": len(lost),
+        "lost_keys": lost[:20],
+        "last_acked_per_connection": sorted(tally.last_acked.values()),
+        "read_mismatch": tally.read_mismatch,
+        "counter_regressions": tally.counter_regressions,
+        "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),
+        "errors": tally.errors,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
