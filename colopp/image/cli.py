@@ -1,0 +1,47 @@
+"""``colopp image ...`` commands (a typer sub-app; colopp.cli mounts it as ``image``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from colopp.errors import ColoppError
+from colopp.image.builder import DEFAULT_CACHE_DIR, build_image
+from colopp.image.cmdline import kernel_cmdline
+
+image_app = typer.Typer(help="The guest image (Debian cloud kernel + busybox initramfs).")
+
+
+@image_app.callback()
+def image_group() -> None:
+    """The guest image (Debian cloud kernel + busybox initramfs)."""
+
+
+@image_app.command("build")
+def build_command(
+    cache_dir: Annotated[
+        Path, typer.Option(help="Where built images are cached.")
+    ] = DEFAULT_CACHE_DIR,
+    force: Annotated[bool, typer.Option(help="Rebuild even if a cached image matches.")] = False,
+    ip: Annotated[str, typer.Option(help="Example guest address for the printed cmdline.")] = (
+        "198.18.0.100/24"
+    ),
+) -> None:
+    """Build the guest image, or reuse the cached one for the same inputs."""
+    console = Console(stderr=True)
+    try:
+        image = build_image(cache_dir, force=force, console=console)
+    except ColoppError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(show_header=False, box=None)
+    table.add_row("kernel", str(image.vmlinuz))
+    table.add_row("initrd", str(image.initrd))
+    table.add_row("disk", f"{image.disk} ({image.disk_format}, {image.disk_size >> 20} MiB)")
+    table.add_row("release", image.kernel_release)
+    table.add_row("cmdline", kernel_cmdline(ip))
+    Console().print(table)

@@ -1,0 +1,46 @@
+"""The guest's kernel command line (pure).
+
+The guest takes its address from the command line, so the same image serves
+any VM: ``colopp.ip=ADDR/PREFIX`` configures eth0, ``colopp.gw=ADDR`` adds a
+default route.  Its /init prints :data:`READY_MARKER` on ttyS0 once the
+services answer, or a line starting with :data:`FAILED_MARKER`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from colopp.errors import ConfigError
+
+READY_MARKER = "COLOPP-GUEST-READY"
+FAILED_MARKER = "COLOPP-GUEST-FAILED"
+
+#: ``panic=-1`` reboots at once instead of hanging on a kernel panic.
+_BASE_ARGS = ("console=ttyS0", "quiet", "panic=-1")
+
+
+def kernel_cmdline(ip_cidr: str, gateway: str | None = None, *, shell: bool = False) -> str:
+    """The ``-append`` string for a guest at ``ip_cidr`` (e.g. ``198.18.0.100/24``).
+
+    ``shell`` keeps a root shell on the serial console (debugging only).
+    Raises :class:`ConfigError` for an address that is not IPv4 with a prefix,
+    or a gateway outside the guest's subnet.
+    """
+    try:
+        iface = ipaddress.IPv4Interface(ip_cidr)
+    except ValueError as exc:
+        raise ConfigError(f"guest address {ip_cidr!r} is not IPv4 ADDR/PREFIX") from exc
+    if "/" not in ip_cidr:
+        raise ConfigError(f"guest address {ip_cidr!r} needs a prefix length, e.g. /24")
+    args = [*_BASE_ARGS, f"colopp.ip={iface.with_prefixlen}"]
+    if gateway is not None:
+        try:
+            gw = ipaddress.IPv4Address(gateway)
+        except ValueError as exc:
+            raise ConfigError(f"gateway {gateway!r} is not an IPv4 address") from exc
+        if gw not in iface.network:
+            raise ConfigError(f"gateway {gw} is outside the guest's network {iface.network}")
+        args.append(f"colopp.gw={gw}")
+    if shell:
+        args.append("colopp.shell=1")
+    return " ".join(args)
