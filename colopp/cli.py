@@ -28,19 +28,29 @@ def _fail(exc: ColoppError) -> typer.Exit:
 
 @app.command()
 def demo(
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary here.")] = None,
-    comparator: Annotated[ComparatorKind, typer.Option(help="Who compares output.")] = ComparatorKind.BUILTIN,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the summary here.")
+    ] = None,
+    comparator: Annotated[
+        ComparatorKind, typer.Option(help="Who compares output.")
+    ] = ComparatorKind.BUILTIN,
     state_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("/var/lib/colopp/demo"),
     qemu_root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
-    before_kill: Annotated[float, typer.Option(help="Seconds of protected load before the kill.")] = 8.0,
+    before_kill: Annotated[
+        float, typer.Option(help="Seconds of protected load before the kill.")
+    ] = 8.0,
     after_failover: Annotated[float, typer.Option(help="Seconds of load after failover.")] = 8.0,
 ) -> None:
     """Protect a VM on the local lab, load it, SIGKILL the primary, fail over, summarise."""
     from colopp.demo.run import DemoOptions, print_summary, run_demo
 
     options = DemoOptions(
-        state_dir=state_dir, qemu_root=qemu_root, comparator=comparator,
-        before_kill_s=before_kill, after_failover_s=after_failover, json_path=json_path,
+        state_dir=state_dir,
+        qemu_root=qemu_root,
+        comparator=comparator,
+        before_kill_s=before_kill,
+        after_failover_s=after_failover,
+        json_path=json_path,
     )
     out = Console()
     try:
@@ -99,7 +109,9 @@ def _pair_file(state_dir: Path) -> Path:
 
 @app.command()
 def status(
-    state_dir: Annotated[Path, typer.Option(help="Run directory of the pair.")] = Path("/var/lib/colopp/demo"),
+    state_dir: Annotated[Path, typer.Option(help="Run directory of the pair.")] = Path(
+        "/var/lib/colopp/demo"
+    ),
 ) -> None:
     """Show the pair's state as its agents report it."""
     from colopp.controller.saved import load_agents
@@ -122,7 +134,9 @@ def status(
 
 @app.command()
 def failover(
-    state_dir: Annotated[Path, typer.Option(help="Run directory of the pair.")] = Path("/var/lib/colopp/demo"),
+    state_dir: Annotated[Path, typer.Option(help="Run directory of the pair.")] = Path(
+        "/var/lib/colopp/demo"
+    ),
     force: Annotated[bool, typer.Option(help="Fail over even if the primary still runs.")] = False,
 ) -> None:
     """Promote the secondary (the primary is gone): it serves from now on."""
@@ -138,7 +152,9 @@ def failover(
 @app.command()
 def protect(
     state_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("/var/lib/colopp/demo"),
-    comparator: Annotated[ComparatorKind, typer.Option(help="Who compares output.")] = ComparatorKind.BUILTIN,
+    comparator: Annotated[
+        ComparatorKind, typer.Option(help="Who compares output.")
+    ] = ComparatorKind.BUILTIN,
     qemu_root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
 ) -> None:
     """Protect the demo VM on the local lab and keep serving until Ctrl-C."""

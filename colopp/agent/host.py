@@ -7,6 +7,7 @@ one VM side per host in this version.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -18,8 +19,13 @@ from typing import Any
 
 from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
 from colopp.agent.specs import side_from_request, vm_from_dict
-from colopp.colo.sequence import QmpStep, primary_failover, primary_start, secondary_failover
-from colopp.colo.sequence import secondary_prepare
+from colopp.colo.sequence import (
+    QmpStep,
+    primary_failover,
+    primary_start,
+    secondary_failover,
+    secondary_prepare,
+)
 from colopp.errors import ConfigError, QemuError, QmpError, StateError
 from colopp.qemu.argv import Role, SideSpec, VmSpec, qemu_argv
 from colopp.qemu.runtime import QemuRuntime, probe
@@ -142,7 +148,9 @@ class HostAgent:
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
             await asyncio.to_thread(self._prepare_disks, spec, base)
-            process = QemuProcess(qemu_argv(self.runtime, vm_spec, spec), self.runtime.env(), run_dir)
+            process = QemuProcess(
+                qemu_argv(self.runtime, vm_spec, spec), self.runtime.env(), run_dir
+            )
             await process.start()
             monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)
             try:
@@ -170,25 +178,29 @@ class HostAgent:
 
     def _virtual_size(self, img: list[str], base: Path) -> str:
         out = self._run([*img, "info", "--output=json", str(base)])
-        import json
-
         return str(json.loads(out)["virtual-size"])
 
     def _run(self, argv: list[str]) -> str:
         done = subprocess.run(
-            argv, env={**os.environ, **self.runtime.env()}, capture_output=True, text=True,
-            timeout=120, check=False,
+            argv,
+            env={**os.environ, **self.runtime.env()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if done.returncode != 0:
-            raise QemuError(f"{Path(argv[3] if len(argv) > 3 else argv[0]).name} "
-                            f"{' '.join(argv[4:6])} failed: {done.stderr.strip()}")
+            raise QemuError(
+                f"{Path(argv[3] if len(argv) > 3 else argv[0]).name} "
+                f"{' '.join(argv[4:6])} failed: {done.stderr.strip()}"
+            )
         return done.stdout
 
     async def _watch_events(self, side: Side) -> None:
         listener = side.monitor.listen(["STOP", "RESUME", "COLO_EXIT"])
         try:
             while True:
-                event = dict(await listener.get())
+                event: dict[str, Any] = dict(await listener.get())
                 name = str(event.get("event"))
                 if name == "COLO_EXIT":
                     side.checkpoints.colo_exit = dict(event.get("data", {}))

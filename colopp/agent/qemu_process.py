@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -77,10 +78,8 @@ class QemuProcess:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` if the process still runs."""
         if self._proc is not None and not self.exited.is_set():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self._proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     async def stop(self, grace: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; waits for the exit."""

@@ -59,13 +59,22 @@ class AgentServer:
             return {"id": request.id, "error": error_payload(AgentError("bad token"))}
         handler = self._methods.get(request.method)
         if handler is None:
-            return {"id": request.id, "error": error_payload(AgentError(f"no method {request.method!r}"))}
+            return {
+                "id": request.id,
+                "error": error_payload(AgentError(f"no method {request.method!r}")),
+            }
         try:
             return {"id": request.id, "result": await handler(**request.params)}
         except ColoppError as exc:
             return {"id": request.id, "error": error_payload(exc)}
         except TypeError as exc:
-            return {"id": request.id, "error": error_payload(AgentError(f"{request.method}: {exc}"))}
+            return {
+                "id": request.id,
+                "error": error_payload(AgentError(f"{request.method}: {exc}")),
+            }
         except Exception as exc:  # the agent must answer, whatever broke
             log.exception("agent method %s failed", request.method)
-            return {"id": request.id, "error": error_payload(AgentError(f"{request.method}: {exc!r}"))}
+            return {
+                "id": request.id,
+                "error": error_payload(AgentError(f"{request.method}: {exc!r}")),
+            }

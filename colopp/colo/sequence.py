@@ -91,9 +91,7 @@ def secondary_failover() -> list[QmpStep]:
 def _announce() -> QmpStep:
     # The guest's MAC now lives behind another host's port: switches must learn it now,
     # not when the guest next happens to transmit (clients waiting on a reply would stall).
-    return QmpStep(
-        "announce-self", {"initial": 20, "max": 200, "rounds": 5, "step": 40}
-    )
+    return QmpStep("announce-self", {"initial": 20, "max": 200, "rounds": 5, "step": 40})
 
 
 def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:

@@ -39,15 +39,9 @@ _ALLOWED: dict[PairState, frozenset[PairState]] = {
     PairState.NEW: frozenset({PairState.LAUNCHING, PairState.STOPPING}),
     PairState.LAUNCHING: frozenset({PairState.SYNCING, PairState.ERROR, PairState.STOPPING}),
     PairState.SYNCING: frozenset({PairState.PROTECTED, PairState.ERROR, PairState.STOPPING}),
-    PairState.PROTECTED: frozenset(
-        {PairState.FAILING_OVER, PairState.ERROR, PairState.STOPPING}
-    ),
-    PairState.FAILING_OVER: frozenset(
-        {PairState.FAILED_OVER, PairState.ERROR, PairState.STOPPING}
-    ),
-    PairState.FAILED_OVER: frozenset(
-        {PairState.LAUNCHING, PairState.ERROR, PairState.STOPPING}
-    ),
+    PairState.PROTECTED: frozenset({PairState.FAILING_OVER, PairState.ERROR, PairState.STOPPING}),
+    PairState.FAILING_OVER: frozenset({PairState.FAILED_OVER, PairState.ERROR, PairState.STOPPING}),
+    PairState.FAILED_OVER: frozenset({PairState.LAUNCHING, PairState.ERROR, PairState.STOPPING}),
     PairState.ERROR: frozenset({PairState.STOPPING}),
     PairState.STOPPING: frozenset({PairState.STOPPED}),
     PairState.STOPPED: frozenset(),
@@ -85,7 +79,9 @@ class PairLifecycle:
             StateError: the transition is not allowed from the current state.
         """
         if not allowed(self.state, target):
-            raise StateError(f"pair cannot go from {self.state} to {target} ({reason or 'no reason'})")
+            raise StateError(
+                f"pair cannot go from {self.state} to {target} ({reason or 'no reason'})"
+            )
         step = Transition(self.state, target, self.clock(), reason)
         self.state = target
         self.history.append(step)

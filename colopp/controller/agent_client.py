@@ -65,7 +65,9 @@ class AgentClient:
                 line = await asyncio.wait_for(self._reader.readline(), timeout)
             except TimeoutError as exc:
                 await self._drop()
-                raise AgentError(f"agent {self.name}: {method} timed out after {timeout:.0f}s") from exc
+                raise AgentError(
+                    f"agent {self.name}: {method} timed out after {timeout:.0f}s"
+                ) from exc
             except OSError as exc:
                 await self._drop()
                 raise AgentError(f"agent {self.name}: {method}: {exc}") from exc

@@ -68,7 +68,11 @@ class LocalDeployment:
 
     def slot(self, node: Node) -> HostSlot:
         """The pair's view of a host: its name, the guest tap, its replication address."""
-        return HostSlot(node.value, self.plan.tap(node).ifname, str(self.plan.address(node, Network.REPLICATION)))
+        return HostSlot(
+            node.value,
+            self.plan.tap(node).ifname,
+            str(self.plan.address(node, Network.REPLICATION)),
+        )
 
     async def start(self) -> None:
         """Create the lab and start an agent in each host namespace.
@@ -100,18 +104,27 @@ class LocalDeployment:
     def _spawn_agent(self, node: Node, token_file: Path) -> None:
         address = self.plan.address(node, Network.MANAGEMENT)
         argv = [
-            sys.executable, "-m", "colopp.agent",
-            "--host", node.value,
-            "--listen", f"{address}:{DEFAULT_PORT}",
-            "--state-dir", str(self.state_dir / node.value),
-            "--token-file", str(token_file),
+            sys.executable,
+            "-m",
+            "colopp.agent",
+            "--host",
+            node.value,
+            "--listen",
+            f"{address}:{DEFAULT_PORT}",
+            "--state-dir",
+            str(self.state_dir / node.value),
+            "--token-file",
+            str(token_file),
         ]
         if self.qemu_root is not None:
             argv += ["--qemu-root", str(self.qemu_root)]
         log = (self.state_dir / f"agent-{node.value}.log").open("wb")
         self.agent_procs[node.value] = subprocess.Popen(
             netns_argv(self.plan.netns(node), argv),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         log.close()
 

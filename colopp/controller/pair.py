@@ -7,6 +7,7 @@ This is where COLO is started (``protect``) and where a manual failover happens
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -165,7 +166,5 @@ class PairController:
         self.lifecycle.move(PairState.STOPPED, "stopped")
 
     async def _stop_one(self, agent: AgentClient) -> None:
-        try:
+        with contextlib.suppress(ColoppError):
             await agent.call("stop_vm", timeout=20)
-        except ColoppError:
-            pass

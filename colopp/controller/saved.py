@@ -53,7 +53,7 @@ async def manual_failover(path: Path, force: bool = False) -> dict[str, Any]:
         StateError: no secondary, or the primary still serves (without ``force``).
     """
     saved, agents = load_agents(path)
-    primary, secondary = saved.get("primary"), saved.get("secondary")
+    primary, secondary = str(saved.get("primary")), saved.get("secondary")
     if secondary is None:
         raise StateError("the pair has no secondary: it already failed over")
     if not force:
@@ -63,8 +63,10 @@ async def manual_failover(path: Path, force: bool = False) -> dict[str, Any]:
         except Exception:  # an unreachable primary host counts as gone
             alive = False
         if alive:
-            raise StateError(f"the primary on {primary} still runs; use --force to fail over anyway")
-    result: dict[str, Any] = await agents[secondary].call("failover")
+            raise StateError(
+                f"the primary on {primary} still runs; use --force to fail over anyway"
+            )
+    result: dict[str, Any] = await agents[str(secondary)].call("failover")
     saved.update(primary=secondary, secondary=None, state="failed_over")
     save_pair(path, saved)
     return result
@@ -86,17 +88,28 @@ async def protect_local(
         pair = PairController(local.config, deployment.agents, progress=console.log)
         await pair.protect()
         agents = {
-            node.value: {"address": str(deployment.plan.address(node, Network.MANAGEMENT)), "port": DEFAULT_PORT}
+            node.value: {
+                "address": str(deployment.plan.address(node, Network.MANAGEMENT)),
+                "port": DEFAULT_PORT,
+            }
             for node in (Node.HOST_A, Node.HOST_B)
         }
-        save_pair(state_dir / "pair.json", {
-            "agents": agents, "token_file": str(state_dir / "agent.token"),
-            "primary": Node.HOST_A.value, "secondary": Node.HOST_B.value, "state": "protected",
-            "service": f"{deployment.plan.guest_address.ip}:80",
-            "client_netns": deployment.plan.netns(Node.CLIENT),
-        })
-        console.log(f"protected; service {deployment.plan.guest_address.ip}:80 from netns "
-                    f"{deployment.plan.netns(Node.CLIENT)}; Ctrl-C stops")
+        save_pair(
+            state_dir / "pair.json",
+            {
+                "agents": agents,
+                "token_file": str(state_dir / "agent.token"),
+                "primary": Node.HOST_A.value,
+                "secondary": Node.HOST_B.value,
+                "state": "protected",
+                "service": f"{deployment.plan.guest_address.ip}:80",
+                "client_netns": deployment.plan.netns(Node.CLIENT),
+            },
+        )
+        console.log(
+            f"protected; service {deployment.plan.guest_address.ip}:80 from netns "
+            f"{deployment.plan.netns(Node.CLIENT)}; Ctrl-C stops"
+        )
         await stop.wait()
     finally:
         if pair is not None:

@@ -55,11 +55,19 @@ async def prepare_local_pair(
     accel, why = await choose_accel(runtime, image.vmlinuz, image.initrd, append, state_dir)
     console.log(f"accelerator: {accel} ({why})")
     vm = VmSpec(
-        "demo", image.vmlinuz, image.initrd, append, accel=accel,
+        "demo",
+        image.vmlinuz,
+        image.initrd,
+        append,
+        accel=accel,
         cpu="host" if accel == "kvm" else "qemu64",
     )
     config = PairConfig(
-        vm, image.disk, deployment.slot(Node.HOST_A), deployment.slot(Node.HOST_B),
-        comparator=comparator, checkpoint_delay_ms=checkpoint_delay_ms,
+        vm,
+        image.disk,
+        deployment.slot(Node.HOST_A),
+        deployment.slot(Node.HOST_B),
+        comparator=comparator,
+        checkpoint_delay_ms=checkpoint_delay_ms,
     )
     return LocalPair(runtime, image, deployment, config, why)

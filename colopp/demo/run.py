@@ -61,7 +61,9 @@ class DemoLive:
         table.add_row("pair state", self.state)
         table.add_row("primary / secondary", f"{self.primary} / {self.secondary}")
         table.add_row("checkpoints", str(self.checkpoints))
-        table.add_row("requests ok / failed", f"{self.stats.get('ok', 0)} / {self.stats.get('failed', 0)}")
+        table.add_row(
+            "requests ok / failed", f"{self.stats.get('ok', 0)} / {self.stats.get('failed', 0)}"
+        )
         table.add_row("connections reset", str(self.stats.get("resets", 0)))
         table.add_row("writes acknowledged", str(self.stats.get("writes_acked", 0)))
         return table
@@ -79,7 +81,7 @@ class Workload:
         self._reader: asyncio.Task[None] | None = None
 
     def start_reading(self) -> None:
-        self._reader = asyncio.create_task(asyncio.to_thread(self._read))  # type: ignore[arg-type]
+        self._reader = asyncio.create_task(asyncio.to_thread(self._read))
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -129,13 +131,20 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         raise ConfigError("the demo needs root (network namespaces, taps, QEMU)")
     console.rule("[bold]1. QEMU runtime, guest image, accelerator")
     local = await prepare_local_pair(
-        options.state_dir, options.qemu_root, options.comparator, console,
+        options.state_dir,
+        options.qemu_root,
+        options.comparator,
+        console,
         options.checkpoint_delay_ms,
     )
     deployment, config = local.deployment, local.config
     accel = config.vm.accel
     guest_ip = deployment.plan.guest_address.ip
-    summary: dict[str, Any] = {"accel": accel, "colo_reached": False, "comparator": options.comparator.value}
+    summary: dict[str, Any] = {
+        "accel": accel,
+        "colo_reached": False,
+        "comparator": options.comparator.value,
+    }
     live = DemoLive()
     workload: Workload | None = None
     pair: PairController | None = None
@@ -143,6 +152,7 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         console.rule("[bold]2. lab network and host agents")
         await deployment.start()
         console.log(f"lab up: client, hosta, hostb; agents on {', '.join(deployment.agents)}")
+
         def changed(step: Transition) -> None:
             live.state = step.target.value
             console.log(f"pair: {step.source.value} → {step.target.value} {step.reason}")
@@ -153,10 +163,20 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         summary["colo_reached"] = True
         live.primary, live.secondary = "hosta", "hostb"
         console.rule("[bold]4. client workload, then SIGKILL of the primary QEMU")
-        workload = Workload(netns_argv(deployment.plan.netns(Node.CLIENT), [
-            sys.executable, "-m", "colopp.demo.workload",
-            "--target", f"{guest_ip}:80", "--connections", str(options.connections),
-        ]))
+        workload = Workload(
+            netns_argv(
+                deployment.plan.netns(Node.CLIENT),
+                [
+                    sys.executable,
+                    "-m",
+                    "colopp.demo.workload",
+                    "--target",
+                    f"{guest_ip}:80",
+                    "--connections",
+                    str(options.connections),
+                ],
+            )
+        )
         workload.start_reading()
         summary.update(await _drive(pair, workload, live, options, console))
         summary.update(await workload.finish())
@@ -183,7 +203,11 @@ async def _drive(
             while time.monotonic() < end:
                 status = await pair.status()
                 live.checkpoints = max(
-                    (s.get("checkpoints", 0) for s in status["sides"].values() if isinstance(s, dict)),
+                    (
+                        s.get("checkpoints", 0)
+                        for s in status["sides"].values()
+                        if isinstance(s, dict)
+                    ),
                     default=0,
                 )
                 live.stats = workload.latest
@@ -205,7 +229,8 @@ async def _drive(
         out["failover_detect_ms"] = detect_s * 1000
         out["failover_sequence_ms"] = result["took_ms"]
         out["failover_total_ms"] = (time.monotonic() - killed_at) * 1000
-        console.log(f"failover done: detect {detect_s*1000:.0f} ms, QMP sequence {result['took_ms']:.0f} ms")
+        took = result["took_ms"]
+        console.log(f"failover done: detect {detect_s * 1000:.0f} ms, QMP sequence {took:.0f} ms")
         live.primary, live.secondary = pair.primary.name, "-"
         await watch(options.after_failover_s)
     return out
@@ -215,9 +240,19 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     """The final table."""
     table = Table(title="demo summary", show_header=False)
     for key in (
-        "accel", "comparator", "colo_reached", "checkpoints", "requests_ok", "requests_failed",
-        "connections_reset", "writes_acked", "writes_lost", "counter_regressions",
-        "failover_outage_ms", "failover_detect_ms", "failover_sequence_ms",
+        "accel",
+        "comparator",
+        "colo_reached",
+        "checkpoints",
+        "requests_ok",
+        "requests_failed",
+        "connections_reset",
+        "writes_acked",
+        "writes_lost",
+        "counter_regressions",
+        "failover_outage_ms",
+        "failover_detect_ms",
+        "failover_sequence_ms",
     ):
         value = summary.get(key)
         table.add_row(key, f"{value:.0f}" if isinstance(value, float) else str(value))

@@ -62,6 +62,11 @@ def _request(
     return response.status, response.read()
 
 
+def _expect_ok(status: int, what: str) -> None:
+    if status != 200:
+        raise RuntimeError(f"{what} -> {status}")
+
+
 def run_connection(
     cid: int, host: str, port: int, stop: threading.Event, tally: Tally, timeout: float
 ) -> None:
@@ -73,9 +78,7 @@ def run_connection(
         i += 1
         key, value = f"c{cid}-{i}", f"value-{cid}-{i}-" + "x" * (i % 64)
         try:
-            status, _ = _request(conn, "PUT", f"/kv/{key}", value.encode())
-            if status != 200:
-                raise RuntimeError(f"PUT {key} -> {status}")
+            _expect_ok(_request(conn, "PUT", f"/kv/{key}", value.encode())[0], f"PUT {key}")
             with tally.lock:
                 tally.writes_acked[key] = value
                 tally.last_acked[cid] = key
@@ -173,27 +176,36 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.duration
     while not stop.wait(0.5):
         with tally.lock:
-            _emit({"type": "stats", "ok": tally.ok, "failed": tally.failed,
-                   "resets": tally.resets, "writes_acked": len(tally.writes_acked)})
+            _emit(
+                {
+                    "type": "stats",
+                    "ok": tally.ok,
+                    "failed": tally.failed,
+                    "resets": tally.resets,
+                    "writes_acked": len(tally.writes_acked),
+                }
+            )
         if time.monotonic() > deadline:
             stop.set()
     for worker in workers:
         worker.join(args.timeout + 5)
     lost = verify_writes(host, port, dict(tally.writes_acked), args.timeout)
-    _emit({
-        "type": "summary",
-        "requests_ok": tally.ok,
-        "requests_failed": tally.failed,
-        "connections_reset": tally.resets,
-        "writes_acked": len(tally.writes_acked),
-        "writes_lost": len(lost),
-        "lost_keys": lost[:20],
-        "last_acked_per_connection": sorted(tally.last_acked.values()),
-        "read_mismatch": tally.read_mismatch,
-        "counter_regressions": tally.counter_regressions,
-        "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),
-        "errors": tally.errors,
-    })
+    _emit(
+        {
+            "type": "summary",
+            "requests_ok": tally.ok,
+            "requests_failed": tally.failed,
+            "connections_reset": tally.resets,
+            "writes_acked": len(tally.writes_acked),
+            "writes_lost": len(lost),
+            "lost_keys": lost[:20],
+            "last_acked_per_connection": sorted(tally.last_acked.values()),
+            "read_mismatch": tally.read_mismatch,
+            "counter_regressions": tally.counter_regressions,
+            "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),
+            "errors": tally.errors,
+        }
+    )
     return 0
 
 

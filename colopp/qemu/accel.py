@@ -26,10 +26,29 @@ def kvm_probe_argv(
     """Argv of the one-off KVM boot test (no network, no disk)."""
     return [
         *runtime.system_argv(),
-        "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", "1",
-        "-nodefaults", "-display", "none", "-vga", "none", "-nic", "none",
-        "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
-        "-serial", f"file:{serial_log}",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-smp",
+        "1",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+        "-nic",
+        "none",
+        "-kernel",
+        str(kernel),
+        "-initrd",
+        str(initrd),
+        "-append",
+        append,
+        "-serial",
+        f"file:{serial_log}",
     ]
 
 
@@ -62,7 +81,9 @@ async def choose_accel(
     work.mkdir(parents=True, exist_ok=True, mode=0o700)
     serial = work / "serial.log"
     serial.unlink(missing_ok=True)
-    process = QemuProcess(kvm_probe_argv(runtime, kernel, initrd, append, serial), runtime.env(), work)
+    process = QemuProcess(
+        kvm_probe_argv(runtime, kernel, initrd, append, serial), runtime.env(), work
+    )
     try:
         await process.start()
         took = await wait_for_serial(serial, READY_LINE, timeout, process)

@@ -64,7 +64,9 @@ def render(template: str, values: Mapping[str, object], name: str = "template") 
     return argv
 
 
-def render_files(names: list[str], values: Mapping[str, object], folder: Path | None = None) -> list[str]:
+def render_files(
+    names: list[str], values: Mapping[str, object], folder: Path | None = None
+) -> list[str]:
     """Render several templates from ``folder`` (default :func:`configs_dir`) in order.
 
     Raises:

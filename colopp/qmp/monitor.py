@@ -7,6 +7,7 @@ qemu.qmp's errors never leave this module: a failed command becomes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -65,11 +66,9 @@ class Monitor:
         """
         wait = timeout if timeout is not None else self.timeout
         try:
-            return await asyncio.wait_for(
-                self._client.execute(command, arguments, oob=oob), wait
-            )
+            return await asyncio.wait_for(self._client.execute(command, arguments, oob=oob), wait)
         except ExecuteError as exc:
-            raise QmpError(command, f"{exc.error_class}: {exc.error.desc}") from exc
+            raise QmpError(command, f"{exc.error_class}: {exc}") from exc
         except TimeoutError as exc:
             raise QmpTimeout(command, f"no answer in {wait:.1f}s") from exc
         except (QMPError, OSError, EOFError) as exc:
@@ -86,7 +85,7 @@ class Monitor:
         if text.strip():
             lowered = text.lower()
             if "error" in lowered or "could not" in lowered or "failed" in lowered:
-                raise QmpError(f"human-monitor-command {line.split()[0]}", text.strip())
+                raise QmpError(f"human-monitor-command {line.split(maxsplit=1)[0]}", text.strip())
         return text
 
     def listen(self, names: Iterable[str] | None = None) -> EventListener:
@@ -101,10 +100,8 @@ class Monitor:
 
     async def close(self) -> None:
         """Disconnect; never raises."""
-        try:
+        with contextlib.suppress(QMPError, OSError, TimeoutError, EOFError):
             await asyncio.wait_for(self._client.disconnect(), 2.0)
-        except (QMPError, OSError, TimeoutError, EOFError):
-            pass
 
 
 async def next_event(listener: EventListener, timeout: float, what: str) -> Event:

@@ -35,7 +35,9 @@ def test_primary_start_attaches_replication_before_migrate() -> None:
         "migrate",
     ]
     assert steps[0].hmp
-    assert "file.host=198.18.1.11,file.port=10999" in replication_drive("198.18.1.11", Ports(nbd=10999))
+    assert "file.host=198.18.1.11,file.port=10999" in replication_drive(
+        "198.18.1.11", Ports(nbd=10999)
+    )
     assert steps[3].arguments == {"x-checkpoint-delay": 2000}
 
 

@@ -11,16 +11,24 @@ from colopp.qemu.argv import (
     VmSpec,
     qemu_argv,
     template_names,
+    template_values,
 )
-from colopp.qemu.render import placeholders, render
+from colopp.qemu.render import configs_dir, placeholders, render
 from colopp.qemu.runtime import QemuRuntime
 
-VM = VmSpec("demo", Path("/img/vmlinuz"), Path("/img/initrd"), "console=ttyS0 colopp.ip=198.18.0.100/24")
+VM = VmSpec(
+    "demo", Path("/img/vmlinuz"), Path("/img/initrd"), "console=ttyS0 colopp.ip=198.18.0.100/24"
+)
 
 
 def side(role: Role, comparator: ComparatorKind = ComparatorKind.BUILTIN) -> SideSpec:
     return SideSpec(
-        role, Path("/run/c"), "tap-x", Path("/run/c/disk.qcow2"), "198.18.1.10", "198.18.1.11",
+        role,
+        Path("/run/c"),
+        "tap-x",
+        Path("/run/c/disk.qcow2"),
+        "198.18.1.10",
+        "198.18.1.11",
         comparator=comparator,
     )
 
@@ -56,7 +64,7 @@ def test_primary_with_builtin_comparator_has_colo_compare() -> None:
     assert any(o.startswith("colo-compare,id=comp0") for o in objects)
     assert "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0" in objects
     assert option_values(argv, "-netdev") == [
-        "tap,id=hn0,ifname=tap-x,script=no,downscript=no,vhost=off"
+        "tap,id=hn0,ifname=tap-x,script=no,downscript=no,vhost=off,vnet_hdr=off"
     ]
     drive = option_values(argv, "-drive")[0]
     assert "driver=quorum" in drive and "children.0.file.filename=/run/c/disk.qcow2" in drive
@@ -120,9 +128,6 @@ def test_ports_must_differ_and_be_valid() -> None:
 
 
 def test_every_template_placeholder_has_a_value() -> None:
-    from colopp.qemu.argv import template_values
-    from colopp.qemu.render import configs_dir
-
     values = template_values(VM, side(Role.PRIMARY))
     for path in configs_dir().glob("*.conf"):
         assert placeholders(path.read_text()) <= set(values), path.name

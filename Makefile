@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+VENV := .venv
+COLOPP := $(VENV)/bin/colopp
+PYTEST := $(VENV)/bin/pytest
+ARTIFACTS := artifacts
+
+.PHONY: setup demo test unit integration lint runtime image clean
+
+setup:
+	bash scripts/setup.sh
+
+runtime: setup
+	$(COLOPP) qemu install
+
+image: setup
+	$(COLOPP) image build
+
+demo: runtime image
+	mkdir -p $(ARTIFACTS)
+	$(COLOPP) demo --json $(ARTIFACTS)/demo.json
+
+unit: setup
+	$(PYTEST) tests/unit -q
+
+integration: runtime image
+	$(PYTEST) tests/integration -q
+
+lint: setup
+	$(VENV)/bin/ruff check colopp tests bench
+	$(VENV)/bin/ruff format --check colopp tests bench
+	$(VENV)/bin/mypy
+
+test: runtime image
+	$(PYTEST) tests -q
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache .mypy_cache .ruff_cache
