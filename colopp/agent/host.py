@@ -26,7 +26,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.errors import ConfigError, QemuError, QmpError, StateError
+from colopp.errors import ConfigError, QemuError, QemuNotFound, QmpError, StateError
 from colopp.qemu.argv import Role, SideSpec, VmSpec, qemu_argv
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
@@ -144,6 +144,7 @@ class HostAgent:
             vm_spec = vm_from_dict(vm)
             run_dir = self.state_dir / vm_spec.name / side["role"]
             spec = side_from_request(side, run_dir)
+            self.runtime.require_present()
             base = Path(base_disk)
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
@@ -181,19 +182,22 @@ class HostAgent:
         return str(json.loads(out)["virtual-size"])
 
     def _run(self, argv: list[str]) -> str:
-        done = subprocess.run(
-            argv,
-            env={**os.environ, **self.runtime.env()},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise QemuError(
-                f"{Path(argv[3] if len(argv) > 3 else argv[0]).name} "
-                f"{' '.join(argv[4:6])} failed: {done.stderr.strip()}"
+        try:
+            done = subprocess.run(
+                argv,
+                env={**os.environ, **self.runtime.env()},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
             )
+        except OSError as exc:
+            raise QemuNotFound(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise QemuError(f"{' '.join(argv[-4:])} did not finish in 120 s") from exc
+        if done.returncode != 0:
+            tool = Path(argv[3] if len(argv) > 3 else argv[0]).name
+            raise QemuError(f"{tool} {' '.join(argv[4:6])} failed: {done.stderr.strip()}")
         return done.stdout
 
     async def _watch_events(self, side: Side) -> None:

@@ -60,6 +60,15 @@ class QemuRuntime:
             env["QEMU_MODULE_DIR"] = str(self.root / "usr/lib/x86_64-linux-gnu/qemu")
         return env
 
+    def require_present(self) -> None:
+        """Raise QemuNotFound naming the missing QEMU binary (or runtime root)."""
+        program = self.tool_argv(self.binary)[-1]
+        if self.root is not None:
+            if not Path(program).exists():
+                raise QemuNotFound(f"no {program}: run `colopp qemu install --root {self.root}`")
+        elif shutil.which(program) is None:
+            raise QemuNotFound(f"QEMU binary {program} not found (cannot execute it)")
+
     def describe(self) -> str:
         """One line for humans."""
         return f"{self.binary} in {self.root}" if self.root else f"host {self.binary}"
