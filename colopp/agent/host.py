@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
 from colopp.agent.specs import side_from_request, vm_from_dict
 from colopp.colo.sequence import (
@@ -27,7 +28,7 @@ from colopp.colo.sequence import (
     secondary_prepare,
 )
 from colopp.errors import ConfigError, QemuError, QemuNotFound, QmpError, StateError
-from colopp.qemu.argv import Role, SideSpec, VmSpec, qemu_argv
+from colopp.qemu.argv import ComparatorKind, Role, SideSpec, VmSpec, qemu_argv
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
 from colopp.qmp.monitor import Monitor
@@ -73,6 +74,8 @@ class Side:
     checkpoints: CheckpointLog = field(default_factory=CheckpointLog)
     watcher: asyncio.Task[None] | None = None
     failed_over: bool = False
+    comparator: ComparatorProcess | None = None
+    checkpoint_delay_ms: int = 2000
 
 
 class HostAgent:
@@ -119,6 +122,13 @@ class HostAgent:
             "checkpoint_pauses_ms": side.checkpoints.pauses_ms[-32:],
             "colo_exit": side.checkpoints.colo_exit,
         }
+        if side.comparator is not None:
+            out["comparator"] = {
+                "pid": side.comparator.pid,
+                "alive": side.comparator.alive(),
+                "restarts": side.comparator.restarts,
+                "counters": side.comparator.counters(),
+            }
         if side.process.alive():
             try:
                 out["colo"] = await side.monitor.execute("query-colo-status", timeout=2.0)
@@ -248,9 +258,32 @@ class HostAgent:
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> dict[str, Any]:
         """Attach replication and migrate into COLO (primary only)."""
         side = self._require(Role.PRIMARY)
+        side.checkpoint_delay_ms = checkpoint_delay_ms
+        if side.spec.comparator is ComparatorKind.COLOPP and side.comparator is None:
+            argv = comparator_argv(side.spec, checkpoint_delay_ms)
+            side.comparator = ComparatorProcess(
+                argv, side.spec.run_dir, self._force_checkpoint, side.process.alive
+            )
+            await side.comparator.start()
         steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
         await self._run_steps(side, steps)
         return {"started": True}
+
+    async def _force_checkpoint(self) -> None:
+        # Setting x-checkpoint-delay while in COLO makes QEMU checkpoint at once.
+        side = self._require(Role.PRIMARY)
+        await side.monitor.execute(
+            "migrate-set-parameters", {"x-checkpoint-delay": side.checkpoint_delay_ms}
+        )
+
+    async def kill_comparator(self) -> dict[str, Any]:
+        """Fault injection: SIGKILL the comparator; the supervisor restarts it."""
+        side = self._require(Role.PRIMARY)
+        if side.comparator is None:
+            raise StateError(f"{self.host} runs no colopp comparator")
+        pid = side.comparator.pid
+        side.comparator.kill()
+        return {"pid": pid}
 
     async def wait_colo(self, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until query-colo-status reports this side's mode."""
@@ -277,6 +310,8 @@ class HostAgent:
             await self._run_steps(side, secondary_failover())
         else:
             await self._run_steps(side, primary_failover(side.spec.comparator))
+            if side.comparator is not None:
+                await side.comparator.stop()
         side.failed_over = True
         return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
 
@@ -293,6 +328,8 @@ class HostAgent:
             return {"stopped": False}
         if side.watcher is not None:
             side.watcher.cancel()
+        if side.comparator is not None:
+            await side.comparator.stop()
         if side.process.alive():
             try:
                 await side.monitor.execute("quit", timeout=2.0)
@@ -315,5 +352,6 @@ RPC_METHODS = (
     "wait_colo",
     "failover",
     "kill_vm",
+    "kill_comparator",
     "stop_vm",
 )

@@ -1,0 +1,144 @@
+"""colopp's comparator as a child of the primary's agent: argv, start, supervise, stop.
+
+If the comparator dies, the primary's output has nowhere to go (QEMU drops frames written
+to an unconnected chardev), so the agent restarts it at once and forces a checkpoint: the
+secondary becomes a copy of the primary again and the new comparator starts from a clean
+epoch. Each restart is counted and reported in the agent's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from colopp.errors import QemuStartError
+from colopp.qemu.argv import SideSpec
+
+log = logging.getLogger(__name__)
+
+
+def comparator_argv(
+    side: SideSpec, checkpoint_delay_ms: int, python: str = sys.executable
+) -> list[str]:
+    """The comparator's command line for one primary side (pure)."""
+    return [
+        python,
+        "-m",
+        "colopp.compare",
+        "--primary-in",
+        f"unix:{side.compare0_socket}",
+        "--outdev",
+        f"unix:{side.compare_out_socket}",
+        "--secondary-in",
+        f"listen:tcp:{side.local_repl_ip}:{side.ports.compare}",
+        "--qmp",
+        str(side.qmp_compare_socket),
+        "--checkpoint-delay",
+        str(checkpoint_delay_ms),
+        "--status",
+        str(side.run_dir / "compare.json"),
+    ]
+
+
+class ComparatorProcess:
+    """Runs and supervises one comparator process."""
+
+    def __init__(
+        self,
+        argv: list[str],
+        run_dir: Path,
+        on_restart: Callable[[], Awaitable[None]],
+        should_run: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.argv = argv
+        self.run_dir = run_dir
+        self.status_path = run_dir / "compare.json"
+        self.log_path = run_dir / "compare.log"
+        self.restarts = 0
+        self._on_restart = on_restart
+        self._should_run = should_run
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Start the process and its supervisor.
+
+        Raises:
+            QemuStartError: the comparator cannot be executed.
+        """
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def _spawn(self) -> None:
+        logfile = self.log_path.open("ab")
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise QemuStartError(f"cannot start the comparator: {exc.strerror}") from exc
+        finally:
+            logfile.close()
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            assert self._proc is not None
+            code = await self._proc.wait()
+            if self._stopping or not self._should_run():
+                return  # QEMU is gone too: nothing to compare
+            self.restarts += 1
+            log.warning("comparator exited (%s); restart %d", code, self.restarts)
+            await self._spawn()
+            with contextlib.suppress(Exception):
+                await self._on_restart()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    def counters(self) -> dict[str, Any]:
+        """The comparator's last status snapshot (empty when none was written yet)."""
+        try:
+            data = json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL; never raises."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+    def kill(self) -> None:
+        """Fault injection: SIGKILL the comparator (the supervisor restarts it)."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
