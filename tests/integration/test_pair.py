@@ -92,6 +92,13 @@ def test_checkpoints_happen_while_protected(harness: PairHarness) -> None:
 
 def test_failover_keeps_connection_and_acknowledged_writes(harness: PairHarness) -> None:
     conn = harness.http()
+    try:
+        check_failover_keeps(harness, conn)
+    finally:
+        conn.close()
+
+
+def check_failover_keeps(harness: PairHarness, conn: NetnsHTTPConnection) -> None:
     writes = {}
     for i in range(20):
         key, value = f"before-{i}", f"v{i}-" + "z" * i
