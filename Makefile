@@ -26,8 +26,8 @@ integration: runtime image
 	$(PYTEST) tests/integration -q
 
 lint: setup
-	$(VENV)/bin/ruff check colopp tests bench
-	$(VENV)/bin/ruff format --check colopp tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 test: runtime image
