@@ -61,7 +61,9 @@ def side(role: Role, tap: str, p: Ports) -> dict[str, Any]:
 def assert_no_qemu(agent: HostAgent, pid: int | None) -> None:
     assert agent.side is None
     if pid is not None:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
 
 
 def test_missing_qemu_binary_is_named() -> None:
@@ -75,7 +77,9 @@ def test_agent_names_a_binary_it_cannot_execute(
     agent = HostAgent("badbin", tmp_path, QemuRuntime(binary="/nonexistent/qemu-system-x86_64"))
     with pytest.raises(QemuNotFound, match="/nonexistent/qemu-system-x86_64"):
         loop.run_until_complete(
-            agent.launch(vm(guest_image), side(Role.PRIMARY, "clpbad0", ports()), str(guest_image.disk))
+            agent.launch(
+                vm(guest_image), side(Role.PRIMARY, "clpbad0", ports()), str(guest_image.disk)
+            )
         )
     assert_no_qemu(agent, None)
 
@@ -92,7 +96,9 @@ def test_port_in_use_is_reported_in_qemus_words(
     try:
         with pytest.raises(QemuStartError, match=r"(?i)address already in use"):
             loop.run_until_complete(
-                agent.launch(vm(guest_image), side(Role.PRIMARY, "clpbad1", p), str(guest_image.disk))
+                agent.launch(
+                    vm(guest_image), side(Role.PRIMARY, "clpbad1", p), str(guest_image.disk)
+                )
             )
     finally:
         busy.close()
@@ -125,7 +131,9 @@ def test_failing_qmp_command_is_named(
 ) -> None:
     agent = HostAgent("qmpfail", tmp_path, runtime)
     launched = loop.run_until_complete(
-        agent.launch(vm(guest_image), side(Role.SECONDARY, "clpbad3", ports()), str(guest_image.disk))
+        agent.launch(
+            vm(guest_image), side(Role.SECONDARY, "clpbad3", ports()), str(guest_image.disk)
+        )
     )
     try:
         loop.run_until_complete(agent.prepare_secondary())

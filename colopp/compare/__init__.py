@@ -1,0 +1,26 @@
+"""colopp's userspace packet comparator, in place of QEMU's in-process colo-compare.
+
+Data path: :mod:`~colopp.compare.framing` (QEMU's net-filter socket framing) ->
+:mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing) ->
+:mod:`~colopp.compare.core` (the pure decision core, with :mod:`~colopp.compare.tcp`,
+:mod:`~colopp.compare.stream` and :mod:`~colopp.compare.flows`) -> actions
+(:mod:`~colopp.compare.verdict`) carried out by the asyncio :mod:`~colopp.compare.shell`.
+"""
+
+from colopp.compare.config import CompareConfig
+from colopp.compare.core import Comparator
+from colopp.compare.held import HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
+
+__all__ = [
+    "Action",
+    "Checkpoint",
+    "Comparator",
+    "CompareConfig",
+    "Drop",
+    "HeldFrame",
+    "NeverPreRelease",
+    "PreRelease",
+    "Release",
+    "ReleasePolicy",
+]

@@ -1,0 +1,97 @@
+"""``python -m colopp.compare``: run the comparator process.
+
+Example (the primary host; QEMU's chardevs compare0 and compare_out are servers)::
+
+    python -m colopp.compare \\
+        --primary-in unix:/run/colopp/compare0.sock \\
+        --outdev unix:/run/colopp/compare_out.sock \\
+        --secondary-in listen:tcp:198.18.0.10:9004 \\
+        --qmp /run/colopp/primary-compare.qmp --status /run/colopp/compare.json
+
+Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``--qmp``
+checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
+SIGUSR1 tells the comparator that a checkpoint finished. Exit codes: 0 on SIGTERM/SIGINT,
+2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed.
+
+Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``
+and at exit): the core's counters at top level (``primary_frames_in``,
+``secondary_frames_in``, ``released_frames``, ``matched_frames``, ``passthrough_frames``,
+``flushed_frames``, ``held_frames``, ``held_bytes``, ``held_secondary_frames``,
+``malformed`` by reason, ``divergences`` by reason, ``checkpoints_requested``,
+``checkpoints_done``, ``hold_time_buckets`` / ``hold_time_counts``, ``awaiting_checkpoint``,
+``tcp_connections``, ...), socket counters under ``shell``, then ``pid`` and ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from colopp.compare.addresses import parse_endpoint
+from colopp.compare.config import DEFAULT_COMPARE_TIMEOUT_S, CompareConfig
+from colopp.compare.shell import ComparatorShell, ShellOptions
+from colopp.errors import ColoppError
+
+_DEFAULTS = CompareConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The comparator's command line."""
+    p = argparse.ArgumentParser(prog="python -m colopp.compare", description=__doc__.split("\n")[0])
+    p.add_argument("--primary-in", required=True, help="primary guest output (QEMU server)")
+    p.add_argument("--secondary-in", required=True, help="secondary output, e.g. listen:tcp:H:P")
+    p.add_argument("--outdev", required=True, help="where released frames go (QEMU server)")
+    p.add_argument("--vnet-hdr", action="store_true", help="frames carry a vnet header length")
+    p.add_argument("--qmp", help="the comparator's own QMP unix socket on the primary QEMU")
+    p.add_argument("--qmp-timeout", type=float, default=5.0, help="seconds per QMP call")
+    p.add_argument("--checkpoint-delay", type=int, help="x-checkpoint-delay ms to re-set")
+    p.add_argument("--status", type=Path, help="JSON status file, rewritten every interval")
+    p.add_argument("--status-interval", type=float, default=0.5)
+    p.add_argument("--compare-timeout", type=float, default=DEFAULT_COMPARE_TIMEOUT_S)
+    p.add_argument("--max-queue-frames", type=int, default=_DEFAULTS.max_queue_frames)
+    p.add_argument("--max-queue-bytes", type=int, default=_DEFAULTS.max_queue_bytes)
+    p.add_argument("--connect-timeout", type=float, default=30.0)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def options_from_args(argv: list[str]) -> ShellOptions:
+    """Parse ``argv`` into ShellOptions. Raises ConfigError on a bad address or limit."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    config = CompareConfig(
+        compare_timeout=args.compare_timeout,
+        checkpoint_retry=args.compare_timeout,
+        max_queue_frames=args.max_queue_frames,
+        max_queue_bytes=args.max_queue_bytes,
+    )
+    return ShellOptions(
+        primary_in=parse_endpoint(args.primary_in),
+        secondary_in=parse_endpoint(args.secondary_in),
+        outdev=parse_endpoint(args.outdev),
+        vnet_hdr=args.vnet_hdr,
+        qmp=args.qmp,
+        qmp_timeout=args.qmp_timeout,
+        checkpoint_delay_ms=args.checkpoint_delay,
+        status=args.status,
+        status_interval=args.status_interval,
+        connect_timeout=args.connect_timeout,
+        config=config,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparator until stopped; return the process exit code."""
+    try:
+        options = options_from_args(sys.argv[1:] if argv is None else argv)
+        return asyncio.run(ComparatorShell(options).run())
+    except ColoppError as exc:
+        print(f"colopp.compare: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

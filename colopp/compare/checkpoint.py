@@ -1,0 +1,119 @@
+"""Forcing checkpoints and seeing them finish, over the comparator's own QMP monitor.
+
+Setting ``x-checkpoint-delay`` (``migrate-set-parameters``) while the primary is in COLO state
+makes QEMU checkpoint at once; the comparator re-sets the configured periodic delay so the
+period is unchanged. A checkpoint shows on the primary's QMP as ``STOP`` then ``RESUME``; at
+``RESUME`` the SVM is a copy of the PVM and the core is told so (``checkpoint_done``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+
+from colopp.errors import QmpError, QmpTimeout
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointTrigger(Protocol):
+    """Something that can ask QEMU for a checkpoint."""
+
+    async def request(self, reason: str) -> None:
+        """Ask for a checkpoint now. Raises QmpError / QmpTimeout when QEMU refuses or hangs."""
+        ...
+
+
+class LoggingTrigger:
+    """No QEMU (tests, dry runs): checkpoint requests are only logged and counted."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    async def request(self, reason: str) -> None:
+        """Record the request."""
+        self.requests.append(reason)
+        log.info("checkpoint requested (no QMP): %s", reason)
+
+
+class QmpCheckpointLink:
+    """The comparator's QMP client on the primary QEMU.
+
+    ``on_checkpoint_done`` is called (on the event loop) at every STOP -> RESUME pair.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        on_checkpoint_done: Callable[[], None],
+        *,
+        timeout: float = 5.0,
+        delay_ms: int | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.delay_ms = delay_ms
+        self._on_done = on_checkpoint_done
+        self._qmp = QMPClient("colopp-compare")
+        self._listener = EventListener(("STOP", "RESUME"))
+        self._events: asyncio.Task[None] | None = None
+
+    async def start(self, connect_timeout: float) -> None:
+        """Connect (retrying until ``connect_timeout``), learn the delay, watch STOP/RESUME.
+
+        Raises QmpTimeout when the monitor never answers, QmpError when QEMU refuses.
+        """
+        deadline = asyncio.get_running_loop().time() + connect_timeout
+        while True:
+            try:
+                await asyncio.wait_for(self._qmp.connect(self.socket_path), self.timeout)
+                break
+            except (QMPError, OSError, TimeoutError) as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise QmpTimeout("qmp_capabilities", f"{self.socket_path}: {exc}") from exc
+                await asyncio.sleep(0.1)
+        self._qmp.register_listener(self._listener)
+        if self.delay_ms is None:
+            params = await self._execute("query-migrate-parameters", None)
+            self.delay_ms = int(params.get("x-checkpoint-delay", 20000))
+        self._events = asyncio.create_task(self._watch_checkpoints())
+
+    async def request(self, reason: str) -> None:
+        """Force a checkpoint by re-setting ``x-checkpoint-delay``."""
+        log.info("forcing checkpoint: %s", reason)
+        await self._execute("migrate-set-parameters", {"x-checkpoint-delay": self.delay_ms})
+
+    async def close(self) -> None:
+        """Stop watching events and disconnect."""
+        if self._events is not None:
+            self._events.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._events
+        with contextlib.suppress(QMPError, OSError):
+            await self._qmp.disconnect()
+
+    async def _execute(self, command: str, args: dict[str, Any] | None) -> dict[str, Any]:
+        try:
+            reply = await asyncio.wait_for(self._qmp.execute(command, args), self.timeout)
+        except TimeoutError as exc:
+            raise QmpTimeout(command, f"no reply in {self.timeout} s") from exc
+        except ExecuteError as exc:
+            raise QmpError(command, str(exc)) from exc
+        except (QMPError, OSError) as exc:
+            raise QmpError(command, f"{type(exc).__name__}: {exc}") from exc
+        return reply if isinstance(reply, dict) else {}
+
+    async def _watch_checkpoints(self) -> None:
+        stopped = False
+        async for event in self._listener:
+            name = event["event"]
+            if name == "STOP":
+                stopped = True
+            elif name == "RESUME" and stopped:
+                stopped = False
+                self._on_done()

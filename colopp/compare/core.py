@@ -1,0 +1,340 @@
+"""The comparator's pure decision core: frames in, actions out. No sockets, no clock.
+
+Time is always passed in (``now``, seconds, any monotonic origin), so tests drive timeouts with
+a fake clock. The shell feeds every frame read from ``primary_in`` / ``secondary_in`` and acts
+on the returned :mod:`~colopp.compare.verdict` actions.
+
+Behaviour follows QEMU's colo-compare (``net/colo-compare.c``): TCP payload compared per
+connection over aligned sequence ranges, with its ACK rule; UDP, ICMP and other IPv4 payloads
+compared per flow; non-IPv4 primary frames pass through and secondary ones are dropped; an
+unmatched frame older than ``compare_timeout`` forces a checkpoint; at a checkpoint held
+primary frames are released and secondary output discarded.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from colopp.compare.config import CompareConfig
+from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
+from colopp.compare.flows import DatagramFlow
+from colopp.compare.held import HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.packet import PASSTHROUGH, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.tcp import TcpConnection
+from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
+
+SWEEP_INTERVAL_S = 1.0
+MAX_CONNECTIONS = 65536
+
+Flow = TcpConnection | DatagramFlow
+
+
+class Comparator:
+    """Compares the primary's and the secondary's output and decides what may leave.
+
+    Never raises on frame content: malformed frames become :class:`Drop` actions. After a
+    divergence exactly one :class:`Checkpoint` is returned; the next one only after
+    :meth:`checkpoint_done` (or a ``checkpoint_retry`` from :meth:`tick`).
+    """
+
+    def __init__(self, config: CompareConfig | None = None, policy: ReleasePolicy | None = None):
+        self.config = config or CompareConfig()
+        self.policy: ReleasePolicy = policy or NeverPreRelease()
+        # The default policy never answers yes: do not even ask it on the hot path.
+        self._policy: ReleasePolicy | None = None if policy is None else policy
+        self.counters = Counters()
+        self._max_frames = self.config.max_queue_frames
+        self._max_bytes = self.config.max_queue_bytes
+        self._tcp: dict[FlowKey, TcpConnection] = {}
+        self._flows: dict[FlowKey, DatagramFlow] = {}
+        # Every held primary frame in arrival order (released ones are skipped lazily).
+        self._held: deque[HeldFrame] = deque()
+        self._awaiting_since: float | None = None
+        self._last_sweep = float("-inf")
+
+    @property
+    def awaiting_checkpoint(self) -> bool:
+        """True between a requested checkpoint and :meth:`checkpoint_done`."""
+        return self._awaiting_since is not None
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def feed_primary(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
+        """Take one frame of the primary guest's output; return what to do now."""
+        c = self.counters
+        c.primary_frames_in += 1
+        c.primary_bytes_in += len(frame)
+        pkt = parse_frame(frame, vnet_hdr_len)
+        if isinstance(pkt, Malformed):
+            c.malformed["primary_" + pkt.reason] += 1
+            return [Drop(pkt.reason, "primary")]
+        if pkt.kind == PASSTHROUGH:
+            c.passthrough_frames += 1
+            c.released_frames += 1
+            c.released_bytes += len(frame)
+            return [Release([frame], vnet_hdr_len)]
+        held = HeldFrame(frame, vnet_hdr_len, now, pkt)
+        self._held.append(held)
+        c.held_frames += 1
+        c.held_bytes += len(frame)
+        released: list[HeldFrame] = []
+        pre: list[HeldFrame] = []
+        if pkt.kind == TCP:
+            conn = self._tcp.get(pkt.key) or self._open_tcp(pkt.key, now)
+            conn.last_seen = now
+            # Behind a waiting head nothing can move: the head waits for the secondary.
+            at_head = conn.add_primary(held, pkt)
+            reason = conn.pump(c, self._policy, now, released, pre) if at_head else None
+        else:
+            flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
+            flow.last_seen = now
+            flow.primary.append(held)
+            reason = flow.pump(released)
+        actions = self._finish(released, pre, reason, now) if released or pre or reason else []
+        if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
+            actions += self._request_checkpoint("queue_overflow", now)
+        return actions
+
+    def feed_secondary(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
+        """Take one frame of the secondary guest's output; return what to do now.
+
+        Secondary frames are never sent out: they only let primary frames go.
+        """
+        c = self.counters
+        c.secondary_frames_in += 1
+        c.secondary_bytes_in += len(frame)
+        pkt = parse_frame(frame, vnet_hdr_len)
+        if isinstance(pkt, Malformed):
+            c.malformed["secondary_" + pkt.reason] += 1
+            return [Drop(pkt.reason, "secondary")]
+        if pkt.kind == PASSTHROUGH:
+            c.secondary_dropped += 1
+            return []
+        if (
+            c.held_secondary_frames >= self._max_frames
+            or c.held_secondary_bytes + len(frame) > self._max_bytes
+        ):
+            c.secondary_dropped += 1
+            return self._request_checkpoint("queue_overflow", now)
+        released: list[HeldFrame] = []
+        pre: list[HeldFrame] = []
+        reason: str | None
+        if pkt.kind == TCP:
+            conn = self._tcp.get(pkt.key) or self._open_tcp(pkt.key, now)
+            conn.last_seen = now
+            if not conn.add_secondary(pkt, frame, now):
+                c.secondary_dropped += 1
+            reason = conn.pump(c, self._policy, now, released, pre)
+        else:
+            flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
+            flow.last_seen = now
+            flow.add_secondary(frame[pkt.payload_start : pkt.payload_end], now)
+            reason = flow.pump(released)
+        if pre or reason is not None:
+            return self._finish(released, pre, reason, now)
+        return self._release_matched(released, now) if released else []
+
+    # ---- time and checkpoints ------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Check timers: compare timeouts, checkpoint retries, idle connection cleanup."""
+        actions: list[Action] = []
+        since = self._awaiting_since
+        if since is not None and now - since >= self.config.checkpoint_retry:
+            self._awaiting_since = now
+            self.counters.checkpoints_requested += 1
+            actions.append(Checkpoint("checkpoint_retry"))
+        self._drop_released_heads()
+        timeout = self.config.compare_timeout
+        if self._held and now - self._held[0].arrival > timeout:
+            actions += self._request_checkpoint("compare_timeout", now)
+        if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            self._last_sweep = now
+            actions += self._sweep(now)
+        return actions
+
+    def checkpoint_done(self, now: float) -> list[Action]:
+        """A checkpoint finished: the SVM is now a copy of the PVM.
+
+        Releases every held primary frame in arrival order (as colo-compare's flush does),
+        discards the secondary's queued output and re-bases each connection so frames in
+        flight across the checkpoint are not taken for divergence.
+        """
+        c = self.counters
+        flushed = [h for h in self._held if not h.released]
+        for held in flushed:
+            held.released = True
+            c.observe_hold(now - held.arrival)
+        self._held.clear()
+        c.flushed_frames += len(flushed)
+        for conn in self._tcp.values():
+            conn.on_checkpoint()
+        for flow in self._flows.values():
+            flow.on_checkpoint()
+        c.held_frames = c.held_bytes = 0
+        c.checkpoints_done += 1
+        self._awaiting_since = None
+        out = [h for h in flushed if not h.pre_released]
+        c.released_frames += len(out)
+        c.released_bytes += sum(len(h.frame) for h in out)
+        return _release_actions(out, Release)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters plus the core's state, JSON-serialisable."""
+        snap = self.counters.snapshot()
+        snap["awaiting_checkpoint"] = self.awaiting_checkpoint
+        snap["tcp_connections"] = len(self._tcp)
+        snap["datagram_flows"] = len(self._flows)
+        return snap
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _finish(
+        self, released: list[HeldFrame], pre: list[HeldFrame], reason: str | None, now: float
+    ) -> list[Action]:
+        c = self.counters
+        actions: list[Action] = []
+        if pre:
+            c.pre_released_frames += len(pre)
+            c.released_frames += len(pre)
+            c.released_bytes += sum(len(h.frame) for h in pre)
+            actions += _release_actions(pre, PreRelease)
+        if released:
+            actions += self._release_matched(released, now)
+        if reason is not None:
+            actions += self._request_checkpoint(reason, now)
+        return actions
+
+    def _release_matched(self, released: list[HeldFrame], now: float) -> list[Action]:
+        c = self.counters
+        if len(released) == 1 and not released[0].pre_released:
+            # The common case, kept short: one matched frame.
+            held = released[0]
+            held.released = True
+            size = len(held.frame)
+            c.held_frames -= 1
+            c.held_bytes -= size
+            c.matched_frames += 1
+            c.released_frames += 1
+            c.released_bytes += size
+            waited = now - held.arrival
+            c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
+            c.hold_time_sum += waited
+            queue = self._held
+            while queue and queue[0].released:
+                queue.popleft()
+            return [Release([held.frame], held.vnet_hdr_len)]
+        observe = c.observe_hold
+        frames: list[bytes] = []
+        size = 0
+        vnet = released[0].vnet_hdr_len
+        uniform = True
+        for held in released:
+            held.released = True
+            observe(now - held.arrival)
+            size += len(held.frame)
+            if held.pre_released or held.vnet_hdr_len != vnet:
+                uniform = False
+            frames.append(held.frame)
+        c.held_frames -= len(released)
+        c.held_bytes -= size
+        c.matched_frames += len(released)
+        self._drop_released_heads()
+        if uniform:
+            c.released_frames += len(frames)
+            c.released_bytes += size
+            return [Release(frames, vnet)]
+        out = [h for h in released if not h.pre_released]
+        c.released_frames += len(out)
+        c.released_bytes += sum(len(h.frame) for h in out)
+        return _release_actions(out, Release)
+
+    def _request_checkpoint(self, reason: str, now: float) -> list[Action]:
+        if self._awaiting_since is not None:
+            if reason.endswith("mismatch"):
+                self.counters.divergences[reason] += 1
+            return []
+        self.counters.divergences[reason] += 1
+        self.counters.checkpoints_requested += 1
+        self._awaiting_since = now
+        return [Checkpoint(reason)]
+
+    def _drop_released_heads(self) -> None:
+        held = self._held
+        while held and held[0].released:
+            held.popleft()
+
+    def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
+        self._make_room()
+        conn = TcpConnection(key, now, self.counters, self.config.max_out_of_order_segments)
+        self._tcp[key] = conn
+        self.counters.connections_open = len(self._tcp)
+        return conn
+
+    def _open_flow(self, key: FlowKey, kind: int, now: float) -> DatagramFlow:
+        self._make_room()
+        flow = DatagramFlow(key, kind, now, self.counters)
+        self._flows[key] = flow
+        return flow
+
+    def _make_room(self) -> None:
+        if len(self._tcp) + len(self._flows) < MAX_CONNECTIONS:
+            return
+        # Like colo-compare's HASHTABLE_MAX_SIZE reset, but only forget idle state.
+        self._forget(_is_empty)
+
+    def _sweep(self, now: float) -> list[Action]:
+        cfg = self.config
+        actions: list[Action] = []
+        if cfg.secondary_timeout and not self.awaiting_checkpoint:
+            oldest = min(
+                (t for f in self._all_flows() if (t := f.oldest_secondary()) is not None),
+                default=None,
+            )
+            if oldest is not None and now - oldest > cfg.compare_timeout:
+                actions += self._request_checkpoint("secondary_timeout", now)
+
+        def expired(f: Flow) -> bool:
+            if not _is_empty(f):
+                return False
+            if isinstance(f, TcpConnection) and f.closed_at is not None:
+                return now - f.closed_at > cfg.closed_linger
+            return now - f.last_seen > cfg.idle_timeout
+
+        self._forget(expired)
+        return actions
+
+    def _forget(self, doomed: Callable[[Flow], bool]) -> None:
+        tcp_gone = [k for k, f in self._tcp.items() if doomed(f)]
+        for key in tcp_gone:
+            del self._tcp[key]
+        for key in [k for k, f in self._flows.items() if doomed(f)]:
+            del self._flows[key]
+        self.counters.connections_closed += len(tcp_gone)
+        self.counters.connections_open = len(self._tcp)
+
+    def _all_flows(self) -> list[Flow]:
+        return [*self._tcp.values(), *self._flows.values()]
+
+
+def _is_empty(flow: Flow) -> bool:
+    if isinstance(flow, TcpConnection):
+        return not flow.queue and flow.secondary_held()[0] == 0
+    return not flow.primary and not flow.secondary
+
+
+def _release_actions(
+    frames: list[HeldFrame], kind: type[Release] | type[PreRelease]
+) -> list[Action]:
+    """Group frames into one action per run of equal vnet header length, keeping order."""
+    actions: list[Action] = []
+    current: Release | PreRelease | None = None
+    for held in frames:
+        if current is None or current.vnet_hdr_len != held.vnet_hdr_len:
+            current = kind([], held.vnet_hdr_len)
+            actions.append(current)
+        current.frames.append(held.frame)
+    return actions

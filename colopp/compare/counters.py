@@ -1,0 +1,77 @@
+"""The comparator's counters, exported as a JSON-ready snapshot by the shell."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Upper bounds (seconds) of the hold-time histogram buckets; a final bucket catches the rest.
+HOLD_TIME_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.0005,
+    0.001,
+    0.005,
+    0.01,
+    0.05,
+    0.1,
+    0.5,
+    1.0,
+    3.0,
+    10.0,
+)
+
+
+@dataclass(slots=True)
+class Counters:
+    """Monotonic counters plus the current held gauges.
+
+    ``held_*`` are gauges (frames/bytes waiting now); everything else only grows.
+    ``hold_time_counts[i]`` counts primary frames held at most ``HOLD_TIME_BUCKETS[i]``
+    seconds from arrival to release; the last slot counts the longer ones.
+    """
+
+    primary_frames_in: int = 0
+    secondary_frames_in: int = 0
+    primary_bytes_in: int = 0
+    secondary_bytes_in: int = 0
+    released_frames: int = 0
+    released_bytes: int = 0
+    matched_frames: int = 0
+    passthrough_frames: int = 0
+    flushed_frames: int = 0
+    pre_released_frames: int = 0
+    retransmitted_frames: int = 0
+    secondary_dropped: int = 0
+    held_frames: int = 0
+    held_bytes: int = 0
+    held_secondary_frames: int = 0
+    held_secondary_bytes: int = 0
+    checkpoints_requested: int = 0
+    checkpoints_done: int = 0
+    connections_open: int = 0
+    connections_closed: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+    divergences: Counter[str] = field(default_factory=Counter)
+    hold_time_counts: list[int] = field(default_factory=lambda: [0] * (len(HOLD_TIME_BUCKETS) + 1))
+    hold_time_sum: float = 0.0
+
+    def observe_hold(self, seconds: float) -> None:
+        """Add one primary frame's arrival-to-release time to the histogram."""
+        self.hold_time_counts[bisect.bisect_left(HOLD_TIME_BUCKETS, seconds)] += 1
+        self.hold_time_sum += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-serialisable copy of every counter."""
+        out: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in self.__slots__
+            if name not in ("malformed", "divergences", "hold_time_counts")
+        }
+        out["malformed"] = dict(self.malformed)
+        out["malformed_total"] = sum(self.malformed.values())
+        out["divergences"] = dict(self.divergences)
+        out["hold_time_buckets"] = [*HOLD_TIME_BUCKETS, "+Inf"]
+        out["hold_time_counts"] = list(self.hold_time_counts)
+        return out

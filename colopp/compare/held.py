@@ -1,0 +1,71 @@
+"""A primary frame waiting for its comparison, and the pre-release seam."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from colopp.compare.packet import Packet
+
+
+class HeldFrame:
+    """One primary frame held by the core until it is matched or a checkpoint flushes it.
+
+    ``payload_start``/``payload_end`` index ``frame``; for TCP, ``pos_start``/``pos_end`` are
+    the payload's unwrapped stream positions (sequence numbers made monotonic per connection).
+    """
+
+    __slots__ = (
+        "ack",
+        "arrival",
+        "compared",
+        "flags",
+        "frame",
+        "key",
+        "payload_end",
+        "payload_start",
+        "pos_end",
+        "pos_start",
+        "pre_released",
+        "released",
+        "vnet_hdr_len",
+    )
+
+    def __init__(self, frame: bytes, vnet_hdr_len: int, arrival: float, pkt: Packet) -> None:
+        self.frame = frame
+        self.vnet_hdr_len = vnet_hdr_len
+        self.arrival = arrival
+        self.key = pkt.key
+        self.payload_start = pkt.payload_start
+        self.payload_end = pkt.payload_end
+        self.released = False
+        self.pre_released = False
+        self.compared = False
+        self.pos_start = 0
+        self.pos_end = 0
+        self.ack = pkt.ack
+        self.flags = pkt.flags
+
+    @property
+    def payload(self) -> bytes:
+        """The compared bytes of this frame (a copy)."""
+        return self.frame[self.payload_start : self.payload_end]
+
+
+class ReleasePolicy(Protocol):
+    """Seam for COLO++ pre-release: may a held primary TCP frame go out before it matched?
+
+    Consulted only for the head frame of a connection that is waiting for the secondary.
+    A frame released early is still compared later; a mismatch still forces a checkpoint.
+    """
+
+    def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
+        """True to send ``frame`` now, before the secondary's copy arrived."""
+        ...
+
+
+class NeverPreRelease:
+    """The default policy: stock COLO behaviour, nothing leaves before it is compared."""
+
+    def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
+        """Always False."""
+        return False

@@ -1,0 +1,137 @@
+"""Pure parsing of the guest's Ethernet frames: just the fields the comparator needs.
+
+:func:`parse_frame` never raises: a frame it cannot make sense of comes back as
+:class:`Malformed` with a short reason (counted by the core). Like colo-compare
+(``parse_packet_early`` in QEMU's ``net/colo.c``), anything that is not untagged IPv4 --
+ARP, IPv6, VLAN-tagged frames -- is classified :data:`PASSTHROUGH`: the comparator does not
+compare it.
+
+Offsets in :class:`Packet` index the whole frame as received, vnet header included.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+# Packet kinds (ints, not an Enum: this is the comparator's hot path).
+TCP = 6
+UDP = 17
+ICMP = 1
+OTHER_IP = 0
+PASSTHROUGH = -1
+
+KIND_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", OTHER_IP: "ip", PASSTHROUGH: "passthrough"}
+
+# TCP flag bits.
+FIN = 0x01
+SYN = 0x02
+RST = 0x04
+PSH = 0x08
+ACK = 0x10
+
+ETH_HLEN = 14
+ETHERTYPE_IPV4 = 0x0800
+
+_IP_FIELDS = struct.Struct(">BxHxxHxBxxII")  # ver/ihl, total len, frag, proto, src, dst
+_TCP_FIELDS = struct.Struct(">HHIIH")  # sport, dport, seq, ack, data offset + flags
+_PORTS = struct.Struct(">HH")
+# The common case in one call: a 20-byte IPv4 header followed by a TCP header.
+_IP_TCP_FIELDS = struct.Struct(">BxHxxHxBxxIIHHIIH")
+
+FlowKey = tuple[int, int, int, int, int]
+"""(ip protocol, source address, destination address, source port, destination port)."""
+
+
+@dataclass(slots=True)
+class Packet:
+    """A parsed frame. ``payload_start``/``payload_end`` bound the bytes that are compared.
+
+    For TCP that is the segment payload; for UDP, ICMP and other IPv4 protocols it is the
+    whole IP payload (colo-compare ignores the IP header: ID, TTL and checksum differ).
+    """
+
+    kind: int
+    key: FlowKey
+    seq: int = 0
+    ack: int = 0
+    flags: int = 0
+    payload_start: int = 0
+    payload_end: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A frame that cannot be parsed; ``reason`` names the first check that failed."""
+
+    reason: str
+
+
+_NO_KEY: FlowKey = (0, 0, 0, 0, 0)
+
+
+def parse_frame(frame: bytes, vnet_hdr_len: int = 0) -> Packet | Malformed:
+    """Classify and parse ``frame`` (``vnet_hdr_len`` bytes of virtio-net header first).
+
+    Returns a :class:`Packet` (kind TCP, UDP, ICMP, OTHER_IP or PASSTHROUGH) or a
+    :class:`Malformed`. Never raises; IP fragments are parsed as OTHER_IP.
+    """
+    size = len(frame)
+    eth = vnet_hdr_len
+    if eth < 0 or size - eth < ETH_HLEN:
+        return Malformed("short_ethernet")
+    if frame[eth + 12] != 0x08 or frame[eth + 13] != 0x00:
+        return Packet(PASSTHROUGH, _NO_KEY)
+    ip = eth + ETH_HLEN
+    if size - ip >= 34 and frame[ip] == 0x45 and frame[ip + 9] == TCP:
+        # The common case in one unpack: IPv4 without options carrying TCP.
+        _, total, frag, _, src, dst, sport, dport, seq, ack, off_flags = _IP_TCP_FIELDS.unpack_from(
+            frame, ip
+        )
+        end = ip + total
+        doff = (off_flags >> 12) << 2
+        if not frag & 0x3FFF and total >= 40 and end <= size and 20 <= doff <= total - 20:
+            key = (TCP, src, dst, sport, dport)
+            return Packet(TCP, key, seq, ack, off_flags & 0x3F, ip + 20 + doff, end)
+    if size - ip < 20:
+        return Malformed("short_ip")
+    vihl, total, frag, proto, src, dst = _IP_FIELDS.unpack_from(frame, ip)
+    ihl = (vihl & 0x0F) << 2
+    if vihl >> 4 != 4:
+        return Malformed("ip_version")
+    if ihl < 20:
+        return Malformed("ip_header_length")
+    end = ip + total
+    if total < ihl or end > size:
+        return Malformed("ip_total_length")
+    l4 = ip + ihl
+    if frag & 0x3FFF:
+        return Packet(OTHER_IP, (proto, src, dst, 0, 0), payload_start=l4, payload_end=end)
+    if proto == TCP:
+        return _parse_tcp(frame, l4, end, src, dst)
+    if proto == UDP:
+        if end - l4 < 8:
+            return Malformed("short_udp")
+        sport, dport = _PORTS.unpack_from(frame, l4)
+        return Packet(UDP, (UDP, src, dst, sport, dport), payload_start=l4, payload_end=end)
+    if proto == ICMP:
+        if end - l4 < 4:
+            return Malformed("short_icmp")
+        return Packet(ICMP, (ICMP, src, dst, 0, 0), payload_start=l4, payload_end=end)
+    return Packet(OTHER_IP, (proto, src, dst, 0, 0), payload_start=l4, payload_end=end)
+
+
+def _parse_tcp(frame: bytes, l4: int, end: int, src: int, dst: int) -> Packet | Malformed:
+    if end - l4 < 20:
+        return Malformed("short_tcp")
+    sport, dport, seq, ack, off_flags = _TCP_FIELDS.unpack_from(frame, l4)
+    doff = (off_flags >> 12) << 2
+    if doff < 20 or l4 + doff > end:
+        return Malformed("tcp_data_offset")
+    return Packet(TCP, (TCP, src, dst, sport, dport), seq, ack, off_flags & 0x3F, l4 + doff, end)
+
+
+def is_passthrough(frame: bytes, vnet_hdr_len: int = 0) -> bool:
+    """True when ``frame`` is a whole Ethernet frame that is not IPv4 (never compared)."""
+    parsed = parse_frame(frame, vnet_hdr_len)
+    return isinstance(parsed, Packet) and parsed.kind == PASSTHROUGH

@@ -1,0 +1,363 @@
+"""The comparator's asyncio socket shell: QEMU framing in, core decisions out. Kept thin.
+
+Data paths (see :mod:`~colopp.compare.addresses` for the address syntax):
+
+- ``primary_in``: the primary QEMU's filter-redirector (queue=rx, outdev=compare0) writes the
+  primary guest's output to a chardev *server*; the shell connects to it (retrying until it
+  exists, up to ``connect_timeout``).
+- ``outdev``: the primary QEMU's filter-redirector (indev=compare_out) reads released frames
+  from a chardev *server*; the shell connects to it and writes QEMU-framed frames.
+- ``secondary_in``: the secondary host's filter-redirector connects to the comparator
+  (chardev client with ``reconnect-ms``); the shell listens. A reconnect starts a fresh stream.
+
+Checkpoints go through a :class:`~colopp.compare.checkpoint.CheckpointTrigger` (QMP
+``x-checkpoint-delay``, or only counted without ``--qmp``). The core learns that a checkpoint
+finished from the QMP link (STOP -> RESUME) or, for tests and manual use, from SIGUSR1.
+SIGTERM / SIGINT stop the shell cleanly; the status file is written a last time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from colopp.compare.addresses import Endpoint
+from colopp.compare.checkpoint import CheckpointTrigger, LoggingTrigger, QmpCheckpointLink
+from colopp.compare.config import CompareConfig
+from colopp.compare.core import Comparator
+from colopp.compare.framing import DecodedFrame, FrameDecoder, encode_frames, frame_header
+from colopp.compare.status import write_status
+from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
+from colopp.errors import ColoppError
+
+log = logging.getLogger(__name__)
+
+READ_LIMIT_HIGH = 4 * 1024 * 1024
+EXIT_OK = 0
+EXIT_PATH_LOST = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ShellOptions:
+    """Everything the shell needs; built by ``python -m colopp.compare``."""
+
+    primary_in: Endpoint
+    secondary_in: Endpoint
+    outdev: Endpoint
+    vnet_hdr: bool = False
+    qmp: str | None = None
+    qmp_timeout: float = 5.0
+    checkpoint_delay_ms: int | None = None
+    status: Path | None = None
+    status_interval: float = 0.5
+    tick_interval: float = 0.1
+    connect_timeout: float = 30.0
+    config: CompareConfig = field(default_factory=CompareConfig)
+
+
+class _Input(asyncio.Protocol):
+    """One connection carrying primary or secondary frames."""
+
+    def __init__(self, shell: ComparatorShell, side: str) -> None:
+        self.shell = shell
+        self.side = side
+        self.decoder = FrameDecoder(shell.options.vnet_hdr)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.shell.input_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        before = self.decoder.malformed
+        frames = self.decoder.feed(data)
+        if self.decoder.malformed != before:
+            self.shell.stats[f"{self.side}_framing_errors"] += self.decoder.malformed - before
+        self.shell.frames_received(self.side, frames)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shell.input_closed(self)
+
+
+class _Output(asyncio.Protocol):
+    """The outdev connection: write-only; its flow control pauses the inputs."""
+
+    def __init__(self, shell: ComparatorShell) -> None:
+        self.shell = shell
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.set_write_buffer_limits(high=READ_LIMIT_HIGH)
+        self.shell.output_opened(transport)
+
+    def pause_writing(self) -> None:
+        self.shell.pause_inputs(True)
+
+    def resume_writing(self) -> None:
+        self.shell.pause_inputs(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shell.output_closed()
+
+
+class ComparatorShell:
+    """Runs one comparator: sockets, timers, checkpoint requests, status file."""
+
+    def __init__(
+        self,
+        options: ShellOptions,
+        trigger: CheckpointTrigger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.core = Comparator(options.config)
+        self.clock = clock
+        self.trigger: CheckpointTrigger = trigger or LoggingTrigger()
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "primary_framing_errors",
+                "secondary_framing_errors",
+                "outdev_frames",
+                "outdev_bytes",
+                "outdev_dropped_writes",
+                "checkpoint_requests_sent",
+                "checkpoint_request_errors",
+                "checkpoints_observed",
+                "secondary_connections",
+            ),
+            0,
+        )
+        self._inputs: set[_Input] = set()
+        self._out: asyncio.Transport | None = None
+        self._pending: list[bytes] = []
+        self._stopped = asyncio.Event()
+        self._exit_code = EXIT_OK
+        self._request_task: asyncio.Task[None] | None = None
+        self._servers: list[asyncio.Server] = []
+        self._qmp: QmpCheckpointLink | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, :meth:`stop`, or a lost primary path; return exit code.
+
+        Raises ColoppError when a socket or the QMP monitor cannot be reached in time.
+        """
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        timers: list[asyncio.Task[None]] = []
+        try:
+            await self._open(self.options.secondary_in, lambda: _Input(self, "secondary"))
+            await self._open(self.options.outdev, lambda: _Output(self))
+            await self._open(self.options.primary_in, lambda: _Input(self, "primary"))
+            if self.options.qmp:
+                self._qmp = QmpCheckpointLink(
+                    self.options.qmp,
+                    self.signal_checkpoint_done,
+                    timeout=self.options.qmp_timeout,
+                    delay_ms=self.options.checkpoint_delay_ms,
+                )
+                await self._qmp.start(self.options.connect_timeout)
+                self.trigger = self._qmp
+            timers = [asyncio.create_task(self._ticker()), asyncio.create_task(self._reporter())]
+            await self._stopped.wait()
+        finally:
+            await self._shutdown(timers)
+        return self._exit_code
+
+    def stop(self, exit_code: int = EXIT_OK, why: str = "stop requested") -> None:
+        """Ask :meth:`run` to finish (first exit code wins)."""
+        if not self._stopped.is_set():
+            log.info("comparator stopping: %s", why)
+            self._exit_code = exit_code
+            self._stopped.set()
+
+    def signal_checkpoint_done(self) -> None:
+        """A checkpoint finished: release held primary output, reset comparison."""
+        self.stats["checkpoints_observed"] += 1
+        self._apply(self.core.checkpoint_done(self.clock()))
+        self._flush()
+
+    def status(self) -> dict[str, Any]:
+        """The status document: core counters at top level plus ``shell`` socket counters."""
+        snap = self.core.snapshot()
+        snap["shell"] = {
+            **self.stats,
+            "primary_connected": any(i.side == "primary" for i in self._inputs),
+            "secondary_connected": any(i.side == "secondary" for i in self._inputs),
+            "outdev_connected": self._out is not None,
+            "qmp": self.options.qmp is not None,
+        }
+        snap["pid"] = os.getpid()
+        snap["updated_at"] = time.time()
+        return snap
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop, EXIT_OK, f"signal {sig.name}")
+        loop.add_signal_handler(signal.SIGUSR1, self.signal_checkpoint_done)
+
+    async def _shutdown(self, timers: list[asyncio.Task[None]]) -> None:
+        for task in [*timers, self._request_task]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._qmp is not None:
+            await self._qmp.close()
+        for inp in list(self._inputs):
+            if inp.transport is not None:
+                inp.transport.close()
+        for server in self._servers:
+            server.close()
+        for endpoint in (self.options.primary_in, self.options.secondary_in, self.options.outdev):
+            if endpoint.listen and endpoint.path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(endpoint.path)
+        if self._out is not None:
+            self._out.close()
+        self._write_status()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                loop.remove_signal_handler(sig)
+
+    async def _open(self, endpoint: Endpoint, factory: Callable[[], asyncio.Protocol]) -> None:
+        loop = asyncio.get_running_loop()
+        if endpoint.listen:
+            if endpoint.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(endpoint.path)
+                server = await loop.create_unix_server(factory, endpoint.path)
+                os.chmod(endpoint.path, 0o600)
+            else:
+                server = await loop.create_server(factory, endpoint.host, endpoint.port or 0)
+            self._servers.append(server)
+            return
+        deadline = loop.time() + self.options.connect_timeout
+        while True:
+            try:
+                if endpoint.path is not None:
+                    await loop.create_unix_connection(factory, endpoint.path)
+                else:
+                    await loop.create_connection(factory, endpoint.host or "", endpoint.port or 0)
+                return
+            except OSError as exc:
+                if loop.time() >= deadline:
+                    raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
+                await asyncio.sleep(0.05)
+
+    # ---- data path -----------------------------------------------------------------------
+
+    def input_opened(self, inp: _Input) -> None:
+        self._inputs.add(inp)
+        if inp.side == "secondary":
+            self.stats["secondary_connections"] += 1
+
+    def input_closed(self, inp: _Input) -> None:
+        self._inputs.discard(inp)
+        if inp.side == "primary" and not self.options.primary_in.listen:
+            self.stop(EXIT_PATH_LOST, "primary_in closed")
+
+    def output_opened(self, transport: asyncio.Transport) -> None:
+        self._out = transport
+
+    def output_closed(self) -> None:
+        self._out = None
+        if not self.options.outdev.listen:
+            self.stop(EXIT_PATH_LOST, "outdev closed")
+
+    def pause_inputs(self, pause: bool) -> None:
+        for inp in self._inputs:
+            if inp.transport is not None:
+                if pause:
+                    inp.transport.pause_reading()
+                else:
+                    inp.transport.resume_reading()
+
+    def frames_received(self, side: str, frames: list[DecodedFrame]) -> None:
+        now = self.clock()
+        feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
+        pending = self._pending
+        vnet = self.options.vnet_hdr
+        released = 0
+        for data, vnet_hdr_len in frames:
+            actions = feed(data, now, vnet_hdr_len)
+            for action in actions:
+                # Hot path: a Release, encoded straight into the write buffer.
+                if type(action) is Release:
+                    for out in action.frames:
+                        # Header and frame separately: the flush's join copies them once.
+                        pending.append(frame_header(out, action.vnet_hdr_len, vnet_hdr=vnet))
+                        pending.append(out)
+                    released += len(action.frames)
+                else:
+                    self._apply([action])
+        self.stats["outdev_frames"] += released
+        self._flush()
+
+    def _apply(self, actions: list[Action]) -> None:
+        vnet = self.options.vnet_hdr
+        for action in actions:
+            if isinstance(action, Release | PreRelease):
+                self._pending.append(
+                    encode_frames(action.frames, action.vnet_hdr_len, vnet_hdr=vnet)
+                )
+                self.stats["outdev_frames"] += len(action.frames)
+            elif isinstance(action, Checkpoint):
+                self._start_request(action.reason)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if self._out is None:
+            self.stats["outdev_dropped_writes"] += 1
+            return
+        self._out.write(data)
+        self.stats["outdev_bytes"] += len(data)
+
+    def _start_request(self, reason: str) -> None:
+        if self._request_task is not None and not self._request_task.done():
+            return
+        self._request_task = asyncio.create_task(self._request(reason))
+
+    async def _request(self, reason: str) -> None:
+        try:
+            await self.trigger.request(reason)
+            self.stats["checkpoint_requests_sent"] += 1
+        except ColoppError as exc:
+            # The core re-asks after checkpoint_retry; never let QMP trouble stop the data path.
+            self.stats["checkpoint_request_errors"] += 1
+            log.warning("checkpoint request failed: %s", exc)
+
+    # ---- timers --------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.tick_interval)
+            self._apply(self.core.tick(self.clock()))
+            self._flush()
+
+    async def _reporter(self) -> None:
+        while True:
+            self._write_status()
+            await asyncio.sleep(self.options.status_interval)
+
+    def _write_status(self) -> None:
+        if self.options.status is None:
+            return
+        try:
+            write_status(self.options.status, self.status())
+        except ColoppError as exc:
+            log.warning("%s", exc)

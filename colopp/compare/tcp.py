@@ -1,0 +1,350 @@
+"""Per-connection TCP comparison: primary segments against the secondary's byte stream.
+
+The primary and the secondary segment the same stream differently (a FIN piggy-backed on data
+on one side, separate on the other), so payload is compared as a byte stream over aligned
+sequence ranges, not packet by packet. Sequence numbers are unwrapped into monotonic stream
+positions per connection.
+
+Sequence spaces. On the secondary host, filter-rewriter maps the secondary's sequence numbers
+into the primary's for connections the guest accepted: it learns the offset from the secondary's
+SYN-ACK and the client's ACK, rewrites only segments whose flags have ACK without SYN, and never
+touches a SYN-ACK. So a secondary SYN(-ACK) is never mapped; for connections the guest opened
+itself (SYN without ACK) filter-rewriter learns no offset, and this module maps the secondary's
+sequence numbers by the ISN difference. After a checkpoint both guests share one TCP state and
+filter-rewriter resets its offsets: the difference is 0 again.
+
+Release rule (colo-compare's): a primary segment goes out once its payload matched the
+secondary's bytes at the same positions (or was compared before: a retransmission) AND the
+secondary acknowledged at least as much of the client's data as the segment does -- else the
+client could drop bytes the secondary never received.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import deque
+
+from colopp.compare.counters import Counters
+from colopp.compare.held import HeldFrame, ReleasePolicy
+from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
+from colopp.compare.stream import SecondaryStream
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+OK = "ok"
+WAIT = "wait"
+PAYLOAD_MISMATCH = "tcp_payload_mismatch"
+FIN_MISMATCH = "tcp_fin_mismatch"
+
+
+def _pos_start(held: HeldFrame) -> int:
+    return held.pos_start
+
+
+def seq_after(a: int, b: int) -> bool:
+    """True when sequence number ``a`` comes after ``b`` (modulo 2**32)."""
+    return 0 < ((a - b) & MASK) < HALF
+
+
+class TcpConnection:
+    """Comparison state of one guest->client TCP connection (a 5-tuple)."""
+
+    __slots__ = (
+        "anchor_pos",
+        "anchor_seq",
+        "closed_at",
+        "delta",
+        "delta_pending",
+        "diverged",
+        "key",
+        "last_seen",
+        "p_fin_pos",
+        "p_gen",
+        "p_high",
+        "p_isn",
+        "p_max_ack",
+        "p_rst",
+        "queue",
+        "s_fin_pos",
+        "s_gen",
+        "s_isn",
+        "s_max_ack",
+        "s_rst",
+        "s_syn_seen",
+        "stream",
+    )
+
+    def __init__(
+        self, key: FlowKey, now: float, counters: Counters, max_pending: int = 256
+    ) -> None:
+        self.key = key
+        self.last_seen = now
+        self.queue: deque[HeldFrame] = deque()
+        self.stream = SecondaryStream(counters, max_pending)
+        self.anchor_seq: int | None = None
+        self.anchor_pos = 0
+        self.diverged = False
+        self.closed_at: float | None = None
+        self.delta = 0
+        self.delta_pending = False
+        self.p_gen = 0
+        self.s_gen = 0
+        self._reset_primary()
+        self._reset_secondary()
+
+    def _reset_primary(self) -> None:
+        self.p_isn: int | None = None
+        self.p_high: int | None = None
+        self.p_fin_pos: int | None = None
+        self.p_rst = False
+        self.p_max_ack: int | None = None
+
+    def _reset_secondary(self) -> None:
+        self.s_isn: int | None = None
+        self.s_syn_seen = False
+        self.s_max_ack: int | None = None
+        self.s_fin_pos: int | None = None
+        self.s_rst = False
+
+    def _pos(self, seq: int) -> int:
+        if self.anchor_seq is None:
+            self.anchor_seq = seq
+            self.anchor_pos = 0
+            return 0
+        d = (seq - self.anchor_seq) & MASK
+        if d >= HALF:
+            d -= 1 << 32
+        return self.anchor_pos + d
+
+    # ---- primary -------------------------------------------------------------------------
+
+    def add_primary(self, held: HeldFrame, pkt: Packet) -> bool:
+        """Queue a primary segment (sorted by stream position, stable for equal positions).
+
+        Returns True when it became the head of the queue: only then can :meth:`pump`
+        release anything new.
+        """
+        flags = pkt.flags
+        seq = pkt.seq
+        if flags & SYN:
+            self._primary_syn(seq)
+            seq = (seq + 1) & MASK
+        start = self._pos(seq)
+        end = start + pkt.payload_end - pkt.payload_start
+        held.pos_start = start
+        held.pos_end = end
+        if flags & FIN:
+            self.p_fin_pos = end
+        if flags & RST:
+            self.p_rst = True
+        if flags & ACK and (self.p_max_ack is None or seq_after(pkt.ack, self.p_max_ack)):
+            self.p_max_ack = pkt.ack
+        if self.p_high is None or end > self.p_high:
+            self.p_high = end
+        queue = self.queue
+        if not queue:
+            queue.append(held)
+            return True
+        if queue[-1].pos_start <= start:
+            queue.append(held)
+            return False
+        index = bisect_right(queue, start, key=_pos_start)
+        queue.insert(index, held)
+        return index == 0
+
+    def _primary_syn(self, seq: int) -> None:
+        if self.p_isn != seq:
+            # A new incarnation of this 5-tuple (or the first SYN we see).
+            if self.p_isn is not None or self.p_high is not None:
+                self._reset_primary()
+                self.anchor_seq = None
+                self.stream.reset(None)
+                self.closed_at = None
+                self.diverged = False
+            self.p_gen += 1
+            if self.s_gen < self.p_gen:
+                self._reset_secondary()
+            self.p_isn = seq
+        if self.delta_pending and self.s_isn is not None:
+            self.delta = (self.s_isn - seq) & MASK
+        start = self._pos((seq + 1) & MASK)
+        if self.stream.base is None:
+            self.stream.set_base(start)
+
+    # ---- secondary -----------------------------------------------------------------------
+
+    def add_secondary(self, pkt: Packet, frame: bytes, now: float) -> bool:
+        """Take a secondary segment's ACK, flags and payload; False if its bytes were dropped."""
+        flags = pkt.flags
+        if flags & SYN:
+            self._secondary_syn(pkt.seq, flags)
+        if flags & ACK and (self.s_max_ack is None or seq_after(pkt.ack, self.s_max_ack)):
+            self.s_max_ack = pkt.ack
+        if flags & SYN:
+            return True
+        start = self._pos((pkt.seq - self.delta) & MASK)
+        size = pkt.payload_end - pkt.payload_start
+        stored = True
+        if size:
+            stored = self.stream.add(start, frame[pkt.payload_start : pkt.payload_end], now)
+        if flags & FIN:
+            self.s_fin_pos = start + size
+        if flags & RST:
+            self.s_rst = True
+        return stored
+
+    def _secondary_syn(self, seq: int, flags: int) -> None:
+        if self.s_isn != seq:
+            self._reset_secondary()
+            self.s_gen += 1
+            self.s_isn = seq
+            self.stream.reset(self.stream.base if self.s_gen <= self.p_gen else None)
+        self.s_syn_seen = True
+        if flags & ACK:
+            # The guest accepted the connection: filter-rewriter maps later segments for us.
+            self.delta = 0
+            self.delta_pending = False
+        else:
+            self.delta_pending = True
+            if self.p_isn is not None:
+                self.delta = (seq - self.p_isn) & MASK
+
+    # ---- comparison ----------------------------------------------------------------------
+
+    def pump(
+        self,
+        counters: Counters,
+        policy: ReleasePolicy | None,
+        now: float,
+        released: list[HeldFrame],
+        pre_released: list[HeldFrame],
+    ) -> str | None:
+        """Release what the rules allow (appended to ``released``), in stream order.
+
+        ``policy`` (None: never) may pre-release the head segment while it waits.
+
+        Returns a divergence reason, or None. After a divergence the connection holds
+        everything until :meth:`on_checkpoint`.
+        """
+        if self.diverged:
+            return None
+        queue = self.queue
+        stream = self.stream
+        while queue:
+            head = queue[0]
+            if (
+                not head.compared
+                and head.pos_end > head.pos_start >= stream.end
+                and stream.base is not None
+                and self.s_fin_pos is None
+            ):
+                verdict = WAIT  # quick exit: none of its bytes came from the secondary yet
+            else:
+                verdict = self._check(head, counters)
+            if verdict is OK:
+                queue.popleft()
+                released.append(head)
+                continue
+            if verdict is WAIT:
+                if policy and not head.pre_released and policy.may_pre_release(head, now):
+                    head.pre_released = True
+                    pre_released.append(head)
+                break
+            self.diverged = True
+            return verdict
+        if not queue and self.closed_at is None and self._closed():
+            self.closed_at = now
+        return None
+
+    def _closed(self) -> bool:
+        both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
+        return both_fin or (self.p_rst and self.s_rst)
+
+    def _check(self, seg: HeldFrame, counters: Counters) -> str:
+        if not seg.compared:
+            if seg.flags & SYN and not self.s_syn_seen:
+                return WAIT
+            if seg.pos_end > seg.pos_start:
+                verdict = self._compare_payload(seg, counters)
+                fin = self.s_fin_pos
+                if verdict is WAIT and fin is not None and seg.pos_end > fin:
+                    return FIN_MISMATCH  # the secondary's stream already ended
+                if verdict is not OK:
+                    return verdict
+            seg.compared = True
+        flags = seg.flags
+        if flags & FIN:
+            if self.s_fin_pos is None:
+                return WAIT
+            if self.s_fin_pos != seg.pos_end:
+                return FIN_MISMATCH
+        if flags & RST and not self.s_rst:
+            return WAIT
+        if flags & ACK:
+            s_ack = self.s_max_ack
+            if s_ack is None or 0 < ((seg.ack - s_ack) & MASK) < HALF:
+                return WAIT  # the secondary has not acknowledged this much client data
+        return OK
+
+    def _compare_payload(self, seg: HeldFrame, counters: Counters) -> str:
+        stream = self.stream
+        base = stream.base
+        start = seg.pos_start
+        stop = seg.pos_end
+        if base is None:
+            stream.set_base(start)
+            base = start
+        if stop <= base:
+            counters.retransmitted_frames += 1
+            return OK
+        end = stream.end
+        if start > base or end <= base:
+            return WAIT  # a gap in the primary's bytes, or no secondary bytes yet
+        upto = stop if stop < end else end
+        if upto > base:
+            off = seg.payload_start + base - start
+            if seg.frame[off : off + upto - base] != stream.get(base, upto):
+                return PAYLOAD_MISMATCH
+            stream.advance(upto)
+            if upto - self.anchor_pos > 1 << 30:
+                self._rebase(upto)
+        return OK if upto >= stop else WAIT
+
+    def _rebase(self, pos: int) -> None:
+        # Keep unwrapping valid on streams longer than 2 GiB.
+        if self.anchor_seq is not None:
+            self.anchor_seq = (self.anchor_seq + pos - self.anchor_pos) & MASK
+            self.anchor_pos = pos
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def on_checkpoint(self) -> None:
+        """The SVM is now a copy of the PVM: make the secondary's view equal the primary's.
+
+        Held frames were flushed by the core. Stale secondary bytes are discarded and
+        comparison restarts after the last byte the primary produced, so frames in flight
+        across the checkpoint are seen as retransmissions, not divergence.
+        """
+        self.queue.clear()
+        self.diverged = False
+        self.stream.reset(self.p_high)
+        self.delta = 0
+        self.delta_pending = False
+        self.s_gen = self.p_gen
+        if self.p_isn is not None:
+            self.s_syn_seen = True
+            self.s_isn = self.p_isn
+        p_ack = self.p_max_ack
+        if p_ack is not None and (self.s_max_ack is None or seq_after(p_ack, self.s_max_ack)):
+            self.s_max_ack = p_ack
+        self.s_fin_pos = self.p_fin_pos
+        self.s_rst = self.p_rst
+
+    def secondary_held(self) -> tuple[int, int]:
+        """(frames, bytes) of secondary output waiting for the primary."""
+        return self.stream.held()
+
+    def oldest_secondary(self) -> float | None:
+        """Arrival time of the oldest unmatched secondary byte."""
+        return self.stream.oldest_arrival()

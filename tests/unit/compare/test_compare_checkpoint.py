@@ -1,0 +1,144 @@
+"""Timeouts (fake clock), queue bounds, checkpoint_done and the pre-release seam."""
+
+from __future__ import annotations
+
+from compare_actions import checkpoints, released
+from compare_frames import segments, tcp_frame, udp_frame
+
+from colopp.compare import Comparator, CompareConfig, HeldFrame, PreRelease
+
+DATA = bytes(range(256)) * 16
+SEQ = 50_000
+ACK = 900
+
+
+def test_compare_timeout_with_fake_clock() -> None:
+    c = Comparator(CompareConfig(compare_timeout=3.0))
+    c.feed_primary(tcp_frame(SEQ, ACK, "AP", b"late"), 10.0)
+    assert checkpoints(c.tick(12.9)) == []
+    assert checkpoints(c.tick(13.1)) == ["compare_timeout"]
+    assert checkpoints(c.tick(13.2)) == []  # already asked
+    assert c.counters.divergences["compare_timeout"] == 1
+
+
+def test_checkpoint_retry_when_checkpoint_never_completes() -> None:
+    c = Comparator(CompareConfig(compare_timeout=1.0, checkpoint_retry=2.0))
+    c.feed_primary(tcp_frame(SEQ, ACK, "AP", b"x"), 0.0)
+    assert checkpoints(c.tick(1.5)) == ["compare_timeout"]
+    assert checkpoints(c.tick(3.0)) == []
+    assert checkpoints(c.tick(3.6)) == ["checkpoint_retry"]
+
+
+def test_secondary_timeout() -> None:
+    c = Comparator(CompareConfig(compare_timeout=1.0))
+    c.feed_secondary(udp_frame(b"only the secondary said this"), 0.0)
+    assert checkpoints(c.tick(0.5)) == []
+    assert checkpoints(c.tick(1.6)) == ["secondary_timeout"]
+
+
+def test_queue_overflow_requests_checkpoint_and_drops_nothing() -> None:
+    c = Comparator(CompareConfig(max_queue_frames=10))
+    frames = segments(DATA, [100], seq=SEQ, ack=ACK)[:11]
+    out = []
+    for f in frames:
+        out += c.feed_primary(f, 0.0)
+    assert checkpoints(out) == ["queue_overflow"]
+    assert released(out) == []
+    assert released(c.checkpoint_done(0.1)) == frames
+
+
+def test_secondary_queue_overflow() -> None:
+    c = Comparator(CompareConfig(max_queue_frames=5))
+    out = []
+    for i in range(7):
+        out += c.feed_secondary(udp_frame(b"s%d" % i), 0.0)
+    assert checkpoints(out) == ["queue_overflow"]
+    assert c.counters.secondary_dropped == 2
+
+
+def test_checkpoint_done_releases_held_in_order_and_discards_secondary() -> None:
+    c = Comparator()
+    p = segments(DATA, [1000], seq=SEQ, ack=ACK)
+    u = udp_frame(b"dns answer")
+    for f in [p[0], u, p[1], p[2]]:
+        c.feed_primary(f, 0.0)
+    c.feed_secondary(tcp_frame(SEQ + 3000, ACK, "AP", b"stale secondary bytes"), 0.0)
+    out = c.checkpoint_done(0.5)
+    assert released(out) == [p[0], u, p[1], p[2]]
+    assert c.counters.held_frames == 0
+    assert c.counters.held_secondary_bytes == 0
+    # Comparison restarts after the primary's last byte; the stale bytes are gone.
+    rest = segments(DATA[3000:], [500], seq=SEQ + 3000, ack=ACK)
+    out = []
+    for f in rest:
+        out += c.feed_primary(f, 1.0)
+    for f in segments(DATA[3000:], [800], seq=SEQ + 3000, ack=ACK):
+        out += c.feed_secondary(f, 1.0)
+    assert released(out) == rest
+    assert checkpoints(out) == []
+
+
+def test_frames_in_flight_across_checkpoint_are_not_divergence() -> None:
+    c = Comparator()
+    p = segments(DATA[:3000], [1000], seq=SEQ, ack=ACK)
+    c.feed_primary(p[0], 0.0)
+    c.feed_primary(p[1], 0.0)
+    bad_stale = tcp_frame(SEQ, ACK, "AP", b"Z" * 1000)  # the old SVM's view, now obsolete
+    assert checkpoints(c.feed_secondary(bad_stale, 0.0)) == ["tcp_payload_mismatch"]
+    assert released(c.checkpoint_done(0.1)) == p[:2]
+    # The old SVM's last frames arrive late; the primary retransmits one frame.
+    out = c.feed_secondary(tcp_frame(SEQ + 1000, ACK, "AP", b"Y" * 1000), 0.2)
+    out += c.feed_primary(p[1], 0.2)
+    assert checkpoints(out) == []
+    assert released(out) == [p[1]]
+    out = c.feed_primary(p[2], 0.3) + c.feed_secondary(
+        tcp_frame(SEQ + 2000, ACK, "AP", DATA[2000:3000]), 0.3
+    )
+    assert released(out) == [p[2]]
+    assert checkpoints(out) == []
+
+
+def test_next_divergence_after_checkpoint_asks_again() -> None:
+    c = Comparator()
+    c.feed_primary(tcp_frame(SEQ, ACK, "AP", b"a"), 0.0)
+    assert checkpoints(c.feed_secondary(tcp_frame(SEQ, ACK, "AP", b"b"), 0.0)) != []
+    c.checkpoint_done(0.1)
+    c.feed_primary(tcp_frame(SEQ + 1, ACK, "AP", b"c"), 0.2)
+    assert checkpoints(c.feed_secondary(tcp_frame(SEQ + 1, ACK, "AP", b"d"), 0.2)) == [
+        "tcp_payload_mismatch"
+    ]
+    assert c.counters.checkpoints_requested == 2
+
+
+def test_hold_time_histogram() -> None:
+    c = Comparator()
+    p = tcp_frame(SEQ, ACK, "AP", b"x")
+    c.feed_primary(p, 1.0)
+    c.feed_secondary(tcp_frame(SEQ, ACK, "AP", b"x"), 1.003)
+    snap = c.snapshot()
+    assert sum(snap["hold_time_counts"]) == 1
+    assert snap["hold_time_counts"][3] == 1  # in (0.001, 0.005]
+
+
+class PreReleaseEverything:
+    def __init__(self) -> None:
+        self.asked: list[HeldFrame] = []
+
+    def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
+        self.asked.append(frame)
+        return True
+
+
+def test_pre_release_seam_sends_once_and_still_compares() -> None:
+    policy = PreReleaseEverything()
+    c = Comparator(policy=policy)
+    p = tcp_frame(SEQ, ACK, "AP", b"early")
+    out = c.feed_primary(p, 0.0)
+    assert [f for a in out if isinstance(a, PreRelease) for f in a.frames] == [p]
+    out = c.feed_secondary(tcp_frame(SEQ, ACK, "AP", b"early"), 0.1)
+    assert released(out) == []  # not sent twice
+    assert c.counters.matched_frames == 1
+    p2 = tcp_frame(SEQ + 5, ACK, "AP", b"wrong")
+    c.feed_primary(p2, 0.2)
+    assert checkpoints(c.feed_secondary(tcp_frame(SEQ + 5, ACK, "AP", b"WRONG"), 0.2))
+    assert released(c.checkpoint_done(0.3)) == []

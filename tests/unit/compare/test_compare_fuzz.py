@@ -1,0 +1,75 @@
+"""A million malformed or truncated frames: never raise, always counted, never released
+unless compared (or non-IPv4 passthrough)."""
+
+from __future__ import annotations
+
+import random
+
+from compare_frames import arp_frame, icmp_frame, segments, tcp_frame, udp_frame
+
+from colopp.compare import Comparator, Drop, PreRelease, Release
+from colopp.compare.packet import is_passthrough, parse_frame
+
+N_FRAMES = 1_000_000
+
+
+def base_frames() -> list[bytes]:
+    data = bytes(range(256)) * 6
+    frames = segments(data, [700, 1], seq=10, ack=20, fin=True)
+    frames += [tcp_frame(5, 6, "SA"), tcp_frame(5, 6, "AR"), udp_frame(b"u" * 30)]
+    return [*frames, icmp_frame(b"i" * 20), arp_frame()]
+
+
+def mutate(rng: random.Random, frame: bytes) -> bytes:
+    choice = rng.randrange(4)
+    if choice == 0:  # truncate
+        return frame[: rng.randrange(len(frame))]
+    if choice == 1:  # flip header bytes (Ethernet type, IP and TCP headers)
+        buf = bytearray(frame)
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(min(len(buf), 60))
+            buf[i] = rng.randrange(256)
+        return bytes(buf)
+    if choice == 2:  # random bytes, sometimes shaped like IPv4
+        junk = rng.randbytes(rng.randrange(80))
+        return junk if rng.randrange(2) else frame[:14] + junk
+    return frame[: rng.randrange(14, 60)] + rng.randbytes(rng.randrange(40))
+
+
+def test_million_malformed_frames() -> None:
+    rng = random.Random(20261122)
+    bases = base_frames()
+    pool = [mutate(rng, rng.choice(bases)) for _ in range(4096)]
+    c = Comparator()
+    sent_primary: set[bytes] = set()
+    released_frames: list[bytes] = []
+    drops = 0
+    for i in range(N_FRAMES):
+        frame = pool[rng.randrange(4096)] if i % 4 else mutate(rng, rng.choice(bases))
+        primary = i & 1 == 0
+        now = i * 1e-6
+        if primary:
+            sent_primary.add(frame)
+            actions = c.feed_primary(frame, now)
+        else:
+            actions = c.feed_secondary(frame, now)
+        for action in actions:
+            if isinstance(action, Release | PreRelease):
+                released_frames.extend(action.frames)
+            elif isinstance(action, Drop):
+                drops += 1
+        if i % 65536 == 0:
+            c.tick(now)
+    k = c.counters
+    assert k.primary_frames_in + k.secondary_frames_in == N_FRAMES
+    assert drops == sum(k.malformed.values()) > 0
+    assert k.flushed_frames == 0
+    # Every frame released was either passthrough or compared: nothing else left.
+    assert len(released_frames) == k.passthrough_frames + k.matched_frames - k.pre_released_frames
+    for frame in set(released_frames):
+        assert frame in sent_primary
+        if not is_passthrough(frame):
+            assert not hasattr(parse_frame(frame), "reason")
+    accounted = sum(v for r, v in k.malformed.items() if r.startswith("primary_"))
+    accounted += k.passthrough_frames + k.matched_frames + k.held_frames
+    assert accounted == k.primary_frames_in

@@ -1,0 +1,169 @@
+"""The comparator process over real unix sockets, this test playing both QEMUs.
+
+The test is the primary QEMU (chardev servers for primary_in and outdev) and the secondary
+QEMU (a client of the comparator's secondary_in). Waits are on socket events with timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from compare_frames import arp_frame, segments, tcp_frame
+
+from colopp.compare.framing import FrameDecoder, encode_frames
+
+TIMEOUT = 10.0
+DATA = bytes(range(256)) * 8
+
+
+class FakeQemuSide:
+    """A unix server that accepts one connection (what QEMU's chardev server does)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self.conn = asyncio.get_running_loop().create_future()
+
+        def accepted(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            if not self.conn.done():
+                self.conn.set_result((r, w))
+
+        self.server = await asyncio.start_unix_server(accepted, str(self.path))
+
+    async def close(self) -> None:
+        if self.conn.done():
+            _, writer = self.conn.result()
+            writer.close()
+            await writer.wait_closed()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def read_frames(reader: asyncio.StreamReader, dec: FrameDecoder, count: int) -> list[bytes]:
+    frames: list[bytes] = []
+    while len(frames) < count:
+        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        assert chunk, "outdev closed"
+        frames += [f.data for f in dec.feed(chunk)]
+    return frames
+
+
+async def connect_when_ready(path: Path) -> asyncio.StreamWriter:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(path))
+            return writer
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+async def status_until(path: Path, predicate: object) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        try:
+            status = json.loads(path.read_text())
+            if predicate(status):  # type: ignore[operator]
+                return status  # type: ignore[no-any-return]
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        if loop.time() > deadline:
+            raise AssertionError(f"status never matched: {path.read_text()}")
+        await asyncio.sleep(0.05)
+
+
+async def scenario(tmp: Path, vnet: bool) -> None:
+    primary = FakeQemuSide(tmp / "compare0.sock")
+    outdev = FakeQemuSide(tmp / "compare_out.sock")
+    await primary.start()
+    await outdev.start()
+    status_path = tmp / "status.json"
+    args = [
+        "-m",
+        "colopp.compare",
+        "--primary-in",
+        f"unix:{primary.path}",
+        "--outdev",
+        f"unix:{outdev.path}",
+        "--secondary-in",
+        f"listen:unix:{tmp / 'red1.sock'}",
+        "--status",
+        str(status_path),
+        "--status-interval",
+        "0.05",
+        "--compare-timeout",
+        "60",
+        *(["--vnet-hdr"] if vnet else []),
+    ]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args)
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        _, p_writer = await asyncio.wait_for(primary.conn, TIMEOUT)
+        out_reader, _ = await asyncio.wait_for(outdev.conn, TIMEOUT)
+        s_writer = await connect_when_ready(tmp / "red1.sock")
+        writers += [p_writer, s_writer, outdev.conn.result()[1]]
+        dec = FrameDecoder(vnet_hdr=vnet)
+        vlen = 10 if vnet else 0
+        hdr = bytes(vlen)
+
+        # 1. Equal streams, different segmentation, plus an ARP that passes straight through.
+        p = segments(DATA, [1448], seq=100, ack=7, vnet=hdr)
+        s = segments(DATA, [300], seq=100, ack=7, vnet=hdr)
+        arp = hdr + arp_frame()
+        p_writer.write(encode_frames([arp, *p], vlen, vnet_hdr=vnet))
+        s_writer.write(encode_frames(s, vlen, vnet_hdr=vnet))
+        assert await read_frames(out_reader, dec, len(p) + 1) == [arp, *p]
+
+        # 2. A difference: held, one checkpoint requested; SIGUSR1 = checkpoint done.
+        bad_p = tcp_frame(100 + len(DATA), 7, "AP", b"primary", vnet=hdr)
+        p_writer.write(encode_frames([bad_p], vlen, vnet_hdr=vnet))
+        s_writer.write(
+            encode_frames(
+                [tcp_frame(100 + len(DATA), 7, "AP", b"secondary", vnet=hdr)], vlen, vnet_hdr=vnet
+            )
+        )
+        await status_until(status_path, lambda st: st["checkpoints_requested"] == 1)
+        proc.send_signal(signal.SIGUSR1)
+        assert await read_frames(out_reader, dec, 1) == [bad_p]
+
+        # 3. Garbage on the primary stream is counted, never fatal.
+        p_writer.write(b"\xff\xff\xff\xff" * 4 + encode_frames([arp], vlen, vnet_hdr=vnet))
+        assert await read_frames(out_reader, dec, 1) == [arp]
+        status = await status_until(
+            status_path, lambda st: st["shell"]["primary_framing_errors"] > 0
+        )
+        assert status["checkpoints_done"] == 1
+        assert status["held_frames"] == 0
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), TIMEOUT)
+        await primary.close()
+        await outdev.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+    assert code == 0
+    assert stat.S_IMODE(os.stat(status_path).st_mode) == 0o600
+    final = json.loads(status_path.read_text())
+    assert final["released_frames"] == len(p) + 3
+
+
+@pytest.mark.parametrize("vnet", [False, True], ids=["plain", "vnet_hdr"])
+def test_shell_over_unix_sockets(tmp_path: Path, vnet: bool) -> None:
+    asyncio.run(asyncio.wait_for(scenario(tmp_path, vnet), 3 * TIMEOUT))
