@@ -219,6 +219,20 @@ async def _drive(
         primary = status["sides"][pair.primary.name]
         out["checkpoints"] = primary.get("checkpoints", 0)
         out["checkpoint_pause_ms"] = primary.get("checkpoint_pauses_ms", [])[-10:]
+        if "comparator" in primary:
+            counters = primary["comparator"].get("counters", {})
+            out["comparator_counters"] = {
+                key: counters.get(key)
+                for key in (
+                    "primary_frames_in",
+                    "secondary_frames_in",
+                    "matched_frames",
+                    "released_frames",
+                    "divergences",
+                    "checkpoints_requested",
+                    "malformed_total",
+                )
+            }
         pid = int(primary["pid"])
         console.log(f"[bold red]SIGKILL[/] primary QEMU pid {pid} on {pair.primary.name}")
         killed_at = time.monotonic()

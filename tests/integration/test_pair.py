@@ -52,14 +52,14 @@ class PairHarness:
         return NetnsHTTPConnection(self.client_netns, self.guest_ip)
 
 
-@pytest.fixture(scope="module")
-def harness(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PairHarness]:
+@pytest.fixture(scope="module", params=[ComparatorKind.BUILTIN, ComparatorKind.COLOPP], ids=str)
+def harness(
+    qemu_root: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[PairHarness]:
     loop = asyncio.new_event_loop()
     state_dir = tmp_path_factory.mktemp("pair")
     local = loop.run_until_complete(
-        prepare_local_pair(
-            state_dir, qemu_root, ComparatorKind.BUILTIN, Console(quiet=True), prefix=PREFIX
-        )
+        prepare_local_pair(state_dir, qemu_root, request.param, Console(quiet=True), prefix=PREFIX)
     )
     loop.run_until_complete(local.deployment.start())
     harness = PairHarness(local, loop)
@@ -88,6 +88,28 @@ def test_checkpoints_happen_while_protected(harness: PairHarness) -> None:
         harness.run(asyncio.sleep(0.2))  # polling QEMU's counter, which has no push
     pauses = harness.run(agent.call("status"))["checkpoint_pauses_ms"]
     assert pauses and max(pauses[1:] or pauses) < 2000
+
+
+def test_nondeterministic_answers_force_checkpoints(harness: PairHarness) -> None:
+    agent = harness.pair.agents["hosta"]
+    before = harness.run(agent.call("status"))
+    conn = harness.http()
+    try:
+        answers = [conn.call("GET", "/random") for _ in range(5)]
+    finally:
+        conn.close()
+    assert all(status == 200 and len(body.split()[0]) == 32 for status, body in answers)
+    assert len({body for _, body in answers}) == 5
+    after = harness.run(agent.call("status"))
+    # Each differing answer needs a checkpoint before the client may see it.
+    assert after["checkpoints"] >= before["checkpoints"] + 1
+    if harness.local.config.comparator is ComparatorKind.COLOPP:
+        counters = after["comparator"]["counters"]
+        old = before["comparator"]["counters"].get("divergences", {})
+        assert counters["divergences"].get("tcp_payload_mismatch", 0) > old.get(
+            "tcp_payload_mismatch", 0
+        )
+        assert after["comparator"]["alive"] and after["comparator"]["restarts"] == 0
 
 
 def test_failover_keeps_connection_and_acknowledged_writes(harness: PairHarness) -> None:
