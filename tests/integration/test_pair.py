@@ -115,6 +115,30 @@ def test_nondeterministic_answers_force_checkpoints(harness: PairHarness) -> Non
         assert now["alive"] and now["restarts"] == 0
 
 
+def test_comparator_crash_is_detected_and_service_continues(harness: PairHarness) -> None:
+    if harness.local.config.comparator is not ComparatorKind.COLOPP:
+        pytest.skip("QEMU's built-in colo-compare runs inside QEMU")
+    agent = harness.pair.agents["hosta"]
+    conn = harness.http()
+    try:
+        assert conn.call("PUT", "/kv/before-crash", b"1")[0] == 200
+        killed = harness.run(agent.call("kill_comparator"))
+        deadline = time.monotonic() + 10
+        while True:  # the agent's supervisor restarts it
+            comparator = harness.run(agent.call("status"))["comparator"]
+            if comparator["restarts"] == 1 and comparator["alive"]:
+                break
+            assert time.monotonic() < deadline, comparator
+            harness.run(asyncio.sleep(0.1))
+        assert comparator["pid"] != killed["pid"]
+        # The same connection keeps working through the new comparator.
+        assert conn.call("PUT", "/kv/after-crash", b"2")[0] == 200
+        assert conn.call("GET", "/kv/before-crash") == (200, b"1")
+        assert conn.reconnects == 0
+    finally:
+        conn.close()
+
+
 def test_failover_keeps_connection_and_acknowledged_writes(harness: PairHarness) -> None:
     conn = harness.http()
     try:
