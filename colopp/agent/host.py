@@ -7,6 +7,7 @@ one VM side per host in this version.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -22,12 +23,23 @@ from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
 from colopp.agent.specs import side_from_request, vm_from_dict
 from colopp.colo.sequence import (
     QmpStep,
+    finish_resync,
+    migrate_to,
     primary_failover,
     primary_start,
+    resume_replication,
+    resync_disk,
     secondary_failover,
     secondary_prepare,
 )
-from colopp.errors import ConfigError, QemuError, QemuNotFound, QmpError, StateError
+from colopp.errors import (
+    ConfigError,
+    QemuError,
+    QemuNotFound,
+    QmpError,
+    QmpTimeout,
+    StateError,
+)
 from colopp.qemu.argv import ComparatorKind, Role, SideSpec, VmSpec, qemu_argv
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
@@ -89,13 +101,25 @@ class HostAgent:
         self._lock = asyncio.Lock()
 
     # ----- queries -------------------------------------------------------------------
-    async def ping(self) -> dict[str, Any]:
-        """Liveness of the agent and of its QEMU (the heartbeat)."""
+    async def ping(self, qmp_timeout: float = 0.0) -> dict[str, Any]:
+        """Liveness of the agent and of its QEMU (the heartbeat).
+
+        With ``qmp_timeout`` > 0 QEMU must also answer ``query-status`` in that time
+        (``qmp_ok``): a stopped or deadlocked QEMU is alive but silent.
+        """
         side = self.side
+        alive = bool(side and side.process.alive())
+        qmp_ok = alive
+        if side is not None and alive and qmp_timeout > 0:
+            try:
+                await side.monitor.execute("query-status", timeout=qmp_timeout)
+            except QmpError:
+                qmp_ok = False
         return {
             "host": self.host,
             "time": time.time(),
-            "vm_alive": bool(side and side.process.alive()),
+            "vm_alive": alive,
+            "qmp_ok": qmp_ok,
             "role": side.spec.role.value if side else None,
         }
 
@@ -269,6 +293,65 @@ class HostAgent:
         await self._run_steps(side, steps)
         return {"started": True}
 
+    async def resume_replication(
+        self, peer_repl_ip: str, checkpoint_delay_ms: int = 2000, timeout: float = 300.0
+    ) -> dict[str, Any]:
+        """Re-protect: make this serving side the primary of a new, prepared secondary.
+
+        The disk is mirrored to the new secondary's NBD export, the guest is frozen for the
+        switch to the replication driver, the primary's filters and chardevs are rebuilt,
+        and the VM migrates into COLO (the guest runs again when COLO starts).
+
+        Raises:
+            StateError: this side is not serving alone.
+            QmpError: a step failed (named); QmpTimeout: the resync did not converge.
+        """
+        side = self._require()
+        if not side.failed_over:
+            raise StateError(f"{self.host} is not serving alone; nothing to re-protect")
+        started = time.monotonic()
+        has_rewriter = side.spec.role is Role.SECONDARY
+        side.spec = dataclasses.replace(side.spec, role=Role.PRIMARY, peer_repl_ip=peer_repl_ip)
+        spec = side.spec
+        await self._run_steps(side, [resync_disk(peer_repl_ip, spec.ports)])
+        await self._wait_job(side, "resync", lambda job: bool(job.get("ready")), timeout)
+        synced = time.monotonic() - started
+        await self._run_steps(side, finish_resync())
+        await self._wait_job(side, "resync", lambda job: False, 30.0)
+        sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
+        steps = resume_replication(
+            spec.local_repl_ip, peer_repl_ip, spec.ports, sockets, spec.comparator, has_rewriter
+        )
+        await self._run_steps(side, steps)
+        side.checkpoint_delay_ms = checkpoint_delay_ms
+        if spec.comparator is ComparatorKind.COLOPP:
+            if side.comparator is not None:
+                await side.comparator.stop()
+            side.comparator = ComparatorProcess(
+                comparator_argv(spec, checkpoint_delay_ms),
+                spec.run_dir,
+                self._force_checkpoint,
+                side.process.alive,
+            )
+            await side.comparator.start()
+        await self._run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
+        side.failed_over = False
+        return {"resync_s": synced, "took_s": time.monotonic() - started}
+
+    async def _wait_job(self, side: Side, job_id: str, done: Any, timeout: float) -> None:
+        """Poll query-block-jobs until ``done(job)`` or the job is gone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = await side.monitor.execute("query-block-jobs", timeout=5.0)
+            job = next((j for j in jobs if j.get("device") == job_id), None)
+            if job is None or done(job):
+                return
+            if time.monotonic() > deadline:
+                raise QmpTimeout(
+                    "query-block-jobs", f"job {job_id} not done after {timeout:.0f}s: {job}"
+                )
+            await asyncio.sleep(0.1)  # block jobs report progress only when asked
+
     async def _force_checkpoint(self) -> None:
         # Setting x-checkpoint-delay while in COLO makes QEMU checkpoint at once.
         side = self._require(Role.PRIMARY)
@@ -315,9 +398,23 @@ class HostAgent:
         side.failed_over = True
         return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
 
-    async def kill_vm(self, signum: int = int(signal.SIGKILL)) -> dict[str, Any]:
-        """Fault injection: send a signal to this side's QEMU."""
+    async def kill_vm(
+        self, signum: int = int(signal.SIGKILL), after_event: str | None = None
+    ) -> dict[str, Any]:
+        """Send a signal to this side's QEMU (fencing, fault injection).
+
+        With ``after_event`` (e.g. ``"STOP"``: a checkpoint begins) the signal goes out the
+        moment QEMU emits that event (waits up to 30 s).
+        """
         side = self._require()
+        if after_event is not None:
+            listener = side.monitor.listen([after_event])
+            try:
+                await asyncio.wait_for(listener.get(), 30.0)
+            except TimeoutError as exc:
+                raise QmpTimeout(after_event, "event not seen in 30s") from exc
+            finally:
+                side.monitor.unlisten(listener)
         side.process.kill(signum)
         return {"pid": side.process.pid, "signal": signum}
 
@@ -353,5 +450,6 @@ RPC_METHODS = (
     "failover",
     "kill_vm",
     "kill_comparator",
+    "resume_replication",
     "stop_vm",
 )

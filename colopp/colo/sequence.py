@@ -99,7 +99,10 @@ def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:
     steps = [
         QmpStep("yank", {"instances": [{"type": "migration"}]}, tolerate=_GONE, oob=True),
         QmpStep("x-blockdev-change", {"parent": "colo-disk0", "child": "children.1"}),
-        QmpStep("drive_del replication0", hmp=True),
+        # Its NBD target is gone: QEMU reports the failed final flush, and deletes it anyway.
+        QmpStep(
+            "drive_del replication0", hmp=True, tolerate=("Failed flush", "Input/output error")
+        ),
     ]
     if comparator is ComparatorKind.BUILTIN:
         steps += [
@@ -113,3 +116,110 @@ def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:
         QmpStep("x-colo-lost-heartbeat"),
     ]
     return steps
+
+
+def resync_disk(peer_repl_ip: str, ports: Ports) -> QmpStep:
+    """Start copying the whole disk to the new secondary's NBD export (``drive-mirror``)."""
+    return QmpStep(
+        "drive-mirror",
+        {
+            "device": "colo-disk0",
+            "job-id": "resync",
+            "target": f"nbd://{peer_repl_ip}:{ports.nbd}/parent0",
+            "mode": "existing",
+            "format": "raw",
+            "sync": "full",
+        },
+    )
+
+
+def finish_resync() -> list[QmpStep]:
+    """Freeze the guest and end the mirror job; the target now equals the source."""
+    return [QmpStep("stop"), QmpStep("block-job-cancel", {"device": "resync"})]
+
+
+_EXISTS = ("Duplicate", "already exists", "exists")
+
+
+def _chardev(cid: str, addr: dict[str, Any], server: bool) -> QmpStep:
+    return QmpStep(
+        "chardev-add",
+        {"id": cid, "backend": {"type": "socket", "data": {"addr": addr, "server": server}}},
+        tolerate=_EXISTS,
+    )
+
+
+def _inet(host: str, port: int) -> dict[str, Any]:
+    return {"type": "inet", "data": {"host": host, "port": str(port)}}
+
+
+def _unix(path: str) -> dict[str, Any]:
+    return {"type": "unix", "data": {"path": path}}
+
+
+def _filter(kind: str, fid: str, before_rewriter: bool, **props: str) -> QmpStep:
+    args: dict[str, Any] = {"qom-type": kind, "id": fid, "netdev": "hn0", **props}
+    if before_rewriter:
+        # A promoted secondary keeps its filter-rewriter (it still translates sequence
+        # numbers of connections opened before failover); new filters go in front of it.
+        args |= {"insert": "before", "position": "id=rew0"}
+    return QmpStep("object-add", args, tolerate=_EXISTS)
+
+
+def resume_replication(
+    local_repl_ip: str,
+    peer_repl_ip: str,
+    ports: Ports,
+    sockets: tuple[str, str],
+    comparator: ComparatorKind,
+    has_rewriter: bool,
+) -> list[QmpStep]:
+    """After the disk resync: attach replication, rebuild the primary's network path.
+
+    ``sockets`` are the (compare0, compare_out) unix socket paths. Chardevs and objects that
+    already exist (a primary that only lost its secondary keeps its chardevs) are fine.
+    """
+    compare0, compare_out = sockets
+    steps = [
+        QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
+        QmpStep("x-blockdev-change", {"parent": "colo-disk0", "node": "replication0"}),
+        _chardev("mirror0", _inet(local_repl_ip, ports.mirror), server=True),
+        _chardev("compare0", _unix(compare0), server=True),
+        _chardev("compare_out", _unix(compare_out), server=True),
+    ]
+    if comparator is ComparatorKind.BUILTIN:
+        steps += [
+            _chardev("compare1", _inet(local_repl_ip, ports.compare), server=True),
+            _chardev("compare0-0", _unix(compare0), server=False),
+            _chardev("compare_out0", _unix(compare_out), server=False),
+        ]
+    steps += [
+        _filter("filter-mirror", "m0", has_rewriter, queue="tx", outdev="mirror0"),
+        _filter("filter-redirector", "redire0", has_rewriter, queue="rx", indev="compare_out"),
+        _filter("filter-redirector", "redire1", has_rewriter, queue="rx", outdev="compare0"),
+    ]
+    if comparator is ComparatorKind.BUILTIN:
+        steps += [
+            QmpStep("object-add", {"qom-type": "iothread", "id": "iothread1"}, tolerate=_EXISTS),
+            QmpStep(
+                "object-add",
+                {
+                    "qom-type": "colo-compare",
+                    "id": "comp0",
+                    "primary_in": "compare0-0",
+                    "secondary_in": "compare1",
+                    "outdev": "compare_out0",
+                    "iothread": "iothread1",
+                },
+            ),
+        ]
+    return steps
+
+
+def migrate_to(peer_repl_ip: str, ports: Ports, checkpoint_delay_ms: int) -> list[QmpStep]:
+    """Capabilities, checkpoint period, then migrate into COLO."""
+    return [
+        _caps(),
+        QmpStep("migrate-set-parameters", {"x-checkpoint-delay": checkpoint_delay_ms}),
+        QmpStep("migrate", {"uri": f"tcp:{peer_repl_ip}:{ports.migration}"}),
+    ]

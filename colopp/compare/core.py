@@ -22,8 +22,16 @@ from colopp.compare.config import CompareConfig
 from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import HeldFrame, NeverPreRelease, ReleasePolicy
-from colopp.compare.packet import PASSTHROUGH, TCP, FlowKey, Malformed, parse_frame
-from colopp.compare.tcp import TcpConnection
+from colopp.compare.packet import (
+    PASSTHROUGH,
+    TCP,
+    FlowKey,
+    Malformed,
+    Packet,
+    parse_frame,
+    parse_plain_tcp,
+)
+from colopp.compare.tcp import MATCHED, NOT_HANDLED, TcpConnection
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
 
 SWEEP_INTERVAL_S = 1.0
@@ -40,11 +48,20 @@ class Comparator:
     :meth:`checkpoint_done` (or a ``checkpoint_retry`` from :meth:`tick`).
     """
 
-    def __init__(self, config: CompareConfig | None = None, policy: ReleasePolicy | None = None):
+    def __init__(
+        self,
+        config: CompareConfig | None = None,
+        policy: ReleasePolicy | None = None,
+        *,
+        fast_path: bool = True,
+    ):
         self.config = config or CompareConfig()
         self.policy: ReleasePolicy = policy or NeverPreRelease()
         # The default policy never answers yes: do not even ask it on the hot path.
         self._policy: ReleasePolicy | None = None if policy is None else policy
+        # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
+        # forces the general path everywhere (tests compare the two).
+        self._fast = fast_path and policy is None
         self.counters = Counters()
         self._max_frames = self.config.max_queue_frames
         self._max_bytes = self.config.max_queue_bytes
@@ -65,9 +82,90 @@ class Comparator:
     def feed_primary(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
         """Take one frame of the primary guest's output; return what to do now."""
         c = self.counters
+        size = len(frame)
         c.primary_frames_in += 1
-        c.primary_bytes_in += len(frame)
-        pkt = parse_frame(frame, vnet_hdr_len)
+        c.primary_bytes_in += size
+        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast else None
+        if fields is None:
+            return self._hold_primary(frame, now, vnet_hdr_len, parse_frame(frame, vnet_hdr_len))
+        key, seq, ack, flags, payload_start, payload_end = fields
+        conn = self._tcp.get(key)
+        if conn is None:
+            return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
+        outcome = conn.add_primary_in_order(
+            frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
+        )
+        if outcome == NOT_HANDLED:
+            return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
+        conn.last_seen = now
+        if outcome == MATCHED:
+            # Held and released at once: the held gauges do not move, the wait was 0 s.
+            c.matched_frames += 1
+            c.released_frames += 1
+            c.released_bytes += size
+            c.hold_time_counts[0] += 1
+            actions: list[Action] = [Release([frame], vnet_hdr_len)]
+        else:
+            self._held.append(conn.queue[-1])
+            c.held_frames += 1
+            c.held_bytes += size
+            actions = []
+        if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
+            actions += self._request_checkpoint("queue_overflow", now)
+        return actions
+
+    def feed_secondary(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
+        """Take one frame of the secondary guest's output; return what to do now.
+
+        Secondary frames are never sent out: they only let primary frames go.
+        """
+        c = self.counters
+        c.secondary_frames_in += 1
+        c.secondary_bytes_in += len(frame)
+        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast else None
+        pkt: Packet
+        if fields is None:
+            parsed = parse_frame(frame, vnet_hdr_len)
+            if isinstance(parsed, Malformed):
+                c.malformed["secondary_" + parsed.reason] += 1
+                return [Drop(parsed.reason, "secondary")]
+            if parsed.kind == PASSTHROUGH:
+                c.secondary_dropped += 1
+                return []
+            pkt = parsed
+        if (
+            c.held_secondary_frames >= self._max_frames
+            or c.held_secondary_bytes + len(frame) > self._max_bytes
+        ):
+            c.secondary_dropped += 1
+            return self._request_checkpoint("queue_overflow", now)
+        if fields is not None:
+            key, seq, ack, flags, payload_start, payload_end = fields
+            conn = self._tcp.get(key)
+            head = None
+            if conn is not None:
+                head = conn.match_secondary_in_order(
+                    frame, now, seq, ack, flags, payload_start, payload_end
+                )
+            if head is not None and conn is not None:
+                conn.last_seen = now
+                if not conn.queue or conn.head_waits():
+                    # The next segment (if any) waits: pump would stop at once.
+                    return [self._release_one(head, now)]
+                released = [head]
+                pre: list[HeldFrame] = []
+                reason = conn.pump(c, self._policy, now, released, pre)
+                if reason is not None:
+                    return self._finish(released, pre, reason, now)
+                return self._release_matched(released, now)
+            pkt = Packet(TCP, *fields)
+        return self._compare_secondary(frame, now, pkt)
+
+    def _hold_primary(
+        self, frame: bytes, now: float, vnet_hdr_len: int, pkt: Packet | Malformed
+    ) -> list[Action]:
+        """The general path of :meth:`feed_primary`, after parsing."""
+        c = self.counters
         if isinstance(pkt, Malformed):
             c.malformed["primary_" + pkt.reason] += 1
             return [Drop(pkt.reason, "primary")]
@@ -76,7 +174,7 @@ class Comparator:
             c.released_frames += 1
             c.released_bytes += len(frame)
             return [Release([frame], vnet_hdr_len)]
-        held = HeldFrame(frame, vnet_hdr_len, now, pkt)
+        held = HeldFrame.from_packet(frame, vnet_hdr_len, now, pkt)
         self._held.append(held)
         c.held_frames += 1
         c.held_bytes += len(frame)
@@ -98,27 +196,9 @@ class Comparator:
             actions += self._request_checkpoint("queue_overflow", now)
         return actions
 
-    def feed_secondary(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
-        """Take one frame of the secondary guest's output; return what to do now.
-
-        Secondary frames are never sent out: they only let primary frames go.
-        """
+    def _compare_secondary(self, frame: bytes, now: float, pkt: Packet) -> list[Action]:
+        """The general path of :meth:`feed_secondary`, after parsing and the queue check."""
         c = self.counters
-        c.secondary_frames_in += 1
-        c.secondary_bytes_in += len(frame)
-        pkt = parse_frame(frame, vnet_hdr_len)
-        if isinstance(pkt, Malformed):
-            c.malformed["secondary_" + pkt.reason] += 1
-            return [Drop(pkt.reason, "secondary")]
-        if pkt.kind == PASSTHROUGH:
-            c.secondary_dropped += 1
-            return []
-        if (
-            c.held_secondary_frames >= self._max_frames
-            or c.held_secondary_bytes + len(frame) > self._max_bytes
-        ):
-            c.secondary_dropped += 1
-            return self._request_checkpoint("queue_overflow", now)
         released: list[HeldFrame] = []
         pre: list[HeldFrame] = []
         reason: str | None
@@ -209,24 +289,9 @@ class Comparator:
         return actions
 
     def _release_matched(self, released: list[HeldFrame], now: float) -> list[Action]:
-        c = self.counters
         if len(released) == 1 and not released[0].pre_released:
-            # The common case, kept short: one matched frame.
-            held = released[0]
-            held.released = True
-            size = len(held.frame)
-            c.held_frames -= 1
-            c.held_bytes -= size
-            c.matched_frames += 1
-            c.released_frames += 1
-            c.released_bytes += size
-            waited = now - held.arrival
-            c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
-            c.hold_time_sum += waited
-            queue = self._held
-            while queue and queue[0].released:
-                queue.popleft()
-            return [Release([held.frame], held.vnet_hdr_len)]
+            return [self._release_one(released[0], now)]
+        c = self.counters
         observe = c.observe_hold
         frames: list[bytes] = []
         size = 0
@@ -251,6 +316,24 @@ class Comparator:
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
         return _release_actions(out, Release)
+
+    def _release_one(self, held: HeldFrame, now: float) -> Release:
+        # The common case, kept short: one matched frame that was not pre-released.
+        c = self.counters
+        held.released = True
+        size = len(held.frame)
+        c.held_frames -= 1
+        c.held_bytes -= size
+        c.matched_frames += 1
+        c.released_frames += 1
+        c.released_bytes += size
+        waited = now - held.arrival
+        c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
+        c.hold_time_sum += waited
+        queue = self._held
+        while queue and queue[0].released:
+            queue.popleft()
+        return Release([held.frame], held.vnet_hdr_len)
 
     def _request_checkpoint(self, reason: str, now: float) -> list[Action]:
         if self._awaiting_since is not None:

@@ -22,8 +22,13 @@ MAX_FRAME_LEN = 4096 + 65536
 #: The largest virtio-net header QEMU knows (struct virtio_net_hdr_v1_hash is 20 bytes); be lax.
 MAX_VNET_HDR_LEN = 64
 
-_U32 = struct.Struct(">I")
-_U32X2 = struct.Struct(">II")
+#: The length word before a frame, and the length + vnet header length words (vnet_hdr=on).
+LENGTH_HEADER = struct.Struct(">I")
+VNET_LENGTH_HEADER = struct.Struct(">II")
+_U32 = LENGTH_HEADER
+_U32X2 = VNET_LENGTH_HEADER
+# Builds a NamedTuple without its Python-level __new__ (one call per frame on the hot path).
+_new_tuple = tuple.__new__
 
 
 class DecodedFrame(NamedTuple):
@@ -75,7 +80,7 @@ class FrameDecoder:
                 if end - start < length:
                     break
                 pos = start + length
-                frames.append(DecodedFrame(data[start:pos], vlen))
+                frames.append(_new_tuple(DecodedFrame, (data[start:pos], vlen)))
         else:
             unpack = _U32.unpack_from
             while end - pos >= 4:
@@ -88,7 +93,7 @@ class FrameDecoder:
                 if end - start < length:
                     break
                 pos = start + length
-                frames.append(DecodedFrame(data[start:pos], 0))
+                frames.append(_new_tuple(DecodedFrame, (data[start:pos], 0)))
         self._tail = data[pos:] if pos < end else b""
         return frames
 

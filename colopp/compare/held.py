@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from colopp.compare.packet import Packet
+from colopp.compare.packet import FlowKey, Packet
 
 
 class HeldFrame:
@@ -30,20 +30,45 @@ class HeldFrame:
         "vnet_hdr_len",
     )
 
-    def __init__(self, frame: bytes, vnet_hdr_len: int, arrival: float, pkt: Packet) -> None:
+    def __init__(
+        self,
+        frame: bytes,
+        vnet_hdr_len: int,
+        arrival: float,
+        key: FlowKey,
+        payload_start: int,
+        payload_end: int,
+        ack: int = 0,
+        flags: int = 0,
+    ) -> None:
+        # Plain fields, not a Packet: the TCP fast path builds these without parsing twice.
         self.frame = frame
         self.vnet_hdr_len = vnet_hdr_len
         self.arrival = arrival
-        self.key = pkt.key
-        self.payload_start = pkt.payload_start
-        self.payload_end = pkt.payload_end
+        self.key = key
+        self.payload_start = payload_start
+        self.payload_end = payload_end
         self.released = False
         self.pre_released = False
         self.compared = False
         self.pos_start = 0
         self.pos_end = 0
-        self.ack = pkt.ack
-        self.flags = pkt.flags
+        self.ack = ack
+        self.flags = flags
+
+    @classmethod
+    def from_packet(cls, frame: bytes, vnet_hdr_len: int, arrival: float, pkt: Packet) -> HeldFrame:
+        """Hold ``frame`` as parsed into ``pkt``."""
+        return cls(
+            frame,
+            vnet_hdr_len,
+            arrival,
+            pkt.key,
+            pkt.payload_start,
+            pkt.payload_end,
+            pkt.ack,
+            pkt.flags,
+        )
 
     @property
     def payload(self) -> bytes:

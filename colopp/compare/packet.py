@@ -38,6 +38,9 @@ _TCP_FIELDS = struct.Struct(">HHIIH")  # sport, dport, seq, ack, data offset + f
 _PORTS = struct.Struct(">HH")
 # The common case in one call: a 20-byte IPv4 header followed by a TCP header.
 _IP_TCP_FIELDS = struct.Struct(">BxHxxHxBxxIIHHIIH")
+# The same, from the Ethernet header on: ethertype, then the fields above.
+_ETH_IP_TCP_FIELDS = struct.Struct(">12xHBxHxxHxBxxIIHHIIH")
+_ETH_IP_TCP_LEN = _ETH_IP_TCP_FIELDS.size  # 48: Ethernet + IPv4 + the TCP fields we read
 
 FlowKey = tuple[int, int, int, int, int]
 """(ip protocol, source address, destination address, source port, destination port)."""
@@ -119,6 +122,39 @@ def parse_frame(frame: bytes, vnet_hdr_len: int = 0) -> Packet | Malformed:
             return Malformed("short_icmp")
         return Packet(ICMP, (ICMP, src, dst, 0, 0), payload_start=l4, payload_end=end)
     return Packet(OTHER_IP, (proto, src, dst, 0, 0), payload_start=l4, payload_end=end)
+
+
+PlainTcp = tuple[FlowKey, int, int, int, int, int]
+"""(key, seq, ack, flags, payload_start, payload_end) of a plain IPv4/TCP frame."""
+
+
+def parse_plain_tcp(frame: bytes, vnet_hdr_len: int = 0) -> PlainTcp | None:
+    """The comparator's hot path: the fields of an untagged, unfragmented IPv4 frame without
+    IP options carrying a well-formed TCP segment, as one tuple (no :class:`Packet` built).
+
+    Returns None for anything else; :func:`parse_frame` then has the last word. When this
+    returns a tuple, :func:`parse_frame` returns a TCP :class:`Packet` with the same fields.
+    """
+    size = len(frame)
+    if size - vnet_hdr_len < _ETH_IP_TCP_LEN or vnet_hdr_len < 0:
+        return None
+    etype, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, off_flags = (
+        _ETH_IP_TCP_FIELDS.unpack_from(frame, vnet_hdr_len)
+    )
+    ip = vnet_hdr_len + ETH_HLEN
+    end = ip + total
+    doff = (off_flags >> 12) << 2
+    if (
+        etype != ETHERTYPE_IPV4
+        or vihl != 0x45
+        or proto != TCP
+        or frag & 0x3FFF
+        or total < 40
+        or end > size
+        or not 20 <= doff <= total - 20
+    ):
+        return None
+    return (TCP, src, dst, sport, dport), seq, ack, off_flags & 0x3F, ip + 20 + doff, end
 
 
 def _parse_tcp(frame: bytes, l4: int, end: int, src: int, dst: int) -> Packet | Malformed:

@@ -33,7 +33,13 @@ from colopp.compare.addresses import Endpoint
 from colopp.compare.checkpoint import CheckpointTrigger, LoggingTrigger, QmpCheckpointLink
 from colopp.compare.config import CompareConfig
 from colopp.compare.core import Comparator
-from colopp.compare.framing import DecodedFrame, FrameDecoder, encode_frames, frame_header
+from colopp.compare.framing import (
+    LENGTH_HEADER,
+    VNET_LENGTH_HEADER,
+    DecodedFrame,
+    FrameDecoder,
+    encode_frames,
+)
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
 from colopp.errors import ColoppError
@@ -288,18 +294,24 @@ class ComparatorShell:
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
         pending = self._pending
+        append = pending.append
         vnet = self.options.vnet_hdr
+        pack = LENGTH_HEADER.pack
+        pack_vnet = VNET_LENGTH_HEADER.pack
         released = 0
         for data, vnet_hdr_len in frames:
             actions = feed(data, now, vnet_hdr_len)
+            if not actions:
+                continue
             for action in actions:
                 # Hot path: a Release, encoded straight into the write buffer.
                 if type(action) is Release:
-                    for out in action.frames:
+                    out_frames = action.frames
+                    for out in out_frames:
                         # Header and frame separately: the flush's join copies them once.
-                        pending.append(frame_header(out, action.vnet_hdr_len, vnet_hdr=vnet))
-                        pending.append(out)
-                    released += len(action.frames)
+                        append(pack_vnet(len(out), action.vnet_hdr_len) if vnet else pack(len(out)))
+                        append(out)
+                    released += len(out_frames)
                 else:
                     self._apply([action])
         self.stats["outdev_frames"] += released

@@ -97,10 +97,17 @@ class SecondaryStream:
             self._merge_pending()
         return True
 
-    def get(self, start: int, stop: int) -> bytes:
-        """The held bytes in [start, stop); the caller checks ``base <= start <= stop <= end``."""
+    def get(self, start: int, stop: int) -> bytearray:
+        """The held bytes in [start, stop) (a copy); the caller checks
+        ``base <= start <= stop <= end``."""
         off = self._skip + start - (self.base or 0)
-        return bytes(self._buf[off : off + stop - start])
+        return self._buf[off : off + stop - start]
+
+    def holds_at(self, frame: bytes, offset: int, size: int) -> bool:
+        """True when ``frame[offset:offset + size]`` equals the ``size`` bytes held at
+        :attr:`base`; the caller checks ``base + size <= end``."""
+        skip = self._skip
+        return frame.startswith(self._buf[skip : skip + size], offset)
 
     def advance(self, pos: int) -> None:
         """Mark everything before ``pos`` (at most :attr:`end`) compared and drop it."""

@@ -37,6 +37,14 @@ WAIT = "wait"
 PAYLOAD_MISMATCH = "tcp_payload_mismatch"
 FIN_MISMATCH = "tcp_fin_mismatch"
 
+# Outcomes of TcpConnection.add_primary_in_order.
+NOT_HANDLED = 0  # not the common case: nothing changed, take the general path
+MATCHED = 1  # compared and releasable now; nothing was queued
+QUEUED = 2  # queued as the new tail (``queue[-1]``); nothing can be released yet
+
+# Segments with these flags always take the general path.
+_SPECIAL = SYN | FIN | RST
+
 
 def _pos_start(held: HeldFrame) -> int:
     return held.pos_start
@@ -153,6 +161,72 @@ class TcpConnection:
         queue.insert(index, held)
         return index == 0
 
+    def add_primary_in_order(
+        self,
+        frame: bytes,
+        vnet_hdr_len: int,
+        now: float,
+        seq: int,
+        ack: int,
+        flags: int,
+        payload_start: int,
+        payload_end: int,
+    ) -> int:
+        """Fast path of :meth:`add_primary` + :meth:`pump` for the common in-order segment.
+
+        Handles a segment without SYN/FIN/RST on a connection that is not diverged, when it
+        either completes at once (its bytes are exactly the next ones the secondary already
+        delivered, or it carries none, and the secondary's ACK covers it) or must simply wait
+        at the tail of the queue. Returns :data:`MATCHED`, :data:`QUEUED` (the new
+        :class:`HeldFrame` is ``queue[-1]``) or :data:`NOT_HANDLED` (nothing changed). The
+        state left behind is exactly what the general path would leave; no pre-release policy
+        may be in use.
+        """
+        anchor = self.anchor_seq
+        stream = self.stream
+        base = stream.base
+        if anchor is None or base is None or self.diverged or flags & _SPECIAL:
+            return NOT_HANDLED
+        d = (seq - anchor) & MASK
+        if d >= HALF:
+            d -= 1 << 32
+        start = self.anchor_pos + d
+        size = payload_end - payload_start
+        end = start + size
+        queue = self.queue
+        if queue:
+            if queue[-1].pos_start > start:
+                return NOT_HANDLED
+            outcome = QUEUED  # behind a waiting head: add_primary would not pump
+        elif size and start >= stream.end and self.s_fin_pos is None:
+            outcome = QUEUED  # pump's quick exit: none of its bytes arrived yet
+        else:
+            s_ack = self.s_max_ack
+            if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
+                return NOT_HANDLED
+            if size:
+                if start != base or stream.end < end:
+                    return NOT_HANDLED
+                if not stream.holds_at(frame, payload_start, size):
+                    return NOT_HANDLED  # a divergence: the general path reports it
+                stream.advance(end)
+                if end - self.anchor_pos > 1 << 30:
+                    self._rebase(end)
+            outcome = MATCHED
+        if flags & ACK and (self.p_max_ack is None or seq_after(ack, self.p_max_ack)):
+            self.p_max_ack = ack
+        if self.p_high is None or end > self.p_high:
+            self.p_high = end
+        if outcome is MATCHED:
+            if self.closed_at is None and self._closed():
+                self.closed_at = now
+            return MATCHED
+        held = HeldFrame(frame, vnet_hdr_len, now, self.key, payload_start, payload_end, ack, flags)
+        held.pos_start = start
+        held.pos_end = end
+        queue.append(held)
+        return QUEUED
+
     def _primary_syn(self, seq: int) -> None:
         if self.p_isn != seq:
             # A new incarnation of this 5-tuple (or the first SYN we see).
@@ -193,6 +267,76 @@ class TcpConnection:
         if flags & RST:
             self.s_rst = True
         return stored
+
+    def match_secondary_in_order(
+        self,
+        frame: bytes,
+        now: float,
+        seq: int,
+        ack: int,
+        flags: int,
+        payload_start: int,
+        payload_end: int,
+    ) -> HeldFrame | None:
+        """Fast path of :meth:`add_secondary` + the first step of :meth:`pump`.
+
+        Handles a secondary segment without SYN/FIN/RST whose bytes are exactly those of the
+        waiting head segment, itself not yet compared and without SYN/FIN/RST, when every
+        earlier secondary byte was already compared, the bytes are equal and the secondary's
+        ACK covers the head. Then the head is compared, dequeued and returned: the caller
+        releases it and pumps on if the queue is not empty. Returns None (nothing changed)
+        otherwise. No pre-release policy may be in use.
+        """
+        queue = self.queue
+        anchor = self.anchor_seq
+        if not queue or anchor is None or self.diverged or flags & _SPECIAL:
+            return None
+        head = queue[0]
+        if head.compared or head.flags & _SPECIAL:
+            return None
+        stream = self.stream
+        d = (seq - self.delta - anchor) & MASK
+        if d >= HALF:
+            d -= 1 << 32
+        start = self.anchor_pos + d
+        end = start + payload_end - payload_start
+        if (
+            head.pos_start != start
+            or head.pos_end != end
+            or end == start
+            or stream.base != start
+            or stream.end != start
+            or stream.pending_bytes
+        ):
+            return None
+        s_ack = self.s_max_ack
+        if flags & ACK and (s_ack is None or seq_after(ack, s_ack)):
+            s_ack = ack
+        if head.flags & ACK and (s_ack is None or 0 < ((head.ack - s_ack) & MASK) < HALF):
+            return None
+        if not frame.startswith(head.frame[head.payload_start : head.payload_end], payload_start):
+            return None
+        self.s_max_ack = s_ack
+        # The bytes arrived and were compared at once: nothing is ever stored.
+        stream.base = stream.end = end
+        if end - self.anchor_pos > 1 << 30:
+            self._rebase(end)
+        head.compared = True
+        queue.popleft()
+        if not queue and self.closed_at is None and self._closed():
+            self.closed_at = now
+        return head
+
+    def head_waits(self) -> bool:
+        """True when :meth:`pump` surely releases nothing now: the head of the (non-empty)
+        queue was not compared and none of its bytes came from the secondary yet."""
+        head = self.queue[0]
+        return (
+            not head.compared
+            and head.pos_end > head.pos_start >= self.stream.end
+            and self.stream.base is not None
+            and self.s_fin_pos is None
+        )
 
     def _secondary_syn(self, seq: int, flags: int) -> None:
         if self.s_isn != seq:

@@ -64,6 +64,7 @@ class PairController:
         self.lifecycle = PairLifecycle(on_change=on_change)
         self.primary = config.primary
         self.secondary: HostSlot | None = config.secondary
+        self.standby: HostSlot | None = None  # the host lost at the last failover
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -134,9 +135,76 @@ class PairController:
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, f"failover failed: {exc}")
             raise
-        self.primary, self.secondary = survivor, None
+        lost_slot = self.primary if lost is Role.PRIMARY else self.secondary
+        self.primary, self.secondary, self.standby = survivor, None, lost_slot
         self.lifecycle.move(PairState.FAILED_OVER, f"{survivor.name} serves alone")
         self._event("failover", lost=lost.value, survivor=survivor.name, took_ms=result["took_ms"])
+        return result
+
+    async def reprotect(self, onto: HostSlot | None = None) -> dict[str, Any]:
+        """Start a new secondary (default: on the host lost last) and return to COLO.
+
+        The serving side keeps serving; it pauses only for the switch to the replication
+        driver and the RAM migration into COLO.
+
+        Raises:
+            StateError: the pair is not failed over, or no host is named.
+            ColoppError: a step failed (pair → ERROR).
+        """
+        self.lifecycle.require(PairState.FAILED_OVER)
+        target = onto or self.standby
+        if target is None:
+            raise StateError("no host to re-protect onto")
+        cfg, serving = self.config, self.primary
+        pa, ta = self.agents[serving.name], self.agents[target.name]
+        started = time.monotonic()
+        self.lifecycle.move(PairState.LAUNCHING, f"new secondary on {target.name}")
+        try:
+            await ta.call("stop_vm", timeout=20)
+            side = self._side(Role.SECONDARY, target, serving)
+            vm, base = vm_to_dict(cfg.vm), str(cfg.base_disk)
+            await ta.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
+            await ta.call("prepare_secondary")
+            self.lifecycle.move(PairState.SYNCING, "disk resync and RAM migration")
+            result: dict[str, Any] = await pa.call(
+                "resume_replication",
+                peer_repl_ip=target.repl_ip,
+                checkpoint_delay_ms=cfg.checkpoint_delay_ms,
+                timeout=cfg.colo_timeout + 300,
+            )
+            await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            await ta.call("wait_colo", timeout=cfg.colo_timeout + 5)
+        except ColoppError as exc:
+            self.lifecycle.move(PairState.ERROR, f"re-protect failed: {exc}")
+            raise
+        self.secondary, self.standby = target, None
+        result["reprotect_s"] = time.monotonic() - started
+        self.lifecycle.move(PairState.PROTECTED, f"{serving.name} primary, {target.name} secondary")
+        self._event("reprotected", primary=serving.name, secondary=target.name, **result)
+        return result
+
+    async def switchover(self) -> dict[str, Any]:
+        """Planned handover for host maintenance: the secondary serves, then re-protect.
+
+        The primary is fenced first (never two serving sides), the secondary takes over
+        exactly as in a failover (clients keep their connections), and a new secondary is
+        started on the old primary's host.
+
+        Raises:
+            StateError: the pair is not protected.
+        """
+        self.lifecycle.require(PairState.PROTECTED)
+        old = self.primary
+        agent = self.agents[old.name]
+        await agent.call("kill_vm")
+        deadline = time.monotonic() + 10
+        while (await agent.call("ping"))["vm_alive"]:
+            if time.monotonic() > deadline:
+                raise StateError(f"the primary on {old.name} did not stop")
+            await asyncio.sleep(0.02)
+        result = await self.failover(Role.PRIMARY)
+        result |= await self.reprotect(old)
+        self._event("switchover", primary=self.primary.name, secondary=old.name)
         return result
 
     async def status(self) -> dict[str, Any]:

@@ -1,0 +1,68 @@
+"""Failure detection for one side of the pair (pure: heartbeats and time in, verdicts out).
+
+A side is judged from the controller's heartbeats to its agent:
+
+- ``DEAD``: the agent answers but its QEMU has exited (crash, SIGKILL);
+- ``HUNG``: QEMU runs but has not answered QMP for ``hang_after`` seconds (SIGSTOP, a
+  deadlock): it must be fenced before the peer serves;
+- ``UNREACHABLE``: the agent itself has not answered for ``unreachable_after`` seconds
+  (host down, management link cut);
+- ``HEALTHY`` otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Health(StrEnum):
+    """The detector's verdict on one side."""
+
+    HEALTHY = "healthy"
+    DEAD = "dead"
+    HUNG = "hung"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One heartbeat result: ``agent_ok`` False means the call failed or timed out."""
+
+    at: float
+    agent_ok: bool
+    vm_alive: bool = True
+    qmp_ok: bool = True
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Detection timeouts in seconds (defaults tuned for sub-second failover in the lab)."""
+
+    hang_after: float = 0.5
+    unreachable_after: float = 0.5
+    period: float = 0.05
+
+
+class SideDetector:
+    """Turns a stream of beats for one side into a verdict."""
+
+    def __init__(self, config: DetectorConfig, started_at: float) -> None:
+        self.config = config
+        self.last_agent_ok = started_at
+        self.last_qmp_ok = started_at
+
+    def observe(self, beat: Beat) -> Health:
+        """Feed a beat (in time order) and return the verdict after it."""
+        if beat.agent_ok:
+            self.last_agent_ok = beat.at
+            if not beat.vm_alive:
+                return Health.DEAD
+            if beat.qmp_ok:
+                self.last_qmp_ok = beat.at
+            elif beat.at - self.last_qmp_ok >= self.config.hang_after:
+                return Health.HUNG
+            return Health.HEALTHY
+        if beat.at - self.last_agent_ok >= self.config.unreachable_after:
+            return Health.UNREACHABLE
+        return Health.HEALTHY

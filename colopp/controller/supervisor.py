@@ -1,0 +1,144 @@
+"""Watch a protected pair and fail over without a human: heartbeat, fence, promote, re-protect.
+
+The supervisor heartbeats both agents on its own connections (so a long operation on the
+pair's connections never delays a heartbeat), feeds :class:`SideDetector`, and acts:
+
+- primary DEAD or HUNG → fence it (SIGKILL; a hung QEMU is killed *before* the peer
+  serves) → secondary failover;
+- secondary DEAD or HUNG → fence it → primary failover (the primary continues alone);
+- optionally re-protect onto the lost host once it is reachable again.
+
+An UNREACHABLE side cannot be fenced from here; it is reported and left to the witness
+rules (not in this version).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from colopp.colo.state import PairState
+from colopp.controller.agent_client import AgentClient
+from colopp.controller.health import Beat, DetectorConfig, Health, SideDetector
+from colopp.controller.pair import PairController
+from colopp.errors import ColoppError
+from colopp.qemu.argv import Role
+
+QMP_PROBE_TIMEOUT = 0.2
+
+
+@dataclass
+class Incident:
+    """One detected failure and what the supervisor did about it."""
+
+    role: str
+    host: str
+    health: str
+    detected_at: float
+    fenced: bool = False
+    failover_ms: float | None = None
+    reprotect_s: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class PairSupervisor:
+    """Runs the heartbeat loop for one pair until :meth:`stop`."""
+
+    pair: PairController
+    heartbeat: dict[str, AgentClient]
+    config: DetectorConfig = field(default_factory=DetectorConfig)
+    auto_reprotect: bool = True
+    on_incident: Callable[[Incident], None] = lambda _incident: None
+    incidents: list[Incident] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _detectors: dict[str, SideDetector] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        """Ask the loop to end."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Heartbeat and act until stopped; errors are recorded, never raised."""
+        while not self._stop.is_set():
+            if self.pair.state is PairState.PROTECTED:
+                await self._check_protected()
+            elif self.pair.state is PairState.FAILED_OVER and self.auto_reprotect:
+                await self._reprotect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.period)
+
+    async def _beat(self, host: str) -> Beat:
+        now = time.monotonic()
+        try:
+            reply = await self.heartbeat[host].call(
+                "ping", timeout=QMP_PROBE_TIMEOUT + 0.3, qmp_timeout=QMP_PROBE_TIMEOUT
+            )
+        except ColoppError:
+            return Beat(now, agent_ok=False)
+        return Beat(now, True, bool(reply["vm_alive"]), bool(reply["qmp_ok"]))
+
+    def _detector(self, host: str) -> SideDetector:
+        if host not in self._detectors:
+            self._detectors[host] = SideDetector(self.config, time.monotonic())
+        return self._detectors[host]
+
+    async def _check_protected(self) -> None:
+        primary, secondary = self.pair.primary, self.pair.secondary
+        assert secondary is not None
+        beats = await asyncio.gather(self._beat(primary.name), self._beat(secondary.name))
+        verdicts = [
+            self._detector(primary.name).observe(beats[0]),
+            self._detector(secondary.name).observe(beats[1]),
+        ]
+        if verdicts[0] in (Health.DEAD, Health.HUNG):
+            await self._handle(Role.PRIMARY, primary.name, verdicts[0])
+        elif verdicts[1] in (Health.DEAD, Health.HUNG):
+            await self._handle(Role.SECONDARY, secondary.name, verdicts[1])
+
+    async def _handle(self, role: Role, host: str, health: Health) -> None:
+        incident = Incident(role.value, host, health.value, time.time())
+        self.incidents.append(incident)
+        started = time.monotonic()
+        try:
+            if health is Health.HUNG:
+                await self._fence(host)
+                incident.fenced = True
+            await self.pair.failover(role)
+            incident.failover_ms = (time.monotonic() - started) * 1000
+        except ColoppError as exc:
+            incident.error = str(exc)
+        self._detectors.clear()
+        self.on_incident(incident)
+
+    async def _fence(self, host: str, timeout: float = 5.0) -> None:
+        """SIGKILL the side's QEMU and wait until its agent reports it gone."""
+        agent = self.heartbeat[host]
+        await agent.call("kill_vm", signum=int(signal.SIGKILL), timeout=2)
+        deadline = time.monotonic() + timeout
+        while (await agent.call("ping", timeout=2))["vm_alive"]:
+            if time.monotonic() > deadline:
+                raise ColoppError(f"could not fence {host}: QEMU still runs")
+            await asyncio.sleep(0.02)
+
+    async def _reprotect(self) -> None:
+        standby = self.pair.standby
+        if standby is None:
+            return
+        try:
+            await self.heartbeat[standby.name].call("ping", timeout=1)
+        except ColoppError:
+            return  # the lost host is still unreachable: keep serving alone
+        try:
+            result: dict[str, Any] = await self.pair.reprotect()
+            if self.incidents:
+                self.incidents[-1].reprotect_s = result.get("reprotect_s")
+        except ColoppError as exc:
+            if self.incidents:
+                self.incidents[-1].error = f"re-protect: {exc}"
+            self.stop()
