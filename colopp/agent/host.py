@@ -334,6 +334,9 @@ class HostAgent:
                 side.process.alive,
             )
             await side.comparator.start()
+        # The guest stays stopped through the RAM migration and runs again when COLO starts
+        # (QEMU's documented sequence). Resuming it before `migrate` looked like it would
+        # shorten the pause, but in trials it lost acknowledged writes: not done.
         await self._run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
         side.failed_over = False
         return {"resync_s": synced, "took_s": time.monotonic() - started}

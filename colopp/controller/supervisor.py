@@ -54,6 +54,9 @@ class PairSupervisor:
     heartbeat: dict[str, AgentClient]
     config: DetectorConfig = field(default_factory=DetectorConfig)
     auto_reprotect: bool = True
+    # Let clients' retransmissions reach the survivor before re-protection briefly freezes
+    # the guest and migrates its RAM.
+    reprotect_after: float = 2.0
     on_incident: Callable[[Incident], None] = lambda _incident: None
     incidents: list[Incident] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,6 +132,9 @@ class PairSupervisor:
     async def _reprotect(self) -> None:
         standby = self.pair.standby
         if standby is None:
+            return
+        last = self.incidents[-1].detected_at if self.incidents else 0.0
+        if time.time() - last < self.reprotect_after:
             return
         try:
             await self.heartbeat[standby.name].call("ping", timeout=1)

@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             "read_mismatch": tally.read_mismatch,
             "counter_regressions": tally.counter_regressions,
             "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),
+            "outages_ms": [outage_around(tally.completions, mark) for mark in marks],
             "errors": tally.errors,
         }
     )
