@@ -213,7 +213,8 @@ class TcpConnection:
                 if end - self.anchor_pos > 1 << 30:
                     self._rebase(end)
             outcome = MATCHED
-        if flags & ACK and (self.p_max_ack is None or seq_after(ack, self.p_max_ack)):
+        p_ack = self.p_max_ack
+        if flags & ACK and (p_ack is None or 0 < ((ack - p_ack) & MASK) < HALF):
             self.p_max_ack = ack
         if self.p_high is None or end > self.p_high:
             self.p_high = end
@@ -310,7 +311,7 @@ class TcpConnection:
         ):
             return None
         s_ack = self.s_max_ack
-        if flags & ACK and (s_ack is None or seq_after(ack, s_ack)):
+        if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
             s_ack = ack
         if head.flags & ACK and (s_ack is None or 0 < ((head.ack - s_ack) & MASK) < HALF):
             return None
