@@ -19,7 +19,12 @@ from colopp.qemu.runtime import runtime_from
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="colopp-agent", description=__doc__)
     parser.add_argument("--host", required=True, help="this host's name")
-    parser.add_argument("--listen", required=True, help="IP:PORT to serve the controller on")
+    parser.add_argument(
+        "--listen",
+        required=True,
+        action="append",
+        help="IP:PORT to serve on (repeat: management, and replication for peer probes)",
+    )
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--token-file", type=Path, required=True, help="0600 file with the token")
     parser.add_argument("--qemu-root", type=Path, default=None)
@@ -47,9 +52,12 @@ def read_token(path: Path) -> str:
 
 async def serve(args: argparse.Namespace) -> None:
     """Serve until SIGTERM/SIGINT or the ``shutdown`` method."""
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--listen {args.listen!r} must be IP:PORT")
+    addresses = []
+    for listen in args.listen:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"--listen {listen!r} must be IP:PORT")
+        addresses.append((host, int(port)))
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     agent = HostAgent(args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary))
     done = asyncio.Event()
@@ -62,11 +70,12 @@ async def serve(args: argparse.Namespace) -> None:
     methods = {name: getattr(agent, name) for name in RPC_METHODS}
     methods["shutdown"] = shutdown
     server = AgentServer(read_token(args.token_file), methods)
-    await server.start(host, int(port))
+    for host, port in addresses:
+        await server.start(host, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
-    print(f"colopp agent {args.host} listening on {args.listen}", flush=True)
+    print(f"colopp agent {args.host} listening on {', '.join(args.listen)}", flush=True)
     await done.wait()
     await agent.stop_vm()
     await server.close()

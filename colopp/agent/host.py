@@ -22,9 +22,11 @@ from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
 from colopp.agent.specs import side_from_request, vm_from_dict
 from colopp.colo.sequence import (
+    YANK_PEER,
     QmpStep,
     finish_resync,
     migrate_to,
+    peer_yank_instances,
     primary_failover,
     primary_start,
     resume_replication,
@@ -68,6 +70,10 @@ class CheckpointLog:
             self.pauses_ms.append((stamp - self._stopped_at) * 1000.0)
             del self.pauses_ms[:-256]
             self._stopped_at = None
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the current checkpoint has kept the VM stopped (0 when running)."""
+        return max(0.0, now - self._stopped_at) if self._stopped_at is not None else 0.0
 
 
 def _stamp(event: dict[str, Any]) -> float:
@@ -115,13 +121,37 @@ class HostAgent:
                 await side.monitor.execute("query-status", timeout=qmp_timeout)
             except QmpError:
                 qmp_ok = False
+        stalled = self._replication_stall(side, time.time()) if side is not None else 0.0
         return {
             "host": self.host,
             "time": time.time(),
             "vm_alive": alive,
             "qmp_ok": qmp_ok,
+            "checkpoint_stalled_s": stalled,
             "role": side.spec.role.value if side else None,
         }
+
+    @staticmethod
+    def _replication_stall(side: Side, now: float) -> float:
+        """Seconds replication has been stuck: a checkpoint that keeps the VM stopped, or
+        (primary in COLO) a checkpoint overdue past its period: QEMU waits for the
+        secondary's reply before stopping the VM, so a cut link shows up as silence."""
+        stopped = side.checkpoints.stalled_for(now)
+        last = side.checkpoints.last_at
+        if side.spec.role is not Role.PRIMARY or side.failed_over or last is None:
+            return stopped
+        overdue = now - last - side.checkpoint_delay_ms / 1000.0
+        return max(stopped, overdue, 0.0)
+
+    async def probe_tcp(self, host: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
+        """Can this host open a TCP connection to ``host:port`` (e.g. the peer's agent on
+        the replication network)?"""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            return {"reachable": False, "error": str(exc) or type(exc).__name__}
+        writer.close()
+        return {"reachable": True}
 
     async def probe_qemu(self, accel: str = "tcg") -> dict[str, Any]:
         """The QEMU version here; raises QemuUnsupported for a known-broken one."""
@@ -263,7 +293,14 @@ class HostAgent:
         return {"boot_s": took}
 
     async def _run_steps(self, side: Side, steps: list[QmpStep]) -> None:
-        for step in steps:
+        for planned in steps:
+            step = planned
+            if planned is YANK_PEER:
+                available = await side.monitor.execute("query-yank", timeout=2.0)
+                instances = peer_yank_instances(list(available or []))
+                if not instances:
+                    continue
+                step = dataclasses.replace(planned, arguments={"instances": instances})
             try:
                 if step.hmp:
                     await side.monitor.hmp(step.command)
@@ -454,5 +491,6 @@ RPC_METHODS = (
     "kill_vm",
     "kill_comparator",
     "resume_replication",
+    "probe_tcp",
     "stop_vm",
 )

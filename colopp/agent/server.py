@@ -21,7 +21,7 @@ class AgentServer:
     def __init__(self, token: str, methods: Mapping[str, Handler]) -> None:
         self._token = token.encode()
         self._methods = dict(methods)
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port``.
@@ -30,15 +30,21 @@ class AgentServer:
             AgentError: the address cannot be bound (e.g. port in use).
         """
         try:
-            self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE)
+            server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE)
         except OSError as exc:
             raise AgentError(f"agent cannot listen on {host}:{port}: {exc.strerror}") from exc
+        self._servers.append(server)
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound ports (useful when started on port 0)."""
+        return [s.sockets[0].getsockname()[1] for s in self._servers]
 
     async def close(self) -> None:
         """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -74,10 +74,33 @@ def primary_start(peer_repl_ip: str, ports: Ports, checkpoint_delay_ms: int) -> 
 _GONE = ("not found", "does not exist", "No such", "not exist")
 
 
+PEER_CHARDEVS = frozenset({"mirror0", "compare1", "red0", "red1"})
+
+
+def peer_yank_instances(available: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """From ``query-yank``: what connects to the peer host (migration, NBD, peer chardevs).
+
+    A dead or cut-off peer leaves these connections hung (no RST ever comes); yanking them
+    lets the failover commands run instead of waiting on the peer.
+    """
+    keep = []
+    for instance in available:
+        kind = instance.get("type")
+        if kind in ("migration", "block-node") or (
+            kind == "chardev" and instance.get("id") in PEER_CHARDEVS
+        ):
+            keep.append(instance)
+    return keep
+
+
+# The agent replaces this step by a ``yank`` of :func:`peer_yank_instances`.
+YANK_PEER = QmpStep("yank", {"instances": "peer"}, tolerate=_GONE, oob=True)
+
+
 def secondary_failover() -> list[QmpStep]:
     """Promote the secondary when the primary is lost: it serves from now on."""
     return [
-        QmpStep("yank", {"instances": [{"type": "migration"}]}, tolerate=_GONE, oob=True),
+        YANK_PEER,
         QmpStep("nbd-server-stop", tolerate=("not running",)),
         QmpStep("x-colo-lost-heartbeat"),
         QmpStep("object-del", {"id": "f2"}, tolerate=_GONE),
@@ -97,7 +120,7 @@ def _announce() -> QmpStep:
 def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:
     """Let the primary continue alone when the secondary is lost."""
     steps = [
-        QmpStep("yank", {"instances": [{"type": "migration"}]}, tolerate=_GONE, oob=True),
+        YANK_PEER,
         QmpStep("x-blockdev-change", {"parent": "colo-disk0", "child": "children.1"}),
         # Its NBD target is gone: QEMU reports the failed final flush, and deletes it anyway.
         QmpStep(

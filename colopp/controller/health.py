@@ -7,6 +7,9 @@ A side is judged from the controller's heartbeats to its agent:
   deadlock): it must be fenced before the peer serves;
 - ``UNREACHABLE``: the agent itself has not answered for ``unreachable_after`` seconds
   (host down, management link cut);
+- ``STALLED``: a checkpoint has kept the VM stopped for ``stall_after`` seconds: the
+  replication stream to the peer is broken (e.g. the replication link is cut) while both
+  sides still answer the controller;
 - ``HEALTHY`` otherwise.
 """
 
@@ -23,6 +26,7 @@ class Health(StrEnum):
     DEAD = "dead"
     HUNG = "hung"
     UNREACHABLE = "unreachable"
+    STALLED = "stalled"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Beat:
     agent_ok: bool
     vm_alive: bool = True
     qmp_ok: bool = True
+    stalled_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class DetectorConfig:
 
     hang_after: float = 0.5
     unreachable_after: float = 0.5
+    stall_after: float = 2.0
     period: float = 0.05
 
 
@@ -62,6 +68,8 @@ class SideDetector:
                 self.last_qmp_ok = beat.at
             elif beat.at - self.last_qmp_ok >= self.config.hang_after:
                 return Health.HUNG
+            if beat.stalled_s >= self.config.stall_after:
+                return Health.STALLED
             return Health.HEALTHY
         if beat.at - self.last_agent_ok >= self.config.unreachable_after:
             return Health.UNREACHABLE

@@ -103,6 +103,7 @@ class LocalDeployment:
 
     def _spawn_agent(self, node: Node, token_file: Path) -> None:
         address = self.plan.address(node, Network.MANAGEMENT)
+        repl = self.plan.address(node, Network.REPLICATION)
         argv = [
             sys.executable,
             "-m",
@@ -111,6 +112,8 @@ class LocalDeployment:
             node.value,
             "--listen",
             f"{address}:{DEFAULT_PORT}",
+            "--listen",
+            f"{repl}:{DEFAULT_PORT}",
             "--state-dir",
             str(self.state_dir / node.value),
             "--token-file",

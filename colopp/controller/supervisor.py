@@ -6,6 +6,10 @@ pair's connections never delays a heartbeat), feeds :class:`SideDetector`, and a
 - primary DEAD or HUNG → fence it (SIGKILL; a hung QEMU is killed *before* the peer
   serves) → secondary failover;
 - secondary DEAD or HUNG → fence it → primary failover (the primary continues alone);
+- primary STALLED (a checkpoint cannot complete: the replication link is broken while both
+  sides answer the controller) → the controller, as witness, keeps the primary (it holds
+  the clients and the newest state), fences the secondary and fails over to the primary:
+  exactly one side serves;
 - optionally re-protect onto the lost host once it is reachable again.
 
 An UNREACHABLE side cannot be fenced from here; it is reported and left to the witness
@@ -84,7 +88,13 @@ class PairSupervisor:
             )
         except ColoppError:
             return Beat(now, agent_ok=False)
-        return Beat(now, True, bool(reply["vm_alive"]), bool(reply["qmp_ok"]))
+        return Beat(
+            now,
+            True,
+            bool(reply["vm_alive"]),
+            bool(reply["qmp_ok"]),
+            float(reply.get("checkpoint_stalled_s", 0.0)),
+        )
 
     def _detector(self, host: str) -> SideDetector:
         if host not in self._detectors:
@@ -103,13 +113,15 @@ class PairSupervisor:
             await self._handle(Role.PRIMARY, primary.name, verdicts[0])
         elif verdicts[1] in (Health.DEAD, Health.HUNG):
             await self._handle(Role.SECONDARY, secondary.name, verdicts[1])
+        elif verdicts[0] is Health.STALLED:
+            await self._handle(Role.SECONDARY, secondary.name, Health.STALLED)
 
     async def _handle(self, role: Role, host: str, health: Health) -> None:
         incident = Incident(role.value, host, health.value, time.time())
         self.incidents.append(incident)
         started = time.monotonic()
         try:
-            if health is Health.HUNG:
+            if health in (Health.HUNG, Health.STALLED):
                 await self._fence(host)
                 incident.fenced = True
             await self.pair.failover(role)
@@ -137,9 +149,16 @@ class PairSupervisor:
         if time.time() - last < self.reprotect_after:
             return
         try:
-            await self.heartbeat[standby.name].call("ping", timeout=1)
+            probe = await self.heartbeat[standby.name].call(
+                "probe_tcp",
+                host=self.pair.primary.repl_ip,
+                port=self.heartbeat[self.pair.primary.name].port,
+                timeout=2,
+            )
         except ColoppError:
             return  # the lost host is still unreachable: keep serving alone
+        if not probe["reachable"]:
+            return  # no replication path to the serving host yet
         try:
             result: dict[str, Any] = await self.pair.reprotect()
             if self.incidents:

@@ -63,7 +63,9 @@ class Matrix:
     async def back_in_colo(self, incidents: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not (
-            len(self.supervisor.incidents) >= incidents and self.pair.state is PairState.PROTECTED
+            len(self.supervisor.incidents) >= incidents
+            and self.pair.state is PairState.PROTECTED
+            and self.supervisor.incidents[-1].failover_ms is not None
         ):
             assert self.pair.state is not PairState.ERROR, self.supervisor.incidents
             assert time.monotonic() < deadline, (self.pair.state, self.supervisor.incidents)

@@ -16,8 +16,7 @@ from colopp.errors import AgentError, QmpError, StateError
 async def _with_server(methods: dict[str, Any], body: Any, token: str = "secret") -> Any:
     server = AgentServer("secret", methods)
     await server.start("127.0.0.1", 0)
-    assert server._server is not None
-    port = server._server.sockets[0].getsockname()[1]
+    port = server.ports[0]
     client = AgentClient("test", "127.0.0.1", port, token)
     try:
         return await body(client)

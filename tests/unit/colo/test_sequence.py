@@ -1,4 +1,6 @@
 from colopp.colo.sequence import (
+    YANK_PEER,
+    peer_yank_instances,
     primary_failover,
     primary_start,
     replication_drive,
@@ -53,3 +55,21 @@ def test_primary_failover_removes_compare_only_when_builtin() -> None:
     colopp = [s.arguments.get("id") for s in primary_failover(ComparatorKind.COLOPP)]
     assert "comp0" in builtin and "comp0" not in colopp
     assert commands(primary_failover(ComparatorKind.COLOPP))[-1] == "x-colo-lost-heartbeat"
+
+
+def test_peer_yank_keeps_only_what_reaches_the_peer() -> None:
+    available = [
+        {"type": "migration"},
+        {"type": "block-node", "node-name": "#block123"},
+        {"type": "chardev", "id": "mirror0"},
+        {"type": "chardev", "id": "compare0"},
+        {"type": "chardev", "id": "red1"},
+    ]
+    assert peer_yank_instances(available) == [
+        {"type": "migration"},
+        {"type": "block-node", "node-name": "#block123"},
+        {"type": "chardev", "id": "mirror0"},
+        {"type": "chardev", "id": "red1"},
+    ]
+    assert secondary_failover()[0] is YANK_PEER
+    assert primary_failover(ComparatorKind.BUILTIN)[0] is YANK_PEER
