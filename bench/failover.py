@@ -114,6 +114,7 @@ async def run(trials: int, comparator: ComparatorKind, console: Console) -> dict
         summary = json.loads(out.strip().splitlines()[-1])
     finally:
         supervisor.stop()
+        await supervisor.close()
         if workload is not None and workload.poll() is None:
             workload.kill()
         await pair.stop()

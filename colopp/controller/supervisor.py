@@ -70,6 +70,11 @@ class PairSupervisor:
         """Ask the loop to end."""
         self._stop.set()
 
+    async def close(self) -> None:
+        """Close the heartbeat connections (after :meth:`run` returned)."""
+        for client in self.heartbeat.values():
+            await client.close()
+
     async def run(self) -> None:
         """Heartbeat and act until stopped; errors are recorded, never raised."""
         while not self._stop.is_set():

@@ -99,6 +99,7 @@ def matrix(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         m.supervisor.stop()
         if m.task is not None:
             m.run(m.task)
+        m.run(m.supervisor.close())
         m.run(m.pair.stop())
         m.run(local.deployment.stop())
         loop.close()

@@ -68,6 +68,7 @@ def cluster(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield c
     finally:
         c.supervisor.stop()
+        c.run(c.supervisor.close())
         c.run(c.pair.stop())
         c.run(local.deployment.stop())
         loop.close()
