@@ -150,6 +150,15 @@ def test_failover_matrix_under_load(matrix: Matrix) -> None:
             assert incident.role == role and incident.host == slot.name
             assert incident.fenced == (sig == signal.SIGSTOP)
             matrix.run(matrix.next_checkpoint())
+        # Planned switchover (supervisor paused so it does not race the planned fence).
+        matrix.supervisor.stop()
+        matrix.run(matrix.task)
+        matrix.task = None
+        before = matrix.pair.primary.name
+        matrix.run(matrix.pair.switchover())
+        assert matrix.pair.state is PairState.PROTECTED
+        assert matrix.pair.secondary is not None and matrix.pair.secondary.name == before
+        matrix.run(matrix.next_checkpoint())
         assert workload.stdin is not None
         workload.stdin.write("stop\n")
         workload.stdin.flush()
