@@ -168,5 +168,17 @@ def protect(
         console.print("stopped")
 
 
+@app.command()
+def controller(
+    record: Annotated[Path, typer.Option(help="The pair record (JSON, 0600).")],
+    status_file: Annotated[Path | None, typer.Option("--status", help="Write status here.")] = None,
+) -> None:
+    """Re-attach to a running pair from its record and supervise it (failover, re-protect)."""
+    from colopp.controller.__main__ import main as controller_main
+
+    argv = ["--record", str(record)] + (["--status", str(status_file)] if status_file else [])
+    raise typer.Exit(controller_main(argv))
+
+
 if __name__ == "__main__":
     app()

@@ -207,6 +207,25 @@ class PairController:
         self._event("switchover", primary=self.primary.name, secondary=old.name)
         return result
 
+    async def verify(self) -> dict[str, Any]:
+        """Check a re-attached pair against what its agents report.
+
+        A pair recorded as protected is still protected when the primary's QEMU runs in
+        COLO primary mode and the secondary's in secondary mode; anything else is left to
+        the supervisor (a dead side is detected on its first heartbeat).
+        """
+        status = await self.status()
+        sides = status["sides"]
+        if self.state is PairState.PROTECTED and self.secondary is not None:
+            modes = (
+                sides.get(self.primary.name, {}).get("colo", {}).get("mode"),
+                sides.get(self.secondary.name, {}).get("colo", {}).get("mode"),
+            )
+            status["consistent"] = modes == ("primary", "secondary")
+        else:
+            status["consistent"] = bool(sides.get(self.primary.name, {}).get("vm_alive"))
+        return status
+
     async def status(self) -> dict[str, Any]:
         """State plus each agent's view; unreachable agents are reported, not raised."""
         sides: dict[str, Any] = {}

@@ -1,0 +1,153 @@
+"""Controller restart: SIGKILL the controller process mid-replication; the pair keeps
+serving, a new controller re-attaches within 5 s and still handles the next failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from colopp.controller.pair import PairController
+from colopp.controller.setup import LocalPair, prepare_local_pair
+from colopp.controller.store import pair_record, save_record
+from colopp.lab import Node, netns_argv
+from colopp.qemu.argv import ComparatorKind
+
+PREFIX = "clprst"
+
+
+@pytest.fixture(scope="module")
+def protected(
+    qemu_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalPair, Path]]:
+    loop = asyncio.new_event_loop()
+    state_dir = tmp_path_factory.mktemp("rst")
+    local = loop.run_until_complete(
+        prepare_local_pair(
+            state_dir, qemu_root, ComparatorKind.COLOPP, Console(quiet=True), prefix=PREFIX
+        )
+    )
+    loop.run_until_complete(local.deployment.start())
+    pair = PairController(local.config, local.deployment.agents)
+    try:
+        loop.run_until_complete(pair.protect())
+        agents = {n: (a.host, a.port) for n, a in local.deployment.agents.items()}
+        record = state_dir / "pair.json"
+        save_record(record, pair_record(pair, agents, state_dir / "agent.token"))
+        yield local, record
+    finally:
+        loop.run_until_complete(local.deployment.stop())
+        loop.close()
+
+
+def start_controller(record: Path, status: Path) -> subprocess.Popen[bytes]:
+    status.unlink(missing_ok=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "colopp.controller",
+            "--record",
+            str(record),
+            "--status",
+            str(status),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_status(status: Path, check: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = json.loads(status.read_text())
+            if check(data):
+                return data
+        except (OSError, ValueError):
+            pass
+        assert time.monotonic() < deadline, f"controller status never matched: {status}"
+        time.sleep(0.05)  # the controller writes the file; there is nothing to wait on
+
+
+def test_controller_restart_reattaches_and_keeps_supervising(
+    protected: tuple[LocalPair, Path],
+) -> None:
+    local, record = protected
+    status = record.with_name("controller.json")
+    plan = local.deployment.plan
+    workload = subprocess.Popen(
+        netns_argv(
+            plan.netns(Node.CLIENT),
+            [
+                sys.executable,
+                "-m",
+                "colopp.demo.workload",
+                "--target",
+                f"{plan.guest_address.ip}:80",
+                "--connections",
+                "3",
+            ],
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    controller = start_controller(record, status)
+    try:
+        first = wait_status(
+            status, lambda s: s.get("attached_at") and s["state"] == "protected", 20
+        )
+        assert first["consistent"] is True
+        os.kill(controller.pid, signal.SIGKILL)
+        controller.wait()
+        killed_at = time.time()
+        controller = start_controller(record, status)
+        again = wait_status(
+            status, lambda s: s.get("attached_at") and s["pid"] == controller.pid, 10
+        )
+        assert again["attached_at"] - killed_at < 5.0
+        assert again["state"] == "protected" and again["consistent"] is True
+        assert (again["primary"], again["secondary"]) == ("hosta", "hostb")
+        # The restarted controller still supervises: lose the primary.
+        pair_status = json.loads(record.read_text())
+        assert pair_status["primary"]["name"] == "hosta"
+        qemu_pid = int(
+            (
+                Path(local.deployment.state_dir) / "hosta" / "demo" / "primary" / "qemu.pid"
+            ).read_text()
+        )
+        os.kill(qemu_pid, signal.SIGKILL)
+        after = wait_status(
+            status,
+            lambda s: (
+                s.get("state") == "protected" and s.get("primary") == "hostb" and s.get("incidents")
+            ),
+            90,
+        )
+        assert after["secondary"] == "hosta"
+        assert json.loads(record.read_text())["primary"]["name"] == "hostb"
+        assert workload.stdin is not None
+        workload.stdin.write("stop\n")
+        workload.stdin.flush()
+        out, _ = workload.communicate(timeout=180)
+    finally:
+        controller.send_signal(signal.SIGTERM)
+        controller.wait(timeout=20)
+        if workload.poll() is None:
+            workload.kill()
+            workload.communicate()
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["requests_failed"] == 0, summary["errors"]
+    assert summary["connections_reset"] == 0
+    assert summary["writes_lost"] == 0, summary["lost_keys"]
