@@ -29,6 +29,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--token-file", type=Path, required=True, help="0600 file with the token")
     parser.add_argument("--qemu-root", type=Path, default=None)
     parser.add_argument("--qemu-binary", default=None)
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=1.0,
+        help="seconds without controller and peer before a primary fences itself",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,7 +65,10 @@ async def serve(args: argparse.Namespace) -> None:
             raise ConfigError(f"--listen {listen!r} must be IP:PORT")
         addresses.append((host, int(port)))
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    agent = HostAgent(args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary))
+    agent = HostAgent(
+        args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary), args.lease
+    )
+    agent.agent_port = addresses[0][1]
     done = asyncio.Event()
 
     async def shutdown() -> dict[str, bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -99,20 +100,34 @@ class Side:
 class HostAgent:
     """Owns this host's QEMU; every method is safe to call remotely."""
 
-    def __init__(self, host: str, state_dir: Path, runtime: QemuRuntime) -> None:
+    def __init__(
+        self, host: str, state_dir: Path, runtime: QemuRuntime, lease: float = 1.0
+    ) -> None:
         self.host = host
         self.state_dir = state_dir
         self.runtime = runtime
         self.side: Side | None = None
         self._lock = asyncio.Lock()
+        # Self-fencing: a primary that has lost both the controller's heartbeats and its
+        # peer for longer than the lease kills its own QEMU; the controller promotes the
+        # secondary only after twice the lease, so two sides never serve at once.
+        self.lease = lease
+        self.last_heartbeat: float | None = None
+        self.self_fenced = False
+        self._watchdog: asyncio.Task[None] | None = None
 
     # ----- queries -------------------------------------------------------------------
-    async def ping(self, qmp_timeout: float = 0.0) -> dict[str, Any]:
+    async def ping(self, qmp_timeout: float = 0.0, heartbeat: bool = False) -> dict[str, Any]:
         """Liveness of the agent and of its QEMU (the heartbeat).
 
         With ``qmp_timeout`` > 0 QEMU must also answer ``query-status`` in that time
-        (``qmp_ok``): a stopped or deadlocked QEMU is alive but silent.
+        (``qmp_ok``): a stopped or deadlocked QEMU is alive but silent. ``heartbeat`` marks
+        the controller's supervision beat, which renews this host's lease.
         """
+        if heartbeat:
+            self.last_heartbeat = time.monotonic()
+            if self._watchdog is None:
+                self._watchdog = asyncio.create_task(self._watch_lease())
         side = self.side
         alive = bool(side and side.process.alive())
         qmp_ok = alive
@@ -128,8 +143,38 @@ class HostAgent:
             "vm_alive": alive,
             "qmp_ok": qmp_ok,
             "checkpoint_stalled_s": stalled,
+            "self_fenced": self.self_fenced,
             "role": side.spec.role.value if side else None,
         }
+
+    async def _peer_reachable(self, side: Side) -> bool:
+        reply = await self.probe_tcp(side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
+        return bool(reply["reachable"])
+
+    agent_port = 7400
+
+    async def _watch_lease(self) -> None:
+        """Kill this host's primary QEMU when it is cut off from controller and peer."""
+        peer_seen = time.monotonic()
+        while True:
+            await asyncio.sleep(0.1)  # lease watchdog period
+            side, now = self.side, time.monotonic()
+            if side is None or not side.process.alive() or self.last_heartbeat is None:
+                continue
+            if side.spec.role is not Role.PRIMARY or side.failed_over:
+                peer_seen = now  # a secondary never serves alone; a lone survivor has no peer
+                continue
+            if await self._peer_reachable(side):
+                peer_seen = now
+            silent = now - self.last_heartbeat
+            if silent > self.lease and now - peer_seen > self.lease:
+                logging.getLogger(__name__).warning(
+                    "self-fencing: no controller for %.1fs and no peer for %.1fs",
+                    silent,
+                    now - peer_seen,
+                )
+                self.self_fenced = True
+                side.process.kill()
 
     @staticmethod
     def _replication_stall(side: Side, now: float) -> float:

@@ -54,7 +54,9 @@ class AgentClient:
         """
         async with self._lock:
             if self._writer is None or self._reader is None:
-                await self.connect()
+                # Bounded by the call's own timeout: a heartbeat must never wait 15 s
+                # on a host whose link is down.
+                await self.connect(within=min(timeout, 15.0))
             assert self._writer is not None and self._reader is not None
             rid = next(self._ids)
             try:

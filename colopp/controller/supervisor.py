@@ -61,6 +61,7 @@ class PairSupervisor:
     # Let clients' retransmissions reach the survivor before re-protection briefly freezes
     # the guest and migrates its RAM.
     reprotect_after: float = 2.0
+    lease: float = 1.0  # must match the agents' --lease
     on_incident: Callable[[Incident], None] = lambda _incident: None
     incidents: list[Incident] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -89,7 +90,10 @@ class PairSupervisor:
         now = time.monotonic()
         try:
             reply = await self.heartbeat[host].call(
-                "ping", timeout=QMP_PROBE_TIMEOUT + 0.3, qmp_timeout=QMP_PROBE_TIMEOUT
+                "ping",
+                timeout=QMP_PROBE_TIMEOUT + 0.3,
+                qmp_timeout=QMP_PROBE_TIMEOUT,
+                heartbeat=True,
             )
         except ColoppError:
             return Beat(now, agent_ok=False)
@@ -120,6 +124,34 @@ class PairSupervisor:
             await self._handle(Role.SECONDARY, secondary.name, verdicts[1])
         elif verdicts[0] is Health.STALLED:
             await self._handle(Role.SECONDARY, secondary.name, Health.STALLED)
+        elif verdicts[0] is Health.UNREACHABLE:
+            await self._primary_unreachable(primary.name, secondary.name)
+        elif verdicts[1] is Health.UNREACHABLE:
+            # A secondary never serves on its own: continue on the primary.
+            await self._handle(Role.SECONDARY, secondary.name, Health.UNREACHABLE)
+
+    async def _primary_unreachable(self, primary: str, secondary: str) -> None:
+        """Promote the secondary only once the primary must have fenced itself.
+
+        The primary's agent kills its QEMU after ``lease`` seconds without heartbeats *and*
+        without its peer. So: wait twice the lease since the primary's last answer, and
+        require that the secondary cannot reach the primary's host either (if it can, the
+        primary still has its peer, keeps serving, and only the controller is cut off).
+        """
+        silent = time.monotonic() - self._detector(primary).last_agent_ok
+        if silent < 2 * self.lease:
+            return
+        try:
+            probe = await self.heartbeat[secondary].call(
+                "probe_tcp",
+                host=self.pair.primary.repl_ip,
+                port=self.heartbeat[primary].port,
+                timeout=2,
+            )
+        except ColoppError:
+            return
+        if not probe["reachable"]:
+            await self._handle(Role.PRIMARY, primary, Health.UNREACHABLE)
 
     async def _handle(self, role: Role, host: str, health: Health) -> None:
         incident = Incident(role.value, host, health.value, time.time())
