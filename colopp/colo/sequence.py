@@ -98,16 +98,24 @@ YANK_PEER = QmpStep("yank", {"instances": "peer"}, tolerate=_GONE, oob=True)
 
 
 def secondary_failover() -> list[QmpStep]:
-    """Promote the secondary when the primary is lost: it serves from now on."""
+    """Promote the secondary when the primary is lost: it serves from now on.
+
+    The primary is already gone (dead or fenced) when this runs, so the secondary's
+    output path opens first: ``f2`` (which sent the guest's output to the dead
+    comparator) is removed and the guest's MAC announced before anything else. A client
+    retransmission that arrives during the rest of the sequence is then answered on
+    the wire instead of into a dead socket (which would cost the guest a retransmission
+    timeout of its own).
+    """
     return [
         YANK_PEER,
+        QmpStep("object-del", {"id": "f2"}, tolerate=_GONE),
+        _announce(),
         QmpStep("nbd-server-stop", tolerate=("not running",)),
         QmpStep("x-colo-lost-heartbeat"),
-        QmpStep("object-del", {"id": "f2"}, tolerate=_GONE),
         QmpStep("object-del", {"id": "f1"}, tolerate=_GONE),
         QmpStep("chardev-remove", {"id": "red1"}, tolerate=_GONE),
         QmpStep("chardev-remove", {"id": "red0"}, tolerate=_GONE),
-        _announce(),
     ]
 
 

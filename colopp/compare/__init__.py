@@ -3,24 +3,30 @@
 Data path: :mod:`~colopp.compare.framing` (QEMU's net-filter socket framing) ->
 :mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing) ->
 :mod:`~colopp.compare.core` (the pure decision core, with :mod:`~colopp.compare.tcp`,
-:mod:`~colopp.compare.stream` and :mod:`~colopp.compare.flows`) -> actions
+:mod:`~colopp.compare.stream` and :mod:`~colopp.compare.flows`; the COLO++ pre-release
+policy in :mod:`~colopp.compare.prerelease` and :mod:`~colopp.compare.http_reads`) -> actions
 (:mod:`~colopp.compare.verdict`) carried out by the asyncio :mod:`~colopp.compare.shell`.
 """
 
-from colopp.compare.config import CompareConfig
+from colopp.compare.config import CompareConfig, PreReleaseConfig
 from colopp.compare.core import Comparator
-from colopp.compare.held import HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.prerelease import PreReleasePolicy, build_policy
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
 
 __all__ = [
     "Action",
     "Checkpoint",
+    "ClientAwarePolicy",
     "Comparator",
     "CompareConfig",
     "Drop",
     "HeldFrame",
     "NeverPreRelease",
     "PreRelease",
+    "PreReleaseConfig",
+    "PreReleasePolicy",
     "Release",
     "ReleasePolicy",
+    "build_policy",
 ]

@@ -8,6 +8,14 @@ Example (the primary host; QEMU's chardevs compare0 and compare_out are servers)
         --secondary-in listen:tcp:198.18.0.10:9004 \\
         --qmp /run/colopp/primary-compare.qmp --status /run/colopp/compare.json
 
+COLO++ pre-release (off by default; see :mod:`colopp.compare.prerelease` for when it is
+safe): ``--prerelease`` alone enables the ``retransmission`` and ``ack_only`` rules, plus
+``http_read`` when a ``--prerelease-read-prefix`` is given; ``--prerelease RULE,RULE`` names
+them (``all`` for every rule). ``--prerelease-read-prefix /kv/`` (repeatable) and
+``--prerelease-read-method GET`` (repeatable; default GET and HEAD) say which requests are
+reads. The read rule needs the client's frames, which this shell does not read yet: until
+then it grants nothing.
+
 Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``--qmp``
 checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
 SIGUSR1 tells the comparator that a checkpoint finished. Exit codes: 0 on SIGTERM/SIGINT,
@@ -31,9 +39,15 @@ import sys
 from pathlib import Path
 
 from colopp.compare.addresses import parse_endpoint
-from colopp.compare.config import DEFAULT_COMPARE_TIMEOUT_S, CompareConfig
+from colopp.compare.config import (
+    DEFAULT_COMPARE_TIMEOUT_S,
+    DEFAULT_READ_METHODS,
+    PRE_RELEASE_RULES,
+    CompareConfig,
+    PreReleaseConfig,
+)
 from colopp.compare.shell import ComparatorShell, ShellOptions
-from colopp.errors import ColoppError
+from colopp.errors import ColoppError, ConfigError
 
 _DEFAULTS = CompareConfig()
 
@@ -54,8 +68,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue-frames", type=int, default=_DEFAULTS.max_queue_frames)
     p.add_argument("--max-queue-bytes", type=int, default=_DEFAULTS.max_queue_bytes)
     p.add_argument("--connect-timeout", type=float, default=30.0)
+    p.add_argument(
+        "--prerelease",
+        nargs="?",
+        const="auto",
+        metavar="RULES",
+        help=f"pre-release rules, comma-separated: {', '.join(PRE_RELEASE_RULES)} or all",
+    )
+    p.add_argument(
+        "--prerelease-read-prefix",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="path prefix whose read requests may be answered early (repeatable)",
+    )
+    p.add_argument(
+        "--prerelease-read-method",
+        action="append",
+        default=[],
+        metavar="METHOD",
+        help="read request method (repeatable; default GET and HEAD)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
+    """The pre-release settings of parsed arguments. Raises ConfigError on bad ones."""
+    prefixes = tuple(args.prerelease_read_prefix)
+    methods = tuple(m.upper() for m in args.prerelease_read_method) or DEFAULT_READ_METHODS
+    if args.prerelease is None:
+        if prefixes or args.prerelease_read_method:
+            raise ConfigError("--prerelease-read-* given without --prerelease")
+        return PreReleaseConfig()
+    if args.prerelease == "auto":
+        rules = {"retransmission", "ack_only"} | ({"http_read"} if prefixes else set())
+    elif args.prerelease == "all":
+        rules = set(PRE_RELEASE_RULES)
+    else:
+        rules = {r.strip() for r in args.prerelease.split(",") if r.strip()}
+        if not rules:
+            raise ConfigError("--prerelease needs at least one rule")
+    return PreReleaseConfig(frozenset(rules), prefixes, methods)
 
 
 def options_from_args(argv: list[str]) -> ShellOptions:
@@ -68,6 +122,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         max_queue_frames=args.max_queue_frames,
         max_queue_bytes=args.max_queue_bytes,
     )
+    prerelease = prerelease_from_args(args)
     return ShellOptions(
         primary_in=parse_endpoint(args.primary_in),
         secondary_in=parse_endpoint(args.secondary_in),
@@ -80,6 +135,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         status_interval=args.status_interval,
         connect_timeout=args.connect_timeout,
         config=config,
+        prerelease=prerelease,
     )
 
 

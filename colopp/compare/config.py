@@ -40,3 +40,45 @@ class CompareConfig:
         for name in ("max_queue_frames", "max_queue_bytes", "max_out_of_order_segments"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+
+
+#: HTTP methods a read classifier accepts by default: they must not change server state.
+DEFAULT_READ_METHODS: tuple[str, ...] = ("GET", "HEAD")
+
+#: The pre-release rules, by name (see :mod:`colopp.compare.prerelease`).
+PRE_RELEASE_RULES: tuple[str, ...] = ("retransmission", "ack_only", "http_read")
+
+
+@dataclass(frozen=True, slots=True)
+class PreReleaseConfig:
+    """Which primary output may leave before the secondary's copy arrived (COLO++).
+
+    ``rules``: the enabled rules, a subset of :data:`PRE_RELEASE_RULES`; empty means stock
+    COLO (nothing leaves early, the core's fast paths stay in use). ``read_prefixes``: path
+    prefixes (e.g. ``/kv/``) whose ``read_methods`` requests the operator vouches for: they
+    change no state and their answer is a pure function of the state (no clock, no random,
+    no per-process counter). ``http_read`` needs at least one prefix.
+    """
+
+    rules: frozenset[str] = frozenset()
+    read_prefixes: tuple[str, ...] = ()
+    read_methods: tuple[str, ...] = DEFAULT_READ_METHODS
+
+    def __post_init__(self) -> None:
+        """Raises ConfigError on an unknown rule, a missing prefix or a bad method."""
+        unknown = sorted(self.rules - set(PRE_RELEASE_RULES))
+        if unknown:
+            raise ConfigError(f"unknown pre-release rule(s): {', '.join(unknown)}")
+        if "http_read" in self.rules and not self.read_prefixes:
+            raise ConfigError("the http_read pre-release rule needs at least one read prefix")
+        for prefix in self.read_prefixes:
+            if not prefix.startswith("/") or ".." in prefix or not prefix.isascii():
+                raise ConfigError(f"read prefix must be an absolute ASCII path: {prefix!r}")
+        for method in self.read_methods:
+            if not method.isascii() or not method.isalpha() or not method.isupper():
+                raise ConfigError(f"read method must be an upper-case token: {method!r}")
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one rule may pre-release."""
+        return bool(self.rules)

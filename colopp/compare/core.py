@@ -9,6 +9,10 @@ connection over aligned sequence ranges, with its ACK rule; UDP, ICMP and other 
 compared per flow; non-IPv4 primary frames pass through and secondary ones are dropped; an
 unmatched frame older than ``compare_timeout`` forces a checkpoint; at a checkpoint held
 primary frames are released and secondary output discarded.
+
+COLO++ pre-release (:mod:`~colopp.compare.prerelease`) is off unless a policy is given; then
+:meth:`Comparator.feed_client` also takes the client's frames for it. Nothing leaves early
+while a checkpoint is pending: the secondary is known to differ then.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
 from colopp.compare.flows import DatagramFlow
-from colopp.compare.held import HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
 from colopp.compare.packet import (
     PASSTHROUGH,
     TCP,
@@ -31,7 +35,7 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import MATCHED, NOT_HANDLED, TcpConnection
+from colopp.compare.tcp import MATCHED, NOT_HANDLED, PRERELEASE_MISMATCH, TcpConnection
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
 
 SWEEP_INTERVAL_S = 1.0
@@ -59,6 +63,7 @@ class Comparator:
         self.policy: ReleasePolicy = policy or NeverPreRelease()
         # The default policy never answers yes: do not even ask it on the hot path.
         self._policy: ReleasePolicy | None = None if policy is None else policy
+        self._client_policy = policy if isinstance(policy, ClientAwarePolicy) else None
         # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
         # forces the general path everywhere (tests compare the two).
         self._fast = fast_path and policy is None
@@ -154,7 +159,7 @@ class Comparator:
                     return [self._release_one(head, now)]
                 released = [head]
                 pre: list[HeldFrame] = []
-                reason = conn.pump(c, self._policy, now, released, pre)
+                reason = conn.pump(c, None, now, released, pre)
                 if reason is not None:
                     return self._finish(released, pre, reason, now)
                 return self._release_matched(released, now)
@@ -185,7 +190,10 @@ class Comparator:
             conn.last_seen = now
             # Behind a waiting head nothing can move: the head waits for the secondary.
             at_head = conn.add_primary(held, pkt)
-            reason = conn.pump(c, self._policy, now, released, pre) if at_head else None
+            policy = self._live_policy()
+            reason = conn.pump(c, policy, now, released, pre) if at_head else None
+            if not at_head and policy is not None and conn.offer_tail(held, policy, now):
+                pre.append(held)
         else:
             flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
             flow.last_seen = now
@@ -207,7 +215,7 @@ class Comparator:
             conn.last_seen = now
             if not conn.add_secondary(pkt, frame, now):
                 c.secondary_dropped += 1
-            reason = conn.pump(c, self._policy, now, released, pre)
+            reason = conn.pump(c, self._live_policy(), now, released, pre)
         else:
             flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
             flow.last_seen = now
@@ -216,6 +224,32 @@ class Comparator:
         if pre or reason is not None:
             return self._finish(released, pre, reason, now)
         return self._release_matched(released, now) if released else []
+
+    def feed_client(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
+        """Take one client->guest frame (a copy of the guest's input); return what to do now.
+
+        Only a pre-release policy that follows requests looks at it; it may let more held
+        output leave early. Client frames are never sent out and never compared.
+        """
+        observer = self._client_policy
+        if observer is None:
+            return []
+        self.counters.client_frames_in += 1
+        pkt = parse_frame(frame, vnet_hdr_len)
+        if isinstance(pkt, Malformed) or pkt.kind == PASSTHROUGH:
+            return []
+        key = observer.observe_client(pkt, frame, now)
+        conn = self._tcp.get(key) if key is not None else None
+        policy = self._live_policy()
+        if conn is None or policy is None or not conn.queue:
+            return []
+        pre: list[HeldFrame] = []
+        conn.offer_early(policy, now, pre, force=True)
+        return self._finish([], pre, None, now) if pre else []
+
+    def _live_policy(self) -> ReleasePolicy | None:
+        # A pending checkpoint means the secondary is known to differ: nothing leaves early.
+        return None if self._awaiting_since is not None else self._policy
 
     # ---- time and checkpoints ------------------------------------------------------------
 
@@ -257,6 +291,8 @@ class Comparator:
         c.held_frames = c.held_bytes = 0
         c.checkpoints_done += 1
         self._awaiting_since = None
+        if self._client_policy is not None:
+            self._client_policy.on_checkpoint()
         out = [h for h in flushed if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
@@ -268,6 +304,12 @@ class Comparator:
         snap["awaiting_checkpoint"] = self.awaiting_checkpoint
         snap["tcp_connections"] = len(self._tcp)
         snap["datagram_flows"] = len(self._flows)
+        # Of the primary frames that went out after comparison or early, the early share.
+        compared_out = self.counters.released_frames - self.counters.passthrough_frames
+        pre = self.counters.pre_released_frames
+        snap["pre_release_ratio"] = pre / compared_out if compared_out > 0 else 0.0
+        if self._client_policy is not None:
+            snap["pre_release"] = self._client_policy.snapshot()
         return snap
 
     # ---- internals -----------------------------------------------------------------------
@@ -285,6 +327,8 @@ class Comparator:
         if released:
             actions += self._release_matched(released, now)
         if reason is not None:
+            if reason == PRERELEASE_MISMATCH:
+                c.prerelease_mismatches += 1
             actions += self._request_checkpoint(reason, now)
         return actions
 

@@ -42,6 +42,8 @@ class Counters:
     passthrough_frames: int = 0
     flushed_frames: int = 0
     pre_released_frames: int = 0
+    prerelease_mismatches: int = 0
+    client_frames_in: int = 0
     retransmitted_frames: int = 0
     secondary_dropped: int = 0
     held_frames: int = 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from colopp.compare.packet import FlowKey, Packet
 
@@ -79,8 +79,10 @@ class HeldFrame:
 class ReleasePolicy(Protocol):
     """Seam for COLO++ pre-release: may a held primary TCP frame go out before it matched?
 
-    Consulted only for the head frame of a connection that is waiting for the secondary.
-    A frame released early is still compared later; a mismatch still forces a checkpoint.
+    Consulted for the frames of a connection waiting for the secondary, in stream order,
+    only once the core checked the absolute rule (the frame acknowledges no client byte the
+    secondary has not) and never for SYN or RST. A frame released early is still compared
+    later; a mismatch forces a ``prerelease_mismatch`` checkpoint.
     """
 
     def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
@@ -94,3 +96,20 @@ class NeverPreRelease:
     def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
         """Always False."""
         return False
+
+
+@runtime_checkable
+class ClientAwarePolicy(ReleasePolicy, Protocol):
+    """A policy that also follows the client's requests and the checkpoint boundaries."""
+
+    def observe_client(self, pkt: Packet, frame: bytes, now: float) -> FlowKey | None:
+        """A client->guest frame; returns the guest->client connection to look at again."""
+        ...
+
+    def on_checkpoint(self) -> None:
+        """A checkpoint completed."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The policy's counters, JSON-serialisable."""
+        ...

@@ -31,7 +31,7 @@ from typing import Any
 
 from colopp.compare.addresses import Endpoint
 from colopp.compare.checkpoint import CheckpointTrigger, LoggingTrigger, QmpCheckpointLink
-from colopp.compare.config import CompareConfig
+from colopp.compare.config import CompareConfig, PreReleaseConfig
 from colopp.compare.core import Comparator
 from colopp.compare.framing import (
     LENGTH_HEADER,
@@ -40,6 +40,7 @@ from colopp.compare.framing import (
     FrameDecoder,
     encode_frames,
 )
+from colopp.compare.prerelease import build_policy
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
 from colopp.errors import ColoppError
@@ -67,6 +68,7 @@ class ShellOptions:
     tick_interval: float = 0.1
     connect_timeout: float = 30.0
     config: CompareConfig = field(default_factory=CompareConfig)
+    prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
 
 
 class _Input(asyncio.Protocol):
@@ -125,7 +127,7 @@ class ComparatorShell:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.options = options
-        self.core = Comparator(options.config)
+        self.core = Comparator(options.config, build_policy(options.prerelease))
         self.clock = clock
         self.trigger: CheckpointTrigger = trigger or LoggingTrigger()
         self.stats: dict[str, int] = dict.fromkeys(

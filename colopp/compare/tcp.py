@@ -17,6 +17,10 @@ Release rule (colo-compare's): a primary segment goes out once its payload match
 secondary's bytes at the same positions (or was compared before: a retransmission) AND the
 secondary acknowledged at least as much of the client's data as the segment does -- else the
 client could drop bytes the secondary never received.
+
+Pre-release (COLO++, :mod:`~colopp.compare.prerelease`): while a connection waits, a policy
+may let its frames leave early, in stream order; the absolute rule above (never acknowledge
+client data the secondary has not) holds for them too and is checked here, not by the policy.
 """
 
 from __future__ import annotations
@@ -36,6 +40,11 @@ OK = "ok"
 WAIT = "wait"
 PAYLOAD_MISMATCH = "tcp_payload_mismatch"
 FIN_MISMATCH = "tcp_fin_mismatch"
+PRERELEASE_MISMATCH = "prerelease_mismatch"
+
+#: Frames past the pre-released prefix a pre-release scan looks at, at most (bounds the work
+#: per call; bare ACKs further back get their turn as the head moves).
+PRE_RELEASE_SCAN = 32
 
 # Outcomes of TcpConnection.add_primary_in_order.
 NOT_HANDLED = 0  # not the common case: nothing changed, take the general path
@@ -73,6 +82,8 @@ class TcpConnection:
         "p_isn",
         "p_max_ack",
         "p_rst",
+        "pre_memo",
+        "pre_prefix",
         "queue",
         "s_fin_pos",
         "s_gen",
@@ -98,6 +109,9 @@ class TcpConnection:
         self.delta_pending = False
         self.p_gen = 0
         self.s_gen = 0
+        # The first ``pre_prefix`` frames of ``queue`` were all pre-released.
+        self.pre_prefix = 0
+        self.pre_memo: tuple[int | None, int, int, int] | None = None
         self._reset_primary()
         self._reset_secondary()
 
@@ -159,6 +173,7 @@ class TcpConnection:
             return False
         index = bisect_right(queue, start, key=_pos_start)
         queue.insert(index, held)
+        self.pre_prefix = min(self.pre_prefix, index)
         return index == 0
 
     def add_primary_in_order(
@@ -367,7 +382,7 @@ class TcpConnection:
     ) -> str | None:
         """Release what the rules allow (appended to ``released``), in stream order.
 
-        ``policy`` (None: never) may pre-release the head segment while it waits.
+        ``policy`` (None: never) may pre-release waiting segments (:meth:`offer_early`).
 
         Returns a divergence reason, or None. After a divergence the connection holds
         everything until :meth:`on_checkpoint`.
@@ -389,18 +404,86 @@ class TcpConnection:
                 verdict = self._check(head, counters)
             if verdict is OK:
                 queue.popleft()
+                if self.pre_prefix:
+                    self.pre_prefix -= 1
                 released.append(head)
                 continue
             if verdict is WAIT:
-                if policy and not head.pre_released and policy.may_pre_release(head, now):
-                    head.pre_released = True
-                    pre_released.append(head)
+                if policy is not None:
+                    self.offer_early(policy, now, pre_released)
                 break
             self.diverged = True
-            return verdict
+            return PRERELEASE_MISMATCH if head.pre_released else verdict
         if not queue and self.closed_at is None and self._closed():
             self.closed_at = now
         return None
+
+    def offer_early(
+        self, policy: ReleasePolicy, now: float, out: list[HeldFrame], force: bool = False
+    ) -> None:
+        """Ask ``policy`` about the waiting frames past the pre-released prefix; append those
+        it grants (marked ``pre_released``) to ``out``.
+
+        Payload leaves in stream order: after a refused segment only bare ACKs are offered.
+        Skipped when nothing changed since the last scan, unless ``force`` (the policy's own
+        view changed).
+        """
+        queue = self.queue
+        if self.diverged or not queue:
+            return
+        prefix = self.pre_prefix
+        memo = (self.s_max_ack, len(queue), prefix, queue[0].pos_start)
+        if memo == self.pre_memo and not force:
+            return
+        self.pre_memo = memo
+        in_order = True
+        extend = True
+        for index in range(prefix, min(len(queue), prefix + PRE_RELEASE_SCAN)):
+            held = queue[index]
+            if not held.pre_released:
+                bare = held.pos_end == held.pos_start and not held.flags & FIN
+                if (in_order or bare) and self._may_go_early(held, policy, now):
+                    held.pre_released = True
+                    out.append(held)
+                elif not bare:
+                    in_order = False
+            if extend and held.pre_released:
+                self.pre_prefix = index + 1
+            else:
+                extend = False
+
+    def offer_tail(self, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
+        """Ask ``policy`` about a frame just queued behind a waiting head; True if granted.
+
+        O(1): only a bare ACK, or a frame right after the pre-released prefix, is offered.
+        """
+        queue = self.queue
+        if self.diverged or queue[-1] is not held:
+            return False
+        last = len(queue) - 1
+        bare = held.pos_end == held.pos_start and not held.flags & FIN
+        if not (bare or self.pre_prefix == last) or not self._may_go_early(held, policy, now):
+            return False
+        held.pre_released = True
+        if self.pre_prefix == last:
+            self.pre_prefix = last + 1
+        return True
+
+    def _may_go_early(self, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
+        # The core's own limits first: no SYN/RST, and the absolute ACK rule.
+        flags = held.flags
+        if flags & (SYN | RST):
+            return False
+        if flags & ACK:
+            s_ack = self.s_max_ack
+            if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
+                return False
+        base = self.stream.base
+        if not held.compared and base is not None and held.pos_start < held.pos_end <= base:
+            # Every byte was compared before: what _compare_payload would find (and count).
+            held.compared = True
+            self.stream.counters.retransmitted_frames += 1
+        return policy.may_pre_release(held, now)
 
     def _closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
@@ -472,6 +555,8 @@ class TcpConnection:
         across the checkpoint are seen as retransmissions, not divergence.
         """
         self.queue.clear()
+        self.pre_prefix = 0
+        self.pre_memo = None
         self.diverged = False
         self.stream.reset(self.p_high)
         self.delta = 0

@@ -132,6 +132,8 @@ class PreReleaseEverything:
 def test_pre_release_seam_sends_once_and_still_compares() -> None:
     policy = PreReleaseEverything()
     c = Comparator(policy=policy)
+    # The absolute rule: nothing leaves early before the secondary acknowledged as much.
+    assert c.feed_secondary(tcp_frame(SEQ, ACK, "A"), 0.0) == []
     p = tcp_frame(SEQ, ACK, "AP", b"early")
     out = c.feed_primary(p, 0.0)
     assert [f for a in out if isinstance(a, PreRelease) for f in a.frames] == [p]

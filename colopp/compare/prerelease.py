@@ -1,0 +1,184 @@
+"""COLO++ pre-release: which primary output may leave before the secondary's copy arrives.
+
+Why it can be safe. The client may see primary output early only if the secondary, should the
+primary die now, would go on exactly as if it had sent that output itself. After a failover
+the secondary's TCP stack re-sends its own bytes; the client drops those it already has
+without looking at them. So an early segment is safe when (a) the secondary already has every
+client byte the segment acknowledges, and (b) the secondary's copy of the segment will be the
+same bytes. (b) holds for output that derives only from already-synchronized state: the state
+of the last checkpoint plus inputs both guests received.
+
+The rules (composable, any one may grant; :class:`PreReleasePolicy` asks them in order):
+
+``retransmission``
+    A segment whose payload bytes were all compared already (a retransmission): the client
+    saw these bytes; nothing new leaves.
+``ack_only``
+    A bare ACK (no payload, no SYN/FIN/RST): it carries no guest data, only "received up to
+    ACK", and (a) makes that true of the secondary too. It is no longer stuck behind a
+    response that waits for comparison, so a client's upload keeps flowing.
+``http_read``
+    A response to HTTP read requests (:mod:`~colopp.compare.http_reads`: configured methods on
+    configured path prefixes, no body), recognised from the client's request bytes, granted
+    only while **no write has been seen since the last checkpoint** on any connection. Reads
+    commute with each other, so while only reads arrive the secondary's application state is
+    the checkpoint's and its answer to the same request is the same bytes; a write before the
+    read could be applied in a different order on the two guests, so one write disarms every
+    read until the next checkpoint re-arms them. (A write seen *after* the read does not
+    matter: the read's answer is linearizable before it.)
+
+Enforced by the core for every rule, not left to them (:mod:`~colopp.compare.tcp`):
+
+* **The absolute rule**: an early segment never acknowledges client bytes the secondary has
+  not acknowledged on that connection (its ACK number never exceeds the secondary's highest).
+  The gain is that a reply leaves once the secondary has *received* the request, not once it
+  has *answered* it.
+* Never a SYN or RST; payload leaves in stream order (data behind a refused segment waits);
+  nothing leaves early on a diverged connection or while a checkpoint is pending.
+* Early output is still compared when the secondary's copy arrives. A mismatch forces a
+  checkpoint at once (reason ``prerelease_mismatch``, counted in ``prerelease_mismatches``):
+  the checkpoint makes the secondary a copy of the primary, which did send those bytes.
+
+When it is not safe (what the operator must not configure as a read): paths whose answer
+depends on the clock (``Date`` headers count, unless the secondary's clock makes them equal),
+randomness, per-process counters or anything that differs between the two guests; GETs with
+side effects (counters, sessions, caches that change answers). Those cause pre-release
+mismatches and, in the window before the comparison, a failover could expose a client to an
+answer the secondary would not have given. Leave ``http_read`` off unless the paths are pure.
+
+What the shell must provide for ``http_read``: client->guest frames (the primary's
+filter-mirror stream) via :meth:`~colopp.compare.core.Comparator.feed_client`, each fed before
+any primary output the guest produced after receiving it (drain the client stream first), so a
+write is never seen later than a response that could reflect it. Without that feed the rule
+never grants anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from colopp.compare.config import PreReleaseConfig
+from colopp.compare.held import HeldFrame
+from colopp.compare.http_reads import ReadClassifier
+from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
+
+_CONTROL = SYN | FIN | RST
+
+
+class PreReleaseRule(Protocol):
+    """One reason a held TCP frame may leave early. The core already checked the absolute
+    rule (the frame's ACK is covered by the secondary) before asking."""
+
+    name: str
+
+    def allows(self, frame: HeldFrame, now: float) -> bool:
+        """True when ``frame`` derives only from already-synchronized state."""
+        ...
+
+
+class RetransmissionRule:
+    """Payload the comparison already matched (``compared`` before it was due)."""
+
+    name = "retransmission"
+
+    def allows(self, frame: HeldFrame, now: float) -> bool:
+        """A compared, non-empty segment without SYN/FIN/RST."""
+        return (
+            frame.compared
+            and frame.payload_end > frame.payload_start
+            and not frame.flags & _CONTROL
+        )
+
+
+class AckOnlyRule:
+    """A bare acknowledgement: no guest data at all."""
+
+    name = "ack_only"
+
+    def allows(self, frame: HeldFrame, now: float) -> bool:
+        """No payload, ACK set, no SYN/FIN/RST."""
+        return (
+            frame.payload_end == frame.payload_start
+            and bool(frame.flags & ACK)
+            and not frame.flags & _CONTROL
+        )
+
+
+class HttpReadRule:
+    """A response whose ACK ends a run of complete read requests, no write since the last
+    checkpoint."""
+
+    name = "http_read"
+
+    def __init__(self, classifier: ReadClassifier) -> None:
+        self.classifier = classifier
+
+    def allows(self, frame: HeldFrame, now: float) -> bool:
+        """ACK set, no SYN/RST, and the classifier covers the ACK on this connection."""
+        return (
+            bool(frame.flags & ACK)
+            and not frame.flags & (SYN | RST)
+            and self.classifier.covers(frame.key, frame.ack)
+        )
+
+
+class PreReleasePolicy:
+    """A :class:`~colopp.compare.held.ReleasePolicy` made of rules; the first that allows a
+    frame grants it. Also takes the client's frames (for the read classifier) and checkpoint
+    boundaries, as :class:`~colopp.compare.held.ClientAwarePolicy`."""
+
+    def __init__(
+        self, rules: Sequence[PreReleaseRule], classifier: ReadClassifier | None = None
+    ) -> None:
+        self.rules = tuple(rules)
+        self.classifier = classifier
+        self.granted: Counter[str] = Counter()
+
+    def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
+        """True when one rule allows ``frame`` to leave now."""
+        for rule in self.rules:
+            if rule.allows(frame, now):
+                self.granted[rule.name] += 1
+                return True
+        return False
+
+    def observe_client(self, pkt: Packet, frame: bytes, now: float) -> FlowKey | None:
+        """A client->guest frame; returns the guest-side connection whose reads grew."""
+        if self.classifier is None:
+            return None
+        return self.classifier.observe(pkt, frame)
+
+    def on_checkpoint(self) -> None:
+        """The secondary is a copy of the primary again: re-arm the read rule."""
+        if self.classifier is not None:
+            self.classifier.on_checkpoint()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Grants per rule and the classifier's state, JSON-serialisable."""
+        snap: dict[str, Any] = {
+            "rules": [r.name for r in self.rules],
+            "granted": dict(self.granted),
+        }
+        if self.classifier is not None:
+            snap["write_seen"] = self.classifier.write_seen
+            snap["read_requests"] = self.classifier.read_requests
+            snap["write_requests"] = self.classifier.write_requests
+        return snap
+
+
+def build_policy(config: PreReleaseConfig) -> PreReleasePolicy | None:
+    """The policy ``config`` enables, or None (stock COLO: the core keeps its fast paths)."""
+    if not config.enabled:
+        return None
+    rules: list[PreReleaseRule] = []
+    classifier = None
+    if "retransmission" in config.rules:
+        rules.append(RetransmissionRule())
+    if "ack_only" in config.rules:
+        rules.append(AckOnlyRule())
+    if "http_read" in config.rules:
+        classifier = ReadClassifier(config.read_methods, config.read_prefixes)
+        rules.append(HttpReadRule(classifier))
+    return PreReleasePolicy(rules, classifier)
