@@ -169,6 +169,24 @@ def protect(
 
 
 @app.command()
+def switchover(
+    record: Annotated[Path, typer.Option(help="The pair record (JSON).")],
+    status_file: Annotated[Path, typer.Option("--status", help="The controller's status file.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new roles.")] = 120.0,
+) -> None:
+    """Planned switchover for host maintenance: the secondary serves, then re-protection."""
+    from colopp.controller.switch import request_switchover
+
+    try:
+        result = request_switchover(record, status_file, timeout)
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"switchover done: {result['primary']} is primary, {result['secondary']} secondary"
+    )
+
+
+@app.command()
 def controller(
     record: Annotated[Path, typer.Option(help="The pair record (JSON, 0600).")],
     status_file: Annotated[Path | None, typer.Option("--status", help="Write status here.")] = None,

@@ -76,6 +76,8 @@ async def run(record_path: Path, status_path: Path | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.stop)
+    # `colopp switchover` asks the running controller by SIGUSR1.
+    loop.add_signal_handler(signal.SIGUSR1, supervisor.request_switchover)
     try:
         await supervisor.run()
     finally:

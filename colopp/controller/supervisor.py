@@ -67,9 +67,16 @@ class PairSupervisor:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _detectors: dict[str, SideDetector] = field(default_factory=dict)
 
+    _switchover_requested: bool = False
+
     def stop(self) -> None:
         """Ask the loop to end."""
         self._stop.set()
+
+    def request_switchover(self) -> None:
+        """Ask for a planned switchover; done by the loop itself, so it never races the
+        loop's own failure detection (the planned fence looks like a dead primary)."""
+        self._switchover_requested = True
 
     async def close(self) -> None:
         """Close the heartbeat connections (after :meth:`run` returned)."""
@@ -79,7 +86,10 @@ class PairSupervisor:
     async def run(self) -> None:
         """Heartbeat and act until stopped; errors are recorded, never raised."""
         while not self._stop.is_set():
-            if self.pair.state is PairState.PROTECTED:
+            if self._switchover_requested and self.pair.state is PairState.PROTECTED:
+                self._switchover_requested = False
+                await self._switchover()
+            elif self.pair.state is PairState.PROTECTED:
                 await self._check_protected()
             elif self.pair.state is PairState.FAILED_OVER and self.auto_reprotect:
                 await self._reprotect()
@@ -163,6 +173,19 @@ class PairSupervisor:
                 incident.fenced = True
             await self.pair.failover(role)
             incident.failover_ms = (time.monotonic() - started) * 1000
+        except ColoppError as exc:
+            incident.error = str(exc)
+        self._detectors.clear()
+        self.on_incident(incident)
+
+    async def _switchover(self) -> None:
+        incident = Incident("primary", self.pair.primary.name, "switchover", time.time())
+        self.incidents.append(incident)
+        started = time.monotonic()
+        try:
+            result = await self.pair.switchover()
+            incident.failover_ms = (time.monotonic() - started) * 1000
+            incident.reprotect_s = result.get("reprotect_s")
         except ColoppError as exc:
             incident.error = str(exc)
         self._detectors.clear()

@@ -137,6 +137,30 @@ def test_controller_restart_reattaches_and_keeps_supervising(
         )
         assert after["secondary"] == "hosta"
         assert json.loads(record.read_text())["primary"]["name"] == "hostb"
+        # Planned switchover through the CLI, handled by the running controller.
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "colopp.cli",
+                "switchover",
+                "--record",
+                str(record),
+                "--status",
+                str(status),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        back = json.loads(record.read_text())
+        assert (back["state"], back["primary"]["name"], back["secondary"]["name"]) == (
+            "protected",
+            "hosta",
+            "hostb",
+        )
         assert workload.stdin is not None
         workload.stdin.write("stop\n")
         workload.stdin.flush()
