@@ -1,74 +1,61 @@
-"""The pair file: what a foreground ``colopp protect`` leaves for ``status``/``failover``.
-
-It names the agents (address, port), the token file and the roles; it is written 0600.
-"""
+"""The CLI's view of a pair on this machine: ``colopp protect`` writes the pair record
+(``STATE_DIR/pair.json``, see :mod:`colopp.controller.store`) that ``status``,
+``failover``, ``controller`` and ``switchover`` then use."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from colopp.agent.protocol import DEFAULT_PORT
+from colopp.colo.state import PairState
 from colopp.controller.agent_client import AgentClient
-from colopp.controller.local import write_secret
 from colopp.controller.pair import PairController
 from colopp.controller.setup import prepare_local_pair
-from colopp.errors import ConfigError, StateError
-from colopp.lab import Network, Node
-from colopp.qemu.argv import ComparatorKind
-
-
-def save_pair(path: Path, data: dict[str, Any]) -> None:
-    """Write the pair file (0600)."""
-    write_secret(path, json.dumps(data, indent=2))
+from colopp.controller.store import attach, load_record, pair_record, save_record
+from colopp.errors import StateError
+from colopp.lab import Node
+from colopp.qemu.argv import ComparatorKind, Role
 
 
 def load_agents(path: Path) -> tuple[dict[str, Any], dict[str, AgentClient]]:
-    """Read the pair file and build agent clients.
+    """Read the pair record and build agent clients.
 
     Raises:
-        ConfigError: no pair file (nothing is protected from this state directory).
+        ConfigError: no record (nothing is protected from this state directory).
     """
-    try:
-        saved = json.loads(path.read_text())
-        token = Path(saved["token_file"]).read_text().strip()
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"no protected pair recorded in {path}: {exc}") from exc
-    agents = {
-        name: AgentClient(name, where["address"], int(where["port"]), token)
-        for name, where in saved["agents"].items()
-    }
-    return saved, agents
+    record = load_record(path)
+    _, agents = attach(record)
+    return record, agents
 
 
 async def manual_failover(path: Path, force: bool = False) -> dict[str, Any]:
     """Promote the recorded secondary; refuses while the primary still runs unless forced.
 
     Raises:
-        StateError: no secondary, or the primary still serves (without ``force``).
+        StateError: the pair is not protected, or the primary still serves (no ``force``).
     """
-    saved, agents = load_agents(path)
-    primary, secondary = str(saved.get("primary")), saved.get("secondary")
-    if secondary is None:
-        raise StateError("the pair has no secondary: it already failed over")
+    record = load_record(path)
+    pair, agents = attach(record)
+    if pair.state is not PairState.PROTECTED or pair.secondary is None:
+        raise StateError(f"the pair is {pair.state}: nothing to fail over to")
     if not force:
         try:
-            beat = await agents[primary].call("ping", timeout=3)
-            alive = bool(beat.get("vm_alive"))
+            alive = bool((await agents[pair.primary.name].call("ping", timeout=3))["vm_alive"])
         except Exception:  # an unreachable primary host counts as gone
             alive = False
         if alive:
             raise StateError(
-                f"the primary on {primary} still runs; use --force to fail over anyway"
+                f"the primary on {pair.primary.name} still runs; use --force to fail over anyway"
             )
-    result: dict[str, Any] = await agents[str(secondary)].call("failover")
-    saved.update(primary=secondary, secondary=None, state="failed_over")
-    save_pair(path, saved)
+    else:
+        await agents[pair.primary.name].call("kill_vm", timeout=5)
+    result = await pair.failover(Role.PRIMARY)
+    addresses = {name: (a.host, a.port) for name, a in agents.items()}
+    save_record(path, pair_record(pair, addresses, Path(record["token_file"])))
     return result
 
 
@@ -81,38 +68,31 @@ async def protect_local(
     pair: PairController | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signal(sig: signal.Signals) -> None:
+        console.log(f"{sig.name}: stopping the pair")
+        stop.set()
+
+    record = state_dir / "pair.json"
     try:
         await deployment.start()
         pair = PairController(local.config, deployment.agents, progress=console.log)
         await pair.protect()
-        agents = {
-            node.value: {
-                "address": str(deployment.plan.address(node, Network.MANAGEMENT)),
-                "port": DEFAULT_PORT,
-            }
-            for node in (Node.HOST_A, Node.HOST_B)
-        }
-        save_pair(
-            state_dir / "pair.json",
-            {
-                "agents": agents,
-                "token_file": str(state_dir / "agent.token"),
-                "primary": Node.HOST_A.value,
-                "secondary": Node.HOST_B.value,
-                "state": "protected",
-                "service": f"{deployment.plan.guest_address.ip}:80",
-                "client_netns": deployment.plan.netns(Node.CLIENT),
-            },
-        )
+        addresses = {name: (a.host, a.port) for name, a in deployment.agents.items()}
+        save_record(record, pair_record(pair, addresses, state_dir / "agent.token"))
+        # Only now: pyroute2's forked helpers (used while the lab is built) inherit
+        # asyncio's signal wake-up socket, and their exits would read as our SIGTERM.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
         console.log(
             f"protected; service {deployment.plan.guest_address.ip}:80 from netns "
-            f"{deployment.plan.netns(Node.CLIENT)}; Ctrl-C stops"
+            f"{deployment.plan.netns(Node.CLIENT)}; record {record}. Supervise it with "
+            f"`colopp controller --record {record} --status {state_dir / 'controller.json'}`;"
+            " Ctrl-C here stops the pair"
         )
         await stop.wait()
     finally:
         if pair is not None:
             await pair.stop()
         await deployment.stop()
-        (state_dir / "pair.json").unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
