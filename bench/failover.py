@@ -15,20 +15,13 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from colopp.colo.state import PairState
-from colopp.controller.agent_client import AgentClient
-from colopp.controller.pair import PairController
-from colopp.controller.setup import prepare_local_pair
-from colopp.controller.supervisor import PairSupervisor
-from colopp.lab import Node, netns_argv
+from colopp.demo.harness import ClientWorkload, SupervisedPair
 from colopp.qemu.argv import ComparatorKind
 
 
@@ -38,98 +31,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def checkpoints(pair: PairController) -> int:
-    return int((await pair.agents[pair.primary.name].call("status"))["checkpoints"])
-
-
-async def next_checkpoint(pair: PairController) -> None:
-    first, deadline = await checkpoints(pair), time.monotonic() + 30
-    while await checkpoints(pair) <= first:
-        if time.monotonic() > deadline:
-            raise RuntimeError("no checkpoint in 30 s")
-        await asyncio.sleep(0.1)
-
-
 async def run(trials: int, comparator: ComparatorKind, console: Console) -> dict[str, Any]:
-    local = await prepare_local_pair(
-        Path("/var/lib/colopp/bench-failover"), None, comparator, console, prefix="clpbench"
+    sp = await SupervisedPair.protect(
+        Path("/var/lib/colopp/bench-failover"), None, "clpbench", comparator, console
     )
-    deployment = local.deployment
-    await deployment.start()
-    pair = PairController(local.config, deployment.agents)
-    beat = {
-        n: AgentClient(f"{n}-hb", a.host, a.port, deployment.token)
-        for n, a in deployment.agents.items()
-    }
-    supervisor = PairSupervisor(pair, beat)
-    workload = None
-    reprotect_s: list[float] = []
+    workload = ClientWorkload(sp.plan, connections=4)
     try:
-        await pair.protect()
-        plan = deployment.plan
-        workload = subprocess.Popen(
-            netns_argv(
-                plan.netns(Node.CLIENT),
-                [
-                    sys.executable,
-                    "-m",
-                    "colopp.demo.workload",
-                    "--target",
-                    f"{plan.guest_address.ip}:80",
-                    "--connections",
-                    "4",
-                ],
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        await next_checkpoint(pair)
-        await next_checkpoint(pair)
-        task = asyncio.create_task(supervisor.run())
+        await sp.next_checkpoint()
+        await sp.next_checkpoint()
+        sp.supervise()
         for trial in range(1, trials + 1):
-            status = await pair.agents[pair.primary.name].call("status")
+            status = await sp.pair.agents[sp.pair.primary.name].call("status")
             os.kill(int(status["pid"]), signal.SIGKILL)
-            assert workload.stdin is not None
-            workload.stdin.write("mark\n")
-            workload.stdin.flush()
-            deadline = time.monotonic() + 120
-            while not (len(supervisor.incidents) >= trial and pair.state is PairState.PROTECTED):
-                if pair.state is PairState.ERROR or time.monotonic() > deadline:
-                    raise RuntimeError(f"trial {trial}: {pair.state} {supervisor.incidents[-1:]}")
-                await asyncio.sleep(0.05)
-            incident = supervisor.incidents[-1]
-            reprotect_s.append(incident.reprotect_s or 0.0)
+            workload.mark()
+            await sp.wait_for(
+                f"trial {trial}",
+                lambda t=trial: sp.handled(t) and sp.pair.state is PairState.PROTECTED,
+                120,
+            )
+            incident = sp.incidents[-1]
+            if incident.error:
+                raise RuntimeError(f"trial {trial}: {incident.error}")
             console.log(
                 f"trial {trial}: failover {incident.failover_ms:.0f} ms, "
-                f"re-protect {incident.reprotect_s:.1f} s"
+                f"re-protect {incident.reprotect_s or 0:.1f} s"
             )
-            await next_checkpoint(pair)
-        supervisor.stop()
-        await task
-        assert workload.stdin is not None
-        workload.stdin.write("stop\n")
-        workload.stdin.flush()
-        out, _ = await asyncio.to_thread(workload.communicate, None, 300)
-        summary = json.loads(out.strip().splitlines()[-1])
+            await sp.next_checkpoint()
+        await sp.unsupervise()
+        summary = await asyncio.to_thread(workload.finish, 300)
     finally:
-        supervisor.stop()
-        await supervisor.close()
-        if workload is not None and workload.poll() is None:
-            workload.kill()
-        await pair.stop()
-        await deployment.stop()
+        workload.kill()
+        await sp.close()
     outages = [o for o in summary["outages_ms"] if o is not None]
+    reprotect = [i.reprotect_s for i in sp.incidents if i.reprotect_s]
     return {
         "trials": trials,
         "comparator": comparator.value,
-        "accel": local.config.vm.accel,
+        "accel": sp.local.config.vm.accel,
         "outage_ms": outages,
         "outage_ms_p50": statistics.median(outages) if outages else None,
         "outage_ms_p99": percentile(outages, 0.99) if outages else None,
         "outage_ms_max": max(outages) if outages else None,
-        "failover_ms": [i.failover_ms for i in supervisor.incidents],
-        "reprotect_s_p50": statistics.median(reprotect_s) if reprotect_s else None,
+        "failover_ms": [i.failover_ms for i in sp.incidents],
+        "reprotect_s_p50": statistics.median(reprotect) if reprotect else None,
         "requests_ok": summary["requests_ok"],
         "requests_failed": summary["requests_failed"],
         "connections_reset": summary["connections_reset"],

@@ -15,20 +15,13 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from colopp.colo.state import PairState
-from colopp.controller.agent_client import AgentClient
-from colopp.controller.pair import PairController
-from colopp.controller.setup import prepare_local_pair
-from colopp.controller.supervisor import PairSupervisor
-from colopp.lab import Node, netns_argv
+from colopp.demo.harness import ClientWorkload, SupervisedPair
 from colopp.qemu.argv import ComparatorKind
 
 FAULTS = [
@@ -39,26 +32,10 @@ FAULTS = [
 ]
 
 
-async def _checkpoint_after(pair: PairController, first: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        status = await pair.agents[pair.primary.name].call("status")
-        if int(status["checkpoints"]) > first:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError("no checkpoint in 30 s")
-        await asyncio.sleep(0.1)
-
-
-async def next_checkpoint(pair: PairController) -> None:
-    status = await pair.agents[pair.primary.name].call("status")
-    await _checkpoint_after(pair, int(status["checkpoints"]))
-
-
-async def inject(pair: PairController, role: str, sig: signal.Signals, after: str | None) -> str:
-    slot = pair.primary if role == "primary" else pair.secondary
+async def inject(sp: SupervisedPair, role: str, sig: signal.Signals, after: str | None) -> str:
+    slot = sp.pair.primary if role == "primary" else sp.pair.secondary
     assert slot is not None
-    agent = pair.agents[slot.name]
+    agent = sp.pair.agents[slot.name]
     if after is None:
         os.kill(int((await agent.call("status"))["pid"]), sig)
     else:
@@ -67,79 +44,40 @@ async def inject(pair: PairController, role: str, sig: signal.Signals, after: st
 
 
 async def soak(cycles: int, console: Console) -> dict[str, Any]:
-    local = await prepare_local_pair(
-        Path("/var/lib/colopp/bench-soak"), None, ComparatorKind.COLOPP, console, prefix="clpsoak"
+    sp = await SupervisedPair.protect(
+        Path("/var/lib/colopp/bench-soak"), None, "clpsoak", ComparatorKind.COLOPP, console
     )
-    deployment = local.deployment
-    await deployment.start()
-    pair = PairController(local.config, deployment.agents)
-    beat = {
-        n: AgentClient(f"{n}-hb", a.host, a.port, deployment.token)
-        for n, a in deployment.agents.items()
-    }
-    supervisor = PairSupervisor(pair, beat)
-    workload = None
+    workload = ClientWorkload(sp.plan)
     failures: list[str] = []
     try:
-        await pair.protect()
-        plan = deployment.plan
-        workload = subprocess.Popen(
-            netns_argv(
-                plan.netns(Node.CLIENT),
-                [
-                    sys.executable,
-                    "-m",
-                    "colopp.demo.workload",
-                    "--target",
-                    f"{plan.guest_address.ip}:80",
-                    "--connections",
-                    "3",
-                ],
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        await next_checkpoint(pair)
-        await next_checkpoint(pair)
-        task = asyncio.create_task(supervisor.run())
+        await sp.next_checkpoint()
+        await sp.next_checkpoint()
+        sp.supervise()
         for cycle in range(1, cycles + 1):
             role, sig, after = FAULTS[(cycle - 1) % len(FAULTS)]
-            host = await inject(pair, role, sig, after)
-            deadline = time.monotonic() + 120
-            while not (
-                len(supervisor.incidents) >= cycle
-                and supervisor.incidents[-1].failover_ms is not None
-                and pair.state is PairState.PROTECTED
-            ):
-                if pair.state is PairState.ERROR or time.monotonic() > deadline:
-                    failures.append(f"cycle {cycle}: {pair.state} {supervisor.incidents[-1:]}")
-                    break
-                await asyncio.sleep(0.05)
-            if failures:
+            host = await inject(sp, role, sig, after)
+            try:
+                await sp.wait_for(
+                    f"cycle {cycle}",
+                    lambda c=cycle: sp.handled(c) and sp.pair.state is PairState.PROTECTED,
+                    120,
+                )
+            except TimeoutError as exc:
+                failures.append(str(exc))
                 break
-            incident = supervisor.incidents[-1]
+            incident = sp.incidents[-1]
             console.log(
                 f"cycle {cycle}: {role} {sig.name}{' after ' + after if after else ''} on {host}: "
-                f"{incident.health}, failover {incident.failover_ms:.0f} ms, "
+                f"{incident.health}, failover {incident.failover_ms or 0:.0f} ms, "
                 f"re-protect {incident.reprotect_s or 0:.1f} s"
             )
-            await next_checkpoint(pair)
-        supervisor.stop()
-        await task
-        assert workload.stdin is not None
-        workload.stdin.write("stop\n")
-        workload.stdin.flush()
-        out, _ = await asyncio.to_thread(workload.communicate, None, 300)
-        summary = json.loads(out.strip().splitlines()[-1])
+            await sp.next_checkpoint()
+        await sp.unsupervise()
+        summary = await asyncio.to_thread(workload.finish, 300)
     finally:
-        supervisor.stop()
-        await supervisor.close()
-        if workload is not None and workload.poll() is None:
-            workload.kill()
-        await pair.stop()
-        await deployment.stop()
-    incidents = supervisor.incidents
+        workload.kill()
+        await sp.close()
+    incidents = sp.incidents
     return {
         "cycles": cycles,
         "cycles_completed": len([i for i in incidents if i.failover_ms is not None]),

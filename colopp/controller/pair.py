@@ -183,7 +183,7 @@ class PairController:
         self._event("reprotected", primary=serving.name, secondary=target.name, **result)
         return result
 
-    async def switchover(self) -> dict[str, Any]:
+    async def switchover(self, settle: float = 2.0) -> dict[str, Any]:
         """Planned handover for host maintenance: the secondary serves, then re-protect.
 
         The primary is fenced first (never two serving sides), the secondary takes over
@@ -203,6 +203,9 @@ class PairController:
                 raise StateError(f"the primary on {old.name} did not stop")
             await asyncio.sleep(0.02)
         result = await self.failover(Role.PRIMARY)
+        # As after an unplanned failover: let clients' retransmissions reach the new
+        # primary before re-protection briefly freezes the guest for the RAM migration.
+        await asyncio.sleep(settle)
         result |= await self.reprotect(old)
         self._event("switchover", primary=self.primary.name, secondary=old.name)
         return result

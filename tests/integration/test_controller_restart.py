@@ -20,7 +20,7 @@ from rich.console import Console
 from colopp.controller.pair import PairController
 from colopp.controller.setup import LocalPair, prepare_local_pair
 from colopp.controller.store import pair_record, save_record
-from colopp.lab import Node, netns_argv
+from colopp.demo.harness import ClientWorkload
 from colopp.qemu.argv import ComparatorKind
 
 PREFIX = "clprst"
@@ -85,24 +85,7 @@ def test_controller_restart_reattaches_and_keeps_supervising(
 ) -> None:
     local, record = protected
     status = record.with_name("controller.json")
-    plan = local.deployment.plan
-    workload = subprocess.Popen(
-        netns_argv(
-            plan.netns(Node.CLIENT),
-            [
-                sys.executable,
-                "-m",
-                "colopp.demo.workload",
-                "--target",
-                f"{plan.guest_address.ip}:80",
-                "--connections",
-                "3",
-            ],
-        ),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    workload = ClientWorkload(local.deployment.plan)
     controller = start_controller(record, status)
     try:
         first = wait_status(
@@ -137,41 +120,11 @@ def test_controller_restart_reattaches_and_keeps_supervising(
         )
         assert after["secondary"] == "hosta"
         assert json.loads(record.read_text())["primary"]["name"] == "hostb"
-        # Planned switchover through the CLI, handled by the running controller.
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "colopp.cli",
-                "switchover",
-                "--record",
-                str(record),
-                "--status",
-                str(status),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        back = json.loads(record.read_text())
-        assert (back["state"], back["primary"]["name"], back["secondary"]["name"]) == (
-            "protected",
-            "hosta",
-            "hostb",
-        )
-        assert workload.stdin is not None
-        workload.stdin.write("stop\n")
-        workload.stdin.flush()
-        out, _ = workload.communicate(timeout=180)
+        summary = workload.finish()
     finally:
         controller.send_signal(signal.SIGTERM)
         controller.wait(timeout=20)
-        if workload.poll() is None:
-            workload.kill()
-            workload.communicate()
-    summary = json.loads(out.strip().splitlines()[-1])
+        workload.kill()
     assert summary["requests_failed"] == 0, summary["errors"]
     assert summary["connections_reset"] == 0
     assert summary["writes_lost"] == 0, summary["lost_keys"]

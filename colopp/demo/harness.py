@@ -1,0 +1,170 @@
+"""Drive a protected pair on the lab from tests and benchmarks.
+
+:class:`ClientWorkload` runs :mod:`colopp.demo.workload` in the client namespace;
+:class:`SupervisedPair` is a protected local pair with its controller and supervisor in
+one event loop. Both are thin: the behaviour under test lives in the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from colopp.controller.agent_client import AgentClient
+from colopp.controller.pair import PairController
+from colopp.controller.setup import LocalPair, prepare_local_pair
+from colopp.controller.supervisor import Incident, PairSupervisor
+from colopp.lab import LabPlan, Node, netns_argv
+from colopp.qemu.argv import ComparatorKind
+
+
+class ClientWorkload:
+    """Long-lived keep-alive client connections doing PUT/GET/POST from the client netns."""
+
+    def __init__(self, plan: LabPlan, connections: int = 3) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "colopp.demo.workload",
+            "--target",
+            f"{plan.guest_address.ip}:80",
+            "--connections",
+            str(connections),
+        ]
+        self.proc = subprocess.Popen(
+            netns_argv(plan.netns(Node.CLIENT), argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def mark(self) -> None:
+        """Record a wall-clock mark (the outage around it is reported)."""
+        self._send("mark")
+
+    def finish(self, timeout: float = 180) -> dict[str, Any]:
+        """Stop, let it read every acknowledged write back, return its summary."""
+        self._send("stop")
+        out, _ = self.proc.communicate(timeout=timeout)
+        summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return summary
+
+    def kill(self) -> None:
+        """Make sure it is gone (teardown)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+class SupervisedPair:
+    """A protected local pair, its PairController and a PairSupervisor."""
+
+    def __init__(self, local: LocalPair) -> None:
+        self.local = local
+        self.pair = PairController(local.config, local.deployment.agents)
+        beat = {
+            name: AgentClient(f"{name}-hb", a.host, a.port, local.deployment.token)
+            for name, a in local.deployment.agents.items()
+        }
+        self.supervisor = PairSupervisor(self.pair, beat)
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def protect(
+        cls,
+        state_dir: Path,
+        qemu_root: Path | None,
+        prefix: str,
+        comparator: ComparatorKind = ComparatorKind.COLOPP,
+        console: Console | None = None,
+    ) -> SupervisedPair:
+        """Build the lab and agents and protect the VM (not supervised yet)."""
+        local = await prepare_local_pair(
+            state_dir, qemu_root, comparator, console or Console(quiet=True), prefix=prefix
+        )
+        await local.deployment.start()
+        made = cls(local)
+        try:
+            await made.pair.protect()
+        except BaseException:
+            await made.close()
+            raise
+        return made
+
+    @property
+    def plan(self) -> LabPlan:
+        return self.local.deployment.plan
+
+    @property
+    def incidents(self) -> list[Incident]:
+        return self.supervisor.incidents
+
+    def supervise(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start the supervisor loop in the background (on ``loop`` when the caller is
+        synchronous code driving its own loop)."""
+        self._task = (loop or asyncio.get_running_loop()).create_task(self.supervisor.run())
+
+    async def unsupervise(self) -> None:
+        """Stop the supervisor loop and wait for it."""
+        self.supervisor.stop()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def checkpoints(self) -> int:
+        status = await self.pair.agents[self.pair.primary.name].call("status")
+        return int(status["checkpoints"])
+
+    async def next_checkpoint(self, timeout: float = 30) -> None:
+        """Wait until the primary completes one more checkpoint."""
+        first = await self.checkpoints()
+        await self.wait_for("a checkpoint", None, timeout, lambda n: n > first)
+
+    async def wait_for(
+        self,
+        what: str,
+        check: Callable[[], bool] | None,
+        timeout: float,
+        on_checkpoints: Callable[[int], bool] | None = None,
+    ) -> None:
+        """Wait (polling, with a deadline) until ``check()`` holds.
+
+        Raises:
+            TimeoutError: naming ``what`` with the pair's state and incidents.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if check is not None and check():
+                return
+            if on_checkpoints is not None and on_checkpoints(await self.checkpoints()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: {self.pair.state} {self.incidents[-1:]}")
+            await asyncio.sleep(0.05)  # state lives in other processes: poll it
+
+    def handled(self, count: int) -> bool:
+        """True once ``count`` incidents are fully handled (failed over, or failed)."""
+        return len(self.incidents) >= count and (
+            self.incidents[count - 1].failover_ms is not None
+            or self.incidents[count - 1].error is not None
+        )
+
+    async def close(self) -> None:
+        """Stop supervising, stop both QEMUs, remove agents and lab; never raises."""
+        await self.unsupervise()
+        await self.supervisor.close()
+        await self.pair.stop()
+        await self.local.deployment.stop()

@@ -1,0 +1,30 @@
+"""A module-scoped supervised pair for the HA tests, driven from synchronous tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from colopp.demo.harness import SupervisedPair
+
+
+class Driven:
+    """A SupervisedPair plus the event loop that runs it."""
+
+    def __init__(self, pair: SupervisedPair, loop: asyncio.AbstractEventLoop) -> None:
+        self.sp, self.loop = pair, loop
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+
+def driven_pair(state_dir: Path, qemu_root: Path, prefix: str) -> Iterator[Driven]:
+    loop = asyncio.new_event_loop()
+    try:
+        sp = loop.run_until_complete(SupervisedPair.protect(state_dir, qemu_root, prefix))
+        yield Driven(sp, loop)
+        loop.run_until_complete(sp.close())
+    finally:
+        loop.close()
