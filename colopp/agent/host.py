@@ -15,12 +15,12 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
+from colopp.agent.side import Side, event_stamp
 from colopp.agent.specs import side_from_request, vm_from_dict
 from colopp.colo.sequence import (
     YANK_PEER,
@@ -43,58 +43,12 @@ from colopp.errors import (
     QmpTimeout,
     StateError,
 )
-from colopp.qemu.argv import ComparatorKind, Role, SideSpec, VmSpec, qemu_argv
+from colopp.qemu.argv import ComparatorKind, Role, SideSpec, qemu_argv
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
 from colopp.qmp.monitor import Monitor
 
 QMP_CONNECT_TIMEOUT = 15.0
-
-
-@dataclass
-class CheckpointLog:
-    """Checkpoints seen on this side's QMP: STOP → RESUME while in COLO."""
-
-    count: int = 0
-    last_at: float | None = None
-    pauses_ms: list[float] = field(default_factory=list)
-    colo_exit: dict[str, Any] | None = None
-    _stopped_at: float | None = None
-
-    def on_event(self, name: str, stamp: float) -> None:
-        """Feed one QMP event (name, QEMU's timestamp)."""
-        if name == "STOP":
-            self._stopped_at = stamp
-        elif name == "RESUME" and self._stopped_at is not None:
-            self.count += 1
-            self.last_at = stamp
-            self.pauses_ms.append((stamp - self._stopped_at) * 1000.0)
-            del self.pauses_ms[:-256]
-            self._stopped_at = None
-
-    def stalled_for(self, now: float) -> float:
-        """Seconds the current checkpoint has kept the VM stopped (0 when running)."""
-        return max(0.0, now - self._stopped_at) if self._stopped_at is not None else 0.0
-
-
-def _stamp(event: dict[str, Any]) -> float:
-    ts = event.get("timestamp", {})
-    return float(ts.get("seconds", 0)) + float(ts.get("microseconds", 0)) / 1e6
-
-
-@dataclass
-class Side:
-    """The VM side this agent runs."""
-
-    vm: VmSpec
-    spec: SideSpec
-    process: QemuProcess
-    monitor: Monitor
-    checkpoints: CheckpointLog = field(default_factory=CheckpointLog)
-    watcher: asyncio.Task[None] | None = None
-    failed_over: bool = False
-    comparator: ComparatorProcess | None = None
-    checkpoint_delay_ms: int = 2000
 
 
 class HostAgent:
@@ -318,7 +272,7 @@ class HostAgent:
                 if name == "COLO_EXIT":
                     side.checkpoints.colo_exit = dict(event.get("data", {}))
                 else:
-                    side.checkpoints.on_event(name, _stamp(event))
+                    side.checkpoints.on_event(name, event_stamp(event))
         finally:
             side.monitor.unlisten(listener)
 

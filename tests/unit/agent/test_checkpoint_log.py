@@ -1,4 +1,4 @@
-from colopp.agent.host import CheckpointLog
+from colopp.agent.side import CheckpointLog
 from colopp.demo.workload import outage_around
 
 
