@@ -24,6 +24,7 @@ from typing import Any
 
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
+from colopp.compare.early import offer_early, offer_tail
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
 from colopp.compare.packet import (
@@ -192,7 +193,7 @@ class Comparator:
             at_head = conn.add_primary(held, pkt)
             policy = self._live_policy()
             reason = conn.pump(c, policy, now, released, pre) if at_head else None
-            if not at_head and policy is not None and conn.offer_tail(held, policy, now):
+            if not at_head and policy is not None and offer_tail(conn, held, policy, now):
                 pre.append(held)
         else:
             flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
@@ -244,7 +245,7 @@ class Comparator:
         if conn is None or policy is None or not conn.queue:
             return []
         pre: list[HeldFrame] = []
-        conn.offer_early(policy, now, pre, force=True)
+        offer_early(conn, policy, now, pre, force=True)
         return self._finish([], pre, None, now) if pre else []
 
     def _live_policy(self) -> ReleasePolicy | None:

@@ -382,11 +382,14 @@ class TcpConnection:
     ) -> str | None:
         """Release what the rules allow (appended to ``released``), in stream order.
 
-        ``policy`` (None: never) may pre-release waiting segments (:meth:`offer_early`).
+        ``policy`` (None: never) may pre-release waiting segments (see
+        :func:`colopp.compare.early.offer_early`).
 
         Returns a divergence reason, or None. After a divergence the connection holds
         everything until :meth:`on_checkpoint`.
         """
+        from colopp.compare.early import offer_early  # early.py builds on this module
+
         if self.diverged:
             return None
         queue = self.queue
@@ -410,80 +413,13 @@ class TcpConnection:
                 continue
             if verdict is WAIT:
                 if policy is not None:
-                    self.offer_early(policy, now, pre_released)
+                    offer_early(self, policy, now, pre_released)
                 break
             self.diverged = True
             return PRERELEASE_MISMATCH if head.pre_released else verdict
         if not queue and self.closed_at is None and self._closed():
             self.closed_at = now
         return None
-
-    def offer_early(
-        self, policy: ReleasePolicy, now: float, out: list[HeldFrame], force: bool = False
-    ) -> None:
-        """Ask ``policy`` about the waiting frames past the pre-released prefix; append those
-        it grants (marked ``pre_released``) to ``out``.
-
-        Payload leaves in stream order: after a refused segment only bare ACKs are offered.
-        Skipped when nothing changed since the last scan, unless ``force`` (the policy's own
-        view changed).
-        """
-        queue = self.queue
-        if self.diverged or not queue:
-            return
-        prefix = self.pre_prefix
-        memo = (self.s_max_ack, len(queue), prefix, queue[0].pos_start)
-        if memo == self.pre_memo and not force:
-            return
-        self.pre_memo = memo
-        in_order = True
-        extend = True
-        for index in range(prefix, min(len(queue), prefix + PRE_RELEASE_SCAN)):
-            held = queue[index]
-            if not held.pre_released:
-                bare = held.pos_end == held.pos_start and not held.flags & FIN
-                if (in_order or bare) and self._may_go_early(held, policy, now):
-                    held.pre_released = True
-                    out.append(held)
-                elif not bare:
-                    in_order = False
-            if extend and held.pre_released:
-                self.pre_prefix = index + 1
-            else:
-                extend = False
-
-    def offer_tail(self, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
-        """Ask ``policy`` about a frame just queued behind a waiting head; True if granted.
-
-        O(1): only a bare ACK, or a frame right after the pre-released prefix, is offered.
-        """
-        queue = self.queue
-        if self.diverged or queue[-1] is not held:
-            return False
-        last = len(queue) - 1
-        bare = held.pos_end == held.pos_start and not held.flags & FIN
-        if not (bare or self.pre_prefix == last) or not self._may_go_early(held, policy, now):
-            return False
-        held.pre_released = True
-        if self.pre_prefix == last:
-            self.pre_prefix = last + 1
-        return True
-
-    def _may_go_early(self, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
-        # The core's own limits first: no SYN/RST, and the absolute ACK rule.
-        flags = held.flags
-        if flags & (SYN | RST):
-            return False
-        if flags & ACK:
-            s_ack = self.s_max_ack
-            if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
-                return False
-        base = self.stream.base
-        if not held.compared and base is not None and held.pos_start < held.pos_end <= base:
-            # Every byte was compared before: what _compare_payload would find (and count).
-            held.compared = True
-            self.stream.counters.retransmitted_frames += 1
-        return policy.may_pre_release(held, now)
 
     def _closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None

@@ -1,0 +1,88 @@
+"""Pre-release on one TCP connection: which waiting primary frames may leave early.
+
+The policy (:mod:`colopp.compare.prerelease`) says what derives from synchronized state;
+these functions apply the core's own limits first: no SYN/RST, payload in stream order,
+and the absolute rule that nothing leaving early acknowledges client bytes the secondary
+has not acknowledged. Frames that leave early stay queued and are compared later.
+"""
+
+from __future__ import annotations
+
+from colopp.compare.held import HeldFrame, ReleasePolicy
+from colopp.compare.packet import ACK, FIN, RST, SYN
+from colopp.compare.tcp import HALF, MASK, PRE_RELEASE_SCAN, TcpConnection
+
+
+def offer_early(
+    conn: TcpConnection,
+    policy: ReleasePolicy,
+    now: float,
+    out: list[HeldFrame],
+    force: bool = False,
+) -> None:
+    """Ask ``policy`` about the waiting frames past the pre-released prefix; append those
+    it grants (marked ``pre_released``) to ``out``.
+
+    Payload leaves in stream order: after a refused segment only bare ACKs are offered.
+    Skipped when nothing changed since the last scan, unless ``force`` (the policy's own
+    view changed).
+    """
+    queue = conn.queue
+    if conn.diverged or not queue:
+        return
+    prefix = conn.pre_prefix
+    memo = (conn.s_max_ack, len(queue), prefix, queue[0].pos_start)
+    if memo == conn.pre_memo and not force:
+        return
+    conn.pre_memo = memo
+    in_order = True
+    extend = True
+    for index in range(prefix, min(len(queue), prefix + PRE_RELEASE_SCAN)):
+        held = queue[index]
+        if not held.pre_released:
+            bare = held.pos_end == held.pos_start and not held.flags & FIN
+            if (in_order or bare) and may_go_early(conn, held, policy, now):
+                held.pre_released = True
+                out.append(held)
+            elif not bare:
+                in_order = False
+        if extend and held.pre_released:
+            conn.pre_prefix = index + 1
+        else:
+            extend = False
+
+
+def offer_tail(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
+    """Ask ``policy`` about a frame just queued behind a waiting head; True if granted.
+
+    O(1): only a bare ACK, or a frame right after the pre-released prefix, is offered.
+    """
+    queue = conn.queue
+    if conn.diverged or queue[-1] is not held:
+        return False
+    last = len(queue) - 1
+    bare = held.pos_end == held.pos_start and not held.flags & FIN
+    if not (bare or conn.pre_prefix == last) or not may_go_early(conn, held, policy, now):
+        return False
+    held.pre_released = True
+    if conn.pre_prefix == last:
+        conn.pre_prefix = last + 1
+    return True
+
+
+def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
+    """The core's own limits first, then the policy."""
+    # The core's own limits first: no SYN/RST, and the absolute ACK rule.
+    flags = held.flags
+    if flags & (SYN | RST):
+        return False
+    if flags & ACK:
+        s_ack = conn.s_max_ack
+        if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
+            return False
+    base = conn.stream.base
+    if not held.compared and base is not None and held.pos_start < held.pos_end <= base:
+        # Every byte was compared before: what _compare_payload would find (and count).
+        held.compared = True
+        conn.stream.counters.retransmitted_frames += 1
+    return policy.may_pre_release(held, now)
