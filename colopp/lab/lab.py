@@ -8,7 +8,10 @@ prefix left behind (a crash, a killed test), so it is safe to re-run.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import time
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +51,55 @@ def _quiet_ipv6(namespace: str | None, keys: dict[str, str]) -> None:
         write_sysctls(namespace, keys)
 
 
+# Every lab puts the management gateway (198.18.2.1) in the root namespace, so one lab at a
+# time per host: ``create`` takes this lock (waiting for another test run or benchmark to
+# finish with its lab) and ``destroy`` releases it.
+LAB_LOCK = Path(os.environ.get("COLOPP_LAB_LOCK", "/run/colopp-lab.lock"))
+LAB_LOCK_TIMEOUT = 3600.0
+
+
+class _HostLabLock:
+    """The host-wide lab lock, shared by the labs of one process (its tests nest labs)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.holders = 0
+
+    def acquire(self, timeout: float = LAB_LOCK_TIMEOUT) -> None:
+        if self.fd is None:
+            self.fd = self._lock(timeout)
+        self.holders += 1
+
+    def release(self) -> None:
+        self.holders -= 1
+        if self.holders == 0 and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    @staticmethod
+    def _lock(timeout: float) -> int:
+        fd = os.open(LAB_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise LabError(
+                        f"another lab holds {LAB_LOCK} for more than {timeout:.0f}s"
+                    ) from None
+                if not waited:
+                    log.warning("waiting for another lab on this host to finish (%s)", LAB_LOCK)
+                    waited = True
+                time.sleep(0.2)  # flock has no timed wait
+
+
+_HOST_LOCK = _HostLabLock()
+
+
 class LabState(Enum):
     """Where a :class:`Lab` is in its life."""
 
@@ -80,6 +132,7 @@ class Lab:
         """Wrap an already-built lab; use :meth:`create` to build one."""
         self.plan = plan
         self.state = LabState.ACTIVE
+        self._locked = False
 
     @classmethod
     def create(cls, plan: LabPlan | None = None) -> Lab:
@@ -88,9 +141,11 @@ class Lab:
         On failure whatever was built is removed again and LabError is raised.
         """
         plan = plan if plan is not None else plan_lab()
-        cleanup_leftovers(plan.prefix)
+        _HOST_LOCK.acquire()
         lab = cls(plan)
+        lab._locked = True
         try:
+            cleanup_leftovers(plan.prefix)
             lab._build()
         except BaseException:
             lab.destroy()
@@ -109,6 +164,14 @@ class Lab:
         for name in plan.namespaces:
             remove_namespace(name)
         self.state = LabState.DESTROYED
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Release the host's lab lock without removing anything, as a crashed process
+        would (the next ``create`` with this prefix cleans up)."""
+        if self._locked:
+            self._locked = False
+            _HOST_LOCK.release()
 
     def __enter__(self) -> Lab:
         return self

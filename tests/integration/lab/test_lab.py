@@ -201,7 +201,7 @@ def test_destroy_leaves_nothing_and_is_idempotent() -> None:
 def test_create_again_after_a_crash_cleans_up_and_works() -> None:
     prefix = "clptestr"
     plan = plan_lab(prefix)
-    Lab.create(plan)  # "crashes": never destroyed
+    Lab.create(plan).abandon()  # "crashes": never destroyed
     with Lab.create(plan):
         assert lab_leftovers(prefix) == (sorted(plan.namespaces), [f"{prefix}-mgmt"])
         wait_reachable(plan.netns(Node.CLIENT), plan.address(Node.HOST_A, Network.SERVICE))
