@@ -1,0 +1,28 @@
+"""``python -m colopp_api --host H --port P`` (the same as ``colopp serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from colopp.errors import ColoppError
+from colopp_api.app import serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m colopp_api", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8470)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    os.umask(0o077)
+    try:
+        serve(args.host, args.port)
+    except ColoppError as exc:
+        print(f"colopp serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

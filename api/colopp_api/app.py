@@ -1,0 +1,91 @@
+"""The FastAPI application: settings, database (migrated to head), manager, routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from colopp_api.config import Settings
+from colopp_api.db.store import Store, make_engine, migrate
+from colopp_api.live.manager import ProtectionManager
+from colopp_api.routes import router
+
+log = logging.getLogger("colopp_api")
+
+
+def _reason(errors: list[dict[str, object]]) -> str:
+    parts = []
+    for error in errors[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")  # type: ignore[attr-defined]
+        parts.append(f"{where or 'body'}: {error.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    detail = {
+        "detail": _reason(errors),
+        "errors": [{"loc": e.get("loc"), "msg": e.get("msg")} for e in errors],
+    }
+    return JSONResponse(detail, status_code=422)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else "request refused"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; the database is migrated and pairs re-attached when it starts."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        migrate(engine, settings.database_url)
+        store = Store(engine)
+        manager = ProtectionManager(store, settings)
+        app.state.settings, app.state.store, app.state.manager = settings, store, manager
+        await manager.reattach_all()
+        log.info("colopp API ready (%d protections)", len(manager.runners))
+        try:
+            yield
+        finally:
+            await manager.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="colopp",
+        version="1",
+        description="Protect VMs with COLO: protections, failover, events, metrics.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(router)
+    return app
+
+
+def serve(host: str, port: int, log_level: str = "info") -> None:
+    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(
+        create_app(),
+        host=host,
+        port=port,
+        loop="asyncio",
+        http="h11",
+        log_level=log_level,
+        lifespan="on",
+    )

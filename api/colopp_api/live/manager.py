@@ -1,0 +1,132 @@
+"""All protections of this API process: create, find, re-attach after a restart, close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from colopp.colo.state import PairLifecycle, PairState
+from colopp.controller.store import attach
+from colopp.errors import ColoppError
+from colopp_api.config import Settings
+from colopp_api.db.store import Store
+from colopp_api.live.runner import ProtectionRunner
+from colopp_api.schemas import ProtectionCreate
+from colopp_api.states import ApiState, reconcile
+
+log = logging.getLogger("colopp_api")
+
+
+class Conflict(Exception):
+    """A request that cannot apply now (HTTP 409); the message says why."""
+
+
+class ProtectionManager:
+    """Runners by protection id."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.runners: dict[str, ProtectionRunner] = {}
+        self._create_lock = asyncio.Lock()
+
+    def _active(self, row: dict[str, Any]) -> bool:
+        return not row["stopped"]
+
+    async def create(self, spec: ProtectionCreate) -> dict[str, Any]:
+        """Record a new protection and start protecting it in the background.
+
+        Raises:
+            Conflict: another active protection has this name, or a lab already exists.
+        """
+        async with self._create_lock:
+            active = [r for r in self.store.protections() if self._active(r)]
+            for row in active:
+                if row["name"] == spec.name:
+                    raise Conflict(f"protection {row['id']} already has the name {spec.name}")
+            if spec.placement == "lab":
+                if not self.settings.lab_enabled:
+                    raise Conflict("lab placement is disabled on this server (COLOPP_API_LAB=0)")
+                labs = [r for r in active if r["placement"] == "lab"]
+                if labs:
+                    raise Conflict(
+                        f"only one lab per host: protection {labs[0]['id']} holds it (every lab"
+                        " puts 198.18.2.1 in the root namespace); unprotect it with ?stop=true"
+                    )
+            row = self.store.add_protection(
+                id=secrets.token_hex(6),
+                name=spec.name,
+                placement=spec.placement,
+                options=spec.model_dump(mode="json"),
+                state=ApiState.STARTING.value,
+                reason=None,
+                runtime={},
+            )
+            runner = ProtectionRunner(row, self.store, self.settings)
+            self.runners[row["id"]] = runner
+            runner.event("state", source=None, target="starting", reason="created")
+            runner.start_protect()
+            return row
+
+    def runner(self, protection_id: str) -> ProtectionRunner | None:
+        return self.runners.get(protection_id)
+
+    async def reattach_all(self) -> None:
+        """Re-attach every protection the database says is not stopped (after a restart)."""
+        for row in self.store.protections():
+            if row["stopped"]:
+                continue
+            runner = ProtectionRunner(row, self.store, self.settings)
+            self.runners[row["id"]] = runner
+            try:
+                await self._reattach(runner, row)
+            except (ColoppError, OSError, KeyError, ValueError) as exc:
+                log.warning("re-attach of %s failed: %s", row["id"], exc)
+                runner.event("error", message=f"re-attach failed: {exc}")
+                runner.phase, runner.reason = ApiState.ERROR, f"re-attach failed: {exc}"
+                self.store.update_protection(row["id"], state="error", reason=runner.reason)
+
+    async def _reattach(self, runner: ProtectionRunner, row: dict[str, Any]) -> None:
+        record = row["record"]
+        if record is None:
+            runner.phase = ApiState.ERROR
+            await runner.unprotect_after_crash("the API restarted before the pair was launched")
+            return
+        pair, agents = attach(record, name_suffix="")
+        runner.attach(pair, agents, record)
+        status = await pair.verify()
+        sides = status["sides"]
+        other = pair.secondary or pair.standby
+        modes = (
+            sides.get(pair.primary.name, {}).get("colo", {}).get("mode"),
+            sides.get(other.name, {}).get("colo", {}).get("mode") if other else None,
+        )
+        survivor = sides.get(pair.secondary.name, {}) if pair.secondary else {}
+        truth, why = reconcile(
+            pair.state, modes, bool(survivor.get("failed_over")), pair.standby is not None
+        )
+        if truth is PairState.PROTECTED and pair.standby is not None:
+            pair.secondary, pair.standby = pair.standby, None
+        if truth is PairState.FAILED_OVER and pair.secondary is not None and pair.standby is None:
+            pair.primary, pair.secondary, pair.standby = pair.secondary, None, pair.primary
+        pair.lifecycle = PairLifecycle(state=truth, on_change=runner._on_transition)
+        recorded = ApiState(row["state"])
+        if recorded in (ApiState.UNPROTECTING,) or truth is PairState.ERROR:
+            runner.phase = None
+            runner.event("reattached", state=truth.value, reason=why)
+            await runner.unprotect_after_crash(why if truth is PairState.ERROR else None)
+            return
+        runner.phase = ApiState.UNPROTECTED if recorded is ApiState.UNPROTECTED else None
+        runner.reason = row["reason"] if runner.phase else None
+        runner.event(
+            "reattached", state=runner.state.value, reason=why, consistent=status["consistent"]
+        )
+        runner.persist()
+        runner.resume()
+
+    async def close(self) -> None:
+        """API shutdown: stop watching every pair; the pairs keep running."""
+        for runner in self.runners.values():
+            await runner.shutdown()

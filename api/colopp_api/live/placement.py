@@ -1,0 +1,195 @@
+"""Where a protection's two hosts come from.
+
+- ``lab``: this machine's lab network, built here exactly as ``colopp demo`` builds it
+  (:func:`colopp.controller.setup.prepare_local_pair`), with one agent per host namespace.
+  A small holder process keeps the host-wide lab lock while the lab exists, so that the
+  lock outlives a killed API (the agents and QEMUs do too) until the lab is torn down.
+- ``hosts``: agents already running on two hosts (e.g. deployed by Ansible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from colopp.controller.agent_client import AgentClient
+from colopp.controller.local import LocalDeployment
+from colopp.controller.pair import HostSlot, PairConfig
+from colopp.controller.setup import prepare_local_pair
+from colopp.errors import ConfigError
+from colopp.lab import Lab, Node, plan_lab
+from colopp.lab import lab as lab_module
+from colopp.qemu.argv import ComparatorKind, VmSpec
+from colopp_api.config import Settings, read_secret_file
+from colopp_api.schemas import ProtectionCreate
+
+LOCK_MARK = "colopp-api-lab-lock"
+
+
+@dataclass
+class Placement:
+    """A pair's configuration plus the agents to drive it."""
+
+    config: PairConfig
+    agents: dict[str, AgentClient]
+    token: str
+    token_file: Path
+    runtime: dict[str, Any]
+    deployment: LocalDeployment | None = None
+
+
+def with_colopp_plus(config: PairConfig, options: dict[str, Any]) -> PairConfig:
+    """Pass ``prerelease``/``semiactive`` to the pair once PairConfig has such fields (the
+    options are stored with the protection either way)."""
+    names = {f.name for f in dataclasses.fields(PairConfig)}
+    extra = {k: options[k] for k in ("prerelease", "semiactive") if k in names and k in options}
+    return dataclasses.replace(config, **extra) if extra else config
+
+
+def spawn_lock_holder(prefix: str) -> int | None:
+    """Hand this process's share of the host-wide lab lock to a detached holder process.
+
+    flock belongs to the open file; a child that inherits the descriptor keeps the lock
+    held when this process dies, until :func:`release_lock_holder` ends it.
+    """
+    fd = lab_module._HOST_LOCK.fd  # colopp.lab has no public accessor for the lock's fd
+    if fd is None:
+        return None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import signal; signal.pause()  # {LOCK_MARK} {prefix}"],
+        pass_fds=(fd,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return holder.pid
+
+
+def _is_holder(pid: int) -> bool:
+    try:
+        return LOCK_MARK in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def release_lock_holder(pid: int | None) -> None:
+    """End the lock holder (it may be our child or, after a restart, an orphan)."""
+    if pid is None or not _is_holder(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+async def lab_placement(
+    spec: ProtectionCreate, settings: Settings, state_dir: Path, progress: Any
+) -> Placement:
+    """Build the lab and its agents (waits while another process holds the lab lock).
+
+    Raises:
+        ColoppError: provisioning, image, lab or agents failed (what exists is removed).
+    """
+    local = await prepare_local_pair(
+        state_dir,
+        settings.qemu_root,
+        ComparatorKind(spec.comparator),
+        Console(quiet=True),
+        checkpoint_delay_ms=spec.checkpoint_delay_ms,
+        prefix=settings.lab_prefix,
+    )
+    deployment = local.deployment
+    progress(f"building lab {settings.lab_prefix} (waits for {lab_module.LAB_LOCK})")
+    try:
+        await deployment.start()
+    except BaseException:
+        await deployment.stop()
+        raise
+    plan = deployment.plan
+    config = dataclasses.replace(
+        local.config, vm=dataclasses.replace(local.config.vm, name=spec.name[:31])
+    )
+    runtime = {
+        "prefix": plan.prefix,
+        "state_dir": str(state_dir),
+        "lock_holder": spawn_lock_holder(plan.prefix),
+        "service": {"address": str(plan.guest_address.ip), "client_netns": plan.netns(Node.CLIENT)},
+    }
+    return Placement(
+        with_colopp_plus(config, spec.model_dump()),
+        deployment.agents,
+        deployment.token,
+        state_dir / "agent.token",
+        runtime,
+        deployment,
+    )
+
+
+def lab_deployment(runtime: dict[str, Any], settings: Settings, token: str) -> LocalDeployment:
+    """The LocalDeployment of an existing lab (after a restart), able to tear it down."""
+    plan = plan_lab(str(runtime["prefix"]))
+    deployment = LocalDeployment(plan, Path(runtime["state_dir"]), settings.qemu_root)
+    deployment.lab = Lab(plan)  # wraps the built lab; its lock is with the holder process
+    deployment.token = token
+    return deployment
+
+
+async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placement:
+    """Agents on two hosts, already running.
+
+    Raises:
+        ConfigError: no agent token file configured, or it is not 0600.
+        AgentError: an agent is unreachable.
+    """
+    assert spec.hosts is not None and spec.base_disk is not None
+    assert spec.vm.kernel is not None and spec.vm.initrd is not None
+    assert spec.vm.append is not None
+    if settings.agent_token_file is None:
+        raise ConfigError("placement hosts needs COLOPP_AGENT_TOKEN_FILE (the agents' token)")
+    token = read_secret_file(settings.agent_token_file)
+    vm = VmSpec(
+        spec.name[:31],
+        Path(spec.vm.kernel),
+        Path(spec.vm.initrd),
+        spec.vm.append,
+        mac=spec.vm.mac,
+        memory_mb=spec.vm.memory_mb,
+        vcpus=spec.vm.vcpus,
+        accel=spec.vm.accel,
+        cpu="host" if spec.vm.accel == "kvm" else "qemu64",
+    )
+    slots = [
+        HostSlot(h.name, h.tap, str(h.repl_ip)) for h in (spec.hosts.primary, spec.hosts.secondary)
+    ]
+    config = PairConfig(
+        vm,
+        Path(spec.base_disk),
+        slots[0],
+        slots[1],
+        comparator=ComparatorKind(spec.comparator),
+        checkpoint_delay_ms=spec.checkpoint_delay_ms,
+    )
+    agents: dict[str, AgentClient] = {}
+    for host in (spec.hosts.primary, spec.hosts.secondary):
+        address, port = host.endpoint()
+        client = AgentClient(host.name, address, port, token)
+        await client.connect(within=10)
+        agents[host.name] = client
+    runtime = {"service": None}
+    return Placement(
+        with_colopp_plus(config, spec.model_dump()),
+        agents,
+        token,
+        settings.agent_token_file,
+        runtime,
+    )

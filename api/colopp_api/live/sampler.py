@@ -1,0 +1,146 @@
+"""Turn the agents' ``status`` replies into a metric sample and typed events (pure).
+
+The primary's agent reports its checkpoint count and the last pauses; colopp's comparator
+(``comparator.counters`` in the same reply) counts divergences by reason. A checkpoint is
+attributed to a divergence reason when the comparator asked for one in the same interval,
+else to ``periodic`` (``x-checkpoint-delay``); with QEMU's built-in colo-compare the two
+cannot be told apart and the reason is ``colo-compare``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Upper bounds (seconds) of the checkpoint pause histogram.
+PAUSE_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+#: Comparator counters copied into samples, under the API's names.
+COMPARATOR_KEYS = {
+    "matched_frames": "compared",
+    "released_frames": "released",
+    "pre_released_frames": "prereleased",
+    "prerelease_mismatches": "prerelease_mismatches",
+    "checkpoints_requested": "checkpoints_requested",
+    "held_frames": "held_frames",
+    "primary_frames_in": "primary_frames_in",
+    "secondary_frames_in": "secondary_frames_in",
+    "retransmitted_frames": "retransmitted_frames",
+}
+
+Event = tuple[float, str, dict[str, Any]]
+
+
+@dataclass
+class Tally:
+    """Cumulative figures of one protection since this API process started watching it
+    (the Prometheus counters; they restart at zero with the process, as counters may)."""
+
+    checkpoints: Counter[str] = field(default_factory=Counter)
+    divergences: Counter[str] = field(default_factory=Counter)
+    pause_counts: list[int] = field(default_factory=lambda: [0] * (len(PAUSE_BUCKETS) + 1))
+    pause_sum: float = 0.0
+    failovers: int = 0
+    comparator: dict[str, int] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    last_checkpoint_at: float | None = None
+
+    def observe_pause(self, seconds: float) -> None:
+        self.pause_counts[bisect.bisect_left(PAUSE_BUCKETS, seconds)] += 1
+        self.pause_sum += seconds
+
+
+@dataclass
+class SamplerMemory:
+    """What the previous sample saw: per host (QEMU pid, checkpoint count), and the
+    comparator's divergence counters."""
+
+    seen: dict[str, tuple[int | None, int]] = field(default_factory=dict)
+    divergences: dict[str, int] = field(default_factory=dict)
+
+
+def cpu_seconds_from_stat(text: str, ticks: int) -> float:
+    """User + system CPU seconds from a ``/proc/PID/stat`` line."""
+    fields = text.rsplit(")", 1)[1].split()
+    # After the command: state is field 3, utime field 14, stime field 15 (man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def read_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of a local process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return cpu_seconds_from_stat(handle.read(), os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _divergence_deltas(memory: SamplerMemory, now: dict[str, int]) -> dict[str, int]:
+    if sum(now.values()) < sum(memory.divergences.values()):
+        previous: dict[str, int] = {}  # the comparator restarted: its counters did too
+    else:
+        previous = memory.divergences
+    return {r: n - previous.get(r, 0) for r, n in now.items() if n > previous.get(r, 0)}
+
+
+def digest(
+    memory: SamplerMemory,
+    tally: Tally,
+    statuses: dict[str, dict[str, Any]],
+    roles: tuple[str, str | None],
+    now: float,
+    cpu: dict[str, float],
+) -> tuple[dict[str, Any], list[Event]]:
+    """One sample and its events from the agents' replies; updates ``memory`` and ``tally``.
+
+    ``roles`` is (primary host, secondary host or None).
+    """
+    primary, secondary = roles
+    status = statuses.get(primary, {})
+    count = int(status.get("checkpoints") or 0)
+    pid = status.get("pid")
+    before = memory.seen.get(primary)
+    new = max(0, count - before[1]) if before is not None and before[0] == pid else 0
+    memory.seen[primary] = (pid, count)
+    pauses = [float(p) for p in (status.get("checkpoint_pauses_ms") or [])][-new:] if new else []
+
+    counters = (status.get("comparator") or {}).get("counters") or {}
+    divergences = {str(k): int(v) for k, v in (counters.get("divergences") or {}).items()}
+    deltas = _divergence_deltas(memory, divergences) if counters else {}
+    memory.divergences = divergences if counters else memory.divergences
+    events: list[Event] = [
+        (now, "divergence", {"reason": reason, "count": n}) for reason, n in deltas.items()
+    ]
+    reasons = [reason for reason, n in deltas.items() for _ in range(n)]
+    default = "periodic" if counters else "colo-compare"
+    for i, pause in enumerate(pauses):
+        reason = reasons[i] if i < len(reasons) else default
+        events.append((now, "checkpoint", {"reason": reason, "pause_ms": round(pause, 3)}))
+        tally.checkpoints[reason] += 1
+        tally.observe_pause(pause / 1000.0)
+    tally.checkpoints[default] += max(0, new - len(pauses))
+    tally.divergences.update(deltas)
+    comparator = {api: int(counters.get(key) or 0) for key, api in COMPARATOR_KEYS.items()}
+    if counters:
+        comparator["divergences"] = sum(divergences.values())
+        tally.comparator = comparator
+    tally.cpu_seconds = dict(cpu)
+    last = status.get("last_checkpoint_at")
+    tally.last_checkpoint_at = float(last) if last is not None else tally.last_checkpoint_at
+    sample = {
+        "t": now,
+        "primary": primary,
+        "secondary": secondary,
+        "checkpoints": count,
+        "new_checkpoints": new,
+        "checkpoint_pauses_ms": pauses,
+        "last_checkpoint_at": tally.last_checkpoint_at,
+        "pids": {host: s.get("pid") for host, s in statuses.items() if s.get("vm_alive")},
+        "cpu_seconds": cpu,
+        "comparator": comparator if counters else None,
+        "divergences": divergences if counters else None,
+    }
+    return sample, events

@@ -1,0 +1,1 @@
+"""Alembic migrations of the API's schema (``script_location = colopp_api:migrations``)."""

@@ -1,0 +1,250 @@
+"""HTTP routes: ``/v1/protections`` and below, ``/metrics``, ``/healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from colopp_api.auth import Reader, Writer
+from colopp_api.db.store import Store
+from colopp_api.live.manager import Conflict, ProtectionManager
+from colopp_api.live.runner import ProtectionRunner
+from colopp_api.prom import exposition
+from colopp_api.schemas import (
+    ID_PATTERN,
+    EventPage,
+    MetricSeries,
+    Problem,
+    ProtectionCreate,
+    ProtectionList,
+    ProtectionOut,
+    Service,
+    Side,
+)
+from colopp_api.states import Action, ApiState, refusal
+
+#: How long a request waits for another action on the same protection to finish.
+ACTION_WAIT = 30.0
+
+router = APIRouter()
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (401, 403, 404, 409, 422)
+}
+ProtectionId = Annotated[str, Path(pattern=ID_PATTERN, description="the protection's id")]
+
+
+def _manager(request: Request) -> ProtectionManager:
+    manager: ProtectionManager = request.app.state.manager
+    return manager
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def present(row: dict[str, Any], runner: ProtectionRunner | None) -> ProtectionOut:
+    """A protection row plus what its runner knows live (pids, counters)."""
+    pids = runner.pids if runner is not None else {}
+    runtime = row["runtime"] or {}
+    primary, secondary = row["primary_host"], row["secondary_host"]
+    return ProtectionOut(
+        id=row["id"],
+        name=row["name"],
+        placement=row["placement"],
+        state=row["state"],
+        reason=row["reason"],
+        stopped=row["stopped"],
+        primary=Side(host=primary, pid=pids.get(primary)) if primary else None,
+        secondary=Side(host=secondary, pid=pids.get(secondary)) if secondary else None,
+        service=Service(**runtime["service"]) if runtime.get("service") else None,
+        options=row["options"],
+        checkpoints=row["checkpoints"],
+        last_checkpoint_at=row["last_checkpoint_at"],
+        counters=runner.tally.comparator if runner is not None else {},
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _row(request: Request, protection_id: str) -> dict[str, Any]:
+    row = _store(request).protection(protection_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no protection {protection_id}")
+    return row
+
+
+@router.post(
+    "/v1/protections", status_code=status.HTTP_201_CREATED, responses=ERRORS, tags=["protections"]
+)
+async def create_protection(body: ProtectionCreate, request: Request, _: Writer) -> ProtectionOut:
+    """Protect a VM; answers at once, the protection continues in the background."""
+    if body.backend != "qemu":
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "backend libvirt is not implemented yet; use backend qemu",
+        )
+    manager = _manager(request)
+    try:
+        row = await manager.create(body)
+    except Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return present(row, manager.runner(row["id"]))
+
+
+@router.get("/v1/protections", responses=ERRORS, tags=["protections"])
+async def list_protections(request: Request, _: Reader) -> ProtectionList:
+    """Every protection, oldest first."""
+    manager = _manager(request)
+    rows = _store(request).protections()
+    return ProtectionList(protections=[present(r, manager.runner(r["id"])) for r in rows])
+
+
+@router.get("/v1/protections/{protection_id}", responses=ERRORS, tags=["protections"])
+async def get_protection(protection_id: ProtectionId, request: Request, _: Reader) -> ProtectionOut:
+    """One protection: state, roles, pids, checkpoints, comparator counters."""
+    return present(_row(request, protection_id), _manager(request).runner(protection_id))
+
+
+async def _act(
+    request: Request,
+    protection_id: str,
+    action: Action,
+    work: Callable[[ProtectionRunner], Callable[[], Awaitable[None]]],
+    stop: bool = False,
+) -> ProtectionOut:
+    """Check and start ``action`` under the protection's lock; 202 once it runs."""
+    row = _row(request, protection_id)
+    runner = _manager(request).runner(protection_id)
+    if runner is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"cannot {action.value}: protection is {row['state']}"
+        )
+    try:
+        await asyncio.wait_for(runner.lock.acquire(), ACTION_WAIT)
+    except TimeoutError as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"cannot {action.value} now: another action still runs (protection is"
+            f" {runner.state.value}); try again",
+        ) from exc
+    why = refusal(action, runner.state, runner.stopped)
+    if why is None and action is not Action.UNPROTECT and runner.pair is None:
+        why = f"cannot {action.value}: the protection is {runner.state.value} and has no pair"
+    if why is not None:
+        runner.lock.release()
+        raise HTTPException(status.HTTP_409_CONFLICT, why)
+    asyncio.get_running_loop().create_task(runner.run_action(work(runner)))
+    # Let the action take its first step so that the reply shows its new state.
+    await asyncio.sleep(0)
+    return present(_row(request, protection_id), runner)
+
+
+@router.post(
+    "/v1/protections/{protection_id}/failover",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=ERRORS,
+    tags=["actions"],
+)
+async def failover(protection_id: ProtectionId, request: Request, _: Writer) -> ProtectionOut:
+    """Fence the primary and let the secondary serve; re-protection follows if enabled."""
+    return await _act(request, protection_id, Action.FAILOVER, lambda r: r.failover)
+
+
+@router.post(
+    "/v1/protections/{protection_id}/switchover",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=ERRORS,
+    tags=["actions"],
+)
+async def switchover(protection_id: ProtectionId, request: Request, _: Writer) -> ProtectionOut:
+    """Planned handover: the secondary serves, the old primary's host becomes secondary."""
+    return await _act(request, protection_id, Action.SWITCHOVER, lambda r: r.switchover)
+
+
+@router.post(
+    "/v1/protections/{protection_id}/reprotect",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=ERRORS,
+    tags=["actions"],
+)
+async def reprotect(protection_id: ProtectionId, request: Request, _: Writer) -> ProtectionOut:
+    """Start a new secondary on the lost host and return to COLO."""
+    return await _act(request, protection_id, Action.REPROTECT, lambda r: r.reprotect)
+
+
+@router.delete(
+    "/v1/protections/{protection_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=ERRORS,
+    tags=["protections"],
+)
+async def unprotect(
+    protection_id: ProtectionId,
+    request: Request,
+    _: Writer,
+    stop: Annotated[bool, Query(description="also stop the VM (and the lab)")] = False,
+) -> ProtectionOut:
+    """Unprotect: the primary keeps serving alone, or with ``stop=true`` everything stops."""
+
+    def work(runner: ProtectionRunner) -> Callable[[], Awaitable[None]]:
+        return lambda: runner.unprotect(stop)
+
+    return await _act(request, protection_id, Action.UNPROTECT, work, stop)
+
+
+@router.get("/v1/protections/{protection_id}/events", responses=ERRORS, tags=["observe"])
+async def events(
+    protection_id: ProtectionId,
+    request: Request,
+    _: Reader,
+    after: Annotated[int, Query(ge=0, le=2**62, description="last event id seen")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    type: Annotated[
+        str | None, Query(pattern=r"^[a-z_]{1,32}$", description="only this event type")
+    ] = None,
+) -> EventPage:
+    """Events, oldest first, ``limit`` at a time: state, checkpoint, divergence, failover,
+    switchover, reprotected, progress, error, reattached."""
+    _row(request, protection_id)
+    page = _store(request).events(protection_id, after, limit, type)
+    following = page[-1]["id"] if len(page) == limit else None
+    return EventPage(events=page, next=following)  # type: ignore[arg-type]
+
+
+@router.get("/v1/protections/{protection_id}/metrics", responses=ERRORS, tags=["observe"])
+async def metrics_series(
+    protection_id: ProtectionId,
+    request: Request,
+    _: Reader,
+    since: Annotated[
+        float, Query(ge=0, le=1e11, allow_inf_nan=False, description="unix time, exclusive")
+    ] = 0.0,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 3600,
+) -> MetricSeries:
+    """Samples (about one a second) newer than ``since``, oldest first."""
+    _row(request, protection_id)
+    return MetricSeries(samples=_store(request).samples(protection_id, since, limit))
+
+
+@router.get(
+    "/metrics", tags=["observe"], responses={401: {"model": Problem}, 403: {"model": Problem}}
+)
+async def prometheus_metrics(request: Request, _: Reader) -> Response:
+    """Prometheus exposition format."""
+    body = exposition(_manager(request), _store(request))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz", tags=["observe"])
+async def healthz(request: Request) -> dict[str, str]:
+    """Liveness, open to all."""
+    _store(request).protections()
+    return {"status": "ok"}
+
+
+__all__ = ["ApiState", "router"]

@@ -1,0 +1,171 @@
+"""Request and response bodies of the API (pydantic; the OpenAPI schema comes from here)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+ID_PATTERN = r"^[a-z0-9]{1,32}$"
+# Paths and free text never carry NUL (PostgreSQL cannot store it) and stay short.
+PATH_PATTERN = r"^/[^\x00]{0,4095}$"
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="^[a-z][a-z0-9-]{0,31}$")]
+HostPath = Annotated[str, Field(pattern=PATH_PATTERN, max_length=4096)]
+
+
+class HostSpec(BaseModel):
+    """One host of a ``hosts`` placement: its agent (deployed beforehand) and resources."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    agent: str = Field(
+        pattern=r"^[0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}$",
+        description="the agent's address, IPv4:port",
+        examples=["198.18.2.2:7070"],
+    )
+    tap: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$", description="the guest's tap there")
+    repl_ip: ipaddress.IPv4Address = Field(description="this host's replication address")
+
+    @field_validator("agent")
+    @classmethod
+    def _agent_address(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        ipaddress.IPv4Address(host)  # ValueError → 422
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"agent port {port} is outside 1..65535")
+        return value
+
+    def endpoint(self) -> tuple[str, int]:
+        host, _, port = self.agent.rpartition(":")
+        return host, int(port)
+
+
+class Hosts(BaseModel):
+    """The two hosts of a ``hosts`` placement."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    primary: HostSpec
+    secondary: HostSpec
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Hosts:
+        if self.primary.name == self.secondary.name:
+            raise ValueError("primary and secondary must be different hosts")
+        return self
+
+
+class VmOptions(BaseModel):
+    """The VM colopp launches (``hosts`` placement; the lab uses colopp's guest image)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kernel: HostPath | None = None
+    initrd: HostPath | None = None
+    append: str | None = Field(None, pattern=r"^[^\x00]{0,1024}$")
+    memory_mb: int = Field(256, ge=64, le=1 << 20)
+    vcpus: int = Field(1, ge=1, le=64)
+    accel: Literal["tcg", "kvm"] = "tcg"
+    mac: str = Field("52:54:00:c0:10:01", pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+class ProtectionCreate(BaseModel):
+    """POST /v1/protections."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    placement: Literal["lab", "hosts"] = "lab"
+    hosts: Hosts | None = None
+    base_disk: HostPath | None = Field(None, description="the VM's disk on both hosts")
+    vm: VmOptions = Field(default_factory=lambda: VmOptions())
+    comparator: Literal["builtin", "colopp"] = "colopp"
+    prerelease: bool = Field(False, description="COLO++ pre-release (stored; see README)")
+    semiactive: bool = Field(False, description="COLO++ semi-active secondary (stored)")
+    checkpoint_delay_ms: int = Field(2000, ge=100, le=3_600_000)
+    auto_reprotect: bool = True
+    backend: Literal["qemu", "libvirt"] = "qemu"
+
+    @model_validator(mode="after")
+    def _placement(self) -> ProtectionCreate:
+        if self.placement == "hosts":
+            missing = [
+                what
+                for what, value in (
+                    ("hosts", self.hosts),
+                    ("base_disk", self.base_disk),
+                    ("vm.kernel", self.vm.kernel),
+                    ("vm.initrd", self.vm.initrd),
+                    ("vm.append", self.vm.append),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"placement hosts needs {', '.join(missing)}")
+        elif self.hosts is not None or self.base_disk is not None:
+            raise ValueError("placement lab builds its own hosts and disk: drop hosts/base_disk")
+        return self
+
+
+class Side(BaseModel):
+    """One side of the pair as reported."""
+
+    host: str
+    pid: int | None = None
+
+
+class Service(BaseModel):
+    """Where clients reach the protected service (lab placement)."""
+
+    address: str
+    client_netns: str | None = None
+
+
+class ProtectionOut(BaseModel):
+    """A protection as reported by GET."""
+
+    id: str
+    name: str
+    placement: str
+    state: str
+    reason: str | None
+    stopped: bool
+    primary: Side | None
+    secondary: Side | None
+    service: Service | None
+    options: dict[str, Any]
+    checkpoints: int
+    last_checkpoint_at: float | None
+    counters: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+class ProtectionList(BaseModel):
+    protections: list[ProtectionOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    t: float
+    type: str
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next: int | None = Field(description="pass as ?after= for the next page; null at the end")
+
+
+class MetricSeries(BaseModel):
+    samples: list[dict[str, Any]]
+
+
+class Problem(BaseModel):
+    """Every 4xx body."""
+
+    detail: str
