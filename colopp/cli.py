@@ -113,7 +113,10 @@ def status(
         "/var/lib/colopp/demo"
     ),
 ) -> None:
-    """Show the pair's state as its agents report it."""
+    """Show the pair's state as its agents report it (or the API's, with COLOPP_API_URL)."""
+    if _api_configured():
+        _api_call(lambda api: {"protections": api.protections()})
+        return
     from colopp.controller.saved import load_agents
 
     async def run() -> dict[str, Any]:
@@ -138,8 +141,12 @@ def failover(
         "/var/lib/colopp/demo"
     ),
     force: Annotated[bool, typer.Option(help="Fail over even if the primary still runs.")] = False,
+    name: Annotated[str | None, typer.Option(help="Protection name (with COLOPP_API_URL).")] = None,
 ) -> None:
     """Promote the secondary (the primary is gone): it serves from now on."""
+    if _api_configured():
+        _api_action("failover", name)
+        return
     from colopp.controller.saved import manual_failover
 
     try:
@@ -156,8 +163,20 @@ def protect(
         ComparatorKind, typer.Option(help="Who compares output.")
     ] = ComparatorKind.BUILTIN,
     qemu_root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
+    name: Annotated[str, typer.Option(help="Protection name (with COLOPP_API_URL).")] = "demo",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait (with COLOPP_API_URL).")] = 600,
 ) -> None:
-    """Protect the demo VM on the local lab and keep serving until Ctrl-C."""
+    """Protect the demo VM on the local lab and keep serving until Ctrl-C (with
+    COLOPP_API_URL: ask the API to protect it on its lab and wait until protected)."""
+    if _api_configured():
+        body = {"name": name, "placement": "lab", "comparator": comparator.value}
+
+        def run(api: Any) -> Any:
+            made = api.request("POST", "/v1/protections", json=body)
+            return api.wait_state(made["id"], {"protected"}, timeout)
+
+        _api_call(run)
+        return
     from colopp.controller.saved import protect_local
 
     try:
@@ -170,11 +189,20 @@ def protect(
 
 @app.command()
 def switchover(
-    record: Annotated[Path, typer.Option(help="The pair record (JSON).")],
-    status_file: Annotated[Path, typer.Option("--status", help="The controller's status file.")],
+    record: Annotated[Path | None, typer.Option(help="The pair record (JSON).")] = None,
+    status_file: Annotated[
+        Path | None, typer.Option("--status", help="The controller's status file.")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the new roles.")] = 120.0,
+    name: Annotated[str | None, typer.Option(help="Protection name (with COLOPP_API_URL).")] = None,
 ) -> None:
     """Planned switchover for host maintenance: the secondary serves, then re-protection."""
+    if _api_configured():
+        _api_action("switchover", name)
+        return
+    if record is None or status_file is None:
+        console.print("[bold red]error:[/] --record and --status are needed without COLOPP_API_URL")
+        raise typer.Exit(2)
     from colopp.controller.switch import request_switchover
 
     try:
@@ -196,6 +224,46 @@ def controller(
 
     argv = ["--record", str(record)] + (["--status", str(status_file)] if status_file else [])
     raise typer.Exit(controller_main(argv))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8470,
+) -> None:
+    """Run the REST API (uvicorn on the asyncio loop; see README "REST API")."""
+    from colopp_api.__main__ import main as serve_main
+
+    raise typer.Exit(serve_main(["--host", host, "--port", str(port)]))
+
+
+def _api_configured() -> bool:
+    from colopp_api.client import configured
+
+    return configured()
+
+
+def _api_call(work: Any) -> None:
+    """Run ``work(ApiClient)`` and print its JSON result; API errors exit 1 with the reason."""
+    from colopp_api.client import ApiClient
+
+    try:
+        result = work(ApiClient.from_env())
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    Console().print_json(json.dumps(result, default=str))
+
+
+def _api_action(action: str, name: str | None) -> None:
+    """POST an action on the named (or only) protection and wait for it to settle."""
+
+    def run(api: Any) -> Any:
+        found = api.find(name)
+        api.request("POST", f"/v1/protections/{found['id']}/{action}")
+        settled = {"protected", "failed_over"} if action == "failover" else {"protected"}
+        return api.wait_state(found["id"], settled, 300)
+
+    _api_call(run)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, st
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from colopp_api.auth import Reader, Writer
+from colopp_api.config import Settings
 from colopp_api.db.store import Store
 from colopp_api.live.manager import Conflict, ProtectionManager
 from colopp_api.live.runner import ProtectionRunner
@@ -29,6 +31,14 @@ from colopp_api.states import Action, ApiState, refusal
 
 #: How long a request waits for another action on the same protection to finish.
 ACTION_WAIT = 30.0
+
+#: The state an accepted action is reported in until the pair's own states take over.
+ANNOUNCED = {
+    Action.FAILOVER: ApiState.FAILING_OVER,
+    Action.SWITCHOVER: ApiState.FAILING_OVER,
+    Action.REPROTECT: ApiState.REPROTECTING,
+    Action.UNPROTECT: ApiState.UNPROTECTING,
+}
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -71,6 +81,21 @@ def present(row: dict[str, Any], runner: ProtectionRunner | None) -> ProtectionO
     )
 
 
+def _hosts_refusal(body: ProtectionCreate, settings: Settings) -> str | None:
+    """Why a ``hosts`` placement cannot be accepted by this server (None when it can)."""
+    if body.hosts is None:
+        return None
+    if settings.agent_token_file is None:
+        return "placement hosts needs COLOPP_AGENT_TOKEN_FILE (a 0600 file with the agents' token)"
+    if settings.agent_networks:
+        for host in (body.hosts.primary, body.hosts.secondary):
+            address = ipaddress.IPv4Address(host.endpoint()[0])
+            if not any(address in net for net in settings.agent_networks):
+                allowed = ", ".join(str(n) for n in settings.agent_networks)
+                return f"agent {host.agent} is outside COLOPP_API_AGENT_NETWORKS ({allowed})"
+    return None
+
+
 def _row(request: Request, protection_id: str) -> dict[str, Any]:
     row = _store(request).protection(protection_id)
     if row is None:
@@ -88,6 +113,9 @@ async def create_protection(body: ProtectionCreate, request: Request, _: Writer)
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             "backend libvirt is not implemented yet; use backend qemu",
         )
+    refused = _hosts_refusal(body, request.app.state.settings)
+    if refused is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refused)
     manager = _manager(request)
     try:
         row = await manager.create(body)
@@ -138,9 +166,8 @@ async def _act(
     if why is not None:
         runner.lock.release()
         raise HTTPException(status.HTTP_409_CONFLICT, why)
-    asyncio.get_running_loop().create_task(runner.run_action(work(runner)))
-    # Let the action take its first step so that the reply shows its new state.
-    await asyncio.sleep(0)
+    runner.begin(ANNOUNCED[action])
+    runner.start_action(work(runner))
     return present(_row(request, protection_id), runner)
 
 

@@ -82,7 +82,7 @@ class ProtectionCreate(BaseModel):
     placement: Literal["lab", "hosts"] = "lab"
     hosts: Hosts | None = None
     base_disk: HostPath | None = Field(None, description="the VM's disk on both hosts")
-    vm: VmOptions = Field(default_factory=lambda: VmOptions())
+    vm: VmOptions = Field(default_factory=lambda: VmOptions.model_validate({}))
     comparator: Literal["builtin", "colopp"] = "colopp"
     prerelease: bool = Field(False, description="COLO++ pre-release (stored; see README)")
     semiactive: bool = Field(False, description="COLO++ semi-active secondary (stored)")

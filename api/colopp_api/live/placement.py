@@ -183,7 +183,7 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
     for host in (spec.hosts.primary, spec.hosts.secondary):
         address, port = host.endpoint()
         client = AgentClient(host.name, address, port, token)
-        await client.connect(within=10)
+        await client.connect(within=4)
         agents[host.name] = client
     runtime = {"service": None}
     return Placement(

@@ -253,6 +253,14 @@ class ProtectionRunner:
         )
 
     # -- client actions (called with self.lock held) ---------------------------------------
+    def begin(self, announced: ApiState) -> None:
+        """Report an accepted action's state at once (its task starts on the next turn)."""
+        self._set_phase(announced, None)
+
+    def start_action(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run an accepted action in the background (:attr:`lock` is held by the caller)."""
+        self._spawn("action", self.run_action(work))
+
     async def run_action(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` with the supervisor paused; releases :attr:`lock` when done."""
         try:
@@ -262,6 +270,8 @@ class ProtectionRunner:
             self.event("error", message=str(exc))
             log.warning("protection %s: %s", self.id, exc)
         finally:
+            if self.phase in (ApiState.FAILING_OVER, ApiState.REPROTECTING):
+                self._set_phase(None, self.reason)
             if self.pair is not None and not self.stopped and self.phase is None:
                 self._supervise()
             self.lock.release()
@@ -277,6 +287,7 @@ class ProtectionRunner:
         started = time.monotonic()
         await self._fence(lost)
         incident.fenced = True
+        self.phase = None  # from here the pair's own FAILING_OVER → FAILED_OVER speak
         await pair.failover(Role.PRIMARY)
         incident.failover_ms = (time.monotonic() - started) * 1000
         self._on_incident(incident)
@@ -286,6 +297,7 @@ class ProtectionRunner:
         assert pair is not None
         incident = Incident("primary", pair.primary.name, "switchover", time.time())
         self.incidents.append(incident)
+        self.phase = None
         result = await pair.switchover()
         incident.reprotect_s = result.get("reprotect_s")
         self._on_incident(incident)
