@@ -12,6 +12,7 @@ fi
 packages=(
   debootstrap busybox-static iperf3 wrk curl cpio e2fsprogs kmod iproute2 iputils-ping
   gcc libc6-dev libvirt-dev pkg-config openssh-client
+  postgresql prometheus
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -84,14 +84,31 @@ class ProtectionCreate(BaseModel):
     base_disk: HostPath | None = Field(None, description="the VM's disk on both hosts")
     vm: VmOptions = Field(default_factory=lambda: VmOptions.model_validate({}))
     comparator: Literal["builtin", "colopp"] = "colopp"
-    prerelease: bool = Field(False, description="COLO++ pre-release (stored; see README)")
-    semiactive: bool = Field(False, description="COLO++ semi-active secondary (stored)")
+    prerelease: (
+        bool | Annotated[str, Field(pattern=r"^(auto|all|[a-z_]{1,32}(,[a-z_]{1,32}){0,15})$")]
+    ) = Field(
+        False,
+        description="COLO++ pre-release (colopp comparator): false (off), true (= auto),"
+        " or rules: auto, all, or a comma-separated list",
+    )
+    read_prefixes: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]{0,255}$")]] = Field(
+        default_factory=list, max_length=16, description="paths whose reads may leave early"
+    )
+    semiactive: bool = Field(False, description="COLO++ semi-active secondary")
     checkpoint_delay_ms: int = Field(2000, ge=100, le=3_600_000)
     auto_reprotect: bool = True
     backend: Literal["qemu", "libvirt"] = "qemu"
 
+    def prerelease_rules(self) -> str | None:
+        """The pair's pre-release rules (None = off)."""
+        if self.prerelease is True:
+            return "auto"
+        return self.prerelease or None
+
     @model_validator(mode="after")
     def _placement(self) -> ProtectionCreate:
+        if self.prerelease_rules() is not None and self.comparator != "colopp":
+            raise ValueError("prerelease needs comparator colopp")
         if self.placement == "hosts":
             missing = [
                 what

@@ -47,12 +47,14 @@ class Placement:
     deployment: LocalDeployment | None = None
 
 
-def with_colopp_plus(config: PairConfig, options: dict[str, Any]) -> PairConfig:
-    """Pass ``prerelease``/``semiactive`` to the pair once PairConfig has such fields (the
-    options are stored with the protection either way)."""
-    names = {f.name for f in dataclasses.fields(PairConfig)}
-    extra = {k: options[k] for k in ("prerelease", "semiactive") if k in names and k in options}
-    return dataclasses.replace(config, **extra) if extra else config
+def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
+    """The pair's COLO++ options: pre-release rules, read prefixes, semi-active secondary."""
+    return dataclasses.replace(
+        config,
+        prerelease=spec.prerelease_rules(),
+        read_prefixes=tuple(spec.read_prefixes),
+        semiactive=spec.semiactive,
+    )
 
 
 def spawn_lock_holder(prefix: str) -> int | None:
@@ -126,7 +128,7 @@ async def lab_placement(
         "service": {"address": str(plan.guest_address.ip), "client_netns": plan.netns(Node.CLIENT)},
     }
     return Placement(
-        with_colopp_plus(config, spec.model_dump()),
+        with_colopp_plus(config, spec),
         deployment.agents,
         deployment.token,
         state_dir / "agent.token",
@@ -187,7 +189,7 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
         agents[host.name] = client
     runtime = {"service": None}
     return Placement(
-        with_colopp_plus(config, spec.model_dump()),
+        with_colopp_plus(config, spec),
         agents,
         token,
         settings.agent_token_file,

@@ -1,0 +1,173 @@
+"""A real pair on the lab, protected, failed over and unprotected through the API, with the
+API process SIGKILLed and restarted while it is protected (SQLite only: a lab protect takes
+60-90 s on the 2-core TCG machine; the HTTP suite covers PostgreSQL)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import READ, ApiServer, wait_until
+
+from colopp.controller.local import processes_in_netns
+from colopp.demo.harness import ClientWorkload
+from colopp.lab import cleanup_leftovers, plan_lab
+from colopp.lab.netlink import list_namespaces
+from colopp.qemu.runtime import DEFAULT_ROOT
+
+PREFIX = "clpapi"
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture
+def qemu_root() -> Path:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("lab tests need root and iproute2")
+    root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
+    if not (root / "usr/bin/qemu-system-x86_64").exists():
+        pytest.skip(f"no QEMU runtime at {root}: run `colopp qemu install` (make test does)")
+    return root
+
+
+@pytest.fixture
+def lab_api(tmp_path: Path, qemu_root: Path) -> Iterator[ApiServer]:
+    server = ApiServer(
+        tmp_path / "state",
+        f"sqlite:///{tmp_path / 'api.db'}",
+        COLOPP_API_LAB="1",
+        COLOPP_API_LAB_PREFIX=PREFIX,
+        COLOPP_QEMU_ROOT=str(qemu_root),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception), server.client() as c:
+            for p in c.get("/v1/protections").json()["protections"]:
+                if not p["stopped"]:
+                    c.delete(f"/v1/protections/{p['id']}", params={"stop": "true"})
+            wait_until(
+                "teardown",
+                lambda: all(p["stopped"] for p in c.get("/v1/protections").json()["protections"]),
+                120,
+            )
+        server.kill()
+        for netns in plan_lab(PREFIX).namespaces:  # only if the API could not tear down
+            for pid in processes_in_netns(netns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        cleanup_leftovers(PREFIX)
+
+
+def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
+    got: dict[str, Any] = c.get(f"/v1/protections/{pid}").json()
+    return got
+
+
+def _state(c: httpx.Client, pid: str, *states: str) -> Any:
+    def check() -> Any:
+        got = _get(c, pid)
+        assert got["state"] != "error", got
+        return got if got["state"] in states else None
+
+    return check
+
+
+def _event_types(c: httpx.Client, pid: str) -> list[str]:
+    types, after = [], 0
+    while True:
+        page = c.get(f"/v1/protections/{pid}/events", params={"after": after, "limit": 1000}).json()
+        types += [e["type"] for e in page["events"]]
+        if page["next"] is None:
+            return types
+        after = page["next"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_protect_kill_api_failover_unprotect(lab_api: ApiServer) -> None:
+    with lab_api.client() as c:
+        _protect_kill_api_failover_unprotect(lab_api, c)
+
+
+def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) -> None:
+    made = c.post("/v1/protections", json={"name": "lab-vm", "comparator": "colopp"})
+    assert made.status_code == 201, made.text
+    pid = made.json()["id"]
+    second = c.post("/v1/protections", json={"name": "lab-vm2"})
+    assert second.status_code == 409 and "only one lab" in second.json()["detail"]
+
+    wait_until("protected", _state(c, pid, "protected"), 600, 1.0)
+    got = wait_until(
+        "pids", lambda: (g := _get(c, pid))["primary"]["pid"] and g["secondary"]["pid"] and g, 30
+    )
+    assert got["service"] == {"address": "198.18.0.100", "client_netns": f"{PREFIX}-client"}
+    assert (got["primary"]["host"], got["secondary"]["host"]) == ("hosta", "hostb")
+    qemu_pids = (got["primary"]["pid"], got["secondary"]["pid"])
+
+    workload = ClientWorkload(plan_lab(PREFIX))
+    try:
+        # Connections opened now must live across a checkpoint before the failover.
+        first = got["checkpoints"]
+        wait_until("a checkpoint", lambda: _get(c, pid)["checkpoints"] > first + 1, 60)
+
+        lab_api.kill()  # SIGKILL: the agents and both QEMUs keep the pair serving
+        assert all(_alive(p) for p in qemu_pids)
+        lab_api.start()
+        again = wait_until(
+            "re-attached pids", lambda: (g := _get(c, pid))["primary"]["pid"] and g, 30
+        )
+        assert again["state"] == "protected"
+        assert (again["primary"]["pid"], again["secondary"]["pid"]) == qemu_pids
+        assert "reattached" in _event_types(c, pid)
+
+        r = c.post(f"/v1/protections/{pid}/failover")
+        assert r.status_code == 202 and r.json()["state"] == "failing_over", r.text
+        busy = c.post(f"/v1/protections/{pid}/switchover")
+        assert busy.status_code == 409 and "switchover" in busy.json()["detail"]
+        wait_until("failed over", _state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
+        back = wait_until("re-protected", _state(c, pid, "protected"), 300, 0.5)
+        assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
+        summary = workload.finish()
+    finally:
+        workload.kill()
+    assert summary["requests_ok"] > 0
+    assert summary["requests_failed"] == 0, summary
+    assert summary["connections_reset"] == 0, summary
+    assert summary["writes_lost"] == 0, summary
+
+    types = _event_types(c, pid)
+    assert {"state", "checkpoint", "failover", "reattached"} <= set(types)
+    samples = c.get(f"/v1/protections/{pid}/metrics", params={"since": 0}).json()["samples"]
+    assert samples and samples[-1]["cpu_seconds"] and samples[-1]["comparator"] is not None
+    with lab_api.client(READ) as reader:
+        text = reader.get("/metrics").text
+    assert f'colopp_checkpoints_total{{protection="{pid}"' in text
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], check=False, input=text, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    r = c.delete(f"/v1/protections/{pid}", params={"stop": "true"})
+    assert r.status_code == 202, r.text
+    done = wait_until("stopped", lambda: (g := _get(c, pid))["stopped"] and g, 120)
+    assert done["state"] == "unprotected"
+    assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
+    assert not any(_alive(p) for p in qemu_pids)
+    gone = c.delete(f"/v1/protections/{pid}")
+    assert gone.status_code == 409 and "stopped" in gone.json()["detail"]
