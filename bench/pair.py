@@ -201,14 +201,21 @@ async def measure_mix(
 ) -> tuple[dict[str, Any], WrkRun]:
     """Warm up, then one measured wrk run with snapshots around it."""
     put_ratio = MIXES[mix]
+    warmup = None
     if load.warmup_s > 0:
-        parse_wrk(await run_wrk(plan, load, put_ratio, load.warmup_s, prefill=True))
+        warmup = parse_wrk(await run_wrk(plan, load, put_ratio, load.warmup_s, prefill=True))
     before, _ = await snapshot(pair, replicated)
     text = await run_wrk(plan, load, put_ratio, load.duration_s, prefill=False)
     after, status = await snapshot(pair, replicated)
     run = parse_wrk(text)
     figures = window_figures(before, after, run)
     figures["wrk_output"] = text.splitlines()
+    if warmup is not None:
+        figures["warmup"] = {
+            "rps": warmup.rps,
+            "errors": warmup.errors,
+            "error_statuses": warmup.statuses,
+        }
     if replicated:
         # A pair that left COLO during the window would make these figures meaningless.
         figures["colo_mode"] = (status.get("colo") or {}).get("mode")

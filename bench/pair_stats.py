@@ -51,6 +51,11 @@ _SOCKET_RE = re.compile(
 _NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses: (?P<count>[0-9]+)")
 _RPS_RE = re.compile(r"^Requests/sec:\s+(?P<rps>[0-9.]+)", re.MULTILINE)
 _MIX_RE = re.compile(r"^pair-mix: gets (?P<gets>[0-9]+) puts (?P<puts>[0-9]+)", re.MULTILINE)
+_STATUS_RE = re.compile(
+    r"^pair-mix: status 404 (?P<not_found>[0-9]+) other-4xx (?P<other_4xx>[0-9]+) "
+    r"5xx (?P<server_error>[0-9]+)",
+    re.MULTILINE,
+)
 
 
 def duration_ms(text: str) -> float:
@@ -77,6 +82,8 @@ class WrkRun:
     non_2xx: int = 0
     gets_sent: int | None = None
     puts_sent: int | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+    """Answers other than 200 by kind (``not_found``, ``other_4xx``, ``server_error``)."""
 
     @property
     def p50_ms(self) -> float:
@@ -124,6 +131,7 @@ def parse_wrk(text: str) -> WrkRun:
     sockets = _SOCKET_RE.search(text)
     non_2xx = _NON_2XX_RE.search(text)
     mix = _MIX_RE.search(text)
+    statuses = _STATUS_RE.search(text)
     return WrkRun(
         requests=requests,
         duration_s=duration_s,
@@ -133,6 +141,7 @@ def parse_wrk(text: str) -> WrkRun:
         non_2xx=int(non_2xx["count"]) if non_2xx else 0,
         gets_sent=int(mix["gets"]) if mix else None,
         puts_sent=int(mix["puts"]) if mix else None,
+        statuses={k: int(v) for k, v in statuses.groupdict().items()} if statuses else {},
     )
 
 
@@ -214,6 +223,7 @@ def window_figures(before: Snapshot, after: Snapshot, run: WrkRun) -> dict[str, 
         # Context for the figures above.
         "requests": requests,
         "errors": run.errors,
+        "error_statuses": run.statuses,
         "wrk_duration_s": run.duration_s,
         "window_s": window_s,
         "checkpoints": checkpoints,

@@ -43,16 +43,18 @@ def test_duration_rejects_other_text(text: str) -> None:
 
 def test_parse_captured_wrk_output() -> None:
     run = parse_wrk((DATA / "loopback-non2xx.txt").read_text())
-    assert run.requests == 1777
-    assert run.duration_s == pytest.approx(2.01)
-    assert run.rps == pytest.approx(886.22)
-    assert run.p50_ms == pytest.approx(3.69)
-    assert run.p99_ms == pytest.approx(16.11)
-    assert run.percentiles_ms[90.0] == pytest.approx(11.41)
-    assert run.non_2xx == 1777
+    # python -m http.server on loopback: 404 to every GET, 501 to every PUT.
+    assert run.requests == 1838
+    assert run.duration_s == pytest.approx(2.0)
+    assert run.rps == pytest.approx(917.89)
+    assert run.p50_ms == pytest.approx(3.18)
+    assert run.p99_ms == pytest.approx(16.08)
+    assert run.percentiles_ms[90.0] == pytest.approx(11.60)
+    assert run.non_2xx == 1838
     assert run.socket_errors == {}
-    assert run.errors == 1777
-    assert (run.gets_sent, run.puts_sent) == (897, 884)
+    assert run.errors == 1838
+    assert (run.gets_sent, run.puts_sent) == (927, 915)
+    assert run.statuses == {"not_found": 925, "other_4xx": 0, "server_error": 913}
 
 
 def test_parse_socket_errors_and_seconds() -> None:
