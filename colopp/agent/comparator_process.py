@@ -29,7 +29,7 @@ def comparator_argv(
     side: SideSpec, checkpoint_delay_ms: int, python: str = sys.executable
 ) -> list[str]:
     """The comparator's command line for one primary side (pure)."""
-    return [
+    argv = [
         python,
         "-m",
         "colopp.compare",
@@ -46,6 +46,13 @@ def comparator_argv(
         "--status",
         str(side.run_dir / "compare.json"),
     ]
+    if side.prerelease is not None:
+        argv.append(f"--prerelease={side.prerelease}")
+        for prefix in side.read_prefixes:
+            argv += ["--prerelease-read-prefix", prefix]
+        if side.client_frames:
+            argv += ["--client-in", f"unix:{side.client_socket}"]
+    return argv
 
 
 class ComparatorProcess:

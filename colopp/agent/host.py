@@ -20,6 +20,7 @@ from typing import Any
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
+from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.specs import side_from_request, vm_from_dict
 from colopp.colo.sequence import (
@@ -174,6 +175,7 @@ class HostAgent:
             "last_checkpoint_at": side.checkpoints.last_at,
             "checkpoint_pauses_ms": side.checkpoints.pauses_ms[-32:],
             "colo_exit": side.checkpoints.colo_exit,
+            "vcpu": side.vcpu.to_status() if side.vcpu is not None else None,
         }
         if side.comparator is not None:
             out["comparator"] = {
@@ -356,7 +358,13 @@ class HostAgent:
         await self._wait_job(side, "resync", lambda job: False, 30.0)
         sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
         steps = resume_replication(
-            spec.local_repl_ip, peer_repl_ip, spec.ports, sockets, spec.comparator, has_rewriter
+            spec.local_repl_ip,
+            peer_repl_ip,
+            spec.ports,
+            sockets,
+            spec.comparator,
+            has_rewriter,
+            client_socket=str(spec.client_socket) if spec.client_frames else None,
         )
         await self._run_steps(side, steps)
         side.checkpoint_delay_ms = checkpoint_delay_ms
@@ -416,6 +424,8 @@ class HostAgent:
         while time.monotonic() < deadline:
             last = await side.monitor.execute("query-colo-status", timeout=5.0)
             if isinstance(last, dict) and last.get("mode") == want:
+                if side.spec.semiactive and side.spec.role is Role.SECONDARY:
+                    await shrink_secondary(side)
                 return dict(last)
             if side.spec.role is Role.PRIMARY:
                 migrate = await side.monitor.execute("query-migrate", timeout=5.0)
@@ -429,6 +439,7 @@ class HostAgent:
         side = self._require()
         started = time.monotonic()
         if side.spec.role is Role.SECONDARY:
+            await restore_vcpus(side)  # full CPUs before it serves
             await self._run_steps(side, secondary_failover())
         else:
             await self._run_steps(side, primary_failover(side.spec.comparator))
@@ -464,6 +475,7 @@ class HostAgent:
             return {"stopped": False}
         if side.watcher is not None:
             side.watcher.cancel()
+        await restore_vcpus(side)
         if side.comparator is not None:
             await side.comparator.stop()
         if side.process.alive():

@@ -10,6 +10,7 @@ from colopp.agent.comparator_process import ComparatorProcess
 from colopp.agent.qemu_process import QemuProcess
 from colopp.qemu.argv import SideSpec, VmSpec
 from colopp.qmp.monitor import Monitor
+from colopp.vcpu.shrink import VcpuState
 
 
 @dataclass
@@ -56,3 +57,4 @@ class Side:
     failed_over: bool = False
     comparator: ComparatorProcess | None = None
     checkpoint_delay_ms: int = 2000
+    vcpu: VcpuState | None = None  # the semi-active shrink in force, if any

@@ -38,8 +38,13 @@ def side_request(
     peer_repl_ip: str,
     ports: Ports,
     comparator: ComparatorKind,
+    **options: Any,
 ) -> dict[str, Any]:
-    """What the controller tells an agent about its side (the agent picks paths)."""
+    """What the controller tells an agent about its side (the agent picks paths).
+
+    ``options``: the COLO++ fields of :class:`SideSpec` (``prerelease``, ``read_prefixes``,
+    ``semiactive``, ``standalone``).
+    """
     return {
         "role": role.value,
         "tap": tap,
@@ -47,6 +52,7 @@ def side_request(
         "peer_repl_ip": peer_repl_ip,
         "ports": asdict(ports),
         "comparator": comparator.value,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
     }
 
 
@@ -66,6 +72,10 @@ def side_from_request(data: dict[str, Any], run_dir: Path) -> SideSpec:
             peer_repl_ip=str(data["peer_repl_ip"]),
             ports=Ports(**data.get("ports", {})),
             comparator=ComparatorKind(data.get("comparator", "builtin")),
+            prerelease=None if data.get("prerelease") is None else str(data["prerelease"]),
+            read_prefixes=tuple(str(p) for p in data.get("read_prefixes", ())),
+            semiactive=bool(data.get("semiactive", False)),
+            standalone=bool(data.get("standalone", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"bad side spec: {exc}") from exc

@@ -141,6 +141,7 @@ def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:
             QmpStep("object-del", {"id": "iothread1"}, tolerate=_GONE),
         ]
     steps += [
+        QmpStep("object-del", {"id": "mc0"}, tolerate=_GONE),
         QmpStep("object-del", {"id": "m0"}, tolerate=_GONE),
         QmpStep("object-del", {"id": "redire0"}, tolerate=_GONE),
         QmpStep("object-del", {"id": "redire1"}, tolerate=_GONE),
@@ -204,11 +205,14 @@ def resume_replication(
     sockets: tuple[str, str],
     comparator: ComparatorKind,
     has_rewriter: bool,
+    client_socket: str | None = None,
 ) -> list[QmpStep]:
     """After the disk resync: attach replication, rebuild the primary's network path.
 
-    ``sockets`` are the (compare0, compare_out) unix socket paths. Chardevs and objects that
-    already exist (a primary that only lost its secondary keeps its chardevs) are fine.
+    ``sockets`` are the (compare0, compare_out) unix socket paths; ``client_socket``, when
+    colopp's comparator follows client requests, is where a copy of the guest's input goes.
+    Chardevs and objects that already exist (a primary that only lost its secondary keeps
+    its chardevs) are fine.
     """
     compare0, compare_out = sockets
     steps = [
@@ -229,6 +233,11 @@ def resume_replication(
         _filter("filter-redirector", "redire0", has_rewriter, queue="rx", indev="compare_out"),
         _filter("filter-redirector", "redire1", has_rewriter, queue="rx", outdev="compare0"),
     ]
+    if client_socket is not None and comparator is ComparatorKind.COLOPP:
+        steps += [
+            _chardev("client0", _unix(client_socket), server=True),
+            _filter("filter-mirror", "mc0", has_rewriter, queue="tx", outdev="client0"),
+        ]
     if comparator is ComparatorKind.BUILTIN:
         steps += [
             QmpStep("object-add", {"qom-type": "iothread", "id": "iothread1"}, tolerate=_EXISTS),

@@ -13,8 +13,9 @@ safe): ``--prerelease`` alone enables the ``retransmission`` and ``ack_only`` ru
 ``http_read`` when a ``--prerelease-read-prefix`` is given; ``--prerelease RULE,RULE`` names
 them (``all`` for every rule). ``--prerelease-read-prefix /kv/`` (repeatable) and
 ``--prerelease-read-method GET`` (repeatable; default GET and HEAD) say which requests are
-reads. The read rule needs the client's frames, which this shell does not read yet: until
-then it grants nothing.
+reads. The read rule needs the client's frames: ``--client-in unix:PATH`` names the
+primary QEMU's chardev server that a filter-mirror (queue=tx) copies the guest's input to;
+without it the read rule grants nothing.
 
 Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``--qmp``
 checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--primary-in", required=True, help="primary guest output (QEMU server)")
     p.add_argument("--secondary-in", required=True, help="secondary output, e.g. listen:tcp:H:P")
     p.add_argument("--outdev", required=True, help="where released frames go (QEMU server)")
+    p.add_argument("--client-in", help="copy of the guest's input (QEMU server; read rule)")
     p.add_argument("--vnet-hdr", action="store_true", help="frames carry a vnet header length")
     p.add_argument("--qmp", help="the comparator's own QMP unix socket on the primary QEMU")
     p.add_argument("--qmp-timeout", type=float, default=5.0, help="seconds per QMP call")
@@ -127,6 +129,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         primary_in=parse_endpoint(args.primary_in),
         secondary_in=parse_endpoint(args.secondary_in),
         outdev=parse_endpoint(args.outdev),
+        client_in=parse_endpoint(args.client_in) if args.client_in else None,
         vnet_hdr=args.vnet_hdr,
         qmp=args.qmp,
         qmp_timeout=args.qmp_timeout,

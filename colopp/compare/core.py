@@ -320,13 +320,13 @@ class Comparator:
     ) -> list[Action]:
         c = self.counters
         actions: list[Action] = []
+        if released:  # in stream order: the compared head goes before what waits behind it
+            actions += self._release_matched(released, now)
         if pre:
             c.pre_released_frames += len(pre)
             c.released_frames += len(pre)
             c.released_bytes += sum(len(h.frame) for h in pre)
             actions += _release_actions(pre, PreRelease)
-        if released:
-            actions += self._release_matched(released, now)
         if reason is not None:
             if reason == PRERELEASE_MISMATCH:
                 c.prerelease_mismatches += 1

@@ -9,6 +9,11 @@ Data paths (see :mod:`~colopp.compare.addresses` for the address syntax):
   from a chardev *server*; the shell connects to it and writes QEMU-framed frames.
 - ``secondary_in``: the secondary host's filter-redirector connects to the comparator
   (chardev client with ``reconnect-ms``); the shell listens. A reconnect starts a fresh stream.
+- ``client_in`` (optional; the read pre-release rule): the primary QEMU's filter-mirror
+  (queue=tx, outdev=client0) copies the guest's input to a chardev server; the shell
+  connects. QEMU writes each copy before the guest sees the frame, so the shell drains this
+  socket before it decides on any primary output: every request that output can answer
+  has been seen.
 
 Checkpoints go through a :class:`~colopp.compare.checkpoint.CheckpointTrigger` (QMP
 ``x-checkpoint-delay``, or only counted without ``--qmp``). The core learns that a checkpoint
@@ -23,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +65,7 @@ class ShellOptions:
     primary_in: Endpoint
     secondary_in: Endpoint
     outdev: Endpoint
+    client_in: Endpoint | None = None
     vnet_hdr: bool = False
     qmp: str | None = None
     qmp_timeout: float = 5.0
@@ -94,6 +101,50 @@ class _Input(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.shell.input_closed(self)
+
+
+class _ClientFrames:
+    """The copy of the guest's input, read on readiness and drained on demand."""
+
+    def __init__(self, shell: ComparatorShell, sock: socket.socket) -> None:
+        self.shell = shell
+        self.sock = sock
+        self.decoder = FrameDecoder(shell.options.vnet_hdr)
+        self.open = True
+
+    def drain(self) -> None:
+        """Feed every client frame already queued to the core (never blocks)."""
+        shell = self.shell
+        while self.open:
+            try:
+                data = self.sock.recv(READ_LIMIT_HIGH)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close(f"client_in failed: {exc}")
+                return
+            if not data:
+                self.close("client_in closed")
+                return
+            before = self.decoder.malformed
+            frames = self.decoder.feed(data)
+            shell.stats["client_framing_errors"] += self.decoder.malformed - before
+            now = shell.clock()
+            for frame, vnet_hdr_len in frames:
+                shell._apply(shell.core.feed_client(frame, now, vnet_hdr_len))
+
+    def on_readable(self) -> None:
+        self.drain()
+        self.shell._flush()
+
+    def close(self, why: str) -> None:
+        # Not fatal: without requests the read rule just grants nothing more.
+        if self.open:
+            self.open = False
+            log.warning("%s; reads are no longer pre-released", why)
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class _Output(asyncio.Protocol):
@@ -141,9 +192,11 @@ class ComparatorShell:
                 "checkpoint_request_errors",
                 "checkpoints_observed",
                 "secondary_connections",
+                "client_framing_errors",
             ),
             0,
         )
+        self._client: _ClientFrames | None = None
         self._inputs: set[_Input] = set()
         self._out: asyncio.Transport | None = None
         self._pending: list[bytes] = []
@@ -166,6 +219,8 @@ class ComparatorShell:
         try:
             await self._open(self.options.secondary_in, lambda: _Input(self, "secondary"))
             await self._open(self.options.outdev, lambda: _Output(self))
+            if self.options.client_in is not None:
+                await self._open_client(self.options.client_in)
             await self._open(self.options.primary_in, lambda: _Input(self, "primary"))
             if self.options.qmp:
                 self._qmp = QmpCheckpointLink(
@@ -203,6 +258,7 @@ class ComparatorShell:
             "primary_connected": any(i.side == "primary" for i in self._inputs),
             "secondary_connected": any(i.side == "secondary" for i in self._inputs),
             "outdev_connected": self._out is not None,
+            "client_connected": self._client is not None and self._client.open,
             "qmp": self.options.qmp is not None,
         }
         snap["pid"] = os.getpid()
@@ -222,6 +278,8 @@ class ComparatorShell:
                     await task
         if self._qmp is not None:
             await self._qmp.close()
+        if self._client is not None:
+            self._client.close("stopping")
         for inp in list(self._inputs):
             if inp.transport is not None:
                 inp.transport.close()
@@ -264,6 +322,26 @@ class ComparatorShell:
                     raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
                 await asyncio.sleep(0.05)
 
+    async def _open_client(self, endpoint: Endpoint) -> None:
+        """Connect to QEMU's client-copy chardev (a server), retrying until it exists."""
+        if endpoint.listen or endpoint.path is None:
+            raise ColoppError(f"client_in must be a unix socket QEMU serves, not {endpoint}")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.connect_timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, endpoint.path)
+                break
+            except OSError as exc:
+                sock.close()
+                if loop.time() >= deadline:
+                    raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
+                await asyncio.sleep(0.05)
+        self._client = _ClientFrames(self, sock)
+        loop.add_reader(sock.fileno(), self._client.on_readable)
+
     # ---- data path -----------------------------------------------------------------------
 
     def input_opened(self, inp: _Input) -> None:
@@ -293,6 +371,8 @@ class ComparatorShell:
                     inp.transport.resume_reading()
 
     def frames_received(self, side: str, frames: list[DecodedFrame]) -> None:
+        if side == "primary" and self._client is not None:
+            self._client.drain()  # every request this output may answer, first
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
         pending = self._pending

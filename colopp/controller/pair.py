@@ -43,6 +43,11 @@ class PairConfig:
     checkpoint_delay_ms: int = 2000
     boot_timeout: float = 120.0
     colo_timeout: float = 90.0
+    # COLO++ (colopp's comparator): pre-release rules (None = off; "auto", "all" or a
+    # comma-separated list), read path prefixes for the read rule, semi-active secondary.
+    prerelease: str | None = None
+    read_prefixes: tuple[str, ...] = ()
+    semiactive: bool = False
 
 
 Progress = Callable[[str], None]
@@ -74,10 +79,43 @@ class PairController:
     def _event(self, kind: str, **data: Any) -> None:
         self.events.append({"at": time.time(), "kind": kind, **data})
 
-    def _side(self, role: Role, slot: HostSlot, peer: HostSlot) -> dict[str, Any]:
+    def _side(
+        self, role: Role, slot: HostSlot, peer: HostSlot, standalone: bool = False
+    ) -> dict[str, Any]:
+        cfg = self.config
         return side_request(
-            role, slot.tap, slot.repl_ip, peer.repl_ip, self.config.ports, self.config.comparator
+            role,
+            slot.tap,
+            slot.repl_ip,
+            peer.repl_ip,
+            cfg.ports,
+            cfg.comparator,
+            prerelease=cfg.prerelease,
+            read_prefixes=cfg.read_prefixes,
+            semiactive=cfg.semiactive,
+            standalone=standalone,
         )
+
+    async def launch_alone(self) -> None:
+        """Run the VM unreplicated on the primary host (a baseline; no COLO, no failover).
+
+        The pair stays LAUNCHING until :meth:`stop`.
+
+        Raises:
+            ColoppError: QEMU failed or the guest did not boot (pair → ERROR).
+        """
+        cfg = self.config
+        agent = self.agents[cfg.primary.name]
+        self.lifecycle.move(PairState.LAUNCHING, "unreplicated")
+        try:
+            side = self._side(Role.PRIMARY, cfg.primary, cfg.primary, standalone=True)
+            vm, base = vm_to_dict(cfg.vm), str(cfg.base_disk)
+            launched = await agent.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
+            self.progress(f"unreplicated QEMU started on {agent.name} (pid {launched['pid']})")
+            await agent.call("wait_guest", timeout=cfg.boot_timeout + 5)
+        except ColoppError as exc:
+            self.lifecycle.move(PairState.ERROR, str(exc))
+            raise
 
     async def protect(self) -> None:
         """Launch both QEMUs, start replication and wait for COLO on both sides.

@@ -36,6 +36,9 @@ async def prepare_local_pair(
     console: Console,
     checkpoint_delay_ms: int = 2000,
     prefix: str = "colopp",
+    prerelease: str | None = None,
+    read_prefixes: tuple[str, ...] = (),
+    semiactive: bool = False,
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
@@ -69,5 +72,8 @@ async def prepare_local_pair(
         deployment.slot(Node.HOST_B),
         comparator=comparator,
         checkpoint_delay_ms=checkpoint_delay_ms,
+        prerelease=prerelease,
+        read_prefixes=read_prefixes,
+        semiactive=semiactive,
     )
     return LocalPair(runtime, image, deployment, config, why)

@@ -35,6 +35,9 @@ def config_to_dict(config: PairConfig) -> dict[str, Any]:
         "checkpoint_delay_ms": config.checkpoint_delay_ms,
         "boot_timeout": config.boot_timeout,
         "colo_timeout": config.colo_timeout,
+        "prerelease": config.prerelease,
+        "read_prefixes": list(config.read_prefixes),
+        "semiactive": config.semiactive,
     }
 
 
@@ -55,6 +58,9 @@ def config_from_dict(data: dict[str, Any]) -> PairConfig:
             checkpoint_delay_ms=int(data["checkpoint_delay_ms"]),
             boot_timeout=float(data["boot_timeout"]),
             colo_timeout=float(data["colo_timeout"]),
+            prerelease=data.get("prerelease"),
+            read_prefixes=tuple(data.get("read_prefixes", ())),
+            semiactive=bool(data.get("semiactive", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"bad pair record: {exc}") from exc

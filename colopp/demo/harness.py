@@ -90,10 +90,20 @@ class SupervisedPair:
         prefix: str,
         comparator: ComparatorKind = ComparatorKind.COLOPP,
         console: Console | None = None,
+        **options: Any,
     ) -> SupervisedPair:
-        """Build the lab and agents and protect the VM (not supervised yet)."""
+        """Build the lab and agents and protect the VM (not supervised yet).
+
+        ``options``: :func:`prepare_local_pair`'s COLO++ keywords (``prerelease``,
+        ``read_prefixes``, ``semiactive``).
+        """
         local = await prepare_local_pair(
-            state_dir, qemu_root, comparator, console or Console(quiet=True), prefix=prefix
+            state_dir,
+            qemu_root,
+            comparator,
+            console or Console(quiet=True),
+            prefix=prefix,
+            **options,
         )
         await local.deployment.start()
         made = cls(local)

@@ -14,6 +14,11 @@ from colopp.qemu.runtime import QemuRuntime
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _MAC_RE = re.compile(r"^(?:[0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]{0,127}$")
+_RULES_RE = re.compile(r"^(auto|all|[a-z_]+(,[a-z_]+)*)$")
+# The comparator's pre-release rules (colopp.compare.config.PRE_RELEASE_RULES); the one
+# that follows client requests needs a copy of the guest's input.
+_CLIENT_RULE = "http_read"
 
 
 class Role(StrEnum):
@@ -89,6 +94,27 @@ class SideSpec:
     peer_repl_ip: str
     ports: Ports = field(default_factory=Ports)
     comparator: ComparatorKind = ComparatorKind.BUILTIN
+    # COLO++ (colopp's comparator only): pre-release rules (None = off; ``auto``, ``all``
+    # or a comma-separated list) and the path prefixes whose reads may leave early.
+    prerelease: str | None = None
+    read_prefixes: tuple[str, ...] = ()
+    # Secondary only: shrink its vCPUs once in COLO, restore them before promotion.
+    semiactive: bool = False
+    # Primary only: run the VM unreplicated (no COLO filters), e.g. as a baseline.
+    standalone: bool = False
+
+    @property
+    def client_frames(self) -> bool:
+        """Does the comparator need a copy of the guest's input (the read rule)?"""
+        if self.comparator is not ComparatorKind.COLOPP or self.prerelease is None:
+            return False
+        if self.prerelease == "auto":
+            return bool(self.read_prefixes)
+        return self.prerelease == "all" or _CLIENT_RULE in self.prerelease.split(",")
+
+    @property
+    def client_socket(self) -> Path:
+        return self.run_dir / "client0.sock"
 
     @property
     def qmp_socket(self) -> Path:
@@ -127,15 +153,26 @@ class SideSpec:
         if not _IFNAME_RE.match(self.tap):
             raise ConfigError(f"tap name {self.tap!r} is not a valid interface name")
         self.ports.validate()
+        if self.prerelease is not None and not _RULES_RE.match(self.prerelease):
+            raise ConfigError(f"pre-release rules {self.prerelease!r} must match auto, all or a,b")
+        for prefix in self.read_prefixes:
+            if not _PREFIX_RE.match(prefix):
+                raise ConfigError(f"read prefix {prefix!r} must match {_PREFIX_RE.pattern}")
+        if self.standalone and self.role is not Role.PRIMARY:
+            raise ConfigError("only a primary can run standalone (unreplicated)")
 
 
 def template_names(side: SideSpec) -> list[str]:
     """Which templates make up one side's command line."""
     if side.role is Role.SECONDARY:
         return ["vm.conf", "secondary.conf"]
+    if side.standalone:
+        return ["vm.conf", "standalone.conf"]
     names = ["vm.conf", "primary.conf"]
     if side.comparator is ComparatorKind.BUILTIN:
         names.append("compare-builtin.conf")
+    elif side.client_frames:
+        names.append("compare-client.conf")
     return names
 
 
@@ -161,6 +198,7 @@ def template_values(vm: VmSpec, side: SideSpec) -> dict[str, object]:
         "qmp_compare_socket": side.qmp_compare_socket,
         "compare0_socket": side.compare0_socket,
         "compare_out_socket": side.compare_out_socket,
+        "client_socket": side.client_socket,
         "local_repl_ip": side.local_repl_ip,
         "peer_repl_ip": side.peer_repl_ip,
         "mirror_port": side.ports.mirror,

@@ -20,10 +20,12 @@ Every path is checked to lie under the controller's mount; ``OSError`` becomes
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import math
 import re
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from colopp.errors import ConfigError
 from colopp.vcpu import VcpuError
 
 PROC = Path("/proc")
+PRIVATE_MOUNT = Path("/run/colopp-cgroup")
 MOUNTS = Path("/proc/self/mounts")
 DEFAULT_PERIOD_US = 100_000
 # The kernel refuses quotas below 1 ms per period (both v1 and v2).
@@ -95,9 +98,58 @@ def parse_cpu_mounts(mounts: str) -> tuple[list[Path], list[Path]]:
 def find_cpu_controller(mounts_file: Path = MOUNTS) -> CpuController | None:
     """The host's ``cpu`` controller: cgroup v2 if it offers ``cpu``, else v1, else None.
 
+    ``ip netns exec`` (how agents run in a host's network namespace) remounts ``/sys`` in a
+    mount namespace of its own, which hides the cgroup mounts. With no cgroup mounted at all,
+    the host's hierarchy is mounted again at :data:`PRIVATE_MOUNT` (in that mount namespace
+    only; the same kernel hierarchy, so caps apply host-wide).
+
     Raises:
         VcpuError: the mount table cannot be read.
     """
+    found = _find_cpu_controller(mounts_file)
+    if found is None and mounts_file == MOUNTS and not _any_cgroup(mounts_file):
+        found = _mount_private()
+    return found
+
+
+def _any_cgroup(mounts_file: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return any(
+            len(f) > 2 and f[2] in ("cgroup", "cgroup2")
+            for f in (line.split() for line in mounts_file.read_text().splitlines())
+        )
+    return False
+
+
+def _mount_private() -> CpuController | None:
+    """Mount cgroup2 (if it offers ``cpu``) or the v1 ``cpu`` hierarchy; None if neither."""
+    for kind, options, version in (
+        ("cgroup2", [], CgroupVersion.V2),
+        ("cgroup", ["-o", "cpu"], CgroupVersion.V1),
+    ):
+        target = PRIVATE_MOUNT / version.value
+        try:
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            done = subprocess.run(
+                ["mount", "-t", kind, *options, kind, str(target)],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode != 0:
+            continue
+        if version is CgroupVersion.V1:
+            return CpuController(version, target)
+        with contextlib.suppress(OSError):
+            if "cpu" in (target / "cgroup.controllers").read_text().split():
+                return CpuController(version, target)
+        subprocess.run(["umount", str(target)], capture_output=True, timeout=10, check=False)
+    return None
+
+
+def _find_cpu_controller(mounts_file: Path) -> CpuController | None:
     try:
         v1, v2 = parse_cpu_mounts(mounts_file.read_text())
     except OSError as exc:

@@ -609,6 +609,11 @@ static int read_input(struct conn *c)
             return 0;
         ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
         if (n > 0) {
+            /* Acknowledge the request now, not piggybacked on the response: a COLO
+             * secondary's early ACK is what lets colopp pre-release the primary's
+             * answer to a read (README: pre-release). */
+            int quick = 1;
+            setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &quick, sizeof quick);
             c->in_len += (size_t)n;
             if ((size_t)n < room)
                 return 0;

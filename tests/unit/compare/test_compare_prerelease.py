@@ -75,6 +75,23 @@ def test_read_response_leaves_once_the_secondary_acked_the_request() -> None:
     assert c.snapshot()["pre_release_ratio"] == 1.0
 
 
+def test_guest_acking_at_once_lets_the_reply_go_with_the_secondary_ack() -> None:
+    # A guest that ACKs a request before answering (TCP_QUICKACK): the primary's bare ACK
+    # and its reply wait; the secondary's bare ACK matches that ACK (a compared, in-order
+    # release) and must also let the reply behind it leave early.
+    c = comparator()
+    req = get("/kv/a")
+    end = C_SEQ + len(req)
+    c.feed_client(request(req), 0.0)
+    ack = tcp_frame(G_SEQ, end, "A")
+    reply = tcp_frame(G_SEQ, end, "AP", RESPONSE)
+    assert c.feed_primary(ack, 0.01) == [] and c.feed_primary(reply, 0.01) == []
+    out = c.feed_secondary(secondary_ack(end), 0.02)
+    assert released(out) == [ack] and early(out) == [reply]
+    assert c.feed_secondary(tcp_frame(G_SEQ, end, "AP", RESPONSE), 0.03) == []
+    assert c.counters.held_frames == 0 and c.counters.checkpoints_requested == 0
+
+
 def test_a_response_split_in_segments_leaves_in_order() -> None:
     c = comparator()
     req = get("/kv/a")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from compare_frames import arp_frame, segments, tcp_frame
+from compare_frames import CLIENT, GUEST, arp_frame, segments, tcp_frame
 
 from colopp.compare.framing import FrameDecoder, encode_frames
 
@@ -167,3 +167,89 @@ async def scenario(tmp: Path, vnet: bool) -> None:
 @pytest.mark.parametrize("vnet", [False, True], ids=["plain", "vnet_hdr"])
 def test_shell_over_unix_sockets(tmp_path: Path, vnet: bool) -> None:
     asyncio.run(asyncio.wait_for(scenario(tmp_path, vnet), 3 * TIMEOUT))
+
+
+G_SEQ, C_SEQ = 5000, 9000
+REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def client_segment(text: str, dport: int) -> bytes:
+    """A client->guest segment (what the primary's filter-mirror copies to client_in)."""
+    return tcp_frame(
+        C_SEQ, G_SEQ, "AP", text.encode(), src=CLIENT, dst=GUEST, sport=dport, dport=80
+    )
+
+
+async def read_scenario(tmp: Path) -> None:
+    """The shell drains the client copy before deciding on primary output: a write that
+    reached the guest before a read's reply was produced always disarms that reply."""
+    primary, outdev, client = (
+        FakeQemuSide(tmp / name) for name in ("compare0.sock", "compare_out.sock", "c.sock")
+    )
+    for side in (primary, outdev, client):
+        await side.start()
+    status_path = tmp / "status.json"
+    args = [
+        *("-m", "colopp.compare", "--primary-in", f"unix:{primary.path}"),
+        *("--outdev", f"unix:{outdev.path}", "--client-in", f"unix:{client.path}"),
+        *("--secondary-in", f"listen:unix:{tmp / 'red1.sock'}", "--status", str(status_path)),
+        *("--status-interval", "0.05", "--compare-timeout", "60"),
+        *("--prerelease", "--prerelease-read-prefix", "/kv/"),
+    ]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args)
+    s_writer: asyncio.StreamWriter | None = None
+    try:
+        _, c_writer = await asyncio.wait_for(client.conn, TIMEOUT)
+        _, p_writer = await asyncio.wait_for(primary.conn, TIMEOUT)
+        out_reader, _ = await asyncio.wait_for(outdev.conn, TIMEOUT)
+        s_writer = await connect_when_ready(tmp / "red1.sock")
+        dec = FrameDecoder(vnet_hdr=False)
+        get = "GET /kv/a HTTP/1.1\r\nHost: g\r\n\r\n"
+        end = C_SEQ + len(get)
+        reply = tcp_frame(G_SEQ, end, "AP", REPLY)
+
+        # 1. A read, acknowledged by the secondary: its reply leaves before the secondary's.
+        c_writer.write(encode_frames([client_segment(get, 40000)], 0))
+        await status_until(status_path, lambda st: st["client_frames_in"] == 1)
+        s_writer.write(encode_frames([tcp_frame(G_SEQ, end, "A")], 0))
+        await status_until(status_path, lambda st: st["secondary_frames_in"] == 1)
+        p_writer.write(encode_frames([reply], 0))
+        assert await read_frames(out_reader, dec, 1) == [reply]
+        s_writer.write(encode_frames([reply], 0))
+
+        # 2. A second read on another connection, then a write and that read's reply,
+        #    written together: the write must be seen first, so the reply waits.
+        get2 = client_segment(get, 40001)
+        c_writer.write(encode_frames([get2], 0))
+        s_writer.write(encode_frames([tcp_frame(G_SEQ, end, "A", dport=40001)], 0))
+        await status_until(status_path, lambda st: st["secondary_frames_in"] == 3)
+        put = "PUT /kv/b HTTP/1.1\r\nHost: g\r\nContent-Length: 1\r\n\r\nx"
+        reply2 = tcp_frame(G_SEQ, end, "AP", REPLY, dport=40001)
+        # Both must wait in their sockets when the shell wakes up, the reply first (so
+        # that the order sockets become ready in would put it first).
+        proc.send_signal(signal.SIGSTOP)
+        p_writer.write(encode_frames([reply2], 0))
+        c_writer.write(encode_frames([client_segment(put, 40002)], 0))
+        await p_writer.drain()
+        await c_writer.drain()
+        proc.send_signal(signal.SIGCONT)
+        await status_until(status_path, lambda st: st["primary_frames_in"] == 2)
+        s_writer.write(encode_frames([reply2], 0))
+        assert await read_frames(out_reader, dec, 1) == [reply2]
+        final = await status_until(status_path, lambda st: st["held_frames"] == 0)
+        assert final["pre_released_frames"] == 1
+        assert final["pre_release"]["write_requests"] == 1
+        assert final["shell"]["client_connected"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), TIMEOUT)
+        for side in (primary, outdev, client):
+            await side.close()
+        if s_writer is not None:
+            s_writer.close()
+            await s_writer.wait_closed()
+    assert proc.returncode == 0
+
+
+def test_shell_follows_client_requests_for_reads(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(read_scenario(tmp_path), 3 * TIMEOUT))
