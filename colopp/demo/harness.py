@@ -29,7 +29,7 @@ from colopp.qemu.argv import ComparatorKind
 class ClientWorkload:
     """Long-lived keep-alive client connections doing PUT/GET/POST from the client netns."""
 
-    def __init__(self, plan: LabPlan, connections: int = 3) -> None:
+    def __init__(self, plan: LabPlan, connections: int = 3, read_only: int | None = None) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -38,6 +38,7 @@ class ClientWorkload:
             f"{plan.guest_address.ip}:80",
             "--connections",
             str(connections),
+            *(["--read-only", str(read_only)] if read_only is not None else []),
         ]
         self.proc = subprocess.Popen(
             netns_argv(plan.netns(Node.CLIENT), argv),
@@ -50,6 +51,15 @@ class ClientWorkload:
         assert self.proc.stdin is not None
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
+
+    def stats(self) -> dict[str, Any]:
+        """The next periodic stats line (the workload writes one every half second)."""
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the workload exited")
+        stats: dict[str, Any] = json.loads(line)
+        return stats
 
     def mark(self) -> None:
         """Record a wall-clock mark (the outage around it is reported)."""

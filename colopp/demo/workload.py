@@ -6,8 +6,10 @@ Each connection is one long-lived HTTP/1.1 keep-alive TCP connection that loops:
 key, GET it back, POST the in-RAM counter. A write counts as acknowledged when its PUT got
 200. On stdin, ``mark`` records a wall-clock mark (the demo writes it right after killing
 the primary) and ``stop`` (or EOF) ends the run; then every acknowledged write is read
-back on a fresh connection. One JSON object per line goes to stdout: ``{"type": "stats",
-...}`` every half second and a final ``{"type": "summary", ...}``.
+back on a fresh connection. ``--read-only SEED`` is read-mostly instead: each connection
+PUTs SEED keys once, then only GETs them (what COLO++ pre-release speeds up). One JSON
+object per line goes to stdout: ``{"type": "stats", ...}`` every half second and a final
+``{"type": "summary", ...}``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import sys
 import threading
 import time
@@ -106,6 +109,53 @@ def run_connection(
     conn.close()
 
 
+def run_reader(
+    cid: int,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    tally: Tally,
+    timeout: float,
+    seed: int,
+) -> None:
+    """Read-mostly: PUT ``seed`` keys once, then only GET them back (at random).
+
+    Every answer must be the bytes that were written (``read_mismatch`` otherwise): the
+    keys never change, so any other answer, before or after a failover, contradicts the
+    state the service had acknowledged.
+    """
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    mine: list[tuple[str, str]] = []
+    rng = random.Random(cid)  # noqa: S311 - picks which key to read, not a secret
+    while not stop.is_set():
+        try:
+            if len(mine) < seed:
+                key, value = f"r{cid}-{len(mine)}", f"read-mostly-{cid}-{len(mine)}"
+                _expect_ok(_request(conn, "PUT", f"/kv/{key}", value.encode())[0], f"PUT {key}")
+                mine.append((key, value))
+                with tally.lock:
+                    tally.writes_acked[key] = value
+                    tally.last_acked[cid] = key
+                tally.success()
+                continue
+            key, value = rng.choice(mine)
+            status, body = _request(conn, "GET", f"/kv/{key}")
+            with tally.lock:
+                tally.reads += 1
+                if status != 200 or body != value.encode():
+                    tally.read_mismatch += 1
+            tally.success()
+        except RESET_ERRORS as exc:
+            tally.failure(exc, reset=True)
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        except (OSError, RuntimeError, http.client.HTTPException) as exc:
+            tally.failure(exc, reset=False)
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    conn.close()
+
+
 def verify_writes(host: str, port: int, writes: dict[str, str], timeout: float) -> list[str]:
     """Read every acknowledged write back; returns ``key: why`` for each missing or wrong one."""
     lost: list[str] = []
@@ -152,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--duration", type=float, default=3600.0)
     parser.add_argument("--timeout", type=float, default=15.0)
+    parser.add_argument(
+        "--read-only",
+        type=int,
+        metavar="SEED",
+        help="read-mostly: each connection PUTs SEED keys, then only GETs them",
+    )
     args = parser.parse_args(argv)
     host, _, port_text = args.target.rpartition(":")
     port = int(port_text)
@@ -169,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=read_stdin, daemon=True).start()
     workers = [
         threading.Thread(target=run_connection, args=(c, host, port, stop, tally, args.timeout))
+        if args.read_only is None
+        else threading.Thread(
+            target=run_reader, args=(c, host, port, stop, tally, args.timeout, args.read_only)
+        )
         for c in range(args.connections)
     ]
     for worker in workers:
@@ -183,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                     "failed": tally.failed,
                     "resets": tally.resets,
                     "writes_acked": len(tally.writes_acked),
+                    "reads": tally.reads,
                 }
             )
         if time.monotonic() > deadline:
@@ -200,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             "writes_lost": len(lost),
             "lost_keys": lost[:20],
             "last_acked_per_connection": sorted(tally.last_acked.values()),
+            "reads": tally.reads,
             "read_mismatch": tally.read_mismatch,
             "counter_regressions": tally.counter_regressions,
             "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),

@@ -20,10 +20,13 @@ class Driven:
         return self.loop.run_until_complete(coro)
 
 
-def driven_pair(state_dir: Path, qemu_root: Path, prefix: str) -> Iterator[Driven]:
+def driven_pair(state_dir: Path, qemu_root: Path, prefix: str, **options: Any) -> Iterator[Driven]:
+    """``options``: SupervisedPair.protect's COLO++ keywords."""
     loop = asyncio.new_event_loop()
     try:
-        sp = loop.run_until_complete(SupervisedPair.protect(state_dir, qemu_root, prefix))
+        sp = loop.run_until_complete(
+            SupervisedPair.protect(state_dir, qemu_root, prefix, **options)
+        )
         yield Driven(sp, loop)
         loop.run_until_complete(sp.close())
     finally:
