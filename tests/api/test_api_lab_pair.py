@@ -8,6 +8,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ def qemu_root() -> Path:
 
 
 @pytest.fixture
-def lab_api(tmp_path: Path, qemu_root: Path) -> Iterator[ApiServer]:
+def lab_api(qemu_root: Path) -> Iterator[ApiServer]:
+    # A short state dir: QEMU's unix socket paths below it must stay under 108 bytes.
+    short = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
     server = ApiServer(
-        tmp_path / "state",
-        f"sqlite:///{tmp_path / 'api.db'}",
+        short / "state",
+        f"sqlite:///{short / 'api.db'}",
         COLOPP_API_LAB="1",
         COLOPP_API_LAB_PREFIX=PREFIX,
         COLOPP_QEMU_ROOT=str(qemu_root),
@@ -64,6 +67,7 @@ def lab_api(tmp_path: Path, qemu_root: Path) -> Iterator[ApiServer]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
         cleanup_leftovers(PREFIX)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
@@ -74,7 +78,7 @@ def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
 def _state(c: httpx.Client, pid: str, *states: str) -> Any:
     def check() -> Any:
         got = _get(c, pid)
-        assert got["state"] != "error", got
+        assert got["state"] != "error", got["reason"]
         return got if got["state"] in states else None
 
     return check

@@ -133,7 +133,7 @@ class ProtectionRunner:
         spec = ProtectionCreate.model_validate(self.options)
         try:
             if self.placement == "lab":
-                state_dir = self.settings.state_dir / "protections" / self.id
+                state_dir = self.settings.state_dir / "p" / self.id  # QMP socket paths < 108 bytes
                 self.runtime |= {"prefix": self.settings.lab_prefix, "state_dir": str(state_dir)}
                 self.reason = "waiting for the host's lab (one lab per host at a time)"
                 self._persist()
