@@ -50,6 +50,8 @@ def comparator_argv(
         argv.append(f"--prerelease={side.prerelease}")
         for prefix in side.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
+        if side.prerelease_rearm_ms is not None and side.client_frames:
+            argv += ["--prerelease-rearm-ms", str(side.prerelease_rearm_ms)]
         if side.client_frames:
             argv += ["--client-in", f"unix:{side.client_socket}"]
     return argv

@@ -74,6 +74,11 @@ def side_from_request(data: dict[str, Any], run_dir: Path) -> SideSpec:
             comparator=ComparatorKind(data.get("comparator", "builtin")),
             prerelease=None if data.get("prerelease") is None else str(data["prerelease"]),
             read_prefixes=tuple(str(p) for p in data.get("read_prefixes", ())),
+            prerelease_rearm_ms=(
+                None
+                if data.get("prerelease_rearm_ms") is None
+                else int(data["prerelease_rearm_ms"])
+            ),
             semiactive=bool(data.get("semiactive", False)),
             standalone=bool(data.get("standalone", False)),
         )

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD",
         help="read request method (repeatable; default GET and HEAD)",
     )
+    p.add_argument(
+        "--prerelease-rearm-ms",
+        type=int,
+        metavar="MS",
+        help="after a write disarmed the read rule, checkpoint MS later to re-arm it",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -100,7 +106,7 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
     prefixes = tuple(args.prerelease_read_prefix)
     methods = tuple(m.upper() for m in args.prerelease_read_method) or DEFAULT_READ_METHODS
     if args.prerelease is None:
-        if prefixes or args.prerelease_read_method:
+        if prefixes or args.prerelease_read_method or args.prerelease_rearm_ms is not None:
             raise ConfigError("--prerelease-read-* given without --prerelease")
         return PreReleaseConfig()
     if args.prerelease == "auto":
@@ -111,7 +117,7 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
         rules = {r.strip() for r in args.prerelease.split(",") if r.strip()}
         if not rules:
             raise ConfigError("--prerelease needs at least one rule")
-    return PreReleaseConfig(frozenset(rules), prefixes, methods)
+    return PreReleaseConfig(frozenset(rules), prefixes, methods, args.prerelease_rearm_ms)
 
 
 def options_from_args(argv: list[str]) -> ShellOptions:

@@ -266,6 +266,13 @@ class Comparator:
         timeout = self.config.compare_timeout
         if self._held and now - self._held[0].arrival > timeout:
             actions += self._request_checkpoint("compare_timeout", now)
+        policy = self._client_policy
+        if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
+            # Not a divergence: a checkpoint bought to let reads leave early again.
+            self._awaiting_since = now
+            self.counters.checkpoints_requested += 1
+            self.counters.rearm_checkpoints += 1
+            actions.append(Checkpoint("prerelease_rearm"))
         if now - self._last_sweep >= SWEEP_INTERVAL_S:
             self._last_sweep = now
             actions += self._sweep(now)

@@ -43,6 +43,7 @@ class Counters:
     flushed_frames: int = 0
     pre_released_frames: int = 0
     prerelease_mismatches: int = 0
+    rearm_checkpoints: int = 0
     client_frames_in: int = 0
     retransmitted_frames: int = 0
     secondary_dropped: int = 0

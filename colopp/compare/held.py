@@ -110,6 +110,10 @@ class ClientAwarePolicy(ReleasePolicy, Protocol):
         """A checkpoint completed."""
         ...
 
+    def rearm_due(self, now: float) -> bool:
+        """True when the policy wants a checkpoint now to re-arm itself."""
+        ...
+
     def snapshot(self) -> dict[str, Any]:
         """The policy's counters, JSON-serialisable."""
         ...

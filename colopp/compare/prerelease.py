@@ -130,11 +130,16 @@ class PreReleasePolicy:
     boundaries, as :class:`~colopp.compare.held.ClientAwarePolicy`."""
 
     def __init__(
-        self, rules: Sequence[PreReleaseRule], classifier: ReadClassifier | None = None
+        self,
+        rules: Sequence[PreReleaseRule],
+        classifier: ReadClassifier | None = None,
+        rearm_s: float | None = None,
     ) -> None:
         self.rules = tuple(rules)
         self.classifier = classifier
         self.granted: Counter[str] = Counter()
+        self.rearm_s = rearm_s
+        self.disarmed_at: float | None = None  # when a write disarmed the read rule
 
     def may_pre_release(self, frame: HeldFrame, now: float) -> bool:
         """True when one rule allows ``frame`` to leave now."""
@@ -148,12 +153,24 @@ class PreReleasePolicy:
         """A client->guest frame; returns the guest-side connection whose reads grew."""
         if self.classifier is None:
             return None
-        return self.classifier.observe(pkt, frame)
+        key = self.classifier.observe(pkt, frame)
+        if self.classifier.write_seen and self.disarmed_at is None:
+            self.disarmed_at = now
+        return key
 
     def on_checkpoint(self) -> None:
         """The secondary is a copy of the primary again: re-arm the read rule."""
+        self.disarmed_at = None
         if self.classifier is not None:
             self.classifier.on_checkpoint()
+
+    def rearm_due(self, now: float) -> bool:
+        """With a re-arm delay: a write disarmed the read rule at least that long ago."""
+        return (
+            self.rearm_s is not None
+            and self.disarmed_at is not None
+            and now - self.disarmed_at >= self.rearm_s
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """Grants per rule and the classifier's state, JSON-serialisable."""
@@ -181,4 +198,5 @@ def build_policy(config: PreReleaseConfig) -> PreReleasePolicy | None:
     if "http_read" in config.rules:
         classifier = ReadClassifier(config.read_methods, config.read_prefixes)
         rules.append(HttpReadRule(classifier))
-    return PreReleasePolicy(rules, classifier)
+    rearm = config.rearm_ms / 1000.0 if config.rearm_ms is not None else None
+    return PreReleasePolicy(rules, classifier, rearm)

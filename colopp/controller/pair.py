@@ -47,6 +47,7 @@ class PairConfig:
     # comma-separated list), read path prefixes for the read rule, semi-active secondary.
     prerelease: str | None = None
     read_prefixes: tuple[str, ...] = ()
+    prerelease_rearm_ms: int | None = None
     semiactive: bool = False
 
 
@@ -92,6 +93,7 @@ class PairController:
             cfg.comparator,
             prerelease=cfg.prerelease,
             read_prefixes=cfg.read_prefixes,
+            prerelease_rearm_ms=cfg.prerelease_rearm_ms,
             semiactive=cfg.semiactive,
             standalone=standalone,
         )

@@ -39,6 +39,7 @@ async def prepare_local_pair(
     prerelease: str | None = None,
     read_prefixes: tuple[str, ...] = (),
     semiactive: bool = False,
+    prerelease_rearm_ms: int | None = None,
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
@@ -75,5 +76,6 @@ async def prepare_local_pair(
         prerelease=prerelease,
         read_prefixes=read_prefixes,
         semiactive=semiactive,
+        prerelease_rearm_ms=prerelease_rearm_ms,
     )
     return LocalPair(runtime, image, deployment, config, why)

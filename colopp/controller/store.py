@@ -37,6 +37,7 @@ def config_to_dict(config: PairConfig) -> dict[str, Any]:
         "colo_timeout": config.colo_timeout,
         "prerelease": config.prerelease,
         "read_prefixes": list(config.read_prefixes),
+        "prerelease_rearm_ms": config.prerelease_rearm_ms,
         "semiactive": config.semiactive,
     }
 
@@ -60,6 +61,7 @@ def config_from_dict(data: dict[str, Any]) -> PairConfig:
             colo_timeout=float(data["colo_timeout"]),
             prerelease=data.get("prerelease"),
             read_prefixes=tuple(data.get("read_prefixes", ())),
+            prerelease_rearm_ms=data.get("prerelease_rearm_ms"),
             semiactive=bool(data.get("semiactive", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:

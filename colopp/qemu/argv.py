@@ -98,6 +98,7 @@ class SideSpec:
     # or a comma-separated list) and the path prefixes whose reads may leave early.
     prerelease: str | None = None
     read_prefixes: tuple[str, ...] = ()
+    prerelease_rearm_ms: int | None = None  # checkpoint this long after a write (read rule)
     # Secondary only: shrink its vCPUs once in COLO, restore them before promotion.
     semiactive: bool = False
     # Primary only: run the VM unreplicated (no COLO filters), e.g. as a baseline.
@@ -155,6 +156,8 @@ class SideSpec:
         self.ports.validate()
         if self.prerelease is not None and not _RULES_RE.match(self.prerelease):
             raise ConfigError(f"pre-release rules {self.prerelease!r} must match auto, all or a,b")
+        if self.prerelease_rearm_ms is not None and not 1 <= self.prerelease_rearm_ms <= 60000:
+            raise ConfigError(f"re-arm delay {self.prerelease_rearm_ms} ms is out of 1..60000")
         for prefix in self.read_prefixes:
             if not _PREFIX_RE.match(prefix):
                 raise ConfigError(f"read prefix {prefix!r} must match {_PREFIX_RE.pattern}")

@@ -386,3 +386,34 @@ def test_early_frames_mismatch_checkpoints_exactly_once(
         (reason,) = checkpoints(out)
         assert reason in ("prerelease_mismatch", "tcp_payload_mismatch")
         assert c.counters.prerelease_mismatches == (reason == "prerelease_mismatch")
+
+
+def test_rearm_asks_for_a_checkpoint_some_time_after_a_write() -> None:
+    policy = build_policy(PreReleaseConfig(ALL, ("/kv/",), rearm_ms=300))
+    assert policy is not None
+    c = Comparator(policy=policy)
+    assert c.tick(5.0) == []  # no write yet: nothing to re-arm
+    put = "PUT /kv/a HTTP/1.1\r\nContent-Length: 3\r\n\r\nnew"
+    c.feed_client(request(put), 10.0)
+    assert checkpoints(c.tick(10.2)) == []
+    assert checkpoints(c.tick(10.31)) == ["prerelease_rearm"]
+    assert checkpoints(c.tick(10.4)) == []  # asked once; the retry timer covers the rest
+    c.checkpoint_done(10.5)
+    assert checkpoints(c.tick(11.0)) == []  # re-armed: reads may leave early again
+    k = c.counters
+    assert (k.rearm_checkpoints, k.checkpoints_requested) == (1, 1)
+    assert dict(k.divergences) == {}  # not a divergence
+
+
+def test_rearm_without_the_read_rule_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        PreReleaseConfig(frozenset({"ack_only"}), rearm_ms=100)
+    with pytest.raises(ConfigError):
+        PreReleaseConfig(ALL, ("/kv/",), rearm_ms=0)
+    with pytest.raises(ConfigError):
+        options_from_args(
+            [
+                *("--primary-in", "unix:/a", "--outdev", "unix:/b"),
+                *("--secondary-in", "listen:unix:/c", "--prerelease-rearm-ms", "100"),
+            ]
+        )
