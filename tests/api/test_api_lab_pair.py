@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,9 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
     second = c.post("/v1/protections", json={"name": "lab-vm2"})
     assert second.status_code == 409 and "only one lab" in second.json()["detail"]
 
+    started = time.monotonic()
     wait_until("protected", _state(c, pid, "protected"), 600, 1.0)
+    protect_s = time.monotonic() - started
     got = wait_until(
         "pids", lambda: (g := _get(c, pid))["primary"]["pid"] and g["secondary"]["pid"] and g, 30
     )
@@ -130,6 +133,7 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
 
         lab_api.kill()  # SIGKILL: the agents and both QEMUs keep the pair serving
         assert all(_alive(p) for p in qemu_pids)
+        killed = time.monotonic()
         lab_api.start()
         again = wait_until(
             "re-attached pids", lambda: (g := _get(c, pid))["primary"]["pid"] and g, 30
@@ -137,13 +141,17 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         assert again["state"] == "protected"
         assert (again["primary"]["pid"], again["secondary"]["pid"]) == qemu_pids
         assert "reattached" in _event_types(c, pid)
+        reattach_s = time.monotonic() - killed
 
+        workload.mark()
         r = c.post(f"/v1/protections/{pid}/failover")
         assert r.status_code == 202 and r.json()["state"] == "failing_over", r.text
         busy = c.post(f"/v1/protections/{pid}/switchover")
         assert busy.status_code == 409 and "switchover" in busy.json()["detail"]
         wait_until("failed over", _state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
+        failed_at = time.monotonic()
         back = wait_until("re-protected", _state(c, pid, "protected"), 300, 0.5)
+        reprotected_s = time.monotonic() - failed_at
         assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
         summary = workload.finish()
     finally:
@@ -153,6 +161,14 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
     assert summary["connections_reset"] == 0, summary
     assert summary["writes_lost"] == 0, summary
 
+    print(  # the figures quoted in the README
+        f"\nprotect {protect_s:.1f}s (incl. waiting for the lab lock), API restart to"
+        f" re-attached {reattach_s:.1f}s, failover request to protected again"
+        f" {reprotected_s:.1f}s, workload {summary['requests_ok']} ok /"
+        f" {summary['requests_failed']} failed / {summary['connections_reset']} reset /"
+        f" {summary['writes_lost']} lost of {summary.get('writes_acked')}, outage"
+        f" {summary['failover_outage_ms']} ms"
+    )
     types = _event_types(c, pid)
     assert {"state", "checkpoint", "failover", "reattached"} <= set(types)
     samples = c.get(f"/v1/protections/{pid}/metrics", params={"since": 0}).json()["samples"]
