@@ -100,6 +100,15 @@ class _HostLabLock:
 _HOST_LOCK = _HostLabLock()
 
 
+def host_lock_fd() -> int | None:
+    """The descriptor holding this host's lab lock in this process (None: not held).
+
+    flock belongs to the open file: a process that must keep the lab while it restarts
+    (the API) hands this descriptor to a child that outlives it.
+    """
+    return _HOST_LOCK.fd
+
+
 class LabState(Enum):
     """Where a :class:`Lab` is in its life."""
 

@@ -63,7 +63,7 @@ def spawn_lock_holder(prefix: str) -> int | None:
     flock belongs to the open file; a child that inherits the descriptor keeps the lock
     held when this process dies, until :func:`release_lock_holder` ends it.
     """
-    fd = lab_module._HOST_LOCK.fd  # colopp.lab has no public accessor for the lock's fd
+    fd = lab_module.host_lock_fd()
     if fd is None:
         return None
     holder = subprocess.Popen(
