@@ -38,6 +38,7 @@ from bench.pair_stats import (
     evaluate_targets,
     format_table,
     format_targets,
+    host_cpu_seconds,
     parse_wrk,
     proc_cpu_seconds,
     shape_problems,
@@ -118,6 +119,7 @@ async def snapshot(pair: PairController, replicated: bool) -> tuple[Snapshot, di
         counters=counters,
         secondary_cpu_s=secondary_cpu,
         primary_cpu_s=cpu_seconds(primary.get("pid")),
+        host_cpu_s=host_cpu_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK")),
     )
     return snap, primary
 

@@ -145,6 +145,24 @@ def parse_wrk(text: str) -> WrkRun:
     )
 
 
+def host_cpu_seconds(proc_stat: str, clock_ticks: int) -> tuple[float, float]:
+    """(busy, total) CPU seconds of all CPUs from the ``cpu`` line of ``/proc/stat``.
+
+    Busy is everything but idle and iowait.
+
+    Raises:
+        ValueError: no ``cpu`` line.
+    """
+    for line in proc_stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(v) for v in fields[1:]]
+            # user nice system idle iowait irq softirq steal (guest, guest_nice are in user)
+            total = sum(ticks[:8])
+            return (total - ticks[3] - ticks[4]) / clock_ticks, total / clock_ticks
+    raise ValueError("no 'cpu' line in /proc/stat text")
+
+
 def proc_cpu_seconds(stat: str, clock_ticks: int) -> float:
     """utime + stime of a ``/proc/<pid>/stat`` line, in seconds (every thread of the process).
 
@@ -176,6 +194,8 @@ class Snapshot:
     secondary_cpu_s: float | None
     """CPU seconds the secondary QEMU has used so far (None unreplicated)."""
     primary_cpu_s: float | None = None
+    host_cpu_s: tuple[float, float] | None = None
+    """(busy, total) CPU seconds of the whole host, every CPU."""
 
 
 def prerelease_ratio(before: dict[str, Any], after: dict[str, Any]) -> float:
@@ -244,12 +264,33 @@ def window_figures(before: Snapshot, after: Snapshot, run: WrkRun) -> dict[str, 
         "divergences": counter_deltas(
             before.counters.get("divergences", {}), after.counters.get("divergences", {})
         ),
+        # Primary frames by arrival-to-release time (comparator histogram, upper bounds in s).
+        "hold_time_counts": _hold_time_deltas(before.counters, after.counters),
+        "host_busy_cpus": _busy_cpus(before, after),
         "prerelease_granted": counter_deltas(
             before.counters.get("pre_release", {}).get("granted", {}),
             after.counters.get("pre_release", {}).get("granted", {}),
         ),
     }
     return figures
+
+
+def _hold_time_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    bounds = after.get("hold_time_buckets") or []
+    old = before.get("hold_time_counts") or [0] * len(bounds)
+    new = after.get("hold_time_counts") or []
+    return {f"<={b}": int(n) - int(o) for b, n, o in zip(bounds, new, old, strict=False)}
+
+
+def _busy_cpus(before: Snapshot, after: Snapshot) -> float | None:
+    """Average number of busy host CPUs over the window (everyone's work, not only ours)."""
+    if before.host_cpu_s is None or after.host_cpu_s is None:
+        return None
+    total = after.host_cpu_s[1] - before.host_cpu_s[1]
+    if total <= 0 or after.at <= before.at:
+        return None
+    cpus = total / (after.at - before.at)
+    return (after.host_cpu_s[0] - before.host_cpu_s[0]) / total * cpus
 
 
 @dataclass(frozen=True)

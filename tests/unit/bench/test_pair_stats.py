@@ -17,6 +17,7 @@ from bench.pair_stats import (
     evaluate_targets,
     format_table,
     format_targets,
+    host_cpu_seconds,
     parse_wrk,
     prerelease_ratio,
     proc_cpu_seconds,
@@ -97,6 +98,13 @@ def test_proc_stat_rejects_garbage() -> None:
         proc_cpu_seconds("no parenthesis here", 100)
 
 
+def test_host_cpu_seconds() -> None:
+    text = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\nintr 1\n"
+    assert host_cpu_seconds(text, 100) == (pytest.approx(1.5), pytest.approx(10.0))
+    with pytest.raises(ValueError, match="cpu"):
+        host_cpu_seconds("intr 1\n", 100)
+
+
 def test_prerelease_ratio_over_the_window_leaves_passthrough_out() -> None:
     before = {"released_frames": 100, "passthrough_frames": 10, "pre_released_frames": 20}
     after = {"released_frames": 300, "passthrough_frames": 20, "pre_released_frames": 115}
@@ -116,6 +124,7 @@ def test_window_figures() -> None:
         counters={"divergences": {"payload": 1}, "pre_release": {"granted": {"http_read": 5}}},
         secondary_cpu_s=10.0,
         primary_cpu_s=20.0,
+        host_cpu_s=(100.0, 200.0),
     )
     after = Snapshot(
         at=120.0,
@@ -125,9 +134,12 @@ def test_window_figures() -> None:
             "pre_release": {"granted": {"http_read": 905, "ack_only": 3}},
             "released_frames": 2000,
             "pre_released_frames": 500,
+            "hold_time_buckets": [0.1, 1.0, "+Inf"],
+            "hold_time_counts": [1900, 80, 20],
         },
         secondary_cpu_s=12.5,
         primary_cpu_s=25.0,
+        host_cpu_s=(130.0, 240.0),
     )
     f = window_figures(before, after, _run())
     assert f["rps"] == 50.0
@@ -139,6 +151,9 @@ def test_window_figures() -> None:
     assert f["put_share"] == pytest.approx(0.05)
     assert f["divergences"] == {"payload": 3}
     assert f["prerelease_granted"] == {"ack_only": 3, "http_read": 900}
+    assert f["hold_time_counts"] == {"<=0.1": 1900, "<=1.0": 80, "<=+Inf": 20}
+    # 2 CPUs (40 CPU-seconds in 20 s), 75% of them busy.
+    assert f["host_busy_cpus"] == pytest.approx(1.5)
 
 
 def test_window_figures_unreplicated() -> None:
@@ -149,6 +164,8 @@ def test_window_figures_unreplicated() -> None:
     assert f["prerelease_ratio"] == 0.0
     assert f["secondary_cpu_s_per_req"] is None
     assert f["primary_cpu_s_per_req"] is None
+    assert f["host_busy_cpus"] is None
+    assert f["hold_time_counts"] == {}
 
 
 def _figures(rps: float, cpu: float | None) -> dict[str, Any]:
