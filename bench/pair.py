@@ -171,11 +171,14 @@ async def run_wrk(plan: LabPlan, load: Load, put_ratio: float, seconds: int, pre
 
 @contextlib.asynccontextmanager
 async def running(
-    name: str, console: Console, checkpoint_delay_ms: int
+    name: str, console: Console, checkpoint_delay_ms: int, rearm_ms: int | None
 ) -> AsyncIterator[tuple[LocalPair, PairController]]:
     """Build the lab and start the configuration's VM(s); tear everything down after."""
     setup = SETUPS[name]
     comparator = setup.comparator or ComparatorKind.COLOPP
+    options = dict(setup.options)
+    if "prerelease" in options and rearm_ms is not None:
+        options["prerelease_rearm_ms"] = rearm_ms
     local = await prepare_local_pair(
         STATE_DIR,
         None,
@@ -183,7 +186,7 @@ async def running(
         console,
         checkpoint_delay_ms=checkpoint_delay_ms,
         prefix=PREFIX,
-        **setup.options,
+        **options,
     )
     await local.deployment.start()
     pair = PairController(local.config, local.deployment.agents, progress=console.log)
@@ -239,7 +242,8 @@ async def measure_config(
     out: dict[str, dict[str, Any]] = {}
     progress.update(task, description=f"{name}: starting {'COLO' if replicated else 'the VM'}")
     started = time.monotonic()
-    async with running(name, console, meta["checkpoint_delay_ms"]) as (local, pair):
+    delay, rearm = meta["checkpoint_delay_ms"], meta["prerelease_rearm_ms"]
+    async with running(name, console, delay, rearm) as (local, pair):
         console.log(f"{name}: ready in {time.monotonic() - started:.0f} s")
         meta.setdefault("accel", local.config.vm.accel)
         meta.setdefault("accel_reason", local.accel_reason)
@@ -280,7 +284,12 @@ def machine() -> dict[str, Any]:
 
 
 async def run(
-    configs: list[str], mixes: list[str], load: Load, checkpoint_delay_ms: int, console: Console
+    configs: list[str],
+    mixes: list[str],
+    load: Load,
+    checkpoint_delay_ms: int,
+    rearm_ms: int | None,
+    console: Console,
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "bench.pair", *sys.argv[1:]]),
@@ -293,6 +302,7 @@ async def run(
         "value_size": load.value_size,
         "put_ratio": {m: MIXES[m] for m in mixes},
         "checkpoint_delay_ms": checkpoint_delay_ms,
+        "prerelease_rearm_ms": rearm_ms,
         "configurations": {c: LABELS[c] for c in configs},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "errors": {},
@@ -327,6 +337,12 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--value-size", type=int, default=128)
     parser.add_argument("--checkpoint-delay-ms", type=int, default=2000)
+    parser.add_argument(
+        "--rearm-ms",
+        type=int,
+        help="(d), (e): checkpoint this long after a write disarmed pre-release "
+        "(PairConfig.prerelease_rearm_ms; default: wait for the periodic checkpoint)",
+    )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--mixes", default=",".join(MIXES), help="comma-separated subset")
     parser.add_argument(
@@ -346,7 +362,9 @@ def main() -> int:
         load = Load(
             args.duration, args.warmup, args.connections, args.threads, args.keys, args.value_size
         )
-        result = asyncio.run(run(configs, mixes, load, args.checkpoint_delay_ms, console))
+        result = asyncio.run(
+            run(configs, mixes, load, args.checkpoint_delay_ms, args.rearm_ms, console)
+        )
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     problems = shape_problems(result)
     if problems:
