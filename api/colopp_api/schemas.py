@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from colopp.qemu.argv import READ_PREFIX_PATTERN
+
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 ID_PATTERN = r"^[a-z0-9]{1,32}$"
 # Paths and free text never carry NUL (PostgreSQL cannot store it) and stay short.
@@ -91,8 +93,14 @@ class ProtectionCreate(BaseModel):
         description="COLO++ pre-release (colopp comparator): false (off), true (= auto),"
         " or rules: auto, all, or a comma-separated list",
     )
-    read_prefixes: list[Annotated[str, Field(pattern=r"^/[\x21-\x7e]{0,255}$")]] = Field(
+    read_prefixes: list[Annotated[str, Field(pattern=READ_PREFIX_PATTERN)]] = Field(
         default_factory=list, max_length=16, description="paths whose reads may leave early"
+    )
+    prerelease_rearm_ms: int | None = Field(
+        None,
+        ge=1,
+        le=60000,
+        description="after a write disarmed the read rule, checkpoint this many ms later",
     )
     semiactive: bool = Field(False, description="COLO++ semi-active secondary")
     checkpoint_delay_ms: int = Field(2000, ge=100, le=3_600_000)
@@ -109,6 +117,10 @@ class ProtectionCreate(BaseModel):
     def _placement(self) -> ProtectionCreate:
         if self.prerelease_rules() is not None and self.comparator != "colopp":
             raise ValueError("prerelease needs comparator colopp")
+        if self.prerelease_rearm_ms is not None and not self.read_prefixes:
+            raise ValueError("prerelease_rearm_ms needs read_prefixes (the read rule)")
+        if any(".." in prefix for prefix in self.read_prefixes):
+            raise ValueError("read_prefixes must not contain '..'")
         if self.placement == "hosts":
             missing = [
                 what

@@ -14,7 +14,9 @@ from colopp.qemu.runtime import QemuRuntime
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _MAC_RE = re.compile(r"^(?:[0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~/-]{0,127}$")
+#: What a pre-release read prefix may look like (the API validates with the same pattern).
+READ_PREFIX_PATTERN = r"^/[A-Za-z0-9._~/-]{0,127}$"
+_PREFIX_RE = re.compile(READ_PREFIX_PATTERN)
 _RULES_RE = re.compile(r"^(auto|all|[a-z_]+(,[a-z_]+)*)$")
 # The comparator's pre-release rules (colopp.compare.config.PRE_RELEASE_RULES); the one
 # that follows client requests needs a copy of the guest's input.
@@ -159,7 +161,7 @@ class SideSpec:
         if self.prerelease_rearm_ms is not None and not 1 <= self.prerelease_rearm_ms <= 60000:
             raise ConfigError(f"re-arm delay {self.prerelease_rearm_ms} ms is out of 1..60000")
         for prefix in self.read_prefixes:
-            if not _PREFIX_RE.match(prefix):
+            if not _PREFIX_RE.match(prefix) or ".." in prefix:
                 raise ConfigError(f"read prefix {prefix!r} must match {_PREFIX_RE.pattern}")
         if self.standalone and self.role is not Role.PRIMARY:
             raise ConfigError("only a primary can run standalone (unreplicated)")

@@ -53,6 +53,7 @@ def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
         config,
         prerelease=spec.prerelease_rules(),
         read_prefixes=tuple(spec.read_prefixes),
+        prerelease_rearm_ms=spec.prerelease_rearm_ms,
         semiactive=spec.semiactive,
     )
 
