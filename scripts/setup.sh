@@ -13,6 +13,7 @@ packages=(
   debootstrap busybox-static iperf3 wrk curl cpio e2fsprogs kmod iproute2 iputils-ping
   gcc libc6-dev libvirt-dev pkg-config openssh-client
   postgresql prometheus
+  chromium chromium-driver
 )
 missing=()
 for p in "${packages[@]}"; do

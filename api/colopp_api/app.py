@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from colopp_api.config import Settings
+from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
+    app.include_router(dashboard_router)
     return app
 
 
@@ -88,4 +90,6 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
         http="h11",
         log_level=log_level,
         lifespan="on",
+        # Open dashboard streams must not hold a shutdown (or a restart) for long.
+        timeout_graceful_shutdown=5,
     )

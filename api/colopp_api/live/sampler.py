@@ -78,6 +78,20 @@ def read_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def hold_time_histogram(counters: dict[str, Any]) -> dict[str, Any] | None:
+    """The comparator's cumulative hold-time histogram (primary frames, arrival to release):
+    finite bucket bounds in seconds, counts (one more than bounds: the overflow), sum."""
+    counts = counters.get("hold_time_counts")
+    bounds = [b for b in counters.get("hold_time_buckets") or () if isinstance(b, int | float)]
+    if not isinstance(counts, list) or len(counts) != len(bounds) + 1:
+        return None
+    return {
+        "buckets": bounds,
+        "counts": [int(n) for n in counts],
+        "sum": float(counters.get("hold_time_sum") or 0.0),
+    }
+
+
 def _divergence_deltas(memory: SamplerMemory, now: dict[str, int]) -> dict[str, int]:
     if sum(now.values()) < sum(memory.divergences.values()):
         previous: dict[str, int] = {}  # the comparator restarted: its counters did too
@@ -116,12 +130,16 @@ def digest(
     ]
     reasons = [reason for reason, n in deltas.items() for _ in range(n)]
     default = "periodic" if counters else "colo-compare"
+    by_reason: Counter[str] = Counter()  # this interval's checkpoints (the dashboard's chart)
     for i, pause in enumerate(pauses):
         reason = reasons[i] if i < len(reasons) else default
         events.append((now, "checkpoint", {"reason": reason, "pause_ms": round(pause, 3)}))
         tally.checkpoints[reason] += 1
+        by_reason[reason] += 1
         tally.observe_pause(pause / 1000.0)
     tally.checkpoints[default] += max(0, new - len(pauses))
+    if new > len(pauses):
+        by_reason[default] += new - len(pauses)
     tally.divergences.update(deltas)
     comparator = {api: int(counters.get(key) or 0) for key, api in COMPARATOR_KEYS.items()}
     if counters:
@@ -142,5 +160,7 @@ def digest(
         "cpu_seconds": cpu,
         "comparator": comparator if counters else None,
         "divergences": divergences if counters else None,
+        "checkpoint_reasons": dict(by_reason),
+        "hold_time": hold_time_histogram(counters) if counters else None,
     }
     return sample, events
