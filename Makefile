@@ -11,6 +11,7 @@ setup:
 
 runtime: setup
 	$(COLOPP) qemu install
+	$(COLOPP) libvirt setup
 
 image: setup
 	$(COLOPP) image build

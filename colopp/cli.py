@@ -10,14 +10,17 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from colopp.errors import ColoppError
+from colopp.errors import ColoppError, ConfigError
 from colopp.image.cli import image_app
 from colopp.qemu.argv import ComparatorKind
+from colopp.virt import Backend
 
 app = typer.Typer(help="colopp: non-stop service for QEMU/KVM VMs (COLO).", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 qemu_app = typer.Typer(help="The QEMU runtime colopp uses.", no_args_is_help=True)
 app.add_typer(qemu_app, name="qemu")
+libvirt_app = typer.Typer(help="libvirtd as a colopp backend.", no_args_is_help=True)
+app.add_typer(libvirt_app, name="libvirt")
 console = Console(stderr=True)
 
 
@@ -156,6 +159,28 @@ def failover(
     console.print(f"failover done: {result}")
 
 
+@libvirt_app.command("setup")
+def libvirt_setup(
+    root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
+) -> None:
+    """Make Debian 12's libvirtd start colopp's working QEMU: write the <emulator> wrapper
+    and colopp's block of /etc/libvirt/qemu.conf, switch off network autostart."""
+    from colopp.qemu.runtime import DEFAULT_ROOT, runtime_from
+    from colopp.virt.libvirt_host import install, plan
+
+    try:
+        runtime_from(root or DEFAULT_ROOT)
+        host_plan = plan(root or DEFAULT_ROOT)
+        for change in install(host_plan):
+            console.log(f"wrote {change}")
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"libvirt emulator for COLO domains: {host_plan.emulator}; "
+        "restart libvirtd to read /etc/libvirt/qemu.conf"
+    )
+
+
 @app.command()
 def protect(
     state_dir: Annotated[Path, typer.Option(help="Run directory.")] = Path("/var/lib/colopp/demo"),
@@ -165,11 +190,20 @@ def protect(
     qemu_root: Annotated[Path | None, typer.Option(help="Private QEMU root.")] = None,
     name: Annotated[str, typer.Option(help="Protection name (with COLOPP_API_URL).")] = "demo",
     timeout: Annotated[float, typer.Option(help="Seconds to wait (with COLOPP_API_URL).")] = 600,
+    backend: Annotated[
+        Backend,
+        typer.Option(help="Who runs QEMU: the agent, or libvirtd (the domain NAME; API only)."),
+    ] = Backend.QEMU,
 ) -> None:
     """Protect the demo VM on the local lab and keep serving until Ctrl-C (with
     COLOPP_API_URL: ask the API to protect it on its lab and wait until protected)."""
     if _api_configured():
-        body = {"name": name, "placement": "lab", "comparator": comparator.value}
+        body = {
+            "name": name,
+            "placement": "lab",
+            "comparator": comparator.value,
+            "backend": backend.value,
+        }
 
         def run(api: Any) -> Any:
             made = api.request("POST", "/v1/protections", json=body)
@@ -177,6 +211,8 @@ def protect(
 
         _api_call(run)
         return
+    if backend is not Backend.QEMU:
+        raise _fail(ConfigError("--backend libvirt goes through the API: set COLOPP_API_URL"))
     from colopp.controller.saved import protect_local
 
     try:

@@ -18,6 +18,9 @@ errors (``qemu.qmp.ExecuteError``, ``OSError``, ``libvirt.libvirtError``,
      ├── LabError               network namespaces, bridges, taps
      ├── StateError             a lifecycle transition that is not allowed
      ├── AgentError             talking to a host agent failed (remote error or transport)
+ ├── LibvirtError           the libvirt backend (``libvirt.libvirtError`` converted)
+ │    ├── LibvirtUnavailable    libvirtd cannot be reached (or libvirt-python is missing)
+ │    └── DomainNotFound        no libvirt domain of that name
      └── FrameError             a malformed net-filter frame (counted and dropped)
 """
 
@@ -79,6 +82,18 @@ class StateError(ColoppError):
 
 class AgentError(ColoppError):
     """A host agent reported an error, or could not be reached."""
+
+
+class LibvirtError(ColoppError):
+    """A libvirt call failed (the libvirtError is the cause)."""
+
+
+class LibvirtUnavailable(LibvirtError):
+    """libvirtd cannot be reached, or libvirt-python is not installed."""
+
+
+class DomainNotFound(LibvirtError):
+    """The named libvirt domain does not exist."""
 
 
 class FrameError(ColoppError):

@@ -14,6 +14,7 @@ packages=(
   gcc libc6-dev libvirt-dev pkg-config openssh-client
   postgresql prometheus
   chromium chromium-driver
+  libvirt-daemon-system libvirt-clients
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -108,11 +108,6 @@ def _row(request: Request, protection_id: str) -> dict[str, Any]:
 )
 async def create_protection(body: ProtectionCreate, request: Request, _: Writer) -> ProtectionOut:
     """Protect a VM; answers at once, the protection continues in the background."""
-    if body.backend != "qemu":
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "backend libvirt is not implemented yet; use backend qemu",
-        )
     refused = _hosts_refusal(body, request.app.state.settings)
     if refused is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refused)

@@ -105,7 +105,11 @@ class ProtectionCreate(BaseModel):
     semiactive: bool = Field(False, description="COLO++ semi-active secondary")
     checkpoint_delay_ms: int = Field(2000, ge=100, le=3_600_000)
     auto_reprotect: bool = True
-    backend: Literal["qemu", "libvirt"] = "qemu"
+    backend: Literal["qemu", "libvirt"] = Field(
+        "qemu",
+        description="who runs each side's QEMU: colopp's agent (qemu), or the host's libvirtd"
+        " (libvirt: the VM is the libvirt domain named like the protection)",
+    )
 
     def prerelease_rules(self) -> str | None:
         """The pair's pre-release rules (None = off)."""

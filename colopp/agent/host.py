@@ -44,10 +44,11 @@ from colopp.errors import (
     QmpTimeout,
     StateError,
 )
-from colopp.qemu.argv import ComparatorKind, Role, SideSpec, qemu_argv
+from colopp.qemu.argv import ComparatorKind, Role, SideSpec, VmSpec, qemu_argv
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
 from colopp.qmp.monitor import Monitor
+from colopp.virt import Backend
 
 QMP_CONNECT_TIMEOUT = 15.0
 
@@ -70,6 +71,8 @@ class HostAgent:
         self.last_heartbeat: float | None = None
         self.self_fenced = False
         self._watchdog: asyncio.Task[None] | None = None
+        # The libvirt backend's daemon (a protection picks the backend at launch).
+        self.libvirt_uri = os.environ.get("COLOPP_LIBVIRT_URI", "qemu:///system")
 
     # ----- queries -------------------------------------------------------------------
     async def ping(self, qmp_timeout: float = 0.0, heartbeat: bool = False) -> dict[str, Any]:
@@ -214,21 +217,36 @@ class HostAgent:
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
             await asyncio.to_thread(self._prepare_disks, spec, base)
-            process = QemuProcess(
-                qemu_argv(self.runtime, vm_spec, spec), self.runtime.env(), run_dir
-            )
-            await process.start()
-            monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)
-            try:
-                await monitor.connect(QMP_CONNECT_TIMEOUT, alive=process.alive)
-            except QmpError as exc:
-                if not process.alive():
-                    raise process.start_error("exited at start") from exc
-                await process.stop()
-                raise process.start_error(f"never answered on QMP ({exc})") from exc
-            self.side = Side(vm_spec, spec, process, monitor)
+            backend = Backend(side.get("backend", Backend.QEMU.value))
+            if backend is Backend.LIBVIRT:
+                self.side = await self._launch_libvirt(vm_spec, spec)
+            else:
+                self.side = await self._launch_qemu(vm_spec, spec)
+            process = self.side.process
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
             return {"pid": process.pid, "run_dir": str(run_dir)}
+
+    async def _launch_qemu(self, vm_spec: VmSpec, spec: SideSpec) -> Side:
+        process = QemuProcess(
+            qemu_argv(self.runtime, vm_spec, spec), self.runtime.env(), spec.run_dir
+        )
+        await process.start()
+        monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)
+        try:
+            await monitor.connect(QMP_CONNECT_TIMEOUT, alive=process.alive)
+        except QmpError as exc:
+            if not process.alive():
+                raise process.start_error("exited at start") from exc
+            await process.stop()
+            raise process.start_error(f"never answered on QMP ({exc})") from exc
+        return Side(vm_spec, spec, process, monitor)
+
+    async def _launch_libvirt(self, vm_spec: VmSpec, spec: SideSpec) -> Side:
+        """The side as a libvirt domain (libvirt-python is imported only here)."""
+        from colopp.virt.libvirt_domain import launch_side
+
+        launched = await launch_side(vm_spec, spec, self.libvirt_uri)
+        return Side(launched.vm, spec, launched.process, launched.monitor, backend=Backend.LIBVIRT)
 
     def _prepare_disks(self, spec: SideSpec, base: Path) -> None:
         if spec.run_dir.exists():

@@ -8,8 +8,12 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from colopp.errors import GuestError, QemuStartError
+
+if TYPE_CHECKING:
+    from colopp.virt import VmProcess
 
 READY_LINE = b"COLOPP-GUEST-READY"
 
@@ -95,7 +99,7 @@ class QemuProcess:
 
 
 async def wait_for_serial(
-    serial_log: Path, marker: bytes, timeout: float, process: QemuProcess | None = None
+    serial_log: Path, marker: bytes, timeout: float, process: VmProcess | None = None
 ) -> float:
     """Wait until ``marker`` appears in the serial log; returns seconds waited.
 

@@ -4,11 +4,17 @@ full before it is promoted (or stopped)."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from colopp.agent.side import Side
 from colopp.errors import ConfigError, QmpError
 from colopp.vcpu import VcpuError
 from colopp.vcpu.shrink import restore, shrink
+from colopp.virt import Backend
+
+if TYPE_CHECKING:
+    from colopp.virt.libvirt_domain import DomainProcess
+    from colopp.virt.libvirt_monitor import LibvirtMonitor
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +28,9 @@ async def shrink_secondary(side: Side) -> None:
     """Shrink (once). A host that cannot (no cpu cgroup controller, affinity refused)
     keeps a full secondary: logged, not fatal; the status shows no ``vcpu`` entry."""
     if side.vcpu is not None:
+        return
+    if side.backend is Backend.LIBVIRT:
+        await _shrink_domain(side)
         return
     try:
         side.vcpu = await shrink(
@@ -41,6 +50,37 @@ async def restore_vcpus(side: Side) -> None:
     if state is None:
         return
     try:
-        await restore(side.monitor, state)
-    except VcpuError as exc:
+        if side.backend is Backend.LIBVIRT:
+            from colopp.virt.libvirt_vcpu import restore_domain
+
+            await restore_domain(_domain_of(side), _libvirt_monitor(side), state)
+        else:
+            await restore(side.monitor, state)
+    except (VcpuError, QmpError) as exc:
         log.warning("vCPU restore incomplete: %s", exc)
+
+
+async def _shrink_domain(side: Side) -> None:
+    """libvirt's way: pinVcpuFlags + vcpu_quota (same plan, same fraction and quota)."""
+    from colopp.virt.libvirt_vcpu import shrink_domain
+
+    try:
+        side.vcpu = await shrink_domain(
+            _domain_of(side), _libvirt_monitor(side), SEMIACTIVE_QUOTA, SEMIACTIVE_FRACTION
+        )
+    except (VcpuError, ConfigError, QmpError) as exc:
+        log.warning("semi-active shrink (libvirt) failed: %s", exc)
+
+
+def _domain_of(side: Side) -> DomainProcess:
+    from colopp.virt.libvirt_domain import DomainProcess
+
+    assert isinstance(side.process, DomainProcess)
+    return side.process
+
+
+def _libvirt_monitor(side: Side) -> LibvirtMonitor:
+    from colopp.virt.libvirt_monitor import LibvirtMonitor
+
+    assert isinstance(side.monitor, LibvirtMonitor)
+    return side.monitor

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.agent.comparator_process import ComparatorProcess
-from colopp.agent.qemu_process import QemuProcess
 from colopp.qemu.argv import SideSpec, VmSpec
-from colopp.qmp.monitor import Monitor
 from colopp.vcpu.shrink import VcpuState
+from colopp.virt import Backend, QmpChannel, VmProcess
 
 
 @dataclass
@@ -50,11 +49,12 @@ class Side:
 
     vm: VmSpec
     spec: SideSpec
-    process: QemuProcess
-    monitor: Monitor
+    process: VmProcess
+    monitor: QmpChannel
     checkpoints: CheckpointLog = field(default_factory=CheckpointLog)
     watcher: asyncio.Task[None] | None = None
     failed_over: bool = False
     comparator: ComparatorProcess | None = None
     checkpoint_delay_ms: int = 2000
     vcpu: VcpuState | None = None  # the semi-active shrink in force, if any
+    backend: Backend = Backend.QEMU

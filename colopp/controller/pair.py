@@ -49,6 +49,9 @@ class PairConfig:
     read_prefixes: tuple[str, ...] = ()
     prerelease_rearm_ms: int | None = None
     semiactive: bool = False
+    # Who runs each side's QEMU: the agent itself ("qemu") or the host's libvirtd
+    # ("libvirt": the VM is the libvirt domain named vm.name).
+    backend: str = "qemu"
 
 
 Progress = Callable[[str], None]
@@ -96,6 +99,7 @@ class PairController:
             prerelease_rearm_ms=cfg.prerelease_rearm_ms,
             semiactive=cfg.semiactive,
             standalone=standalone,
+            backend=cfg.backend,
         )
 
     async def launch_alone(self) -> None:

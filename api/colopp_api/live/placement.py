@@ -48,13 +48,15 @@ class Placement:
 
 
 def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
-    """The pair's COLO++ options: pre-release rules, read prefixes, semi-active secondary."""
+    """The pair's COLO++ options (pre-release rules, read prefixes, semi-active secondary)
+    and its VM backend."""
     return dataclasses.replace(
         config,
         prerelease=spec.prerelease_rules(),
         read_prefixes=tuple(spec.read_prefixes),
         prerelease_rearm_ms=spec.prerelease_rearm_ms,
         semiactive=spec.semiactive,
+        backend=spec.backend,
     )
 
 
