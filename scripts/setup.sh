@@ -11,7 +11,7 @@ fi
 
 packages=(
   debootstrap busybox-static iperf3 wrk curl cpio e2fsprogs kmod iproute2 iputils-ping
-  gcc libc6-dev libvirt-dev pkg-config openssh-client
+  gcc libc6-dev libvirt-dev pkg-config openssh-client openssh-server
   postgresql prometheus
   chromium chromium-driver
   libvirt-daemon-system libvirt-clients
