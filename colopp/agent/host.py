@@ -245,7 +245,7 @@ class HostAgent:
         """The side as a libvirt domain (libvirt-python is imported only here)."""
         from colopp.virt.libvirt_domain import launch_side
 
-        launched = await launch_side(vm_spec, spec, self.libvirt_uri)
+        launched = await launch_side(vm_spec, spec, self.host, self.libvirt_uri)
         return Side(launched.vm, spec, launched.process, launched.monitor, backend=Backend.LIBVIRT)
 
     def _prepare_disks(self, spec: SideSpec, base: Path) -> None:

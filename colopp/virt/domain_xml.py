@@ -39,9 +39,10 @@ _LIBVIRT_OWNS = {
 }
 
 
-def side_domain_name(vm_name: str, role: str) -> str:
-    """The libvirt name of one COLO side of the protected domain ``vm_name``."""
-    return f"colopp-{vm_name}-{role}"
+def side_domain_name(vm_name: str, host: str) -> str:
+    """The libvirt name of the COLO side of ``vm_name`` on ``host`` (one side per host;
+    the name stays when the side changes role at a failover)."""
+    return f"colopp-{vm_name}-{host}"
 
 
 @dataclass(frozen=True)
@@ -176,12 +177,17 @@ def colo_commandline(vm: VmSpec, side: SideSpec, folder: Path | None = None) -> 
 
 
 def side_domain_xml(
-    vm: VmSpec, side: SideSpec, emulator: Path, netns: str | None, folder: Path | None = None
+    vm: VmSpec,
+    side: SideSpec,
+    host: str,
+    emulator: Path,
+    netns: str | None,
+    folder: Path | None = None,
 ) -> str:
     """The full libvirt XML of one COLO side (``netns``: the wrapper's COLOPP_NETNS)."""
     ET.register_namespace("qemu", QEMU_NS)
     domain = ET.Element("domain", type="kvm" if vm.accel == "kvm" else "qemu")
-    ET.SubElement(domain, "name").text = side_domain_name(vm.name, side.role.value)
+    ET.SubElement(domain, "name").text = side_domain_name(vm.name, host)
     ET.SubElement(domain, "memory", unit="MiB").text = str(vm.memory_mb)
     ET.SubElement(domain, "vcpu", placement="static").text = str(vm.vcpus)
     os_node = ET.SubElement(domain, "os")

@@ -80,10 +80,10 @@ def connect(uri: str = DEFAULT_URI) -> Any:
 
 
 def netns_name(netns_dir: Path = Path("/run/netns")) -> str | None:
-    """The named network namespace this process runs in, if it is not init's (the lab)."""
+    """The named (``ip netns``) network namespace this process runs in, if any: the lab's
+    hosts. (Inside one, ``/proc/1/ns/net`` cannot even be stat'ed, so only names count.)"""
     own = os.stat("/proc/self/ns/net")
-    init = os.stat("/proc/1/ns/net")
-    if (own.st_dev, own.st_ino) == (init.st_dev, init.st_ino) or not netns_dir.is_dir():
+    if not netns_dir.is_dir():
         return None
     for entry in sorted(netns_dir.iterdir()):
         with contextlib.suppress(OSError):
@@ -93,7 +93,7 @@ def netns_name(netns_dir: Path = Path("/run/netns")) -> str | None:
     return None
 
 
-def read_template(conn: Any, vm: VmSpec, uri: str) -> VmSpec:
+def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> VmSpec:
     """The VM to protect, from the user's libvirt domain ``vm.name``.
 
     Raises:
@@ -111,8 +111,8 @@ def read_template(conn: Any, vm: VmSpec, uri: str) -> VmSpec:
     if domain.isActive():
         raise ConfigError(
             f"libvirt domain {vm.name!r} is running: shut it down (`virsh shutdown "
-            f"{vm.name}`); colopp starts it as {side_domain_name(vm.name, 'primary')} and "
-            f"{side_domain_name(vm.name, 'secondary')}"
+            f"{vm.name}`); colopp runs it as {side_domain_name(vm.name, host)} here and as "
+            "a domain of the same kind on the peer host"
         )
     xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     return vm_from_template(vm, check_protectable(xml))
@@ -229,7 +229,7 @@ class LibvirtSide:
 
 
 async def launch_side(
-    vm: VmSpec, side: SideSpec, uri: str = DEFAULT_URI, emulator: Path = EMULATOR
+    vm: VmSpec, side: SideSpec, host: str, uri: str = DEFAULT_URI, emulator: Path = EMULATOR
 ) -> LibvirtSide:
     """Check the user's domain ``vm.name``, then define and start this side's domain.
 
@@ -242,9 +242,9 @@ async def launch_side(
         raise ConfigError(f"no libvirt emulator wrapper {emulator}: run `colopp libvirt setup`")
     loop = asyncio.get_running_loop()
     conn = await asyncio.to_thread(connect, uri)
-    vm = await asyncio.to_thread(read_template, conn, vm, uri)
-    name = side_domain_name(vm.name, side.role.value)
-    xml = side_domain_xml(vm, side, emulator, netns_name())
+    vm = await asyncio.to_thread(read_template, conn, vm, uri, host)
+    name = side_domain_name(vm.name, host)
+    xml = side_domain_xml(vm, side, host, emulator, netns_name())
     await asyncio.to_thread(_discard_leftover, conn, name)
     try:
         domain = await asyncio.to_thread(conn.defineXML, xml)

@@ -81,10 +81,12 @@ def test_commandline_keeps_colo_parts_and_drops_what_libvirt_renders() -> None:
 
 
 def test_side_xml_names_emulator_netns_and_keeps_acpi() -> None:
-    xml = side_domain_xml(VM, _side(Role.PRIMARY), Path("/usr/local/bin/wrap"), "lab-hosta")
+    xml = side_domain_xml(
+        VM, _side(Role.PRIMARY), "hosta", Path("/usr/local/bin/wrap"), "lab-hosta"
+    )
     root = ET.fromstring(xml)
     assert root.get("type") == "qemu"
-    assert root.findtext("name") == "colopp-web-primary"
+    assert root.findtext("name") == "colopp-web-hosta"
     assert root.findtext("devices/emulator") == "/usr/local/bin/wrap"
     assert root.find("features/acpi") is not None  # else libvirt 9.0 passes -no-acpi
     env = root.find(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}env")
@@ -92,6 +94,7 @@ def test_side_xml_names_emulator_netns_and_keeps_acpi() -> None:
     kvm = side_domain_xml(
         VmSpec("web", Path("/k"), Path("/i"), "x", accel="kvm", cpu="host"),
         _side(Role.PRIMARY),
+        "hostb",
         Path("/w"),
         None,
     )
