@@ -330,8 +330,11 @@
           for (const m of ColoppSeries.markers(S.events)) {
             if (m.t < min || m.t > max) continue;
             const el = document.createElement("div");
-            el.className = `marker marker-${m.kind}`;
-            el.style.left = `${u.valToPos(m.t, "x")}px`;
+            const left = u.valToPos(m.t, "x");
+            // Near the right edge the flag hangs to the left of its line.
+            const flip = left > u.over.clientWidth - 100 ? " marker-flip" : "";
+            el.className = `marker marker-${m.kind}${flip}`;
+            el.style.left = `${left}px`;
             el.title = `${fmtTime(m.t)} ${m.text}`;
             el.setAttribute("aria-label", el.title);
             const flag = document.createElement("span");
@@ -475,6 +478,11 @@
       case "checkpoint": return `${d.reason}, pause ${fmtNum(d.pause_ms)} ms`;
       case "divergence": return `${d.reason} ×${d.count}`;
       case "progress": return d.message || "";
+      case "failover":
+      case "switchover":
+        return `${d.role || "primary"} ${d.host || "?"} (${d.health || "?"})` +
+          (d.failover_ms != null ? `, failover ${fmtNum(d.failover_ms, 0)} ms` : "") +
+          (d.error ? `, error: ${d.error}` : "");
       default: return JSON.stringify(d);
     }
   }

@@ -227,8 +227,9 @@
       .filter((e) => e.type === "failover" || e.type === "switchover")
       .map((e) => {
         const d = e.data || {};
+        const took = d.failover_ms != null ? `, ${Math.round(d.failover_ms)} ms` : "";
         const text = e.type === "failover"
-          ? `failover: ${d.host || "?"} lost (${d.health || "?"})`
+          ? `failover: ${d.host || "?"} lost (${d.health || "?"})${took}`
           : `switchover from ${d.host || "?"}`;
         return { id: e.id, t: e.t, kind: e.type, text };
       });
