@@ -1,0 +1,278 @@
+"""A libvirt domain protected through the API on the lab: Debian 12's libvirtd (started
+here, no systemd) runs both sides with the trixie-root QEMU; COLO state, vCPU pinning of the
+semi-active secondary through libvirt, failover with the clients' connections kept,
+re-protection, unprotect. Also the backend's clear errors (no libvirtd, no domain, vhost)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ApiServer, wait_until
+from rich.console import Console
+
+from colopp.controller.local import processes_in_netns
+from colopp.demo.harness import ClientWorkload
+from colopp.errors import ConfigError, DomainNotFound, LibvirtUnavailable
+from colopp.image.builder import build_image
+from colopp.image.cmdline import kernel_cmdline
+from colopp.lab import cleanup_leftovers, plan_lab
+from colopp.lab.netlink import list_namespaces
+from colopp.qemu.argv import Role, SideSpec, VmSpec
+from colopp.qemu.runtime import DEFAULT_ROOT
+from colopp.virt.libvirt_host import install, plan
+
+libvirt = pytest.importorskip("libvirt")
+libvirt_qemu = pytest.importorskip("libvirt_qemu")
+
+PREFIX = "clplv"
+DOMAIN = "lvm"
+URI = "qemu:///system"
+PIDFILE = Path("/run/colopp-test-libvirtd.pid")
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+def _libvirtd_answers() -> bool:
+    try:
+        conn = libvirt.open(URI)
+    except libvirt.libvirtError:
+        return False
+    conn.close()
+    return True
+
+
+@pytest.fixture(scope="module")
+def libvirtd() -> Iterator[None]:
+    """Debian's libvirtd after `colopp libvirt setup`, started as a daemon (no systemd)."""
+    if os.geteuid() != 0 or shutil.which("libvirtd") is None:
+        pytest.skip("needs root and Debian's libvirt-daemon-system (scripts/setup.sh)")
+    root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
+    if not (root / "usr/bin/qemu-system-x86_64").exists():
+        pytest.skip(f"no QEMU runtime at {root}: run `colopp qemu install`")
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    install(plan(root))
+    owned = not _libvirtd_answers()
+    if owned:
+        subprocess.run(["libvirtd", "--daemon", "--pid-file", str(PIDFILE)], check=True)
+        wait_until("libvirtd answers on qemu:///system", _libvirtd_answers, 30, 0.1)
+    try:
+        conn = libvirt.open(URI)
+        # Never the default network (virbr0, 192.168.122.0/24).
+        assert conn.listNetworks() == []
+        assert not Path("/sys/class/net/virbr0").exists()
+        conn.close()
+        yield
+    finally:
+        if owned:
+            pid = int(PIDFILE.read_text())
+            os.kill(pid, signal.SIGTERM)
+            wait_until("libvirtd exited", lambda: not Path(f"/proc/{pid}").exists(), 30, 0.1)
+
+
+def _user_domain_xml(name: str, image: Any, append: str, driver: str = "qemu") -> str:
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64'>hvm</type><kernel>{image.vmlinuz}</kernel>
+    <initrd>{image.initrd}</initrd><cmdline>{append}</cmdline></os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>/usr/local/bin/colopp-qemu-system-x86_64</emulator>
+    <interface type='ethernet'>
+      <mac address='52:54:00:c0:10:01'/><target dev='{PREFIX}-tap' managed='no'/>
+      <model type='virtio'/><driver name='{driver}'/>
+    </interface>
+  </devices>
+</domain>"""
+
+
+@pytest.fixture(scope="module")
+def user_domain(libvirtd: None) -> Iterator[str]:
+    """The VM as its operator defined it in libvirt (inactive; colopp runs the sides)."""
+    image = build_image(None, console=Console(quiet=True))
+    append = kernel_cmdline(plan_lab(PREFIX).guest_address.with_prefixlen)
+    conn = libvirt.open(URI)
+    domain = conn.defineXML(_user_domain_xml(DOMAIN, image, append))
+    vhost = conn.defineXML(_user_domain_xml("lvm-vhost", image, append, driver="vhost"))
+    try:
+        yield DOMAIN
+    finally:
+        for dom in (domain, vhost):
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+        conn.close()
+
+
+def _launch(name: str, uri: str = URI) -> Any:
+    from colopp.virt.libvirt_domain import launch_side
+
+    vm = VmSpec(name, Path("/k"), Path("/i"), "x")
+    side = SideSpec(Role.PRIMARY, Path("/tmp/x"), "tap0", Path("/tmp/x/d"), "198.18.0.1", "1.1")
+    return asyncio.run(launch_side(vm, side, "hosta", uri))
+
+
+def test_clear_errors_name_what_to_change(user_domain: str) -> None:
+    with pytest.raises(LibvirtUnavailable, match="start it"):
+        _launch(user_domain, "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+    with pytest.raises(DomainNotFound, match="virsh define"):
+        _launch("nosuchvm")
+    with pytest.raises(ConfigError, match="add <driver name='qemu'/>"):
+        _launch("lvm-vhost")
+
+
+@pytest.fixture
+def lab_api(user_domain: str) -> Iterator[ApiServer]:
+    short = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))  # QEMU socket paths < 108 bytes
+    server = ApiServer(
+        short / "state",
+        f"sqlite:///{short / 'api.db'}",
+        COLOPP_API_LAB="1",
+        COLOPP_API_LAB_PREFIX=PREFIX,
+        COLOPP_QEMU_ROOT=str(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT)),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception), server.client() as c:
+            for p in c.get("/v1/protections").json()["protections"]:
+                if not p["stopped"]:
+                    c.delete(f"/v1/protections/{p['id']}", params={"stop": "true"})
+            wait_until(
+                "teardown",
+                lambda: all(p["stopped"] for p in c.get("/v1/protections").json()["protections"]),
+                120,
+            )
+        server.kill()
+        for netns in plan_lab(PREFIX).namespaces:
+            for pid in processes_in_netns(netns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        cleanup_leftovers(PREFIX)
+        conn = libvirt.open(URI)
+        for host in ("hosta", "hostb"):
+            with contextlib.suppress(libvirt.libvirtError):
+                dom = conn.lookupByName(f"colopp-{DOMAIN}-{host}")
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        conn.close()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
+    got: dict[str, Any] = c.get(f"/v1/protections/{pid}").json()
+    return got
+
+
+def _state(c: httpx.Client, pid: str, *states: str) -> Any:
+    def check() -> Any:
+        got = _get(c, pid)
+        assert got["state"] != "error", got["reason"]
+        return got if got["state"] in states else None
+
+    return check
+
+
+def _colo_mode(conn: Any, host: str) -> str:
+    dom = conn.lookupByName(f"colopp-{DOMAIN}-{host}")
+    reply = libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"query-colo-status"}', 0)
+    return str(json.loads(reply)["return"]["mode"])
+
+
+def _pinning(conn: Any, host: str) -> tuple[list[set[int]], int]:
+    """Each vCPU's CPU set (the domain's vcpus()) and its vcpu_quota."""
+    dom = conn.lookupByName(f"colopp-{DOMAIN}-{host}")
+    _info, maps = dom.vcpus()
+    quota = int(dom.schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)["vcpu_quota"])
+    return [{i for i, on in enumerate(m) if on} for m in maps], quota
+
+
+def _shrunk(conn: Any, host: str) -> Any:
+    def check() -> Any:
+        cpus, quota = _pinning(conn, host)
+        return (cpus, quota) if quota > 0 else None
+
+    return check
+
+
+def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_domain: str) -> None:
+    conn = libvirt.open(URI)
+    host_cpus = len(os.sched_getaffinity(0))
+    with lab_api.client() as c:
+        body = {"name": user_domain, "comparator": "colopp", "backend": "libvirt"}
+        made = c.post("/v1/protections", json=body | {"semiactive": True})
+        assert made.status_code == 201, made.text
+        pid = made.json()["id"]
+        started = time.monotonic()
+        got = wait_until("protected", _state(c, pid, "protected"), 600, 1.0)
+        protect_s = time.monotonic() - started
+        assert (got["primary"]["host"], got["secondary"]["host"]) == ("hosta", "hostb")
+        assert (_colo_mode(conn, "hosta"), _colo_mode(conn, "hostb")) == ("primary", "secondary")
+        assert conn.lookupByName(f"colopp-{DOMAIN}-hosta").isActive()
+
+        # The semi-active secondary, pinned and capped through libvirt.
+        cpus, quota = wait_until("secondary shrunk", _shrunk(conn, "hostb"), 30, 0.2)
+        assert len(cpus[0]) == max(1, host_cpus // 2) and quota > 0
+        vcpuinfo = subprocess.run(
+            ["virsh", "-c", URI, "vcpuinfo", f"colopp-{DOMAIN}-hostb"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        print(f"\n{vcpuinfo}")
+        assert _pinning(conn, "hosta")[0][0] == set(range(host_cpus))
+
+        workload = ClientWorkload(plan_lab(PREFIX))
+        try:
+            first = _get(c, pid)["checkpoints"]
+            wait_until("a checkpoint", lambda: _get(c, pid)["checkpoints"] > first + 1, 60)
+            workload.mark()
+            r = c.post(f"/v1/protections/{pid}/failover")
+            assert r.status_code == 202, r.text
+            wait_until("failed over", _state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
+            failed_at = time.monotonic()
+            back = wait_until("re-protected", _state(c, pid, "protected"), 300, 0.5)
+            reprotect_s = time.monotonic() - failed_at
+            assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
+            summary = workload.finish()
+        finally:
+            workload.kill()
+        assert summary["requests_ok"] > 0
+        assert summary["requests_failed"] == 0, summary
+        assert summary["connections_reset"] == 0, summary
+        assert summary["writes_lost"] == 0, summary
+
+        # Promoted: full CPUs again; the new secondary (hosta) is the one shrunk now.
+        promoted_cpus, promoted_quota = _pinning(conn, "hostb")
+        assert promoted_cpus == [set(range(host_cpus))] and promoted_quota <= 0
+        cpus, quota = wait_until("new secondary shrunk", _shrunk(conn, "hosta"), 30, 0.2)
+        assert len(cpus[0]) == max(1, host_cpus // 2)
+        assert (_colo_mode(conn, "hostb"), _colo_mode(conn, "hosta")) == ("primary", "secondary")
+        print(
+            f"protect {protect_s:.1f}s, failover request to protected again {reprotect_s:.1f}s,"
+            f" workload {summary['requests_ok']} ok / {summary['requests_failed']} failed /"
+            f" {summary['connections_reset']} reset / {summary['writes_lost']} lost of"
+            f" {summary.get('writes_acked')}, outage {summary['failover_outage_ms']} ms"
+        )
+
+        r = c.delete(f"/v1/protections/{pid}", params={"stop": "true"})
+        assert r.status_code == 202, r.text
+        done = wait_until("stopped", lambda: (g := _get(c, pid))["stopped"] and g, 120)
+        assert done["state"] == "unprotected"
+    assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
+    assert not [d for d in conn.listAllDomains() if d.name().startswith(f"colopp-{DOMAIN}-")]
+    conn.close()
