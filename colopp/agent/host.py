@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
@@ -49,6 +49,9 @@ from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
 from colopp.qmp.monitor import Monitor
 from colopp.virt import Backend
+
+if TYPE_CHECKING:
+    from colopp.virt.libvirt_domain import LibvirtVm
 
 QMP_CONNECT_TIMEOUT = 15.0
 
@@ -170,6 +173,7 @@ class HostAgent:
         out: dict[str, Any] = {
             "host": self.host,
             "role": side.spec.role.value,
+            "backend": side.backend.value,
             "pid": side.process.pid,
             "vm_alive": side.process.alive(),
             "returncode": side.process.returncode,
@@ -213,13 +217,16 @@ class HostAgent:
             run_dir = self.state_dir / vm_spec.name / side["role"]
             spec = side_from_request(side, run_dir)
             self.runtime.require_present()
+            user = None
+            if Backend(side.get("backend", Backend.QEMU.value)) is Backend.LIBVIRT:
+                user = await self._read_libvirt_domain(vm_spec)  # its disk, if it has one
+                base_disk = str(user.disk or base_disk)
             base = Path(base_disk)
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
             await asyncio.to_thread(self._prepare_disks, spec, base)
-            backend = Backend(side.get("backend", Backend.QEMU.value))
-            if backend is Backend.LIBVIRT:
-                self.side = await self._launch_libvirt(vm_spec, spec)
+            if user is not None:
+                self.side = await self._launch_libvirt(user, spec)
             else:
                 self.side = await self._launch_qemu(vm_spec, spec)
             process = self.side.process
@@ -241,11 +248,16 @@ class HostAgent:
             raise process.start_error(f"never answered on QMP ({exc})") from exc
         return Side(vm_spec, spec, process, monitor)
 
-    async def _launch_libvirt(self, vm_spec: VmSpec, spec: SideSpec) -> Side:
-        """The side as a libvirt domain (libvirt-python is imported only here)."""
-        from colopp.virt.libvirt_domain import launch_side
+    async def _read_libvirt_domain(self, vm_spec: VmSpec) -> LibvirtVm:
+        """The user's libvirt domain, checked (libvirt-python is imported only here)."""
+        from colopp.virt.libvirt_domain import read_domain
 
-        launched = await launch_side(vm_spec, spec, self.host, self.libvirt_uri)
+        return await read_domain(vm_spec, self.host, self.libvirt_uri)
+
+    async def _launch_libvirt(self, user: LibvirtVm, spec: SideSpec) -> Side:
+        from colopp.virt.libvirt_domain import start_side
+
+        launched = await start_side(user, spec, self.host)
         return Side(launched.vm, spec, launched.process, launched.monitor, backend=Backend.LIBVIRT)
 
     def _prepare_disks(self, spec: SideSpec, base: Path) -> None:

@@ -57,6 +57,7 @@ class DomainTemplate:
     cmdline: str | None
     mac: str | None
     domain_type: str
+    disk: Path | None = None  # the one disk COLO replicates (copied to each side)
 
 
 def _text(root: ET.Element, path: str) -> str | None:
@@ -108,6 +109,19 @@ def check_protectable(xml: str) -> DomainTemplate:
             )
         mac_node = nic.find("mac")
         mac = mac_node.get("address") if mac_node is not None else None
+    disks = root.findall("devices/disk[@device='disk']")
+    if len(disks) > 1:
+        problems.append(f"it has {len(disks)} disks; COLO replicates one: detach the others")
+    disk: Path | None = None
+    for node in disks:
+        source = node.find("source")
+        if node.get("type") != "file" or source is None or not source.get("file"):
+            problems.append(
+                f"its <disk type='{node.get('type')}'> is not a file: colopp replicates a "
+                "file-backed disk (qcow2 or raw) with <source file='...'/>"
+            )
+        else:
+            disk = Path(str(source.get("file")))
     for tag in ("hostdev", "filesystem", "shmem"):
         if root.find(f"devices/{tag}") is not None:
             problems.append(f"<{tag}> devices are not replicated by COLO: remove them")
@@ -123,6 +137,7 @@ def check_protectable(xml: str) -> DomainTemplate:
         cmdline=_text(root, "os/cmdline"),
         mac=mac.lower() if mac else None,
         domain_type=root.get("type", "kvm"),
+        disk=disk,
     )
 
 

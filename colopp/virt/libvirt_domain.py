@@ -93,8 +93,8 @@ def netns_name(netns_dir: Path = Path("/run/netns")) -> str | None:
     return None
 
 
-def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> VmSpec:
-    """The VM to protect, from the user's libvirt domain ``vm.name``.
+def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> tuple[VmSpec, Path | None]:
+    """The VM to protect and its disk (if it has one), from the user's domain ``vm.name``.
 
     Raises:
         DomainNotFound: no such domain (names what to define).
@@ -114,8 +114,8 @@ def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> VmSpec:
             f"{vm.name}`); colopp runs it as {side_domain_name(vm.name, host)} here and as "
             "a domain of the same kind on the peer host"
         )
-    xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-    return vm_from_template(vm, check_protectable(xml))
+    template = check_protectable(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    return vm_from_template(vm, template), template.disk
 
 
 def _discard_leftover(conn: Any, name: str) -> None:
@@ -228,21 +228,41 @@ class LibvirtSide:
     monitor: LibvirtMonitor
 
 
-async def launch_side(
-    vm: VmSpec, side: SideSpec, host: str, uri: str = DEFAULT_URI, emulator: Path = EMULATOR
-) -> LibvirtSide:
-    """Check the user's domain ``vm.name``, then define and start this side's domain.
+@dataclass
+class LibvirtVm:
+    """The user's domain, read and checked: the VM to protect and its disk."""
+
+    conn: Any
+    vm: VmSpec
+    disk: Path | None
+
+
+async def read_domain(vm: VmSpec, host: str, uri: str = DEFAULT_URI) -> LibvirtVm:
+    """Connect and check the user's domain ``vm.name``.
 
     Raises:
         LibvirtUnavailable / DomainNotFound / ConfigError: see :func:`connect`,
-            :func:`read_template`; also a missing emulator wrapper.
+            :func:`read_template`.
+    """
+    conn = await asyncio.to_thread(connect, uri)
+    protected, disk = await asyncio.to_thread(read_template, conn, vm, uri, host)
+    return LibvirtVm(conn, protected, disk)
+
+
+async def start_side(
+    user: LibvirtVm, side: SideSpec, host: str, emulator: Path = EMULATOR
+) -> LibvirtSide:
+    """Define and start this side's domain (``colopp-VM-HOST``).
+
+    Raises:
+        ConfigError: the emulator wrapper is missing.
+        LibvirtError: libvirt refused the XML.
         QemuStartError: libvirt could not start the domain (QEMU's log quoted).
     """
     if not emulator.exists():
         raise ConfigError(f"no libvirt emulator wrapper {emulator}: run `colopp libvirt setup`")
     loop = asyncio.get_running_loop()
-    conn = await asyncio.to_thread(connect, uri)
-    vm = await asyncio.to_thread(read_template, conn, vm, uri, host)
+    conn, vm = user.conn, user.vm
     name = side_domain_name(vm.name, host)
     xml = side_domain_xml(vm, side, host, emulator, netns_name())
     await asyncio.to_thread(_discard_leftover, conn, name)

@@ -30,7 +30,7 @@ from colopp.image.builder import build_image
 from colopp.image.cmdline import kernel_cmdline
 from colopp.lab import cleanup_leftovers, plan_lab
 from colopp.lab.netlink import list_namespaces
-from colopp.qemu.argv import Role, SideSpec, VmSpec
+from colopp.qemu.argv import VmSpec
 from colopp.qemu.runtime import DEFAULT_ROOT
 from colopp.virt.libvirt_host import install, plan
 
@@ -91,6 +91,10 @@ def _user_domain_xml(name: str, image: Any, append: str, driver: str = "qemu") -
   <features><acpi/></features>
   <devices>
     <emulator>/usr/local/bin/colopp-qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/><source file='{image.disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
     <interface type='ethernet'>
       <mac address='52:54:00:c0:10:01'/><target dev='{PREFIX}-tap' managed='no'/>
       <model type='virtio'/><driver name='{driver}'/>
@@ -116,21 +120,21 @@ def user_domain(libvirtd: None) -> Iterator[str]:
         conn.close()
 
 
-def _launch(name: str, uri: str = URI) -> Any:
-    from colopp.virt.libvirt_domain import launch_side
+def _read(name: str, uri: str = URI) -> Any:
+    from colopp.virt.libvirt_domain import read_domain
 
-    vm = VmSpec(name, Path("/k"), Path("/i"), "x")
-    side = SideSpec(Role.PRIMARY, Path("/tmp/x"), "tap0", Path("/tmp/x/d"), "198.18.0.1", "1.1")
-    return asyncio.run(launch_side(vm, side, "hosta", uri))
+    return asyncio.run(read_domain(VmSpec(name, Path("/k"), Path("/i"), "x"), "hosta", uri))
 
 
 def test_clear_errors_name_what_to_change(user_domain: str) -> None:
     with pytest.raises(LibvirtUnavailable, match="start it"):
-        _launch(user_domain, "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
+        _read(user_domain, "qemu+unix:///system?socket=/nonexistent/libvirt-sock")
     with pytest.raises(DomainNotFound, match="virsh define"):
-        _launch("nosuchvm")
+        _read("nosuchvm")
     with pytest.raises(ConfigError, match="add <driver name='qemu'/>"):
-        _launch("lvm-vhost")
+        _read("lvm-vhost")
+    user = _read(user_domain)
+    assert user.vm.memory_mb == 256 and user.disk is not None and user.disk.is_file()
 
 
 @pytest.fixture

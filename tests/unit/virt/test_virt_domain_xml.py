@@ -64,6 +64,31 @@ def test_unprotectable_domains_are_refused_naming_the_change(
     assert needle in str(err.value)
 
 
+DISK = "<disk type='{kind}' device='disk'><source {attr}='{src}'/><target dev='vda'/></disk>"
+
+
+def test_the_domains_file_disk_is_the_replicated_disk() -> None:
+    disk = DISK.format(kind="file", attr="file", src="/var/lib/libvirt/images/web.qcow2")
+    cdrom = "<disk type='file' device='cdrom'><source file='/iso'/></disk>"
+    template = check_protectable(_user_domain(GOOD_NIC, disk + cdrom))
+    assert template.disk == Path("/var/lib/libvirt/images/web.qcow2")
+    assert check_protectable(_user_domain(GOOD_NIC)).disk is None
+
+
+@pytest.mark.parametrize(
+    ("disks", "needle"),
+    [
+        (DISK.format(kind="file", attr="file", src="/a") * 2, "2 disks"),
+        (DISK.format(kind="network", attr="name", src="rbd/web"), "is not a file"),
+        (DISK.format(kind="block", attr="dev", src="/dev/vg/web"), "<disk type='block'>"),
+    ],
+)
+def test_disks_colo_cannot_replicate_are_refused(disks: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match="cannot be protected") as err:
+        check_protectable(_user_domain(GOOD_NIC, disks))
+    assert needle in str(err.value)
+
+
 def test_garbage_xml_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="does not parse"):
         check_protectable("<domain>")
