@@ -26,7 +26,7 @@ from harness import (
     wait_until,
 )
 from selenium import webdriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from colopp.controller.local import processes_in_netns
 from colopp.demo.harness import ClientWorkload
@@ -137,11 +137,22 @@ def test_dashboard_follows_a_lab_pair_through_a_failover(
         pid = made.json()["id"]
         other = c.post("/v1/protections", json=_unreachable_hosts_body())
         assert other.status_code == 201, other.text
-        # The selector lists both; the lab pair (the newest live one) stays selected.
+        # The selector lists both; the lab pair (the oldest at work) stays selected.
         wait.until(
             lambda d: len(d.find_elements("css selector", "#protection option")) == 2, "2 options"
         )
+        selector = Select(browser.find_element("id", "protection"))
+        assert selector.first_selected_option.get_attribute("value") == pid
         wait.until(lambda d: text_of(d, "#tile-state .value") in ("starting", "syncing"))
+        # The other one fails (nobody listens there): its tiles and charts say so.
+        selector.select_by_value(other.json()["id"])
+        wait.until(lambda d: text_of(d, "#tile-state .value") == "error", "error tile")
+        assert "agent" in text_of(browser, "#tile-state .tile-sub")
+        assert browser.find_element("css selector", "#panel-checkpoints .empty").is_displayed()
+        selector.select_by_value(pid)
+        wait.until(
+            lambda d: text_of(d, "#tile-state .value") in ("starting", "syncing", "protected")
+        )
 
         # Another test run or benchmark may hold the host's lab: the protection waits for it.
         wait_until("protected", lambda: _get(c, pid)["state"] == "protected", LAB_WAIT, 1.0)

@@ -160,3 +160,17 @@ def test_dashboard_renders_and_follows_live(
         "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]"
     )
     assert not [u for u in urls if READ in u]
+
+
+def test_open_stream_does_not_hold_a_shutdown(seeded: Seeded) -> None:
+    api = seeded.api
+    headers = {"Authorization": f"Bearer {READ}"}
+    with httpx.stream("GET", f"{api.url}/dashboard/stream", headers=headers, timeout=30) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert any(line.startswith("event: hello") for line in lines)
+        assert api.proc is not None
+        started = time.monotonic()
+        api.proc.send_signal(signal.SIGTERM)
+        api.proc.wait(timeout=20)  # uvicorn's graceful-shutdown timeout is 5 s
+    assert time.monotonic() - started < 15

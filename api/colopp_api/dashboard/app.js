@@ -9,9 +9,6 @@
 
 (function () {
   const TOKEN_KEY = "colopp.dashboard.token";
-  const SYNC_KEY = "colopp";
-  const PALETTE = ["#56b4e9", "#e69f00", "#009e73", "#f0e442", "#cc79a7", "#d55e00", "#0072b2"];
-  const DASHES = [[], [10, 5], [2, 4], [12, 4, 2, 4], [6, 3], [1, 3], [16, 6]];
   const GLYPHS = {
     protected: "✔", error: "✖", failing_over: "⚠", failed_over: "⚠", unprotected: "○",
     unprotecting: "…", starting: "…", syncing: "…", reprotecting: "…",
@@ -41,18 +38,12 @@
   const serverNow = () => Date.now() / 1000 + S.clockOffset;
 
   // ---------------------------------------------------------------- formatting
-  function fmtTime(t) {
-    return new Date(t * 1000).toLocaleTimeString([], { hour12: false });
-  }
+  const { fmtTime, fmtNum } = ColoppCharts;
   function fmtAgo(seconds) {
     if (seconds < 0) seconds = 0;
     if (seconds < 60) return `${seconds.toFixed(1)} s`;
     if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${Math.floor(seconds % 60)} s`;
     return `${(seconds / 3600).toFixed(1)} h`;
-  }
-  function fmtNum(n, digits) {
-    if (n == null || Number.isNaN(n)) return "–";
-    return Number(n).toFixed(digits == null ? 1 : digits);
   }
   function setTile(id, value, sub) {
     const tile = document.getElementById(id);
@@ -242,8 +233,9 @@
     const ids = list.map((p) => p.id);
     if (!S.selected || !ids.includes(S.selected)) {
       const fromHash = new URLSearchParams(location.hash.slice(1)).get("p");
-      const live = list.filter((p) => !p.stopped);
-      const pick = ids.includes(fromHash) ? fromHash : (live[live.length - 1] || list[list.length - 1] || {}).id;
+      // Else the oldest protection still at work, else the newest one.
+      const working = list.find((p) => !p.stopped && p.state !== "error");
+      const pick = ids.includes(fromHash) ? fromHash : (working || list[list.length - 1] || {}).id;
       if (pick && pick !== S.selected) {
         S.selected = pick;
         resetData();
@@ -320,74 +312,10 @@
     cpu: { unit: "% of a core", empty: "no CPU figures yet" },
   };
 
-  function markerPlugin() {
-    return {
-      hooks: {
-        draw: [(u) => {
-          const layer = u.over;
-          layer.querySelectorAll(".marker").forEach((m) => m.remove());
-          const [min, max] = [u.scales.x.min, u.scales.x.max];
-          for (const m of ColoppSeries.markers(S.events)) {
-            if (m.t < min || m.t > max) continue;
-            const el = document.createElement("div");
-            const left = u.valToPos(m.t, "x");
-            // Near the right edge the flag hangs to the left of its line.
-            const flip = left > u.over.clientWidth - 100 ? " marker-flip" : "";
-            el.className = `marker marker-${m.kind}${flip}`;
-            el.style.left = `${left}px`;
-            el.title = `${fmtTime(m.t)} ${m.text}`;
-            el.setAttribute("aria-label", el.title);
-            const flag = document.createElement("span");
-            flag.className = "marker-flag";
-            flag.textContent = m.kind === "failover" ? "▼ failover" : "▼ switchover";
-            el.append(flag);
-            layer.append(el);
-          }
-        }],
-      },
-    };
-  }
-
   function xRange() {
     if (S.zoom) return S.zoom;
     const now = serverNow();
     return [now - S.range, now];
-  }
-
-  function makeChart(name, labels) {
-    const panel = document.getElementById(`panel-${name}`);
-    const box = panel.querySelector(".chart");
-    const axis = { stroke: "#ccccdc", grid: { stroke: "#2c3235", width: 1 }, ticks: { stroke: "#2c3235" } };
-    const opts = {
-      width: Math.max(300, box.clientWidth),
-      height: 200,
-      cursor: { sync: { key: SYNC_KEY }, drag: { x: true, y: false } },
-      scales: { x: { time: true, auto: false, range: () => xRange() } },
-      axes: [axis, { ...axis, label: PANELS[name].unit, size: 56 }],
-      legend: { live: true },
-      series: [{}, ...labels.map((label, i) => ({
-        label,
-        stroke: PALETTE[i % PALETTE.length],
-        dash: DASHES[i % DASHES.length],
-        width: 2,
-        points: { show: false },
-        value: (u, v) => fmtNum(v, PANELS[name].unit === "ms" ? 2 : 1),
-      }))],
-      plugins: [markerPlugin()],
-      hooks: {
-        setSelect: [(u) => {
-          if (u.select.width < 5) return;
-          S.zoom = [u.posToVal(u.select.left, "x"), u.posToVal(u.select.left + u.select.width, "x")];
-          $("#unzoom").hidden = false;
-          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          S.dirty = true;
-        }],
-      },
-    };
-    box.replaceChildren();
-    const chart = new uPlot(opts, [[], ...labels.map(() => [])], box);
-    chart.over.addEventListener("dblclick", unzoom);
-    return { chart, labels: labels.join("\u0000") };
   }
 
   function unzoom() {
@@ -396,22 +324,17 @@
     S.dirty = true;
   }
 
+  /** The charts' shared view: time range, markers, zoom. */
+  const VIEW = {
+    xRange,
+    markers: () => ColoppSeries.markers(S.events),
+    onZoom: (range) => { S.zoom = range; $("#unzoom").hidden = false; S.dirty = true; },
+    onUnzoom: () => unzoom(),
+  };
+
   function drawChart(name, ts, series, emptyText, note) {
-    const labels = series.map((s) => s.label);
-    let entry = S.charts[name];
-    if (!entry || entry.labels !== labels.join("\u0000")) {
-      if (entry) entry.chart.destroy();
-      entry = S.charts[name] = makeChart(name, labels.length ? labels : ["none"]);
-      entry.labels = labels.join("\u0000");
-    }
-    const data = [ts, ...(series.length ? series.map((s) => s.values) : [ts.map(() => null)])];
-    entry.chart.setData(data, false);
-    entry.chart.setScale("x", { min: xRange()[0], max: xRange()[1] });
-    const panel = document.getElementById(`panel-${name}`);
-    const empty = panel.querySelector(".empty");
-    empty.hidden = !emptyText;
-    empty.textContent = emptyText || "";
-    panel.querySelector(".panel-note").textContent = note || "";
+    S.charts[name] = S.charts[name] || new ColoppCharts.Panel(name, PANELS[name].unit, VIEW);
+    S.charts[name].draw(ts, series, emptyText, note);
   }
 
   function waitingText() {
@@ -511,18 +434,12 @@
 
   /** Between data, the time axis keeps moving and the checkpoint age keeps counting. */
   function slide() {
-    if (!S.zoom) {
-      const [min, max] = xRange();
-      for (const entry of Object.values(S.charts)) entry.chart.setScale("x", { min, max });
-    }
+    if (!S.zoom) for (const panel of Object.values(S.charts)) panel.slide();
     renderCheckpointTile();
   }
 
   function resize() {
-    for (const [name, entry] of Object.entries(S.charts)) {
-      const box = document.getElementById(`panel-${name}`).querySelector(".chart");
-      entry.chart.setSize({ width: Math.max(300, box.clientWidth), height: 200 });
-    }
+    for (const panel of Object.values(S.charts)) panel.resize();
   }
 
   // ---------------------------------------------------------------- wiring
