@@ -44,7 +44,8 @@ class LoggingTrigger:
 class QmpCheckpointLink:
     """The comparator's QMP client on the primary QEMU.
 
-    ``on_checkpoint_done`` is called (on the event loop) at every STOP -> RESUME pair.
+    ``on_checkpoint_done`` is called (on the event loop) at every STOP -> RESUME pair, and
+    ``on_stop`` (if given) at every STOP: the VM is stopped, its output so far is written.
     """
 
     def __init__(
@@ -54,8 +55,10 @@ class QmpCheckpointLink:
         *,
         timeout: float = 5.0,
         delay_ms: int | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self._on_stop = on_stop
         self.timeout = timeout
         self.delay_ms = delay_ms
         self._on_done = on_checkpoint_done
@@ -114,6 +117,8 @@ class QmpCheckpointLink:
             name = event["event"]
             if name == "STOP":
                 stopped = True
+                if self._on_stop is not None:
+                    self._on_stop()
             elif name == "RESUME" and stopped:
                 stopped = False
                 self._on_done()

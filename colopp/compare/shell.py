@@ -102,6 +102,26 @@ class _Input(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.shell.input_closed(self)
 
+    def drain(self) -> int:
+        """Read what already waits in the socket, now (never blocks); returns bytes read.
+
+        Safe beside the transport: it keeps no read buffer of its own, so the bytes reach
+        :meth:`data_received` in order either way.
+        """
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return 0
+        total = 0
+        while True:
+            try:
+                data = os.read(sock.fileno(), READ_LIMIT_HIGH)
+            except (BlockingIOError, InterruptedError, OSError):
+                return total
+            if not data:
+                return total  # EOF: the transport sees it too and closes
+            total += len(data)
+            self.data_received(data)
+
 
 class _ClientFrames:
     """The copy of the guest's input, read on readiness and drained on demand."""
@@ -193,6 +213,7 @@ class ComparatorShell:
                 "checkpoints_observed",
                 "secondary_connections",
                 "client_framing_errors",
+                "stop_drained_bytes",
             ),
             0,
         )
@@ -228,6 +249,7 @@ class ComparatorShell:
                     self.signal_checkpoint_done,
                     timeout=self.options.qmp_timeout,
                     delay_ms=self.options.checkpoint_delay_ms,
+                    on_stop=self.checkpoint_started,
                 )
                 await self._qmp.start(self.options.connect_timeout)
                 self.trigger = self._qmp
@@ -243,6 +265,17 @@ class ComparatorShell:
             log.info("comparator stopping: %s", why)
             self._exit_code = exit_code
             self._stopped.set()
+
+    def checkpoint_started(self) -> None:
+        """The primary VM stopped for a checkpoint: everything it sent before is in our
+        sockets now. Read it all before the checkpoint completes, so output produced before
+        the checkpoint is flushed with it instead of waiting for secondary bytes that the
+        checkpointed secondary will never send again (its state says they were sent)."""
+        if self._client is not None:
+            self._client.drain()
+        for inp in sorted(self._inputs, key=lambda i: i.side != "secondary"):
+            self.stats["stop_drained_bytes"] += inp.drain()
+        self._flush()
 
     def signal_checkpoint_done(self) -> None:
         """A checkpoint finished: release held primary output, reset comparison."""

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from compare_frames import CLIENT, GUEST, arp_frame, segments, tcp_frame
 
+from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import FrameDecoder, encode_frames
+from colopp.compare.shell import ComparatorShell, ShellOptions
 
 TIMEOUT = 10.0
 DATA = bytes(range(256)) * 8
@@ -253,3 +255,40 @@ async def read_scenario(tmp: Path) -> None:
 
 def test_shell_follows_client_requests_for_reads(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(read_scenario(tmp_path), 3 * TIMEOUT))
+
+
+async def stop_scenario(tmp: Path) -> None:
+    """Output the primary wrote before it stopped for a checkpoint is flushed with that
+    checkpoint, even when the comparator had not read it yet when the checkpoint ended."""
+    primary, outdev = FakeQemuSide(tmp / "p.sock"), FakeQemuSide(tmp / "o.sock")
+    await primary.start()
+    await outdev.start()
+    options = ShellOptions(
+        primary_in=parse_endpoint(f"unix:{primary.path}"),
+        secondary_in=parse_endpoint(f"listen:unix:{tmp / 's.sock'}"),
+        outdev=parse_endpoint(f"unix:{outdev.path}"),
+    )
+    shell = ComparatorShell(options)
+    task = asyncio.create_task(shell.run())
+    try:
+        _, p_writer = await asyncio.wait_for(primary.conn, TIMEOUT)
+        out_reader, _ = await asyncio.wait_for(outdev.conn, TIMEOUT)
+        frame = tcp_frame(100, 7, "AP", b"before the checkpoint")
+        p_writer.write(encode_frames([frame], 0))  # in the socket now (empty buffer)
+        # No await in between: the shell's loop has not read the frame.
+        assert shell.core.counters.primary_frames_in == 0
+        shell.checkpoint_started()
+        shell.signal_checkpoint_done()
+        counters = shell.core.counters
+        assert (counters.primary_frames_in, counters.flushed_frames) == (1, 1)
+        assert counters.held_frames == 0
+        assert await read_frames(out_reader, FrameDecoder(vnet_hdr=False), 1) == [frame]
+    finally:
+        shell.stop()
+        await asyncio.wait_for(task, TIMEOUT)
+        await primary.close()
+        await outdev.close()
+
+
+def test_checkpoint_takes_output_written_before_the_stop(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(stop_scenario(tmp_path), 3 * TIMEOUT))
