@@ -67,6 +67,27 @@ class SecondaryStream:
         self._pending.clear()
         self.pending_bytes = 0
 
+    def restart_at(self, base: int) -> None:
+        """After a checkpoint: compare from ``base`` on, keeping held bytes at or past it.
+
+        The secondary resumes from the checkpoint as soon as it has loaded it, often before
+        the comparator learns that the checkpoint ended; what it sends then is output of
+        the new epoch that already arrived. Bytes before ``base`` are stale.
+        """
+        keep: list[tuple[int, bytes, float]] = []
+        oldest = self.oldest_arrival() or 0.0
+        if self.base is not None:
+            start = max(base, self.base)
+            if self.end > start:
+                keep.append((start, bytes(self.get(start, self.end)), oldest))
+        for pos, (data, arrival) in self._pending.items():
+            if pos + len(data) > base:
+                cut = max(0, base - pos)
+                keep.append((pos + cut, data[cut:], arrival))
+        self.reset(base)
+        for pos, data, arrival in sorted(keep, key=lambda k: k[0]):
+            self.add(pos, data, arrival)
+
     def set_base(self, base: int) -> None:
         """Start comparing at ``base``: keep only waiting bytes at or after it."""
         pending = self._pending

@@ -493,8 +493,13 @@ class TcpConnection:
         self.queue.clear()
         self.pre_prefix = 0
         self.pre_memo = None
+        if self.p_high is not None and self.delta == 0 and not self.diverged:
+            # New-epoch secondary output may have arrived already (see restart_at); after a
+            # divergence, or with a sequence delta, held bytes are not trusted to line up.
+            self.stream.restart_at(self.p_high)
+        else:
+            self.stream.reset(self.p_high)
         self.diverged = False
-        self.stream.reset(self.p_high)
         self.delta = 0
         self.delta_pending = False
         self.s_gen = self.p_gen

@@ -62,6 +62,8 @@ def test_checkpoint_done_releases_held_in_order_and_discards_secondary() -> None
     u = udp_frame(b"dns answer")
     for f in [p[0], u, p[1], p[2]]:
         c.feed_primary(f, 0.0)
+    # The secondary diverged on this connection: what it holds is not trusted.
+    assert checkpoints(c.feed_secondary(tcp_frame(SEQ, ACK, "AP", b"Z" * 1000), 0.0)) != []
     c.feed_secondary(tcp_frame(SEQ + 3000, ACK, "AP", b"stale secondary bytes"), 0.0)
     out = c.checkpoint_done(0.5)
     assert released(out) == [p[0], u, p[1], p[2]]
@@ -76,6 +78,22 @@ def test_checkpoint_done_releases_held_in_order_and_discards_secondary() -> None
         out += c.feed_secondary(f, 1.0)
     assert released(out) == rest
     assert checkpoints(out) == []
+
+
+def test_new_epoch_secondary_output_before_checkpoint_done_is_kept() -> None:
+    # The secondary resumes from the checkpoint as soon as it has loaded it and may send
+    # before the comparator learns the checkpoint ended: those bytes follow the primary's
+    # last byte and must still match the primary's next output (else it waits forever).
+    c = Comparator()
+    p = segments(DATA, [1000], seq=SEQ, ack=ACK)
+    c.feed_primary(p[0], 0.0)
+    c.feed_secondary(tcp_frame(SEQ, ACK, "AP", DATA[:200]), 0.0)  # the old epoch, partly
+    c.feed_secondary(tcp_frame(SEQ + 1000, ACK, "AP", DATA[1000:2000]), 0.05)  # new epoch
+    assert released(c.checkpoint_done(0.1)) == [p[0]]
+    assert c.counters.held_secondary_bytes == 1000
+    out = c.feed_primary(p[1], 0.2)
+    assert released(out) == [p[1]] and checkpoints(out) == []
+    assert c.counters.held_frames == 0 and c.counters.held_secondary_bytes == 0
 
 
 def test_frames_in_flight_across_checkpoint_are_not_divergence() -> None:
