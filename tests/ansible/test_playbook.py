@@ -1,0 +1,152 @@
+"""The Ansible playbook, for real: ansible-playbook over SSH deploys colopp onto two lab
+hosts (sshd in network namespaces) and the API onto the controller (the root namespace),
+and protects colopp's guest; a client on the lab's service network then reaches the guest,
+and a second run changes nothing. Also: --syntax-check and ansible-lint (production)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ansible_harness import (
+    ANSIBLE_DIR,
+    GUEST_TAP,
+    VENV_BIN,
+    VM_NAME,
+    AnsibleSite,
+    ansible_env,
+    wait_until,
+)
+
+from colopp.lab import netns_argv
+from colopp.qemu.runtime import DEFAULT_ROOT
+
+PREFIX = "clpans"
+
+
+def test_syntax_check() -> None:
+    with tempfile.TemporaryDirectory(prefix="clpans-") as tmp:
+        done = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "--syntax-check", "site.yml"],
+            cwd=ANSIBLE_DIR,
+            env=ansible_env(Path(tmp)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ansible_lint_production_profile() -> None:
+    with tempfile.TemporaryDirectory(prefix="clpans-") as tmp:
+        done = subprocess.run(
+            [str(VENV_BIN / "ansible-lint"), "--profile", "production", "--nocolor"],
+            cwd=ANSIBLE_DIR,
+            env=ansible_env(Path(tmp)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def site() -> Iterator[AnsibleSite]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("the playbook test needs root and iproute2 (network namespaces)")
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("no /usr/sbin/sshd: install openssh-server (scripts/setup.sh does)")
+    if not (DEFAULT_ROOT / "usr/bin/qemu-system-x86_64").exists():
+        pytest.skip(f"no QEMU runtime at {DEFAULT_ROOT}: run `colopp qemu install`")
+    made = AnsibleSite(PREFIX)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.close()
+
+
+def _curl(site: AnsibleSite, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """curl from the lab's client namespace; stdout is the body, a newline, the status."""
+    argv = ["curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", *args]
+    return subprocess.run(
+        netns_argv(site.client_netns(), [*argv, f"http://{site.guest_ip()}{path}"]),
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.integration
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_playbook_protects_a_vm_and_is_idempotent(site: AnsibleSite) -> None:
+    first = site.playbook()
+    print(f"first run: {first.seconds:.0f} s, recap {first.recap}")
+    assert first.returncode == 0, first.tail()
+    assert set(first.recap) >= {"hosta", "hostb", "controller", "localhost"}, first.tail()
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in first.recap.values())
+
+    # protected, as the API reports it
+    with site.api() as api:
+        protections = api.get("/v1/protections").json()["protections"]
+    assert [p["name"] for p in protections] == [VM_NAME]
+    protection = protections[0]
+    assert protection["state"] == "protected", protection
+    assert protection["placement"] == "hosts"
+    assert (protection["primary"]["host"], protection["secondary"]["host"]) == ("hosta", "hostb")
+
+    # a client on the service network reaches the guest's service (kvd on port 80)
+    health = wait_until(
+        "guest answers the client",
+        lambda: (r := _curl(site, "/health")).stdout.endswith("\n200") and r,
+        30,
+        period=0.5,
+    )
+    assert health.returncode == 0
+    put = _curl(site, "/kv/ansible", "-X", "PUT", "--data-binary", "deployed")
+    assert put.stdout.endswith("\n200"), put.stdout + put.stderr
+    got = _curl(site, "/kv/ansible")
+    assert got.stdout == "deployed\n200", got.stdout + got.stderr
+
+    # tokens are 0600 everywhere; each host has its own root, agent and guest tap
+    for host in ("hosta", "hostb"):
+        etc = site.root_of(host) / "etc" / "colopp"
+        assert _mode(etc / "agent.token") == 0o600
+        assert _mode(etc) == 0o700
+        assert (site.root_of(host) / "run" / "colopp" / "colopp-agent.pid").exists()
+        links = subprocess.run(
+            netns_argv(f"{PREFIX}-{host}", ["ip", "-o", "link", "show", GUEST_TAP]),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "master br0" in links and ",UP" in links, links
+    controller_etc = site.root_of("controller") / "etc" / "colopp"
+    assert _mode(controller_etc / "api.token") == 0o600
+    assert _mode(controller_etc / "agent.token") == 0o600
+    assert _mode(site.tmp / "secrets" / "agent.token") == 0o600
+
+    second = site.playbook()
+    print(f"second run: {second.seconds:.0f} s, recap {second.recap}")
+    assert second.returncode == 0, second.tail()
+    assert {h: c["changed"] for h, c in second.recap.items()} == dict.fromkeys(second.recap, 0), (
+        second.tail(200)
+    )
+    with site.api() as api:
+        after = api.get(f"/v1/protections/{protection['id']}").json()
+    assert after["state"] == "protected", after
+    assert after["primary"]["pid"] == protection["primary"]["pid"]
