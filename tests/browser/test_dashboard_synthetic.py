@@ -17,7 +17,9 @@ from selenium import webdriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from synthetic import SyntheticPair, seed_protection
 
+from colopp.compare.counters import Counters
 from colopp_api.db.store import Store, make_engine, migrate
+from colopp_api.live.sampler import SamplerMemory, Tally, digest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -174,3 +176,59 @@ def test_open_stream_does_not_hold_a_shutdown(seeded: Seeded) -> None:
         api.proc.send_signal(signal.SIGTERM)
         api.proc.wait(timeout=20)  # uvicorn's graceful-shutdown timeout is 5 s
     assert time.monotonic() - started < 15
+
+
+def _status(
+    count: int, pauses: list[float], counters: dict[str, object] | None
+) -> dict[str, object]:
+    status: dict[str, object] = {"pid": 10, "vm_alive": True, "checkpoints": count}
+    status |= {"checkpoint_pauses_ms": pauses, "last_checkpoint_at": 5.0}
+    if counters is not None:
+        status["comparator"] = {"counters": counters}
+    return status
+
+
+def test_samples_carry_checkpoint_reasons_and_hold_times() -> None:
+    """What the dashboard's charts read from a sample beyond the README's basic fields."""
+    counters = Counters()
+    for held in (0.0002, 0.0002, 0.003, 2.0):
+        counters.observe_hold(held)
+    memory, tally = SamplerMemory(), Tally()
+    digest(memory, tally, {"a": _status(2, [40, 41], counters.snapshot())}, ("a", "b"), 1.0, {})
+    counters.divergences["payload"] += 1
+    sample, _ = digest(
+        memory, tally, {"a": _status(6, [45, 46], counters.snapshot())}, ("a", "b"), 2.0, {}
+    )
+    # 4 new checkpoints, 2 pauses reported: 1 payload, the rest periodic.
+    assert sample["checkpoint_reasons"] == {"payload": 1, "periodic": 3}
+    hold = sample["hold_time"]
+    assert hold["buckets"][0] == 0.0001 and len(hold["counts"]) == len(hold["buckets"]) + 1
+    assert sum(hold["counts"]) == 4 and hold["sum"] == pytest.approx(2.0034)
+    builtin, _ = digest(SamplerMemory(), Tally(), {"a": _status(1, [], None)}, ("a", None), 3.0, {})
+    assert builtin["hold_time"] is None and builtin["checkpoint_reasons"] == {}
+
+
+def test_series_functions_in_the_browser(seeded: Seeded, browser: webdriver.Chrome) -> None:
+    """series.js's pure functions, run by the browser that runs the page."""
+    browser.get(f"{seeded.api.url}/dashboard")
+    got = WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script(
+            """
+            if (!window.ColoppSeries) return null;
+            const S = window.ColoppSeries;
+            return {
+              deltas: S.deltas([1, 3, 2, null, 5, 9]),
+              rolling: S.rollingSum([0, 1, 2, 3, 70], [1, 1, 1, 1, 1], 60),
+              p50: S.histogramQuantile([0.001, 0.01, 0.1], [0, 10, 0, 0], 0.5),
+              p99: S.histogramQuantile([0.001, 0.01, 0.1], [0, 0, 0, 3], 0.99),
+              none: S.histogramQuantile([0.001], [0, 0], 0.5),
+              pct: S.percentile([1, 2, 3, 4, 100], 0.99),
+            };
+            """
+        )
+    )
+    # A decrease (a restarted counter) or a gap is no rate: null, not a negative number.
+    assert got["deltas"] == [None, 2, None, None, None, 4]
+    assert got["rolling"] == [1, 2, 3, 4, 1]  # (10, 70]: only the last
+    assert got["p50"] == pytest.approx(0.0055)
+    assert got["p99"] == 0.1 and got["none"] is None and got["pct"] == 100

@@ -267,7 +267,10 @@
     }
     stateTile.dataset.state = p.state;
     stateTile.querySelector(".glyph").textContent = GLYPHS[p.state] || "";
-    setTile("tile-state", p.state, p.reason || (p.stopped ? "stopped" : `since ${fmtTime(p.updated_at)}`));
+    // When it entered this state: the newest state event in view that led there.
+    const entered = S.events.filter((e) => e.type === "state" && e.data && e.data.target === p.state).pop();
+    setTile("tile-state", p.state,
+      p.reason || (p.stopped ? "stopped" : entered ? `since ${fmtTime(entered.t)}` : ""));
     setTile("tile-primary", p.primary ? p.primary.host : "none",
       p.secondary ? `secondary: ${p.secondary.host}` : "no secondary");
     renderCheckpointTile();
