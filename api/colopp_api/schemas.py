@@ -126,17 +126,15 @@ class ProtectionCreate(BaseModel):
         if any(".." in prefix for prefix in self.read_prefixes):
             raise ValueError("read_prefixes must not contain '..'")
         if self.placement == "hosts":
-            missing = [
-                what
-                for what, value in (
-                    ("hosts", self.hosts),
+            needed: list[tuple[str, object]] = [("hosts", self.hosts)]
+            if self.backend == "qemu":  # a libvirt domain has its own disk and boot
+                needed += [
                     ("base_disk", self.base_disk),
                     ("vm.kernel", self.vm.kernel),
                     ("vm.initrd", self.vm.initrd),
                     ("vm.append", self.vm.append),
-                )
-                if value is None
-            ]
+                ]
+            missing = [what for what, value in needed if value is None]
             if missing:
                 raise ValueError(f"placement hosts needs {', '.join(missing)}")
         elif self.hosts is not None or self.base_disk is not None:

@@ -30,6 +30,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--qemu-root", type=Path, default=None)
     parser.add_argument("--qemu-binary", default=None)
     parser.add_argument(
+        "--libvirt-uri",
+        default=None,
+        help="libvirtd of this host for protections with backend libvirt "
+        "(default: $COLOPP_LIBVIRT_URI or qemu:///system)",
+    )
+    parser.add_argument(
         "--lease",
         type=float,
         default=1.0,
@@ -69,6 +75,8 @@ async def serve(args: argparse.Namespace) -> None:
         args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary), args.lease
     )
     agent.agent_port = addresses[0][1]
+    if args.libvirt_uri:
+        agent.libvirt_uri = args.libvirt_uri
     done = asyncio.Event()
 
     async def shutdown() -> dict[str, bool]:

@@ -222,6 +222,11 @@ class HostAgent:
                 user = await self._read_libvirt_domain(vm_spec)  # its disk, if it has one
                 base_disk = str(user.disk or base_disk)
             base = Path(base_disk)
+            if not base.is_file() and user is not None:
+                raise ConfigError(
+                    f"libvirt domain {vm_spec.name!r} has no file-backed <disk> and base disk "
+                    f"{base} does not exist on {self.host}: give the domain its disk"
+                )
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
             await asyncio.to_thread(self._prepare_disks, spec, base)

@@ -198,8 +198,12 @@ def side_domain_xml(
     emulator: Path,
     netns: str | None,
     folder: Path | None = None,
+    *,
+    direct_boot: bool = True,
 ) -> str:
-    """The full libvirt XML of one COLO side (``netns``: the wrapper's COLOPP_NETNS)."""
+    """The full libvirt XML of one COLO side (``netns``: the wrapper's COLOPP_NETNS;
+    ``direct_boot`` False: the firmware boots the replicated disk, as the user's domain
+    without ``<kernel>`` does)."""
     ET.register_namespace("qemu", QEMU_NS)
     domain = ET.Element("domain", type="kvm" if vm.accel == "kvm" else "qemu")
     ET.SubElement(domain, "name").text = side_domain_name(vm.name, host)
@@ -207,9 +211,10 @@ def side_domain_xml(
     ET.SubElement(domain, "vcpu", placement="static").text = str(vm.vcpus)
     os_node = ET.SubElement(domain, "os")
     ET.SubElement(os_node, "type", arch="x86_64", machine="pc").text = "hvm"
-    ET.SubElement(os_node, "kernel").text = str(vm.kernel)
-    ET.SubElement(os_node, "initrd").text = str(vm.initrd)
-    ET.SubElement(os_node, "cmdline").text = vm.append
+    if direct_boot:
+        ET.SubElement(os_node, "kernel").text = str(vm.kernel)
+        ET.SubElement(os_node, "initrd").text = str(vm.initrd)
+        ET.SubElement(os_node, "cmdline").text = vm.append
     # Without <acpi/> libvirt 9.0 passes -no-acpi, an option QEMU 11 no longer has.
     ET.SubElement(ET.SubElement(domain, "features"), "acpi")
     if vm.cpu == "host":
@@ -227,7 +232,9 @@ def side_domain_xml(
     ET.SubElement(devices, "memballoon", model="none")
     commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
     for arg in colo_commandline(vm, side, folder):
-        ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+        # libvirt passes -boot strict=on: only devices with a bootindex may boot.
+        boot = ",bootindex=1" if not direct_boot and arg.startswith("virtio-blk-pci,") else ""
+        ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg + boot)
     if netns:
         ET.SubElement(commandline, f"{{{QEMU_NS}}}env", name=NETNS_ENV, value=netns)
     ET.indent(domain)

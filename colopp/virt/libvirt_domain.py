@@ -31,6 +31,7 @@ from colopp.qemu.argv import SideSpec, VmSpec
 from colopp.vcpu.placement import parse_cpus_fast, thread_ids
 from colopp.vcpu.shrink import process_of_thread
 from colopp.virt.domain_xml import (
+    DomainTemplate,
     check_protectable,
     side_domain_name,
     side_domain_xml,
@@ -93,8 +94,8 @@ def netns_name(netns_dir: Path = Path("/run/netns")) -> str | None:
     return None
 
 
-def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> tuple[VmSpec, Path | None]:
-    """The VM to protect and its disk (if it has one), from the user's domain ``vm.name``.
+def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> tuple[VmSpec, DomainTemplate]:
+    """The VM to protect and what else its domain says, from the user's domain ``vm.name``.
 
     Raises:
         DomainNotFound: no such domain (names what to define).
@@ -115,7 +116,7 @@ def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> tuple[VmSpec, P
             "a domain of the same kind on the peer host"
         )
     template = check_protectable(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-    return vm_from_template(vm, template), template.disk
+    return vm_from_template(vm, template), template
 
 
 def _discard_leftover(conn: Any, name: str) -> None:
@@ -202,6 +203,8 @@ class DomainProcess:
             self.conn.domainEventDeregisterAny(self._callback)
         with contextlib.suppress(libvirt.libvirtError):
             self.domain.undefine()
+        with contextlib.suppress(libvirt.libvirtError):
+            self.conn.close()
 
     def stderr_tail(self, limit: int = 800) -> str:
         """The end of libvirt's QEMU log for this domain."""
@@ -234,7 +237,12 @@ class LibvirtVm:
 
     conn: Any
     vm: VmSpec
-    disk: Path | None
+    template: DomainTemplate
+
+    @property
+    def disk(self) -> Path | None:
+        """The domain's own file disk (None: the controller's base disk)."""
+        return self.template.disk
 
 
 async def read_domain(vm: VmSpec, host: str, uri: str = DEFAULT_URI) -> LibvirtVm:
@@ -245,8 +253,8 @@ async def read_domain(vm: VmSpec, host: str, uri: str = DEFAULT_URI) -> LibvirtV
             :func:`read_template`.
     """
     conn = await asyncio.to_thread(connect, uri)
-    protected, disk = await asyncio.to_thread(read_template, conn, vm, uri, host)
-    return LibvirtVm(conn, protected, disk)
+    protected, template = await asyncio.to_thread(read_template, conn, vm, uri, host)
+    return LibvirtVm(conn, protected, template)
 
 
 async def start_side(
@@ -264,7 +272,8 @@ async def start_side(
     loop = asyncio.get_running_loop()
     conn, vm = user.conn, user.vm
     name = side_domain_name(vm.name, host)
-    xml = side_domain_xml(vm, side, host, emulator, netns_name())
+    direct_boot = user.template.kernel is not None
+    xml = side_domain_xml(vm, side, host, emulator, netns_name(), direct_boot=direct_boot)
     await asyncio.to_thread(_discard_leftover, conn, name)
     try:
         domain = await asyncio.to_thread(conn.defineXML, xml)

@@ -156,17 +156,20 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
         ConfigError: no agent token file configured, or it is not 0600.
         AgentError: an agent is unreachable.
     """
-    assert spec.hosts is not None and spec.base_disk is not None
-    assert spec.vm.kernel is not None and spec.vm.initrd is not None
-    assert spec.vm.append is not None
+    assert spec.hosts is not None
+    if spec.backend == "qemu":
+        assert spec.base_disk is not None and spec.vm.append is not None
+        assert spec.vm.kernel is not None and spec.vm.initrd is not None
+    # backend libvirt: the agents take disk and boot from the domain (these are fallbacks).
+    unset = "/nonexistent"
     if settings.agent_token_file is None:
         raise ConfigError("placement hosts needs COLOPP_AGENT_TOKEN_FILE (the agents' token)")
     token = read_secret_file(settings.agent_token_file)
     vm = VmSpec(
         spec.name[:31],
-        Path(spec.vm.kernel),
-        Path(spec.vm.initrd),
-        spec.vm.append,
+        Path(spec.vm.kernel or unset),
+        Path(spec.vm.initrd or unset),
+        spec.vm.append or "",
         mac=spec.vm.mac,
         memory_mb=spec.vm.memory_mb,
         vcpus=spec.vm.vcpus,
@@ -178,7 +181,7 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
     ]
     config = PairConfig(
         vm,
-        Path(spec.base_disk),
+        Path(spec.base_disk or unset),
         slots[0],
         slots[1],
         comparator=ComparatorKind(spec.comparator),

@@ -126,3 +126,11 @@ def test_side_xml_names_emulator_netns_and_keeps_acpi() -> None:
     kroot = ET.fromstring(kvm)
     assert kroot.get("type") == "kvm" and kroot.find("cpu").get("mode") == "host-passthrough"
     assert kroot.find(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}env") is None
+
+
+def test_a_domain_without_kernel_boots_its_disk_through_the_firmware() -> None:
+    xml = side_domain_xml(VM, _side(Role.PRIMARY), "hosta", Path("/w"), None, direct_boot=False)
+    root = ET.fromstring(xml)
+    assert root.find("os/kernel") is None and root.find("os/cmdline") is None
+    args = [a.get("value") or "" for a in root.iter(f"{{{QEMU_NS}}}arg")]
+    assert any(a.startswith("virtio-blk-pci,") and a.endswith(",bootindex=1") for a in args)
