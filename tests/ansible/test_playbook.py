@@ -5,6 +5,7 @@ and a second run changes nothing. Also: --syntax-check and ansible-lint (product
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -56,6 +57,60 @@ def test_ansible_lint_production_profile() -> None:
             check=False,
         )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+_RENDER_UNITS = """
+- name: Render colopp's systemd units as the agent and API roles do
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Render the units
+      ansible.builtin.template:
+        src: "{{ roles }}/{{ item.role }}/templates/{{ item.name }}.service.j2"
+        dest: "{{ out }}/{{ item.name }}.service"
+        mode: "0644"
+      loop:
+        - {role: colopp_agent, name: colopp-agent}
+        - {role: colopp_api, name: colopp-api}
+      vars:
+        colopp_host_name: hosta
+        colopp_log_dir: "{{ out }}"
+        colopp_agent_service: colopp-agent
+        colopp_agent_launcher: "{{ out }}/colopp-agent.sh"
+        colopp_api_service: colopp-api
+        colopp_api_launcher: "{{ out }}/colopp-api.sh"
+"""
+
+
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    """The systemd path cannot run here (no systemd as PID 1); its units are still checked."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("no systemd-analyze")
+    (tmp_path / "render.yml").write_text(_RENDER_UNITS)
+    for name in ("colopp-agent", "colopp-api"):
+        launcher = tmp_path / f"{name}.sh"
+        launcher.write_text("#!/bin/sh\nexit 0\n")
+        launcher.chmod(0o700)
+    extra = json.dumps({"roles": str(ANSIBLE_DIR / "roles"), "out": str(tmp_path)})
+    done = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-e", extra, str(tmp_path / "render.yml")],
+        cwd=ANSIBLE_DIR,
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    units = [str(tmp_path / f"{name}.service") for name in ("colopp-agent", "colopp-api")]
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
 
 
 @pytest.fixture
