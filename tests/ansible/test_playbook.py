@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -14,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from ansible_harness import (
     ANSIBLE_DIR,
@@ -205,3 +207,23 @@ def test_playbook_protects_a_vm_and_is_idempotent(site: AnsibleSite) -> None:
         after = api.get(f"/v1/protections/{protection['id']}").json()
     assert after["state"] == "protected", after
     assert after["primary"]["pid"] == protection["primary"]["pid"]
+
+    # a changed setting restarts only what it concerns: a read token for the API restarts the
+    # API (its handler), which re-attaches to the running pair; the hosts stay untouched
+    api_pidfile = site.root_of("controller") / "run" / "colopp" / "colopp-api.pid"
+    api_pid = api_pidfile.read_text().strip()
+    read_token = secrets.token_urlsafe(24)
+    third = site.playbook("-e", json.dumps({"colopp_api_read_token": read_token}))
+    print(f"third run (API read token added): {third.seconds:.0f} s, recap {third.recap}")
+    assert third.returncode == 0, third.tail()
+    assert third.recap["hosta"]["changed"] == third.recap["hostb"]["changed"] == 0, third.tail()
+    assert third.recap["controller"]["changed"] >= 2, third.tail()
+    assert api_pidfile.read_text().strip() != api_pid
+    assert _mode(controller_etc / "api-read.token") == 0o600
+    with httpx.Client(
+        base_url=site.api_url, headers={"Authorization": f"Bearer {read_token}"}, timeout=10
+    ) as reader:
+        again = reader.get(f"/v1/protections/{protection['id']}").json()
+        assert reader.delete(f"/v1/protections/{protection['id']}").status_code == 403
+    assert again["state"] == "protected", again
+    assert again["primary"]["pid"] == protection["primary"]["pid"]
