@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,11 +14,14 @@ _PLACEHOLDER = re.compile(r"\{([a-z_0-9]+)\}")
 
 
 def configs_dir() -> Path:
-    """Where the templates live: ``$COLOPP_QEMU_CONFIGS`` or the source tree's folder."""
+    """Where the templates live: ``$COLOPP_QEMU_CONFIGS``, the source tree's folder, or
+    (installed from a wheel) ``<prefix>/share/colopp/qemu-configs``."""
     override = os.environ.get("COLOPP_QEMU_CONFIGS")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "qemu-configs"
+    source = Path(__file__).resolve().parents[2] / "qemu-configs"
+    installed = Path(sys.prefix) / "share" / "colopp" / "qemu-configs"
+    return source if source.is_dir() or not installed.is_dir() else installed
 
 
 def placeholders(template: str) -> set[str]:
