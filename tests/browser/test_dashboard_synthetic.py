@@ -223,6 +223,10 @@ def test_series_functions_in_the_browser(seeded: Seeded, browser: webdriver.Chro
               p99: S.histogramQuantile([0.001, 0.01, 0.1], [0, 0, 0, 3], 0.99),
               none: S.histogramQuantile([0.001], [0, 0], 0.5),
               pct: S.percentile([1, 2, 3, 4, 100], 0.99),
+              // A comparator restart (counts go down; none at all while failed over).
+              hist: S.histogramDeltas([
+                {counts: [1, 0], sum: 1}, {counts: [3, 1], sum: 4}, {counts: [1, 0], sum: 2},
+                null, {counts: [2, 0], sum: 1}]),
             };
             """
         )
@@ -232,3 +236,10 @@ def test_series_functions_in_the_browser(seeded: Seeded, browser: webdriver.Chro
     assert got["rolling"] == [1, 2, 3, 4, 1]  # (10, 70]: only the last
     assert got["p50"] == pytest.approx(0.0055)
     assert got["p99"] == 0.1 and got["none"] is None and got["pct"] == 100
+    assert got["hist"] == [
+        None,
+        {"counts": [2, 1], "sum": 3},
+        {"counts": [1, 0], "sum": 2},
+        None,
+        {"counts": [2, 0], "sum": 1},
+    ]

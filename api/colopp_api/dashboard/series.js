@@ -122,36 +122,46 @@
     return { series, total, known };
   }
 
+  /** Per-interval increases of the cumulative hold-time histogram. After a restart of the
+   * comparator (a count went down, or there was none before) the new counts are the
+   * increase, as Prometheus' increase() reads a counter reset. */
+  function histogramDeltas(hist) {
+    return hist.map((now, i) => {
+      if (!now || i === 0) return null;
+      const prev = hist[i - 1];
+      const same = prev && prev.counts.length === now.counts.length &&
+        prev.counts.every((n, k) => n <= now.counts[k]);
+      if (!same) return { counts: now.counts.slice(), sum: now.sum };
+      return { counts: now.counts.map((n, k) => n - prev.counts[k]), sum: now.sum - prev.sum };
+    });
+  }
+
   /** Hold latency of primary frames over the last minute: p50, p99 and mean (ms). */
   function holdSeries(samples, ts) {
     const starts = windowStarts(ts, MINUTE);
     const hist = samples.map((s) => s.hold_time || null);
+    const increases = histogramDeltas(hist);
     const p50 = new Array(ts.length).fill(null);
     const p99 = new Array(ts.length).fill(null);
     const mean = new Array(ts.length).fill(null);
     let held = 0;
     for (let i = 0; i < ts.length; i++) {
-      const now = hist[i];
-      // Baseline: the sample just before the window, when it belongs to the same process.
-      const base = starts[i] > 0 ? hist[starts[i] - 1] : null;
-      if (!now) continue;
-      let counts = now.counts;
-      let sum = now.sum;
-      if (base && base.counts.length === now.counts.length &&
-          base.counts.every((n, k) => n <= now.counts[k])) {
-        counts = now.counts.map((n, k) => n - base.counts[k]);
-        sum = now.sum - base.sum;
-      } else if (starts[i] > 0) {
-        continue; // the comparator restarted inside the window
+      if (!hist[i]) continue;
+      const counts = new Array(hist[i].counts.length).fill(0);
+      let sum = 0;
+      for (let j = starts[i]; j <= i; j++) {
+        const d = increases[j];
+        if (!d || d.counts.length !== counts.length) continue;
+        d.counts.forEach((n, k) => { counts[k] += n; });
+        sum += d.sum;
       }
       const total = counts.reduce((a, b) => a + b, 0);
       if (!total) continue;
       held = Math.max(held, total);
-      p50[i] = histogramQuantile(now.buckets, counts, 0.5) * 1000;
-      p99[i] = histogramQuantile(now.buckets, counts, 0.99) * 1000;
+      p50[i] = histogramQuantile(hist[i].buckets, counts, 0.5) * 1000;
+      p99[i] = histogramQuantile(hist[i].buckets, counts, 0.99) * 1000;
       mean[i] = (sum / total) * 1000;
     }
-    const known = hist.some((h) => h);
     return {
       series: [
         { label: "p50", values: p50 },
@@ -159,7 +169,6 @@
         { label: "mean", values: mean },
       ],
       held,
-      known,
     };
   }
 
@@ -236,6 +245,7 @@
   }
 
   global.ColoppSeries = {
-    derive, markers, rollingSum, deltas, percentile, histogramQuantile, windowStarts,
+    derive, markers, rollingSum, deltas, percentile, histogramQuantile, histogramDeltas,
+    windowStarts,
   };
 })(window);
