@@ -213,6 +213,19 @@ def _shrunk(conn: Any, host: str) -> Any:
     return check
 
 
+def test_unprotectable_domain_is_refused_through_the_api(lab_api: ApiServer) -> None:
+    with lab_api.client() as c:
+        body = {"name": "lvm-vhost", "backend": "libvirt"}
+        made = c.post("/v1/protections", json=body)
+        assert made.status_code == 201, made.text
+        pid = made.json()["id"]
+        failed = wait_until("error", lambda: (g := _get(c, pid))["state"] == "error" and g, 300)
+        assert "add <driver name='qemu'/>" in failed["reason"], failed["reason"]
+        assert "vhost" in failed["reason"]
+        wait_until("torn down", lambda: _get(c, pid)["stopped"], 60)
+    assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
+
+
 def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_domain: str) -> None:
     conn = libvirt.open(URI)
     host_cpus = len(os.sched_getaffinity(0))
