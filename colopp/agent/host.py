@@ -16,10 +16,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
-from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
+from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
+from colopp.agent.qemu_process import READY_LINE, wait_for_serial
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.specs import side_from_request, vm_from_dict
@@ -44,16 +45,10 @@ from colopp.errors import (
     QmpTimeout,
     StateError,
 )
-from colopp.qemu.argv import ComparatorKind, Role, SideSpec, VmSpec, qemu_argv
+from colopp.qemu.argv import ComparatorKind, Role, SideSpec
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
-from colopp.qmp.monitor import Monitor
 from colopp.virt import Backend
-
-if TYPE_CHECKING:
-    from colopp.virt.libvirt_domain import LibvirtVm
-
-QMP_CONNECT_TIMEOUT = 15.0
 
 
 class HostAgent:
@@ -219,7 +214,7 @@ class HostAgent:
             self.runtime.require_present()
             user = None
             if Backend(side.get("backend", Backend.QEMU.value)) is Backend.LIBVIRT:
-                user = await self._read_libvirt_domain(vm_spec)  # its disk, if it has one
+                user = await read_libvirt_domain(vm_spec, self.host, self.libvirt_uri)
                 base_disk = str(user.disk or base_disk)
             base = Path(base_disk)
             if not base.is_file() and user is not None:
@@ -230,40 +225,13 @@ class HostAgent:
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
             await asyncio.to_thread(self._prepare_disks, spec, base)
-            if user is not None:
-                self.side = await self._launch_libvirt(user, spec)
+            if user is not None:  # the domain's own disk (if any) is the one replicated
+                self.side = await start_libvirt_side(user, spec, self.host)
             else:
-                self.side = await self._launch_qemu(vm_spec, spec)
+                self.side = await start_qemu_side(self.runtime, vm_spec, spec)
             process = self.side.process
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
             return {"pid": process.pid, "run_dir": str(run_dir)}
-
-    async def _launch_qemu(self, vm_spec: VmSpec, spec: SideSpec) -> Side:
-        process = QemuProcess(
-            qemu_argv(self.runtime, vm_spec, spec), self.runtime.env(), spec.run_dir
-        )
-        await process.start()
-        monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)
-        try:
-            await monitor.connect(QMP_CONNECT_TIMEOUT, alive=process.alive)
-        except QmpError as exc:
-            if not process.alive():
-                raise process.start_error("exited at start") from exc
-            await process.stop()
-            raise process.start_error(f"never answered on QMP ({exc})") from exc
-        return Side(vm_spec, spec, process, monitor)
-
-    async def _read_libvirt_domain(self, vm_spec: VmSpec) -> LibvirtVm:
-        """The user's libvirt domain, checked (libvirt-python is imported only here)."""
-        from colopp.virt.libvirt_domain import read_domain
-
-        return await read_domain(vm_spec, self.host, self.libvirt_uri)
-
-    async def _launch_libvirt(self, user: LibvirtVm, spec: SideSpec) -> Side:
-        from colopp.virt.libvirt_domain import start_side
-
-        launched = await start_side(user, spec, self.host)
-        return Side(launched.vm, spec, launched.process, launched.monitor, backend=Backend.LIBVIRT)
 
     def _prepare_disks(self, spec: SideSpec, base: Path) -> None:
         if spec.run_dir.exists():
