@@ -48,6 +48,21 @@ class Tally:
             self.ok += 1
             self.completions.append(time.time())
 
+    def acked(self, cid: int, key: str, value: str) -> None:
+        """A write of ``value`` to ``key`` was acknowledged (counted as a success)."""
+        with self.lock:
+            self.writes_acked[key] = value
+            self.last_acked[cid] = key
+        self.success()
+
+    def read(self, status: int, body: bytes, value: str) -> None:
+        """A read answered; it must be ``value`` (counted as a success either way)."""
+        with self.lock:
+            self.reads += 1
+            if status != 200 or body != value.encode():
+                self.read_mismatch += 1
+        self.success()
+
     def failure(self, exc: BaseException, reset: bool) -> None:
         with self.lock:
             self.failed += 1
@@ -82,17 +97,10 @@ def run_connection(
         key, value = f"c{cid}-{i}", f"value-{cid}-{i}-" + "x" * (i % 64)
         try:
             _expect_ok(_request(conn, "PUT", f"/kv/{key}", value.encode())[0], f"PUT {key}")
-            with tally.lock:
-                tally.writes_acked[key] = value
-                tally.last_acked[cid] = key
-            tally.success()
-            status, body = _request(conn, "GET", f"/kv/{key}")
-            with tally.lock:
-                tally.reads += 1
-                if status != 200 or body != value.encode():
-                    tally.read_mismatch += 1
-            tally.success()
+            tally.acked(cid, key, value)
+            tally.read(*_request(conn, "GET", f"/kv/{key}"), value)
             status, body = _request(conn, "POST", "/counter", b"")
+            _expect_ok(status, "POST /counter")
             counter = int(body.strip() or b"-1")
             with tally.lock:
                 tally.counter_regressions += int(counter <= last_counter)
@@ -133,18 +141,10 @@ def run_reader(
                 key, value = f"r{cid}-{len(mine)}", f"read-mostly-{cid}-{len(mine)}"
                 _expect_ok(_request(conn, "PUT", f"/kv/{key}", value.encode())[0], f"PUT {key}")
                 mine.append((key, value))
-                with tally.lock:
-                    tally.writes_acked[key] = value
-                    tally.last_acked[cid] = key
-                tally.success()
+                tally.acked(cid, key, value)
                 continue
             key, value = rng.choice(mine)
-            status, body = _request(conn, "GET", f"/kv/{key}")
-            with tally.lock:
-                tally.reads += 1
-                if status != 200 or body != value.encode():
-                    tally.read_mismatch += 1
-            tally.success()
+            tally.read(*_request(conn, "GET", f"/kv/{key}"), value)
         except RESET_ERRORS as exc:
             tally.failure(exc, reset=True)
             conn.close()
