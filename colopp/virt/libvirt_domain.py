@@ -132,6 +132,15 @@ def _discard_leftover(conn: Any, name: str) -> None:
         old.undefine()
 
 
+def _pid_gone(pid: int, proc: Path = Path("/proc")) -> bool:
+    """No such process, or only its zombie is left."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
 class DomainProcess:
     """A side's QEMU as libvirt runs it."""
 
@@ -179,8 +188,10 @@ class DomainProcess:
         self._pid = process_of_thread(thread_ids(threads)[0])
 
     def alive(self) -> bool:
-        """True until libvirt reports the domain stopped."""
-        return not self.exited.is_set()
+        """True until libvirt reports the domain stopped, or QEMU's process is gone (a
+        killed QEMU is dead at once; libvirt's STOPPED event follows its cleanup, which
+        took up to ~2 s here)."""
+        return not self.exited.is_set() and not (self._pid is not None and _pid_gone(self._pid))
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to QEMU (fault injection, fencing); libvirt sees the crash."""

@@ -279,8 +279,11 @@ def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_doma
         cpus, quota = wait_until("new secondary shrunk", _shrunk(conn, "hosta"), 30, 0.2)
         assert len(cpus[0]) == max(1, host_cpus // 2)
         assert (_colo_mode(conn, "hostb"), _colo_mode(conn, "hosta")) == ("primary", "secondary")
+        page = c.get(f"/v1/protections/{pid}/events", params={"limit": 1000}).json()
+        incident = next(e for e in page["events"] if e["type"] == "failover")
         print(
-            f"protect {protect_s:.1f}s, failover request to protected again {reprotect_s:.1f}s,"
+            f"fence + failover {incident['data'].get('failover_ms', 0):.0f} ms,"
+            f" protect {protect_s:.1f}s, failover request to protected again {reprotect_s:.1f}s,"
             f" workload {summary['requests_ok']} ok / {summary['requests_failed']} failed /"
             f" {summary['connections_reset']} reset / {summary['writes_lost']} lost of"
             f" {summary.get('writes_acked')}, outage {summary['failover_outage_ms']} ms"

@@ -88,3 +88,14 @@ def test_cpumap_and_per_vcpu_quota() -> None:
     assert per_vcpu_quota_us(0.5, 1) == 50_000
     assert per_vcpu_quota_us(0.5, 2) == 25_000
     assert per_vcpu_quota_us(0.001, 4) == 1000  # libvirt's floor
+
+
+def test_a_killed_qemu_is_gone_before_libvirts_event(tmp_path: Any) -> None:
+    from colopp.virt.libvirt_domain import _pid_gone
+
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7/stat").write_text("7 (qemu-system-x86) S 1 7 7 0 -1")
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8/stat").write_text("8 (a) b) Z 1 8 8 0 -1")
+    assert not _pid_gone(7, tmp_path)
+    assert _pid_gone(8, tmp_path) and _pid_gone(9, tmp_path)
