@@ -128,8 +128,9 @@ def test_dashboard_renders_and_follows_live(
     figures = wait.until(lambda d: (f := panel_figures(d))["samples"] >= 590 and f)
     assert figures["checkpoints"] == _api_checkpoints(api, seeded.busy, figures["last_t"])
     assert figures["positive"] > 0 and set(figures["labels"]) >= {"periodic", "payload"}
-    # One failover in the data: one marker on each of the six charts, one incident.
-    assert len(browser.find_elements("css selector", ".marker-failover")) == 6
+    # One failover in the data: one marker on each of the six charts, one incident (the
+    # stream sends events after samples: wait for them too).
+    wait.until(lambda d: len(d.find_elements("css selector", ".marker-failover")) == 6, "markers")
     assert text_of(browser, "#tile-failovers .value") == "1"
     assert "failover: hosta lost" in text_of(browser, "#incidents")
     for panel in ("checkpoints", "pauses", "divergences", "hold", "packets", "cpu"):
