@@ -173,3 +173,43 @@ def api(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator
     server.start()
     yield server
     server.kill(signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def lab_api_server(
+    prefix: str, qemu_root: Path, database_url: str | None = None
+) -> Iterator[ApiServer]:
+    """``colopp serve`` allowed to build this host's lab under ``prefix``; on the way out
+    every protection is unprotected with ``stop=true`` and, should the API fail to, the
+    lab's processes and namespaces are removed."""
+    from colopp.controller.local import processes_in_netns
+    from colopp.lab import cleanup_leftovers, plan_lab
+
+    short = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))  # QEMU socket paths < 108 bytes
+    server = ApiServer(
+        short / "state",
+        database_url or f"sqlite:///{short / 'api.db'}",
+        COLOPP_API_LAB="1",
+        COLOPP_API_LAB_PREFIX=prefix,
+        COLOPP_QEMU_ROOT=str(qemu_root),
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception), server.client() as c:
+            for p in c.get("/v1/protections").json()["protections"]:
+                if not p["stopped"]:
+                    c.delete(f"/v1/protections/{p['id']}", params={"stop": "true"})
+            wait_until(
+                "teardown",
+                lambda: all(p["stopped"] for p in c.get("/v1/protections").json()["protections"]),
+                120,
+            )
+        server.kill()
+        for netns in plan_lab(prefix).namespaces:  # only if the API could not tear down
+            for pid in processes_in_netns(netns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        cleanup_leftovers(prefix)
+        shutil.rmtree(short, ignore_errors=True)

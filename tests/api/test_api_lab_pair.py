@@ -4,11 +4,9 @@ API process SIGKILLed and restarted while it is protected (SQLite only: a lab pr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import READ, ApiServer, wait_until
+from conftest import READ, ApiServer, lab_api_server, wait_until
 
-from colopp.controller.local import processes_in_netns
 from colopp.demo.harness import ClientWorkload
-from colopp.lab import cleanup_leftovers, plan_lab
+from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.runtime import DEFAULT_ROOT
 
@@ -40,35 +37,8 @@ def qemu_root() -> Path:
 
 @pytest.fixture
 def lab_api(qemu_root: Path) -> Iterator[ApiServer]:
-    # A short state dir: QEMU's unix socket paths below it must stay under 108 bytes.
-    short = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
-    server = ApiServer(
-        short / "state",
-        f"sqlite:///{short / 'api.db'}",
-        COLOPP_API_LAB="1",
-        COLOPP_API_LAB_PREFIX=PREFIX,
-        COLOPP_QEMU_ROOT=str(qemu_root),
-    )
-    server.start()
-    try:
+    with lab_api_server(PREFIX, qemu_root) as server:
         yield server
-    finally:
-        with contextlib.suppress(Exception), server.client() as c:
-            for p in c.get("/v1/protections").json()["protections"]:
-                if not p["stopped"]:
-                    c.delete(f"/v1/protections/{p['id']}", params={"stop": "true"})
-            wait_until(
-                "teardown",
-                lambda: all(p["stopped"] for p in c.get("/v1/protections").json()["protections"]),
-                120,
-            )
-        server.kill()
-        for netns in plan_lab(PREFIX).namespaces:  # only if the API could not tear down
-            for pid in processes_in_netns(netns):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-        cleanup_leftovers(PREFIX)
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def _get(c: httpx.Client, pid: str) -> dict[str, Any]:

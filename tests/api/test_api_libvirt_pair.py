@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,15 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ApiServer, wait_until
+from conftest import ApiServer, lab_api_server, wait_until
 from rich.console import Console
 
-from colopp.controller.local import processes_in_netns
 from colopp.demo.harness import ClientWorkload
 from colopp.errors import ConfigError, DomainNotFound, LibvirtUnavailable
 from colopp.image.builder import build_image
 from colopp.image.cmdline import kernel_cmdline
-from colopp.lab import cleanup_leftovers, plan_lab
+from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.argv import VmSpec
 from colopp.qemu.runtime import DEFAULT_ROOT
@@ -139,33 +137,11 @@ def test_clear_errors_name_what_to_change(user_domain: str) -> None:
 
 @pytest.fixture
 def lab_api(user_domain: str) -> Iterator[ApiServer]:
-    short = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))  # QEMU socket paths < 108 bytes
-    server = ApiServer(
-        short / "state",
-        f"sqlite:///{short / 'api.db'}",
-        COLOPP_API_LAB="1",
-        COLOPP_API_LAB_PREFIX=PREFIX,
-        COLOPP_QEMU_ROOT=str(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT)),
-    )
-    server.start()
+    root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
     try:
-        yield server
+        with lab_api_server(PREFIX, root) as server:
+            yield server
     finally:
-        with contextlib.suppress(Exception), server.client() as c:
-            for p in c.get("/v1/protections").json()["protections"]:
-                if not p["stopped"]:
-                    c.delete(f"/v1/protections/{p['id']}", params={"stop": "true"})
-            wait_until(
-                "teardown",
-                lambda: all(p["stopped"] for p in c.get("/v1/protections").json()["protections"]),
-                120,
-            )
-        server.kill()
-        for netns in plan_lab(PREFIX).namespaces:
-            for pid in processes_in_netns(netns):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-        cleanup_leftovers(PREFIX)
         conn = libvirt.open(URI)
         for host in ("hosta", "hostb"):
             with contextlib.suppress(libvirt.libvirtError):
@@ -174,7 +150,6 @@ def lab_api(user_domain: str) -> Iterator[ApiServer]:
                     dom.destroy()
                 dom.undefine()
         conn.close()
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def _get(c: httpx.Client, pid: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def _api_conftest() -> ModuleType:
 _api = _api_conftest()
 ApiServer = _api.ApiServer
 wait_until = _api.wait_until
+lab_api_server = _api.lab_api_server
 READ: str = _api.READ
 WRITE: str = _api.WRITE
 

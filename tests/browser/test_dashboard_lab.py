@@ -5,10 +5,8 @@ the API reaches the page (new primary, failover marker) without a reload. Screen
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from harness import (
     READ,
     ApiServer,
     console_errors,
+    lab_api_server,
     panel_figures,
     screenshot,
     sign_in,
@@ -28,9 +27,8 @@ from harness import (
 from selenium import webdriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from colopp.controller.local import processes_in_netns
 from colopp.demo.harness import ClientWorkload
-from colopp.lab import cleanup_leftovers, plan_lab
+from colopp.lab import plan_lab
 from colopp.qemu.runtime import DEFAULT_ROOT
 
 PREFIX = "clpdash"
@@ -47,34 +45,8 @@ def lab_api() -> Iterator[ApiServer]:
     root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
     if not (root / "usr/bin/qemu-system-x86_64").exists():
         pytest.skip(f"no QEMU runtime at {root}: run `colopp qemu install` (make test does)")
-    short = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))  # QMP socket paths < 108 bytes
-    server = ApiServer(
-        short / "state",
-        f"sqlite:///{short / 'api.db'}",
-        COLOPP_API_LAB="1",
-        COLOPP_API_LAB_PREFIX=PREFIX,
-        COLOPP_QEMU_ROOT=str(root),
-    )
-    server.start()
-    try:
+    with lab_api_server(PREFIX, root) as server:
         yield server
-    finally:
-        with contextlib.suppress(Exception), server.client() as c:
-            for p in c.get("/v1/protections").json()["protections"]:
-                if not p["stopped"]:
-                    c.delete(f"/v1/protections/{p['id']}", params={"stop": "true"})
-            wait_until(
-                "teardown",
-                lambda: all(p["stopped"] for p in c.get("/v1/protections").json()["protections"]),
-                120,
-            )
-        server.kill()
-        for netns in plan_lab(PREFIX).namespaces:  # only if the API could not tear down
-            for pid in processes_in_netns(netns):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, 9)
-        cleanup_leftovers(PREFIX)
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
