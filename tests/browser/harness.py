@@ -36,6 +36,7 @@ _api = _api_conftest()
 ApiServer = _api.ApiServer
 wait_until = _api.wait_until
 lab_api_server = _api.lab_api_server
+Postgres = _api.Postgres
 READ: str = _api.READ
 WRITE: str = _api.WRITE
 

@@ -16,6 +16,7 @@ import pytest
 from harness import (
     READ,
     ApiServer,
+    Postgres,
     console_errors,
     lab_api_server,
     panel_figures,
@@ -39,14 +40,21 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(LAB_
 
 @pytest.fixture
 def lab_api() -> Iterator[ApiServer]:
-    """``colopp serve`` allowed to build this host's lab under the prefix ``clpdash``."""
+    """``colopp serve`` (state in PostgreSQL) allowed to build the lab under ``clpdash``."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("lab tests need root and iproute2")
     root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
     if not (root / "usr/bin/qemu-system-x86_64").exists():
         pytest.skip(f"no QEMU runtime at {root}: run `colopp qemu install` (make test does)")
-    with lab_api_server(PREFIX, root) as server:
-        yield server
+    # The API's state in PostgreSQL here (the API tier's real pair runs on SQLite), so a
+    # real pair is protected and failed over through the API on both databases.
+    pg = Postgres()
+    pg.start()
+    try:
+        with lab_api_server(PREFIX, root, pg.new_database()) as server:
+            yield server
+    finally:
+        pg.stop()
 
 
 def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
