@@ -123,6 +123,16 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         back = wait_until("re-protected", _state(c, pid, "protected"), 300, 0.5)
         reprotected_s = time.monotonic() - failed_at
         assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
+        # A planned switchover hands the service back to hosta, then re-protects.
+        wait_until("a checkpoint", lambda: _get(c, pid)["checkpoints"] > back["checkpoints"], 60)
+        r = c.post(f"/v1/protections/{pid}/switchover")
+        assert r.status_code == 202, r.text
+        wait_until(
+            "switched over",
+            lambda: (g := _state(c, pid, "protected")()) and g["primary"]["host"] == "hosta",
+            300,
+            0.5,
+        )
         summary = workload.finish()
     finally:
         workload.kill()
@@ -140,7 +150,7 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         f" {summary['failover_outage_ms']} ms"
     )
     types = _event_types(c, pid)
-    assert {"state", "checkpoint", "failover", "reattached"} <= set(types)
+    assert {"state", "checkpoint", "failover", "reattached", "switchover"} <= set(types)
     samples = c.get(f"/v1/protections/{pid}/metrics", params={"since": 0}).json()["samples"]
     assert samples and samples[-1]["cpu_seconds"] and samples[-1]["comparator"] is not None
     with lab_api.client(READ) as reader:
@@ -153,6 +163,11 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
+    # Unprotect: the primary goes on serving alone; then stop it too.
+    r = c.delete(f"/v1/protections/{pid}")
+    assert r.status_code == 202, r.text
+    alone = wait_until("unprotected", _state(c, pid, "unprotected"), 120, 0.5)
+    assert not alone["stopped"] and alone["primary"]["host"] == "hosta"
     r = c.delete(f"/v1/protections/{pid}", params={"stop": "true"})
     assert r.status_code == 202, r.text
     done = wait_until("stopped", lambda: (g := _get(c, pid))["stopped"] and g, 120)
