@@ -213,3 +213,21 @@ def lab_api_server(
                     os.kill(pid, signal.SIGKILL)
         cleanup_leftovers(prefix)
         shutil.rmtree(short, ignore_errors=True)
+
+
+def get_protection(c: httpx.Client, pid: str) -> dict[str, Any]:
+    """One protection as the API reports it."""
+    got: dict[str, Any] = c.get(f"/v1/protections/{pid}").json()
+    return got
+
+
+def in_state(c: httpx.Client, pid: str, *states: str) -> Any:
+    """A check for :func:`wait_until`: the protection once it is in one of ``states``
+    (an ``error`` state fails at once, with its reason)."""
+
+    def check() -> Any:
+        got = get_protection(c, pid)
+        assert got["state"] != "error", got["reason"]
+        return got if got["state"] in states else None
+
+    return check

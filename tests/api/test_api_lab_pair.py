@@ -10,11 +10,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from conftest import READ, ApiServer, lab_api_server, wait_until
+from conftest import READ, ApiServer, get_protection, in_state, lab_api_server, wait_until
 
 from colopp.demo.harness import ClientWorkload
 from colopp.lab import plan_lab
@@ -39,20 +38,6 @@ def qemu_root() -> Path:
 def lab_api(qemu_root: Path) -> Iterator[ApiServer]:
     with lab_api_server(PREFIX, qemu_root) as server:
         yield server
-
-
-def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
-    got: dict[str, Any] = c.get(f"/v1/protections/{pid}").json()
-    return got
-
-
-def _state(c: httpx.Client, pid: str, *states: str) -> Any:
-    def check() -> Any:
-        got = _get(c, pid)
-        assert got["state"] != "error", got["reason"]
-        return got if got["state"] in states else None
-
-    return check
 
 
 def _event_types(c: httpx.Client, pid: str) -> list[str]:
@@ -86,10 +71,12 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
     assert second.status_code == 409 and "only one lab" in second.json()["detail"]
 
     started = time.monotonic()
-    wait_until("protected", _state(c, pid, "protected"), 600, 1.0)
+    wait_until("protected", in_state(c, pid, "protected"), 600, 1.0)
     protect_s = time.monotonic() - started
     got = wait_until(
-        "pids", lambda: (g := _get(c, pid))["primary"]["pid"] and g["secondary"]["pid"] and g, 30
+        "pids",
+        lambda: (g := get_protection(c, pid))["primary"]["pid"] and g["secondary"]["pid"] and g,
+        30,
     )
     assert got["service"] == {"address": "198.18.0.100", "client_netns": f"{PREFIX}-client"}
     assert (got["primary"]["host"], got["secondary"]["host"]) == ("hosta", "hostb")
@@ -99,14 +86,14 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
     try:
         # Connections opened now must live across a checkpoint before the failover.
         first = got["checkpoints"]
-        wait_until("a checkpoint", lambda: _get(c, pid)["checkpoints"] > first + 1, 60)
+        wait_until("a checkpoint", lambda: get_protection(c, pid)["checkpoints"] > first + 1, 60)
 
         lab_api.kill()  # SIGKILL: the agents and both QEMUs keep the pair serving
         assert all(_alive(p) for p in qemu_pids)
         killed = time.monotonic()
         lab_api.start()
         again = wait_until(
-            "re-attached pids", lambda: (g := _get(c, pid))["primary"]["pid"] and g, 30
+            "re-attached pids", lambda: (g := get_protection(c, pid))["primary"]["pid"] and g, 30
         )
         assert again["state"] == "protected"
         assert (again["primary"]["pid"], again["secondary"]["pid"]) == qemu_pids
@@ -118,18 +105,20 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         assert r.status_code == 202 and r.json()["state"] == "failing_over", r.text
         busy = c.post(f"/v1/protections/{pid}/switchover")
         assert busy.status_code == 409 and "switchover" in busy.json()["detail"]
-        wait_until("failed over", _state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
+        wait_until("failed over", in_state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
         failed_at = time.monotonic()
-        back = wait_until("re-protected", _state(c, pid, "protected"), 300, 0.5)
+        back = wait_until("re-protected", in_state(c, pid, "protected"), 300, 0.5)
         reprotected_s = time.monotonic() - failed_at
         assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
         # A planned switchover hands the service back to hosta, then re-protects.
-        wait_until("a checkpoint", lambda: _get(c, pid)["checkpoints"] > back["checkpoints"], 60)
+        wait_until(
+            "a checkpoint", lambda: get_protection(c, pid)["checkpoints"] > back["checkpoints"], 60
+        )
         r = c.post(f"/v1/protections/{pid}/switchover")
         assert r.status_code == 202, r.text
         wait_until(
             "switched over",
-            lambda: (g := _state(c, pid, "protected")()) and g["primary"]["host"] == "hosta",
+            lambda: (g := in_state(c, pid, "protected")()) and g["primary"]["host"] == "hosta",
             300,
             0.5,
         )
@@ -166,11 +155,11 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
     # Unprotect: the primary goes on serving alone; then stop it too.
     r = c.delete(f"/v1/protections/{pid}")
     assert r.status_code == 202, r.text
-    alone = wait_until("unprotected", _state(c, pid, "unprotected"), 120, 0.5)
+    alone = wait_until("unprotected", in_state(c, pid, "unprotected"), 120, 0.5)
     assert not alone["stopped"] and alone["primary"]["host"] == "hosta"
     r = c.delete(f"/v1/protections/{pid}", params={"stop": "true"})
     assert r.status_code == 202, r.text
-    done = wait_until("stopped", lambda: (g := _get(c, pid))["stopped"] and g, 120)
+    done = wait_until("stopped", lambda: (g := get_protection(c, pid))["stopped"] and g, 120)
     assert done["state"] == "unprotected"
     assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
     assert not any(_alive(p) for p in qemu_pids)

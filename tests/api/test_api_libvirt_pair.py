@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from conftest import ApiServer, lab_api_server, wait_until
+from conftest import ApiServer, get_protection, in_state, lab_api_server, wait_until
 from rich.console import Console
 
 from colopp.demo.harness import ClientWorkload
@@ -152,20 +151,6 @@ def lab_api(user_domain: str) -> Iterator[ApiServer]:
         conn.close()
 
 
-def _get(c: httpx.Client, pid: str) -> dict[str, Any]:
-    got: dict[str, Any] = c.get(f"/v1/protections/{pid}").json()
-    return got
-
-
-def _state(c: httpx.Client, pid: str, *states: str) -> Any:
-    def check() -> Any:
-        got = _get(c, pid)
-        assert got["state"] != "error", got["reason"]
-        return got if got["state"] in states else None
-
-    return check
-
-
 def _colo_mode(conn: Any, host: str) -> str:
     dom = conn.lookupByName(f"colopp-{DOMAIN}-{host}")
     reply = libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"query-colo-status"}', 0)
@@ -194,10 +179,12 @@ def test_unprotectable_domain_is_refused_through_the_api(lab_api: ApiServer) -> 
         made = c.post("/v1/protections", json=body)
         assert made.status_code == 201, made.text
         pid = made.json()["id"]
-        failed = wait_until("error", lambda: (g := _get(c, pid))["state"] == "error" and g, 300)
+        failed = wait_until(
+            "error", lambda: (g := get_protection(c, pid))["state"] == "error" and g, 300
+        )
         assert "add <driver name='qemu'/>" in failed["reason"], failed["reason"]
         assert "vhost" in failed["reason"]
-        wait_until("torn down", lambda: _get(c, pid)["stopped"], 60)
+        wait_until("torn down", lambda: get_protection(c, pid)["stopped"], 60)
     assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
 
 
@@ -210,7 +197,7 @@ def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_doma
         assert made.status_code == 201, made.text
         pid = made.json()["id"]
         started = time.monotonic()
-        got = wait_until("protected", _state(c, pid, "protected"), 600, 1.0)
+        got = wait_until("protected", in_state(c, pid, "protected"), 600, 1.0)
         protect_s = time.monotonic() - started
         assert (got["primary"]["host"], got["secondary"]["host"]) == ("hosta", "hostb")
         assert (_colo_mode(conn, "hosta"), _colo_mode(conn, "hostb")) == ("primary", "secondary")
@@ -230,14 +217,16 @@ def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_doma
 
         workload = ClientWorkload(plan_lab(PREFIX))
         try:
-            first = _get(c, pid)["checkpoints"]
-            wait_until("a checkpoint", lambda: _get(c, pid)["checkpoints"] > first + 1, 60)
+            first = get_protection(c, pid)["checkpoints"]
+            wait_until(
+                "a checkpoint", lambda: get_protection(c, pid)["checkpoints"] > first + 1, 60
+            )
             workload.mark()
             r = c.post(f"/v1/protections/{pid}/failover")
             assert r.status_code == 202, r.text
-            wait_until("failed over", _state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
+            wait_until("failed over", in_state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
             failed_at = time.monotonic()
-            back = wait_until("re-protected", _state(c, pid, "protected"), 300, 0.5)
+            back = wait_until("re-protected", in_state(c, pid, "protected"), 300, 0.5)
             reprotect_s = time.monotonic() - failed_at
             assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
             summary = workload.finish()
@@ -266,7 +255,7 @@ def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_doma
 
         r = c.delete(f"/v1/protections/{pid}", params={"stop": "true"})
         assert r.status_code == 202, r.text
-        done = wait_until("stopped", lambda: (g := _get(c, pid))["stopped"] and g, 120)
+        done = wait_until("stopped", lambda: (g := get_protection(c, pid))["stopped"] and g, 120)
         assert done["state"] == "unprotected"
     assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
     assert not [d for d in conn.listAllDomains() if d.name().startswith(f"colopp-{DOMAIN}-")]
