@@ -68,6 +68,7 @@ class PairSupervisor:
     _detectors: dict[str, SideDetector] = field(default_factory=dict)
 
     _switchover_requested: bool = False
+    rounds: int = 0  # heartbeat rounds of a protected pair so far (tests wait on it)
 
     def stop(self) -> None:
         """Ask the loop to end."""
@@ -124,6 +125,7 @@ class PairSupervisor:
         primary, secondary = self.pair.primary, self.pair.secondary
         assert secondary is not None
         beats = await asyncio.gather(self._beat(primary.name), self._beat(secondary.name))
+        self.rounds += 1
         verdicts = [
             self._detector(primary.name).observe(beats[0]),
             self._detector(secondary.name).observe(beats[1]),

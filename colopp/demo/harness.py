@@ -61,6 +61,12 @@ class ClientWorkload:
         stats: dict[str, Any] = json.loads(line)
         return stats
 
+    def served(self, requests: int) -> None:
+        """Return once ``requests`` more requests have succeeded (watching the stats)."""
+        start = self.stats()["ok"]
+        while self.stats()["ok"] < start + requests:
+            pass  # one stats line every half second
+
     def mark(self) -> None:
         """Record a wall-clock mark (the outage around it is reported)."""
         self._send("mark")
@@ -143,6 +149,12 @@ class SupervisedPair:
         if self._task is not None:
             await self._task
             self._task = None
+
+    async def heartbeats(self, rounds: int = 3, timeout: float = 10) -> None:
+        """Wait until the supervisor has heartbeaten both sides ``rounds`` more times (the
+        agents' leases are armed from the first)."""
+        start = self.supervisor.rounds
+        await self.wait_for("heartbeats", lambda: self.supervisor.rounds >= start + rounds, timeout)
 
     async def checkpoints(self) -> int:
         status = await self.pair.agents[self.pair.primary.name].call("status")

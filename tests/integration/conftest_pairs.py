@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from colopp.demo.harness import SupervisedPair
+from colopp.demo.harness import ClientWorkload, SupervisedPair
 
 
 class Driven:
@@ -18,6 +18,20 @@ class Driven:
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
+
+    def supervised_under_load(self) -> ClientWorkload:
+        """Client load on, its connections across two checkpoints (README: known limits),
+        then supervision with heartbeats flowing."""
+        workload = ClientWorkload(self.sp.plan)
+        try:
+            self.run(self.sp.next_checkpoint())
+            self.run(self.sp.next_checkpoint())
+            self.sp.supervise(self.loop)
+            self.run(self.sp.heartbeats())
+        except BaseException:
+            workload.kill()
+            raise
+        return workload
 
 
 def driven_pair(state_dir: Path, qemu_root: Path, prefix: str, **options: Any) -> Iterator[Driven]:

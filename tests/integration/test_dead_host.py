@@ -5,7 +5,6 @@ is re-protected onto it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 from conftest_pairs import Driven, driven_pair
 
 from colopp.colo.state import PairState
-from colopp.demo.harness import ClientWorkload
 from colopp.lab import Node
 
 
@@ -26,12 +24,8 @@ def test_dead_primary_host_self_fences_and_secondary_takes_over(site: Driven) ->
     sp = site.sp
     lab = sp.local.deployment.lab
     assert lab is not None
-    workload = ClientWorkload(sp.plan)
+    workload = site.supervised_under_load()
     try:
-        site.run(sp.next_checkpoint())
-        site.run(sp.next_checkpoint())
-        sp.supervise(site.loop)
-        site.run(asyncio.sleep(1))  # heartbeats flowing: leases armed
         lab.set_node_links(Node.HOST_A, False)
         site.run(sp.wait_for("dead host handled", lambda: sp.handled(1), 30))
         first = sp.incidents[0]
@@ -42,7 +36,7 @@ def test_dead_primary_host_self_fences_and_secondary_takes_over(site: Driven) ->
             None,
         )
         assert sp.pair.primary.name == "hostb"
-        site.run(asyncio.sleep(2))  # the secondary serves alone
+        workload.served(100)  # the secondary serves alone
         lab.set_node_links(Node.HOST_A, True)
         beat = site.run(sp.pair.agents["hosta"].call("ping"))
         assert beat["self_fenced"] is True and beat["vm_alive"] is False

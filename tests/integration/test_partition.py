@@ -4,7 +4,6 @@ acknowledged write is lost; when the link is back, the pair is re-protected."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 from conftest_pairs import Driven, driven_pair
 
 from colopp.colo.state import PairState
-from colopp.demo.harness import ClientWorkload
 from colopp.lab import Network, Node
 
 
@@ -25,12 +23,8 @@ def test_replication_partition_keeps_exactly_one_serving_side(site: Driven) -> N
     sp = site.sp
     lab = sp.local.deployment.lab
     assert lab is not None
-    workload = ClientWorkload(sp.plan)
+    workload = site.supervised_under_load()
     try:
-        site.run(sp.next_checkpoint())
-        site.run(sp.next_checkpoint())
-        sp.supervise(site.loop)
-        site.run(asyncio.sleep(1))  # supervised, under load
         lab.set_link(Node.HOST_B, Network.REPLICATION, False)
         site.run(sp.wait_for("partition handled", lambda: sp.handled(1), 60))
         incident = sp.incidents[0]
@@ -38,7 +32,7 @@ def test_replication_partition_keeps_exactly_one_serving_side(site: Driven) -> N
         assert incident.fenced and incident.error is None
         alive = {n: site.run(a.call("ping"))["vm_alive"] for n, a in sp.pair.agents.items()}
         assert alive == {"hosta": True, "hostb": False}  # exactly one side serves
-        site.run(asyncio.sleep(2))  # the primary serves alone, under load
+        workload.served(100)  # the primary serves alone, under load
         assert sp.pair.state is PairState.FAILED_OVER  # no re-protect without a path
         lab.set_link(Node.HOST_B, Network.REPLICATION, True)
         site.run(sp.wait_for("re-protected", lambda: sp.pair.state is PairState.PROTECTED, 90))
