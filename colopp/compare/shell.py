@@ -19,6 +19,13 @@ Checkpoints go through a :class:`~colopp.compare.checkpoint.CheckpointTrigger` (
 ``x-checkpoint-delay``, or only counted without ``--qmp``). The core learns that a checkpoint
 finished from the QMP link (STOP -> RESUME) or, for tests and manual use, from SIGUSR1.
 SIGTERM / SIGINT stop the shell cleanly; the status file is written a last time.
+
+Exit codes (:func:`ComparatorShell.run`): :data:`EXIT_OK` on SIGTERM/SIGINT or :meth:`stop`,
+:data:`EXIT_PATH_LOST` when primary_in or outdev closed, :data:`EXIT_QMP_LOST` when the QMP
+monitor was lost. Without its monitor the comparator can neither force a checkpoint nor see
+one end, so it can no longer tell the secondary's epochs apart: it stops at once (nothing
+held is released) and its supervisor restarts it and forces a checkpoint. Every exit writes
+the final status and removes the listen sockets, whatever failed first.
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ log = logging.getLogger(__name__)
 
 READ_LIMIT_HIGH = 4 * 1024 * 1024
 EXIT_OK = 0
+#: primary_in or outdev closed: the primary QEMU (or its filters) went away.
 EXIT_PATH_LOST = 3
+#: The QMP monitor closed: no checkpoint can be forced or seen any more.
+EXIT_QMP_LOST = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +260,7 @@ class ComparatorShell:
                     timeout=self.options.qmp_timeout,
                     delay_ms=self.options.checkpoint_delay_ms,
                     on_stop=self.checkpoint_started,
+                    on_lost=self._qmp_lost,
                 )
                 await self._qmp.start(self.options.connect_timeout)
                 self.trigger = self._qmp
@@ -265,6 +276,9 @@ class ComparatorShell:
             log.info("comparator stopping: %s", why)
             self._exit_code = exit_code
             self._stopped.set()
+
+    def _qmp_lost(self) -> None:
+        self.stop(EXIT_QMP_LOST, "QMP monitor lost: cannot checkpoint")
 
     def checkpoint_started(self) -> None:
         """The primary VM stopped for a checkpoint: everything it sent before is in our
@@ -292,7 +306,7 @@ class ComparatorShell:
             "secondary_connected": any(i.side == "secondary" for i in self._inputs),
             "outdev_connected": self._out is not None,
             "client_connected": self._client is not None and self._client.open,
-            "qmp": self.options.qmp is not None,
+            "qmp": self._qmp is not None and self._qmp.connected,
         }
         snap["pid"] = os.getpid()
         snap["updated_at"] = time.time()
@@ -304,13 +318,19 @@ class ComparatorShell:
         loop.add_signal_handler(signal.SIGUSR1, self.signal_checkpoint_done)
 
     async def _shutdown(self, timers: list[asyncio.Task[None]]) -> None:
-        for task in [*timers, self._request_task]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._qmp is not None:
-            await self._qmp.close()
+        # Whatever fails here, the sockets are closed and the final status is written.
+        try:
+            for task in [*timers, self._request_task]:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self._qmp is not None:
+                await self._qmp.close()
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
         if self._client is not None:
             self._client.close("stopping")
         for inp in list(self._inputs):

@@ -1,0 +1,163 @@
+"""Losing the QMP monitor: the comparator says so and exits cleanly with a documented code.
+
+The test plays the primary QEMU: chardev servers for primary_in and outdev, and the
+comparator's own QMP monitor (a scripted server that can hang up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from compare_fakes import TIMEOUT, FakeQemuSide, ScriptedQmp, status_until
+
+from colopp.compare.addresses import parse_endpoint
+from colopp.compare.checkpoint import QmpCheckpointLink
+from colopp.compare.shell import EXIT_PATH_LOST, EXIT_QMP_LOST, ComparatorShell, ShellOptions
+from colopp.errors import QmpError
+
+
+class Rig:
+    """The primary QEMU's sockets for one comparator."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.primary = FakeQemuSide(tmp / "compare0.sock")
+        self.outdev = FakeQemuSide(tmp / "compare_out.sock")
+        self.qmp = ScriptedQmp()
+        self.qmp_path = tmp / "compare.qmp"
+        self.listen_path = tmp / "red1.sock"
+        self.status_path = tmp / "status.json"
+
+    async def start(self) -> None:
+        await self.primary.start()
+        await self.outdev.start()
+        await self.qmp.listen(self.qmp_path)
+
+    def argv(self) -> list[str]:
+        return [
+            *("-m", "colopp.compare", "--primary-in", f"unix:{self.primary.path}"),
+            *("--outdev", f"unix:{self.outdev.path}"),
+            *("--secondary-in", f"listen:unix:{self.listen_path}"),
+            *("--qmp", str(self.qmp_path), "--status", str(self.status_path)),
+            *("--status-interval", "0.05", "--connect-timeout", "5"),
+        ]
+
+    async def close(self) -> None:
+        await self.qmp.hang_up()
+        await self.primary.close()
+        await self.outdev.close()
+
+
+async def run_process(tmp: Path, act: str) -> tuple[int, str, dict[str, object], Rig]:
+    rig = Rig(tmp)
+    await rig.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *rig.argv(), stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    try:
+        await asyncio.wait_for(rig.primary.conn, TIMEOUT)
+        await asyncio.wait_for(rig.outdev.conn, TIMEOUT)
+        await asyncio.wait_for(rig.qmp.got_command.wait(), TIMEOUT)
+        await status_until(rig.status_path, lambda st: st["shell"]["qmp"] is True)
+        if act == "qmp_lost":
+            await rig.qmp.hang_up()
+        elif act == "qmp_lost_then_sigterm":
+            await rig.qmp.hang_up()
+            proc.send_signal(signal.SIGTERM)
+        elif act == "outdev_closed":
+            _, writer = rig.outdev.conn.result()
+            writer.close()
+        code = await asyncio.wait_for(proc.wait(), TIMEOUT)
+        err = (await proc.stderr.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await rig.close()
+    return code, err, json.loads(rig.status_path.read_text()), rig
+
+
+def test_qmp_loss_exits_with_documented_code(tmp_path: Path) -> None:
+    """Bug 6: no checkpoint is possible without the monitor: exit 4 so the agent restarts
+    the comparator and forces a checkpoint; the last status says the monitor is gone."""
+    code, err, status, rig = asyncio.run(run_process(tmp_path, "qmp_lost"))
+    assert code == EXIT_QMP_LOST == 4, err
+    assert "Traceback" not in err
+    assert status["shell"]["qmp"] is False  # type: ignore[index]
+    assert not rig.listen_path.exists()
+
+
+def test_sigterm_after_qmp_loss_is_clean(tmp_path: Path) -> None:
+    """Bug 7: whichever is seen first, the exit is clean: documented code, final status,
+    listen socket removed, no traceback."""
+    code, err, status, rig = asyncio.run(run_process(tmp_path, "qmp_lost_then_sigterm"))
+    assert code in (0, EXIT_QMP_LOST), err
+    assert "Traceback" not in err
+    assert status["shell"]["qmp"] is False  # type: ignore[index]
+    assert not rig.listen_path.exists()
+
+
+def test_outdev_closed_exits_3(tmp_path: Path) -> None:
+    code, err, status, rig = asyncio.run(run_process(tmp_path, "outdev_closed"))
+    assert code == EXIT_PATH_LOST == 3, err
+    assert "Traceback" not in err
+    assert status["shell"]["outdev_connected"] is False  # type: ignore[index]
+    assert not rig.listen_path.exists()
+
+
+async def shell_scenario(tmp: Path) -> int:
+    """Bug 7 in process: the monitor and outdev go together; shutdown must not abort."""
+    rig = Rig(tmp)
+    await rig.start()
+    options = ShellOptions(
+        primary_in=parse_endpoint(f"unix:{rig.primary.path}"),
+        secondary_in=parse_endpoint(f"listen:unix:{rig.listen_path}"),
+        outdev=parse_endpoint(f"unix:{rig.outdev.path}"),
+        qmp=str(rig.qmp_path),
+        status=rig.status_path,
+    )
+    shell = ComparatorShell(options)
+    task = asyncio.create_task(shell.run())
+    try:
+        await asyncio.wait_for(rig.outdev.conn, TIMEOUT)
+        await status_until(rig.status_path, lambda st: st["shell"]["qmp"] is True)
+        _, writer = rig.outdev.conn.result()
+        writer.close()
+        await rig.qmp.hang_up()
+        return await asyncio.wait_for(task, TIMEOUT)
+    finally:
+        await rig.close()
+
+
+def test_shutdown_survives_a_lost_monitor(tmp_path: Path) -> None:
+    code = asyncio.run(shell_scenario(tmp_path))
+    assert code in (EXIT_PATH_LOST, EXIT_QMP_LOST)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["shell"]["qmp"] is False
+    assert not (tmp_path / "red1.sock").exists()
+
+
+async def link_scenario(tmp: Path) -> None:
+    qemu = ScriptedQmp()
+    path = tmp / "m.qmp"
+    await qemu.listen(path)
+    lost = asyncio.Event()
+    link = QmpCheckpointLink(str(path), lambda: None, timeout=TIMEOUT, on_lost=lost.set)
+    await asyncio.wait_for(link.start(connect_timeout=TIMEOUT), TIMEOUT)
+    assert link.connected
+    await qemu.hang_up()
+    await asyncio.wait_for(lost.wait(), TIMEOUT)
+    assert not link.connected
+    with pytest.raises(QmpError):
+        await link.request("tcp_payload_mismatch")
+    await link.close()  # must not raise (EOFError escaped here)
+
+
+def test_link_reports_loss_and_closes_quietly(tmp_path: Path) -> None:
+    asyncio.run(link_scenario(tmp_path))
