@@ -76,6 +76,8 @@ class Comparator:
         # Every held primary frame in arrival order (released ones are skipped lazily).
         self._held: deque[HeldFrame] = deque()
         self._awaiting_since: float | None = None
+        # A checkpoint started (STOP) and has not ended: secondary output is the next epoch's.
+        self._stop_seen = False
         self._last_sweep = float("-inf")
 
     @property
@@ -278,12 +280,31 @@ class Comparator:
             actions += self._sweep(now)
         return actions
 
+    def checkpoint_started(self, now: float) -> None:
+        """A checkpoint started: the primary reported STOP and every frame the secondary sent
+        before it has been fed (the secondary stops before the primary does, and resumes only
+        after it loaded the primary's state).
+
+        From now until :meth:`checkpoint_done`, secondary output is the next epoch's: kept
+        apart, never compared against primary output produced before the checkpoint, and
+        compared against the primary's output after it. Bytes the secondary sent before the
+        STOP are never compared against primary output after the checkpoint.
+        """
+        self._stop_seen = True
+        for conn in self._tcp.values():
+            conn.on_stop()
+        for flow in self._flows.values():
+            flow.on_stop()
+
     def checkpoint_done(self, now: float) -> list[Action]:
         """A checkpoint finished: the SVM is now a copy of the PVM.
 
         Releases every held primary frame in arrival order (as colo-compare's flush does),
-        discards the secondary's queued output and re-bases each connection so frames in
-        flight across the checkpoint are not taken for divergence.
+        discards the secondary's output of the old epoch and re-bases each connection so
+        frames in flight across the checkpoint are not taken for divergence. Secondary
+        output read since :meth:`checkpoint_started` is kept for the new epoch. Without that
+        call the split is a guess (see :meth:`SecondaryStream.restart_at`): the shell always
+        makes it when it has its QMP monitor.
         """
         c = self.counters
         flushed = [h for h in self._held if not h.released]
@@ -292,8 +313,10 @@ class Comparator:
             c.observe_hold(now - held.arrival)
         self._held.clear()
         c.flushed_frames += len(flushed)
+        stop_seen = self._stop_seen
+        self._stop_seen = False
         for conn in self._tcp.values():
-            conn.on_checkpoint()
+            conn.on_checkpoint(stop_seen)
         for flow in self._flows.values():
             flow.on_checkpoint()
         c.held_frames = c.held_bytes = 0
@@ -405,6 +428,8 @@ class Comparator:
     def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
         self._make_room()
         conn = TcpConnection(key, now, self.counters, self.config.max_out_of_order_segments)
+        if self._stop_seen:
+            conn.on_stop()
         self._tcp[key] = conn
         self.counters.connections_open = len(self._tcp)
         return conn
@@ -412,6 +437,8 @@ class Comparator:
     def _open_flow(self, key: FlowKey, kind: int, now: float) -> DatagramFlow:
         self._make_room()
         flow = DatagramFlow(key, kind, now, self.counters)
+        if self._stop_seen:
+            flow.on_stop()
         self._flows[key] = flow
         return flow
 
@@ -458,7 +485,7 @@ class Comparator:
 def _is_empty(flow: Flow) -> bool:
     if isinstance(flow, TcpConnection):
         return not flow.queue and flow.secondary_held()[0] == 0
-    return not flow.primary and not flow.secondary
+    return not flow.primary and flow.secondary_held()[0] == 0
 
 
 def _release_actions(

@@ -80,9 +80,13 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
         s_ack = conn.s_max_ack
         if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
             return False
-    base = conn.stream.base
-    if not held.compared and base is not None and held.pos_start < held.pos_end <= base:
+    stream = conn.stream
+    if (
+        not held.compared
+        and held.pos_start < held.pos_end
+        and stream.was_compared(held.pos_start, held.pos_end)
+    ):
         # Every byte was compared before: what _compare_payload would find (and count).
         held.compared = True
-        conn.stream.counters.retransmitted_frames += 1
+        stream.counters.retransmitted_frames += 1
     return policy.may_pre_release(held, now)

@@ -284,11 +284,15 @@ class ComparatorShell:
         """The primary VM stopped for a checkpoint: everything it sent before is in our
         sockets now. Read it all before the checkpoint completes, so output produced before
         the checkpoint is flushed with it instead of waiting for secondary bytes that the
-        checkpointed secondary will never send again (its state says they were sent)."""
+        checkpointed secondary will never send again (its state says they were sent).
+
+        The secondary stopped before the primary did: what it sent so far is the old epoch's
+        output, what it sends from now on the new epoch's (the core keeps them apart)."""
         if self._client is not None:
             self._client.drain()
         for inp in sorted(self._inputs, key=lambda i: i.side != "secondary"):
             self.stats["stop_drained_bytes"] += inp.drain()
+        self.core.checkpoint_started(self.clock())
         self._flush()
 
     def signal_checkpoint_done(self) -> None:

@@ -71,11 +71,13 @@ class TcpConnection:
         "anchor_pos",
         "anchor_seq",
         "closed_at",
+        "deferring",
         "delta",
         "delta_pending",
         "diverged",
         "key",
         "last_seen",
+        "next_epoch",
         "p_fin_pos",
         "p_gen",
         "p_high",
@@ -85,13 +87,16 @@ class TcpConnection:
         "pre_memo",
         "pre_prefix",
         "queue",
+        "s_bare",
         "s_fin_pos",
         "s_gen",
         "s_isn",
         "s_max_ack",
         "s_rst",
         "s_syn_seen",
+        "stopped",
         "stream",
+        "unplaced",
     )
 
     def __init__(
@@ -112,6 +117,15 @@ class TcpConnection:
         # The first ``pre_prefix`` frames of ``queue`` were all pre-released.
         self.pre_prefix = 0
         self.pre_memo: tuple[int | None, int, int, int] | None = None
+        # Secondary segments not placed yet: ``unplaced`` while the secondary's incarnation
+        # runs ahead of the primary's (its sequence offset is unknown until the primary's
+        # SYN), ``next_epoch`` while a checkpoint runs (between STOP and RESUME).
+        self.stopped = False
+        self.deferring = False  # stopped, or the secondary's incarnation is ahead
+        self.unplaced: list[tuple[Packet, bytes, float]] = []
+        self.next_epoch: list[tuple[Packet, bytes, float]] = []
+        # Positions of the secondary's segments without payload and without ACK/SYN/FIN/RST.
+        self.s_bare: set[int] = set()
         self._reset_primary()
         self._reset_secondary()
 
@@ -219,6 +233,8 @@ class TcpConnection:
             s_ack = self.s_max_ack
             if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
                 return NOT_HANDLED
+            if not flags & ACK and not size:
+                return NOT_HANDLED  # no payload, no ACK: it waits for a counterpart
             if size:
                 if start != base or stream.end < end:
                     return NOT_HANDLED
@@ -256,17 +272,31 @@ class TcpConnection:
             if self.s_gen < self.p_gen:
                 self._reset_secondary()
             self.p_isn = seq
+            self.deferring = self.stopped or self.s_gen > self.p_gen
         if self.delta_pending and self.s_isn is not None:
             self.delta = (self.s_isn - seq) & MASK
         start = self._pos((seq + 1) & MASK)
         if self.stream.base is None:
             self.stream.set_base(start)
+        if self.unplaced and not self.deferring:
+            # The secondary's SYN and data came first: place them now the offset is known.
+            self._replay(self.unplaced)
 
     # ---- secondary -----------------------------------------------------------------------
 
     def add_secondary(self, pkt: Packet, frame: bytes, now: float) -> bool:
-        """Take a secondary segment's ACK, flags and payload; False if its bytes were dropped."""
+        """Take a secondary segment's ACK, flags and payload; False if its bytes were dropped.
+
+        While a checkpoint runs (:meth:`on_stop`) segments are kept for the next epoch; while
+        the secondary's incarnation of the connection is ahead of the primary's they wait
+        for the primary's SYN (their sequence offset is unknown until then).
+        """
         flags = pkt.flags
+        if self.deferring:
+            if self.stopped:
+                return self._defer(self.next_epoch, pkt, frame, now)
+            if not flags & SYN:
+                return self._defer(self.unplaced, pkt, frame, now)
         if flags & SYN:
             self._secondary_syn(pkt.seq, flags)
         if flags & ACK and (self.s_max_ack is None or seq_after(pkt.ack, self.s_max_ack)):
@@ -282,7 +312,33 @@ class TcpConnection:
             self.s_fin_pos = start + size
         if flags & RST:
             self.s_rst = True
+        if not size and not flags & (ACK | FIN | RST) and len(self.s_bare) < 64:
+            self.s_bare.add(start)
         return stored
+
+    def _defer(
+        self, into: list[tuple[Packet, bytes, float]], pkt: Packet, frame: bytes, now: float
+    ) -> bool:
+        if len(into) >= self.stream.max_pending:
+            return False
+        into.append((pkt, frame, now))
+        c = self.stream.counters
+        c.held_secondary_frames += 1
+        c.held_secondary_bytes += pkt.payload_end - pkt.payload_start
+        return True
+
+    def _forget_deferred(self, deferred: list[tuple[Packet, bytes, float]]) -> None:
+        c = self.stream.counters
+        c.held_secondary_frames -= len(deferred)
+        c.held_secondary_bytes -= sum(p.payload_end - p.payload_start for p, _, _ in deferred)
+        deferred.clear()
+
+    def _replay(self, deferred: list[tuple[Packet, bytes, float]]) -> None:
+        segments = list(deferred)
+        self._forget_deferred(deferred)
+        for pkt, frame, arrival in segments:
+            if not self.add_secondary(pkt, frame, arrival):
+                self.stream.counters.secondary_dropped += 1
 
     def match_secondary_in_order(
         self,
@@ -305,7 +361,7 @@ class TcpConnection:
         """
         queue = self.queue
         anchor = self.anchor_seq
-        if not queue or anchor is None or self.diverged or flags & _SPECIAL:
+        if not queue or anchor is None or self.diverged or self.deferring or flags & _SPECIAL:
             return None
         head = queue[0]
         if head.compared or head.flags & _SPECIAL:
@@ -359,6 +415,7 @@ class TcpConnection:
             self._reset_secondary()
             self.s_gen += 1
             self.s_isn = seq
+            self.deferring = self.stopped or self.s_gen > self.p_gen
             self.stream.reset(self.stream.base if self.s_gen <= self.p_gen else None)
         self.s_syn_seen = True
         if flags & ACK:
@@ -429,6 +486,15 @@ class TcpConnection:
         if not seg.compared:
             if seg.flags & SYN and not self.s_syn_seen:
                 return WAIT
+            if (
+                not seg.flags & (ACK | SYN | FIN | RST)
+                and seg.pos_end == seg.pos_start
+                and seg.pos_start not in self.s_bare
+            ):
+                # No payload and none of ACK/SYN/FIN/RST: like colo-compare, never released
+                # without a secondary counterpart (here: the same kind of segment at the same
+                # position); one that never comes is caught by the compare timeout.
+                return WAIT
             if seg.pos_end > seg.pos_start:
                 verdict = self._compare_payload(seg, counters)
                 fin = self.s_fin_pos
@@ -457,8 +523,20 @@ class TcpConnection:
         start = seg.pos_start
         stop = seg.pos_end
         if base is None:
-            stream.set_base(start)
+            # Nothing below the first payload compared: first seen mid-stream, no SYN.
+            stream.set_base(start, mid_stream=self.p_isn is None)
             base = start
+        floor = stream.floor
+        if floor is not None and start < floor:
+            low = stop if stop < floor else floor
+            theirs = stream.low_bytes(start, low)
+            if theirs is None:
+                return WAIT
+            off = seg.payload_start
+            if seg.frame[off : off + low - start] != theirs:
+                return PAYLOAD_MISMATCH
+            if stop <= floor:
+                return OK
         if stop <= base:
             counters.retransmitted_frames += 1
             return OK
@@ -483,19 +561,26 @@ class TcpConnection:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def on_checkpoint(self) -> None:
+    def on_stop(self) -> None:
+        """A checkpoint started (the primary's STOP; everything the secondary sent before it
+        was read): what the secondary sends from now on is the next epoch's output."""
+        self.stopped = self.deferring = True
+
+    def on_checkpoint(self, stop_seen: bool = False) -> None:
         """The SVM is now a copy of the PVM: make the secondary's view equal the primary's.
 
-        Held frames were flushed by the core. Stale secondary bytes are discarded and
-        comparison restarts after the last byte the primary produced, so frames in flight
-        across the checkpoint are seen as retransmissions, not divergence.
+        Held frames were flushed by the core. Comparison restarts after the last byte the
+        primary produced, so frames in flight across the checkpoint are seen as
+        retransmissions, not divergence. The secondary's output of the old epoch is
+        discarded, its ACKs too; with ``stop_seen`` (:meth:`on_stop` was called) exactly
+        what it sent since the STOP is kept, as the new epoch's. Without it, see
+        :meth:`SecondaryStream.restart_at`.
         """
         self.queue.clear()
         self.pre_prefix = 0
         self.pre_memo = None
-        if self.p_high is not None and self.delta == 0 and not self.diverged:
-            # New-epoch secondary output may have arrived already (see restart_at); after a
-            # divergence, or with a sequence delta, held bytes are not trusted to line up.
+        self._forget_deferred(self.unplaced)
+        if not stop_seen and self.p_high is not None and self.delta == 0 and not self.diverged:
             self.stream.restart_at(self.p_high)
         else:
             self.stream.reset(self.p_high)
@@ -506,16 +591,28 @@ class TcpConnection:
         if self.p_isn is not None:
             self.s_syn_seen = True
             self.s_isn = self.p_isn
-        p_ack = self.p_max_ack
-        if p_ack is not None and (self.s_max_ack is None or seq_after(p_ack, self.s_max_ack)):
-            self.s_max_ack = p_ack
+        # What the old secondary acknowledged is gone with it; the new one has what the
+        # primary had.
+        self.s_max_ack = self.p_max_ack
         self.s_fin_pos = self.p_fin_pos
         self.s_rst = self.p_rst
+        self.s_bare.clear()
+        self.stopped = self.deferring = False
+        if self.next_epoch:
+            self._replay(self.next_epoch)
 
     def secondary_held(self) -> tuple[int, int]:
         """(frames, bytes) of secondary output waiting for the primary."""
-        return self.stream.held()
+        frames, size = self.stream.held()
+        for deferred in (self.unplaced, self.next_epoch):
+            frames += len(deferred)
+            size += sum(p.payload_end - p.payload_start for p, _, _ in deferred)
+        return frames, size
 
     def oldest_secondary(self) -> float | None:
         """Arrival time of the oldest unmatched secondary byte."""
-        return self.stream.oldest_arrival()
+        oldest = self.stream.oldest_arrival()
+        for deferred in (self.unplaced, self.next_epoch):
+            if deferred and (oldest is None or deferred[0][2] < oldest):
+                oldest = deferred[0][2]
+        return oldest
