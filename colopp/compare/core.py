@@ -36,8 +36,9 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import MATCHED, NOT_HANDLED, PRERELEASE_MISMATCH, TcpConnection
-from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
+from colopp.compare.tcp import PRERELEASE_MISMATCH, TcpConnection
+from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
+from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
 SWEEP_INTERVAL_S = 1.0
 MAX_CONNECTIONS = 65536
@@ -100,8 +101,8 @@ class Comparator:
         conn = self._tcp.get(key)
         if conn is None:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
-        outcome = conn.add_primary_in_order(
-            frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
+        outcome = primary_in_order(
+            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
         )
         if outcome == NOT_HANDLED:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
@@ -152,8 +153,8 @@ class Comparator:
             conn = self._tcp.get(key)
             head = None
             if conn is not None:
-                head = conn.match_secondary_in_order(
-                    frame, now, seq, ack, flags, payload_start, payload_end
+                head = secondary_in_order(
+                    conn, frame, now, seq, ack, flags, payload_start, payload_end
                 )
             if head is not None and conn is not None:
                 conn.last_seen = now
@@ -327,7 +328,7 @@ class Comparator:
         out = [h for h in flushed if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
-        return _release_actions(out, Release)
+        return group_frames(out, Release)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters plus the core's state, JSON-serialisable."""
@@ -356,7 +357,7 @@ class Comparator:
             c.pre_released_frames += len(pre)
             c.released_frames += len(pre)
             c.released_bytes += sum(len(h.frame) for h in pre)
-            actions += _release_actions(pre, PreRelease)
+            actions += group_frames(pre, PreRelease)
         if reason is not None:
             if reason == PRERELEASE_MISMATCH:
                 c.prerelease_mismatches += 1
@@ -390,7 +391,7 @@ class Comparator:
         out = [h for h in released if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
-        return _release_actions(out, Release)
+        return group_frames(out, Release)
 
     def _release_one(self, held: HeldFrame, now: float) -> Release:
         # The common case, kept short: one matched frame that was not pre-released.
@@ -486,17 +487,3 @@ def _is_empty(flow: Flow) -> bool:
     if isinstance(flow, TcpConnection):
         return not flow.queue and flow.secondary_held()[0] == 0
     return not flow.primary and flow.secondary_held()[0] == 0
-
-
-def _release_actions(
-    frames: list[HeldFrame], kind: type[Release] | type[PreRelease]
-) -> list[Action]:
-    """Group frames into one action per run of equal vnet header length, keeping order."""
-    actions: list[Action] = []
-    current: Release | PreRelease | None = None
-    for held in frames:
-        if current is None or current.vnet_hdr_len != held.vnet_hdr_len:
-            current = kind([], held.vnet_hdr_len)
-            actions.append(current)
-        current.frames.append(held.frame)
-    return actions

@@ -8,9 +8,18 @@ has not acknowledged. Frames that leave early stay queued and are compared later
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN
-from colopp.compare.tcp import HALF, MASK, PRE_RELEASE_SCAN, TcpConnection
+from colopp.compare.seq import HALF, MASK
+
+if TYPE_CHECKING:  # tcp.py calls offer_early: no import cycle at run time
+    from colopp.compare.tcp import TcpConnection
+
+#: Frames past the pre-released prefix a pre-release scan looks at, at most (bounds the work
+#: per call; bare ACKs further back get their turn as the head moves).
+PRE_RELEASE_SCAN = 32
 
 
 def offer_early(

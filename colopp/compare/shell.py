@@ -45,6 +45,7 @@ from typing import Any
 from colopp.compare.addresses import Endpoint
 from colopp.compare.checkpoint import CheckpointTrigger, LoggingTrigger, QmpCheckpointLink
 from colopp.compare.config import CompareConfig, PreReleaseConfig
+from colopp.compare.connect import connect_unix, open_endpoint
 from colopp.compare.core import Comparator
 from colopp.compare.framing import (
     LENGTH_HEADER,
@@ -355,49 +356,15 @@ class ComparatorShell:
                 loop.remove_signal_handler(sig)
 
     async def _open(self, endpoint: Endpoint, factory: Callable[[], asyncio.Protocol]) -> None:
-        loop = asyncio.get_running_loop()
-        if endpoint.listen:
-            if endpoint.path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(endpoint.path)
-                server = await loop.create_unix_server(factory, endpoint.path)
-                os.chmod(endpoint.path, 0o600)
-            else:
-                server = await loop.create_server(factory, endpoint.host, endpoint.port or 0)
+        server = await open_endpoint(endpoint, factory, self.options.connect_timeout)
+        if server is not None:
             self._servers.append(server)
-            return
-        deadline = loop.time() + self.options.connect_timeout
-        while True:
-            try:
-                if endpoint.path is not None:
-                    await loop.create_unix_connection(factory, endpoint.path)
-                else:
-                    await loop.create_connection(factory, endpoint.host or "", endpoint.port or 0)
-                return
-            except OSError as exc:
-                if loop.time() >= deadline:
-                    raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
-                await asyncio.sleep(0.05)
 
     async def _open_client(self, endpoint: Endpoint) -> None:
         """Connect to QEMU's client-copy chardev (a server), retrying until it exists."""
-        if endpoint.listen or endpoint.path is None:
-            raise ColoppError(f"client_in must be a unix socket QEMU serves, not {endpoint}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.connect_timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, endpoint.path)
-                break
-            except OSError as exc:
-                sock.close()
-                if loop.time() >= deadline:
-                    raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
-                await asyncio.sleep(0.05)
+        sock = await connect_unix(endpoint, self.options.connect_timeout)
         self._client = _ClientFrames(self, sock)
-        loop.add_reader(sock.fileno(), self._client.on_readable)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._client.on_readable)
 
     # ---- data path -----------------------------------------------------------------------
 

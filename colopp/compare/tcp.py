@@ -29,12 +29,11 @@ from bisect import bisect_right
 from collections import deque
 
 from colopp.compare.counters import Counters
+from colopp.compare.early import offer_early
 from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
+from colopp.compare.seq import HALF, MASK, seq_after
 from colopp.compare.stream import SecondaryStream
-
-MASK = 0xFFFFFFFF
-HALF = 0x80000000
 
 OK = "ok"
 WAIT = "wait"
@@ -42,26 +41,9 @@ PAYLOAD_MISMATCH = "tcp_payload_mismatch"
 FIN_MISMATCH = "tcp_fin_mismatch"
 PRERELEASE_MISMATCH = "prerelease_mismatch"
 
-#: Frames past the pre-released prefix a pre-release scan looks at, at most (bounds the work
-#: per call; bare ACKs further back get their turn as the head moves).
-PRE_RELEASE_SCAN = 32
-
-# Outcomes of TcpConnection.add_primary_in_order.
-NOT_HANDLED = 0  # not the common case: nothing changed, take the general path
-MATCHED = 1  # compared and releasable now; nothing was queued
-QUEUED = 2  # queued as the new tail (``queue[-1]``); nothing can be released yet
-
-# Segments with these flags always take the general path.
-_SPECIAL = SYN | FIN | RST
-
 
 def _pos_start(held: HeldFrame) -> int:
     return held.pos_start
-
-
-def seq_after(a: int, b: int) -> bool:
-    """True when sequence number ``a`` comes after ``b`` (modulo 2**32)."""
-    return 0 < ((a - b) & MASK) < HALF
 
 
 class TcpConnection:
@@ -190,75 +172,6 @@ class TcpConnection:
         self.pre_prefix = min(self.pre_prefix, index)
         return index == 0
 
-    def add_primary_in_order(
-        self,
-        frame: bytes,
-        vnet_hdr_len: int,
-        now: float,
-        seq: int,
-        ack: int,
-        flags: int,
-        payload_start: int,
-        payload_end: int,
-    ) -> int:
-        """Fast path of :meth:`add_primary` + :meth:`pump` for the common in-order segment.
-
-        Handles a segment without SYN/FIN/RST on a connection that is not diverged, when it
-        either completes at once (its bytes are exactly the next ones the secondary already
-        delivered, or it carries none, and the secondary's ACK covers it) or must simply wait
-        at the tail of the queue. Returns :data:`MATCHED`, :data:`QUEUED` (the new
-        :class:`HeldFrame` is ``queue[-1]``) or :data:`NOT_HANDLED` (nothing changed). The
-        state left behind is exactly what the general path would leave; no pre-release policy
-        may be in use.
-        """
-        anchor = self.anchor_seq
-        stream = self.stream
-        base = stream.base
-        if anchor is None or base is None or self.diverged or flags & _SPECIAL:
-            return NOT_HANDLED
-        d = (seq - anchor) & MASK
-        if d >= HALF:
-            d -= 1 << 32
-        start = self.anchor_pos + d
-        size = payload_end - payload_start
-        end = start + size
-        queue = self.queue
-        if queue:
-            if queue[-1].pos_start > start:
-                return NOT_HANDLED
-            outcome = QUEUED  # behind a waiting head: add_primary would not pump
-        elif size and start >= stream.end and self.s_fin_pos is None:
-            outcome = QUEUED  # pump's quick exit: none of its bytes arrived yet
-        else:
-            s_ack = self.s_max_ack
-            if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
-                return NOT_HANDLED
-            if not flags & ACK and not size:
-                return NOT_HANDLED  # no payload, no ACK: it waits for a counterpart
-            if size:
-                if start != base or stream.end < end:
-                    return NOT_HANDLED
-                if not stream.holds_at(frame, payload_start, size):
-                    return NOT_HANDLED  # a divergence: the general path reports it
-                stream.advance(end)
-                if end - self.anchor_pos > 1 << 30:
-                    self._rebase(end)
-            outcome = MATCHED
-        p_ack = self.p_max_ack
-        if flags & ACK and (p_ack is None or 0 < ((ack - p_ack) & MASK) < HALF):
-            self.p_max_ack = ack
-        if self.p_high is None or end > self.p_high:
-            self.p_high = end
-        if outcome is MATCHED:
-            if self.closed_at is None and self._closed():
-                self.closed_at = now
-            return MATCHED
-        held = HeldFrame(frame, vnet_hdr_len, now, self.key, payload_start, payload_end, ack, flags)
-        held.pos_start = start
-        held.pos_end = end
-        queue.append(held)
-        return QUEUED
-
     def _primary_syn(self, seq: int) -> None:
         if self.p_isn != seq:
             # A new incarnation of this 5-tuple (or the first SYN we see).
@@ -340,65 +253,6 @@ class TcpConnection:
             if not self.add_secondary(pkt, frame, arrival):
                 self.stream.counters.secondary_dropped += 1
 
-    def match_secondary_in_order(
-        self,
-        frame: bytes,
-        now: float,
-        seq: int,
-        ack: int,
-        flags: int,
-        payload_start: int,
-        payload_end: int,
-    ) -> HeldFrame | None:
-        """Fast path of :meth:`add_secondary` + the first step of :meth:`pump`.
-
-        Handles a secondary segment without SYN/FIN/RST whose bytes are exactly those of the
-        waiting head segment, itself not yet compared and without SYN/FIN/RST, when every
-        earlier secondary byte was already compared, the bytes are equal and the secondary's
-        ACK covers the head. Then the head is compared, dequeued and returned: the caller
-        releases it and pumps on if the queue is not empty. Returns None (nothing changed)
-        otherwise. No pre-release policy may be in use.
-        """
-        queue = self.queue
-        anchor = self.anchor_seq
-        if not queue or anchor is None or self.diverged or self.deferring or flags & _SPECIAL:
-            return None
-        head = queue[0]
-        if head.compared or head.flags & _SPECIAL:
-            return None
-        stream = self.stream
-        d = (seq - self.delta - anchor) & MASK
-        if d >= HALF:
-            d -= 1 << 32
-        start = self.anchor_pos + d
-        end = start + payload_end - payload_start
-        if (
-            head.pos_start != start
-            or head.pos_end != end
-            or end == start
-            or stream.base != start
-            or stream.end != start
-            or stream.pending_bytes
-        ):
-            return None
-        s_ack = self.s_max_ack
-        if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
-            s_ack = ack
-        if head.flags & ACK and (s_ack is None or 0 < ((head.ack - s_ack) & MASK) < HALF):
-            return None
-        if not frame.startswith(head.frame[head.payload_start : head.payload_end], payload_start):
-            return None
-        self.s_max_ack = s_ack
-        # The bytes arrived and were compared at once: nothing is ever stored.
-        stream.base = stream.end = end
-        if end - self.anchor_pos > 1 << 30:
-            self._rebase(end)
-        head.compared = True
-        queue.popleft()
-        if not queue and self.closed_at is None and self._closed():
-            self.closed_at = now
-        return head
-
     def head_waits(self) -> bool:
         """True when :meth:`pump` surely releases nothing now: the head of the (non-empty)
         queue was not compared and none of its bytes came from the secondary yet."""
@@ -445,8 +299,6 @@ class TcpConnection:
         Returns a divergence reason, or None. After a divergence the connection holds
         everything until :meth:`on_checkpoint`.
         """
-        from colopp.compare.early import offer_early  # early.py builds on this module
-
         if self.diverged:
             return None
         queue = self.queue
@@ -474,11 +326,11 @@ class TcpConnection:
                 break
             self.diverged = True
             return PRERELEASE_MISMATCH if head.pre_released else verdict
-        if not queue and self.closed_at is None and self._closed():
+        if not queue and self.closed_at is None and self.is_closed():
             self.closed_at = now
         return None
 
-    def _closed(self) -> bool:
+    def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
         return both_fin or (self.p_rst and self.s_rst)
 
@@ -550,10 +402,10 @@ class TcpConnection:
                 return PAYLOAD_MISMATCH
             stream.advance(upto)
             if upto - self.anchor_pos > 1 << 30:
-                self._rebase(upto)
+                self.rebase(upto)
         return OK if upto >= stop else WAIT
 
-    def _rebase(self, pos: int) -> None:
+    def rebase(self, pos: int) -> None:
         # Keep unwrapping valid on streams longer than 2 GiB.
         if self.anchor_seq is not None:
             self.anchor_seq = (self.anchor_seq + pos - self.anchor_pos) & MASK
