@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from colopp.errors import QmpError, QmpTimeout
 
@@ -97,6 +97,16 @@ class Monitor:
     def unlisten(self, listener: EventListener) -> None:
         """Remove a listener made by :meth:`listen`."""
         self._client.remove_listener(listener)
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up."""
+        return self._client.runstate == Runstate.RUNNING
+
+    async def wait_disconnected(self) -> None:
+        """Return once the connection is no longer up (QEMU hung up, or it broke)."""
+        while self._client.runstate == Runstate.RUNNING:
+            await self._client.runstate_changed()
 
     async def close(self) -> None:
         """Disconnect; never raises."""
