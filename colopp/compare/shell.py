@@ -221,6 +221,7 @@ class ComparatorShell:
                 "outdev_dropped_writes",
                 "checkpoint_requests_sent",
                 "checkpoint_request_errors",
+                "checkpoints_started",
                 "checkpoints_observed",
                 "secondary_connections",
                 "client_framing_errors",
@@ -294,6 +295,7 @@ class ComparatorShell:
         for inp in sorted(self._inputs, key=lambda i: i.side != "secondary"):
             self.stats["stop_drained_bytes"] += inp.drain()
         self.core.checkpoint_started(self.clock())
+        self.stats["checkpoints_started"] += 1
         self._flush()
 
     def signal_checkpoint_done(self) -> None:

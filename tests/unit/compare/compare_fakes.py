@@ -103,6 +103,38 @@ class ScriptedQmp:
             await self.writer.wait_closed()
 
 
+class Rig:
+    """The primary QEMU's sockets for one comparator."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.primary = FakeQemuSide(tmp / "compare0.sock")
+        self.outdev = FakeQemuSide(tmp / "compare_out.sock")
+        self.qmp = ScriptedQmp()
+        self.qmp_path = tmp / "compare.qmp"
+        self.listen_path = tmp / "red1.sock"
+        self.status_path = tmp / "status.json"
+
+    async def start(self) -> None:
+        await self.primary.start()
+        await self.outdev.start()
+        await self.qmp.listen(self.qmp_path)
+
+    def argv(self) -> list[str]:
+        return [
+            *("-m", "colopp.compare", "--primary-in", f"unix:{self.primary.path}"),
+            *("--outdev", f"unix:{self.outdev.path}"),
+            *("--secondary-in", f"listen:unix:{self.listen_path}"),
+            *("--qmp", str(self.qmp_path), "--status", str(self.status_path)),
+            *("--status-interval", "0.05", "--connect-timeout", "5"),
+        ]
+
+    async def close(self) -> None:
+        await self.qmp.hang_up()
+        await self.primary.close()
+        await self.outdev.close()
+
+
 async def read_frames(reader: asyncio.StreamReader, dec: FrameDecoder, count: int) -> list[bytes]:
     frames: list[bytes] = []
     while len(frames) < count:

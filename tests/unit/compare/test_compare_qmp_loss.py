@@ -13,44 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from compare_fakes import TIMEOUT, FakeQemuSide, ScriptedQmp, status_until
+from compare_fakes import TIMEOUT, Rig, ScriptedQmp, status_until
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.checkpoint import QmpCheckpointLink
 from colopp.compare.shell import EXIT_PATH_LOST, EXIT_QMP_LOST, ComparatorShell, ShellOptions
 from colopp.errors import QmpError
-
-
-class Rig:
-    """The primary QEMU's sockets for one comparator."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.primary = FakeQemuSide(tmp / "compare0.sock")
-        self.outdev = FakeQemuSide(tmp / "compare_out.sock")
-        self.qmp = ScriptedQmp()
-        self.qmp_path = tmp / "compare.qmp"
-        self.listen_path = tmp / "red1.sock"
-        self.status_path = tmp / "status.json"
-
-    async def start(self) -> None:
-        await self.primary.start()
-        await self.outdev.start()
-        await self.qmp.listen(self.qmp_path)
-
-    def argv(self) -> list[str]:
-        return [
-            *("-m", "colopp.compare", "--primary-in", f"unix:{self.primary.path}"),
-            *("--outdev", f"unix:{self.outdev.path}"),
-            *("--secondary-in", f"listen:unix:{self.listen_path}"),
-            *("--qmp", str(self.qmp_path), "--status", str(self.status_path)),
-            *("--status-interval", "0.05", "--connect-timeout", "5"),
-        ]
-
-    async def close(self) -> None:
-        await self.qmp.hang_up()
-        await self.primary.close()
-        await self.outdev.close()
 
 
 async def run_process(tmp: Path, act: str) -> tuple[int, str, dict[str, object], Rig]:
