@@ -21,17 +21,20 @@ async def open_endpoint(
     """Listen on ``endpoint`` (a unix socket gets mode 0600; returns the server) or connect
     to it, retrying for ``connect_timeout`` seconds (returns None).
 
-    Raises ColoppError when the connection cannot be made in time.
+    Raises ColoppError when the address cannot be listened on or connected to in time.
     """
     loop = asyncio.get_running_loop()
     if endpoint.listen:
-        if endpoint.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(endpoint.path)
-            server = await loop.create_unix_server(factory, endpoint.path)
-            os.chmod(endpoint.path, 0o600)
-            return server
-        return await loop.create_server(factory, endpoint.host, endpoint.port or 0)
+        try:
+            if endpoint.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(endpoint.path)
+                server = await loop.create_unix_server(factory, endpoint.path)
+                os.chmod(endpoint.path, 0o600)
+                return server
+            return await loop.create_server(factory, endpoint.host, endpoint.port or 0)
+        except OSError as exc:
+            raise ColoppError(f"cannot listen on {endpoint}: {exc}") from exc
     deadline = loop.time() + connect_timeout
     while True:
         try:

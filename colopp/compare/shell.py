@@ -250,27 +250,42 @@ class ComparatorShell:
         self._install_signals(loop)
         timers: list[asyncio.Task[None]] = []
         try:
-            await self._open(self.options.secondary_in, lambda: _Input(self, "secondary"))
-            await self._open(self.options.outdev, lambda: _Output(self))
-            if self.options.client_in is not None:
-                await self._open_client(self.options.client_in)
-            await self._open(self.options.primary_in, lambda: _Input(self, "primary"))
-            if self.options.qmp:
-                self._qmp = QmpCheckpointLink(
-                    self.options.qmp,
-                    self.signal_checkpoint_done,
-                    timeout=self.options.qmp_timeout,
-                    delay_ms=self.options.checkpoint_delay_ms,
-                    on_stop=self.checkpoint_started,
-                    on_lost=self._qmp_lost,
-                )
-                await self._qmp.start(self.options.connect_timeout)
-                self.trigger = self._qmp
+            # SIGTERM while QEMU's sockets are still awaited ends the wait at once.
+            startup = asyncio.create_task(self._start())
+            stopping = asyncio.create_task(self._stopped.wait())
+            await asyncio.wait((startup, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not startup.done():
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await startup
+                return self._exit_code
+            startup.result()  # raises what startup raised
             timers = [asyncio.create_task(self._ticker()), asyncio.create_task(self._reporter())]
             await self._stopped.wait()
         finally:
             await self._shutdown(timers)
         return self._exit_code
+
+    async def _start(self) -> None:
+        """Open every socket and the QMP monitor. Raises ColoppError when one cannot be
+        reached in time."""
+        await self._open(self.options.secondary_in, lambda: _Input(self, "secondary"))
+        await self._open(self.options.outdev, lambda: _Output(self))
+        if self.options.client_in is not None:
+            await self._open_client(self.options.client_in)
+        await self._open(self.options.primary_in, lambda: _Input(self, "primary"))
+        if self.options.qmp:
+            self._qmp = QmpCheckpointLink(
+                self.options.qmp,
+                self.signal_checkpoint_done,
+                timeout=self.options.qmp_timeout,
+                delay_ms=self.options.checkpoint_delay_ms,
+                on_stop=self.checkpoint_started,
+                on_lost=self._qmp_lost,
+            )
+            await self._qmp.start(self.options.connect_timeout)
+            self.trigger = self._qmp
 
     def stop(self, exit_code: int = EXIT_OK, why: str = "stop requested") -> None:
         """Ask :meth:`run` to finish (first exit code wins)."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from compare_fakes import TIMEOUT, Rig, ScriptedQmp, status_until
+from compare_fakes import TIMEOUT, Rig, ScriptedQmp, connect_when_ready, status_until
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.checkpoint import QmpCheckpointLink
@@ -129,3 +131,63 @@ async def link_scenario(tmp: Path) -> None:
 
 def test_link_reports_loss_and_closes_quietly(tmp_path: Path) -> None:
     asyncio.run(link_scenario(tmp_path))
+
+
+async def startup_scenario(tmp: Path) -> tuple[int, str, Path]:
+    """Bug 7's sibling: SIGTERM while the comparator still waits for QEMU's sockets."""
+    listen = tmp / "red1.sock"
+    status = tmp / "status.json"
+    argv = [
+        *("-m", "colopp.compare", "--primary-in", f"unix:{tmp / 'absent0.sock'}"),
+        *("--outdev", f"unix:{tmp / 'absent1.sock'}", "--secondary-in", f"listen:unix:{listen}"),
+        *("--status", str(status), "--connect-timeout", "60"),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    try:
+        writer = await connect_when_ready(listen)  # listening: startup goes on
+        writer.close()
+        await writer.wait_closed()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return code, (await proc.stderr.read()).decode(), status
+
+
+def test_sigterm_during_startup_is_clean(tmp_path: Path) -> None:
+    code, err, status = asyncio.run(startup_scenario(tmp_path))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert status.exists()
+    assert not (tmp_path / "red1.sock").exists()
+
+
+def test_listen_address_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    """Bug 7's sibling: an unusable listen address exits 2 with a message, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "colopp.compare", "--primary-in", "unix:/nonexistent"),
+                *(
+                    "--outdev",
+                    "unix:/nonexistent",
+                    "--secondary-in",
+                    f"listen:tcp:127.0.0.1:{port}",
+                ),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "127.0.0.1" in done.stderr
