@@ -21,7 +21,8 @@ Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``
 checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
 SIGUSR1 tells the comparator that a checkpoint finished. Exit codes: 0 on SIGTERM/SIGINT,
 2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed, 4 when the
-QMP monitor was lost (it can no longer checkpoint: the agent restarts it, which forces a
+QMP monitor was lost (it can no longer checkpoint: it releases nothing from then on and exits
+2 s later unless SIGTERM or a lost path ends it first; the agent restarts it, which forces a
 checkpoint). Every exit writes the status file a last time and removes listen sockets.
 
 Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``

@@ -23,9 +23,12 @@ SIGTERM / SIGINT stop the shell cleanly; the status file is written a last time.
 Exit codes (:func:`ComparatorShell.run`): :data:`EXIT_OK` on SIGTERM/SIGINT or :meth:`stop`,
 :data:`EXIT_PATH_LOST` when primary_in or outdev closed, :data:`EXIT_QMP_LOST` when the QMP
 monitor was lost. Without its monitor the comparator can neither force a checkpoint nor see
-one end, so it can no longer tell the secondary's epochs apart: it stops at once (nothing
-held is released) and its supervisor restarts it and forces a checkpoint. Every exit writes
-the final status and removes the listen sockets, whatever failed first.
+one end, so it can no longer tell the secondary's epochs apart: from that moment it releases
+nothing (frames read are dropped and counted in ``qmp_lost_dropped_frames``, so QEMU never
+blocks on a full socket), says so in its status (``shell.qmp`` false) and exits
+:data:`EXIT_QMP_LOST` :data:`QMP_LOST_GRACE_S` later, unless SIGTERM (0) or a lost path (3)
+ends it first; its supervisor restarts it and forces a checkpoint. Every exit writes the
+final status and removes the listen sockets, whatever failed first.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from colopp.compare.framing import (
     FrameDecoder,
     encode_frames,
 )
+from colopp.compare.inputs import READ_LIMIT_HIGH, FrameInput
 from colopp.compare.prerelease import build_policy
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
@@ -61,12 +65,14 @@ from colopp.errors import ColoppError
 
 log = logging.getLogger(__name__)
 
-READ_LIMIT_HIGH = 4 * 1024 * 1024
 EXIT_OK = 0
 #: primary_in or outdev closed: the primary QEMU (or its filters) went away.
 EXIT_PATH_LOST = 3
 #: The QMP monitor closed: no checkpoint can be forced or seen any more.
 EXIT_QMP_LOST = 4
+#: Seconds between losing the QMP monitor and exiting EXIT_QMP_LOST (a SIGTERM or a lost path
+#: within it gives its own exit code).
+QMP_LOST_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,51 +93,6 @@ class ShellOptions:
     connect_timeout: float = 30.0
     config: CompareConfig = field(default_factory=CompareConfig)
     prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
-
-
-class _Input(asyncio.Protocol):
-    """One connection carrying primary or secondary frames."""
-
-    def __init__(self, shell: ComparatorShell, side: str) -> None:
-        self.shell = shell
-        self.side = side
-        self.decoder = FrameDecoder(shell.options.vnet_hdr)
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.shell.input_opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        before = self.decoder.malformed
-        frames = self.decoder.feed(data)
-        if self.decoder.malformed != before:
-            self.shell.stats[f"{self.side}_framing_errors"] += self.decoder.malformed - before
-        self.shell.frames_received(self.side, frames)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.shell.input_closed(self)
-
-    def drain(self) -> int:
-        """Read what already waits in the socket, now (never blocks); returns bytes read.
-
-        Safe beside the transport: it keeps no read buffer of its own, so the bytes reach
-        :meth:`data_received` in order either way.
-        """
-        sock = self.transport.get_extra_info("socket") if self.transport else None
-        if sock is None:
-            return 0
-        total = 0
-        while True:
-            try:
-                data = os.read(sock.fileno(), READ_LIMIT_HIGH)
-            except (BlockingIOError, InterruptedError, OSError):
-                return total
-            if not data:
-                return total  # EOF: the transport sees it too and closes
-            total += len(data)
-            self.data_received(data)
 
 
 class _ClientFrames:
@@ -226,11 +187,12 @@ class ComparatorShell:
                 "secondary_connections",
                 "client_framing_errors",
                 "stop_drained_bytes",
+                "qmp_lost_dropped_frames",
             ),
             0,
         )
         self._client: _ClientFrames | None = None
-        self._inputs: set[_Input] = set()
+        self._inputs: set[FrameInput] = set()
         self._out: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._stopped = asyncio.Event()
@@ -238,6 +200,8 @@ class ComparatorShell:
         self._request_task: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._qmp: QmpCheckpointLink | None = None
+        # The QMP monitor was lost: no checkpoint can be seen, so nothing may leave.
+        self._blind = False
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -270,11 +234,11 @@ class ComparatorShell:
     async def _start(self) -> None:
         """Open every socket and the QMP monitor. Raises ColoppError when one cannot be
         reached in time."""
-        await self._open(self.options.secondary_in, lambda: _Input(self, "secondary"))
+        await self._open(self.options.secondary_in, lambda: FrameInput(self, "secondary"))
         await self._open(self.options.outdev, lambda: _Output(self))
         if self.options.client_in is not None:
             await self._open_client(self.options.client_in)
-        await self._open(self.options.primary_in, lambda: _Input(self, "primary"))
+        await self._open(self.options.primary_in, lambda: FrameInput(self, "primary"))
         if self.options.qmp:
             self._qmp = QmpCheckpointLink(
                 self.options.qmp,
@@ -295,7 +259,14 @@ class ComparatorShell:
             self._stopped.set()
 
     def _qmp_lost(self) -> None:
-        self.stop(EXIT_QMP_LOST, "QMP monitor lost: cannot checkpoint")
+        log.error(
+            "QMP monitor lost: nothing is released any more; exiting in %.1f s", QMP_LOST_GRACE_S
+        )
+        self._blind = True
+        self._pending.clear()
+        asyncio.get_running_loop().call_later(
+            QMP_LOST_GRACE_S, self.stop, EXIT_QMP_LOST, "QMP monitor lost: cannot checkpoint"
+        )
 
     def checkpoint_started(self) -> None:
         """The primary VM stopped for a checkpoint: everything it sent before is in our
@@ -315,6 +286,8 @@ class ComparatorShell:
 
     def signal_checkpoint_done(self) -> None:
         """A checkpoint finished: release held primary output, reset comparison."""
+        if self._blind:
+            return
         self.stats["checkpoints_observed"] += 1
         self._apply(self.core.checkpoint_done(self.clock()))
         self._flush()
@@ -385,12 +358,12 @@ class ComparatorShell:
 
     # ---- data path -----------------------------------------------------------------------
 
-    def input_opened(self, inp: _Input) -> None:
+    def input_opened(self, inp: FrameInput) -> None:
         self._inputs.add(inp)
         if inp.side == "secondary":
             self.stats["secondary_connections"] += 1
 
-    def input_closed(self, inp: _Input) -> None:
+    def input_closed(self, inp: FrameInput) -> None:
         self._inputs.discard(inp)
         if inp.side == "primary" and not self.options.primary_in.listen:
             self.stop(EXIT_PATH_LOST, "primary_in closed")
@@ -412,6 +385,9 @@ class ComparatorShell:
                     inp.transport.resume_reading()
 
     def frames_received(self, side: str, frames: list[DecodedFrame]) -> None:
+        if self._blind:
+            self.stats["qmp_lost_dropped_frames"] += len(frames)
+            return
         if side == "primary" and self._client is not None:
             self._client.drain()  # every request this output may answer, first
         now = self.clock()
@@ -454,6 +430,9 @@ class ComparatorShell:
     def _flush(self) -> None:
         if not self._pending:
             return
+        if self._blind:
+            self._pending.clear()
+            return
         data = b"".join(self._pending)
         self._pending.clear()
         if self._out is None:
@@ -481,8 +460,9 @@ class ComparatorShell:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.options.tick_interval)
-            self._apply(self.core.tick(self.clock()))
-            self._flush()
+            if not self._blind:
+                self._apply(self.core.tick(self.clock()))
+                self._flush()
 
     async def _reporter(self) -> None:
         while True:

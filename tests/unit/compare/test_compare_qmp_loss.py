@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 from compare_fakes import TIMEOUT, Rig, ScriptedQmp, connect_when_ready, status_until
+from compare_frames import arp_frame
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.checkpoint import QmpCheckpointLink
+from colopp.compare.framing import encode_frames
 from colopp.compare.shell import EXIT_PATH_LOST, EXIT_QMP_LOST, ComparatorShell, ShellOptions
 from colopp.errors import QmpError
 
@@ -35,14 +37,20 @@ async def run_process(tmp: Path, act: str) -> tuple[int, str, dict[str, object],
         await asyncio.wait_for(rig.outdev.conn, TIMEOUT)
         await asyncio.wait_for(rig.qmp.got_command.wait(), TIMEOUT)
         await status_until(rig.status_path, lambda st: st["shell"]["qmp"] is True)
-        if act == "qmp_lost":
+        _, p_writer = rig.primary.conn.result()
+        _, o_writer = rig.outdev.conn.result()
+        if act.startswith("qmp_lost"):
             await rig.qmp.hang_up()
-        elif act == "qmp_lost_then_sigterm":
-            await rig.qmp.hang_up()
+            await status_until(rig.status_path, lambda st: st["shell"]["qmp"] is False)
+            # Blind: even a frame that passes straight through must not leave now.
+            p_writer.write(encode_frames([arp_frame()], 0))
+            await status_until(
+                rig.status_path, lambda st: st["shell"]["qmp_lost_dropped_frames"] == 1
+            )
+        if act == "qmp_lost_then_sigterm":
             proc.send_signal(signal.SIGTERM)
-        elif act == "outdev_closed":
-            _, writer = rig.outdev.conn.result()
-            writer.close()
+        elif act in ("outdev_closed", "qmp_lost_then_outdev_closed"):
+            o_writer.close()
         code = await asyncio.wait_for(proc.wait(), TIMEOUT)
         err = (await proc.stderr.read()).decode()
     finally:
@@ -60,21 +68,23 @@ def test_qmp_loss_exits_with_documented_code(tmp_path: Path) -> None:
     assert code == EXIT_QMP_LOST == 4, err
     assert "Traceback" not in err
     assert status["shell"]["qmp"] is False  # type: ignore[index]
+    assert status["shell"]["outdev_frames"] == 0  # type: ignore[index]
     assert not rig.listen_path.exists()
 
 
 def test_sigterm_after_qmp_loss_is_clean(tmp_path: Path) -> None:
-    """Bug 7: whichever is seen first, the exit is clean: documented code, final status,
-    listen socket removed, no traceback."""
+    """Bug 7: a clean exit: code 0, final status, listen socket removed, no traceback."""
     code, err, status, rig = asyncio.run(run_process(tmp_path, "qmp_lost_then_sigterm"))
-    assert code in (0, EXIT_QMP_LOST), err
+    assert code == 0, err
     assert "Traceback" not in err
     assert status["shell"]["qmp"] is False  # type: ignore[index]
     assert not rig.listen_path.exists()
 
 
-def test_outdev_closed_exits_3(tmp_path: Path) -> None:
-    code, err, status, rig = asyncio.run(run_process(tmp_path, "outdev_closed"))
+@pytest.mark.parametrize("act", ["outdev_closed", "qmp_lost_then_outdev_closed"])
+def test_outdev_closed_exits_3(tmp_path: Path, act: str) -> None:
+    """Bug 7: outdev closing exits 3, also after the monitor was lost."""
+    code, err, status, rig = asyncio.run(run_process(tmp_path, act))
     assert code == EXIT_PATH_LOST == 3, err
     assert "Traceback" not in err
     assert status["shell"]["outdev_connected"] is False  # type: ignore[index]
@@ -107,7 +117,7 @@ async def shell_scenario(tmp: Path) -> int:
 
 def test_shutdown_survives_a_lost_monitor(tmp_path: Path) -> None:
     code = asyncio.run(shell_scenario(tmp_path))
-    assert code in (EXIT_PATH_LOST, EXIT_QMP_LOST)
+    assert code == EXIT_PATH_LOST
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["shell"]["qmp"] is False
     assert not (tmp_path / "red1.sock").exists()
