@@ -88,6 +88,7 @@ class Oracle:
     p_sizes=st.lists(st.integers(1, 400), min_size=1, max_size=4),
     s_sizes=st.lists(st.integers(1, 400), min_size=1, max_size=4),
     syn=st.booleans(),
+    fin=st.booleans(),
     differ=st.booleans(),
     fast=st.booleans(),
     draw=st.data(),
@@ -97,6 +98,7 @@ def test_release_rule_over_epochs(
     p_sizes: list[int],
     s_sizes: list[int],
     syn: bool,
+    fin: bool,
     differ: bool,
     fast: bool,
     draw: st.DataObject,
@@ -109,10 +111,14 @@ def test_release_rule_over_epochs(
     for i in draw.draw(st.lists(st.integers(0, max(0, len(primary) - 2)), max_size=3)):
         if i + 1 < len(primary):
             primary[i], primary[i + 1] = primary[i + 1], primary[i]
+    if fin:
+        primary.append((len(data), b""))
     flips = st.lists(st.integers(min_value=0), max_size=2) if differ else st.just([])
 
     def secondary_epoch(start: int) -> list[tuple[int, bytes]]:
         frames = cut(start, flipped(data[start:], draw.draw(flips)), s_sizes)
+        if fin:
+            frames.append((len(data), b""))
         for i in draw.draw(st.lists(st.integers(0, max(0, len(frames) - 2)), max_size=2)):
             if i + 1 < len(frames):
                 frames[i], frames[i + 1] = frames[i + 1], frames[i]
@@ -125,7 +131,7 @@ def test_release_rule_over_epochs(
     def feed_p(off: int, chunk: bytes) -> None:
         nonlocal p_high
         oracle.step += 1
-        frame = tcp_frame(SEQ + off, ACK, "AP", chunk)
+        frame = tcp_frame(SEQ + off, ACK, "AP" if chunk else "AF", chunk)
         oracle.frames.setdefault(frame, off)
         for o in range(off, off + len(chunk)):
             oracle.first_fed.setdefault(o, (oracle.step, oracle.epoch))
@@ -137,7 +143,8 @@ def test_release_rule_over_epochs(
         known = oracle.secondary[oracle.epoch]
         for i, byte in enumerate(chunk):
             known.setdefault(off + i, byte)
-        oracle.check(c.feed_secondary(tcp_frame(SEQ + off, ACK, "AP", chunk), oracle.step * 0.001))
+        flags = "AP" if chunk else "AF"
+        oracle.check(c.feed_secondary(tcp_frame(SEQ + off, ACK, flags, chunk), oracle.step * 0.001))
 
     if syn:
         oracle.check(c.feed_primary(tcp_frame(SEQ - 1, ACK, "SA"), 0.0))
