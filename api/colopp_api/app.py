@@ -81,7 +81,10 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
     """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
     import uvicorn
 
+    from colopp.agent.server import raise_open_files_limit
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    raise_open_files_limit()  # clients, agents (three connections per host and pair)
     uvicorn.run(
         create_app(),
         host=host,

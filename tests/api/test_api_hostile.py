@@ -1,0 +1,101 @@
+"""The API against hostile agents and clients (issue #13): every failure to protect ends in
+``error`` with a reason and a state event; bodies are capped and authenticated first."""
+
+from __future__ import annotations
+
+import contextlib
+import socketserver
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ApiServer, wait_until
+
+HOST_PATHS = {
+    "base_disk": "/var/lib/colopp/disk.qcow2",
+    "vm": {"kernel": "/boot/vmlinuz", "initrd": "/boot/initrd", "append": "console=ttyS0"},
+}
+
+
+def hosts_body(name: str, port: int) -> dict[str, Any]:
+    """A ``hosts`` protection whose two hosts' agents are both at 127.0.0.1:``port``."""
+
+    def host(host_name: str, ip: str) -> dict[str, str]:
+        return {"name": host_name, "agent": f"127.0.0.1:{port}", "tap": "tap0", "repl_ip": ip}
+
+    return {
+        "name": name,
+        "placement": "hosts",
+        "hosts": {"primary": host("hosta", "198.18.1.2"), "secondary": host("hostb", "198.18.1.3")},
+        **HOST_PATHS,
+    }
+
+
+class _Answer(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        reply: bytes | None = self.server.reply  # type: ignore[attr-defined]
+        with contextlib.suppress(OSError):
+            while self.rfile.readline():
+                if reply is not None:
+                    self.wfile.write(reply)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@contextlib.contextmanager
+def fake_agent(reply: bytes | None) -> Iterator[int]:
+    """A listener on loopback answering ``reply`` to every line (None: never answers)."""
+    server = _Server(("127.0.0.1", 0), _Answer)
+    server.reply = reply  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _events(c: httpx.Client, pid: str) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = c.get(
+        f"/v1/protections/{pid}/events", params={"limit": 1000}
+    ).json()["events"]
+    return got
+
+
+def _ends_in_error(c: httpx.Client, pid: str) -> dict[str, Any]:
+    done: dict[str, Any] = wait_until(
+        "error state",
+        lambda: (p := c.get(f"/v1/protections/{pid}").json())["state"] == "error" and p,
+        60,
+    )
+    assert done["reason"], done
+    states = [e for e in _events(c, pid) if e["type"] == "state"]
+    assert states[-1]["data"]["target"] == "error", states
+    assert states[-1]["data"]["reason"], states
+    return done
+
+
+@pytest.mark.parametrize(
+    ("name", "reply", "needle"),
+    [
+        ("notjson", b"x\n", "not JSON"),
+        ("nofields", b'{"id":1,"result":{}}\n', "version"),
+        ("noresult", b'{"id":1}\n', "neither result nor error"),
+        ("deep", b"[" * 100_000 + b"\n", "nested"),
+    ],
+)
+def test_a_bad_agent_reply_ends_in_error_with_an_event(
+    api: ApiServer, name: str, reply: bytes, needle: str
+) -> None:
+    with fake_agent(reply) as port, api.client() as c:
+        r = c.post("/v1/protections", json=hosts_body(f"bad-{name}", port))
+        assert r.status_code == 201, r.text
+        done = _ends_in_error(c, r.json()["id"])
+    assert needle in done["reason"], done
+    assert r.json()["id"] in api.log.read_text()  # and it is logged
