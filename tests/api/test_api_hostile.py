@@ -7,6 +7,7 @@ import contextlib
 import socketserver
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -99,3 +100,81 @@ def test_a_bad_agent_reply_ends_in_error_with_an_event(
         done = _ends_in_error(c, r.json()["id"])
     assert needle in done["reason"], done
     assert r.json()["id"] in api.log.read_text()  # and it is logged
+
+
+def test_an_api_restart_before_the_pair_was_launched_ends_in_error_with_an_event(
+    api: ApiServer,
+) -> None:
+    with api.client() as c:
+        # Port 1 refuses: the placement retries its connection for seconds, so the API
+        # is killed while the protection has no pair record yet.
+        r = c.post("/v1/protections", json=hosts_body("restart-early", 1))
+        assert r.status_code == 201, r.text
+        api.kill()
+    api.start()
+    with api.client() as c:
+        done = _ends_in_error(c, r.json()["id"])
+    assert "restarted" in done["reason"]
+
+
+def test_a_failed_reattach_ends_in_error_with_an_event(api: ApiServer) -> None:
+    token_file = Path(api.env["COLOPP_AGENT_TOKEN_FILE"])
+    with fake_agent(None) as port, api.client() as c:  # an agent that never answers
+        r = c.post("/v1/protections", json=hosts_body("restart-late", port))
+        assert r.status_code == 201, r.text
+        pid = r.json()["id"]
+        wait_until(
+            "a pair record",
+            lambda: c.get(f"/v1/protections/{pid}").json()["primary"] is not None,
+            30,
+        )
+        api.kill()
+        token = token_file.read_text()
+        token_file.unlink()  # re-attaching needs it: it fails
+        try:
+            api.start()
+            with api.client() as c2:
+                done = _ends_in_error(c2, pid)
+        finally:
+            token_file.write_text(token)
+            token_file.chmod(0o600)
+    assert "re-attach failed" in done["reason"]
+
+
+def test_an_agent_outside_the_networks_is_a_422_with_errors(api: ApiServer) -> None:
+    body = hosts_body("far-away", 53)
+    body["hosts"]["secondary"]["agent"] = "8.8.8.8:53"
+    with api.client() as c:
+        r = c.post("/v1/protections", json=body)
+    assert r.status_code == 422, r.text
+    got = r.json()
+    assert "COLOPP_API_AGENT_NETWORKS" in got["detail"]
+    assert got["errors"][0]["loc"] == ["body", "hosts", "secondary", "agent"]
+    assert "COLOPP_API_AGENT_NETWORKS" in got["errors"][0]["msg"]
+
+
+def test_delete_on_a_stopped_protection_in_error_keeps_its_reason(api: ApiServer) -> None:
+    with api.client() as c:
+        pid = c.post("/v1/protections", json=hosts_body("keep-reason", 1)).json()["id"]
+        before = _ends_in_error(c, pid)
+        r = c.delete(f"/v1/protections/{pid}")
+        assert r.status_code == 409 and "stopped" in r.json()["detail"], r.text
+        after = c.get(f"/v1/protections/{pid}").json()
+    assert after["state"] == "error" and after["reason"] == before["reason"]
+
+
+@pytest.mark.parametrize("where", ["vm.append", "vm.kernel", "vm.initrd", "base_disk"])
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x1b", "\x7f"])
+def test_control_characters_are_refused_naming_the_field(
+    api: ApiServer, where: str, char: str
+) -> None:
+    body = hosts_body("ctl-chars", 7400)
+    if where.startswith("vm."):
+        body["vm"] = {**body["vm"], where[3:]: f"/boot/x{char}-drive file=/etc/shadow"}
+    else:
+        body[where] = f"/var/lib/disk{char}.qcow2"
+    with api.client() as c:
+        r = c.post("/v1/protections", json=body)
+    assert r.status_code == 422, r.text
+    assert where in r.json()["detail"]
+    assert [e["loc"][-1] for e in r.json()["errors"]] == [where.rsplit(".", maxsplit=1)[-1]]

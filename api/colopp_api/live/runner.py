@@ -99,6 +99,11 @@ class ProtectionRunner:
     def event(self, kind: str, **data: Any) -> None:
         self.store.add_events(self.id, [(time.time(), kind, data)])
 
+    def fail(self, reason: str) -> None:
+        """Enter ``error`` with ``reason``: persisted, with a state and an error event."""
+        self._set_phase(ApiState.ERROR, reason)
+        self.event("error", message=reason)
+
     def _set_phase(self, phase: ApiState | None, reason: str | None) -> None:
         previous = self.state
         self.phase, self.reason = phase, reason
