@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from colopp_api.config import Settings
 from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
+from colopp_api.guard import RequestGuard
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(dashboard_router)
+    app.add_middleware(RequestGuard, settings=settings)
     return app
 
 

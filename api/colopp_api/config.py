@@ -88,6 +88,7 @@ class Settings:
     lab_prefix: str = "colopp"
     agent_networks: tuple[ipaddress.IPv4Network, ...] = field(default_factory=tuple)
     sample_period: float = 1.0
+    max_body: int = 1 << 20
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -118,4 +119,5 @@ class Settings:
             lab_prefix=check_prefix(env.get("COLOPP_API_LAB_PREFIX", "colopp")),
             agent_networks=_networks(env.get("COLOPP_API_AGENT_NETWORKS", "")),
             sample_period=float(env.get("COLOPP_API_SAMPLE_PERIOD", "1.0")),
+            max_body=int(env.get("COLOPP_API_MAX_BODY", str(1 << 20))),
         )

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ApiServer, wait_until
+from conftest import READ, WRITE, ApiServer, wait_until
 
 HOST_PATHS = {
     "base_disk": "/var/lib/colopp/disk.qcow2",
@@ -178,3 +180,70 @@ def test_control_characters_are_refused_naming_the_field(
     assert r.status_code == 422, r.text
     assert where in r.json()["detail"]
     assert [e["loc"][-1] for e in r.json()["errors"]] == [where.rsplit(".", maxsplit=1)[-1]]
+
+
+def _raw_request(api: ApiServer, head: str, timeout: float = 10) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", api.port), timeout=timeout)
+    s.sendall(head.encode())
+    return s
+
+
+def _status_line(s: socket.socket) -> str:
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got.split(b"\r\n", 1)[0].decode()
+
+
+@pytest.mark.parametrize(
+    ("token", "status"), [(None, "401"), ("not-a-token", "401"), (WRITE, "413"), (READ, "413")]
+)
+def test_a_huge_announced_body_is_refused_before_it_is_read(
+    api: ApiServer, token: str | None, status: str
+) -> None:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (
+        "POST /v1/protections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"{auth}Content-Length: 100000000\r\n\r\n"
+    )
+    with _raw_request(api, head, timeout=5) as s:  # no body sent: the answer comes at once
+        assert status in _status_line(s)
+
+
+def test_a_chunked_body_over_the_limit_is_cut_off_and_healthz_answers(api: ApiServer) -> None:
+    head = (
+        "POST /v1/protections HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {WRITE}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"[" + b"0," * 32767 + b"0"  # a 64 KiB piece of a never-ending JSON array
+    piece = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+    sent = 0
+    with _raw_request(api, head) as s, api.client(None) as c:
+        while sent < 64 << 20:  # 64 MiB at most; the server must answer long before
+            readable, _, _ = select.select([s], [], [], 0)
+            if readable:
+                break
+            try:
+                s.sendall(piece)
+            except OSError:
+                break  # the server closed the connection after its answer
+            sent += len(chunk)
+            if sent == 8 * len(chunk):  # mid-upload
+                assert c.get("/healthz", timeout=5).status_code == 200
+        assert "413" in _status_line(s)
+    assert sent < 8 << 20, sent
+
+
+def test_deeply_nested_json_is_a_4xx_with_a_reason(api: ApiServer) -> None:
+    with api.client() as c:
+        r = c.post(
+            "/v1/protections",
+            content=b"[" * 100_000,
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code in (400, 422), r.text
+        assert r.json()["detail"]
+        assert c.get("/healthz").status_code == 200
