@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from colopp.errors import ConfigError
 from colopp_api.config import Settings
 from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
@@ -79,6 +81,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def check_database(url: str) -> None:
+    """Connect once, so that a wrong ``COLOPP_DATABASE_URL`` is a clear message at start.
+
+    Raises:
+        ConfigError: the database cannot be reached.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+        raise ConfigError(
+            f"COLOPP_DATABASE_URL: cannot connect: {reason[0] if reason else exc}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
 def serve(host: str, port: int, log_level: str = "info") -> None:
     """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
     import uvicorn
@@ -87,8 +108,10 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     raise_open_files_limit()  # clients, agents (three connections per host and pair)
+    app = create_app()
+    check_database(app.state.settings.database_url)
     uvicorn.run(
-        create_app(),
+        app,
         host=host,
         port=port,
         loop="asyncio",
