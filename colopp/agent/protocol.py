@@ -112,7 +112,8 @@ def decode_reply(line: bytes, expected: int | None = None) -> Reply:
 #: The fields the controller reads from each method's result, with their types: a reply
 #: without them is the agent's fault, reported as an AgentError (never a KeyError later).
 RESULT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "ping": {"vm_alive": bool},
+    "ping": {"vm_alive": bool, "qmp_ok": bool, "checkpoint_stalled_s": (int, float)},
+    "probe_tcp": {"reachable": bool},
     "status": {"vm_alive": bool},
     "probe_qemu": {"version": str, "runtime": str},
     "launch": {"pid": int},

@@ -110,7 +110,13 @@ class AgentServer:
                     break
                 if not line:
                     break
-                writer.write(encode(await self._answer(line, writer)))
+                reply = await self._answer(line, writer)
+                try:
+                    data = encode(reply)
+                except (TypeError, ValueError) as exc:  # e.g. a result with non-string keys
+                    failure = AgentError(f"reply cannot be encoded: {exc}")
+                    data = encode({"id": reply.get("id"), "error": error_payload(failure)})
+                writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -29,9 +29,13 @@ async def status() -> dict[str, Any]:
     return {"host": "h", "vm_alive": False}
 
 
+async def odd() -> dict[Any, Any]:
+    return {(1, 2): "a tuple key JSON cannot carry"}
+
+
 @contextlib.asynccontextmanager
 async def agent(**options: Any) -> AsyncIterator[int]:
-    server = AgentServer(TOKEN, {"status": status}, **options)
+    server = AgentServer(TOKEN, {"status": status, "odd": odd}, **options)
     await server.start("127.0.0.1", 0)
     try:
         yield server.ports[0]
@@ -104,6 +108,10 @@ def test_result_fields_are_typed() -> None:
     with pytest.raises(AgentError, match="result must be an object"):
         check_result("ping", None)
     assert check_result("unlisted", None) is None
+    with pytest.raises(AgentError, match="'qmp_ok'"):
+        check_result("ping", {"vm_alive": True, "checkpoint_stalled_s": 0})
+    with pytest.raises(AgentError, match="'reachable'"):
+        check_result("probe_tcp", {"reachable": "yes"})
     assert decode_reply(b'{"id":null,"error":{"type":"AgentError"}}\n', expected=4).error
 
 
@@ -255,3 +263,15 @@ def test_the_systemd_units_raise_the_open_files_limit(role: str) -> None:
     unit = next((root / "ansible/roles" / role / "templates").glob("*.service.j2")).read_text()
     limits = [int(line.split("=", 1)[1]) for line in unit.splitlines() if "LimitNOFILE=" in line]
     assert limits and limits[0] >= 65536
+
+
+def test_a_result_that_cannot_be_encoded_is_an_error_reply() -> None:
+    async def body() -> None:
+        async with agent() as port:
+            client = AgentClient("ctl", "127.0.0.1", port, TOKEN)
+            with pytest.raises(AgentError, match="cannot be encoded"):
+                await client.call("odd")
+            assert (await client.call("status"))["vm_alive"] is False
+            await client.close()
+
+    asyncio.run(body())
