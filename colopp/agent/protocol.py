@@ -116,7 +116,7 @@ RESULT_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "probe_tcp": {"reachable": bool},
     "status": {"vm_alive": bool},
     "probe_qemu": {"version": str, "runtime": str},
-    "launch": {"pid": int},
+    "launch": {"pid": (int, type(None))},  # a libvirt domain may not show its pid yet
     "wait_guest": {"boot_s": (int, float)},
     "failover": {"took_ms": (int, float)},
     "resume_replication": {},
@@ -137,7 +137,8 @@ def check_result(method: str, result: Any) -> Any:
     for name, kind in fields.items():
         kinds = kind if isinstance(kind, tuple) else (kind,)
         value = result.get(name)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        wrong = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+        if name not in result or wrong:
             raise errors.AgentError(f"{method} result lacks a valid {name!r}: {value!r}")
     return result
 

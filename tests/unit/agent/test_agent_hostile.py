@@ -105,6 +105,9 @@ def test_result_fields_are_typed() -> None:
     assert check_result("launch", {"pid": 3, "run_dir": "/x"})["pid"] == 3
     with pytest.raises(AgentError, match="'pid'"):
         check_result("launch", {"pid": True})
+    with pytest.raises(AgentError, match="'pid'"):
+        check_result("launch", {"run_dir": "/x"})
+    assert check_result("launch", {"pid": None})["pid"] is None  # libvirt, pid unknown
     with pytest.raises(AgentError, match="result must be an object"):
         check_result("ping", None)
     assert check_result("unlisted", None) is None
