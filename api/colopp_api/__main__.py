@@ -10,10 +10,16 @@ from colopp.errors import ColoppError
 from colopp_api.app import serve
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m colopp_api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8470)
+    parser.add_argument("--port", type=_port, default=8470)
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     os.umask(0o077)
     try:

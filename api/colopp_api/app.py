@@ -9,11 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from colopp.errors import ConfigError
 from colopp_api.config import Settings
 from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
+from colopp_api.guard import RequestGuard
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
 
@@ -74,16 +77,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(dashboard_router)
+    app.add_middleware(RequestGuard, settings=settings)
     return app
+
+
+def check_database(url: str) -> None:
+    """Connect once, so that a wrong ``COLOPP_DATABASE_URL`` is a clear message at start.
+
+    Raises:
+        ConfigError: the database cannot be reached.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+        raise ConfigError(
+            f"COLOPP_DATABASE_URL: cannot connect: {reason[0] if reason else exc}"
+        ) from exc
+    finally:
+        engine.dispose()
 
 
 def serve(host: str, port: int, log_level: str = "info") -> None:
     """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
     import uvicorn
 
+    from colopp.agent.server import raise_open_files_limit
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    raise_open_files_limit()  # clients, agents (three connections per host and pair)
+    app = create_app()
+    check_database(app.state.settings.database_url)
     uvicorn.run(
-        create_app(),
+        app,
         host=host,
         port=port,
         loop="asyncio",

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from typing import Any
 
-from colopp.agent.protocol import MAX_LINE, encode, raise_remote
+from colopp.agent.protocol import MAX_LINE, check_result, decode_reply, encode, raise_remote
 from colopp.errors import AgentError
 
 
@@ -50,7 +49,8 @@ class AgentClient:
 
         Raises:
             ColoppError subclass: the agent's error, re-raised with its class.
-            AgentError: transport failure or timeout.
+            AgentError: transport failure, timeout, or a reply that is not JSON, lacks
+                ``id``/``result`` or the result fields the controller reads.
         """
         async with self._lock:
             if self._writer is None or self._reader is None:
@@ -73,13 +73,23 @@ class AgentClient:
             except OSError as exc:
                 await self._drop()
                 raise AgentError(f"agent {self.name}: {method}: {exc}") from exc
+            except ValueError as exc:  # a line longer than MAX_LINE
+                await self._drop()
+                raise AgentError(f"agent {self.name}: {method}: reply too long") from exc
             if not line:
                 await self._drop()
                 raise AgentError(f"agent {self.name} closed the connection during {method}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise_remote(self.name, reply["error"])
-        return reply.get("result")
+            try:
+                reply = decode_reply(line, expected=rid)
+            except AgentError as exc:
+                await self._drop()  # the stream cannot be trusted any more
+                raise AgentError(f"agent {self.name}: {method}: {exc}") from exc
+        if reply.error is not None:
+            raise_remote(self.name, reply.error)
+        try:
+            return check_result(method, reply.result)
+        except AgentError as exc:
+            raise AgentError(f"agent {self.name}: {exc}") from exc
 
     async def _drop(self) -> None:
         if self._writer is not None:

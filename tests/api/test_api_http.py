@@ -139,9 +139,10 @@ def test_hosts_protection_with_unreachable_agents_ends_in_error(api: ApiServer) 
         for action in ("failover", "switchover", "reprotect"):
             r = c.post(f"/v1/protections/{pid}/{action}")
             assert r.status_code == 409 and "is error" in _reason(r), r.text
-        # An errored protection can still be unprotected (it is already stopped).
+        # An errored protection is already stopped: DELETE is refused and keeps the reason.
         r = c.delete(f"/v1/protections/{pid}")
-        assert r.status_code in (202, 409)
+        assert r.status_code == 409 and "stopped" in _reason(r)
+        assert c.get(f"/v1/protections/{pid}").json()["reason"] == done["reason"]
         events = c.get(f"/v1/protections/{pid}/events", params={"limit": 1}).json()
         assert events["events"][0]["type"] == "state" and events["next"] is not None
         rest = c.get(f"/v1/protections/{pid}/events", params={"after": events["next"]}).json()

@@ -82,16 +82,17 @@ class ProtectionManager:
             self.runners[row["id"]] = runner
             try:
                 await self._reattach(runner, row)
-            except (ColoppError, OSError, KeyError, ValueError) as exc:
-                log.warning("re-attach of %s failed: %s", row["id"], exc)
-                runner.event("error", message=f"re-attach failed: {exc}")
-                runner.phase, runner.reason = ApiState.ERROR, f"re-attach failed: {exc}"
-                self.store.update_protection(row["id"], state="error", reason=runner.reason)
+            except Exception as exc:  # any failure: error, with a state event and a reason
+                if isinstance(exc, ColoppError | OSError):
+                    log.warning("re-attach of %s failed: %s", row["id"], exc)
+                else:
+                    log.exception("re-attach of %s failed", row["id"])
+                runner.fail(f"re-attach failed: {exc}")
 
     async def _reattach(self, runner: ProtectionRunner, row: dict[str, Any]) -> None:
         record = row["record"]
         if record is None:
-            runner.phase = ApiState.ERROR
+            # The state event goes from the recorded state (starting) to error.
             await runner.unprotect_after_crash("the API restarted before the pair was launched")
             return
         pair, agents = attach(record, name_suffix="")

@@ -99,6 +99,11 @@ class ProtectionRunner:
     def event(self, kind: str, **data: Any) -> None:
         self.store.add_events(self.id, [(time.time(), kind, data)])
 
+    def fail(self, reason: str) -> None:
+        """Enter ``error`` with ``reason``: persisted, with a state and an error event."""
+        self._set_phase(ApiState.ERROR, reason)
+        self.event("error", message=reason)
+
     def _set_phase(self, phase: ApiState | None, reason: str | None) -> None:
         previous = self.state
         self.phase, self.reason = phase, reason
@@ -151,6 +156,10 @@ class ProtectionRunner:
         except ColoppError as exc:
             log.warning("protection %s failed: %s", self.id, exc)
             await self._teardown(f"protect failed: {exc}")
+            return
+        except Exception as exc:  # a bug must still end in error, with a reason and an event
+            log.exception("protection %s failed unexpectedly", self.id)
+            await self._teardown(f"protect failed: internal error: {exc!r}")
             return
         self._supervise()
 
@@ -216,8 +225,12 @@ class ProtectionRunner:
     async def _sample_loop(self) -> None:
         while True:
             started = time.monotonic()
-            with contextlib.suppress(ColoppError, OSError):
+            try:
                 await self.sample()
+            except (ColoppError, OSError):
+                pass  # an agent down is shown by the sample's own error fields
+            except Exception:  # never let one odd reply end sampling for good
+                log.exception("protection %s: sampling failed", self.id)
             await asyncio.sleep(
                 max(0.05, self.settings.sample_period - (time.monotonic() - started))
             )
@@ -233,7 +246,11 @@ class ProtectionRunner:
                 statuses[name] = await client.call("status", timeout=5)
             except ColoppError as exc:
                 statuses[name] = {"error": str(exc)}
-        self.pids = {h: int(s["pid"]) for h, s in statuses.items() if s.get("vm_alive")}
+        self.pids = {
+            h: s["pid"]
+            for h, s in statuses.items()
+            if s.get("vm_alive") and isinstance(s.get("pid"), int)
+        }
         cpu: dict[str, float] = {}
         if self.placement == "lab":  # the agents' QEMUs are processes of this machine
             for host, pid in self.pids.items():
@@ -269,6 +286,9 @@ class ProtectionRunner:
         except ColoppError as exc:
             self.event("error", message=str(exc))
             log.warning("protection %s: %s", self.id, exc)
+        except Exception as exc:  # the lock must be released and the failure shown
+            self.event("error", message=f"internal error: {exc!r}")
+            log.exception("protection %s: action failed unexpectedly", self.id)
         finally:
             if self.phase in (ApiState.FAILING_OVER, ApiState.REPROTECTING):
                 self._set_phase(None, self.reason)
@@ -341,14 +361,18 @@ class ProtectionRunner:
 
     async def _teardown(self, error: str | None) -> None:
         """Stop both QEMUs, the lab and its agents (lab placement); never raises."""
-        await self._unsupervise()
-        await self.close()
-        if self.pair is not None:
-            self.pair.lifecycle.on_change = None
-            await self.pair.stop()
-        if self.deployment is not None:
-            await self.deployment.stop()
-            placement.release_lock_holder(self.runtime.get("lock_holder"))
+        try:
+            await self._unsupervise()
+            await self.close()
+            if self.pair is not None:
+                self.pair.lifecycle.on_change = None
+                await self.pair.stop()
+            if self.deployment is not None:
+                await self.deployment.stop()
+                placement.release_lock_holder(self.runtime.get("lock_holder"))
+        except Exception as exc:  # the state must still say what happened
+            log.exception("protection %s: teardown failed", self.id)
+            error = f"{error}; teardown failed: {exc!r}" if error else f"teardown failed: {exc!r}"
         self.stopped = True
         if error is not None:
             self._set_phase(ApiState.ERROR, error)
