@@ -52,7 +52,7 @@ def test_protect_status_failover_and_teardown(qemu_root: Path, tmp_path: Path) -
             assert time.monotonic() < deadline, "colopp protect never recorded a pair"
             time.sleep(0.2)  # the record appears when COLO is reached
         assert record.stat().st_mode & 0o777 == 0o600
-        shown = colopp("status", "--state-dir", str(state))
+        shown = colopp("status", "--state-dir", str(state), "--json")
         assert shown.returncode == 0, shown.stderr
         sides = json.loads(shown.stdout)["sides"]
         assert sides["hosta"]["colo"]["mode"] == "primary"
