@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from colopp.colo.state import PairState, Transition
 from colopp.controller.setup import prepare_local_pair
 from colopp.controller.supervisor import Incident
+from colopp.demo.display import live_panel
 from colopp.demo.harness import ClientWorkload, SupervisedPair
 from colopp.errors import ColoppError, ConfigError
 from colopp.lab import Node
@@ -267,18 +267,14 @@ class Story:
             ColoppError: not within ``seconds``.
         """
         deadline = time.monotonic() + seconds
-        # A transient Live, then the final table printed as ordinary output: the next rule
-        # never ends up on the table's last line.
-        panel = Live(self.live.table(), console=self.console, refresh_per_second=4, transient=True)
-        with panel:
+        with live_panel(self.console, self.live.table) as panel:
             while not until():
                 if time.monotonic() > deadline:
                     raise ColoppError(f"{what}: not within {seconds:.0f}s ({self.sp.pair.state})")
                 await self.refresh()
                 panel.update(self.live.table())
                 await asyncio.sleep(0.25)  # display refresh; the pair lives in other processes
-        await self.refresh()
-        self.console.print(self.live.table())
+            await self.refresh()
 
     async def hold_load(self, seconds: float) -> None:
         """Show the load for ``seconds``."""
