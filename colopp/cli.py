@@ -85,10 +85,21 @@ def demo(
         float, typer.Option(help="Seconds of load once protected again.")
     ] = 8.0,
     hold: Annotated[bool, typer.Option(help="Keep the pair up afterwards until Ctrl-C.")] = False,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            help="Serve the REST API and its dashboard here (loopback) and protect through it;"
+            " prints the URL and a read token."
+        ),
+    ] = False,
+    dashboard_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="The dashboard's port (default: free).")
+    ] = None,
 ) -> None:
     """Protect a VM on the local lab, load it, SIGKILL the primary; the supervisor fails over
     and re-protects; summarise (exit 1 if the client saw a failure or it did not re-protect)."""
-    from colopp.demo.run import DemoOptions, demo_ok, print_summary, run_demo
+    from colopp.demo.options import DemoOptions
+    from colopp.demo.run import demo_ok, print_summary, run_demo
 
     options = DemoOptions(
         state_dir=state_dir,
@@ -97,6 +108,8 @@ def demo(
         before_kill_s=before_kill,
         after_failover_s=after_failover,
         hold=hold,
+        dashboard=dashboard,
+        dashboard_port=dashboard_port,
         json_path=json_path,
     )
     out = Console()

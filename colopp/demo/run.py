@@ -15,12 +15,12 @@ JSON. Teardown (QEMU, agents, namespaces) always runs, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -30,13 +30,11 @@ from colopp.colo.state import PairState, Transition
 from colopp.controller.setup import prepare_local_pair
 from colopp.controller.supervisor import Incident
 from colopp.demo.display import live_panel
-from colopp.demo.harness import ClientWorkload, SupervisedPair
+from colopp.demo.harness import ClientWorkload, SupervisedPair, Watched
+from colopp.demo.options import READ_PREFIXES, DemoOptions
 from colopp.errors import ColoppError, ConfigError
 from colopp.lab import Node
-from colopp.qemu.argv import ComparatorKind
 
-DEFAULT_STATE_DIR = Path("/var/lib/colopp/demo")
-READ_PREFIXES = ("/kv/",)
 COUNTER_KEYS = (
     "primary_frames_in",
     "secondary_frames_in",
@@ -48,30 +46,6 @@ COUNTER_KEYS = (
     "checkpoints_requested",
     "malformed_total",
 )
-
-
-@dataclass
-class DemoOptions:
-    """Knobs of the demo (CLI flags)."""
-
-    state_dir: Path = DEFAULT_STATE_DIR
-    qemu_root: Path | None = None
-    comparator: ComparatorKind = ComparatorKind.COLOPP
-    before_kill_s: float = 8.0
-    after_failover_s: float = 8.0
-    connections: int = 4
-    # Read-mostly load (each connection PUTs SEED keys, then GETs them) when pre-release
-    # is on: reads are what pre-release lets out early. Mixed PUT/GET/POST otherwise.
-    seed_keys: int = 16
-    checkpoint_delay_ms: int = 2000
-    reprotect_timeout_s: float = 180.0
-    hold: bool = False
-    json_path: Path | None = None
-
-    @property
-    def colo_plus(self) -> bool:
-        """Pre-release and the semi-active secondary (colopp's comparator only)."""
-        return self.comparator is ComparatorKind.COLOPP
 
 
 @dataclass
@@ -141,6 +115,45 @@ async def run_demo(
     """
     if os.geteuid() != 0:
         raise ConfigError("the demo needs root (network namespaces, taps, QEMU)")
+    live = DemoLive()
+    summary: dict[str, Any] = {
+        "comparator": options.comparator.value,
+        "colo_reached": False,
+        "reprotected": False,
+    }
+    pair_cm: contextlib.AbstractAsyncContextManager[Watched]
+    if options.dashboard:
+        from colopp.demo.served import served_pair
+
+        pair_cm = served_pair(options, console, summary)
+    else:
+        pair_cm = local_pair(options, console, summary)
+    async with pair_cm as sp:
+        summary["colo_reached"] = True
+        workload = ClientWorkload(
+            sp.plan,
+            connections=options.connections,
+            read_only=options.seed_keys if options.colo_plus else None,
+        )
+        try:
+            summary.update(await Story(sp, workload, live, options, console).run())
+            summary.update(await asyncio.to_thread(workload.finish, 300))
+        finally:
+            workload.kill()
+        report(summary)
+        if options.hold:
+            console.rule("[bold]holding: the pair stays protected until Ctrl-C")
+            netns, guest = sp.plan.netns(Node.CLIENT), sp.plan.guest_address.ip
+            console.log(f"try: ip netns exec {netns} curl http://{guest}/kv/r0-0")
+            await asyncio.Event().wait()
+    return summary
+
+
+@contextlib.asynccontextmanager
+async def local_pair(
+    options: DemoOptions, console: Console, summary: dict[str, Any]
+) -> AsyncIterator[SupervisedPair]:
+    """Lab, agents, a protected pair and its supervisor in this process; teardown on exit."""
     console.rule("[bold]1. QEMU runtime, guest image, accelerator")
     local = await prepare_local_pair(
         options.state_dir,
@@ -152,19 +165,13 @@ async def run_demo(
         read_prefixes=READ_PREFIXES if options.colo_plus else (),
         semiactive=options.colo_plus,
     )
-    summary: dict[str, Any] = {
-        "accel": local.config.vm.accel,
-        "colo_reached": False,
-        "comparator": options.comparator.value,
-        "prerelease": local.config.prerelease is not None,
-        "semiactive": local.config.semiactive,
-        "reprotected": False,
-    }
-    live = DemoLive()
-    sp: SupervisedPair | None = None
+    summary.update(
+        accel=local.config.vm.accel,
+        prerelease=local.config.prerelease is not None,
+        semiactive=local.config.semiactive,
+    )
 
     def changed(step: Transition) -> None:
-        live.state = step.target.value
         console.log(f"pair: {step.source.value} → {step.target.value} {step.reason}")
 
     def incident(found: Incident) -> None:
@@ -174,7 +181,7 @@ async def run_demo(
         else:
             console.log(f"{verdict} → fenced={found.fenced}, failover {found.failover_ms:.0f} ms")
 
-    workload: ClientWorkload | None = None
+    sp: SupervisedPair | None = None
     try:
         console.rule("[bold]2. lab network and host agents")
         await local.deployment.start()
@@ -185,46 +192,19 @@ async def run_demo(
         sp.supervisor.on_incident = incident
         console.rule("[bold]3. protect: COLO with disk replication")
         await sp.pair.protect()
-        summary["colo_reached"] = True
         sp.supervise()
         console.log("supervisor started: heartbeats both agents, fails over and re-protects")
-        workload = ClientWorkload(
-            sp.plan,
-            connections=options.connections,
-            read_only=options.seed_keys if options.colo_plus else None,
-        )
-        summary.update(await Story(sp, workload, live, options, console).run())
-        await sp.unsupervise()
-        summary.update(await asyncio.to_thread(workload.finish, 300))
-        workload = None
-        report(summary)
-        if options.hold:
-            await _hold(sp, console)
+        yield sp
     finally:
-        if workload is not None:
-            workload.kill()
         console.rule("[bold]teardown")
         if sp is not None:
             await sp.close()
         else:
             await local.deployment.stop()
         console.log("QEMU processes, agents and namespaces removed")
-    return summary
 
 
-async def _hold(sp: SupervisedPair, console: Console) -> None:
-    """Keep the pair up (supervised) until Ctrl-C."""
-    sp.supervise()
-    console.rule("[bold]holding: the pair stays protected until Ctrl-C")
-    netns, guest = sp.plan.netns(Node.CLIENT), sp.plan.guest_address.ip
-    console.log(f"try: ip netns exec {netns} curl http://{guest}/kv/r0-0")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sp.unsupervise()
-
-
-def _primary_status(status: dict[str, Any], sp: SupervisedPair) -> dict[str, Any]:
+def _primary_status(status: dict[str, Any], sp: Watched) -> dict[str, Any]:
     side: dict[str, Any] = status["sides"][sp.pair.primary.name]
     return side
 
@@ -234,7 +214,7 @@ class Story:
 
     def __init__(
         self,
-        sp: SupervisedPair,
+        sp: Watched,
         workload: ClientWorkload,
         live: DemoLive,
         options: DemoOptions,
@@ -256,6 +236,7 @@ class Story:
             live.prereleased = (
                 f"{counters.get('pre_released_frames', 0)} of {counters.get('released_frames', 0)}"
             )
+        live.state = sp.pair.state.value
         live.primary = sp.pair.primary.name
         live.secondary = sp.pair.secondary.name if sp.pair.secondary else "-"
         live.stats = self.feed.latest
