@@ -211,8 +211,19 @@ class SupervisedPair(Watched):
         await self.wait_for("heartbeats", lambda: self.supervisor.rounds >= start + rounds, timeout)
 
     async def close(self) -> None:
-        """Stop supervising, stop both QEMUs, remove agents and lab; never raises."""
-        await self.unsupervise()
-        await self.supervisor.close()
-        await self.pair.stop()
-        await self.local.deployment.stop()
+        """Stop supervising, stop both QEMUs, remove agents and lab.
+
+        Every step runs even if an earlier one fails (a supervisor loop that died with an
+        error must not leave QEMU, agents and namespaces behind); the first error is
+        raised at the end.
+        """
+        try:
+            await self.unsupervise()
+        finally:
+            try:
+                await self.supervisor.close()
+            finally:
+                try:
+                    await self.pair.stop()
+                finally:
+                    await self.local.deployment.stop()
