@@ -93,3 +93,21 @@ def test_help_lists_the_exit_codes() -> None:
     for code in Exit:
         assert f"{code.value} " in text
     assert "6 API token refused" in text
+
+
+def test_every_reporting_verb_takes_json() -> None:
+    for verb in (
+        ["list"],
+        ["events"],
+        ["status"],
+        ["failover"],
+        ["switchover"],
+        ["protect"],
+        ["reprotect"],
+        ["unprotect"],
+        ["qemu", "check"],
+        ["image", "build"],
+        ["demo"],
+    ):
+        shown = colopp(*verb, "-h")
+        assert shown.returncode == 0 and "--json" in shown.stdout, verb
