@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from colopp.cli import app
 from colopp.cli_exit import Exit, exit_code
 from colopp.errors import ColoppError, ConfigError, DomainNotFound, QemuUnsupported, StateError
 from colopp.qemu.version import QemuVersion, require_colo_capable
@@ -88,8 +90,8 @@ def test_exit_codes(error: ColoppError, code: Exit) -> None:
 
 
 def test_help_lists_the_exit_codes() -> None:
-    done = colopp("--help")
-    text = " ".join(done.stdout.split())
+    done = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    text = " ".join(done.output.split())
     for code in Exit:
         assert f"{code.value} " in text
     assert "6 API token refused" in text
@@ -109,5 +111,5 @@ def test_every_reporting_verb_takes_json() -> None:
         ["image", "build"],
         ["demo"],
     ):
-        shown = colopp(*verb, "-h")
-        assert shown.returncode == 0 and "--json" in shown.stdout, verb
+        shown = CliRunner().invoke(app, [*verb, "-h"], env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and "--json" in shown.output, verb
