@@ -333,10 +333,15 @@ class Story:
         self.console.rule("[bold]6. automatic re-protection onto the lost host")
         first = sp.incidents[0]
         await self.show(
-            lambda: sp.pair.state is PairState.PROTECTED and first.reprotect_s is not None,
+            lambda: (
+                (sp.pair.state is PairState.PROTECTED and first.reprotect_s is not None)
+                or first.error is not None
+            ),
             self.options.reprotect_timeout_s,
             "re-protection",
         )
+        if first.error is not None:
+            raise ColoppError(f"the supervisor could not re-protect: {first.error}")
         out["reprotected"] = True
         out["reprotect_s"] = first.reprotect_s
         out["reprotected_after_kill_s"] = time.monotonic() - killed_at
