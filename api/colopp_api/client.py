@@ -14,7 +14,16 @@ from colopp_api.config import read_secret_file
 
 
 class ApiError(ColoppError):
-    """The API refused a request or could not be reached; the message is its reason."""
+    """The API refused a request or could not be reached; the message is its reason.
+
+    ``status`` is the HTTP status of a refusal (None when no answer came); ``unreachable``
+    says the API could not be reached at all (the CLI maps both to its exit codes).
+    """
+
+    def __init__(self, message: str, status: int | None = None, unreachable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.unreachable = unreachable
 
 
 def configured() -> bool:
@@ -56,13 +65,15 @@ class ApiClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(f"API {method} {path}: {exc}") from exc
+            raise ApiError(f"API {method} {path}: {exc}", unreachable=True) from exc
         if response.status_code >= 400:
             try:
                 reason = response.json().get("detail", response.text)
             except ValueError:
                 reason = response.text
-            raise ApiError(f"API {method} {path}: {response.status_code} {reason}")
+            raise ApiError(
+                f"API {method} {path}: {response.status_code} {reason}", response.status_code
+            )
         return response.json()
 
     def protections(self) -> list[dict[str, Any]]:
@@ -80,8 +91,12 @@ class ApiClient:
             for p in self.protections()
             if not p["stopped"] and (name is None or p["name"] == name or p["id"] == name)
         ]
-        if len(found) != 1:
-            raise ApiError(f"{len(found)} active protections match {name or '(any)'}: name one")
+        if not found:
+            raise ApiError(f"no active protection matches {name or '(any)'}", 404)
+        if len(found) > 1:
+            raise ApiError(
+                f"{len(found)} active protections match {name or '(any)'}: name one", 400
+            )
         return found[0]
 
     def wait_state(self, protection_id: str, states: set[str], timeout: float) -> dict[str, Any]:
