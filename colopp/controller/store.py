@@ -39,6 +39,7 @@ def config_to_dict(config: PairConfig) -> dict[str, Any]:
         "read_prefixes": list(config.read_prefixes),
         "prerelease_rearm_ms": config.prerelease_rearm_ms,
         "semiactive": config.semiactive,
+        "backend": config.backend,
     }
 
 
@@ -63,6 +64,7 @@ def config_from_dict(data: dict[str, Any]) -> PairConfig:
             read_prefixes=tuple(data.get("read_prefixes", ())),
             prerelease_rearm_ms=data.get("prerelease_rearm_ms"),
             semiactive=bool(data.get("semiactive", False)),
+            backend=str(data.get("backend", "qemu")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"bad pair record: {exc}") from exc
