@@ -23,7 +23,6 @@ from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_q
 from colopp.agent.qemu_process import READY_LINE, wait_for_serial
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
-from colopp.agent.specs import side_from_request, vm_from_dict
 from colopp.colo.sequence import (
     YANK_PEER,
     QmpStep,
@@ -37,6 +36,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
+from colopp.domain import Backend, ComparatorKind, Role, SideRequest, SideSpec, VmSpec
 from colopp.errors import (
     ConfigError,
     QemuError,
@@ -45,10 +45,8 @@ from colopp.errors import (
     QmpTimeout,
     StateError,
 )
-from colopp.qemu.argv import ComparatorKind, Role, SideSpec
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
-from colopp.virt import Backend
 
 
 class HostAgent:
@@ -208,12 +206,13 @@ class HostAgent:
         async with self._lock:
             if self.side is not None and self.side.process.alive():
                 raise StateError(f"{self.host} already runs {self.side.vm.name}")
-            vm_spec = vm_from_dict(vm)
-            run_dir = self.state_dir / vm_spec.name / side["role"]
-            spec = side_from_request(side, run_dir)
+            vm_spec = VmSpec.from_dict(vm)
+            request = SideRequest.from_dict(side)
+            run_dir = self.state_dir / vm_spec.name / request.role.value
+            spec = request.spec(run_dir)
             self.runtime.require_present()
             user = None
-            if Backend(side.get("backend", Backend.QEMU.value)) is Backend.LIBVIRT:
+            if spec.options.backend is Backend.LIBVIRT:
                 user = await read_libvirt_domain(vm_spec, self.host, self.libvirt_uri)
                 base_disk = str(user.disk or base_disk)
             base = Path(base_disk)
@@ -324,7 +323,7 @@ class HostAgent:
         """Attach replication and migrate into COLO (primary only)."""
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        if side.spec.comparator is ComparatorKind.COLOPP and side.comparator is None:
+        if side.spec.options.comparator is ComparatorKind.COLOPP and side.comparator is None:
             argv = comparator_argv(side.spec, checkpoint_delay_ms)
             side.comparator = ComparatorProcess(
                 argv, side.spec.run_dir, self._force_checkpoint, side.process.alive
@@ -365,13 +364,13 @@ class HostAgent:
             peer_repl_ip,
             spec.ports,
             sockets,
-            spec.comparator,
+            spec.options.comparator,
             has_rewriter,
-            client_socket=str(spec.client_socket) if spec.client_frames else None,
+            client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
         await self._run_steps(side, steps)
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        if spec.comparator is ComparatorKind.COLOPP:
+        if spec.options.comparator is ComparatorKind.COLOPP:
             if side.comparator is not None:
                 await side.comparator.stop()
             side.comparator = ComparatorProcess(
@@ -427,7 +426,7 @@ class HostAgent:
         while time.monotonic() < deadline:
             last = await side.monitor.execute("query-colo-status", timeout=5.0)
             if isinstance(last, dict) and last.get("mode") == want:
-                if side.spec.semiactive and side.spec.role is Role.SECONDARY:
+                if side.spec.options.semiactive and side.spec.role is Role.SECONDARY:
                     await shrink_secondary(side)
                 return dict(last)
             if side.spec.role is Role.PRIMARY:
@@ -445,7 +444,7 @@ class HostAgent:
             await restore_vcpus(side)  # full CPUs before it serves
             await self._run_steps(side, secondary_failover())
         else:
-            await self._run_steps(side, primary_failover(side.spec.comparator))
+            await self._run_steps(side, primary_failover(side.spec.options.comparator))
             if side.comparator is not None:
                 await side.comparator.stop()
         side.failed_over = True

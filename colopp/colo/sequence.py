@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from colopp.qemu.argv import ComparatorKind, Ports
+from colopp.domain import ComparatorKind, Ports
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from colopp.controller.agent_client import AgentClient
 from colopp.controller.pair import PairController
 from colopp.controller.setup import prepare_local_pair
 from colopp.controller.store import attach, load_record, pair_record, save_record
+from colopp.domain import ComparatorKind, Role
 from colopp.errors import StateError
 from colopp.lab import Node
-from colopp.qemu.argv import ComparatorKind, Role
 
 
 def load_agents(path: Path) -> tuple[dict[str, Any], dict[str, AgentClient]]:

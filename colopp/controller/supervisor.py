@@ -30,8 +30,8 @@ from colopp.colo.state import PairState
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.health import Beat, DetectorConfig, Health, SideDetector
 from colopp.controller.pair import PairController
+from colopp.domain import Role
 from colopp.errors import ColoppError
-from colopp.qemu.argv import Role
 
 QMP_PROBE_TIMEOUT = 0.2
 

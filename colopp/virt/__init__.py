@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any, Protocol
 
 from qemu.qmp import EventListener
 
+from colopp.domain import Backend
 from colopp.errors import QemuStartError
 
-
-class Backend(StrEnum):
-    """Who starts and owns a side's QEMU."""
-
-    QEMU = "qemu"
-    LIBVIRT = "libvirt"
+__all__ = ["Backend", "QmpChannel", "VmProcess"]  # Backend: defined in colopp.domain
 
 
 class VmProcess(Protocol):

@@ -20,6 +20,7 @@ from typing import Any
 
 import libvirt
 
+from colopp.domain import SideSpec, VmSpec
 from colopp.errors import (
     ConfigError,
     DomainNotFound,
@@ -27,7 +28,6 @@ from colopp.errors import (
     LibvirtUnavailable,
     QemuStartError,
 )
-from colopp.qemu.argv import SideSpec, VmSpec
 from colopp.vcpu.placement import parse_cpus_fast, thread_ids
 from colopp.vcpu.shrink import process_of_thread
 from colopp.virt.domain_xml import (

@@ -23,12 +23,11 @@ from rich.console import Console
 
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.local import LocalDeployment
-from colopp.controller.pair import HostSlot, PairConfig
 from colopp.controller.setup import prepare_local_pair
+from colopp.domain import Backend, ComparatorKind, HostSlot, PairConfig, VmSpec
 from colopp.errors import ConfigError
 from colopp.lab import Lab, Node, plan_lab
 from colopp.lab import lab as lab_module
-from colopp.qemu.argv import ComparatorKind, VmSpec
 from colopp_api.config import Settings, read_secret_file
 from colopp_api.schemas import ProtectionCreate
 
@@ -50,13 +49,12 @@ class Placement:
 def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
     """The pair's COLO++ options (pre-release rules, read prefixes, semi-active secondary)
     and its VM backend."""
-    return dataclasses.replace(
-        config,
+    return config.with_options(
         prerelease=spec.prerelease_rules(),
         read_prefixes=tuple(spec.read_prefixes),
         prerelease_rearm_ms=spec.prerelease_rearm_ms,
         semiactive=spec.semiactive,
-        backend=spec.backend,
+        backend=Backend(spec.backend),
     )
 
 
@@ -184,6 +182,7 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
         Path(spec.base_disk or unset),
         slots[0],
         slots[1],
+    ).with_options(
         comparator=ComparatorKind(spec.comparator),
         checkpoint_delay_ms=spec.checkpoint_delay_ms,
     )

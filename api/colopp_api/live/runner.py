@@ -23,8 +23,8 @@ from colopp.controller.local import LocalDeployment
 from colopp.controller.pair import PairController
 from colopp.controller.store import pair_record
 from colopp.controller.supervisor import Incident, PairSupervisor
+from colopp.domain import Role
 from colopp.errors import ColoppError, StateError
-from colopp.qemu.argv import Role
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
 from colopp_api.live import placement

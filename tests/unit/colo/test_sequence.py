@@ -7,7 +7,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.qemu.argv import ComparatorKind, Ports
+from colopp.domain import ComparatorKind, Ports
 
 
 def commands(steps):  # type: ignore[no-untyped-def]

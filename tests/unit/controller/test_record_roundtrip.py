@@ -15,14 +15,22 @@ from typing import Any
 
 import pytest
 
-from colopp.agent.specs import side_from_request
 from colopp.colo.state import PairState
-from colopp.controller.pair import HostSlot, PairConfig, PairController
+from colopp.controller.pair import PairController
 from colopp.controller.store import attach, config_from_dict, config_to_dict, pair_record
-from colopp.qemu.argv import ComparatorKind, Ports, VmSpec
+from colopp.domain import (
+    Backend,
+    ComparatorKind,
+    HostSlot,
+    PairConfig,
+    Ports,
+    ProtectionOptions,
+    SideRequest,
+    VmSpec,
+)
 
 
-def _config(backend: str) -> PairConfig:
+def _config(backend: Backend) -> PairConfig:
     """A config where every field differs from its default."""
     return PairConfig(
         vm=VmSpec(
@@ -40,31 +48,35 @@ def _config(backend: str) -> PairConfig:
         primary=HostSlot("hosta", "tapa", "198.18.1.2"),
         secondary=HostSlot("hostb", "tapb", "198.18.1.3"),
         ports=Ports(mirror=9103, compare=9104, nbd=9199, migration=9198),
-        comparator=ComparatorKind.COLOPP,
-        checkpoint_delay_ms=3000,
+        options=ProtectionOptions(
+            comparator=ComparatorKind.COLOPP,
+            checkpoint_delay_ms=3000,
+            prerelease="http_read,tcp_ack",
+            read_prefixes=("/static", "/img"),
+            prerelease_rearm_ms=250,
+            semiactive=True,
+            backend=backend,
+        ),
         boot_timeout=33.0,
         colo_timeout=44.0,
-        prerelease="http_read,tcp_ack",
-        read_prefixes=("/static", "/img"),
-        prerelease_rearm_ms=250,
-        semiactive=True,
-        backend=backend,
     )
 
 
-def test_every_pair_config_field_differs_from_its_default() -> None:
-    """Guards the test itself: a new PairConfig field must be set in _config()."""
+def test_every_option_differs_from_its_default() -> None:
+    """Guards the test itself: a new PairConfig field or option must be set in _config()."""
     defaults = PairConfig(
-        vm=_config("qemu").vm,
+        vm=_config(Backend.QEMU).vm,
         base_disk=Path("/x"),
         primary=HostSlot("a", "t", "1"),
         secondary=HostSlot("b", "t", "2"),
     )
-    config = _config("libvirt")
+    config = _config(Backend.LIBVIRT)
     for f in dataclasses.fields(PairConfig):
         if f.name in ("vm", "base_disk", "primary", "secondary"):
             continue
         assert getattr(config, f.name) != getattr(defaults, f.name), f.name
+    for f in dataclasses.fields(ProtectionOptions):
+        assert getattr(config.options, f.name) != getattr(defaults.options, f.name), f.name
 
 
 class _RecordingAgent:
@@ -83,8 +95,8 @@ class _RecordingAgent:
         return None
 
 
-@pytest.mark.parametrize("backend", ["qemu", "libvirt"])
-def test_options_survive_record_reattach_and_reprotect(backend: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", list(Backend))
+def test_options_survive_record_reattach_and_reprotect(backend: Backend, tmp_path: Path) -> None:
     config = _config(backend)
     assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
 
@@ -110,14 +122,19 @@ def test_options_survive_record_reattach_and_reprotect(backend: str, tmp_path: P
     launches = [params for host, method, params in calls if method == "launch"]
     assert len(launches) == 1 and [c[0] for c in calls if c[1] == "launch"] == ["hosta"]
     sent = json.loads(json.dumps(launches[0]))
-    assert sent["side"]["backend"] == backend
-    side = side_from_request(sent["side"], tmp_path / "run")
-    assert side.comparator is ComparatorKind.COLOPP
+    side = SideRequest.from_dict(sent["side"]).spec(tmp_path / "run")
+    assert side.options == config.options
+    assert side.options.backend is backend
     assert side.ports == config.ports
-    assert side.prerelease == config.prerelease
-    assert side.read_prefixes == config.read_prefixes
-    assert side.prerelease_rearm_ms == config.prerelease_rearm_ms
-    assert side.semiactive is True
-    assert sent["vm"]["accel"] == "kvm" and sent["vm"]["memory_mb"] == 512
+    assert VmSpec.from_dict(sent["vm"]) == config.vm
     resumed = [params for _h, method, params in calls if method == "resume_replication"]
     assert resumed[0]["checkpoint_delay_ms"] == 3000
+
+
+def test_a_version_1_record_is_read_with_its_flat_options() -> None:
+    config = _config(Backend.QEMU)
+    old = config.to_dict()
+    del old["options"]
+    old |= config.options.to_dict()
+    del old["backend"]  # version 1 never wrote it
+    assert config_from_dict(old) == config
