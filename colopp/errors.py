@@ -17,6 +17,7 @@ errors (``qemu.qmp.ExecuteError``, ``OSError``, ``libvirt.libvirtError``,
      ├── ImageError             building the guest image failed
      ├── LabError               network namespaces, bridges, taps
      ├── StateError             a lifecycle transition that is not allowed
+     │    └── FenceError        a side's QEMU still ran after it was fenced
      ├── AgentError             talking to a host agent failed (remote error or transport)
  ├── LibvirtError           the libvirt backend (``libvirt.libvirtError`` converted)
  │    ├── LibvirtUnavailable    libvirtd cannot be reached (or libvirt-python is missing)
@@ -78,6 +79,10 @@ class LabError(ColoppError):
 
 class StateError(ColoppError):
     """A lifecycle transition that the state machine does not allow."""
+
+
+class FenceError(StateError):
+    """A side's QEMU still ran after it was killed: it may still serve."""
 
 
 class AgentError(ColoppError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import logging
 import os
 import shutil
 import signal
@@ -20,9 +19,11 @@ from typing import Any
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
+from colopp.agent.lease import LeaseView, LeaseWatchdog
 from colopp.agent.qemu_process import READY_LINE, wait_for_serial
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
+from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     YANK_PEER,
     QmpStep,
@@ -53,20 +54,22 @@ class HostAgent:
     """Owns this host's QEMU; every method is safe to call remotely."""
 
     def __init__(
-        self, host: str, state_dir: Path, runtime: QemuRuntime, lease: float = 1.0
+        self,
+        host: str,
+        state_dir: Path,
+        runtime: QemuRuntime,
+        lease: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self.host = host
         self.state_dir = state_dir
         self.runtime = runtime
         self.side: Side | None = None
         self._lock = asyncio.Lock()
-        # Self-fencing: a primary that has lost both the controller's heartbeats and its
-        # peer for longer than the lease kills its own QEMU; the controller promotes the
-        # secondary only after twice the lease, so two sides never serve at once.
-        self.lease = lease
-        self.last_heartbeat: float | None = None
-        self.self_fenced = False
-        self._watchdog: asyncio.Task[None] | None = None
+        # Self-fencing (see colopp.agent.lease): renewed by the controller's heartbeats.
+        self.lease = LeaseWatchdog(
+            lease, clock or SystemClock(), self._lease_view, self._peer_reachable, self._self_fence
+        )
         # The libvirt backend's daemon (a protection picks the backend at launch).
         self.libvirt_uri = os.environ.get("COLOPP_LIBVIRT_URI", "qemu:///system")
 
@@ -79,9 +82,7 @@ class HostAgent:
         the controller's supervision beat, which renews this host's lease.
         """
         if heartbeat:
-            self.last_heartbeat = time.monotonic()
-            if self._watchdog is None:
-                self._watchdog = asyncio.create_task(self._watch_lease())
+            self.lease.renew()
         side = self.side
         alive = bool(side and side.process.alive())
         qmp_ok = alive
@@ -97,38 +98,27 @@ class HostAgent:
             "vm_alive": alive,
             "qmp_ok": qmp_ok,
             "checkpoint_stalled_s": stalled,
-            "self_fenced": self.self_fenced,
+            "self_fenced": self.lease.self_fenced,
             "role": side.spec.role.value if side else None,
         }
 
-    async def _peer_reachable(self, side: Side) -> bool:
-        reply = await self.probe_tcp(side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
-        return bool(reply["reachable"])
-
     agent_port = 7400
 
-    async def _watch_lease(self) -> None:
-        """Kill this host's primary QEMU when it is cut off from controller and peer."""
-        peer_seen = time.monotonic()
-        while True:
-            await asyncio.sleep(0.1)  # lease watchdog period
-            side, now = self.side, time.monotonic()
-            if side is None or not side.process.alive() or self.last_heartbeat is None:
-                continue
-            if side.spec.role is not Role.PRIMARY or side.failed_over:
-                peer_seen = now  # a secondary never serves alone; a lone survivor has no peer
-                continue
-            if await self._peer_reachable(side):
-                peer_seen = now
-            silent = now - self.last_heartbeat
-            if silent > self.lease and now - peer_seen > self.lease:
-                logging.getLogger(__name__).warning(
-                    "self-fencing: no controller for %.1fs and no peer for %.1fs",
-                    silent,
-                    now - peer_seen,
-                )
-                self.self_fenced = True
-                side.process.kill()
+    def _lease_view(self) -> LeaseView:
+        side = self.side
+        running = side is not None and side.process.alive()
+        primary = side is not None and side.spec.role is Role.PRIMARY and not side.failed_over
+        return LeaseView(running, primary)
+
+    async def _peer_reachable(self) -> bool:
+        if self.side is None:
+            return False
+        reply = await self.probe_tcp(self.side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
+        return bool(reply["reachable"])
+
+    def _self_fence(self) -> None:
+        if self.side is not None:
+            self.side.process.kill()
 
     @staticmethod
     def _replication_stall(side: Side, now: float) -> float:

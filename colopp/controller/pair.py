@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from colopp.colo.state import PairLifecycle, PairState, Transition
-from colopp.controller.agent_client import AgentClient
+from colopp.controller.seam import Agent, Clock, SystemClock, fence
 from colopp.domain import HostSlot, PairConfig, Role
 from colopp.errors import ColoppError, StateError
 
@@ -26,14 +25,16 @@ class PairController:
     def __init__(
         self,
         config: PairConfig,
-        agents: dict[str, AgentClient],
+        agents: Mapping[str, Agent],
         progress: Progress = lambda _msg: None,
         on_change: Callable[[Transition], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.agents = agents
+        self.clock: Clock = clock or SystemClock()
         self.progress = progress
-        self.lifecycle = PairLifecycle(on_change=on_change)
+        self.lifecycle = PairLifecycle(on_change=on_change, clock=self.clock.time)
         self.primary = config.primary
         self.secondary: HostSlot | None = config.secondary
         self.standby: HostSlot | None = None  # the host lost at the last failover
@@ -44,7 +45,7 @@ class PairController:
         return self.lifecycle.state
 
     def _event(self, kind: str, **data: Any) -> None:
-        self.events.append({"at": time.time(), "kind": kind, **data})
+        self.events.append({"at": self.clock.time(), "kind": kind, **data})
 
     def _side(
         self, role: Role, slot: HostSlot, peer: HostSlot, standalone: bool = False
@@ -150,7 +151,7 @@ class PairController:
             raise StateError("no host to re-protect onto")
         cfg, serving = self.config, self.primary
         pa, ta = self.agents[serving.name], self.agents[target.name]
-        started = time.monotonic()
+        started = self.clock.monotonic()
         self.lifecycle.move(PairState.LAUNCHING, f"new secondary on {target.name}")
         try:
             await ta.call("stop_vm", timeout=20)
@@ -171,7 +172,7 @@ class PairController:
             self.lifecycle.move(PairState.ERROR, f"re-protect failed: {exc}")
             raise
         self.secondary, self.standby = target, None
-        result["reprotect_s"] = time.monotonic() - started
+        result["reprotect_s"] = self.clock.monotonic() - started
         self.lifecycle.move(PairState.PROTECTED, f"{serving.name} primary, {target.name} secondary")
         self._event("reprotected", primary=serving.name, secondary=target.name, **result)
         return result
@@ -188,17 +189,11 @@ class PairController:
         """
         self.lifecycle.require(PairState.PROTECTED)
         old = self.primary
-        agent = self.agents[old.name]
-        await agent.call("kill_vm")
-        deadline = time.monotonic() + 10
-        while (await agent.call("ping"))["vm_alive"]:
-            if time.monotonic() > deadline:
-                raise StateError(f"the primary on {old.name} did not stop")
-            await asyncio.sleep(0.02)
+        await fence(self.agents[old.name], self.clock, timeout=10.0, call_timeout=30.0)
         result = await self.failover(Role.PRIMARY)
         # As after an unplanned failover: let clients' retransmissions reach the new
         # primary before re-protection briefly freezes the guest for the RAM migration.
-        await asyncio.sleep(settle)
+        await self.clock.sleep(settle)
         result |= await self.reprotect(old)
         self._event("switchover", primary=self.primary.name, secondary=old.name)
         return result
@@ -248,6 +243,6 @@ class PairController:
         )
         self.lifecycle.move(PairState.STOPPED, "stopped")
 
-    async def _stop_one(self, agent: AgentClient) -> None:
+    async def _stop_one(self, agent: Agent) -> None:
         with contextlib.suppress(ColoppError):
             await agent.call("stop_vm", timeout=20)
