@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.domain import ComparatorKind, Ports
+from colopp.errors import QmpError
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class QmpStep:
     tolerate: tuple[str, ...] = ()
     hmp: bool = False
     oob: bool = False
+
+    def tolerates(self, error: QmpError) -> bool:
+        """Is ``error`` (raised by this step) fine here?"""
+        return any(t in error.message for t in self.tolerate)
 
 
 def _caps() -> QmpStep:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
 
 from colopp.errors import QmpError, QmpTimeout
+from colopp.retry import RetryExhausted, connect_with_retry
 
 DEFAULT_TIMEOUT = 10.0
 Event = dict[str, Any]
@@ -36,19 +36,30 @@ class Monitor:
         Raises:
             QmpTimeout: the socket never accepted (``alive`` returning False stops early).
         """
-        deadline = time.monotonic() + within
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+
+        def exited() -> None:
             if alive is not None and not alive():
                 raise QmpError("connect", f"QEMU exited before {self.socket_path} accepted")
+
+        async def attempt() -> None:
             try:
                 await asyncio.wait_for(self._client.connect(str(self.socket_path)), self.timeout)
-                return
-            except (QMPError, OSError, TimeoutError) as exc:
-                last = exc
-                self._client = QMPClient(self.name)
-                await asyncio.sleep(0.05)  # polling a socket path: nothing to wait on
-        raise QmpTimeout("connect", f"{self.socket_path} did not accept in {within:.0f}s: {last}")
+            except (QMPError, OSError, TimeoutError):
+                self._client = QMPClient(self.name)  # a failed client cannot connect again
+                raise
+
+        try:
+            await connect_with_retry(
+                attempt,
+                within,
+                retry_on=(QMPError, OSError, TimeoutError),
+                pause=0.05,
+                give_up=exited,
+            )
+        except RetryExhausted as exc:
+            raise QmpTimeout(
+                "connect", f"{self.socket_path} did not accept in {within:.0f}s: {exc.last}"
+            ) from exc.last
 
     async def execute(
         self,
