@@ -18,7 +18,6 @@ from colopp.agent.comparing import start_comparator, stop_comparator
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
 from colopp.agent.lease import LeaseView, LeaseWatchdog
-from colopp.agent.qemu_process import READY_LINE, wait_for_serial
 from colopp.agent.replies import (
     BootReply,
     FailoverReply,
@@ -50,6 +49,7 @@ from colopp.colo.sequence import (
 )
 from colopp.domain import Backend, Role, SideRequest, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
+from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
 

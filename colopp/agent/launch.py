@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from colopp.agent.qemu_process import QemuProcess
 from colopp.agent.side import Side
 from colopp.domain import SideSpec, VmSpec
 from colopp.errors import QmpError
 from colopp.qemu.argv import qemu_argv
+from colopp.qemu.qemu_process import QemuProcess
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
 

@@ -2,7 +2,7 @@
 
 The agent drives a side through two objects: a :class:`VmProcess` (is it alive, its pid,
 kill/stop it) and a :class:`QmpChannel` (QMP commands, HMP, events). The QEMU-direct
-backend is :class:`colopp.agent.qemu_process.QemuProcess` + :class:`colopp.qmp.monitor.Monitor`;
+backend is :class:`colopp.qemu.qemu_process.QemuProcess` + :class:`colopp.qmp.monitor.Monitor`;
 the libvirt backend is :mod:`colopp.virt.libvirt_domain` + :mod:`colopp.virt.libvirt_monitor`
 (imported only when a protection asks for it: libvirt-python stays optional).
 """
