@@ -52,13 +52,24 @@ class QemuStartError(QemuError):
     """A QEMU process exited early or never answered on QMP."""
 
 
-class QmpError(ColoppError):
-    """A QMP command failed; ``command`` names it."""
+#: The ``error_class`` of an error an HMP command printed (HMP has no error classes).
+HMP_ERROR_CLASS = "HmpError"
 
-    def __init__(self, command: str, message: str) -> None:
-        super().__init__(f"QMP {command} failed: {message}")
+
+class QmpError(ColoppError):
+    """A QMP command failed.
+
+    ``command`` names it; ``error_class`` is QEMU's class of the error (``GenericError``,
+    ``DeviceNotFound``, ...; :data:`HMP_ERROR_CLASS` for HMP output), None when QEMU never
+    answered (connection lost, timeout) or colopp itself judged the reply a failure.
+    """
+
+    def __init__(self, command: str, message: str, error_class: str | None = None) -> None:
+        shown = f"{error_class}: {message}" if error_class else message
+        super().__init__(f"QMP {command} failed: {shown}")
         self.command = command
         self.message = message
+        self.error_class = error_class
 
 
 class QmpTimeout(QmpError):

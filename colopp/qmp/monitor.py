@@ -14,10 +14,29 @@ from typing import Any
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
 
-from colopp.errors import QmpError, QmpTimeout
+from colopp.errors import HMP_ERROR_CLASS, QmpError, QmpTimeout
 from colopp.retry import RetryExhausted, connect_with_retry
 
 DEFAULT_TIMEOUT = 10.0
+
+
+def hmp_command(line: str) -> str:
+    """How a QmpError names the HMP command ``line`` (its first word)."""
+    return f"human-monitor-command {line.split(maxsplit=1)[0]}"
+
+
+def check_hmp_output(line: str, text: str) -> str:
+    """HMP reports errors only as text: return ``text``, or raise when it reads as one.
+
+    Raises:
+        QmpError: with ``error_class`` :data:`~colopp.errors.HMP_ERROR_CLASS`.
+    """
+    lowered = text.lower()
+    if text.strip() and ("error" in lowered or "could not" in lowered or "failed" in lowered):
+        raise QmpError(hmp_command(line), text.strip(), HMP_ERROR_CLASS)
+    return text
+
+
 Event = dict[str, Any]
 
 
@@ -79,7 +98,7 @@ class Monitor:
         try:
             return await asyncio.wait_for(self._client.execute(command, arguments, oob=oob), wait)
         except ExecuteError as exc:
-            raise QmpError(command, f"{exc.error_class}: {exc}") from exc
+            raise QmpError(command, str(exc), exc.error_class) from exc
         except TimeoutError as exc:
             raise QmpTimeout(command, f"no answer in {wait:.1f}s") from exc
         except (QMPError, OSError, EOFError) as exc:
@@ -92,12 +111,7 @@ class Monitor:
             QmpError: the HMP output reports an error.
         """
         out = await self.execute("human-monitor-command", {"command-line": line}, timeout)
-        text = str(out or "")
-        if text.strip():
-            lowered = text.lower()
-            if "error" in lowered or "could not" in lowered or "failed" in lowered:
-                raise QmpError(f"human-monitor-command {line.split(maxsplit=1)[0]}", text.strip())
-        return text
+        return check_hmp_output(line, str(out or ""))
 
     def listen(self, names: Iterable[str] | None = None) -> EventListener:
         """Register and return an event listener (all events when names is None)."""
