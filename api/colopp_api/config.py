@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from colopp.errors import ConfigError
-from colopp.lab.plan import check_prefix
+from colopp.lab import check_prefix
 
 DEFAULT_STATE_DIR = Path("/var/lib/colopp/api")
 

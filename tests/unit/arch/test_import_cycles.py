@@ -177,3 +177,11 @@ def test_the_api_and_controller_name_roles_without_the_argv_builder() -> None:
     for name, imports in graph.items():
         if name.startswith(("colopp_api", "colopp.controller")):
             assert "colopp.qemu.argv" not in imports, name
+
+
+def test_the_api_uses_the_labs_public_names_only() -> None:
+    graph = import_graph()
+    for name, imports in graph.items():
+        if name.startswith("colopp_api"):
+            inside = sorted(m for m in imports if m.startswith("colopp.lab."))
+            assert not inside, f"{name} reaches into {inside}: use colopp.lab's names"
