@@ -301,8 +301,13 @@ class SideRequest:
 
     @classmethod
     def from_dict(cls, data: Any) -> SideRequest:
-        """Raises ConfigError: unknown role/comparator, bad ports, options or tap name."""
+        """Raises ConfigError: unknown role/comparator, bad ports, options or tap name, or
+        a field this version does not know (a controller of another version: refused
+        loudly rather than run without an option)."""
         data = _mapping(data, "side spec")
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown side spec fields: {sorted(unknown)}")
         try:
             request = cls(
                 role=Role(data["role"]),

@@ -128,6 +128,7 @@ def test_a_secondary_never_runs_standalone() -> None:
         {"role": "tertiary"},
         {"tap": "a tap name far too long"},
         {"standalone": 1},
+        {"prerelease": "all"},  # a flat option of an older controller: refused, not lost
     ],
 )
 def test_bad_side_requests_are_refused(change: dict[str, object]) -> None:
