@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from colopp.errors import ConfigError
-from colopp.lab.plan import check_prefix
+from colopp.lab import check_prefix
 
 DEFAULT_STATE_DIR = Path("/var/lib/colopp/api")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from colopp.qemu.argv import READ_PREFIX_PATTERN
+from colopp.domain import READ_PREFIX_PATTERN
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 ID_PATTERN = r"^[a-z0-9]{1,32}$"

@@ -149,6 +149,7 @@ def error_payload(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, errors.QmpError):
         payload["command"] = exc.command
         payload["message"] = exc.message
+        payload["error_class"] = exc.error_class
     return payload
 
 
@@ -162,5 +163,6 @@ def raise_remote(host: str, payload: dict[str, Any]) -> None:
     message = f"agent {host}: {payload.get('message', '')}"
     if kind in ("QmpError", "QmpTimeout"):
         cls = errors.QmpTimeout if kind == "QmpTimeout" else errors.QmpError
-        raise cls(str(payload.get("command", "?")), message)
+        error_class = payload.get("error_class")
+        raise cls(str(payload.get("command", "?")), message, error_class and str(error_class))
     raise _ERRORS.get(kind, errors.AgentError)(message)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 from colopp.agent.protocol import MAX_LINE, check_result, decode_reply, encode, raise_remote
 from colopp.errors import AgentError
+from colopp.retry import RetryExhausted, connect_with_retry
 
 
 class AgentClient:
@@ -30,19 +30,17 @@ class AgentClient:
         Raises:
             AgentError: not reachable within ``within`` seconds.
         """
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                self._reader, self._writer = await asyncio.wait_for(
+        try:
+            self._reader, self._writer = await connect_with_retry(
+                lambda: asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port, limit=MAX_LINE), 2.0
-                )
-                return
-            except (OSError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise AgentError(
-                        f"agent {self.name} at {self.host}:{self.port} unreachable: {exc}"
-                    ) from exc
-                await asyncio.sleep(0.1)  # the agent process is starting: retry
+                ),
+                within,
+            )
+        except RetryExhausted as exc:
+            raise AgentError(
+                f"agent {self.name} at {self.host}:{self.port} unreachable: {exc.last}"
+            ) from exc.last
 
     async def call(self, method: str, timeout: float = 30.0, **params: Any) -> Any:
         """Call ``method`` on the agent and return its result.

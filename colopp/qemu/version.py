@@ -38,7 +38,7 @@ def parse_version(text: str) -> QemuVersion:
 def colo_verdict(version: QemuVersion, accel: str) -> str | None:
     """Why ``version`` cannot run COLO with ``accel``, or None when it can.
 
-    The list is what was measured on Debian hosts (ARCHITECTURE.md): 7.2 deadlocks in
+    The list is what was measured on Debian hosts (README.md): 7.2 deadlocks in
     checkpoints under TCG; 10.0.0-10.0.6 and 10.1.x never enter COLO (a regression fixed
     in 10.2 and 10.0.7); anything older than 7.2 lacks what colopp drives.
     """

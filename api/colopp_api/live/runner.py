@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.clock import SystemClock
 from colopp.colo.state import PairState, Transition
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.local import LocalDeployment
 from colopp.controller.pair import PairController
+from colopp.controller.seam import fence
 from colopp.controller.store import pair_record
 from colopp.controller.supervisor import Incident, PairSupervisor
-from colopp.errors import ColoppError, StateError
-from colopp.qemu.argv import Role
+from colopp.domain import Role
+from colopp.errors import ColoppError
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
 from colopp_api.live import placement
@@ -330,13 +331,7 @@ class ProtectionRunner:
         self.event("reprotected", primary=pair.primary.name, reprotect_s=result.get("reprotect_s"))
 
     async def _fence(self, host: str, timeout: float = 10.0) -> None:
-        agent = self._beat[host]
-        await agent.call("kill_vm", signum=int(signal.SIGKILL), timeout=5)
-        deadline = time.monotonic() + timeout
-        while (await agent.call("ping", timeout=5))["vm_alive"]:
-            if time.monotonic() > deadline:
-                raise StateError(f"could not fence {host}: QEMU still runs")
-            await asyncio.sleep(0.02)  # the agent reaps QEMU: poll it
+        await fence(self._beat[host], SystemClock(), timeout, call_timeout=5.0)
 
     async def unprotect(self, stop: bool) -> None:
         """Leave COLO: the primary serves alone (or, with ``stop``, everything goes)."""
