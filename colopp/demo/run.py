@@ -167,8 +167,8 @@ async def local_pair(
     )
     summary.update(
         accel=local.config.vm.accel,
-        prerelease=local.config.prerelease is not None,
-        semiactive=local.config.semiactive,
+        prerelease=local.config.options.prerelease is not None,
+        semiactive=local.config.options.semiactive,
     )
 
     def changed(step: Transition) -> None:

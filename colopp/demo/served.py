@@ -231,8 +231,8 @@ async def served_pair(
         sp = await wait_protected(api, protection_id)
         summary.update(
             accel=sp.pair.config.vm.accel,
-            prerelease=sp.pair.config.prerelease is not None,
-            semiactive=sp.pair.config.semiactive,
+            prerelease=sp.pair.config.options.prerelease is not None,
+            semiactive=sp.pair.config.options.semiactive,
             api_url=api.url,
         )
         console.log("the API's supervisor watches the pair: it fails over and re-protects")

@@ -15,12 +15,7 @@ PACKAGES = {"colopp": ROOT / "colopp", "colopp_api": ROOT / "api" / "colopp_api"
 
 # Known cycles, each removed by a branch still to be merged. Name the branch; drop the
 # entry when it is merged (the test fails on an entry that is no longer a cycle).
-ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    # compare/early.py <-> compare/tcp.py (a lazy import in pump()): removed by the
-    # comparator helper's split of compare/tcp.py (sequence arithmetic in one module,
-    # fast paths in their own file).
-    frozenset({"colopp.compare.early", "colopp.compare.tcp"}): "compare split",
-}
+ALLOWED_CYCLES: dict[frozenset[str], str] = {}
 
 
 def module_files() -> dict[str, Path]:
