@@ -194,6 +194,7 @@ class ProtectionRunner:
                 self._beat,
                 auto_reprotect=bool(self.options.get("auto_reprotect", True)),
                 on_incident=self._on_incident,
+                on_beat=lambda host, ok: self.tally.observe_agent(host, ok, time.time()),
                 incidents=self.incidents,
             )
             self._spawn("supervise", self.supervisor.run())
@@ -210,7 +211,10 @@ class ProtectionRunner:
 
     def _on_incident(self, incident: Incident) -> None:
         kind = "switchover" if incident.health == "switchover" else "failover"
-        self.tally.failovers += 1
+        if kind == "switchover":
+            self.tally.switchovers += 1
+        else:
+            self.tally.failovers += 1
         self.event(kind, **vars(incident))
 
     async def _sample_loop(self) -> None:
