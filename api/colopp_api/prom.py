@@ -97,14 +97,20 @@ class ProtectionCollector(Collector):
             "1 on the host whose QEMU is the primary (or serves alone), 0 on the pair's others",
             labels=["protection", "host"],
         )
+        stopped = GaugeMetricFamily(
+            "colopp_protection_stopped",
+            "1 once the protection was stopped (its VM is gone on purpose; alerts skip it)",
+            labels=["protection"],
+        )
         for r in rows:
             info.add_metric([r["id"], r["name"], r["placement"]], 1)
+            stopped.add_metric([r["id"]], int(bool(r["stopped"])))
             for state in ApiState:
                 state_set.add_metric([r["id"], state.value], int(r["state"] == state.value))
             hosts, primary = pair_hosts(r, self.manager.runners.get(r["id"]))
             for host in hosts:
                 primary_of.add_metric([r["id"], host], int(host == primary))
-        yield from (info, state_set, primary_of)
+        yield from (info, state_set, primary_of, stopped)
 
     def _agents(self, rows: list[dict[str, Any]]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
