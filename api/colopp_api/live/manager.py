@@ -12,6 +12,7 @@ from colopp.controller.store import attach
 from colopp.errors import ColoppError
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
+from colopp_api.db.writer import SampleWriter
 from colopp_api.live.runner import ProtectionRunner
 from colopp_api.schemas import ProtectionCreate
 from colopp_api.states import ApiState, reconcile
@@ -31,6 +32,9 @@ class ProtectionManager:
         self.settings = settings
         self.runners: dict[str, ProtectionRunner] = {}
         self._create_lock = asyncio.Lock()
+        # Samples are written (and pruned) on a thread of their own, off the event loop.
+        self.writer = SampleWriter(store, settings.retention)
+        self.writer.start()
 
     def _active(self, row: dict[str, Any]) -> bool:
         return not row["stopped"]
@@ -64,7 +68,7 @@ class ProtectionManager:
                 reason=None,
                 runtime={},
             )
-            runner = ProtectionRunner(row, self.store, self.settings)
+            runner = ProtectionRunner(row, self.store, self.settings, self.writer)
             self.runners[row["id"]] = runner
             runner.event("state", source=None, target="starting", reason="created")
             runner.start_protect()
@@ -78,7 +82,7 @@ class ProtectionManager:
         for row in self.store.protections():
             if row["stopped"]:
                 continue
-            runner = ProtectionRunner(row, self.store, self.settings)
+            runner = ProtectionRunner(row, self.store, self.settings, self.writer)
             self.runners[row["id"]] = runner
             try:
                 await self._reattach(runner, row)
@@ -130,3 +134,4 @@ class ProtectionManager:
         """API shutdown: stop watching every pair; the pairs keep running."""
         for runner in self.runners.values():
             await runner.shutdown()
+        await asyncio.to_thread(self.writer.close)

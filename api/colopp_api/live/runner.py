@@ -27,6 +27,7 @@ from colopp.errors import ColoppError, StateError
 from colopp.qemu.argv import Role
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
+from colopp_api.db.writer import SampleWrite, SampleWriter
 from colopp_api.live import placement
 from colopp_api.live.sampler import SamplerMemory, Tally, digest, read_cpu_seconds
 from colopp_api.schemas import ProtectionCreate
@@ -38,7 +39,13 @@ log = logging.getLogger("colopp_api")
 class ProtectionRunner:
     """The live half of one protection (the database row is the other half)."""
 
-    def __init__(self, row: dict[str, Any], store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        row: dict[str, Any],
+        store: Store,
+        settings: Settings,
+        writer: SampleWriter | None = None,
+    ) -> None:
         self.id: str = row["id"]
         self.placement: str = row["placement"]
         self.options: dict[str, Any] = row["options"]
@@ -46,6 +53,7 @@ class ProtectionRunner:
         self.stopped: bool = bool(row["stopped"])
         self.store = store
         self.settings = settings
+        self.writer = writer  # None: samples are written here, on the event loop
         self.lock = asyncio.Lock()
         # The API's own phase (starting before a pair exists, unprotecting, ...); None
         # while the pair's state speaks for itself.
@@ -248,13 +256,14 @@ class ProtectionRunner:
         now = time.time()
         sample, events = digest(self.memory, self.tally, statuses, roles, now, cpu)
         sample["state"] = self.state.value
+        fields = {"checkpoints": sample["checkpoints"]}
+        fields["last_checkpoint_at"] = sample["last_checkpoint_at"]
+        if self.writer is not None:
+            self.writer.submit(SampleWrite(self.id, now, sample, events, fields))
+            return
         self.store.add_sample(self.id, now, sample)
         self.store.add_events(self.id, events)
-        self.store.update_protection(
-            self.id,
-            checkpoints=sample["checkpoints"],
-            last_checkpoint_at=sample["last_checkpoint_at"],
-        )
+        self.store.update_protection(self.id, **fields)
 
     # -- client actions (called with self.lock held) ---------------------------------------
     def begin(self, announced: ApiState) -> None:
