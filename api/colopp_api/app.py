@@ -16,6 +16,7 @@ from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
+from colopp_api.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("colopp_api")
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(dashboard_router)
+    app.include_router(webhooks_router)
     return app
 
 

@@ -16,6 +16,7 @@ from colopp_api.db.writer import SampleWriter
 from colopp_api.live.runner import ProtectionRunner
 from colopp_api.schemas import ProtectionCreate
 from colopp_api.states import ApiState, reconcile
+from colopp_api.webhooks.notifier import Notifier
 
 log = logging.getLogger("colopp_api")
 
@@ -35,6 +36,12 @@ class ProtectionManager:
         # Samples are written (and pruned) on a thread of their own, off the event loop.
         self.writer = SampleWriter(store, settings.retention)
         self.writer.start()
+        self.notifier = Notifier(store)
+
+    def _runner(self, row: dict[str, Any]) -> ProtectionRunner:
+        runner = ProtectionRunner(row, self.store, self.settings, self.writer)
+        runner.notify = self.notifier.observe
+        return runner
 
     def _active(self, row: dict[str, Any]) -> bool:
         return not row["stopped"]
@@ -68,7 +75,7 @@ class ProtectionManager:
                 reason=None,
                 runtime={},
             )
-            runner = ProtectionRunner(row, self.store, self.settings, self.writer)
+            runner = self._runner(row)
             self.runners[row["id"]] = runner
             runner.event("state", source=None, target="starting", reason="created")
             runner.start_protect()
@@ -82,7 +89,7 @@ class ProtectionManager:
         for row in self.store.protections():
             if row["stopped"]:
                 continue
-            runner = ProtectionRunner(row, self.store, self.settings, self.writer)
+            runner = self._runner(row)
             self.runners[row["id"]] = runner
             try:
                 await self._reattach(runner, row)
@@ -135,3 +142,4 @@ class ProtectionManager:
         for runner in self.runners.values():
             await runner.shutdown()
         await asyncio.to_thread(self.writer.close)
+        await self.notifier.close()

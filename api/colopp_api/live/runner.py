@@ -54,6 +54,8 @@ class ProtectionRunner:
         self.store = store
         self.settings = settings
         self.writer = writer  # None: samples are written here, on the event loop
+        # Told of every event (the manager points it at the webhooks' notifier).
+        self.notify: Callable[[str, str, dict[str, Any]], None] = lambda _p, _k, _d: None
         self.lock = asyncio.Lock()
         # The API's own phase (starting before a pair exists, unprotecting, ...); None
         # while the pair's state speaks for itself.
@@ -106,6 +108,7 @@ class ProtectionRunner:
 
     def event(self, kind: str, **data: Any) -> None:
         self.store.add_events(self.id, [(time.time(), kind, data)])
+        self.notify(self.id, kind, data)
 
     def _set_phase(self, phase: ApiState | None, reason: str | None) -> None:
         previous = self.state
