@@ -16,6 +16,7 @@ from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
+from colopp_api.tls import TlsFiles
 from colopp_api.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("colopp_api")
@@ -79,13 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def serve(host: str, port: int, log_level: str = "info") -> None:
-    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
+def serve(host: str, port: int, log_level: str = "info", tls: TlsFiles | None = None) -> None:
+    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop); HTTPS
+    with ``tls``."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("serving plain HTTP on %s: bearer tokens cross the network in clear", host)
     uvicorn.run(
         create_app(),
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
         host=host,
         port=port,
         loop="asyncio",
