@@ -11,6 +11,7 @@
 ``COLOPP_API_LAB_PREFIX``               namespace prefix of the lab (default ``colopp``)
 ``COLOPP_API_AGENT_NETWORKS``           comma-separated CIDRs agents may be at (default any)
 ``COLOPP_API_SAMPLE_PERIOD``            seconds between metric samples (default 1.0)
+``COLOPP_API_WEBHOOK_NETWORKS``         comma-separated CIDRs webhook URLs may point at (any)
 ``COLOPP_API_RETENTION``                sample retention tiers (default ``1s:1d,1m:30d``)
 ``COLOPP_API_RETENTION_PERIOD``         seconds between retention passes (default 300)
 ======================================  ==================================================
@@ -31,6 +32,7 @@ from pathlib import Path
 from colopp.errors import ConfigError
 from colopp.lab.plan import check_prefix
 from colopp_api.retention import DEFAULT_RETENTION, RetentionPolicy, parse_retention
+from colopp_api.webhooks.networks import webhook_networks
 
 DEFAULT_STATE_DIR = Path("/var/lib/colopp/api")
 
@@ -91,6 +93,7 @@ class Settings:
     lab_prefix: str = "colopp"
     agent_networks: tuple[ipaddress.IPv4Network, ...] = field(default_factory=tuple)
     sample_period: float = 1.0
+    webhook_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     retention: RetentionPolicy = field(default_factory=lambda: parse_retention(DEFAULT_RETENTION))
 
     @classmethod
@@ -122,6 +125,7 @@ class Settings:
             lab_prefix=check_prefix(env.get("COLOPP_API_LAB_PREFIX", "colopp")),
             agent_networks=_networks(env.get("COLOPP_API_AGENT_NETWORKS", "")),
             sample_period=float(env.get("COLOPP_API_SAMPLE_PERIOD", "1.0")),
+            webhook_networks=webhook_networks(env.get("COLOPP_API_WEBHOOK_NETWORKS", "")),
             retention=parse_retention(
                 env.get("COLOPP_API_RETENTION", DEFAULT_RETENTION),
                 float(env.get("COLOPP_API_RETENTION_PERIOD", "300")),

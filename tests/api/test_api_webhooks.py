@@ -123,6 +123,8 @@ def test_webhook_routes_need_the_write_token_and_check_input(api: ApiServer) -> 
             {"url": "http://127.0.0.1:1/", "kinds": ["nope"]},
             {"url": "http://127.0.0.1:1/", "kinds": []},
             {"url": "http://127.0.0.1:1/", "secret": "short"},
+            {"url": "http://192.0.2.1/"},  # outside COLOPP_API_WEBHOOK_NETWORKS
+            {"url": "http://example.test/"},  # a name: refused when networks are set
         ):
             got = c.post("/v1/webhooks", json=body)
             assert got.status_code == 422 and got.json()["detail"], body

@@ -16,6 +16,7 @@ from colopp_api.db.store import Store
 from colopp_api.schemas import Problem
 from colopp_api.webhooks.classify import KINDS
 from colopp_api.webhooks.models import Webhook, WebhookDelivery
+from colopp_api.webhooks.networks import url_refusal
 
 router = APIRouter(tags=["webhooks"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -91,6 +92,9 @@ def _out(hook: Webhook, secret: str | None = None) -> WebhookOut:
 async def create_webhook(body: WebhookCreate, request: Request, _: Writer) -> WebhookOut:
     """Register a webhook; its deliveries carry ``X-Colopp-Signature: sha256=HMAC(secret,
     body)``."""
+    refused = url_refusal(body.url.host, request.app.state.settings.webhook_networks)
+    if refused is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refused)
     secret = body.secret or secrets.token_urlsafe(32)
     hook = Webhook(
         id=secrets.token_hex(6),
