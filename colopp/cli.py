@@ -402,11 +402,18 @@ def controller(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8470,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="PEM certificate (chain): serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="PEM key of --tls-cert (0600).")] = None,
 ) -> None:
     """Run the REST API (uvicorn on the asyncio loop; see README "REST API")."""
     from colopp_api.__main__ import main as serve_main
 
-    raise typer.Exit(serve_main(["--host", host, "--port", str(port)]))
+    argv = ["--host", host, "--port", str(port)]
+    argv += ["--tls-cert", tls_cert] if tls_cert is not None else []
+    argv += ["--tls-key", tls_key] if tls_key is not None else []
+    raise typer.Exit(serve_main(argv))
 
 
 if __name__ == "__main__":

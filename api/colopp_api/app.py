@@ -19,6 +19,8 @@ from colopp_api.db.store import Store, make_engine, migrate
 from colopp_api.guard import RequestGuard
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
+from colopp_api.tls import TlsFiles
+from colopp_api.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("colopp_api")
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(dashboard_router)
     app.add_middleware(RequestGuard, settings=settings)
+    app.include_router(webhooks_router)
     return app
 
 
@@ -100,18 +103,23 @@ def check_database(url: str) -> None:
         engine.dispose()
 
 
-def serve(host: str, port: int, log_level: str = "info") -> None:
-    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
+def serve(host: str, port: int, log_level: str = "info", tls: TlsFiles | None = None) -> None:
+    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop); HTTPS
+    with ``tls``."""
     import uvicorn
 
     from colopp.agent.server import raise_open_files_limit
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     raise_open_files_limit()  # clients, agents (three connections per host and pair)
+    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("serving plain HTTP on %s: bearer tokens cross the network in clear", host)
     app = create_app()
     check_database(app.state.settings.database_url)
     uvicorn.run(
         app,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
         host=host,
         port=port,
         loop="asyncio",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,20 @@ def configured() -> bool:
 class ApiClient:
     """Calls one colopp API with a bearer token."""
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, token: str, timeout: float = 30.0, ca_file: str | None = None
+    ) -> None:
         self._http = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
         )
 
     @classmethod
     def from_env(cls) -> ApiClient:
-        """``COLOPP_API_URL`` and ``COLOPP_API_TOKEN`` (or ``COLOPP_API_TOKEN_FILE``).
+        """``COLOPP_API_URL`` and ``COLOPP_API_TOKEN`` (or ``COLOPP_API_TOKEN_FILE``), and
+        ``COLOPP_API_CA_FILE`` for an HTTPS API whose certificate a private CA signed.
 
         Raises:
             ConfigError: no URL or no token.
@@ -54,7 +61,8 @@ class ApiClient:
             token = read_secret_file(Path(os.environ["COLOPP_API_TOKEN_FILE"]))
         if not token:
             raise ConfigError("set COLOPP_API_TOKEN or COLOPP_API_TOKEN_FILE for COLOPP_API_URL")
-        return cls(url, token)
+        # An API with a certificate from a private CA: COLOPP_API_CA_FILE names the CA.
+        return cls(url, token, ca_file=os.environ.get("COLOPP_API_CA_FILE") or None)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """One call; returns the JSON body.

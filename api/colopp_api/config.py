@@ -12,6 +12,9 @@
 ``COLOPP_API_AGENT_NETWORKS``           comma-separated CIDRs agents may be at (default any)
 ``COLOPP_API_SAMPLE_PERIOD``            seconds between metric samples (default 1.0)
 ``COLOPP_API_MAX_BODY``                 largest request body in bytes (default 1048576)
+``COLOPP_API_WEBHOOK_NETWORKS``         comma-separated CIDRs webhook URLs may point at (any)
+``COLOPP_API_RETENTION``                sample retention tiers (default ``1s:1d,1m:30d``)
+``COLOPP_API_RETENTION_PERIOD``         seconds between retention passes (default 300)
 ======================================  ==================================================
 
 Every value is validated when the API starts (a pydantic model of the environment): a bad
@@ -45,6 +48,8 @@ from sqlalchemy.exc import ArgumentError
 
 from colopp.errors import ConfigError
 from colopp.lab import check_prefix
+from colopp_api.retention import DEFAULT_RETENTION, RetentionPolicy, parse_retention
+from colopp_api.webhooks.networks import webhook_networks
 
 DEFAULT_STATE_DIR = Path("/var/lib/colopp/api")
 
@@ -165,6 +170,8 @@ class Settings:
     agent_networks: tuple[ipaddress.IPv4Network, ...] = field(default_factory=tuple)
     sample_period: float = 1.0
     max_body: int = 1 << 20
+    webhook_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    retention: RetentionPolicy = field(default_factory=lambda: parse_retention(DEFAULT_RETENTION))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -199,4 +206,26 @@ class Settings:
             agent_networks=values.agent_networks,
             sample_period=values.sample_period,
             max_body=values.max_body,
+            webhook_networks=webhook_networks(env.get("COLOPP_API_WEBHOOK_NETWORKS", "")),
+            retention=_retention(env),
         )
+
+
+def _retention(env: dict[str, str]) -> RetentionPolicy:
+    """``COLOPP_API_RETENTION`` and ``COLOPP_API_RETENTION_PERIOD``, validated.
+
+    Raises:
+        ConfigError: either is malformed (named in the message).
+    """
+    text = env.get("COLOPP_API_RETENTION") or DEFAULT_RETENTION
+    raw_period = env.get("COLOPP_API_RETENTION_PERIOD") or "300"
+    try:
+        period = float(raw_period)
+    except ValueError:
+        raise ConfigError(
+            f"COLOPP_API_RETENTION_PERIOD: {raw_period!r} is not a number of seconds"
+        ) from None
+    try:
+        return parse_retention(text, period)
+    except ConfigError as exc:
+        raise ConfigError(f"COLOPP_API_RETENTION: {exc}") from exc

@@ -60,6 +60,8 @@ class PairSupervisor:
     reprotect_after: float = 2.0
     lease: float = 1.0  # must match the agents' --lease
     on_incident: Callable[[Incident], None] = lambda _incident: None
+    # Told of every heartbeat: the host and whether its agent answered (metrics).
+    on_beat: Callable[[str, bool], None] = lambda _host, _ok: None
     incidents: list[Incident] = field(default_factory=list)
     clock: Clock = field(default_factory=SystemClock)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -104,7 +106,9 @@ class PairSupervisor:
                 heartbeat=True,
             )
         except ColoppError:
+            self.on_beat(host, False)
             return Beat(now, agent_ok=False)
+        self.on_beat(host, True)
         return Beat(
             now,
             True,

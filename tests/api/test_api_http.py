@@ -172,10 +172,10 @@ def test_prometheus_exposition_passes_promtool(api: ApiServer) -> None:
 def test_migrations_ran_from_empty(api: ApiServer) -> None:
     engine = sa.create_engine(api.env["COLOPP_DATABASE_URL"])
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert {"protections", "events", "metric_samples"} <= tables
+    assert {"protections", "events", "metric_samples", "webhooks", "webhook_deliveries"} <= tables
 
 
 def test_state_survives_a_restart(api: ApiServer) -> None:

@@ -12,9 +12,11 @@ from colopp.controller.store import attach
 from colopp.errors import ColoppError
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
+from colopp_api.db.writer import SampleWriter
 from colopp_api.live.runner import ProtectionRunner
 from colopp_api.schemas import ProtectionCreate
 from colopp_api.states import ApiState, reconcile
+from colopp_api.webhooks.notifier import Notifier
 
 log = logging.getLogger("colopp_api")
 
@@ -31,6 +33,15 @@ class ProtectionManager:
         self.settings = settings
         self.runners: dict[str, ProtectionRunner] = {}
         self._create_lock = asyncio.Lock()
+        # Samples are written (and pruned) on a thread of their own, off the event loop.
+        self.writer = SampleWriter(store, settings.retention)
+        self.writer.start()
+        self.notifier = Notifier(store)
+
+    def _runner(self, row: dict[str, Any]) -> ProtectionRunner:
+        runner = ProtectionRunner(row, self.store, self.settings, self.writer)
+        runner.notify = self.notifier.observe
+        return runner
 
     def _active(self, row: dict[str, Any]) -> bool:
         return not row["stopped"]
@@ -64,7 +75,7 @@ class ProtectionManager:
                 reason=None,
                 runtime={},
             )
-            runner = ProtectionRunner(row, self.store, self.settings)
+            runner = self._runner(row)
             self.runners[row["id"]] = runner
             runner.event("state", source=None, target="starting", reason="created")
             runner.start_protect()
@@ -78,7 +89,7 @@ class ProtectionManager:
         for row in self.store.protections():
             if row["stopped"]:
                 continue
-            runner = ProtectionRunner(row, self.store, self.settings)
+            runner = self._runner(row)
             self.runners[row["id"]] = runner
             try:
                 await self._reattach(runner, row)
@@ -131,3 +142,5 @@ class ProtectionManager:
         """API shutdown: stop watching every pair; the pairs keep running."""
         for runner in self.runners.values():
             await runner.shutdown()
+        await asyncio.to_thread(self.writer.close)
+        await self.notifier.close()

@@ -28,6 +28,7 @@ from colopp.domain import Role
 from colopp.errors import ColoppError
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
+from colopp_api.db.writer import SampleWrite, SampleWriter
 from colopp_api.live import placement
 from colopp_api.live.sampler import SamplerMemory, Tally, digest, read_cpu_seconds
 from colopp_api.schemas import ProtectionCreate
@@ -39,7 +40,13 @@ log = logging.getLogger("colopp_api")
 class ProtectionRunner:
     """The live half of one protection (the database row is the other half)."""
 
-    def __init__(self, row: dict[str, Any], store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        row: dict[str, Any],
+        store: Store,
+        settings: Settings,
+        writer: SampleWriter | None = None,
+    ) -> None:
         self.id: str = row["id"]
         self.placement: str = row["placement"]
         self.options: dict[str, Any] = row["options"]
@@ -47,6 +54,9 @@ class ProtectionRunner:
         self.stopped: bool = bool(row["stopped"])
         self.store = store
         self.settings = settings
+        self.writer = writer  # None: samples are written here, on the event loop
+        # Told of every event (the manager points it at the webhooks' notifier).
+        self.notify: Callable[[str, str, dict[str, Any]], None] = lambda _p, _k, _d: None
         self.lock = asyncio.Lock()
         # The API's own phase (starting before a pair exists, unprotecting, ...); None
         # while the pair's state speaks for itself.
@@ -99,6 +109,7 @@ class ProtectionRunner:
 
     def event(self, kind: str, **data: Any) -> None:
         self.store.add_events(self.id, [(time.time(), kind, data)])
+        self.notify(self.id, kind, data)
 
     def fail(self, reason: str) -> None:
         """Enter ``error`` with ``reason``: persisted, with a state and an error event."""
@@ -204,6 +215,7 @@ class ProtectionRunner:
                 self._beat,
                 auto_reprotect=bool(self.options.get("auto_reprotect", True)),
                 on_incident=self._on_incident,
+                on_beat=lambda host, ok: self.tally.observe_agent(host, ok, time.time()),
                 incidents=self.incidents,
             )
             self._spawn("supervise", self.supervisor.run())
@@ -220,7 +232,10 @@ class ProtectionRunner:
 
     def _on_incident(self, incident: Incident) -> None:
         kind = "switchover" if incident.health == "switchover" else "failover"
-        self.tally.failovers += 1
+        if kind == "switchover":
+            self.tally.switchovers += 1
+        else:
+            self.tally.failovers += 1
         self.event(kind, **vars(incident))
 
     async def _sample_loop(self) -> None:
@@ -262,13 +277,14 @@ class ProtectionRunner:
         now = time.time()
         sample, events = digest(self.memory, self.tally, statuses, roles, now, cpu)
         sample["state"] = self.state.value
+        fields = {"checkpoints": sample["checkpoints"]}
+        fields["last_checkpoint_at"] = sample["last_checkpoint_at"]
+        if self.writer is not None:
+            self.writer.submit(SampleWrite(self.id, now, sample, events, fields))
+            return
         self.store.add_sample(self.id, now, sample)
         self.store.add_events(self.id, events)
-        self.store.update_protection(
-            self.id,
-            checkpoints=sample["checkpoints"],
-            last_checkpoint_at=sample["last_checkpoint_at"],
-        )
+        self.store.update_protection(self.id, **fields)
 
     # -- client actions (called with self.lock held) ---------------------------------------
     def begin(self, announced: ApiState) -> None:
