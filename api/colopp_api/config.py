@@ -48,8 +48,8 @@ from sqlalchemy.exc import ArgumentError
 
 from colopp.errors import ConfigError
 from colopp.lab import check_prefix
-from colopp_api.retention import DEFAULT_RETENTION, RetentionPolicy, parse_retention
-from colopp_api.webhooks.networks import webhook_networks
+from colopp_api.db.retention import DEFAULT_RETENTION, RetentionPolicy, parse_retention
+from colopp_api.netcheck import webhook_networks
 
 DEFAULT_STATE_DIR = Path("/var/lib/colopp/api")
 

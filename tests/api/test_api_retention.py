@@ -16,14 +16,14 @@ from sqlalchemy import insert, select
 
 from colopp.errors import ConfigError
 from colopp_api.db.models import Event, MetricSample
-from colopp_api.db.store import Store, make_engine, migrate
-from colopp_api.db.writer import SampleWrite, SampleWriter
-from colopp_api.retention import (
+from colopp_api.db.retention import (
     Tier,
     merge_samples,
     parse_retention,
     run_retention,
 )
+from colopp_api.db.store import Store, make_engine, migrate
+from colopp_api.db.writer import SampleWrite, SampleWriter
 
 DAY = 86400.0
 SERIES_JS = Path(__file__).resolve().parents[2] / "api/colopp_api/dashboard/series.js"

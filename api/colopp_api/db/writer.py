@@ -21,8 +21,8 @@ from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 
 from colopp_api.db.models import Event, MetricSample, Protection
+from colopp_api.db.retention import PassReport, RetentionPolicy, run_retention
 from colopp_api.db.store import Store
-from colopp_api.retention import PassReport, RetentionPolicy, run_retention
 
 log = logging.getLogger("colopp_api")
 

@@ -13,10 +13,10 @@ from sqlalchemy import select
 
 from colopp_api.auth import Writer
 from colopp_api.db.store import Store
+from colopp_api.netcheck import url_refusal
 from colopp_api.schemas import Problem
 from colopp_api.webhooks.classify import KINDS
 from colopp_api.webhooks.models import Webhook, WebhookDelivery
-from colopp_api.webhooks.networks import url_refusal
 
 router = APIRouter(tags=["webhooks"])
 ERRORS: dict[int | str, dict[str, Any]] = {
