@@ -11,8 +11,6 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -27,7 +25,6 @@ def test_the_build_requires_a_setuptools_that_knows_license_expressions() -> Non
     assert floors and floors[0] >= 77
 
 
-@pytest.mark.slow
 def test_the_wheel_has_no_bench_and_keeps_the_qemu_templates(tmp_path: Path) -> None:
     # A clean copy: an in-tree build/ left by an earlier build would leak into the wheel.
     source = tmp_path / "src"
