@@ -239,7 +239,7 @@ class Comparator:
         pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind == PASSTHROUGH:
             return []
-        key = observer.observe_client(pkt, frame, now)
+        key = observer.observe_client(pkt, frame, now, vnet_hdr_len)
         conn = self._tcp.get(key) if key is not None else None
         policy = self._live_policy()
         if conn is None or policy is None or not conn.queue:
@@ -247,6 +247,11 @@ class Comparator:
         pre: list[HeldFrame] = []
         offer_early(conn, policy, now, pre, force=True)
         return self._finish([], pre, None, now) if pre else []
+
+    def client_lost(self) -> None:
+        """The copy of the client's frames stopped: the policy must stop relying on it."""
+        if self._client_policy is not None:
+            self._client_policy.client_lost()
 
     def _live_policy(self) -> ReleasePolicy | None:
         # A pending checkpoint means the secondary is known to differ: nothing leaves early.

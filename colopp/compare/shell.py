@@ -162,6 +162,7 @@ class _ClientFrames:
         if self.open:
             self.open = False
             log.warning("%s; reads are no longer pre-released", why)
+            self.shell.core.client_lost()
             with contextlib.suppress(ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
