@@ -122,13 +122,15 @@ KEYED_WRITES = _WRITE_FIRST_KEY | _WRITE_ALL_KEYS | {b"SET", b"MSET"}
 
 def _line(buf: bytes | bytearray, pos: int, prefix: int) -> tuple[int, int] | None:
     """The integer after ``prefix`` at ``pos`` up to CRLF: (value, next position)."""
-    end = buf.find(b"\r\n", pos, pos + 24)
-    if end < 0:
-        if len(buf) - pos >= 24:
-            raise MalformedResp("header line too long")
-        return None
     if buf[pos] != prefix:
         raise MalformedResp("unexpected type byte")
+    end = buf.find(b"\r\n", pos, pos + 24)
+    if end < 0:
+        rest = bytes(buf[pos + 1 :])
+        digits = rest[:-1] if rest.endswith(b"\r") else rest
+        if len(rest) >= 23 or (digits and not digits.isdigit()):
+            raise MalformedResp("bad header line")
+        return None
     text = bytes(buf[pos + 1 : end])
     if not text.isdigit():
         raise MalformedResp("bad length")
