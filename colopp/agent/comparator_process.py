@@ -50,6 +50,10 @@ def comparator_argv(
         argv.append(f"--prerelease={side.prerelease}")
         for prefix in side.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
+        for port in side.resp_ports:
+            argv += ["--prerelease-resp-port", str(port)]
+        if side.prerelease_scope != "global":
+            argv += ["--prerelease-scope", side.prerelease_scope]
         if side.prerelease_rearm_ms is not None and side.client_frames:
             argv += ["--prerelease-rearm-ms", str(side.prerelease_rearm_ms)]
         if side.client_frames:

@@ -79,6 +79,8 @@ def side_from_request(data: dict[str, Any], run_dir: Path) -> SideSpec:
                 if data.get("prerelease_rearm_ms") is None
                 else int(data["prerelease_rearm_ms"])
             ),
+            prerelease_scope=str(data.get("prerelease_scope", "global")),
+            resp_ports=tuple(int(p) for p in data.get("resp_ports", ())),
             semiactive=bool(data.get("semiactive", False)),
             standalone=bool(data.get("standalone", False)),
         )

@@ -48,6 +48,8 @@ class PairConfig:
     prerelease: str | None = None
     read_prefixes: tuple[str, ...] = ()
     prerelease_rearm_ms: int | None = None
+    prerelease_scope: str = "global"
+    resp_ports: tuple[int, ...] = ()
     semiactive: bool = False
     # Who runs each side's QEMU: the agent itself ("qemu") or the host's libvirtd
     # ("libvirt": the VM is the libvirt domain named vm.name).
@@ -97,6 +99,8 @@ class PairController:
             prerelease=cfg.prerelease,
             read_prefixes=cfg.read_prefixes,
             prerelease_rearm_ms=cfg.prerelease_rearm_ms,
+            prerelease_scope=cfg.prerelease_scope,
+            resp_ports=cfg.resp_ports,
             semiactive=cfg.semiactive,
             standalone=standalone,
             backend=cfg.backend,

@@ -38,6 +38,8 @@ def config_to_dict(config: PairConfig) -> dict[str, Any]:
         "prerelease": config.prerelease,
         "read_prefixes": list(config.read_prefixes),
         "prerelease_rearm_ms": config.prerelease_rearm_ms,
+        "prerelease_scope": config.prerelease_scope,
+        "resp_ports": list(config.resp_ports),
         "semiactive": config.semiactive,
     }
 
@@ -62,6 +64,8 @@ def config_from_dict(data: dict[str, Any]) -> PairConfig:
             prerelease=data.get("prerelease"),
             read_prefixes=tuple(data.get("read_prefixes", ())),
             prerelease_rearm_ms=data.get("prerelease_rearm_ms"),
+            prerelease_scope=str(data.get("prerelease_scope", "global")),
+            resp_ports=tuple(int(p) for p in data.get("resp_ports", ())),
             semiactive=bool(data.get("semiactive", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -20,7 +20,7 @@ _PREFIX_RE = re.compile(READ_PREFIX_PATTERN)
 _RULES_RE = re.compile(r"^(auto|all|[a-z_]+(,[a-z_]+)*)$")
 # The comparator's pre-release rules (colopp.compare.config.PRE_RELEASE_RULES); the one
 # that follows client requests needs a copy of the guest's input.
-_CLIENT_RULE = "http_read"
+_CLIENT_RULES = frozenset({"http_read", "resp_read"})
 
 
 class Role(StrEnum):
@@ -101,6 +101,8 @@ class SideSpec:
     prerelease: str | None = None
     read_prefixes: tuple[str, ...] = ()
     prerelease_rearm_ms: int | None = None  # checkpoint this long after a write (read rule)
+    prerelease_scope: str = "global"  # what a write disarms: every read, or its key's
+    resp_ports: tuple[int, ...] = ()  # guest ports whose Redis reads may leave early
     # Secondary only: shrink its vCPUs once in COLO, restore them before promotion.
     semiactive: bool = False
     # Primary only: run the VM unreplicated (no COLO filters), e.g. as a baseline.
@@ -112,8 +114,8 @@ class SideSpec:
         if self.comparator is not ComparatorKind.COLOPP or self.prerelease is None:
             return False
         if self.prerelease == "auto":
-            return bool(self.read_prefixes)
-        return self.prerelease == "all" or _CLIENT_RULE in self.prerelease.split(",")
+            return bool(self.read_prefixes or self.resp_ports)
+        return self.prerelease == "all" or bool(_CLIENT_RULES & set(self.prerelease.split(",")))
 
     @property
     def client_socket(self) -> Path:
@@ -160,6 +162,10 @@ class SideSpec:
             raise ConfigError(f"pre-release rules {self.prerelease!r} must match auto, all or a,b")
         if self.prerelease_rearm_ms is not None and not 1 <= self.prerelease_rearm_ms <= 60000:
             raise ConfigError(f"re-arm delay {self.prerelease_rearm_ms} ms is out of 1..60000")
+        if self.prerelease_scope not in ("global", "key"):
+            raise ConfigError(f"pre-release scope {self.prerelease_scope!r} is not global/key")
+        if any(not 0 < port < 65536 for port in self.resp_ports):
+            raise ConfigError(f"RESP ports {self.resp_ports} out of 1..65535")
         for prefix in self.read_prefixes:
             if not _PREFIX_RE.match(prefix) or ".." in prefix:
                 raise ConfigError(f"read prefix {prefix!r} must match {_PREFIX_RE.pattern}")
