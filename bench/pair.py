@@ -166,10 +166,11 @@ async def client_run(
     Raises:
         RuntimeError: the client failed or hung.
     """
-    if bench.cpu_plan is not None:
+    argv = netns_argv(plan.netns(Node.CLIENT), argv)
+    if bench.cpu_plan is not None:  # outside: `ip netns exec` remounts /sys
         argv = bench.cpu_plan.wrap(Node.CLIENT, argv)
     proc = await asyncio.create_subprocess_exec(
-        *netns_argv(plan.netns(Node.CLIENT), argv),
+        *argv,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

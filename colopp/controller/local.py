@@ -127,10 +127,11 @@ class LocalDeployment:
         if self.qemu_root is not None:
             argv += ["--qemu-root", str(self.qemu_root)]
         log = (self.state_dir / f"agent-{node.value}.log").open("wb")
-        if self.cpu_plan is not None:
+        argv = netns_argv(self.plan.netns(node), argv)
+        if self.cpu_plan is not None:  # outside: `ip netns exec` remounts /sys
             argv = self.cpu_plan.wrap(node, argv)
         self.agent_procs[node.value] = subprocess.Popen(
-            netns_argv(self.plan.netns(node), argv),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -20,6 +20,9 @@ Step = Callable[[str], AbstractContextManager[None]]
 
 BUSYBOX = Path("/bin/busybox")  # from busybox-static
 IPERF3 = Path("/usr/bin/iperf3")
+#: Debian ships the Redis server binary in redis-tools as redis-check-rdb; run under the
+#: name redis-server it serves (the redis-server package only adds a symlink and a unit).
+REDIS_SERVER = Path("/usr/bin/redis-check-rdb")
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,10 @@ def collect_modules(modules_dir: Path) -> list[tuple[str, bytes]]:
     return [(name, read(name)) for name in order]
 
 
-def iperf3_libraries() -> dict[str, bytes]:
-    """iperf3's shared libraries (and the loader) at the paths ldd names."""
+def iperf3_libraries(binary: Path = IPERF3) -> dict[str, bytes]:
+    """iperf3's (or ``binary``'s) shared libraries and the loader at the paths ldd names."""
     libraries: dict[str, bytes] = {}
-    for path in packages.parse_ldd(packages.run(packages.ldd_argv(IPERF3))):
+    for path in packages.parse_ldd(packages.run(packages.ldd_argv(binary))):
         try:
             libraries[str(path).lstrip("/")] = path.resolve().read_bytes()
         except OSError as exc:
@@ -143,7 +146,8 @@ def build_into(
             busybox_applets=packages.run([str(BUSYBOX), "--list-full"]).splitlines(),
             kvd=kvd.read_bytes(),
             iperf3=IPERF3.read_bytes(),
-            libraries=iperf3_libraries(),
+            libraries={**iperf3_libraries(), **iperf3_libraries(REDIS_SERVER)},
+            redis_server=REDIS_SERVER.read_bytes(),
             modules=collect_modules(modules_dir),
             kernel_release=kernel.release,
         )

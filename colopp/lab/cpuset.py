@@ -47,7 +47,10 @@ class CpuPlan:
         return self.root / PARENT / f"{self.prefix}-{node.value}"
 
     def wrap(self, node: Node, argv: list[str]) -> list[str]:
-        """``argv`` started inside ``node``'s cpuset (unchanged for an unconfined node)."""
+        """``argv`` started inside ``node``'s cpuset (unchanged for an unconfined node).
+
+        Wrap ``ip netns exec ...`` from the outside: it remounts ``/sys`` in its own mount
+        namespace, where the cgroup hierarchy is not mounted."""
         if node not in self.cpus:
             return argv
         return [sys.executable, "-m", "colopp.lab.cpuset", str(self.group(node)), "--", *argv]
