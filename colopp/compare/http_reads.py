@@ -333,15 +333,25 @@ class ReadClassifier:
         """Consume ``data`` (client bytes from sequence ``start``); True if a read completed."""
         grew = False
         i = 0
-        while i < len(data):
+        size = len(data)
+        while i < size:
             if stream.body_left:
-                take = min(stream.body_left, len(data) - i)
+                take = min(stream.body_left, size - i)
                 stream.body_left -= take
                 i += take
                 continue
             if not stream.head:
                 stream.head_start = (start + i) & MASK
                 self._begin(stream, ack)
+                end = data.find(b"\r\n\r\n", i)
+                if 0 <= end - i <= MAX_HEAD_BYTES:
+                    # The common case: a whole head in one segment, nothing buffered.
+                    head = data[i:end]
+                    i = end + 4
+                    grew |= self._complete(stream, head, (start + i) & MASK)
+                    if stream.lost:
+                        return grew
+                    continue
             before = len(stream.head)
             stream.head += data[i:]
             end = stream.head.find(b"\r\n\r\n")
@@ -351,17 +361,23 @@ class ReadClassifier:
             i += end + 4 - before
             head = bytes(stream.head[:end])
             stream.head.clear()
-            body = self._body_length(head)
-            read, keys = self._http_request(head)
-            if body == 0 and read:
-                grew |= self._request(stream, True, keys, (start + i) & MASK)
-                continue
-            self._request(stream, False, keys, (start + i) & MASK)
-            if body is None:
-                stream.lost = True
+            grew |= self._complete(stream, head, (start + i) & MASK)
+            if stream.lost:
                 return grew
-            stream.body_left = body
         return grew
+
+    def _complete(self, stream: _ClientStream, head: bytes, end: int) -> bool:
+        """A whole request head ending at client sequence ``end``; True if it is a read."""
+        body = self._body_length(head)
+        read, keys = self._http_request(head)
+        if body == 0 and read:
+            return self._request(stream, True, keys, end)
+        self._request(stream, False, keys, end)
+        if body is None:
+            stream.lost = True
+        else:
+            stream.body_left = body
+        return False
 
     def _check_partial(self, stream: _ClientStream) -> None:
         # Flag a write as soon as its request line is known: the earlier, the safer.
@@ -381,14 +397,14 @@ class ReadClassifier:
     def _http_request(self, head: bytes) -> tuple[bool, tuple[bytes, ...] | None]:
         """(is a read, its resource); the resource is the path without the query, None when
         the request line is not one a prefix vouches for."""
-        line = head.split(b"\r\n", 1)[0]
-        parts = line.split(b" ")
+        line_end = head.find(b"\r\n")
+        parts = (head if line_end < 0 else head[:line_end]).split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             return False, None
         method, target, _ = parts
-        if b".." in target or not any(target.startswith(p) for p in self.prefixes):
+        if not target.startswith(self.prefixes) or b".." in target:
             return False, None
-        path = target.split(b"?", 1)[0]
+        path = target.partition(b"?")[0]
         if self.scope.by_key and (path.translate(None, _PATH_BYTES) or b"//" in path):
             # Escapes and odd paths may name a resource under another spelling: this request
             # is not vouched for (a write to everything, never a read).
@@ -398,8 +414,15 @@ class ReadClassifier:
     @staticmethod
     def _body_length(head: bytes) -> int | None:
         """Body bytes after this head: 0, a Content-Length, or None when unknown."""
+        lines = head.split(b"\r\n")
+        if head.count(b":") >= len(lines) - 1:
+            # Every header line may have its colon: look closer only when it matters.
+            lower = head.lower()
+            plain = b"content-length" not in lower and b"transfer-encoding" not in lower
+            if plain and all(b":" in line for line in lines[1:]):
+                return 0
         length = 0
-        for line in head.split(b"\r\n")[1:]:
+        for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep:
                 return None
