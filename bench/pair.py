@@ -254,16 +254,18 @@ async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, Pai
         **setup.options,
     )
     local.deployment.cpu_plan = bench.cpu_plan
-    await local.deployment.start()
-    pair = PairController(local.config, local.deployment.agents, progress=bench.console.log)
+    pair: PairController | None = None
     try:
+        await local.deployment.start()  # inside: a failed start still tears down what began
+        pair = PairController(local.config, local.deployment.agents, progress=bench.console.log)
         if setup.comparator is None:
             await pair.launch_alone()
         else:
             await pair.protect()
         yield local, pair
     finally:
-        await pair.stop()
+        if pair is not None:
+            await pair.stop()
         await local.deployment.stop()
 
 
