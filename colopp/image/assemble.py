@@ -139,6 +139,8 @@ def build_into(
     with step("Compiling kvd (gcc -static)"):
         kvd = work / "kvd"
         packages.run(tools.gcc_static_argv(sources_dir / "kvd.c", kvd))
+        quickack = work / "quickack"
+        packages.run(tools.gcc_static_argv(sources_dir / "quickack.c", quickack))
     with step("Assembling the initramfs"):
         tree = initramfs.guest_initramfs(
             init=(sources_dir / "init").read_bytes(),
@@ -148,6 +150,7 @@ def build_into(
             iperf3=IPERF3.read_bytes(),
             libraries={**iperf3_libraries(), **iperf3_libraries(REDIS_SERVER)},
             redis_server=REDIS_SERVER.read_bytes(),
+            quickack=quickack.read_bytes(),
             modules=collect_modules(modules_dir),
             kernel_release=kernel.release,
         )
@@ -156,6 +159,7 @@ def build_into(
         disk, disk_format = make_data_disk(work, qemu_img)
     shutil.rmtree(unpacked)
     kvd.unlink()
+    quickack.unlink()
     return BuiltFiles(
         "vmlinuz", "initrd.img", disk, disk_format, tools.DATA_DISK_BYTES, kernel.release
     )
