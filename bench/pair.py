@@ -220,7 +220,14 @@ async def run_load(
             "KVD_PREFILL": "1" if prefill else "0",
         }
         wrk = parse_wrk(await client_run(bench, plan, argv, env, seconds))
-        return LoadRun(wrk.requests, wrk.rps, wrk.p50_ms, wrk.p99_ms, None, wrk.errors)
+        detail = {
+            "socket_errors": wrk.socket_errors,
+            "non_2xx": wrk.non_2xx,
+            "statuses": wrk.statuses,
+        }
+        return LoadRun(
+            wrk.requests, wrk.rps, wrk.p50_ms, wrk.p99_ms, None, wrk.errors, detail=detail
+        )
     text = await client_run(
         bench,
         plan,
@@ -233,7 +240,7 @@ async def run_load(
         raise RuntimeError(f"loadgen: {out['fatal']}")
     return LoadRun(
         out["requests"], out["rps"], out["p50_ms"], out["p99_ms"], out["p999_ms"],
-        out["errors"], offered_rps=rate,
+        out["errors"], offered_rps=rate, detail={"error_samples": out["error_samples"]},
     )  # fmt: skip
 
 

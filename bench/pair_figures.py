@@ -76,6 +76,9 @@ class LoadRun:
     p999_ms: float | None
     errors: int
     offered_rps: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    """The client's own account of errors (wrk's socket errors and statuses, loadgen's
+    error samples)."""
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any], name: str) -> int:
@@ -109,6 +112,7 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
     return {
         "requests": run.requests,
         "errors": run.errors,
+        "client": run.detail,
         "window_s": window,
         "checkpoints": checkpoints,
         "checkpoints_per_min": checkpoints * 60.0 / window if window > 0 else 0.0,
