@@ -10,8 +10,8 @@ secondary, and (c) with a semi-active secondary. Three mixes: ``read_mostly`` (H
 SET).
 
 Two passes, each configuration on a freshly started pair (comparators cannot be swapped on
-a running pair): the **closed loop** (HTTP: wrk, keep-alive; RESP: :mod:`bench.loadgen`
-``--closed``), then the **open loop** (:mod:`bench.loadgen`, wrk2-style fixed schedule) at
+a running pair): the **closed loop** (:mod:`bench.loadgen` ``--closed``, keep-alive
+connections), then the **open loop** (:mod:`bench.loadgen`, wrk2-style fixed schedule) at
 half of the lowest closed-loop rate measured on that mix, the same rate for every
 configuration. Every window is preceded by a warm-up that also stores every key. Around each
 window: the comparator's counters, each host's process CPU and each host's CPU busy. Needs
@@ -50,7 +50,7 @@ from bench.pair_figures import (
     open_rate,
     shape_problems,
 )
-from bench.pair_stats import parse_wrk, proc_cpu_seconds
+from bench.pair_stats import proc_cpu_seconds
 from colopp.controller.local import processes_in_netns
 from colopp.controller.pair import PairController
 from colopp.controller.setup import LocalPair, prepare_local_pair
@@ -60,7 +60,6 @@ from colopp.qemu.argv import ComparatorKind
 
 PREFIX = "clpbnch"
 STATE_DIR = Path("/var/lib/colopp/bench-pair")
-MIX_SCRIPT = Path(__file__).with_name("pair-mix.lua")
 READ_PREFIXES = ("/kv/",)
 RESP_PORT = 6379
 QUICK_CONFIGS = ("unreplicated", "colopp", "colopp_prerelease_semiactive")
@@ -205,29 +204,9 @@ def loadgen_argv(
 async def run_load(
     bench: Bench, plan: LabPlan, mix: str, seconds: float, rate: float | None, prefill: bool
 ) -> LoadRun:
-    """One window of load: wrk for closed-loop HTTP, bench.loadgen otherwise."""
-    proto, put_ratio = MIXES[mix]
-    load = bench.load
-    if proto == "http" and rate is None:
-        argv = [
-            "wrk", "-t2", f"-c{load.connections}", f"-d{int(seconds)}s", "--timeout", "10s",
-            "--latency", "-s", str(MIX_SCRIPT), f"http://{plan.guest_address.ip}:80/",
-        ]  # fmt: skip
-        env = {
-            "KVD_PUT_RATIO": str(put_ratio),
-            "KVD_KEYS": str(load.keys),
-            "KVD_VALUE_SIZE": str(load.value_size),
-            "KVD_PREFILL": "1" if prefill else "0",
-        }
-        wrk = parse_wrk(await client_run(bench, plan, argv, env, seconds))
-        detail = {
-            "socket_errors": wrk.socket_errors,
-            "non_2xx": wrk.non_2xx,
-            "statuses": wrk.statuses,
-        }
-        return LoadRun(
-            wrk.requests, wrk.rps, wrk.p50_ms, wrk.p99_ms, None, wrk.errors, detail=detail
-        )
+    """One window of load (bench.loadgen, closed loop when ``rate`` is None): one client
+    program for both loops and both protocols, so the same client cost on the client's CPU
+    and its own account of every error."""
     text = await client_run(
         bench,
         plan,
