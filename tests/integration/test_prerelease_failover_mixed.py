@@ -240,12 +240,16 @@ def test_failover_keeps_pre_released_answers_consistent(
         stop.set()
         for t in threads:
             t.join(30)
+        for p in protos:
+            p.sock.close()
     assert record.failures == []
+    assert record.reads, "no read answered"
     incident = sp.incidents[0]
     assert incident.error is None and incident.host == old_primary.name
     # What the promoted secondary holds now, read on a fresh connection.
-    check = protocol(socket_in_netns(netns, address, 15.0))
-    held = {key: version(check.get(key)) for key in keys}
+    with socket_in_netns(netns, address, 15.0) as sock:
+        check = protocol(sock)
+        held = {key: version(check.get(key)) for key in keys}
     lost = {k: (record.acked[k], held[k]) for k in keys if held[k] < record.acked[k]}
     assert lost == {}, "acknowledged writes lost"
     never = {k: held[k] for k in keys if held[k] > record.sent[k]}
