@@ -30,6 +30,6 @@ def test_quick_run_writes_every_key(qemu_root: Path, tmp_path: Path) -> None:
             entry = result[loop]["redis_read_mostly"][config]
             assert set(figures) <= set(entry), (loop, config)
             assert entry["errors"] == 0 and entry["prerelease_mismatches"] == 0
-    assert result["meta"]["two_hosts"] == {"hosta": [0], "hostb": [1], "client": [1]}
+    assert set(result["meta"]["two_hosts"]) == {"hosta", "hostb", "client"}
     assert len(result["targets"]) == len(evaluate_targets({}))
     assert result["open_loop"]["redis_read_mostly"]["unreplicated"]["offered_rps"] > 0
