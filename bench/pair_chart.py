@@ -67,7 +67,7 @@ def draw_chart(result: dict[str, Any], path: Path) -> None:
                 xs, ys, width, label=LABELS[config], color=COLOURS[config],
                 hatch=HATCHES[config], edgecolor="black", linewidth=0.8,
             )  # fmt: skip
-            ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
             for x in xs:
                 ax.annotate(SHORT[config], (x, 0), xytext=(0, -12), textcoords="offset points",
                             ha="center", fontsize=7)  # fmt: skip
