@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # The secondary's vCPU threads share half of the host CPUs QEMU may use and, together, get
 # at most this many CPUs of time (a cgroup cap).
 SEMIACTIVE_FRACTION = 0.5
-SEMIACTIVE_QUOTA = 0.25
+SEMIACTIVE_QUOTA = 0.5
 
 
 async def shrink_secondary(side: Side) -> None:
