@@ -23,7 +23,10 @@ the default ``global`` disarms every read. The read rules need the client's fram
 Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``--qmp``
 checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
 SIGUSR1 tells the comparator that a checkpoint finished. Exit codes: 0 on SIGTERM/SIGINT,
-2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed.
+2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed, 4 when the
+QMP monitor was lost (it can no longer checkpoint: it releases nothing from then on and exits
+2 s later unless SIGTERM or a lost path ends it first; the agent restarts it, which forces a
+checkpoint). Every exit writes the status file a last time and removes listen sockets.
 
 Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``
 and at exit): the core's counters at top level (``primary_frames_in``,
@@ -31,7 +34,8 @@ and at exit): the core's counters at top level (``primary_frames_in``,
 ``flushed_frames``, ``held_frames``, ``held_bytes``, ``held_secondary_frames``,
 ``malformed`` by reason, ``divergences`` by reason, ``checkpoints_requested``,
 ``checkpoints_done``, ``hold_time_buckets`` / ``hold_time_counts``, ``awaiting_checkpoint``,
-``tcp_connections``, ...), socket counters under ``shell``, then ``pid`` and ``updated_at``.
+``tcp_connections``, ...), socket counters under ``shell`` (``shell.qmp``: the QMP monitor
+is connected now), then ``pid`` and ``updated_at``.
 """
 
 from __future__ import annotations
