@@ -117,6 +117,11 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
         "checkpoints": checkpoints,
         "checkpoints_per_min": checkpoints * 60.0 / window if window > 0 else 0.0,
         "prerelease_mismatches": _delta(before.counters, after.counters, "prerelease_mismatches"),
+        # Answer frames that left only once compared, by why not early (comparator counters).
+        "late_frames": {
+            why: _delta(before.counters, after.counters, f"late_{why}")
+            for why in ("unoffered", "ack_refused", "policy_refused")
+        },
         "host_cpu_busy": busy,
         "divergences": {
             k: v
