@@ -290,10 +290,13 @@ class HostAgent:
             raise self.side.process.start_error("is not running")
         return self.side
 
-    async def wait_guest(self, timeout: float = 120.0) -> dict[str, Any]:
-        """Wait for the guest's ready line on the serial console."""
+    async def wait_guest(
+        self, timeout: float = 120.0, limit_s: float | None = None
+    ) -> dict[str, Any]:
+        """Wait for the guest's ready line on the serial console (``limit_s`` wins)."""
         side = self._require()
-        took = await wait_for_serial(side.spec.serial_log, READY_LINE, timeout, side.process)
+        limit = timeout if limit_s is None else limit_s
+        took = await wait_for_serial(side.spec.serial_log, READY_LINE, limit, side.process)
         return {"boot_s": took}
 
     async def _run_steps(self, side: Side, steps: list[QmpStep]) -> None:

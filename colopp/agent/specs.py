@@ -13,7 +13,8 @@ from colopp.qemu.argv import ComparatorKind, Ports, Role, SideSpec, VmSpec
 def vm_to_dict(vm: VmSpec) -> dict[str, Any]:
     """JSON-safe form of a VmSpec."""
     out = asdict(vm)
-    out["kernel"], out["initrd"] = str(vm.kernel), str(vm.initrd)
+    out["kernel"] = None if vm.kernel is None else str(vm.kernel)
+    out["initrd"] = None if vm.initrd is None else str(vm.initrd)
     return out
 
 
@@ -24,7 +25,14 @@ def vm_from_dict(data: dict[str, Any]) -> VmSpec:
         ConfigError: unknown or missing fields, or invalid values.
     """
     try:
-        vm = VmSpec(**{**data, "kernel": Path(data["kernel"]), "initrd": Path(data["initrd"])})
+        kernel, initrd = data["kernel"], data["initrd"]
+        vm = VmSpec(
+            **{
+                **data,
+                "kernel": None if kernel is None else Path(kernel),
+                "initrd": None if initrd is None else Path(initrd),
+            }
+        )
     except (TypeError, KeyError) as exc:
         raise ConfigError(f"bad VM spec: {exc}") from exc
     vm.validate()

@@ -118,7 +118,7 @@ class PairController:
             vm, base = vm_to_dict(cfg.vm), str(cfg.base_disk)
             launched = await agent.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
             self.progress(f"unreplicated QEMU started on {agent.name} (pid {launched['pid']})")
-            await agent.call("wait_guest", timeout=cfg.boot_timeout + 5)
+            await agent.call("wait_guest", timeout=cfg.boot_timeout + 5, limit_s=cfg.boot_timeout)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, str(exc))
             raise
@@ -147,7 +147,9 @@ class PairController:
             self.progress(f"primary QEMU started on {pa.name} (pid {launched['pid']})")
             launched = await sa.call("launch", vm=vm, side=side_s, base_disk=base, timeout=60)
             self.progress(f"secondary QEMU started on {sa.name} (pid {launched['pid']})")
-            boot = await pa.call("wait_guest", timeout=cfg.boot_timeout + 5, **{})
+            boot = await pa.call(
+                "wait_guest", timeout=cfg.boot_timeout + 5, limit_s=cfg.boot_timeout
+            )
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")

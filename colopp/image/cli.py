@@ -30,9 +30,18 @@ def build_command(
     ip: Annotated[str, typer.Option(help="Example guest address for the printed cmdline.")] = (
         "198.18.0.100/24"
     ),
+    guest: Annotated[
+        str, typer.Option(help="kvd (kernel + busybox initramfs) or debian (Debian 12 server).")
+    ] = "kvd",
 ) -> None:
     """Build the guest image, or reuse the cached one for the same inputs."""
     console = Console(stderr=True)
+    if guest == "debian":
+        _build_debian(cache_dir, force, console)
+        return
+    if guest != "kvd":
+        console.print(f"[red]error:[/red] unknown guest {guest!r}: kvd or debian")
+        raise typer.Exit(2)
     try:
         image = build_image(cache_dir, force=force, console=console)
     except ColoppError as exc:
@@ -44,4 +53,24 @@ def build_command(
     table.add_row("disk", f"{image.disk} ({image.disk_format}, {image.disk_size >> 20} MiB)")
     table.add_row("release", image.kernel_release)
     table.add_row("cmdline", kernel_cmdline(ip))
+    Console().print(table)
+
+
+def _build_debian(cache_dir: Path, force: bool, console: Console) -> None:
+    from colopp.image.debian import build_debian_image
+    from colopp.qemu.runtime import DEFAULT_ROOT, runtime_from
+
+    qemu_img = None
+    if (DEFAULT_ROOT / "usr/bin/qemu-img").exists():
+        qemu_img = runtime_from(DEFAULT_ROOT).tool_argv("qemu-img")
+    try:
+        image = build_debian_image(cache_dir, force=force, console=console, qemu_img=qemu_img)
+    except ColoppError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(show_header=False, box=None)
+    table.add_row("disk", f"{image.disk} (qcow2, {image.disk_size >> 20} MiB, boots with SeaBIOS)")
+    table.add_row("release", image.kernel_release)
+    table.add_row("address", image.guest_address)
+    table.add_row("defaults", f"{image.memory_mb} MiB, {image.vcpus} vCPUs")
     Console().print(table)

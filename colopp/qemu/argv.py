@@ -61,8 +61,8 @@ class VmSpec:
     """The protected VM, the same on both sides."""
 
     name: str
-    kernel: Path
-    initrd: Path
+    kernel: Path | None  # None (with initrd None, append ""): the firmware boots the disk
+    initrd: Path | None
     append: str
     mac: str = "52:54:00:c0:10:01"
     memory_mb: int = 256
@@ -82,6 +82,8 @@ class VmSpec:
             raise ConfigError(f"memory {self.memory_mb} MiB is out of range")
         if not 1 <= self.vcpus <= 64:
             raise ConfigError(f"vcpus {self.vcpus} is out of range 1..64")
+        if (self.kernel is None) != (self.initrd is None) or (self.kernel is None and self.append):
+            raise ConfigError("kernel, initrd and append go together (or none: disk boot)")
 
 
 @dataclass(frozen=True)
@@ -221,5 +223,8 @@ def qemu_argv(
     """
     vm.validate()
     side.validate()
-    body = render_files(template_names(side), template_values(vm, side), folder)
+    names = template_names(side)
+    if vm.kernel is not None:  # direct kernel boot; without it SeaBIOS boots the disk
+        names.insert(1, "kernel.conf")
+    body = render_files(names, template_values(vm, side), folder)
     return [*runtime.system_argv(), *body]
