@@ -45,12 +45,14 @@ from bench.pair_stats import (
     window_figures,
 )
 from colopp.controller.pair import PairController
-from colopp.controller.setup import LocalPair, prepare_local_pair
+from colopp.controller.setup import GUESTS, LocalPair, prepare_local_pair
 from colopp.lab import LabPlan, Node, netns_argv
 from colopp.qemu.argv import ComparatorKind
 
 PREFIX = "clpbnch"
 STATE_DIR = Path("/var/lib/colopp/bench-pair")
+#: Which guest the runs protect (``--guest``): kvd (the default) or debian.
+CHOICE: dict[str, str] = {"guest": "kvd"}
 MIX_SCRIPT = Path(__file__).with_name("pair-mix.lua")
 READ_PREFIXES = ("/kv/",)
 
@@ -186,6 +188,7 @@ async def running(
         console,
         checkpoint_delay_ms=checkpoint_delay_ms,
         prefix=PREFIX,
+        guest=CHOICE["guest"],
         **options,
     )
     await local.deployment.start()
@@ -303,6 +306,7 @@ async def run(
         "put_ratio": {m: MIXES[m] for m in mixes},
         "checkpoint_delay_ms": checkpoint_delay_ms,
         "prerelease_rearm_ms": rearm_ms,
+        "guest": CHOICE["guest"],
         "configurations": {c: LABELS[c] for c in configs},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "errors": {},
@@ -337,6 +341,7 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--value-size", type=int, default=128)
     parser.add_argument("--checkpoint-delay-ms", type=int, default=2000)
+    parser.add_argument("--guest", choices=GUESTS, default="kvd", help="the protected guest")
     parser.add_argument(
         "--rearm-ms",
         type=int,
@@ -359,6 +364,7 @@ def main() -> int:
         unknown = [c for c in configs if c not in SETUPS] + [m for m in mixes if m not in MIXES]
         if unknown:
             parser.error(f"unknown configuration or mix: {', '.join(unknown)}")
+        CHOICE["guest"] = args.guest
         load = Load(
             args.duration, args.warmup, args.connections, args.threads, args.keys, args.value_size
         )
