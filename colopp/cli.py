@@ -43,6 +43,9 @@ def demo(
         float, typer.Option(help="Seconds of protected load before the kill.")
     ] = 8.0,
     after_failover: Annotated[float, typer.Option(help="Seconds of load after failover.")] = 8.0,
+    guest: Annotated[
+        str, typer.Option(help="kvd (kernel + initramfs) or debian (Debian 12, own disk).")
+    ] = "kvd",
 ) -> None:
     """Protect a VM on the local lab, load it, SIGKILL the primary, fail over, summarise."""
     from colopp.demo.run import DemoOptions, print_summary, run_demo
@@ -54,6 +57,7 @@ def demo(
         before_kill_s=before_kill,
         after_failover_s=after_failover,
         json_path=json_path,
+        guest=guest,
     )
     out = Console()
     try:

@@ -73,6 +73,7 @@ class PairController:
         self.lifecycle = PairLifecycle(on_change=on_change)
         self.primary = config.primary
         self.secondary: HostSlot | None = config.secondary
+        self.boot_s: float | None = None  # the guest's boot on the primary, at protect()
         self.standby: HostSlot | None = None  # the host lost at the last failover
         self.events: list[dict[str, Any]] = []
 
@@ -150,6 +151,7 @@ class PairController:
             boot = await pa.call(
                 "wait_guest", timeout=cfg.boot_timeout + 5, limit_s=cfg.boot_timeout
             )
+            self.boot_s = float(boot["boot_s"])
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")

@@ -44,6 +44,7 @@ class DemoOptions:
     connections: int = 4
     checkpoint_delay_ms: int = 2000
     json_path: Path | None = None
+    guest: str = "kvd"  # or "debian" (colopp.controller.setup.GUESTS)
 
 
 @dataclass
@@ -136,6 +137,7 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         options.comparator,
         console,
         options.checkpoint_delay_ms,
+        guest=options.guest,
     )
     deployment, config = local.deployment, local.config
     accel = config.vm.accel
@@ -144,6 +146,9 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         "accel": accel,
         "colo_reached": False,
         "comparator": options.comparator.value,
+        "guest": options.guest,
+        "vcpus": config.vm.vcpus,
+        "memory_mb": config.vm.memory_mb,
     }
     live = DemoLive()
     workload: Workload | None = None
@@ -161,6 +166,7 @@ async def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         console.rule("[bold]3. protect: COLO with disk replication")
         await pair.protect()
         summary["colo_reached"] = True
+        summary["boot_s"] = pair.boot_s
         live.primary, live.secondary = "hosta", "hostb"
         console.rule("[bold]4. client workload, then SIGKILL of the primary QEMU")
         workload = Workload(
@@ -219,6 +225,9 @@ async def _drive(
         primary = status["sides"][pair.primary.name]
         out["checkpoints"] = primary.get("checkpoints", 0)
         out["checkpoint_pause_ms"] = primary.get("checkpoint_pauses_ms", [])[-10:]
+        pauses = sorted(primary.get("checkpoint_pauses_ms", []))
+        out["checkpoint_pause_ms_p50"] = pauses[len(pauses) // 2] if pauses else None
+        out["checkpoint_pause_ms_p99"] = pauses[round(0.99 * (len(pauses) - 1))] if pauses else None
         if "comparator" in primary:
             counters = primary["comparator"].get("counters", {})
             out["comparator_counters"] = {
