@@ -127,6 +127,7 @@ def test_debian_guest_fails_over_under_redis_load(site: Driven) -> None:
 
     nginx = NetnsHTTPConnection(netns, guest, 8080, timeout=60)
     status, body = nginx.call("GET", "/64k.bin")
+    nginx.close()
     assert status == 200 and len(body) == 64 * 1024
 
     before = Resp(netns, guest)
@@ -144,6 +145,7 @@ def test_debian_guest_fails_over_under_redis_load(site: Driven) -> None:
         promoted = site.run(sp.pair.agents[secondary.name].call("status"))
         assert promoted["vcpu"] is None, "vCPUs restored before promotion"
         workload.served(20)
+        print(f"boot {sp.pair.boot_s:.1f} s, failover {sp.incidents[0].failover_ms:.0f} ms")
         site.run(sp.wait_for("re-protection", lambda: sp.pair.state is PairState.PROTECTED, 900))
         writer.stop()
         summary = workload.finish(600)
@@ -166,4 +168,5 @@ def test_debian_guest_fails_over_under_redis_load(site: Driven) -> None:
     assert lost == [], f"{len(lost)} acknowledged redis writes lost, e.g. {lost[:5]}"
     nginx = NetnsHTTPConnection(netns, guest, 8080, timeout=60)
     status, body = nginx.call("GET", "/1m.bin")
+    nginx.close()
     assert status == 200 and len(body) == 1024 * 1024
