@@ -4,9 +4,12 @@ For each guest (today's kvd guest, 256 MiB / 1 vCPU, and the Debian 12 server, 1
 2 vCPUs) a protected pair (colopp's comparator) runs two windows of periodic checkpoints:
 idle, then under the kvd client workload (keep-alive PUT/GET/POST from the client
 namespace). Per window it reports the primary's pause per checkpoint (QMP STOP -> RESUME,
-as the agent records them) p50/p99/mean, and the RAM each checkpoint sends: the deltas of
-query-migrate's ``ram`` counters (``normal`` pages, ``duplicate`` (zero) pages,
-``transferred`` bytes) divided by the checkpoints in the window. Needs root.
+as the agent records them) p50/p99/mean, and what each checkpoint sends. QEMU's
+query-migrate reports no RAM counters once in COLO state, so the bytes are read off the
+migration socket itself: ``ss``'s ``bytes_acked`` of the primary's connection to the
+secondary's migration port, its delta divided by the checkpoints in the window. Dirty
+pages per checkpoint are estimated from it (bytes / 4 KiB page: an upper bound, the device
+state rides along). Needs root.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +32,7 @@ from bench.pair import machine
 from colopp.controller.pair import PairController
 from colopp.controller.setup import GUESTS, prepare_local_pair
 from colopp.demo.harness import ClientWorkload
+from colopp.lab import Node, netns_argv
 from colopp.qemu.argv import ComparatorKind
 
 STATE_DIR = Path("/var/lib/colopp/bench-checkpoint")
@@ -41,34 +47,50 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def ram_counters(status: dict[str, Any]) -> dict[str, int]:
-    """The RAM counters of one primary status (zeros when QEMU reported none)."""
-    ram = status.get("ram") or {}
-    return {k: int(ram.get(k, 0)) for k in ("normal", "duplicate", "transferred", "page-size")}
+PAGE = 4096
+_ACKED = re.compile(r"\bbytes_acked:(\d+)")
+
+
+def parse_bytes_acked(ss_output: str) -> int:
+    """Sum of ``bytes_acked`` over the sockets ``ss -tin`` printed (0 if none)."""
+    return sum(int(m) for m in _ACKED.findall(ss_output))
 
 
 def window_figures(
-    before: dict[str, Any], after: dict[str, Any], pauses_ms: list[float]
+    before: dict[str, Any],
+    after: dict[str, Any],
+    pauses_ms: list[float],
+    stream_bytes: int | None,
 ) -> dict[str, Any]:
-    """One window's figures from the primary's status before and after it."""
+    """One window's figures from the primary's status before and after it, and the
+    migration stream's bytes during it."""
     n = int(after["checkpoints"]) - int(before["checkpoints"])
-    a, b = ram_counters(before), ram_counters(after)
     per = max(n, 1)
+    sent = None if stream_bytes is None else stream_bytes / per
     return {
         "checkpoints": n,
         "pause_ms_p50": statistics.median(pauses_ms) if pauses_ms else None,
         "pause_ms_p99": percentile(pauses_ms, 0.99) if pauses_ms else None,
         "pause_ms_mean": statistics.fmean(pauses_ms) if pauses_ms else None,
         "pause_ms_max": max(pauses_ms) if pauses_ms else None,
-        "dirty_pages_per_checkpoint": (b["normal"] - a["normal"]) / per,
-        "zero_pages_per_checkpoint": (b["duplicate"] - a["duplicate"]) / per,
-        "transferred_bytes_per_checkpoint": (b["transferred"] - a["transferred"]) / per,
-        "page_size": b["page-size"] or None,
+        "stream_bytes_per_checkpoint": sent,
+        "dirty_pages_per_checkpoint": None if sent is None else sent / PAGE,
     }
 
 
-async def _window(pair: PairController, checkpoints: int, timeout: float) -> dict[str, Any]:
+def stream_bytes(netns: str, port: int) -> int:
+    """Bytes the primary's migration connection(s) in ``netns`` had acknowledged."""
+    argv = netns_argv(netns, ["ss", "-tinH", "state", "established", f"dport = :{port}"])
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return parse_bytes_acked(done.stdout)
+
+
+async def _window(
+    pair: PairController, netns: str, checkpoints: int, timeout: float
+) -> dict[str, Any]:
     agent = pair.agents[pair.primary.name]
+    port = pair.config.ports.migration
+    sent_before = await asyncio.to_thread(stream_bytes, netns, port)
     before = await agent.call("status")
     deadline = time.monotonic() + timeout
     while True:
@@ -79,8 +101,9 @@ async def _window(pair: PairController, checkpoints: int, timeout: float) -> dic
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {done} of {checkpoints} checkpoints in {timeout:.0f}s")
         await asyncio.sleep(0.5)  # checkpoints happen in QEMU: poll the agent
+    sent = await asyncio.to_thread(stream_bytes, netns, port) - sent_before
     pauses = [float(p) for p in after["checkpoint_pauses_ms"]][-done:] if done else []
-    return window_figures(before, after, pauses)
+    return window_figures(before, after, pauses, sent if sent_before else None)
 
 
 async def measure(
@@ -103,12 +126,13 @@ async def measure(
         await pair.protect()
         timeout = checkpoints * interval_ms / 1000 * 4 + 120
         console.log(f"{guest}: idle window ({checkpoints} checkpoints)")
-        out["idle"] = await _window(pair, checkpoints, timeout)
+        netns = local.deployment.plan.netns(Node(pair.primary.name))
+        out["idle"] = await _window(pair, netns, checkpoints, timeout)
         workload = ClientWorkload(local.deployment.plan, connections=4)
         try:
             await asyncio.to_thread(workload.served, 20)
             console.log(f"{guest}: loaded window ({checkpoints} checkpoints)")
-            out["load"] = await _window(pair, checkpoints, timeout)
+            out["load"] = await _window(pair, netns, checkpoints, timeout)
             summary = await asyncio.to_thread(workload.finish, 300)
             out["load"]["requests_ok"] = summary["requests_ok"]
             out["load"]["requests_failed"] = summary["requests_failed"]
@@ -158,7 +182,7 @@ def format_table(result: dict[str, Any]) -> str:
             p50, p99 = f["pause_ms_p50"] or 0.0, f["pause_ms_p99"] or 0.0
             lines.append(
                 f"{guest:8} {window:6} {f['checkpoints']:>5} {p50:>8.1f} {p99:>8.1f}"
-                f" {f['dirty_pages_per_checkpoint']:>12.0f}"
+                f" {f['dirty_pages_per_checkpoint'] or 0:>12.0f}"
             )
     return "\n".join(lines)
 

@@ -191,7 +191,6 @@ class HostAgent:
                 out["colo"] = await side.monitor.execute("query-colo-status", timeout=2.0)
                 migrate = await side.monitor.execute("query-migrate", timeout=2.0)
                 out["migration"] = migrate.get("status") if isinstance(migrate, dict) else None
-                out["ram"] = migrate.get("ram") if isinstance(migrate, dict) else None
             except QmpError as exc:
                 out["qmp_error"] = str(exc)
         return out
