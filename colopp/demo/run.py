@@ -225,7 +225,10 @@ async def _drive(
         primary = status["sides"][pair.primary.name]
         out["checkpoints"] = primary.get("checkpoints", 0)
         out["checkpoint_pause_ms"] = primary.get("checkpoint_pauses_ms", [])[-10:]
-        pauses = sorted(primary.get("checkpoint_pauses_ms", []))
+        pauses = list(primary.get("checkpoint_pauses_ms", []))
+        if pauses and primary.get("checkpoints", 0) <= len(pauses):
+            pauses = pauses[1:]  # the first STOP -> RESUME ends the migration into COLO
+        pauses.sort()
         out["checkpoint_pause_ms_p50"] = pauses[len(pauses) // 2] if pauses else None
         out["checkpoint_pause_ms_p99"] = pauses[round(0.99 * (len(pauses) - 1))] if pauses else None
         if "comparator" in primary:
