@@ -15,6 +15,7 @@ runtime: setup
 
 image: setup
 	$(COLOPP) image build
+	$(COLOPP) image build --guest debian
 
 demo: runtime image
 	mkdir -p $(ARTIFACTS)
