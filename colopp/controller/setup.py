@@ -78,7 +78,12 @@ async def prepare_local_pair(
         )
     else:
         image = await asyncio.to_thread(build_image, None, console=console)
-    accel, why = await choose_accel(runtime, image.vmlinuz, image.initrd, append, state_dir)
+    # The accelerator probe boots the kvd guest (it prints the ready line within seconds);
+    # the Debian initramfs would never print it, and KVM hosts would fall back to TCG.
+    probe = image
+    if not isinstance(probe, GuestImage):
+        probe = await asyncio.to_thread(build_image, None, console=console)
+    accel, why = await choose_accel(runtime, probe.vmlinuz, probe.initrd, append, state_dir)
     console.log(f"accelerator: {accel} ({why})")
     cpu = "host" if accel == "kvm" else "qemu64"
     if isinstance(image, DebianImage):  # boots its own disk through SeaBIOS and extlinux
