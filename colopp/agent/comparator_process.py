@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
-from colopp.qemu.argv import SideSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,14 @@ def comparator_argv(
         "--status",
         str(side.run_dir / "compare.json"),
     ]
-    if side.prerelease is not None:
-        argv.append(f"--prerelease={side.prerelease}")
-        for prefix in side.read_prefixes:
+    options = side.options
+    if options.prerelease is not None:
+        argv.append(f"--prerelease={options.prerelease}")
+        for prefix in options.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
-        if side.prerelease_rearm_ms is not None and side.client_frames:
-            argv += ["--prerelease-rearm-ms", str(side.prerelease_rearm_ms)]
-        if side.client_frames:
+        if options.prerelease_rearm_ms is not None and options.client_frames:
+            argv += ["--prerelease-rearm-ms", str(options.prerelease_rearm_ms)]
+        if options.client_frames:
             argv += ["--client-in", f"unix:{side.client_socket}"]
     return argv
 

@@ -9,14 +9,13 @@ from pathlib import Path
 from rich.console import Console
 
 from colopp.controller.local import LocalDeployment, local_deployment
-from colopp.controller.pair import PairConfig
+from colopp.domain import ComparatorKind, PairConfig, ProtectionOptions, VmSpec
 from colopp.errors import ConfigError
 from colopp.image.builder import GuestImage, build_image
 from colopp.image.cmdline import kernel_cmdline
 from colopp.image.debian import DebianImage, build_debian_image
 from colopp.lab import Node
 from colopp.qemu.accel import choose_accel
-from colopp.qemu.argv import ComparatorKind, VmSpec
 from colopp.qemu.runtime import DEFAULT_ROOT, QemuRuntime, provision, runtime_from
 
 #: The guests a local pair can protect: kvd (kernel + busybox initramfs, 256 MiB, 1 vCPU)
@@ -104,12 +103,15 @@ async def prepare_local_pair(
         image.disk,
         deployment.slot(Node.HOST_A),
         deployment.slot(Node.HOST_B),
-        comparator=comparator,
-        checkpoint_delay_ms=checkpoint_delay_ms,
-        prerelease=prerelease,
-        read_prefixes=read_prefixes,
-        semiactive=semiactive,
-        prerelease_rearm_ms=prerelease_rearm_ms,
         boot_timeout=DEBIAN_BOOT_TIMEOUT_S if guest == "debian" else 120.0,
+        options=ProtectionOptions(
+            comparator=comparator,
+            checkpoint_delay_ms=checkpoint_delay_ms,
+            prerelease=prerelease,
+            read_prefixes=read_prefixes,
+            semiactive=semiactive,
+            prerelease_rearm_ms=prerelease_rearm_ms,
+        ),
     )
+    config.options.validate()
     return LocalPair(runtime, image, deployment, config, why)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from colopp.cli_exit import Exit, exit_code
 from colopp.errors import ColoppError
 from colopp.image.builder import DEFAULT_CACHE_DIR, build_image
 from colopp.image.cmdline import kernel_cmdline
@@ -30,6 +32,9 @@ def build_command(
     ip: Annotated[str, typer.Option(help="Example guest address for the printed cmdline.")] = (
         "198.18.0.100/24"
     ),
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
     guest: Annotated[
         str, typer.Option(help="kvd (kernel + busybox initramfs) or debian (Debian 12 server).")
     ] = "kvd",
@@ -37,16 +42,28 @@ def build_command(
     """Build the guest image, or reuse the cached one for the same inputs."""
     console = Console(stderr=True)
     if guest == "debian":
-        _build_debian(cache_dir, force, console)
+        _build_debian(cache_dir, force, console, json_out)
         return
     if guest != "kvd":
         console.print(f"[red]error:[/red] unknown guest {guest!r}: kvd or debian")
-        raise typer.Exit(2)
+        raise typer.Exit(int(Exit.USAGE))
     try:
         image = build_image(cache_dir, force=force, console=console)
     except ColoppError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(exit_code(exc)) from exc
+    if json_out:
+        found = {
+            "kernel": str(image.vmlinuz),
+            "initrd": str(image.initrd),
+            "disk": str(image.disk),
+            "disk_format": image.disk_format,
+            "disk_size": image.disk_size,
+            "release": image.kernel_release,
+            "cmdline": kernel_cmdline(ip),
+        }
+        typer.echo(json.dumps(found))
+        return
     table = Table(show_header=False, box=None)
     table.add_row("kernel", str(image.vmlinuz))
     table.add_row("initrd", str(image.initrd))
@@ -56,7 +73,7 @@ def build_command(
     Console().print(table)
 
 
-def _build_debian(cache_dir: Path, force: bool, console: Console) -> None:
+def _build_debian(cache_dir: Path, force: bool, console: Console, json_out: bool) -> None:
     from colopp.image.debian import build_debian_image
     from colopp.qemu.runtime import DEFAULT_ROOT, runtime_from
 
@@ -67,7 +84,19 @@ def _build_debian(cache_dir: Path, force: bool, console: Console) -> None:
         image = build_debian_image(cache_dir, force=force, console=console, qemu_img=qemu_img)
     except ColoppError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(exit_code(exc)) from exc
+    if json_out:
+        found = {
+            "disk": str(image.disk),
+            "disk_format": "qcow2",
+            "disk_size": image.disk_size,
+            "release": image.kernel_release,
+            "address": image.guest_address,
+            "memory_mb": image.memory_mb,
+            "vcpus": image.vcpus,
+        }
+        typer.echo(json.dumps(found))
+        return
     table = Table(show_header=False, box=None)
     table.add_row("disk", f"{image.disk} (qcow2, {image.disk_size >> 20} MiB, boots with SeaBIOS)")
     table.add_row("release", image.kernel_release)
