@@ -246,10 +246,11 @@ class HostAgent:
             raise self.side.process.start_error("is not running")
         return self.side
 
-    async def wait_guest(self, timeout: float = 120.0) -> BootReply:
-        """Wait for the guest's ready line on the serial console."""
+    async def wait_guest(self, timeout: float = 120.0, limit_s: float | None = None) -> BootReply:
+        """Wait for the guest's ready line on the serial console (``limit_s`` wins)."""
         side = self._require()
-        took = await wait_for_serial(side.spec.serial_log, READY_LINE, timeout, side.process)
+        limit = timeout if limit_s is None else limit_s
+        took = await wait_for_serial(side.spec.serial_log, READY_LINE, limit, side.process)
         return {"boot_s": took}
 
     async def prepare_secondary(self) -> PrepareReply:
