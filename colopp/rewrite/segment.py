@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from colopp.rewrite.table import MASK, ConnKey, OffsetTable
+from colopp.rewrite.table import MASK, SYN_REUSE_IDLE_S, ConnKey, OffsetTable
 
 _ETH_HLEN = 14
 _TCP = 6
@@ -84,8 +84,10 @@ def translate_client_input(
 ) -> bytes:
     """``frame`` as the guest must see it: ``ack`` and SACK blocks raised by the delta.
 
-    A SYN (without ACK) for a 4-tuple whose entry already ended starts a new connection:
-    the entry is dropped and the frame passes untouched.
+    A SYN (without ACK) for a 4-tuple whose entry ended, or saw no packet for
+    :data:`~colopp.rewrite.table.SYN_REUSE_IDLE_S`, starts a new connection: the entry is
+    dropped and the frame passes untouched. (A SYN on a busy entry is a retransmission of its
+    own handshake's.)
     """
     if not table:
         return frame
@@ -97,7 +99,7 @@ def translate_client_input(
     entry = table.get(key)
     if entry is None:
         return frame
-    if flags & (_SYN | _ACK) == _SYN and entry.ended:
+    if flags & (_SYN | _ACK) == _SYN and (entry.ended or now - entry.last_seen >= SYN_REUSE_IDLE_S):
         table.forget(key)
         return frame
     delta = entry.delta

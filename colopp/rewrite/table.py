@@ -31,6 +31,10 @@ ENDED_LINGER_S = 120.0
 #: Drop an entry that saw no packet for this long (TCP keep-alive gives up after ~2 h 11 min).
 IDLE_TIMEOUT_S = 24 * 3600.0
 
+#: A client SYN on an entry idle this long is a new connection reusing the 4-tuple (the
+#: client forgot the old one without a FIN or RST reaching us), not a retransmission.
+SYN_REUSE_IDLE_S = 30.0
+
 ConnKey = tuple[int, int, int, int]
 """(guest address, guest port, peer address, peer port); addresses as 32-bit ints."""
 

@@ -9,7 +9,7 @@ from rewrite_frames import GUEST_KEY, tcp
 
 from colopp.errors import ConfigError
 from colopp.rewrite.segment import translate_client_input, translate_guest_output
-from colopp.rewrite.table import ENDED_LINGER_S, IDLE_TIMEOUT_S, MASK, OffsetTable
+from colopp.rewrite.table import ENDED_LINGER_S, IDLE_TIMEOUT_S, MASK, SYN_REUSE_IDLE_S, OffsetTable
 
 DELTA = 1000
 
@@ -130,3 +130,9 @@ def test_copy_is_independent() -> None:
     _client(table, 500, 0, "R", now=1.0)
     entry = twin.get(GUEST_KEY)
     assert entry is not None and not entry.ended
+
+
+def test_new_syn_on_an_idle_tuple_is_a_new_connection() -> None:
+    table = _table()
+    _client(table, 9000, 0, "S", now=SYN_REUSE_IDLE_S)
+    assert GUEST_KEY not in table
