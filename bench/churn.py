@@ -1,0 +1,127 @@
+"""Young connections through failovers in a row (issue #18).
+
+``python -m bench.churn (--failovers N | --switchovers N) [--comparator colopp|builtin]
+[--open-every 0.1] [--lifetime 30] [--json FILE]``
+
+A protected pair on the lab, the supervisor watching it (automatic re-protection). A client
+in the lab's client namespace (``bench.churn_client``) opens a new keep-alive connection
+every ``--open-every`` seconds, keeps each ``--lifetime`` seconds with a request every 0.5 s,
+and opens one idle connection just before the first failover (silent 60 s, then used).
+Then N times in a row: SIGKILL the current primary QEMU (or ask for a switchover) and wait
+until the pair is protected again, so each failover hits a pair that was itself re-protected.
+Keys: ``connections_opened``, ``connections_broken`` (an error, a reset, a wrong answer or a
+request not answered within 5 s), ``writes_lost``, ``idle_broken``. Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from colopp.colo.state import PairState
+from colopp.demo.harness import SupervisedPair
+from colopp.lab import Node, netns_argv
+from colopp.qemu.argv import ComparatorKind
+
+
+def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.churn_client",
+        "--target",
+        f"{sp.plan.guest_address.ip}:80",
+        "--open-every",
+        str(args.open_every),
+        "--lifetime",
+        str(args.lifetime),
+    ]
+    return subprocess.Popen(
+        netns_argv(sp.plan.netns(Node.CLIENT), argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+def _say(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    comparator = ComparatorKind(args.comparator)
+    sp = await SupervisedPair.protect(
+        Path("/var/lib/colopp/bench-churn"), None, "clpchurn", comparator, console
+    )
+    events = args.failovers or args.switchovers
+    client: subprocess.Popen[str] | None = None
+    try:
+        await sp.next_checkpoint()
+        sp.supervise()
+        client = _client(sp, args)
+        # Let connections of every age exist, some younger than the last checkpoint.
+        await asyncio.sleep(args.lifetime / 2)  # workload warm-up, measured in client time
+        _say(client, "idle")
+        for event in range(1, events + 1):
+            if args.failovers:
+                status = await sp.pair.agents[sp.pair.primary.name].call("status")
+                os.kill(int(status["pid"]), signal.SIGKILL)
+            else:
+                sp.supervisor.request_switchover()
+            await sp.wait_for(
+                f"event {event}",
+                lambda e=event: sp.handled(e) and sp.pair.state is PairState.PROTECTED,
+                300,
+            )
+            incident = sp.incidents[-1]
+            if incident.error:
+                raise RuntimeError(f"event {event}: {incident.error}")
+            console.log(f"event {event}: failover {incident.failover_ms} ms, protected again")
+            await asyncio.sleep(args.between)  # new young connections before the next one
+        await asyncio.sleep(max(0.0, 65.0 - args.between * events))  # the idle one's silence
+        _say(client, "stop")
+        out, _ = await asyncio.to_thread(client.communicate, None, args.lifetime + 300)
+        summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        await sp.unsupervise()
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.communicate()
+        await sp.close()
+    kind = "failovers" if args.failovers else "switchovers"
+    return {kind: events, "comparator": comparator.value, **summary}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.churn", description=__doc__)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--failovers", type=int, default=0)
+    group.add_argument("--switchovers", type=int, default=0)
+    parser.add_argument("--comparator", choices=["builtin", "colopp"], default="colopp")
+    parser.add_argument("--open-every", type=float, default=0.1)
+    parser.add_argument("--lifetime", type=float, default=30.0)
+    parser.add_argument("--between", type=float, default=5.0, help="seconds between events")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    result = asyncio.run(run(args, console))
+    print(json.dumps(result, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
