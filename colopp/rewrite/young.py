@@ -41,6 +41,13 @@ class YoungOffsets:
         self.loaded += 1
         self.prune(self.loaded)
 
+    def completed(self, count: int) -> None:
+        """The primary saw ``count`` checkpoints complete since COLO started. It resumes only
+        after the secondary loaded each one, so this secondary loaded at least as many
+        (its own events may not have been read yet)."""
+        self.loaded = max(self.loaded, count)
+        self.prune(self.loaded)
+
     def prune(self, completed: int) -> None:
         """Forget entries older than checkpoint ``completed`` (no longer live anywhere)."""
         self._entries = {k: v for k, v in self._entries.items() if v[1] >= completed}

@@ -1,0 +1,104 @@
+"""Young offsets from the comparator (host A) to the secondary host's agent (host B).
+
+JSON lines over TCP on the replication network; one reply line per request:
+
+- ``{"op": "young", "guest": [a, p], "peer": [a, p], "delta": D, "epoch": E}`` → ``{"ok": true}``
+  once stored (the comparator releases that connection's SYN-ACK only then);
+- ``{"op": "completed", "epoch": N}``: N checkpoints completed; older entries are dropped.
+
+:func:`handle_young_request` is the pure part; :func:`serve_young` the listener (in the
+secondary's agent) and :class:`YoungSender` the comparator's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from colopp.errors import AgentError, ConfigError
+from colopp.rewrite.table import OffsetTable
+from colopp.rewrite.tap import YoungMessage
+from colopp.rewrite.young import YoungOffsets
+
+MAX_LINE = 64 * 1024
+
+
+def handle_young_request(young: YoungOffsets, line: bytes) -> bytes:
+    """Apply one request line to ``young``; the reply line. Bad input changes nothing."""
+    try:
+        reply = _apply(young, json.loads(line))
+    except (ValueError, ConfigError) as exc:
+        reply = {"ok": False, "error": str(exc)}
+    return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+
+
+def _apply(young: YoungOffsets, request: Any) -> dict[str, Any]:
+    if not isinstance(request, dict):
+        raise ConfigError("a request is a JSON object")
+    op = request.get("op")
+    epoch = request.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ConfigError("epoch must be a non-negative integer")
+    if op == "young":
+        row = {k: request.get(k) for k in ("guest", "peer", "delta")} | {"last_seen": 0.0}
+        table = OffsetTable.from_snapshot([row])
+        key = next(iter(table))
+        young.learned(key, table.delta(key), epoch)
+        return {"ok": True}
+    if op == "completed":
+        young.completed(epoch)
+        return {"ok": True}
+    raise ConfigError(f"unknown op {op!r}: expected young or completed")
+
+
+async def serve_young(young: YoungOffsets, host: str, port: int) -> asyncio.Server:
+    """Listen for the comparator's young offsets (in the secondary host's agent)."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                writer.write(handle_young_request(young, line))
+                await writer.drain()
+        except (ValueError, ConnectionError):
+            pass  # an over-long line or a vanished comparator: it reconnects
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(session, host, port, limit=MAX_LINE)
+
+
+class YoungSender:
+    """The comparator's client: send one message and wait for its acknowledgement."""
+
+    def __init__(self, host: str, port: int, timeout: float = 1.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: YoungMessage | dict[str, Any]) -> None:
+        """Deliver ``message``; raises AgentError when the secondary host did not ack it."""
+        body = message.to_json() if isinstance(message, YoungMessage) else message
+        async with self._lock:
+            try:
+                if self._streams is None:
+                    self._streams = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), self.timeout
+                    )
+                reader, writer = self._streams
+                writer.write(json.dumps(body).encode() + b"\n")
+                await writer.drain()
+                reply = json.loads(await asyncio.wait_for(reader.readline(), self.timeout))
+            except (OSError, TimeoutError, ValueError) as exc:
+                await self.close()
+                raise AgentError(f"young offset not delivered to {self.host}: {exc}") from exc
+        if not reply.get("ok"):
+            raise AgentError(f"young offset refused by {self.host}: {reply.get('error')}")
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            writer = self._streams[1]
+            self._streams = None
+            writer.close()
