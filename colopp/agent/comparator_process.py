@@ -21,6 +21,7 @@ from typing import Any
 
 from colopp.errors import QemuStartError
 from colopp.qemu.argv import SideSpec
+from colopp.rewrite.forwarder import YOUNG_PORT_OFFSET
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ def comparator_argv(
         str(checkpoint_delay_ms),
         "--status",
         str(side.run_dir / "compare.json"),
+        # Young connections' offsets go to the secondary host (docs/rewrite.md).
+        "--young-to",
+        f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
     ]
     if side.prerelease is not None:
         argv.append(f"--prerelease={side.prerelease}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from colopp.agent.qemu_process import READY_LINE, wait_for_serial
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.specs import side_from_request, vm_from_dict
+from colopp.agent.translation import SideTranslation
 from colopp.colo.sequence import (
     YANK_PEER,
     QmpStep,
@@ -61,6 +63,7 @@ class HostAgent:
         self.state_dir = state_dir
         self.runtime = runtime
         self.side: Side | None = None
+        self.translation: SideTranslation | None = None  # colopp's seq translation
         self._lock = asyncio.Lock()
         # Self-fencing: a primary that has lost both the controller's heartbeats and its
         # peer for longer than the lease kills its own QEMU; the controller promotes the
@@ -314,10 +317,16 @@ class HostAgent:
                 if not any(t in exc.message for t in step.tolerate):
                     raise
 
-    async def prepare_secondary(self) -> dict[str, Any]:
-        """Export parent0 over NBD and wait for the incoming migration."""
+    async def prepare_secondary(self, translation: list[Any] | None = None) -> dict[str, Any]:
+        """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
+        the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
         side = self._require(Role.SECONDARY)
         await self._run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
+        if side.spec.comparator is ComparatorKind.COLOPP:
+            self.translation = SideTranslation(side.spec.run_dir)
+            await self.translation.as_secondary(
+                side.spec, translation, functools.partial(self._run_steps, side)
+            )
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> dict[str, Any]:
@@ -370,6 +379,8 @@ class HostAgent:
             client_socket=str(spec.client_socket) if spec.client_frames else None,
         )
         await self._run_steps(side, steps)
+        if self.translation is not None:
+            await self.translation.as_primary(functools.partial(self._run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
         if spec.comparator is ComparatorKind.COLOPP:
             if side.comparator is not None:
@@ -444,6 +455,8 @@ class HostAgent:
         if side.spec.role is Role.SECONDARY:
             await restore_vcpus(side)  # full CPUs before it serves
             await self._run_steps(side, secondary_failover())
+            if self.translation is not None:
+                self.translation.promoted()
         else:
             await self._run_steps(side, primary_failover(side.spec.comparator))
             if side.comparator is not None:
@@ -471,6 +484,10 @@ class HostAgent:
         side.process.kill(signum)
         return {"pid": side.process.pid, "signal": signum}
 
+    async def translation_record(self) -> list[dict[str, Any]]:
+        """This side's table of record (what a new secondary must translate)."""
+        return [] if self.translation is None else self.translation.record_rows()
+
     async def stop_vm(self) -> dict[str, Any]:
         """Stop QEMU (quit, then signals) and forget the side; idempotent."""
         side, self.side = self.side, None
@@ -481,6 +498,9 @@ class HostAgent:
         await restore_vcpus(side)
         if side.comparator is not None:
             await side.comparator.stop()
+        if self.translation is not None:
+            await self.translation.stop()
+            self.translation = None
         if side.process.alive():
             try:
                 await side.monitor.execute("quit", timeout=2.0)
@@ -507,4 +527,5 @@ RPC_METHODS = (
     "resume_replication",
     "probe_tcp",
     "stop_vm",
+    "translation_record",
 )

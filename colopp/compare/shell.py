@@ -50,6 +50,7 @@ from colopp.compare.prerelease import build_policy
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
 from colopp.errors import ColoppError
+from colopp.rewrite.forwarder import YoungForwarder
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class ShellOptions:
     connect_timeout: float = 30.0
     config: CompareConfig = field(default_factory=CompareConfig)
     prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
+    young_to: tuple[str, int] | None = None  # secondary host's young-offset listener
 
 
 class _Input(asyncio.Protocol):
@@ -226,6 +228,7 @@ class ComparatorShell:
         self._request_task: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._qmp: QmpCheckpointLink | None = None
+        self.young = YoungForwarder(*options.young_to) if options.young_to else None
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -280,6 +283,8 @@ class ComparatorShell:
     def signal_checkpoint_done(self) -> None:
         """A checkpoint finished: release held primary output, reset comparison."""
         self.stats["checkpoints_observed"] += 1
+        if self.young is not None:
+            self.young.checkpoint_completed()
         self._apply(self.core.checkpoint_done(self.clock()))
         self._flush()
 
@@ -404,6 +409,8 @@ class ComparatorShell:
                     inp.transport.resume_reading()
 
     def frames_received(self, side: str, frames: list[DecodedFrame]) -> None:
+        if self.young is not None:
+            self.young.frames(side, frames)  # colopp.rewrite: learn young offsets
         if side == "primary" and self._client is not None:
             self._client.drain()  # every request this output may answer, first
         now = self.clock()

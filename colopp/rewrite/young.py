@@ -22,10 +22,17 @@ from colopp.rewrite.table import MASK, ConnKey, OffsetTable
 class YoungOffsets:
     """Young offsets learned by the comparator, and the checkpoints this secondary loaded."""
 
-    __slots__ = ("_entries", "loaded")
+    __slots__ = ("_entries", "loaded", "run")
 
     def __init__(self) -> None:
         self._entries: dict[ConnKey, tuple[int, int]] = {}
+        self.loaded = 0
+        self.run: str | None = None
+
+    def start_run(self, run: str) -> None:
+        """A (re)started comparator: its epochs count from 0; older entries are dropped."""
+        self.run = run
+        self._entries.clear()
         self.loaded = 0
 
     def __len__(self) -> int:

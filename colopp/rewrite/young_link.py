@@ -25,9 +25,17 @@ MAX_LINE = 64 * 1024
 
 
 def handle_young_request(young: YoungOffsets, line: bytes) -> bytes:
-    """Apply one request line to ``young``; the reply line. Bad input changes nothing."""
+    """Apply one request line to ``young``; the reply line. Bad input changes nothing.
+
+    A request naming another comparator ``run`` than the last one starts over: a restarted
+    comparator counts epochs from 0 again (and its agent forces a checkpoint).
+    """
     try:
-        reply = _apply(young, json.loads(line))
+        request = json.loads(line)
+        run = request.get("run") if isinstance(request, dict) else None
+        if run is not None and run != young.run:
+            young.start_run(str(run))
+        reply = _apply(young, request)
     except (ValueError, ConfigError) as exc:
         reply = {"ok": False, "error": str(exc)}
     return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
