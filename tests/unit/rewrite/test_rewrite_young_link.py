@@ -8,7 +8,9 @@ import json
 import pytest
 from rewrite_frames import GUEST_KEY, tcp
 
+from colopp.compare.framing import DecodedFrame
 from colopp.errors import AgentError
+from colopp.rewrite.forwarder import YoungForwarder
 from colopp.rewrite.tap import YoungTap
 from colopp.rewrite.young import YoungOffsets
 from colopp.rewrite.young_link import YoungSender, handle_young_request, serve_young
@@ -93,3 +95,33 @@ async def _roundtrip() -> None:
 
 def test_sender_waits_for_the_secondary_hosts_ack() -> None:
     asyncio.run(_roundtrip())
+
+
+async def _forwarded() -> None:
+    young = YoungOffsets()
+    server = await serve_young(young, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    forwarder = YoungForwarder("127.0.0.1", port)
+    forwarder.frames("primary", [DecodedFrame(tcp(1000, 77, "SA"), 0)])
+    forwarder.frames("secondary", [DecodedFrame(tcp(1500, 77, "SA"), 0)])
+    assert forwarder._task is not None
+    await forwarder._task
+    assert young.live() == {GUEST_KEY: 500} and young.run == forwarder.run
+    forwarder.checkpoint_completed()
+    await forwarder._task
+    assert young.live() == {} and young.loaded == 1
+    # A restarted comparator (new run) starts over on the secondary host.
+    again = YoungForwarder("127.0.0.1", port)
+    again.frames("primary", [DecodedFrame(tcp(1, 77, "SA"), 0)])
+    again.frames("secondary", [DecodedFrame(tcp(8, 77, "SA"), 0)])
+    assert again._task is not None
+    await again._task
+    assert young.loaded == 0 and young.live() == {GUEST_KEY: 7}
+    await forwarder.close()
+    await again.close()
+    server.close()
+    await server.wait_closed()
+
+
+def test_forwarder_ships_offsets_and_epochs_in_order() -> None:
+    asyncio.run(_forwarded())
