@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from colopp.rewrite.table import MASK, ConnKey
 
@@ -35,11 +36,13 @@ class Learned:
 class IsnLearner:
     """Pairs the primary's and the secondary's ISN per connection; see the module doc."""
 
-    __slots__ = ("_max_pending", "_primary", "_secondary")
+    __slots__ = ("_max_pending", "_primary", "_secondary", "_straddling")
 
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._primary: OrderedDict[ConnKey, int] = OrderedDict()
         self._secondary: OrderedDict[ConnKey, int] = OrderedDict()
+        # Half-learned when a checkpoint came: never young (see clear()).
+        self._straddling: OrderedDict[ConnKey, None] = OrderedDict()
         self._max_pending = max_pending
 
     def __len__(self) -> int:
@@ -47,6 +50,8 @@ class IsnLearner:
 
     def primary_isn(self, key: ConnKey, isn_client: int) -> Learned | None:
         """The primary opened ``key`` with ``isn_client`` (as the client sees it)."""
+        if key in self._straddling:
+            return None
         other = self._secondary.pop(key, None)
         if other is None:
             _remember(self._primary, key, isn_client & MASK, self._max_pending)
@@ -55,6 +60,8 @@ class IsnLearner:
 
     def secondary_isn(self, key: ConnKey, isn: int) -> Learned | None:
         """The secondary opened ``key`` with ``isn`` (its own, untranslated)."""
+        if key in self._straddling:
+            return None
         other = self._primary.pop(key, None)
         if other is None:
             _remember(self._secondary, key, isn & MASK, self._max_pending)
@@ -62,13 +69,20 @@ class IsnLearner:
         return Learned(key, (isn - other) & MASK)
 
     def clear(self) -> None:
-        """Forget half-learned connections: at a checkpoint the secondary becomes the primary's
-        copy, so a SYN-ACK the secondary had not sent yet will never come."""
+        """A checkpoint: the secondary became the primary's copy, so a connection half-learned
+        now exists in both guests with the primary's ISN and needs no offset. Its remaining
+        opening segments (a primary SYN-ACK retransmission, a secondary SYN-ACK sent before
+        the checkpoint but read after it) must not pair up into a bogus offset: such keys
+        are ignored from now on (bounded, oldest forgotten first)."""
+        for key in (*self._primary, *self._secondary):
+            _remember(self._straddling, key, None, self._max_pending)
         self._primary.clear()
         self._secondary.clear()
 
 
-def _remember(pending: OrderedDict[ConnKey, int], key: ConnKey, isn: int, limit: int) -> None:
+def _remember(
+    pending: OrderedDict[ConnKey, Any], key: ConnKey, isn: int | None, limit: int
+) -> None:
     pending[key] = isn
     pending.move_to_end(key)
     while len(pending) > limit:

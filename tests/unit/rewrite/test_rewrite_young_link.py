@@ -32,8 +32,8 @@ def test_tap_checkpoint_voids_half_learned_and_bumps_epoch() -> None:
     tap.primary(tcp(1000, 77, "SA"))
     tap.checkpoint_completed()
     assert len(tap.learner) == 0
-    assert tap.primary(tcp(2000, 77, "SA")) is None
-    message = tap.secondary(tcp(2600, 77, "SA"))
+    assert tap.primary(tcp(2000, 77, "SA", port_client=40001)) is None
+    message = tap.secondary(tcp(2600, 77, "SA", port_client=40001))
     assert message is not None and message.epoch == 1
 
 
@@ -125,3 +125,13 @@ async def _forwarded() -> None:
 
 def test_forwarder_ships_offsets_and_epochs_in_order() -> None:
     asyncio.run(_forwarded())
+
+
+def test_syn_ack_straddling_a_checkpoint_is_never_young() -> None:
+    # The secondary's SYN-ACK was sent before a checkpoint but read after it; the primary
+    # then retransmits its SYN-ACK: the secondary is the primary's copy, no offset exists.
+    tap = YoungTap()
+    tap.primary(tcp(1000, 77, "SA"))
+    tap.checkpoint_completed()
+    assert tap.secondary(tcp(1500, 77, "SA")) is None
+    assert tap.primary(tcp(1000, 77, "SA")) is None
