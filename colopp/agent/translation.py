@@ -71,6 +71,13 @@ class SideTranslation:
     def promoted(self) -> None:
         """This secondary serves now: its record gains the young connections that its
         ``filter-rewriter`` keeps translating (its translator keeps the rest)."""
+        log.info(
+            "promotion: %d young offsets live of %d (checkpoints loaded %d, run %s)",
+            len(self.young.live()),
+            len(self.young),
+            self.young.loaded,
+            self.young.run,
+        )
         self.record = self.young.table_of_record(self.record, time.time())
         save_state(self.run_dir / RECORD_FILE, self.record)
         if self._sink is not None:
