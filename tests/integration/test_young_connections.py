@@ -49,19 +49,23 @@ def test_young_and_idle_connections_survive_two_failovers(site: Driven) -> None:
     site.run(sp.heartbeats())
 
     idle = NetnsHTTPConnection(netns, guest, timeout=10.0)
-    assert idle.call("PUT", "/kv/young-idle", b"before")[0] == 200
-    opened = time.monotonic()
-    _kill_primary_and_reprotect(site, 1)  # the idle connection is young here
-
     busy = NetnsHTTPConnection(netns, guest, timeout=10.0)
-    assert busy.call("PUT", "/kv/young-busy", b"b0")[0] == 200
-    _kill_primary_and_reprotect(site, 2)  # a pair that was itself re-protected
-    for n in range(1, 4):
-        assert busy.call("PUT", "/kv/young-busy", f"b{n}".encode())[0] == 200
-        assert busy.call("GET", "/kv/young-busy") == (200, f"b{n}".encode())
+    try:
+        assert idle.call("PUT", "/kv/young-idle", b"before")[0] == 200
+        opened = time.monotonic()
+        _kill_primary_and_reprotect(site, 1)  # the idle connection is young here
 
-    # The scenario's silence (not a synchronisation): the idle connection says nothing for 60 s.
-    site.run(sp.wait_for("60 s of silence", lambda: time.monotonic() >= opened + 60, 120))
-    assert idle.call("GET", "/kv/young-idle") == (200, b"before")
-    assert idle.reconnects == 0 and busy.reconnects == 0
+        assert busy.call("PUT", "/kv/young-busy", b"b0")[0] == 200
+        _kill_primary_and_reprotect(site, 2)  # a pair that was itself re-protected
+        for n in range(1, 4):
+            assert busy.call("PUT", "/kv/young-busy", f"b{n}".encode())[0] == 200
+            assert busy.call("GET", "/kv/young-busy") == (200, f"b{n}".encode())
+
+        # The scenario's silence (not a synchronisation): the idle connection says nothing.
+        site.run(sp.wait_for("60 s of silence", lambda: time.monotonic() >= opened + 60, 120))
+        assert idle.call("GET", "/kv/young-idle") == (200, b"before")
+        assert idle.reconnects == 0 and busy.reconnects == 0
+    finally:
+        idle.close()
+        busy.close()
     site.run(sp.unsupervise())
