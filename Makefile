@@ -4,13 +4,17 @@ COLOPP := $(VENV)/bin/colopp
 PYTEST := $(VENV)/bin/pytest
 ARTIFACTS := artifacts
 
-.PHONY: setup demo test unit integration lint runtime image clean
+.PHONY: setup demo test unit integration lint runtime libvirt image clean
 
 setup:
 	bash scripts/setup.sh
 
 runtime: setup
 	$(COLOPP) qemu install
+
+# Rewrites /etc/libvirt/qemu.conf and switches off libvirt network autostart: only for the
+# libvirt backend (its tests and users who choose it), never for the demo.
+libvirt: runtime
 	$(COLOPP) libvirt setup
 
 image: setup
@@ -31,7 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: runtime image
+test: runtime libvirt image
 	$(PYTEST) tests -q
 
 clean:

@@ -35,8 +35,8 @@ from rich.console import Console
 
 from colopp.colo.state import PairState
 from colopp.demo.harness import SupervisedPair
+from colopp.domain import ComparatorKind
 from colopp.lab import Node, netns_argv
-from colopp.qemu.argv import ComparatorKind
 
 
 def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[str]:

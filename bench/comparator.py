@@ -14,8 +14,8 @@ round-robin), so every primary frame is compared and released. Figures:
   another when the machine has two); ``shell_gbit_per_s_1500_wall`` over wall-clock time.
 
 Where the time goes (``--profile``, 1500-byte pairs, cProfile own time): nearly every frame
-takes an in-order TCP fast path (``TcpConnection.add_primary_in_order`` for the primary,
-``match_secondary_in_order`` for the secondary, whose bytes are compared against the waiting
+takes an in-order TCP fast path (``tcp_fast.primary_in_order`` for the primary,
+``secondary_in_order`` for the secondary, whose bytes are compared against the waiting
 head and never stored). The secondary's match ~20 %, plain IPv4/TCP parsing (one struct unpack,
 no Packet object) ~18 %, the two feed_* entry points ~25 %, release bookkeeping (counters, hold
 histogram, Release action) ~14 %, queueing the primary (HeldFrame) ~15 %. The shell adds

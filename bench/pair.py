@@ -341,7 +341,7 @@ def main() -> int:
         "--rearm-ms",
         type=int,
         help="(d), (e): checkpoint this long after a write disarmed pre-release "
-        "(PairConfig.prerelease_rearm_ms; default: wait for the periodic checkpoint)",
+        "(ProtectionOptions.prerelease_rearm_ms; default: wait for the periodic checkpoint)",
     )
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--mixes", default=",".join(MIXES), help="comma-separated subset")

@@ -17,6 +17,7 @@ errors (``qemu.qmp.ExecuteError``, ``OSError``, ``libvirt.libvirtError``,
      ├── ImageError             building the guest image failed
      ├── LabError               network namespaces, bridges, taps
      ├── StateError             a lifecycle transition that is not allowed
+     │    └── FenceError        a side's QEMU still ran after it was fenced
      ├── AgentError             talking to a host agent failed (remote error or transport)
  ├── LibvirtError           the libvirt backend (``libvirt.libvirtError`` converted)
  │    ├── LibvirtUnavailable    libvirtd cannot be reached (or libvirt-python is missing)
@@ -51,13 +52,24 @@ class QemuStartError(QemuError):
     """A QEMU process exited early or never answered on QMP."""
 
 
-class QmpError(ColoppError):
-    """A QMP command failed; ``command`` names it."""
+#: The ``error_class`` of an error an HMP command printed (HMP has no error classes).
+HMP_ERROR_CLASS = "HmpError"
 
-    def __init__(self, command: str, message: str) -> None:
-        super().__init__(f"QMP {command} failed: {message}")
+
+class QmpError(ColoppError):
+    """A QMP command failed.
+
+    ``command`` names it; ``error_class`` is QEMU's class of the error (``GenericError``,
+    ``DeviceNotFound``, ...; :data:`HMP_ERROR_CLASS` for HMP output), None when QEMU never
+    answered (connection lost, timeout) or colopp itself judged the reply a failure.
+    """
+
+    def __init__(self, command: str, message: str, error_class: str | None = None) -> None:
+        shown = f"{error_class}: {message}" if error_class else message
+        super().__init__(f"QMP {command} failed: {shown}")
         self.command = command
         self.message = message
+        self.error_class = error_class
 
 
 class QmpTimeout(QmpError):
@@ -78,6 +90,10 @@ class LabError(ColoppError):
 
 class StateError(ColoppError):
     """A lifecycle transition that the state machine does not allow."""
+
+
+class FenceError(StateError):
+    """A side's QEMU still ran after it was killed: it may still serve."""
 
 
 class AgentError(ColoppError):

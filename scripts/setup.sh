@@ -12,7 +12,7 @@ fi
 packages=(
   debootstrap busybox-static iperf3 wrk curl cpio e2fsprogs kmod iproute2 iputils-ping
   gcc libc6-dev libvirt-dev pkg-config openssh-client openssh-server
-  postgresql prometheus
+  postgresql prometheus nodejs
   chromium chromium-driver
   libvirt-daemon-system libvirt-clients
 )

@@ -9,13 +9,18 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from colopp.errors import ConfigError
 from colopp_api.config import Settings
 from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
+from colopp_api.guard import RequestGuard
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
+from colopp_api.tls import TlsFiles
+from colopp_api.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("colopp_api")
 
@@ -74,16 +79,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.include_router(router)
     app.include_router(dashboard_router)
+    app.add_middleware(RequestGuard, settings=settings)
+    app.include_router(webhooks_router)
     return app
 
 
-def serve(host: str, port: int, log_level: str = "info") -> None:
-    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop)."""
+def check_database(url: str) -> None:
+    """Connect once, so that a wrong ``COLOPP_DATABASE_URL`` is a clear message at start.
+
+    Raises:
+        ConfigError: the database cannot be reached.
+    """
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+        raise ConfigError(
+            f"COLOPP_DATABASE_URL: cannot connect: {reason[0] if reason else exc}"
+        ) from exc
+    finally:
+        engine.dispose()
+
+
+def serve(host: str, port: int, log_level: str = "info", tls: TlsFiles | None = None) -> None:
+    """Run the API with uvicorn on the asyncio loop (pyroute2 breaks under uvloop); HTTPS
+    with ``tls``."""
     import uvicorn
 
+    from colopp.agent.server import raise_open_files_limit
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    raise_open_files_limit()  # clients, agents (three connections per host and pair)
+    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("serving plain HTTP on %s: bearer tokens cross the network in clear", host)
+    app = create_app()
+    check_database(app.state.settings.database_url)
     uvicorn.run(
-        create_app(),
+        app,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
         host=host,
         port=port,
         loop="asyncio",

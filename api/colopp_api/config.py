@@ -11,7 +11,15 @@
 ``COLOPP_API_LAB_PREFIX``               namespace prefix of the lab (default ``colopp``)
 ``COLOPP_API_AGENT_NETWORKS``           comma-separated CIDRs agents may be at (default any)
 ``COLOPP_API_SAMPLE_PERIOD``            seconds between metric samples (default 1.0)
+``COLOPP_API_MAX_BODY``                 largest request body in bytes (default 1048576)
+``COLOPP_API_WEBHOOK_NETWORKS``         comma-separated CIDRs webhook URLs may point at (any)
+``COLOPP_API_RETENTION``                sample retention tiers (default ``1s:1d,1m:30d``)
+``COLOPP_API_RETENTION_PERIOD``         seconds between retention passes (default 300)
 ======================================  ==================================================
+
+Every value is validated when the API starts (a pydantic model of the environment): a bad
+one is a :class:`ConfigError` naming the variable (``colopp serve`` exits 2). An empty
+value counts as unset.
 
 Without any configured write token the API makes one (``STATE_DIR/api.token``, 0600) so
 that it never runs open.
@@ -25,9 +33,23 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from colopp.errors import ConfigError
-from colopp.lab.plan import check_prefix
+from colopp.lab import check_prefix
+from colopp_api.db.retention import DEFAULT_RETENTION, RetentionPolicy, parse_retention
+from colopp_api.netcheck import webhook_networks
 
 DEFAULT_STATE_DIR = Path("/var/lib/colopp/api")
 
@@ -68,10 +90,69 @@ def _write_new_token(path: Path) -> str:
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network, ...]:
+    return tuple(ipaddress.IPv4Network(part.strip()) for part in text.split(",") if part.strip())
+
+
+def _prefix(text: str) -> str:
     try:
-        return tuple(ipaddress.IPv4Network(part.strip()) for part in text.split(",") if part)
-    except ValueError as exc:
-        raise ConfigError(f"COLOPP_API_AGENT_NETWORKS: {exc}") from exc
+        return check_prefix(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _database_url(text: str) -> str:
+    try:
+        make_url(text)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {exc}") from exc
+    return text
+
+
+def _path(text: str) -> Path:
+    if "\x00" in text or not text.startswith("/"):
+        raise ValueError(f"must be an absolute path, not {text!r}")
+    return Path(text)
+
+
+AbsolutePath = Annotated[Path, BeforeValidator(_path)]
+
+
+class _Environment(BaseModel):
+    """The API's environment variables, each validated (aliases are the variables)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    state_dir: AbsolutePath = Field(DEFAULT_STATE_DIR, alias="COLOPP_API_STATE_DIR")
+    database_url: Annotated[str | None, AfterValidator(lambda v: v and _database_url(v))] = Field(
+        None, alias="COLOPP_DATABASE_URL"
+    )
+    agent_token_file: AbsolutePath | None = Field(None, alias="COLOPP_AGENT_TOKEN_FILE")
+    qemu_root: AbsolutePath | None = Field(None, alias="COLOPP_QEMU_ROOT")
+    lab_enabled: bool = Field(True, alias="COLOPP_API_LAB")
+    lab_prefix: Annotated[str, AfterValidator(_prefix)] = Field(
+        "colopp", alias="COLOPP_API_LAB_PREFIX"
+    )
+    agent_networks: Annotated[tuple[ipaddress.IPv4Network, ...], BeforeValidator(_networks)] = (
+        Field((), alias="COLOPP_API_AGENT_NETWORKS")
+    )
+    sample_period: float = Field(
+        1.0, gt=0, le=3600, allow_inf_nan=False, alias="COLOPP_API_SAMPLE_PERIOD"
+    )
+    max_body: int = Field(1 << 20, ge=1024, le=1 << 30, alias="COLOPP_API_MAX_BODY")
+
+
+def _read_environment(env: dict[str, str]) -> _Environment:
+    names = {f.alias for f in _Environment.model_fields.values()}
+    given = {k: v for k, v in env.items() if k in names and v != ""}
+    try:
+        return _Environment.model_validate(given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "environment"
+            shown = f" (got {given[name]!r})" if name in given else ""
+            problems.append(f"{name}: {error['msg']}{shown}")
+        raise ConfigError("; ".join(problems)) from None
 
 
 @dataclass(frozen=True)
@@ -88,34 +169,63 @@ class Settings:
     lab_prefix: str = "colopp"
     agent_networks: tuple[ipaddress.IPv4Network, ...] = field(default_factory=tuple)
     sample_period: float = 1.0
+    max_body: int = 1 << 20
+    webhook_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    retention: RetentionPolicy = field(default_factory=lambda: parse_retention(DEFAULT_RETENTION))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Read the settings (``os.environ`` by default).
 
         Raises:
-            ConfigError: a token file is not 0600, a prefix or network is malformed.
+            ConfigError: a value is malformed or out of range (the message names the
+                variable), a token file is not 0600, the state directory cannot be made.
         """
         env = dict(os.environ if env is None else env)
-        state_dir = Path(env.get("COLOPP_API_STATE_DIR", str(DEFAULT_STATE_DIR)))
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        url = env.get("COLOPP_DATABASE_URL") or f"sqlite:///{state_dir / 'colopp.db'}"
+        values = _read_environment(env)
+        state_dir = values.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"COLOPP_API_STATE_DIR {state_dir}: {exc.strerror}") from exc
+        url = values.database_url or f"sqlite:///{state_dir / 'colopp.db'}"
         write = _token(env, "COLOPP_API_TOKEN")
         if write is None:
             generated = state_dir / "api.token"
             write = read_secret_file(generated) if generated.exists() else None
             write = write or _write_new_token(generated)
-        agent_file = env.get("COLOPP_AGENT_TOKEN_FILE")
-        root = env.get("COLOPP_QEMU_ROOT")
         return cls(
             state_dir=state_dir,
             database_url=url,
             write_token=write,
             read_token=_token(env, "COLOPP_API_READ_TOKEN"),
-            agent_token_file=Path(agent_file) if agent_file else None,
-            qemu_root=Path(root) if root else None,
-            lab_enabled=env.get("COLOPP_API_LAB", "1") != "0",
-            lab_prefix=check_prefix(env.get("COLOPP_API_LAB_PREFIX", "colopp")),
-            agent_networks=_networks(env.get("COLOPP_API_AGENT_NETWORKS", "")),
-            sample_period=float(env.get("COLOPP_API_SAMPLE_PERIOD", "1.0")),
+            agent_token_file=values.agent_token_file,
+            qemu_root=values.qemu_root,
+            lab_enabled=values.lab_enabled,
+            lab_prefix=values.lab_prefix,
+            agent_networks=values.agent_networks,
+            sample_period=values.sample_period,
+            max_body=values.max_body,
+            webhook_networks=webhook_networks(env.get("COLOPP_API_WEBHOOK_NETWORKS", "")),
+            retention=_retention(env),
         )
+
+
+def _retention(env: dict[str, str]) -> RetentionPolicy:
+    """``COLOPP_API_RETENTION`` and ``COLOPP_API_RETENTION_PERIOD``, validated.
+
+    Raises:
+        ConfigError: either is malformed (named in the message).
+    """
+    text = env.get("COLOPP_API_RETENTION") or DEFAULT_RETENTION
+    raw_period = env.get("COLOPP_API_RETENTION_PERIOD") or "300"
+    try:
+        period = float(raw_period)
+    except ValueError:
+        raise ConfigError(
+            f"COLOPP_API_RETENTION_PERIOD: {raw_period!r} is not a number of seconds"
+        ) from None
+    try:
+        return parse_retention(text, period)
+    except ConfigError as exc:
+        raise ConfigError(f"COLOPP_API_RETENTION: {exc}") from exc

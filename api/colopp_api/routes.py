@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from colopp_api.auth import Reader, Writer
@@ -81,18 +82,21 @@ def present(row: dict[str, Any], runner: ProtectionRunner | None) -> ProtectionO
     )
 
 
-def _hosts_refusal(body: ProtectionCreate, settings: Settings) -> str | None:
-    """Why a ``hosts`` placement cannot be accepted by this server (None when it can)."""
+def _hosts_refusal(body: ProtectionCreate, settings: Settings) -> dict[str, Any] | None:
+    """Why a ``hosts`` placement cannot be accepted by this server, as a validation error
+    (``loc``, ``msg``, ``type``) naming the field; None when it can."""
     if body.hosts is None:
         return None
     if settings.agent_token_file is None:
-        return "placement hosts needs COLOPP_AGENT_TOKEN_FILE (a 0600 file with the agents' token)"
+        why = "placement hosts needs COLOPP_AGENT_TOKEN_FILE (a 0600 file with the agents' token)"
+        return {"loc": ("body", "placement"), "msg": why, "type": "value_error"}
     if settings.agent_networks:
-        for host in (body.hosts.primary, body.hosts.secondary):
+        for role, host in (("primary", body.hosts.primary), ("secondary", body.hosts.secondary)):
             address = ipaddress.IPv4Address(host.endpoint()[0])
             if not any(address in net for net in settings.agent_networks):
                 allowed = ", ".join(str(n) for n in settings.agent_networks)
-                return f"agent {host.agent} is outside COLOPP_API_AGENT_NETWORKS ({allowed})"
+                why = f"agent {host.agent} is outside COLOPP_API_AGENT_NETWORKS ({allowed})"
+                return {"loc": ("body", "hosts", role, "agent"), "msg": why, "type": "value_error"}
     return None
 
 
@@ -109,8 +113,8 @@ def _row(request: Request, protection_id: str) -> dict[str, Any]:
 async def create_protection(body: ProtectionCreate, request: Request, _: Writer) -> ProtectionOut:
     """Protect a VM; answers at once, the protection continues in the background."""
     refused = _hosts_refusal(body, request.app.state.settings)
-    if refused is not None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refused)
+    if refused is not None:  # a 422 like pydantic's: a reason and the failing field
+        raise RequestValidationError([refused])
     manager = _manager(request)
     try:
         row = await manager.create(body)

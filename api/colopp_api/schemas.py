@@ -7,12 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from colopp.qemu.argv import READ_PREFIX_PATTERN
+from colopp.domain import READ_PREFIX_PATTERN
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 ID_PATTERN = r"^[a-z0-9]{1,32}$"
-# Paths and free text never carry NUL (PostgreSQL cannot store it) and stay short.
-PATH_PATTERN = r"^/[^\x00]{0,4095}$"
+# Paths and free text carry no control characters (no NUL: PostgreSQL cannot store it;
+# no newline: QEMU's command line and config files are line- and comma-sensitive) and
+# stay short.
+PATH_PATTERN = r"^/[^\x00-\x1f\x7f]{0,4095}$"
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]{0,1024}$"
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN, description="^[a-z][a-z0-9-]{0,31}$")]
 HostPath = Annotated[str, Field(pattern=PATH_PATTERN, max_length=4096)]
@@ -68,7 +71,7 @@ class VmOptions(BaseModel):
 
     kernel: HostPath | None = None
     initrd: HostPath | None = None
-    append: str | None = Field(None, pattern=r"^[^\x00]{0,1024}$")
+    append: str | None = Field(None, pattern=TEXT_PATTERN)
     memory_mb: int = Field(256, ge=64, le=1 << 20)
     vcpus: int = Field(1, ge=1, le=64)
     accel: Literal["tcg", "kvm"] = "tcg"

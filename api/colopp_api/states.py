@@ -72,11 +72,13 @@ def refusal(action: Action, state: ApiState, stopped: bool) -> str | None:
         ok = state is ApiState.FAILED_OVER or (state is ApiState.UNPROTECTED and not stopped)
         need = "failed_over, or unprotected with the service still running"
     else:
-        ok = state is not ApiState.UNPROTECTING and not (state is ApiState.UNPROTECTED and stopped)
-        need = "anything but unprotecting, or unprotected and stopped"
+        # A stopped protection (unprotected, or in error) has nothing left to tear down;
+        # refusing keeps an error's reason instead of overwriting it with "stopped".
+        ok = state is not ApiState.UNPROTECTING and not stopped
+        need = "anything but unprotecting or stopped"
     if ok:
         return None
-    shown = f"{state.value} (stopped)" if stopped and state is ApiState.UNPROTECTED else state.value
+    shown = f"{state.value} (stopped)" if stopped else state.value
     return f"cannot {action.value}: the protection is {shown}; {action.value} needs {need}"
 
 

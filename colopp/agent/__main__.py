@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from colopp.agent.host import RPC_METHODS, HostAgent
-from colopp.agent.server import AgentServer
+from colopp.agent.server import AgentServer, raise_open_files_limit
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
 
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     os.umask(0o077)  # QMP and chardev sockets, logs and disks: owner only
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(message)s")
+    # Every connection, QEMU's sockets and the comparator's take descriptors: the default
+    # soft limit of 1024 is far below what the unit grants (LimitNOFILE).
+    raise_open_files_limit()
     try:
         asyncio.run(serve(_parse(argv if argv is not None else sys.argv[1:])))
     except ColoppError as exc:

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.compare.young_send import YOUNG_PORT_OFFSET
+from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
-from colopp.qemu.argv import SideSpec
-from colopp.rewrite.forwarder import YOUNG_PORT_OFFSET
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,14 @@ def comparator_argv(
         "--young-to",
         f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
     ]
-    if side.prerelease is not None:
-        argv.append(f"--prerelease={side.prerelease}")
-        for prefix in side.read_prefixes:
+    options = side.options
+    if options.prerelease is not None:
+        argv.append(f"--prerelease={options.prerelease}")
+        for prefix in options.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
-        if side.prerelease_rearm_ms is not None and side.client_frames:
-            argv += ["--prerelease-rearm-ms", str(side.prerelease_rearm_ms)]
-        if side.client_frames:
+        if options.prerelease_rearm_ms is not None and options.client_frames:
+            argv += ["--prerelease-rearm-ms", str(options.prerelease_rearm_ms)]
+        if options.client_frames:
             argv += ["--client-in", f"unix:{side.client_socket}"]
     return argv
 

@@ -9,29 +9,39 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
-import logging
 import os
-import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
+from colopp.agent.comparing import start_comparator, stop_comparator
+from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
-from colopp.agent.qemu_process import READY_LINE, wait_for_serial
+from colopp.agent.lease import LeaseView, LeaseWatchdog
+from colopp.agent.replies import (
+    BootReply,
+    FailoverReply,
+    KillReply,
+    LaunchReply,
+    PidReply,
+    PingReply,
+    PrepareReply,
+    ProbeQemuReply,
+    ProbeTcpReply,
+    ResumeReply,
+    StartedReply,
+    StatusReply,
+    StopReply,
+)
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
-from colopp.agent.specs import side_from_request, vm_from_dict
+from colopp.agent.steps import run_steps, wait_block_job, wait_colo_mode
 from colopp.agent.translation import SideTranslation
+from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
-    YANK_PEER,
-    QmpStep,
     finish_resync,
     migrate_to,
-    peer_yank_instances,
     primary_failover,
     primary_start,
     resume_replication,
@@ -39,25 +49,23 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.errors import (
-    ConfigError,
-    QemuError,
-    QemuNotFound,
-    QmpError,
-    QmpTimeout,
-    StateError,
-)
-from colopp.qemu.argv import ComparatorKind, Role, SideSpec
+from colopp.domain import Backend, ComparatorKind, Role, SideRequest, VmSpec
+from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
+from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
-from colopp.virt import Backend
 
 
 class HostAgent:
     """Owns this host's QEMU; every method is safe to call remotely."""
 
     def __init__(
-        self, host: str, state_dir: Path, runtime: QemuRuntime, lease: float = 1.0
+        self,
+        host: str,
+        state_dir: Path,
+        runtime: QemuRuntime,
+        lease: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self.host = host
         self.state_dir = state_dir
@@ -65,18 +73,15 @@ class HostAgent:
         self.side: Side | None = None
         self.translation: SideTranslation | None = None  # colopp's seq translation
         self._lock = asyncio.Lock()
-        # Self-fencing: a primary that has lost both the controller's heartbeats and its
-        # peer for longer than the lease kills its own QEMU; the controller promotes the
-        # secondary only after twice the lease, so two sides never serve at once.
-        self.lease = lease
-        self.last_heartbeat: float | None = None
-        self.self_fenced = False
-        self._watchdog: asyncio.Task[None] | None = None
+        # Self-fencing (see colopp.agent.lease): renewed by the controller's heartbeats.
+        self.lease = LeaseWatchdog(
+            lease, clock or SystemClock(), self._lease_view, self._peer_reachable, self._self_fence
+        )
         # The libvirt backend's daemon (a protection picks the backend at launch).
         self.libvirt_uri = os.environ.get("COLOPP_LIBVIRT_URI", "qemu:///system")
 
     # ----- queries -------------------------------------------------------------------
-    async def ping(self, qmp_timeout: float = 0.0, heartbeat: bool = False) -> dict[str, Any]:
+    async def ping(self, qmp_timeout: float = 0.0, heartbeat: bool = False) -> PingReply:
         """Liveness of the agent and of its QEMU (the heartbeat).
 
         With ``qmp_timeout`` > 0 QEMU must also answer ``query-status`` in that time
@@ -84,9 +89,7 @@ class HostAgent:
         the controller's supervision beat, which renews this host's lease.
         """
         if heartbeat:
-            self.last_heartbeat = time.monotonic()
-            if self._watchdog is None:
-                self._watchdog = asyncio.create_task(self._watch_lease())
+            self.lease.renew()
         side = self.side
         alive = bool(side and side.process.alive())
         qmp_ok = alive
@@ -102,38 +105,27 @@ class HostAgent:
             "vm_alive": alive,
             "qmp_ok": qmp_ok,
             "checkpoint_stalled_s": stalled,
-            "self_fenced": self.self_fenced,
+            "self_fenced": self.lease.self_fenced,
             "role": side.spec.role.value if side else None,
         }
 
-    async def _peer_reachable(self, side: Side) -> bool:
-        reply = await self.probe_tcp(side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
-        return bool(reply["reachable"])
-
     agent_port = 7400
 
-    async def _watch_lease(self) -> None:
-        """Kill this host's primary QEMU when it is cut off from controller and peer."""
-        peer_seen = time.monotonic()
-        while True:
-            await asyncio.sleep(0.1)  # lease watchdog period
-            side, now = self.side, time.monotonic()
-            if side is None or not side.process.alive() or self.last_heartbeat is None:
-                continue
-            if side.spec.role is not Role.PRIMARY or side.failed_over:
-                peer_seen = now  # a secondary never serves alone; a lone survivor has no peer
-                continue
-            if await self._peer_reachable(side):
-                peer_seen = now
-            silent = now - self.last_heartbeat
-            if silent > self.lease and now - peer_seen > self.lease:
-                logging.getLogger(__name__).warning(
-                    "self-fencing: no controller for %.1fs and no peer for %.1fs",
-                    silent,
-                    now - peer_seen,
-                )
-                self.self_fenced = True
-                side.process.kill()
+    def _lease_view(self) -> LeaseView:
+        side = self.side
+        running = side is not None and side.process.alive()
+        primary = side is not None and side.spec.role is Role.PRIMARY and not side.failed_over
+        return LeaseView(running, primary)
+
+    async def _peer_reachable(self) -> bool:
+        if self.side is None:
+            return False
+        reply = await self.probe_tcp(self.side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
+        return bool(reply["reachable"])
+
+    def _self_fence(self) -> None:
+        if self.side is not None:
+            self.side.process.kill()
 
     @staticmethod
     def _replication_stall(side: Side, now: float) -> float:
@@ -147,7 +139,7 @@ class HostAgent:
         overdue = now - last - side.checkpoint_delay_ms / 1000.0
         return max(stopped, overdue, 0.0)
 
-    async def probe_tcp(self, host: str, port: int, timeout: float = 0.5) -> dict[str, Any]:
+    async def probe_tcp(self, host: str, port: int, timeout: float = 0.5) -> ProbeTcpReply:
         """Can this host open a TCP connection to ``host:port`` (e.g. the peer's agent on
         the replication network)?"""
         try:
@@ -157,18 +149,18 @@ class HostAgent:
         writer.close()
         return {"reachable": True}
 
-    async def probe_qemu(self, accel: str = "tcg") -> dict[str, Any]:
+    async def probe_qemu(self, accel: str = "tcg") -> ProbeQemuReply:
         """The QEMU version here; raises QemuUnsupported for a known-broken one."""
         version = await asyncio.to_thread(probe, self.runtime)
         require_colo_capable(version, accel)
         return {"version": str(version), "runtime": self.runtime.describe()}
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> StatusReply:
         """Role, process, COLO and checkpoint state of this side."""
         side = self.side
         if side is None:
             return {"host": self.host, "role": None, "vm_alive": False}
-        out: dict[str, Any] = {
+        out: StatusReply = {
             "host": self.host,
             "role": side.spec.role.value,
             "backend": side.backend.value,
@@ -199,9 +191,7 @@ class HostAgent:
         return out
 
     # ----- lifecycle -----------------------------------------------------------------
-    async def launch(
-        self, vm: dict[str, Any], side: dict[str, Any], base_disk: str
-    ) -> dict[str, Any]:
+    async def launch(self, vm: dict[str, Any], side: dict[str, Any], base_disk: str) -> LaunchReply:
         """Prepare disks and start this side's QEMU; returns its pid.
 
         Raises:
@@ -211,12 +201,13 @@ class HostAgent:
         async with self._lock:
             if self.side is not None and self.side.process.alive():
                 raise StateError(f"{self.host} already runs {self.side.vm.name}")
-            vm_spec = vm_from_dict(vm)
-            run_dir = self.state_dir / vm_spec.name / side["role"]
-            spec = side_from_request(side, run_dir)
+            vm_spec = VmSpec.from_dict(vm)
+            request = SideRequest.from_dict(side)
+            run_dir = self.state_dir / vm_spec.name / request.role.value
+            spec = request.spec(run_dir)
             self.runtime.require_present()
             user = None
-            if Backend(side.get("backend", Backend.QEMU.value)) is Backend.LIBVIRT:
+            if spec.options.backend is Backend.LIBVIRT:
                 user = await read_libvirt_domain(vm_spec, self.host, self.libvirt_uri)
                 base_disk = str(user.disk or base_disk)
             base = Path(base_disk)
@@ -227,7 +218,7 @@ class HostAgent:
                 )
             if not base.is_file():
                 raise ConfigError(f"base disk {base} does not exist on {self.host}")
-            await asyncio.to_thread(self._prepare_disks, spec, base)
+            await asyncio.to_thread(prepare_disks, self.runtime, spec, base)
             if user is not None:  # the domain's own disk (if any) is the one replicated
                 self.side = await start_libvirt_side(user, spec, self.host)
             else:
@@ -235,41 +226,6 @@ class HostAgent:
             process = self.side.process
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
             return {"pid": process.pid, "run_dir": str(run_dir)}
-
-    def _prepare_disks(self, spec: SideSpec, base: Path) -> None:
-        if spec.run_dir.exists():
-            shutil.rmtree(spec.run_dir)
-        spec.run_dir.mkdir(parents=True, mode=0o700)
-        img = self.runtime.tool_argv("qemu-img")
-        fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
-        self._run([*img, "convert", "-f", fmt, "-O", "qcow2", str(base), str(spec.disk)])
-        if spec.role is Role.SECONDARY:
-            size = str(os.path.getsize(base)) if fmt == "raw" else self._virtual_size(img, base)
-            for overlay in (spec.active_disk, spec.hidden_disk):
-                self._run([*img, "create", "-q", "-f", "qcow2", str(overlay), size])
-
-    def _virtual_size(self, img: list[str], base: Path) -> str:
-        out = self._run([*img, "info", "--output=json", str(base)])
-        return str(json.loads(out)["virtual-size"])
-
-    def _run(self, argv: list[str]) -> str:
-        try:
-            done = subprocess.run(
-                argv,
-                env={**os.environ, **self.runtime.env()},
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-        except OSError as exc:
-            raise QemuNotFound(f"cannot run {argv[0]}: {exc.strerror}") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise QemuError(f"{' '.join(argv[-4:])} did not finish in 120 s") from exc
-        if done.returncode != 0:
-            tool = Path(argv[3] if len(argv) > 3 else argv[0]).name
-            raise QemuError(f"{tool} {' '.join(argv[4:6])} failed: {done.stderr.strip()}")
-        return done.stdout
 
     async def _watch_events(self, side: Side) -> None:
         listener = side.monitor.listen(["STOP", "RESUME", "COLO_EXIT"])
@@ -293,59 +249,37 @@ class HostAgent:
             raise self.side.process.start_error("is not running")
         return self.side
 
-    async def wait_guest(self, timeout: float = 120.0) -> dict[str, Any]:
+    async def wait_guest(self, timeout: float = 120.0) -> BootReply:
         """Wait for the guest's ready line on the serial console."""
         side = self._require()
         took = await wait_for_serial(side.spec.serial_log, READY_LINE, timeout, side.process)
         return {"boot_s": took}
 
-    async def _run_steps(self, side: Side, steps: list[QmpStep]) -> None:
-        for planned in steps:
-            step = planned
-            if planned is YANK_PEER:
-                available = await side.monitor.execute("query-yank", timeout=2.0)
-                instances = peer_yank_instances(list(available or []))
-                if not instances:
-                    continue
-                step = dataclasses.replace(planned, arguments={"instances": instances})
-            try:
-                if step.hmp:
-                    await side.monitor.hmp(step.command)
-                else:
-                    await side.monitor.execute(step.command, step.arguments, oob=step.oob)
-            except QmpError as exc:
-                if not any(t in exc.message for t in step.tolerate):
-                    raise
-
-    async def prepare_secondary(self, translation: list[Any] | None = None) -> dict[str, Any]:
+    async def prepare_secondary(self, translation: list[Any] | None = None) -> PrepareReply:
         """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
         the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
         side = self._require(Role.SECONDARY)
-        await self._run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
-        if side.spec.comparator is ComparatorKind.COLOPP:
+        await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
+        if side.spec.options.comparator is ComparatorKind.COLOPP:
             self.translation = SideTranslation(side.spec.run_dir)
             await self.translation.as_secondary(
-                side.spec, translation, functools.partial(self._run_steps, side)
+                side.spec, translation, functools.partial(run_steps, side)
             )
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
-    async def start_colo(self, checkpoint_delay_ms: int = 2000) -> dict[str, Any]:
+    async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
         """Attach replication and migrate into COLO (primary only)."""
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        if side.spec.comparator is ComparatorKind.COLOPP and side.comparator is None:
-            argv = comparator_argv(side.spec, checkpoint_delay_ms)
-            side.comparator = ComparatorProcess(
-                argv, side.spec.run_dir, self._force_checkpoint, side.process.alive
-            )
-            await side.comparator.start()
+        if side.comparator is None:
+            await start_comparator(side, self._force_checkpoint)
         steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
-        await self._run_steps(side, steps)
+        await run_steps(side, steps)
         return {"started": True}
 
     async def resume_replication(
         self, peer_repl_ip: str, checkpoint_delay_ms: int = 2000, timeout: float = 300.0
-    ) -> dict[str, Any]:
+    ) -> ResumeReply:
         """Re-protect: make this serving side the primary of a new, prepared secondary.
 
         The disk is mirrored to the new secondary's NBD export, the guest is frozen for the
@@ -363,55 +297,32 @@ class HostAgent:
         has_rewriter = side.spec.role is Role.SECONDARY
         side.spec = dataclasses.replace(side.spec, role=Role.PRIMARY, peer_repl_ip=peer_repl_ip)
         spec = side.spec
-        await self._run_steps(side, [resync_disk(peer_repl_ip, spec.ports)])
-        await self._wait_job(side, "resync", lambda job: bool(job.get("ready")), timeout)
+        await run_steps(side, [resync_disk(peer_repl_ip, spec.ports)])
+        await wait_block_job(side, "resync", lambda job: bool(job.get("ready")), timeout)
         synced = time.monotonic() - started
-        await self._run_steps(side, finish_resync())
-        await self._wait_job(side, "resync", lambda job: False, 30.0)
+        await run_steps(side, finish_resync())
+        await wait_block_job(side, "resync", lambda _job: False, 30.0)
         sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
         steps = resume_replication(
             spec.local_repl_ip,
             peer_repl_ip,
             spec.ports,
             sockets,
-            spec.comparator,
+            spec.options.comparator,
             has_rewriter,
-            client_socket=str(spec.client_socket) if spec.client_frames else None,
+            client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
-        await self._run_steps(side, steps)
+        await run_steps(side, steps)
         if self.translation is not None:
-            await self.translation.as_primary(functools.partial(self._run_steps, side))
+            await self.translation.as_primary(functools.partial(run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        if spec.comparator is ComparatorKind.COLOPP:
-            if side.comparator is not None:
-                await side.comparator.stop()
-            side.comparator = ComparatorProcess(
-                comparator_argv(spec, checkpoint_delay_ms),
-                spec.run_dir,
-                self._force_checkpoint,
-                side.process.alive,
-            )
-            await side.comparator.start()
+        await start_comparator(side, self._force_checkpoint)
         # The guest stays stopped through the RAM migration and runs again when COLO starts
         # (QEMU's documented sequence). Resuming it before `migrate` looked like it would
         # shorten the pause, but in trials it lost acknowledged writes: not done.
-        await self._run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
+        await run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
         side.failed_over = False
         return {"resync_s": synced, "took_s": time.monotonic() - started}
-
-    async def _wait_job(self, side: Side, job_id: str, done: Any, timeout: float) -> None:
-        """Poll query-block-jobs until ``done(job)`` or the job is gone."""
-        deadline = time.monotonic() + timeout
-        while True:
-            jobs = await side.monitor.execute("query-block-jobs", timeout=5.0)
-            job = next((j for j in jobs if j.get("device") == job_id), None)
-            if job is None or done(job):
-                return
-            if time.monotonic() > deadline:
-                raise QmpTimeout(
-                    "query-block-jobs", f"job {job_id} not done after {timeout:.0f}s: {job}"
-                )
-            await asyncio.sleep(0.1)  # block jobs report progress only when asked
 
     async def _force_checkpoint(self) -> None:
         # Setting x-checkpoint-delay while in COLO makes QEMU checkpoint at once.
@@ -420,7 +331,7 @@ class HostAgent:
             "migrate-set-parameters", {"x-checkpoint-delay": side.checkpoint_delay_ms}
         )
 
-    async def kill_comparator(self) -> dict[str, Any]:
+    async def kill_comparator(self) -> PidReply:
         """Fault injection: SIGKILL the comparator; the supervisor restarts it."""
         side = self._require(Role.PRIMARY)
         if side.comparator is None:
@@ -432,41 +343,29 @@ class HostAgent:
     async def wait_colo(self, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until query-colo-status reports this side's mode."""
         side = self._require()
-        want = side.spec.role.value
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            last = await side.monitor.execute("query-colo-status", timeout=5.0)
-            if isinstance(last, dict) and last.get("mode") == want:
-                if side.spec.semiactive and side.spec.role is Role.SECONDARY:
-                    await shrink_secondary(side)
-                return dict(last)
-            if side.spec.role is Role.PRIMARY:
-                migrate = await side.monitor.execute("query-migrate", timeout=5.0)
-                if isinstance(migrate, dict) and migrate.get("status") == "failed":
-                    raise QmpError("migrate", f"migration failed: {migrate.get('error-desc')}")
-            await asyncio.sleep(0.1)  # QEMU reports COLO mode only when asked
-        raise QmpError("query-colo-status", f"not in COLO {want} mode after {timeout:.0f}s: {last}")
+        mode = await wait_colo_mode(side, timeout)
+        if side.spec.options.semiactive and side.spec.role is Role.SECONDARY:
+            await shrink_secondary(side)
+        return mode
 
-    async def failover(self) -> dict[str, Any]:
+    async def failover(self) -> FailoverReply:
         """Serve alone: the secondary takes over, or the primary drops its peer."""
         side = self._require()
         started = time.monotonic()
         if side.spec.role is Role.SECONDARY:
             await restore_vcpus(side)  # full CPUs before it serves
-            await self._run_steps(side, secondary_failover())
+            await run_steps(side, secondary_failover())
             if self.translation is not None:
                 self.translation.promoted()
         else:
-            await self._run_steps(side, primary_failover(side.spec.comparator))
-            if side.comparator is not None:
-                await side.comparator.stop()
+            await run_steps(side, primary_failover(side.spec.options.comparator))
+            await stop_comparator(side)
         side.failed_over = True
         return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
 
     async def kill_vm(
         self, signum: int = int(signal.SIGKILL), after_event: str | None = None
-    ) -> dict[str, Any]:
+    ) -> KillReply:
         """Send a signal to this side's QEMU (fencing, fault injection).
 
         With ``after_event`` (e.g. ``"STOP"``: a checkpoint begins) the signal goes out the
@@ -488,7 +387,7 @@ class HostAgent:
         """This side's table of record (what a new secondary must translate)."""
         return [] if self.translation is None else self.translation.record_rows()
 
-    async def stop_vm(self) -> dict[str, Any]:
+    async def stop_vm(self) -> StopReply:
         """Stop QEMU (quit, then signals) and forget the side; idempotent."""
         side, self.side = self.side, None
         if side is None:
@@ -496,8 +395,7 @@ class HostAgent:
         if side.watcher is not None:
             side.watcher.cancel()
         await restore_vcpus(side)
-        if side.comparator is not None:
-            await side.comparator.stop()
+        await stop_comparator(side)
         if self.translation is not None:
             await self.translation.stop()
             self.translation = None

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from colopp.agent.qemu_process import QemuProcess
 from colopp.agent.side import Side
+from colopp.domain import SideSpec, VmSpec
 from colopp.errors import QmpError
-from colopp.qemu.argv import SideSpec, VmSpec, qemu_argv
+from colopp.qemu.argv import qemu_argv
+from colopp.qemu.qemu_process import QemuProcess
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
-from colopp.virt import Backend
 
 if TYPE_CHECKING:
     from colopp.virt.libvirt_domain import LibvirtVm
@@ -53,4 +53,4 @@ async def start_libvirt_side(user: LibvirtVm, spec: SideSpec, host: str) -> Side
     from colopp.virt.libvirt_domain import start_side
 
     launched = await start_side(user, spec, host)
-    return Side(launched.vm, spec, launched.process, launched.monitor, backend=Backend.LIBVIRT)
+    return Side(launched.vm, spec, launched.process, launched.monitor)

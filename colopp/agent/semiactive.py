@@ -7,10 +7,10 @@ import logging
 from typing import TYPE_CHECKING
 
 from colopp.agent.side import Side
+from colopp.domain import Backend
 from colopp.errors import ConfigError, QmpError
 from colopp.vcpu import VcpuError
 from colopp.vcpu.shrink import restore, shrink
-from colopp.virt import Backend
 
 if TYPE_CHECKING:
     from colopp.virt.libvirt_domain import DomainProcess

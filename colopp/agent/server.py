@@ -5,23 +5,59 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import resource
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from colopp.agent.protocol import MAX_LINE, decode_request, encode, error_payload
+from colopp.agent.protocol import MAX_LINE, Request, decode_request, encode, error_payload
 from colopp.errors import AgentError, ColoppError
 
 log = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[Any]]
 
 
-class AgentServer:
-    """Serves ``methods`` to clients holding ``token``."""
+#: Seconds a new connection has to send its first authenticated request.
+AUTH_TIMEOUT = 5.0
+#: Connections not yet authenticated, at most; beyond it the oldest is dropped. The
+#: controller's connections, once authenticated, never count, so a flood of idle or
+#: tokenless connections cannot lock it out (nor exhaust the agent's file descriptors).
+MAX_UNAUTHENTICATED = 64
 
-    def __init__(self, token: str, methods: Mapping[str, Handler]) -> None:
+
+def raise_open_files_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            log.warning("cannot raise the open files limit above %d", soft)
+    return soft
+
+
+class AgentServer:
+    """Serves ``methods`` to clients holding ``token``.
+
+    A connection must send an authenticated request within ``auth_timeout`` seconds, and
+    at most ``max_unauthenticated`` connections may wait for theirs (the oldest goes first).
+    """
+
+    def __init__(
+        self,
+        token: str,
+        methods: Mapping[str, Handler],
+        auth_timeout: float = AUTH_TIMEOUT,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
+    ) -> None:
         self._token = token.encode()
         self._methods = dict(methods)
         self._servers: list[asyncio.Server] = []
+        self._auth_timeout = auth_timeout
+        self._max_unauthenticated = max_unauthenticated
+        # Insertion-ordered: the first one is the oldest.
+        self._unauthenticated: dict[asyncio.StreamWriter, None] = {}
 
     async def start(self, host: str, port: int) -> None:
         """Listen on ``host:port``.
@@ -46,23 +82,64 @@ class AgentServer:
             server.close()
             await server.wait_closed()
 
+    def _admit(self, writer: asyncio.StreamWriter) -> None:
+        self._unauthenticated[writer] = None
+        while len(self._unauthenticated) > self._max_unauthenticated:
+            oldest = next(iter(self._unauthenticated))
+            del self._unauthenticated[oldest]
+            oldest.close()  # its reader sees EOF and its _serve ends
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._admit(writer)
+        deadline = asyncio.get_running_loop().time() + self._auth_timeout
         try:
-            while line := await reader.readline():
-                writer.write(encode(await self._answer(line)))
+            while True:
+                try:
+                    if writer in self._unauthenticated:
+                        async with asyncio.timeout_at(deadline):
+                            line = await reader.readline()
+                    else:
+                        line = await reader.readline()
+                except TimeoutError:
+                    refusal = AgentError(f"no authenticated request within {self._auth_timeout}s")
+                    writer.write(encode({"id": None, "error": error_payload(refusal)}))
+                    break
+                except ValueError:  # LimitOverrunError: the line is longer than MAX_LINE
+                    refusal = AgentError(f"request line longer than {MAX_LINE} bytes")
+                    writer.write(encode({"id": None, "error": error_payload(refusal)}))
+                    break
+                if not line:
+                    break
+                reply = await self._answer(line, writer)
+                try:
+                    data = encode(reply)
+                except (TypeError, ValueError) as exc:  # e.g. a result with non-string keys
+                    failure = AgentError(f"reply cannot be encoded: {exc}")
+                    data = encode({"id": reply.get("id"), "error": error_payload(failure)})
+                writer.write(data)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._unauthenticated.pop(writer, None)
             writer.close()
 
-    async def _answer(self, line: bytes) -> dict[str, Any]:
+    async def _answer(self, line: bytes, writer: asyncio.StreamWriter) -> dict[str, Any]:
+        """The reply to one request line; a valid token authenticates the connection."""
         try:
             request = decode_request(line)
         except AgentError as exc:
             return {"id": None, "error": error_payload(exc)}
-        if not hmac.compare_digest(request.token.encode(), self._token):
+        # surrogatepass: a lone surrogate in the token is refused, not a crash; its bytes
+        # are not valid UTF-8, so they never equal the configured token's.
+        given = request.token.encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(given, self._token):
             return {"id": request.id, "error": error_payload(AgentError("bad token"))}
+        # Before the call runs: a long first call (launch, wait_colo) must not be evicted.
+        self._unauthenticated.pop(writer, None)
+        return await self._dispatch(request)
+
+    async def _dispatch(self, request: Request) -> dict[str, Any]:
         handler = self._methods.get(request.method)
         if handler is None:
             return {

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.agent.comparator_process import ComparatorProcess
-from colopp.qemu.argv import SideSpec, VmSpec
+from colopp.domain import Backend, SideSpec, VmSpec
 from colopp.vcpu.shrink import VcpuState
-from colopp.virt import Backend, QmpChannel, VmProcess
+from colopp.virt import QmpChannel, VmProcess
 
 
 @dataclass
@@ -57,4 +57,7 @@ class Side:
     comparator: ComparatorProcess | None = None
     checkpoint_delay_ms: int = 2000
     vcpu: VcpuState | None = None  # the semi-active shrink in force, if any
-    backend: Backend = Backend.QEMU
+
+    @property
+    def backend(self) -> Backend:
+        return self.spec.options.backend

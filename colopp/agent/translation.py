@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from colopp.colo.sequence import QmpStep
+from colopp.compare.young_send import YOUNG_PORT_OFFSET
+from colopp.domain import SideSpec
 from colopp.errors import ConfigError
-from colopp.qemu.argv import SideSpec
-from colopp.rewrite.forwarder import YOUNG_PORT_OFFSET
 from colopp.rewrite.relay import load_state, save_state
 from colopp.rewrite.splice import FILTERS, TABLE_FILE, splice_steps
 from colopp.rewrite.table import OffsetTable

@@ -12,18 +12,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from colopp.qemu.argv import ComparatorKind, Ports
+from colopp.domain import ComparatorKind, Ports
+from colopp.errors import HMP_ERROR_CLASS, QmpError
+from colopp.qmp.monitor import hmp_command
+
+# QEMU's error classes (qapi/error.json) for the errors a step may meet on a side whose
+# peer or whose own filters are already gone. QEMU 11 raises:
+# - object-del of a missing id: GenericError ("object 'x' not found", qom/object_interfaces.c);
+# - chardev-remove of a missing id: GenericError ("Chardev 'x' not found", chardev/char.c);
+# - nbd-server-stop with no server: GenericError ("NBD server not running", blockdev-nbd.c);
+# - object-add / chardev-add of an existing id: GenericError (duplicate property);
+# - yank of an instance that is gone: DeviceNotFound ("Instance not found", util/yank.c).
+GENERIC_ERROR = "GenericError"
+DEVICE_NOT_FOUND = "DeviceNotFound"
 
 
 @dataclass(frozen=True)
 class QmpStep:
-    """One QMP command; ``tolerate`` lists error substrings that are fine here."""
+    """One QMP command (or HMP line); ``tolerate`` lists the QEMU error classes that are
+    fine for this command here (matched with the command, never on message text)."""
 
     command: str
     arguments: dict[str, Any] = field(default_factory=dict)
     tolerate: tuple[str, ...] = ()
     hmp: bool = False
     oob: bool = False
+
+    @property
+    def error_command(self) -> str:
+        """The command a QmpError of this step names."""
+        return hmp_command(self.command) if self.hmp else self.command
+
+    def tolerates(self, error: QmpError) -> bool:
+        """Is ``error``, raised by this step, fine here (same command, tolerated class)?"""
+        return error.command == self.error_command and error.error_class in self.tolerate
 
 
 def _caps() -> QmpStep:
@@ -71,7 +93,7 @@ def primary_start(peer_repl_ip: str, ports: Ports, checkpoint_delay_ms: int) -> 
     ]
 
 
-_GONE = ("not found", "does not exist", "No such", "not exist")
+_GONE = (GENERIC_ERROR,)  # object-del / chardev-remove of what is already gone
 
 
 PEER_CHARDEVS = frozenset({"mirror0", "compare1", "red0", "red1"})
@@ -94,7 +116,7 @@ def peer_yank_instances(available: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 # The agent replaces this step by a ``yank`` of :func:`peer_yank_instances`.
-YANK_PEER = QmpStep("yank", {"instances": "peer"}, tolerate=_GONE, oob=True)
+YANK_PEER = QmpStep("yank", {"instances": "peer"}, tolerate=(DEVICE_NOT_FOUND,), oob=True)
 
 
 def secondary_failover() -> list[QmpStep]:
@@ -111,7 +133,7 @@ def secondary_failover() -> list[QmpStep]:
         YANK_PEER,
         QmpStep("object-del", {"id": "f2"}, tolerate=_GONE),
         _announce(),
-        QmpStep("nbd-server-stop", tolerate=("not running",)),
+        QmpStep("nbd-server-stop", tolerate=(GENERIC_ERROR,)),  # not running
         QmpStep("x-colo-lost-heartbeat"),
         QmpStep("object-del", {"id": "f1"}, tolerate=_GONE),
         QmpStep("chardev-remove", {"id": "red1"}, tolerate=_GONE),
@@ -131,9 +153,8 @@ def primary_failover(comparator: ComparatorKind) -> list[QmpStep]:
         YANK_PEER,
         QmpStep("x-blockdev-change", {"parent": "colo-disk0", "child": "children.1"}),
         # Its NBD target is gone: QEMU reports the failed final flush, and deletes it anyway.
-        QmpStep(
-            "drive_del replication0", hmp=True, tolerate=("Failed flush", "Input/output error")
-        ),
+        # HMP has no error classes: any report of this one command is tolerated.
+        QmpStep("drive_del replication0", hmp=True, tolerate=(HMP_ERROR_CLASS,)),
     ]
     if comparator is ComparatorKind.BUILTIN:
         steps += [
@@ -170,7 +191,7 @@ def finish_resync() -> list[QmpStep]:
     return [QmpStep("stop"), QmpStep("block-job-cancel", {"device": "resync"})]
 
 
-_EXISTS = ("Duplicate", "already exists", "exists")
+_EXISTS = (GENERIC_ERROR,)  # object-add / chardev-add of an id that exists (duplicate property)
 
 
 def _chardev(cid: str, addr: dict[str, Any], server: bool) -> QmpStep:

@@ -2,10 +2,16 @@
 
 Data path: :mod:`~colopp.compare.framing` (QEMU's net-filter socket framing) ->
 :mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing) ->
-:mod:`~colopp.compare.core` (the pure decision core, with :mod:`~colopp.compare.tcp`,
+:mod:`~colopp.compare.core` (the pure decision core, with :mod:`~colopp.compare.tcp`, its
+in-order fast paths :mod:`~colopp.compare.tcp_fast`, :mod:`~colopp.compare.seq`,
 :mod:`~colopp.compare.stream` and :mod:`~colopp.compare.flows`; the COLO++ pre-release
-policy in :mod:`~colopp.compare.prerelease` and :mod:`~colopp.compare.http_reads`) -> actions
-(:mod:`~colopp.compare.verdict`) carried out by the asyncio :mod:`~colopp.compare.shell`.
+policy in :mod:`~colopp.compare.prerelease`, :mod:`~colopp.compare.early` and
+:mod:`~colopp.compare.http_reads`) -> actions (:mod:`~colopp.compare.verdict`) carried out by
+the asyncio :mod:`~colopp.compare.shell` (sockets: :mod:`~colopp.compare.connect`,
+:mod:`~colopp.compare.inputs`; checkpoints over QMP: :mod:`~colopp.compare.checkpoint`).
+Young connections' sequence offsets (for :mod:`colopp.rewrite`) are learned from both guests'
+SYN-ACKs by :mod:`~colopp.compare.young_tap` and :mod:`~colopp.compare.young_learn` and sent
+to the secondary host by :mod:`~colopp.compare.young_send`.
 """
 
 from colopp.compare.config import CompareConfig, PreReleaseConfig

@@ -13,14 +13,20 @@ safe): ``--prerelease`` alone enables the ``retransmission`` and ``ack_only`` ru
 ``http_read`` when a ``--prerelease-read-prefix`` is given; ``--prerelease RULE,RULE`` names
 them (``all`` for every rule). ``--prerelease-read-prefix /kv/`` (repeatable) and
 ``--prerelease-read-method GET`` (repeatable; default GET and HEAD) say which requests are
-reads. The read rule needs the client's frames: ``--client-in unix:PATH`` names the
-primary QEMU's chardev server that a filter-mirror (queue=tx) copies the guest's input to;
-without it the read rule grants nothing.
+reads. ``--prerelease-resp-port 6379`` (repeatable) adds ``resp_read``: Redis commands to
+those guest ports are classified too. ``--prerelease-scope key`` lets a write disarm only the
+reads of its own resource (see :mod:`colopp.compare.prerelease` for the operator's promise);
+the default ``global`` disarms every read. The read rules need the client's frames:
+``--client-in unix:PATH`` names the primary QEMU's chardev server that a filter-mirror
+(queue=tx) copies the guest's input to; without it the read rules grant nothing.
 
 Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``--qmp``
 checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
 SIGUSR1 tells the comparator that a checkpoint finished. Exit codes: 0 on SIGTERM/SIGINT,
-2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed.
+2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed, 4 when the
+QMP monitor was lost (it can no longer checkpoint: it releases nothing from then on and exits
+2 s later unless SIGTERM or a lost path ends it first; the agent restarts it, which forces a
+checkpoint). Every exit writes the status file a last time and removes listen sockets.
 
 Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``
 and at exit): the core's counters at top level (``primary_frames_in``,
@@ -28,7 +34,8 @@ and at exit): the core's counters at top level (``primary_frames_in``,
 ``flushed_frames``, ``held_frames``, ``held_bytes``, ``held_secondary_frames``,
 ``malformed`` by reason, ``divergences`` by reason, ``checkpoints_requested``,
 ``checkpoints_done``, ``hold_time_buckets`` / ``hold_time_counts``, ``awaiting_checkpoint``,
-``tcp_connections``, ...), socket counters under ``shell``, then ``pid`` and ``updated_at``.
+``tcp_connections``, ...), socket counters under ``shell`` (``shell.qmp``: the QMP monitor
+is connected now), then ``pid`` and ``updated_at``.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ from colopp.compare.addresses import parse_endpoint
 from colopp.compare.config import (
     DEFAULT_COMPARE_TIMEOUT_S,
     DEFAULT_READ_METHODS,
+    DEFAULT_RESP_PORTS,
     PRE_RELEASE_RULES,
+    PRE_RELEASE_SCOPES,
     CompareConfig,
     PreReleaseConfig,
 )
@@ -98,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="after a write disarmed the read rule, checkpoint MS later to re-arm it",
     )
+    p.add_argument(
+        "--prerelease-scope",
+        choices=PRE_RELEASE_SCOPES,
+        help="what a write disarms: every read (global, the default) or its resource's (key)",
+    )
+    p.add_argument(
+        "--prerelease-resp-port",
+        action="append",
+        default=[],
+        type=int,
+        metavar="PORT",
+        help="guest TCP port speaking Redis RESP whose reads may be answered early (repeatable)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -107,18 +129,30 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
     prefixes = tuple(args.prerelease_read_prefix)
     methods = tuple(m.upper() for m in args.prerelease_read_method) or DEFAULT_READ_METHODS
     if args.prerelease is None:
+        extra = args.prerelease_scope is not None or args.prerelease_resp_port
         if prefixes or args.prerelease_read_method or args.prerelease_rearm_ms is not None:
             raise ConfigError("--prerelease-read-* given without --prerelease")
+        if extra:
+            raise ConfigError("--prerelease-scope/--prerelease-resp-port without --prerelease")
         return PreReleaseConfig()
+    resp_ports = tuple(args.prerelease_resp_port) or DEFAULT_RESP_PORTS
     if args.prerelease == "auto":
         rules = {"retransmission", "ack_only"} | ({"http_read"} if prefixes else set())
+        rules |= {"resp_read"} if args.prerelease_resp_port else set()
     elif args.prerelease == "all":
         rules = set(PRE_RELEASE_RULES)
     else:
         rules = {r.strip() for r in args.prerelease.split(",") if r.strip()}
         if not rules:
             raise ConfigError("--prerelease needs at least one rule")
-    return PreReleaseConfig(frozenset(rules), prefixes, methods, args.prerelease_rearm_ms)
+    return PreReleaseConfig(
+        frozenset(rules),
+        prefixes,
+        methods,
+        args.prerelease_rearm_ms,
+        scope=args.prerelease_scope or "global",
+        resp_ports=resp_ports,
+    )
 
 
 def options_from_args(argv: list[str]) -> ShellOptions:

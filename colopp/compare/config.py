@@ -46,7 +46,13 @@ class CompareConfig:
 DEFAULT_READ_METHODS: tuple[str, ...] = ("GET", "HEAD")
 
 #: The pre-release rules, by name (see :mod:`colopp.compare.prerelease`).
-PRE_RELEASE_RULES: tuple[str, ...] = ("retransmission", "ack_only", "http_read")
+PRE_RELEASE_RULES: tuple[str, ...] = ("retransmission", "ack_only", "http_read", "resp_read")
+
+#: Scopes of the read rules (see :mod:`colopp.compare.scope`).
+PRE_RELEASE_SCOPES: tuple[str, ...] = ("global", "key")
+
+#: Guest TCP ports whose connections speak Redis RESP, by default.
+DEFAULT_RESP_PORTS: tuple[int, ...] = (6379,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +66,19 @@ class PreReleaseConfig:
     no per-process counter). ``http_read`` needs at least one prefix. ``rearm_ms``: once a
     write has disarmed the read rule, ask for a checkpoint this many milliseconds later to
     re-arm it (None: wait for the next checkpoint that comes anyway); a trade of checkpoint
-    pauses for early answers that pays when writes come in bursts.
+    pauses for early answers that pays when writes come in bursts. ``scope``: ``global`` (one
+    write disarms every read until the next checkpoint) or ``key`` (a write disarms only the
+    reads of its own resource: the operator's promise in :mod:`colopp.compare.prerelease`).
+    ``resp_ports``: guest TCP ports whose requests the ``resp_read`` rule parses as Redis
+    commands (``http_read`` parses every other connection).
     """
 
     rules: frozenset[str] = frozenset()
     read_prefixes: tuple[str, ...] = ()
     read_methods: tuple[str, ...] = DEFAULT_READ_METHODS
     rearm_ms: int | None = None
+    scope: str = "global"
+    resp_ports: tuple[int, ...] = DEFAULT_RESP_PORTS
 
     def __post_init__(self) -> None:
         """Raises ConfigError on an unknown rule, a missing prefix or a bad method."""
@@ -78,8 +90,16 @@ class PreReleaseConfig:
         for prefix in self.read_prefixes:
             if not prefix.startswith("/") or ".." in prefix or not prefix.isascii():
                 raise ConfigError(f"read prefix must be an absolute ASCII path: {prefix!r}")
-        if self.rearm_ms is not None and (self.rearm_ms <= 0 or "http_read" not in self.rules):
-            raise ConfigError("a re-arm delay must be > 0 ms and needs the http_read rule")
+        reads = self.rules & {"http_read", "resp_read"}
+        if self.rearm_ms is not None and (self.rearm_ms <= 0 or not reads):
+            raise ConfigError("a re-arm delay must be > 0 ms and needs a read rule")
+        if self.scope not in PRE_RELEASE_SCOPES:
+            raise ConfigError(f"pre-release scope must be one of {', '.join(PRE_RELEASE_SCOPES)}")
+        if "resp_read" in self.rules and not self.resp_ports:
+            raise ConfigError("the resp_read pre-release rule needs at least one RESP port")
+        for port in self.resp_ports:
+            if not 0 < port < 65536:
+                raise ConfigError(f"RESP port out of range: {port}")
         for method in self.read_methods:
             if not method.isascii() or not method.isalpha() or not method.isupper():
                 raise ConfigError(f"read method must be an upper-case token: {method!r}")

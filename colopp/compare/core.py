@@ -36,8 +36,9 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import MATCHED, NOT_HANDLED, PRERELEASE_MISMATCH, TcpConnection
-from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release
+from colopp.compare.tcp import PRERELEASE_MISMATCH, TcpConnection
+from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
+from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
 SWEEP_INTERVAL_S = 1.0
 MAX_CONNECTIONS = 65536
@@ -76,6 +77,8 @@ class Comparator:
         # Every held primary frame in arrival order (released ones are skipped lazily).
         self._held: deque[HeldFrame] = deque()
         self._awaiting_since: float | None = None
+        # A checkpoint started (STOP) and has not ended: secondary output is the next epoch's.
+        self._stop_seen = False
         self._last_sweep = float("-inf")
 
     @property
@@ -98,8 +101,8 @@ class Comparator:
         conn = self._tcp.get(key)
         if conn is None:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
-        outcome = conn.add_primary_in_order(
-            frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
+        outcome = primary_in_order(
+            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
         )
         if outcome == NOT_HANDLED:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
@@ -150,8 +153,8 @@ class Comparator:
             conn = self._tcp.get(key)
             head = None
             if conn is not None:
-                head = conn.match_secondary_in_order(
-                    frame, now, seq, ack, flags, payload_start, payload_end
+                head = secondary_in_order(
+                    conn, frame, now, seq, ack, flags, payload_start, payload_end
                 )
             if head is not None and conn is not None:
                 conn.last_seen = now
@@ -239,7 +242,7 @@ class Comparator:
         pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind == PASSTHROUGH:
             return []
-        key = observer.observe_client(pkt, frame, now)
+        key = observer.observe_client(pkt, frame, now, vnet_hdr_len)
         conn = self._tcp.get(key) if key is not None else None
         policy = self._live_policy()
         if conn is None or policy is None or not conn.queue:
@@ -247,6 +250,11 @@ class Comparator:
         pre: list[HeldFrame] = []
         offer_early(conn, policy, now, pre, force=True)
         return self._finish([], pre, None, now) if pre else []
+
+    def client_lost(self) -> None:
+        """The copy of the client's frames stopped: the policy must stop relying on it."""
+        if self._client_policy is not None:
+            self._client_policy.client_lost()
 
     def _live_policy(self) -> ReleasePolicy | None:
         # A pending checkpoint means the secondary is known to differ: nothing leaves early.
@@ -278,12 +286,31 @@ class Comparator:
             actions += self._sweep(now)
         return actions
 
+    def checkpoint_started(self, now: float) -> None:
+        """A checkpoint started: the primary reported STOP and every frame the secondary sent
+        before it has been fed (the secondary stops before the primary does, and resumes only
+        after it loaded the primary's state).
+
+        From now until :meth:`checkpoint_done`, secondary output is the next epoch's: kept
+        apart, never compared against primary output produced before the checkpoint, and
+        compared against the primary's output after it. Bytes the secondary sent before the
+        STOP are never compared against primary output after the checkpoint.
+        """
+        self._stop_seen = True
+        for conn in self._tcp.values():
+            conn.on_stop()
+        for flow in self._flows.values():
+            flow.on_stop()
+
     def checkpoint_done(self, now: float) -> list[Action]:
         """A checkpoint finished: the SVM is now a copy of the PVM.
 
         Releases every held primary frame in arrival order (as colo-compare's flush does),
-        discards the secondary's queued output and re-bases each connection so frames in
-        flight across the checkpoint are not taken for divergence.
+        discards the secondary's output of the old epoch and re-bases each connection so
+        frames in flight across the checkpoint are not taken for divergence. Secondary
+        output read since :meth:`checkpoint_started` is kept for the new epoch. Without that
+        call the split is a guess (see :meth:`SecondaryStream.restart_at`): the shell always
+        makes it when it has its QMP monitor.
         """
         c = self.counters
         flushed = [h for h in self._held if not h.released]
@@ -292,8 +319,10 @@ class Comparator:
             c.observe_hold(now - held.arrival)
         self._held.clear()
         c.flushed_frames += len(flushed)
+        stop_seen = self._stop_seen
+        self._stop_seen = False
         for conn in self._tcp.values():
-            conn.on_checkpoint()
+            conn.on_checkpoint(stop_seen)
         for flow in self._flows.values():
             flow.on_checkpoint()
         c.held_frames = c.held_bytes = 0
@@ -304,7 +333,7 @@ class Comparator:
         out = [h for h in flushed if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
-        return _release_actions(out, Release)
+        return group_frames(out, Release)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters plus the core's state, JSON-serialisable."""
@@ -333,7 +362,7 @@ class Comparator:
             c.pre_released_frames += len(pre)
             c.released_frames += len(pre)
             c.released_bytes += sum(len(h.frame) for h in pre)
-            actions += _release_actions(pre, PreRelease)
+            actions += group_frames(pre, PreRelease)
         if reason is not None:
             if reason == PRERELEASE_MISMATCH:
                 c.prerelease_mismatches += 1
@@ -367,7 +396,7 @@ class Comparator:
         out = [h for h in released if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
-        return _release_actions(out, Release)
+        return group_frames(out, Release)
 
     def _release_one(self, held: HeldFrame, now: float) -> Release:
         # The common case, kept short: one matched frame that was not pre-released.
@@ -405,6 +434,8 @@ class Comparator:
     def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
         self._make_room()
         conn = TcpConnection(key, now, self.counters, self.config.max_out_of_order_segments)
+        if self._stop_seen:
+            conn.on_stop()
         self._tcp[key] = conn
         self.counters.connections_open = len(self._tcp)
         return conn
@@ -412,6 +443,8 @@ class Comparator:
     def _open_flow(self, key: FlowKey, kind: int, now: float) -> DatagramFlow:
         self._make_room()
         flow = DatagramFlow(key, kind, now, self.counters)
+        if self._stop_seen:
+            flow.on_stop()
         self._flows[key] = flow
         return flow
 
@@ -458,18 +491,4 @@ class Comparator:
 def _is_empty(flow: Flow) -> bool:
     if isinstance(flow, TcpConnection):
         return not flow.queue and flow.secondary_held()[0] == 0
-    return not flow.primary and not flow.secondary
-
-
-def _release_actions(
-    frames: list[HeldFrame], kind: type[Release] | type[PreRelease]
-) -> list[Action]:
-    """Group frames into one action per run of equal vnet header length, keeping order."""
-    actions: list[Action] = []
-    current: Release | PreRelease | None = None
-    for held in frames:
-        if current is None or current.vnet_hdr_len != held.vnet_hdr_len:
-            current = kind([], held.vnet_hdr_len)
-            actions.append(current)
-        current.frames.append(held.frame)
-    return actions
+    return not flow.primary and flow.secondary_held()[0] == 0

@@ -8,9 +8,18 @@ has not acknowledged. Frames that leave early stay queued and are compared later
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN
-from colopp.compare.tcp import HALF, MASK, PRE_RELEASE_SCAN, TcpConnection
+from colopp.compare.seq import HALF, MASK
+
+if TYPE_CHECKING:  # tcp.py calls offer_early: no import cycle at run time
+    from colopp.compare.tcp import TcpConnection
+
+#: Frames past the pre-released prefix a pre-release scan looks at, at most (bounds the work
+#: per call; bare ACKs further back get their turn as the head moves).
+PRE_RELEASE_SCAN = 32
 
 
 def offer_early(
@@ -80,9 +89,13 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
         s_ack = conn.s_max_ack
         if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
             return False
-    base = conn.stream.base
-    if not held.compared and base is not None and held.pos_start < held.pos_end <= base:
+    stream = conn.stream
+    if (
+        not held.compared
+        and held.pos_start < held.pos_end
+        and stream.was_compared(held.pos_start, held.pos_end)
+    ):
         # Every byte was compared before: what _compare_payload would find (and count).
         held.compared = True
-        conn.stream.counters.retransmitted_frames += 1
+        stream.counters.retransmitted_frames += 1
     return policy.may_pre_release(held, now)

@@ -22,9 +22,11 @@ class DatagramFlow:
         "key",
         "kind",
         "last_seen",
+        "next_epoch",
         "primary",
         "secondary",
         "secondary_bytes",
+        "stopped",
     )
 
     def __init__(self, key: FlowKey, kind: int, now: float, counters: Counters) -> None:
@@ -36,10 +38,13 @@ class DatagramFlow:
         self.primary: deque[HeldFrame] = deque()
         self.secondary: deque[tuple[bytes, float]] = deque()
         self.secondary_bytes = 0
+        # While a checkpoint runs, secondary datagrams wait here for the next epoch.
+        self.stopped = False
+        self.next_epoch: deque[tuple[bytes, float]] = deque()
 
     def add_secondary(self, payload: bytes, now: float) -> None:
         """Queue one secondary datagram's payload."""
-        self.secondary.append((payload, now))
+        (self.next_epoch if self.stopped else self.secondary).append((payload, now))
         self.secondary_bytes += len(payload)
         self.counters.held_secondary_frames += 1
         self.counters.held_secondary_bytes += len(payload)
@@ -70,22 +75,33 @@ class DatagramFlow:
             released.append(primary.popleft())
         return None
 
+    def on_stop(self) -> None:
+        """A checkpoint started: later secondary datagrams are the next epoch's."""
+        self.stopped = True
+
     def on_checkpoint(self) -> None:
-        """Forget everything: held primary frames were flushed, secondary output is stale."""
+        """Held primary frames were flushed; the old epoch's secondary output is stale and
+        forgotten, what came since :meth:`on_stop` is kept."""
         self.primary.clear()
+        fresh = self.next_epoch
+        stale = self.secondary_bytes - sum(len(p) for p, _ in fresh)
         self.counters.held_secondary_frames -= len(self.secondary)
-        self.counters.held_secondary_bytes -= self.secondary_bytes
-        self.secondary.clear()
-        self.secondary_bytes = 0
+        self.counters.held_secondary_bytes -= stale
+        self.secondary = fresh
+        self.secondary_bytes -= stale
+        self.next_epoch = deque()
+        self.stopped = False
         self.diverged = False
 
     def secondary_held(self) -> tuple[int, int]:
         """(frames, bytes) of secondary output waiting for the primary."""
-        return len(self.secondary), self.secondary_bytes
+        return len(self.secondary) + len(self.next_epoch), self.secondary_bytes
 
     def oldest_secondary(self) -> float | None:
         """Arrival time of the oldest unmatched secondary datagram."""
-        return self.secondary[0][1] if self.secondary else None
+        if self.secondary:
+            return self.secondary[0][1]
+        return self.next_epoch[0][1] if self.next_epoch else None
 
 
 def _find(queue: deque[tuple[bytes, float]], payload: bytes) -> int:

@@ -102,8 +102,14 @@ class NeverPreRelease:
 class ClientAwarePolicy(ReleasePolicy, Protocol):
     """A policy that also follows the client's requests and the checkpoint boundaries."""
 
-    def observe_client(self, pkt: Packet, frame: bytes, now: float) -> FlowKey | None:
+    def observe_client(
+        self, pkt: Packet, frame: bytes, now: float, vnet_hdr_len: int = 0
+    ) -> FlowKey | None:
         """A client->guest frame; returns the guest->client connection to look at again."""
+        ...
+
+    def client_lost(self) -> None:
+        """The client copy stopped: nothing that depends on it may leave early any more."""
         ...
 
     def on_checkpoint(self) -> None:

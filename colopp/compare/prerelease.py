@@ -26,6 +26,34 @@ The rules (composable, any one may grant; :class:`PreReleasePolicy` asks them in
     read could be applied in a different order on the two guests, so one write disarms every
     read until the next checkpoint re-arms them. (A write seen *after* the read does not
     matter: the read's answer is linearizable before it.)
+``resp_read``
+    The same for Redis: RESP commands on the configured guest ports
+    (:mod:`~colopp.compare.resp_reads`: GET, MGET, EXISTS, STRLEN, HGET, HMGET, LRANGE,
+    SMEMBERS... are reads of their keys; every other command, and anything malformed, a write).
+
+**Scope** (``PreReleaseConfig.scope``, :mod:`~colopp.compare.scope`). ``global`` (the
+default) is the rule above: one write anywhere disarms every read. ``key``: a write disarms
+only the reads whose pending answers involve the resource it writes (an HTTP path, a Redis
+key), until the next checkpoint. **What the operator promises with ``key``**: (1) every
+request touches exactly the resource it names: an HTTP read's answer is a function of the
+state of its path alone (the path as sent, without the query string; two spellings are two
+resources, so the service must not alias paths), a write to a path changes that path's
+state and no other; for Redis, the keys a command names are all it reads or writes (one
+database: ``SELECT``, scripts, ``MULTI`` and unknown commands count as writes to everything);
+(2) no resource changes by itself (no TTLs / expiring keys, no background jobs that rewrite
+resources, no clock- or random-dependent answers, as for ``global``); (3) clients do not
+pipeline past a partly received answer (sending a request before the previous answer on the
+connection arrived in full while having received part of it): colopp keeps every request
+pending whose client sent it without having received anything since its previous request, but
+cannot tell a partly received answer from a whole one. **What breaks if the promise is
+false**: a read answered early may reflect a write that the secondary applies in another order
+(a write to another resource that in fact changes this one, or an answer that changed by
+itself); the comparison then finds a ``prerelease_mismatch`` and forces a checkpoint, which is
+harmless while the primary lives; if the primary dies inside that window (before the
+secondary's copy was compared), the client keeps bytes the promoted secondary did not send:
+it may see an answer the secondary's state never held and, if the two answers differ in
+length, a corrupted stream on that connection. Acknowledged writes are never lost either way
+(write answers are never pre-released).
 
 Enforced by the core for every rule, not left to them (:mod:`~colopp.compare.tcp`):
 
@@ -46,7 +74,7 @@ side effects (counters, sessions, caches that change answers). Those cause pre-r
 mismatches and, in the window before the comparison, a failover could expose a client to an
 answer the secondary would not have given. Leave ``http_read`` off unless the paths are pure.
 
-What the shell must provide for ``http_read``: client->guest frames (the primary's
+What the shell must provide for ``http_read`` and ``resp_read``: client->guest frames (the primary's
 filter-mirror stream) via :meth:`~colopp.compare.core.Comparator.feed_client`, each fed before
 any primary output the guest produced after receiving it (drain the client stream first), so a
 write is never seen later than a response that could reflect it. Without that feed the rule
@@ -110,10 +138,9 @@ class HttpReadRule:
     """A response whose ACK ends a run of complete read requests, no write since the last
     checkpoint."""
 
-    name = "http_read"
-
-    def __init__(self, classifier: ReadClassifier) -> None:
+    def __init__(self, classifier: ReadClassifier, name: str = "http_read") -> None:
         self.classifier = classifier
+        self.name = name
 
     def allows(self, frame: HeldFrame, now: float) -> bool:
         """ACK set, no SYN/RST, and the classifier covers the ACK on this connection."""
@@ -149,14 +176,24 @@ class PreReleasePolicy:
                 return True
         return False
 
-    def observe_client(self, pkt: Packet, frame: bytes, now: float) -> FlowKey | None:
+    def observe_client(
+        self, pkt: Packet, frame: bytes, now: float, vnet_hdr_len: int = 0
+    ) -> FlowKey | None:
         """A client->guest frame; returns the guest-side connection whose reads grew."""
-        if self.classifier is None:
+        classifier = self.classifier
+        if classifier is None:
             return None
-        key = self.classifier.observe(pkt, frame)
-        if self.classifier.write_seen and self.disarmed_at is None:
+        key = classifier.observe(pkt, frame, vnet_hdr_len)
+        if self.disarmed_at is None and classifier.write_seen and not classifier.blind:
             self.disarmed_at = now
         return key
+
+    def client_lost(self) -> None:
+        """The copy of the client's frames stopped: no read is pre-released any more, not
+        even one whose request was seen before (a write may now reach the guest unseen)."""
+        if self.classifier is not None:
+            self.classifier.lose_client()
+        self.disarmed_at = None  # a checkpoint would not re-arm anything
 
     def on_checkpoint(self) -> None:
         """The secondary is a copy of the primary again: re-arm the read rule."""
@@ -178,10 +215,14 @@ class PreReleasePolicy:
             "rules": [r.name for r in self.rules],
             "granted": dict(self.granted),
         }
-        if self.classifier is not None:
-            snap["write_seen"] = self.classifier.write_seen
-            snap["read_requests"] = self.classifier.read_requests
-            snap["write_requests"] = self.classifier.write_requests
+        classifier = self.classifier
+        if classifier is not None:
+            snap["write_seen"] = classifier.write_seen
+            snap["read_requests"] = classifier.read_requests
+            snap["write_requests"] = classifier.write_requests
+            snap["bad_checksum_frames"] = classifier.bad_checksum_frames
+            snap["scope"] = "key" if classifier.scope.by_key else "global"
+            snap["client_lost"] = classifier.blind
         return snap
 
 
@@ -195,8 +236,15 @@ def build_policy(config: PreReleaseConfig) -> PreReleasePolicy | None:
         rules.append(RetransmissionRule())
     if "ack_only" in config.rules:
         rules.append(AckOnlyRule())
-    if "http_read" in config.rules:
-        classifier = ReadClassifier(config.read_methods, config.read_prefixes)
-        rules.append(HttpReadRule(classifier))
+    http, resp = "http_read" in config.rules, "resp_read" in config.rules
+    if http or resp:
+        classifier = ReadClassifier(
+            config.read_methods,
+            config.read_prefixes,
+            scope=config.scope,
+            resp_ports=config.resp_ports if resp else (),
+            http=http,
+        )
+        rules.append(HttpReadRule(classifier, "http_read" if http else "resp_read"))
     rearm = config.rearm_ms / 1000.0 if config.rearm_ms is not None else None
     return PreReleasePolicy(rules, classifier, rearm)

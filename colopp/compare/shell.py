@@ -19,6 +19,16 @@ Checkpoints go through a :class:`~colopp.compare.checkpoint.CheckpointTrigger` (
 ``x-checkpoint-delay``, or only counted without ``--qmp``). The core learns that a checkpoint
 finished from the QMP link (STOP -> RESUME) or, for tests and manual use, from SIGUSR1.
 SIGTERM / SIGINT stop the shell cleanly; the status file is written a last time.
+
+Exit codes (:func:`ComparatorShell.run`): :data:`EXIT_OK` on SIGTERM/SIGINT or :meth:`stop`,
+:data:`EXIT_PATH_LOST` when primary_in or outdev closed, :data:`EXIT_QMP_LOST` when the QMP
+monitor was lost. Without its monitor the comparator can neither force a checkpoint nor see
+one end, so it can no longer tell the secondary's epochs apart: from that moment it releases
+nothing (frames read are dropped and counted in ``qmp_lost_dropped_frames``, so QEMU never
+blocks on a full socket), says so in its status (``shell.qmp`` false) and exits
+:data:`EXIT_QMP_LOST` :data:`QMP_LOST_GRACE_S` later, unless SIGTERM (0) or a lost path (3)
+ends it first; its supervisor restarts it and forces a checkpoint. Every exit writes the
+final status and removes the listen sockets, whatever failed first.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from typing import Any
 from colopp.compare.addresses import Endpoint
 from colopp.compare.checkpoint import CheckpointTrigger, LoggingTrigger, QmpCheckpointLink
 from colopp.compare.config import CompareConfig, PreReleaseConfig
+from colopp.compare.connect import connect_unix, open_endpoint
 from colopp.compare.core import Comparator
 from colopp.compare.framing import (
     LENGTH_HEADER,
@@ -46,17 +57,23 @@ from colopp.compare.framing import (
     FrameDecoder,
     encode_frames,
 )
+from colopp.compare.inputs import READ_LIMIT_HIGH, FrameInput
 from colopp.compare.prerelease import build_policy
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
+from colopp.compare.young_send import YoungForwarder
 from colopp.errors import ColoppError
-from colopp.rewrite.forwarder import YoungForwarder
 
 log = logging.getLogger(__name__)
 
-READ_LIMIT_HIGH = 4 * 1024 * 1024
 EXIT_OK = 0
+#: primary_in or outdev closed: the primary QEMU (or its filters) went away.
 EXIT_PATH_LOST = 3
+#: The QMP monitor closed: no checkpoint can be forced or seen any more.
+EXIT_QMP_LOST = 4
+#: Seconds between losing the QMP monitor and exiting EXIT_QMP_LOST (a SIGTERM or a lost path
+#: within it gives its own exit code).
+QMP_LOST_GRACE_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,51 +95,6 @@ class ShellOptions:
     config: CompareConfig = field(default_factory=CompareConfig)
     prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
     young_to: tuple[str, int] | None = None  # secondary host's young-offset listener
-
-
-class _Input(asyncio.Protocol):
-    """One connection carrying primary or secondary frames."""
-
-    def __init__(self, shell: ComparatorShell, side: str) -> None:
-        self.shell = shell
-        self.side = side
-        self.decoder = FrameDecoder(shell.options.vnet_hdr)
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.shell.input_opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        before = self.decoder.malformed
-        frames = self.decoder.feed(data)
-        if self.decoder.malformed != before:
-            self.shell.stats[f"{self.side}_framing_errors"] += self.decoder.malformed - before
-        self.shell.frames_received(self.side, frames)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.shell.input_closed(self)
-
-    def drain(self) -> int:
-        """Read what already waits in the socket, now (never blocks); returns bytes read.
-
-        Safe beside the transport: it keeps no read buffer of its own, so the bytes reach
-        :meth:`data_received` in order either way.
-        """
-        sock = self.transport.get_extra_info("socket") if self.transport else None
-        if sock is None:
-            return 0
-        total = 0
-        while True:
-            try:
-                data = os.read(sock.fileno(), READ_LIMIT_HIGH)
-            except (BlockingIOError, InterruptedError, OSError):
-                return total
-            if not data:
-                return total  # EOF: the transport sees it too and closes
-            total += len(data)
-            self.data_received(data)
 
 
 class _ClientFrames:
@@ -164,6 +136,7 @@ class _ClientFrames:
         if self.open:
             self.open = False
             log.warning("%s; reads are no longer pre-released", why)
+            self.shell.core.client_lost()
             with contextlib.suppress(ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
@@ -212,15 +185,17 @@ class ComparatorShell:
                 "outdev_dropped_writes",
                 "checkpoint_requests_sent",
                 "checkpoint_request_errors",
+                "checkpoints_started",
                 "checkpoints_observed",
                 "secondary_connections",
                 "client_framing_errors",
                 "stop_drained_bytes",
+                "qmp_lost_dropped_frames",
             ),
             0,
         )
         self._client: _ClientFrames | None = None
-        self._inputs: set[_Input] = set()
+        self._inputs: set[FrameInput] = set()
         self._out: asyncio.Transport | None = None
         self._pending: list[bytes] = []
         self._stopped = asyncio.Event()
@@ -229,6 +204,8 @@ class ComparatorShell:
         self._servers: list[asyncio.Server] = []
         self._qmp: QmpCheckpointLink | None = None
         self.young = YoungForwarder(*options.young_to) if options.young_to else None
+        # The QMP monitor was lost: no checkpoint can be seen, so nothing may leave.
+        self._blind = False
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -241,26 +218,42 @@ class ComparatorShell:
         self._install_signals(loop)
         timers: list[asyncio.Task[None]] = []
         try:
-            await self._open(self.options.secondary_in, lambda: _Input(self, "secondary"))
-            await self._open(self.options.outdev, lambda: _Output(self))
-            if self.options.client_in is not None:
-                await self._open_client(self.options.client_in)
-            await self._open(self.options.primary_in, lambda: _Input(self, "primary"))
-            if self.options.qmp:
-                self._qmp = QmpCheckpointLink(
-                    self.options.qmp,
-                    self.signal_checkpoint_done,
-                    timeout=self.options.qmp_timeout,
-                    delay_ms=self.options.checkpoint_delay_ms,
-                    on_stop=self.checkpoint_started,
-                )
-                await self._qmp.start(self.options.connect_timeout)
-                self.trigger = self._qmp
+            # SIGTERM while QEMU's sockets are still awaited ends the wait at once.
+            startup = asyncio.create_task(self._start())
+            stopping = asyncio.create_task(self._stopped.wait())
+            await asyncio.wait((startup, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not startup.done():
+                startup.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await startup
+                return self._exit_code
+            startup.result()  # raises what startup raised
             timers = [asyncio.create_task(self._ticker()), asyncio.create_task(self._reporter())]
             await self._stopped.wait()
         finally:
             await self._shutdown(timers)
         return self._exit_code
+
+    async def _start(self) -> None:
+        """Open every socket and the QMP monitor. Raises ColoppError when one cannot be
+        reached in time."""
+        await self._open(self.options.secondary_in, lambda: FrameInput(self, "secondary"))
+        await self._open(self.options.outdev, lambda: _Output(self))
+        if self.options.client_in is not None:
+            await self._open_client(self.options.client_in)
+        await self._open(self.options.primary_in, lambda: FrameInput(self, "primary"))
+        if self.options.qmp:
+            self._qmp = QmpCheckpointLink(
+                self.options.qmp,
+                self.signal_checkpoint_done,
+                timeout=self.options.qmp_timeout,
+                delay_ms=self.options.checkpoint_delay_ms,
+                on_stop=self.checkpoint_started,
+                on_lost=self._qmp_lost,
+            )
+            await self._qmp.start(self.options.connect_timeout)
+            self.trigger = self._qmp
 
     def stop(self, exit_code: int = EXIT_OK, why: str = "stop requested") -> None:
         """Ask :meth:`run` to finish (first exit code wins)."""
@@ -269,19 +262,36 @@ class ComparatorShell:
             self._exit_code = exit_code
             self._stopped.set()
 
+    def _qmp_lost(self) -> None:
+        log.error(
+            "QMP monitor lost: nothing is released any more; exiting in %.1f s", QMP_LOST_GRACE_S
+        )
+        self._blind = True
+        self._pending.clear()
+        asyncio.get_running_loop().call_later(
+            QMP_LOST_GRACE_S, self.stop, EXIT_QMP_LOST, "QMP monitor lost: cannot checkpoint"
+        )
+
     def checkpoint_started(self) -> None:
         """The primary VM stopped for a checkpoint: everything it sent before is in our
         sockets now. Read it all before the checkpoint completes, so output produced before
         the checkpoint is flushed with it instead of waiting for secondary bytes that the
-        checkpointed secondary will never send again (its state says they were sent)."""
+        checkpointed secondary will never send again (its state says they were sent).
+
+        The secondary stopped before the primary did: what it sent so far is the old epoch's
+        output, what it sends from now on the new epoch's (the core keeps them apart)."""
         if self._client is not None:
             self._client.drain()
         for inp in sorted(self._inputs, key=lambda i: i.side != "secondary"):
             self.stats["stop_drained_bytes"] += inp.drain()
+        self.core.checkpoint_started(self.clock())
+        self.stats["checkpoints_started"] += 1
         self._flush()
 
     def signal_checkpoint_done(self) -> None:
         """A checkpoint finished: release held primary output, reset comparison."""
+        if self._blind:
+            return
         self.stats["checkpoints_observed"] += 1
         if self.young is not None:
             self.young.checkpoint_completed()
@@ -297,7 +307,7 @@ class ComparatorShell:
             "secondary_connected": any(i.side == "secondary" for i in self._inputs),
             "outdev_connected": self._out is not None,
             "client_connected": self._client is not None and self._client.open,
-            "qmp": self.options.qmp is not None,
+            "qmp": self._qmp is not None and self._qmp.connected,
         }
         snap["pid"] = os.getpid()
         snap["updated_at"] = time.time()
@@ -309,13 +319,19 @@ class ComparatorShell:
         loop.add_signal_handler(signal.SIGUSR1, self.signal_checkpoint_done)
 
     async def _shutdown(self, timers: list[asyncio.Task[None]]) -> None:
-        for task in [*timers, self._request_task]:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._qmp is not None:
-            await self._qmp.close()
+        # Whatever fails here, the sockets are closed and the final status is written.
+        try:
+            for task in [*timers, self._request_task]:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            if self._qmp is not None:
+                await self._qmp.close()
+        finally:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
         if self._client is not None:
             self._client.close("stopping")
         for inp in list(self._inputs):
@@ -336,58 +352,24 @@ class ComparatorShell:
                 loop.remove_signal_handler(sig)
 
     async def _open(self, endpoint: Endpoint, factory: Callable[[], asyncio.Protocol]) -> None:
-        loop = asyncio.get_running_loop()
-        if endpoint.listen:
-            if endpoint.path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(endpoint.path)
-                server = await loop.create_unix_server(factory, endpoint.path)
-                os.chmod(endpoint.path, 0o600)
-            else:
-                server = await loop.create_server(factory, endpoint.host, endpoint.port or 0)
+        server = await open_endpoint(endpoint, factory, self.options.connect_timeout)
+        if server is not None:
             self._servers.append(server)
-            return
-        deadline = loop.time() + self.options.connect_timeout
-        while True:
-            try:
-                if endpoint.path is not None:
-                    await loop.create_unix_connection(factory, endpoint.path)
-                else:
-                    await loop.create_connection(factory, endpoint.host or "", endpoint.port or 0)
-                return
-            except OSError as exc:
-                if loop.time() >= deadline:
-                    raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
-                await asyncio.sleep(0.05)
 
     async def _open_client(self, endpoint: Endpoint) -> None:
         """Connect to QEMU's client-copy chardev (a server), retrying until it exists."""
-        if endpoint.listen or endpoint.path is None:
-            raise ColoppError(f"client_in must be a unix socket QEMU serves, not {endpoint}")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.connect_timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, endpoint.path)
-                break
-            except OSError as exc:
-                sock.close()
-                if loop.time() >= deadline:
-                    raise ColoppError(f"cannot connect to {endpoint}: {exc}") from exc
-                await asyncio.sleep(0.05)
+        sock = await connect_unix(endpoint, self.options.connect_timeout)
         self._client = _ClientFrames(self, sock)
-        loop.add_reader(sock.fileno(), self._client.on_readable)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._client.on_readable)
 
     # ---- data path -----------------------------------------------------------------------
 
-    def input_opened(self, inp: _Input) -> None:
+    def input_opened(self, inp: FrameInput) -> None:
         self._inputs.add(inp)
         if inp.side == "secondary":
             self.stats["secondary_connections"] += 1
 
-    def input_closed(self, inp: _Input) -> None:
+    def input_closed(self, inp: FrameInput) -> None:
         self._inputs.discard(inp)
         if inp.side == "primary" and not self.options.primary_in.listen:
             self.stop(EXIT_PATH_LOST, "primary_in closed")
@@ -409,6 +391,9 @@ class ComparatorShell:
                     inp.transport.resume_reading()
 
     def frames_received(self, side: str, frames: list[DecodedFrame]) -> None:
+        if self._blind:
+            self.stats["qmp_lost_dropped_frames"] += len(frames)
+            return
         if self.young is not None:
             self.young.frames(side, frames)  # colopp.rewrite: learn young offsets
         if side == "primary" and self._client is not None:
@@ -453,6 +438,9 @@ class ComparatorShell:
     def _flush(self) -> None:
         if not self._pending:
             return
+        if self._blind:
+            self._pending.clear()
+            return
         data = b"".join(self._pending)
         self._pending.clear()
         if self._out is None:
@@ -480,8 +468,9 @@ class ComparatorShell:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.options.tick_interval)
-            self._apply(self.core.tick(self.clock()))
-            self._flush()
+            if not self._blind:
+                self._apply(self.core.tick(self.clock()))
+                self._flush()
 
     async def _reporter(self) -> None:
         while True:

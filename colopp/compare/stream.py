@@ -14,16 +14,23 @@ class SecondaryStream:
     one buffer up to :attr:`end`; segments past a gap wait in a small bounded map until the
     gap fills. While ``base`` is unknown (a connection first seen mid-stream) every segment
     waits there. The ``held_secondary_*`` gauges of ``counters`` follow what is stored.
+
+    On a connection first seen mid-stream, comparison starts wherever the primary's first
+    payload does (:attr:`floor`); nothing below it was ever compared, so secondary bytes
+    below it are kept too (a small bounded map) and primary bytes below it are compared
+    against them (:meth:`low_bytes`), never taken for retransmissions.
     """
 
     __slots__ = (
         "_buf",
         "_chunks",
+        "_low",
         "_pending",
         "_skip",
         "base",
         "counters",
         "end",
+        "floor",
         "max_pending",
         "pending_bytes",
     )
@@ -39,17 +46,24 @@ class SecondaryStream:
         # (end position, arrival time) of each stored chunk: for the secondary timeout.
         self._chunks: deque[tuple[int, float]] = deque()
         self._pending: dict[int, tuple[bytes, float]] = {}
+        # Mid-stream connections only: bytes below ``floor``, by position.
+        self.floor: int | None = None
+        self._low: dict[int, tuple[bytes, float]] = {}
 
     def held(self) -> tuple[int, int]:
         """(chunks, bytes) currently held."""
         return (
-            len(self._chunks) + len(self._pending),
-            len(self._buf) - self._skip + self.pending_bytes,
+            len(self._chunks) + len(self._pending) + len(self._low),
+            len(self._buf) - self._skip + self.pending_bytes + self._low_bytes_held(),
         )
+
+    def _low_bytes_held(self) -> int:
+        return sum(len(d) for d, _ in self._low.values()) if self._low else 0
 
     def oldest_arrival(self) -> float | None:
         """Arrival time of the oldest byte not yet compared, if any."""
         times = [t for _, t in self._pending.values()]
+        times += [t for _, t in self._low.values()]
         if self._chunks:
             times.append(self._chunks[0][1])
         return min(times) if times else None
@@ -66,42 +80,52 @@ class SecondaryStream:
         self._chunks.clear()
         self._pending.clear()
         self.pending_bytes = 0
+        self._low.clear()
+        self.floor = None
 
     def restart_at(self, base: int) -> None:
-        """After a checkpoint: compare from ``base`` on, keeping held bytes at or past it.
+        """After a checkpoint whose start (STOP) was not seen: compare from ``base`` on,
+        keeping only the bytes parked past a gap at or after ``base``.
 
-        The secondary resumes from the checkpoint as soon as it has loaded it, often before
-        the comparator learns that the checkpoint ended; what it sends then is output of
-        the new epoch that already arrived. Bytes before ``base`` are stale.
+        Without the STOP mark the epochs cannot be told apart exactly (that is what the
+        caller's STOP mark is for). Bytes contiguous with the compared ones are taken for
+        the old epoch's (the secondary ran ahead of the primary: they must never meet the
+        primary's new output); bytes parked past a gap at or after ``base`` for the new
+        epoch's, sent after the secondary resumed and before the checkpoint's end was seen.
         """
         keep: list[tuple[int, bytes, float]] = []
-        oldest = self.oldest_arrival() or 0.0
-        if self.base is not None:
-            start = max(base, self.base)
-            if self.end > start:
-                keep.append((start, bytes(self.get(start, self.end)), oldest))
         for pos, (data, arrival) in self._pending.items():
-            if pos + len(data) > base:
-                cut = max(0, base - pos)
-                keep.append((pos + cut, data[cut:], arrival))
+            if pos >= base:
+                keep.append((pos, data, arrival))
         self.reset(base)
         for pos, data, arrival in sorted(keep, key=lambda k: k[0]):
             self.add(pos, data, arrival)
 
-    def set_base(self, base: int) -> None:
-        """Start comparing at ``base``: keep only waiting bytes at or after it."""
+    def set_base(self, base: int, *, mid_stream: bool = False) -> None:
+        """Start comparing at ``base``: keep only waiting bytes at or after it, unless
+        ``mid_stream`` (nothing before ``base`` was compared): then ``base`` becomes
+        :attr:`floor` and waiting bytes below it are kept as well."""
         pending = self._pending
         self._pending = {}
         self.reset(base)
+        if mid_stream:
+            self.floor = base
         for pos, (data, arrival) in pending.items():
-            self._park(pos, data, arrival)
-        self._merge_pending()
+            self.add(pos, data, arrival)
 
     def add(self, pos: int, data: bytes, now: float) -> bool:
         """Store ``data`` found at stream position ``pos``; False if it had to be dropped.
 
         Bytes already held or already compared are ignored (a retransmission).
         """
+        floor = self.floor
+        if floor is not None and pos < floor:
+            if not self._keep_low(pos, data[: floor - pos], now):
+                return False
+            if pos + len(data) <= floor:
+                return True
+            data = data[floor - pos :]
+            pos = floor
         end = self.end
         if self.base is None or pos > end:
             return self._park(pos, data, now)
@@ -116,6 +140,40 @@ class SecondaryStream:
         c.held_secondary_bytes += new_end - end
         if self._pending:
             self._merge_pending()
+        return True
+
+    def was_compared(self, start: int, stop: int) -> bool:
+        """True when every byte in [start, stop) was compared before (a retransmission)."""
+        base = self.base
+        return base is not None and stop <= base and (self.floor is None or start >= self.floor)
+
+    def low_bytes(self, start: int, stop: int) -> bytes | None:
+        """The secondary's bytes in [start, stop) below :attr:`floor`, or None while any of
+        them is missing."""
+        out = bytearray()
+        cur = start
+        for pos in sorted(self._low):
+            if pos > cur:
+                break
+            data = self._low[pos][0]
+            end = pos + len(data)
+            if end > cur:
+                out += data[cur - pos : min(stop, end) - pos]
+                cur = min(stop, end)
+                if cur >= stop:
+                    return bytes(out)
+        return None
+
+    def _keep_low(self, pos: int, data: bytes, now: float) -> bool:
+        old = self._low.get(pos)
+        if old is not None and len(old[0]) >= len(data):
+            return True
+        if old is None and len(self._low) >= self.max_pending:
+            return False
+        grow = len(data) - (len(old[0]) if old else 0)
+        self.counters.held_secondary_bytes += grow
+        self.counters.held_secondary_frames += old is None
+        self._low[pos] = (data, now)
         return True
 
     def get(self, start: int, stop: int) -> bytearray:

@@ -29,12 +29,11 @@ from bisect import bisect_right
 from collections import deque
 
 from colopp.compare.counters import Counters
+from colopp.compare.early import offer_early
 from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
+from colopp.compare.seq import HALF, MASK, seq_after
 from colopp.compare.stream import SecondaryStream
-
-MASK = 0xFFFFFFFF
-HALF = 0x80000000
 
 OK = "ok"
 WAIT = "wait"
@@ -42,26 +41,9 @@ PAYLOAD_MISMATCH = "tcp_payload_mismatch"
 FIN_MISMATCH = "tcp_fin_mismatch"
 PRERELEASE_MISMATCH = "prerelease_mismatch"
 
-#: Frames past the pre-released prefix a pre-release scan looks at, at most (bounds the work
-#: per call; bare ACKs further back get their turn as the head moves).
-PRE_RELEASE_SCAN = 32
-
-# Outcomes of TcpConnection.add_primary_in_order.
-NOT_HANDLED = 0  # not the common case: nothing changed, take the general path
-MATCHED = 1  # compared and releasable now; nothing was queued
-QUEUED = 2  # queued as the new tail (``queue[-1]``); nothing can be released yet
-
-# Segments with these flags always take the general path.
-_SPECIAL = SYN | FIN | RST
-
 
 def _pos_start(held: HeldFrame) -> int:
     return held.pos_start
-
-
-def seq_after(a: int, b: int) -> bool:
-    """True when sequence number ``a`` comes after ``b`` (modulo 2**32)."""
-    return 0 < ((a - b) & MASK) < HALF
 
 
 class TcpConnection:
@@ -71,11 +53,13 @@ class TcpConnection:
         "anchor_pos",
         "anchor_seq",
         "closed_at",
+        "deferring",
         "delta",
         "delta_pending",
         "diverged",
         "key",
         "last_seen",
+        "next_epoch",
         "p_fin_pos",
         "p_gen",
         "p_high",
@@ -85,13 +69,16 @@ class TcpConnection:
         "pre_memo",
         "pre_prefix",
         "queue",
+        "s_bare",
         "s_fin_pos",
         "s_gen",
         "s_isn",
         "s_max_ack",
         "s_rst",
         "s_syn_seen",
+        "stopped",
         "stream",
+        "unplaced",
     )
 
     def __init__(
@@ -112,6 +99,15 @@ class TcpConnection:
         # The first ``pre_prefix`` frames of ``queue`` were all pre-released.
         self.pre_prefix = 0
         self.pre_memo: tuple[int | None, int, int, int] | None = None
+        # Secondary segments not placed yet: ``unplaced`` while the secondary's incarnation
+        # runs ahead of the primary's (its sequence offset is unknown until the primary's
+        # SYN), ``next_epoch`` while a checkpoint runs (between STOP and RESUME).
+        self.stopped = False
+        self.deferring = False  # stopped, or the secondary's incarnation is ahead
+        self.unplaced: list[tuple[Packet, bytes, float]] = []
+        self.next_epoch: list[tuple[Packet, bytes, float]] = []
+        # Positions of the secondary's segments without payload and without ACK/SYN/FIN/RST.
+        self.s_bare: set[int] = set()
         self._reset_primary()
         self._reset_secondary()
 
@@ -176,73 +172,6 @@ class TcpConnection:
         self.pre_prefix = min(self.pre_prefix, index)
         return index == 0
 
-    def add_primary_in_order(
-        self,
-        frame: bytes,
-        vnet_hdr_len: int,
-        now: float,
-        seq: int,
-        ack: int,
-        flags: int,
-        payload_start: int,
-        payload_end: int,
-    ) -> int:
-        """Fast path of :meth:`add_primary` + :meth:`pump` for the common in-order segment.
-
-        Handles a segment without SYN/FIN/RST on a connection that is not diverged, when it
-        either completes at once (its bytes are exactly the next ones the secondary already
-        delivered, or it carries none, and the secondary's ACK covers it) or must simply wait
-        at the tail of the queue. Returns :data:`MATCHED`, :data:`QUEUED` (the new
-        :class:`HeldFrame` is ``queue[-1]``) or :data:`NOT_HANDLED` (nothing changed). The
-        state left behind is exactly what the general path would leave; no pre-release policy
-        may be in use.
-        """
-        anchor = self.anchor_seq
-        stream = self.stream
-        base = stream.base
-        if anchor is None or base is None or self.diverged or flags & _SPECIAL:
-            return NOT_HANDLED
-        d = (seq - anchor) & MASK
-        if d >= HALF:
-            d -= 1 << 32
-        start = self.anchor_pos + d
-        size = payload_end - payload_start
-        end = start + size
-        queue = self.queue
-        if queue:
-            if queue[-1].pos_start > start:
-                return NOT_HANDLED
-            outcome = QUEUED  # behind a waiting head: add_primary would not pump
-        elif size and start >= stream.end and self.s_fin_pos is None:
-            outcome = QUEUED  # pump's quick exit: none of its bytes arrived yet
-        else:
-            s_ack = self.s_max_ack
-            if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
-                return NOT_HANDLED
-            if size:
-                if start != base or stream.end < end:
-                    return NOT_HANDLED
-                if not stream.holds_at(frame, payload_start, size):
-                    return NOT_HANDLED  # a divergence: the general path reports it
-                stream.advance(end)
-                if end - self.anchor_pos > 1 << 30:
-                    self._rebase(end)
-            outcome = MATCHED
-        p_ack = self.p_max_ack
-        if flags & ACK and (p_ack is None or 0 < ((ack - p_ack) & MASK) < HALF):
-            self.p_max_ack = ack
-        if self.p_high is None or end > self.p_high:
-            self.p_high = end
-        if outcome is MATCHED:
-            if self.closed_at is None and self._closed():
-                self.closed_at = now
-            return MATCHED
-        held = HeldFrame(frame, vnet_hdr_len, now, self.key, payload_start, payload_end, ack, flags)
-        held.pos_start = start
-        held.pos_end = end
-        queue.append(held)
-        return QUEUED
-
     def _primary_syn(self, seq: int) -> None:
         if self.p_isn != seq:
             # A new incarnation of this 5-tuple (or the first SYN we see).
@@ -256,17 +185,31 @@ class TcpConnection:
             if self.s_gen < self.p_gen:
                 self._reset_secondary()
             self.p_isn = seq
+            self.deferring = self.stopped or self.s_gen > self.p_gen
         if self.delta_pending and self.s_isn is not None:
             self.delta = (self.s_isn - seq) & MASK
         start = self._pos((seq + 1) & MASK)
         if self.stream.base is None:
             self.stream.set_base(start)
+        if self.unplaced and not self.deferring:
+            # The secondary's SYN and data came first: place them now the offset is known.
+            self._replay(self.unplaced)
 
     # ---- secondary -----------------------------------------------------------------------
 
     def add_secondary(self, pkt: Packet, frame: bytes, now: float) -> bool:
-        """Take a secondary segment's ACK, flags and payload; False if its bytes were dropped."""
+        """Take a secondary segment's ACK, flags and payload; False if its bytes were dropped.
+
+        While a checkpoint runs (:meth:`on_stop`) segments are kept for the next epoch; while
+        the secondary's incarnation of the connection is ahead of the primary's they wait
+        for the primary's SYN (their sequence offset is unknown until then).
+        """
         flags = pkt.flags
+        if self.deferring:
+            if self.stopped:
+                return self._defer(self.next_epoch, pkt, frame, now)
+            if not flags & SYN:
+                return self._defer(self.unplaced, pkt, frame, now)
         if flags & SYN:
             self._secondary_syn(pkt.seq, flags)
         if flags & ACK and (self.s_max_ack is None or seq_after(pkt.ack, self.s_max_ack)):
@@ -282,66 +225,33 @@ class TcpConnection:
             self.s_fin_pos = start + size
         if flags & RST:
             self.s_rst = True
+        if not size and not flags & (ACK | FIN | RST) and len(self.s_bare) < 64:
+            self.s_bare.add(start)
         return stored
 
-    def match_secondary_in_order(
-        self,
-        frame: bytes,
-        now: float,
-        seq: int,
-        ack: int,
-        flags: int,
-        payload_start: int,
-        payload_end: int,
-    ) -> HeldFrame | None:
-        """Fast path of :meth:`add_secondary` + the first step of :meth:`pump`.
+    def _defer(
+        self, into: list[tuple[Packet, bytes, float]], pkt: Packet, frame: bytes, now: float
+    ) -> bool:
+        if len(into) >= self.stream.max_pending:
+            return False
+        into.append((pkt, frame, now))
+        c = self.stream.counters
+        c.held_secondary_frames += 1
+        c.held_secondary_bytes += pkt.payload_end - pkt.payload_start
+        return True
 
-        Handles a secondary segment without SYN/FIN/RST whose bytes are exactly those of the
-        waiting head segment, itself not yet compared and without SYN/FIN/RST, when every
-        earlier secondary byte was already compared, the bytes are equal and the secondary's
-        ACK covers the head. Then the head is compared, dequeued and returned: the caller
-        releases it and pumps on if the queue is not empty. Returns None (nothing changed)
-        otherwise. No pre-release policy may be in use.
-        """
-        queue = self.queue
-        anchor = self.anchor_seq
-        if not queue or anchor is None or self.diverged or flags & _SPECIAL:
-            return None
-        head = queue[0]
-        if head.compared or head.flags & _SPECIAL:
-            return None
-        stream = self.stream
-        d = (seq - self.delta - anchor) & MASK
-        if d >= HALF:
-            d -= 1 << 32
-        start = self.anchor_pos + d
-        end = start + payload_end - payload_start
-        if (
-            head.pos_start != start
-            or head.pos_end != end
-            or end == start
-            or stream.base != start
-            or stream.end != start
-            or stream.pending_bytes
-        ):
-            return None
-        s_ack = self.s_max_ack
-        if flags & ACK and (s_ack is None or 0 < ((ack - s_ack) & MASK) < HALF):
-            s_ack = ack
-        if head.flags & ACK and (s_ack is None or 0 < ((head.ack - s_ack) & MASK) < HALF):
-            return None
-        if not frame.startswith(head.frame[head.payload_start : head.payload_end], payload_start):
-            return None
-        self.s_max_ack = s_ack
-        # The bytes arrived and were compared at once: nothing is ever stored.
-        stream.base = stream.end = end
-        if end - self.anchor_pos > 1 << 30:
-            self._rebase(end)
-        head.compared = True
-        queue.popleft()
-        if not queue and self.closed_at is None and self._closed():
-            self.closed_at = now
-        return head
+    def _forget_deferred(self, deferred: list[tuple[Packet, bytes, float]]) -> None:
+        c = self.stream.counters
+        c.held_secondary_frames -= len(deferred)
+        c.held_secondary_bytes -= sum(p.payload_end - p.payload_start for p, _, _ in deferred)
+        deferred.clear()
+
+    def _replay(self, deferred: list[tuple[Packet, bytes, float]]) -> None:
+        segments = list(deferred)
+        self._forget_deferred(deferred)
+        for pkt, frame, arrival in segments:
+            if not self.add_secondary(pkt, frame, arrival):
+                self.stream.counters.secondary_dropped += 1
 
     def head_waits(self) -> bool:
         """True when :meth:`pump` surely releases nothing now: the head of the (non-empty)
@@ -359,6 +269,7 @@ class TcpConnection:
             self._reset_secondary()
             self.s_gen += 1
             self.s_isn = seq
+            self.deferring = self.stopped or self.s_gen > self.p_gen
             self.stream.reset(self.stream.base if self.s_gen <= self.p_gen else None)
         self.s_syn_seen = True
         if flags & ACK:
@@ -388,8 +299,6 @@ class TcpConnection:
         Returns a divergence reason, or None. After a divergence the connection holds
         everything until :meth:`on_checkpoint`.
         """
-        from colopp.compare.early import offer_early  # early.py builds on this module
-
         if self.diverged:
             return None
         queue = self.queue
@@ -417,17 +326,26 @@ class TcpConnection:
                 break
             self.diverged = True
             return PRERELEASE_MISMATCH if head.pre_released else verdict
-        if not queue and self.closed_at is None and self._closed():
+        if not queue and self.closed_at is None and self.is_closed():
             self.closed_at = now
         return None
 
-    def _closed(self) -> bool:
+    def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
         return both_fin or (self.p_rst and self.s_rst)
 
     def _check(self, seg: HeldFrame, counters: Counters) -> str:
         if not seg.compared:
             if seg.flags & SYN and not self.s_syn_seen:
+                return WAIT
+            if (
+                not seg.flags & (ACK | SYN | FIN | RST)
+                and seg.pos_end == seg.pos_start
+                and seg.pos_start not in self.s_bare
+            ):
+                # No payload and none of ACK/SYN/FIN/RST: like colo-compare, never released
+                # without a secondary counterpart (here: the same kind of segment at the same
+                # position); one that never comes is caught by the compare timeout.
                 return WAIT
             if seg.pos_end > seg.pos_start:
                 verdict = self._compare_payload(seg, counters)
@@ -457,8 +375,20 @@ class TcpConnection:
         start = seg.pos_start
         stop = seg.pos_end
         if base is None:
-            stream.set_base(start)
+            # Nothing below the first payload compared: first seen mid-stream, no SYN.
+            stream.set_base(start, mid_stream=self.p_isn is None)
             base = start
+        floor = stream.floor
+        if floor is not None and start < floor:
+            low = stop if stop < floor else floor
+            theirs = stream.low_bytes(start, low)
+            if theirs is None:
+                return WAIT
+            off = seg.payload_start
+            if seg.frame[off : off + low - start] != theirs:
+                return PAYLOAD_MISMATCH
+            if stop <= floor:
+                return OK
         if stop <= base:
             counters.retransmitted_frames += 1
             return OK
@@ -472,10 +402,10 @@ class TcpConnection:
                 return PAYLOAD_MISMATCH
             stream.advance(upto)
             if upto - self.anchor_pos > 1 << 30:
-                self._rebase(upto)
+                self.rebase(upto)
         return OK if upto >= stop else WAIT
 
-    def _rebase(self, pos: int) -> None:
+    def rebase(self, pos: int) -> None:
         # Keep unwrapping valid on streams longer than 2 GiB.
         if self.anchor_seq is not None:
             self.anchor_seq = (self.anchor_seq + pos - self.anchor_pos) & MASK
@@ -483,19 +413,26 @@ class TcpConnection:
 
     # ---- lifecycle -----------------------------------------------------------------------
 
-    def on_checkpoint(self) -> None:
+    def on_stop(self) -> None:
+        """A checkpoint started (the primary's STOP; everything the secondary sent before it
+        was read): what the secondary sends from now on is the next epoch's output."""
+        self.stopped = self.deferring = True
+
+    def on_checkpoint(self, stop_seen: bool = False) -> None:
         """The SVM is now a copy of the PVM: make the secondary's view equal the primary's.
 
-        Held frames were flushed by the core. Stale secondary bytes are discarded and
-        comparison restarts after the last byte the primary produced, so frames in flight
-        across the checkpoint are seen as retransmissions, not divergence.
+        Held frames were flushed by the core. Comparison restarts after the last byte the
+        primary produced, so frames in flight across the checkpoint are seen as
+        retransmissions, not divergence. The secondary's output of the old epoch is
+        discarded, its ACKs too; with ``stop_seen`` (:meth:`on_stop` was called) exactly
+        what it sent since the STOP is kept, as the new epoch's. Without it, see
+        :meth:`SecondaryStream.restart_at`.
         """
         self.queue.clear()
         self.pre_prefix = 0
         self.pre_memo = None
-        if self.p_high is not None and self.delta == 0 and not self.diverged:
-            # New-epoch secondary output may have arrived already (see restart_at); after a
-            # divergence, or with a sequence delta, held bytes are not trusted to line up.
+        self._forget_deferred(self.unplaced)
+        if not stop_seen and self.p_high is not None and self.delta == 0 and not self.diverged:
             self.stream.restart_at(self.p_high)
         else:
             self.stream.reset(self.p_high)
@@ -506,16 +443,28 @@ class TcpConnection:
         if self.p_isn is not None:
             self.s_syn_seen = True
             self.s_isn = self.p_isn
-        p_ack = self.p_max_ack
-        if p_ack is not None and (self.s_max_ack is None or seq_after(p_ack, self.s_max_ack)):
-            self.s_max_ack = p_ack
+        # What the old secondary acknowledged is gone with it; the new one has what the
+        # primary had.
+        self.s_max_ack = self.p_max_ack
         self.s_fin_pos = self.p_fin_pos
         self.s_rst = self.p_rst
+        self.s_bare.clear()
+        self.stopped = self.deferring = False
+        if self.next_epoch:
+            self._replay(self.next_epoch)
 
     def secondary_held(self) -> tuple[int, int]:
         """(frames, bytes) of secondary output waiting for the primary."""
-        return self.stream.held()
+        frames, size = self.stream.held()
+        for deferred in (self.unplaced, self.next_epoch):
+            frames += len(deferred)
+            size += sum(p.payload_end - p.payload_start for p, _, _ in deferred)
+        return frames, size
 
     def oldest_secondary(self) -> float | None:
         """Arrival time of the oldest unmatched secondary byte."""
-        return self.stream.oldest_arrival()
+        oldest = self.stream.oldest_arrival()
+        for deferred in (self.unplaced, self.next_epoch):
+            if deferred and (oldest is None or deferred[0][2] < oldest):
+                oldest = deferred[0][2]
+        return oldest

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from colopp.compare.held import HeldFrame
 
 
 @dataclass(slots=True)
@@ -44,3 +48,15 @@ class Drop:
 
 
 Action = Release | PreRelease | Checkpoint | Drop
+
+
+def group_frames(frames: list[HeldFrame], kind: type[Release] | type[PreRelease]) -> list[Action]:
+    """One ``kind`` action per run of equal vnet header length, keeping the frames' order."""
+    actions: list[Action] = []
+    current: Release | PreRelease | None = None
+    for held in frames:
+        if current is None or current.vnet_hdr_len != held.vnet_hdr_len:
+            current = kind([], held.vnet_hdr_len)
+            actions.append(current)
+        current.frames.append(held.frame)
+    return actions

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ from colopp.controller.agent_client import AgentClient
 from colopp.controller.store import attach, load_record, pair_record, save_record
 from colopp.controller.supervisor import Incident, PairSupervisor
 from colopp.errors import ColoppError
+from colopp.files import write_json_atomic
 
 log = logging.getLogger("colopp.controller")
 
@@ -33,11 +33,7 @@ def write_status(path: Path | None, status: dict[str, Any]) -> None:
     """Atomically write the controller's status (0600)."""
     if path is None:
         return
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(status, handle, default=str)
-    os.replace(tmp, path)
+    write_json_atomic(path, status)
 
 
 async def run(record_path: Path, status_path: Path | None) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import time
 from typing import Any
 
-from colopp.agent.protocol import MAX_LINE, encode, raise_remote
+from colopp.agent.protocol import MAX_LINE, check_result, decode_reply, encode, raise_remote
 from colopp.errors import AgentError
+from colopp.retry import RetryExhausted, connect_with_retry
 
 
 class AgentClient:
@@ -31,26 +30,25 @@ class AgentClient:
         Raises:
             AgentError: not reachable within ``within`` seconds.
         """
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                self._reader, self._writer = await asyncio.wait_for(
+        try:
+            self._reader, self._writer = await connect_with_retry(
+                lambda: asyncio.wait_for(
                     asyncio.open_connection(self.host, self.port, limit=MAX_LINE), 2.0
-                )
-                return
-            except (OSError, TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise AgentError(
-                        f"agent {self.name} at {self.host}:{self.port} unreachable: {exc}"
-                    ) from exc
-                await asyncio.sleep(0.1)  # the agent process is starting: retry
+                ),
+                within,
+            )
+        except RetryExhausted as exc:
+            raise AgentError(
+                f"agent {self.name} at {self.host}:{self.port} unreachable: {exc.last}"
+            ) from exc.last
 
     async def call(self, method: str, timeout: float = 30.0, **params: Any) -> Any:
         """Call ``method`` on the agent and return its result.
 
         Raises:
             ColoppError subclass: the agent's error, re-raised with its class.
-            AgentError: transport failure or timeout.
+            AgentError: transport failure, timeout, or a reply that is not JSON, lacks
+                ``id``/``result`` or the result fields the controller reads.
         """
         async with self._lock:
             if self._writer is None or self._reader is None:
@@ -73,13 +71,23 @@ class AgentClient:
             except OSError as exc:
                 await self._drop()
                 raise AgentError(f"agent {self.name}: {method}: {exc}") from exc
+            except ValueError as exc:  # a line longer than MAX_LINE
+                await self._drop()
+                raise AgentError(f"agent {self.name}: {method}: reply too long") from exc
             if not line:
                 await self._drop()
                 raise AgentError(f"agent {self.name} closed the connection during {method}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise_remote(self.name, reply["error"])
-        return reply.get("result")
+            try:
+                reply = decode_reply(line, expected=rid)
+            except AgentError as exc:
+                await self._drop()  # the stream cannot be trusted any more
+                raise AgentError(f"agent {self.name}: {method}: {exc}") from exc
+        if reply.error is not None:
+            raise_remote(self.name, reply.error)
+        try:
+            return check_result(method, reply.result)
+        except AgentError as exc:
+            raise AgentError(f"agent {self.name}: {exc}") from exc
 
     async def _drop(self) -> None:
         if self._writer is not None:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from colopp.agent.protocol import DEFAULT_PORT
 from colopp.controller.agent_client import AgentClient
-from colopp.controller.pair import HostSlot
+from colopp.domain import HostSlot
 from colopp.errors import AgentError
+from colopp.files import write_private
 from colopp.lab import Lab, LabPlan, Network, Node, netns_argv, ns_path, plan_lab
 
 HOSTS = (Node.HOST_A, Node.HOST_B)
@@ -28,11 +29,7 @@ HOSTS = (Node.HOST_A, Node.HOST_B)
 
 def write_secret(path: Path, text: str) -> None:
     """Write a 0600 file (created 0600, never readable by others in between)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
+    write_private(path, text)
 
 
 def processes_in_netns(netns: str) -> list[int]:

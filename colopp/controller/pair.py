@@ -8,51 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from colopp.agent.specs import side_request, vm_to_dict
 from colopp.colo.state import PairLifecycle, PairState, Transition
-from colopp.controller.agent_client import AgentClient
+from colopp.controller.seam import Agent, Clock, SystemClock, fence
+from colopp.domain import HostSlot, PairConfig, Role
 from colopp.errors import ColoppError, StateError
-from colopp.qemu.argv import ComparatorKind, Ports, Role, VmSpec
-
-
-@dataclass(frozen=True)
-class HostSlot:
-    """One host as the pair sees it: its agent, the guest tap there, its replication IP."""
-
-    name: str
-    tap: str
-    repl_ip: str
-
-
-@dataclass(frozen=True)
-class PairConfig:
-    """Everything needed to protect one VM on two hosts."""
-
-    vm: VmSpec
-    base_disk: Path
-    primary: HostSlot
-    secondary: HostSlot
-    ports: Ports = field(default_factory=Ports)
-    comparator: ComparatorKind = ComparatorKind.BUILTIN
-    checkpoint_delay_ms: int = 2000
-    boot_timeout: float = 120.0
-    colo_timeout: float = 90.0
-    # COLO++ (colopp's comparator): pre-release rules (None = off; "auto", "all" or a
-    # comma-separated list), read path prefixes for the read rule, semi-active secondary.
-    prerelease: str | None = None
-    read_prefixes: tuple[str, ...] = ()
-    prerelease_rearm_ms: int | None = None
-    semiactive: bool = False
-    # Who runs each side's QEMU: the agent itself ("qemu") or the host's libvirtd
-    # ("libvirt": the VM is the libvirt domain named vm.name).
-    backend: str = "qemu"
-
 
 Progress = Callable[[str], None]
 
@@ -63,14 +25,16 @@ class PairController:
     def __init__(
         self,
         config: PairConfig,
-        agents: dict[str, AgentClient],
+        agents: Mapping[str, Agent],
         progress: Progress = lambda _msg: None,
         on_change: Callable[[Transition], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.agents = agents
+        self.clock: Clock = clock or SystemClock()
         self.progress = progress
-        self.lifecycle = PairLifecycle(on_change=on_change)
+        self.lifecycle = PairLifecycle(on_change=on_change, clock=self.clock.time)
         self.primary = config.primary
         self.secondary: HostSlot | None = config.secondary
         self.standby: HostSlot | None = None  # the host lost at the last failover
@@ -81,26 +45,12 @@ class PairController:
         return self.lifecycle.state
 
     def _event(self, kind: str, **data: Any) -> None:
-        self.events.append({"at": time.time(), "kind": kind, **data})
+        self.events.append({"at": self.clock.time(), "kind": kind, **data})
 
     def _side(
         self, role: Role, slot: HostSlot, peer: HostSlot, standalone: bool = False
     ) -> dict[str, Any]:
-        cfg = self.config
-        return side_request(
-            role,
-            slot.tap,
-            slot.repl_ip,
-            peer.repl_ip,
-            cfg.ports,
-            cfg.comparator,
-            prerelease=cfg.prerelease,
-            read_prefixes=cfg.read_prefixes,
-            prerelease_rearm_ms=cfg.prerelease_rearm_ms,
-            semiactive=cfg.semiactive,
-            standalone=standalone,
-            backend=cfg.backend,
-        )
+        return self.config.side(role, slot, peer, standalone).to_dict()
 
     async def launch_alone(self) -> None:
         """Run the VM unreplicated on the primary host (a baseline; no COLO, no failover).
@@ -115,7 +65,7 @@ class PairController:
         self.lifecycle.move(PairState.LAUNCHING, "unreplicated")
         try:
             side = self._side(Role.PRIMARY, cfg.primary, cfg.primary, standalone=True)
-            vm, base = vm_to_dict(cfg.vm), str(cfg.base_disk)
+            vm, base = cfg.vm.to_dict(), str(cfg.base_disk)
             launched = await agent.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
             self.progress(f"unreplicated QEMU started on {agent.name} (pid {launched['pid']})")
             await agent.call("wait_guest", timeout=cfg.boot_timeout + 5)
@@ -139,7 +89,7 @@ class PairController:
             for agent in (pa, sa):
                 info = await agent.call("probe_qemu", accel=cfg.vm.accel)
                 self.progress(f"{agent.name}: QEMU {info['version']} ({info['runtime']})")
-            vm = vm_to_dict(cfg.vm)
+            vm = cfg.vm.to_dict()
             base = str(cfg.base_disk)
             side_p = self._side(Role.PRIMARY, cfg.primary, secondary)
             side_s = self._side(Role.SECONDARY, secondary, cfg.primary)
@@ -151,7 +101,7 @@ class PairController:
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")
-            await pa.call("start_colo", checkpoint_delay_ms=cfg.checkpoint_delay_ms)
+            await pa.call("start_colo", checkpoint_delay_ms=cfg.options.checkpoint_delay_ms)
             self.progress("migrating into COLO (RAM and disk)")
             await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
             await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
@@ -201,12 +151,12 @@ class PairController:
             raise StateError("no host to re-protect onto")
         cfg, serving = self.config, self.primary
         pa, ta = self.agents[serving.name], self.agents[target.name]
-        started = time.monotonic()
+        started = self.clock.monotonic()
         self.lifecycle.move(PairState.LAUNCHING, f"new secondary on {target.name}")
         try:
             await ta.call("stop_vm", timeout=20)
             side = self._side(Role.SECONDARY, target, serving)
-            vm, base = vm_to_dict(cfg.vm), str(cfg.base_disk)
+            vm, base = cfg.vm.to_dict(), str(cfg.base_disk)
             await ta.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
             # The serving guest's translated connections move to the new secondary.
             record = await pa.call("translation_record")
@@ -215,7 +165,7 @@ class PairController:
             result: dict[str, Any] = await pa.call(
                 "resume_replication",
                 peer_repl_ip=target.repl_ip,
-                checkpoint_delay_ms=cfg.checkpoint_delay_ms,
+                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
                 timeout=cfg.colo_timeout + 300,
             )
             await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
@@ -224,7 +174,7 @@ class PairController:
             self.lifecycle.move(PairState.ERROR, f"re-protect failed: {exc}")
             raise
         self.secondary, self.standby = target, None
-        result["reprotect_s"] = time.monotonic() - started
+        result["reprotect_s"] = self.clock.monotonic() - started
         self.lifecycle.move(PairState.PROTECTED, f"{serving.name} primary, {target.name} secondary")
         self._event("reprotected", primary=serving.name, secondary=target.name, **result)
         return result
@@ -241,17 +191,11 @@ class PairController:
         """
         self.lifecycle.require(PairState.PROTECTED)
         old = self.primary
-        agent = self.agents[old.name]
-        await agent.call("kill_vm")
-        deadline = time.monotonic() + 10
-        while (await agent.call("ping"))["vm_alive"]:
-            if time.monotonic() > deadline:
-                raise StateError(f"the primary on {old.name} did not stop")
-            await asyncio.sleep(0.02)
+        await fence(self.agents[old.name], self.clock, timeout=10.0, call_timeout=30.0)
         result = await self.failover(Role.PRIMARY)
         # As after an unplanned failover: let clients' retransmissions reach the new
         # primary before re-protection briefly freezes the guest for the RAM migration.
-        await asyncio.sleep(settle)
+        await self.clock.sleep(settle)
         result |= await self.reprotect(old)
         self._event("switchover", primary=self.primary.name, secondary=old.name)
         return result
@@ -301,6 +245,6 @@ class PairController:
         )
         self.lifecycle.move(PairState.STOPPED, "stopped")
 
-    async def _stop_one(self, agent: AgentClient) -> None:
+    async def _stop_one(self, agent: Agent) -> None:
         with contextlib.suppress(ColoppError):
             await agent.call("stop_vm", timeout=20)

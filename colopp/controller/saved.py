@@ -11,14 +11,16 @@ from typing import Any
 
 from rich.console import Console
 
+from colopp.clock import SystemClock
 from colopp.colo.state import PairState
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.pair import PairController
+from colopp.controller.seam import fence
 from colopp.controller.setup import prepare_local_pair
 from colopp.controller.store import attach, load_record, pair_record, save_record
+from colopp.domain import ComparatorKind, Role
 from colopp.errors import StateError
 from colopp.lab import Node
-from colopp.qemu.argv import ComparatorKind, Role
 
 
 def load_agents(path: Path) -> tuple[dict[str, Any], dict[str, AgentClient]]:
@@ -52,7 +54,7 @@ async def manual_failover(path: Path, force: bool = False) -> dict[str, Any]:
                 f"the primary on {pair.primary.name} still runs; use --force to fail over anyway"
             )
     else:
-        await agents[pair.primary.name].call("kill_vm", timeout=5)
+        await fence(agents[pair.primary.name], SystemClock(), timeout=10.0)
     result = await pair.failover(Role.PRIMARY)
     addresses = {name: (a.host, a.port) for name, a in agents.items()}
     save_record(path, pair_record(pair, addresses, Path(record["token_file"])))

@@ -9,12 +9,11 @@ from pathlib import Path
 from rich.console import Console
 
 from colopp.controller.local import LocalDeployment, local_deployment
-from colopp.controller.pair import PairConfig
+from colopp.domain import ComparatorKind, PairConfig, ProtectionOptions, VmSpec
 from colopp.image.builder import GuestImage, build_image
 from colopp.image.cmdline import kernel_cmdline
 from colopp.lab import Node
 from colopp.qemu.accel import choose_accel
-from colopp.qemu.argv import ComparatorKind, VmSpec
 from colopp.qemu.runtime import DEFAULT_ROOT, QemuRuntime, provision, runtime_from
 
 
@@ -71,11 +70,14 @@ async def prepare_local_pair(
         image.disk,
         deployment.slot(Node.HOST_A),
         deployment.slot(Node.HOST_B),
-        comparator=comparator,
-        checkpoint_delay_ms=checkpoint_delay_ms,
-        prerelease=prerelease,
-        read_prefixes=read_prefixes,
-        semiactive=semiactive,
-        prerelease_rearm_ms=prerelease_rearm_ms,
+        options=ProtectionOptions(
+            comparator=comparator,
+            checkpoint_delay_ms=checkpoint_delay_ms,
+            prerelease=prerelease,
+            read_prefixes=read_prefixes,
+            semiactive=semiactive,
+            prerelease_rearm_ms=prerelease_rearm_ms,
+        ),
     )
+    config.options.validate()
     return LocalPair(runtime, image, deployment, config, why)

@@ -8,63 +8,48 @@ atomically, mode 0600, on every state change.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from colopp.agent.specs import vm_from_dict, vm_to_dict
 from colopp.colo.state import PairLifecycle, PairState
 from colopp.controller.agent_client import AgentClient
-from colopp.controller.pair import HostSlot, PairConfig, PairController
+from colopp.controller.pair import PairController
+from colopp.domain import HostSlot, PairConfig, ProtectionOptions
 from colopp.errors import ConfigError
-from colopp.qemu.argv import ComparatorKind, Ports
+from colopp.files import write_json_atomic
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+# Version 1 kept the protection options flat in the config (and lost ``backend``).
+_V1_OPTIONS = (
+    "comparator",
+    "checkpoint_delay_ms",
+    "prerelease",
+    "read_prefixes",
+    "prerelease_rearm_ms",
+    "semiactive",
+    "backend",
+)
 
 
 def config_to_dict(config: PairConfig) -> dict[str, Any]:
-    """JSON-safe form of a PairConfig."""
-    return {
-        "vm": vm_to_dict(config.vm),
-        "base_disk": str(config.base_disk),
-        "primary": asdict(config.primary),
-        "secondary": asdict(config.secondary),
-        "ports": asdict(config.ports),
-        "comparator": config.comparator.value,
-        "checkpoint_delay_ms": config.checkpoint_delay_ms,
-        "boot_timeout": config.boot_timeout,
-        "colo_timeout": config.colo_timeout,
-        "prerelease": config.prerelease,
-        "read_prefixes": list(config.read_prefixes),
-        "prerelease_rearm_ms": config.prerelease_rearm_ms,
-        "semiactive": config.semiactive,
-    }
+    """JSON-safe form of a PairConfig (see :meth:`PairConfig.to_dict`)."""
+    return config.to_dict()
 
 
 def config_from_dict(data: dict[str, Any]) -> PairConfig:
-    """Inverse of :func:`config_to_dict`.
+    """Inverse of :func:`config_to_dict`; also reads a version-1 record's flat options.
 
     Raises:
         ConfigError: missing or invalid fields.
     """
+    if isinstance(data, dict) and "options" not in data:
+        flat = {k: data[k] for k in _V1_OPTIONS if data.get(k) is not None}
+        rest = {k: v for k, v in data.items() if k not in _V1_OPTIONS}
+        data = {**rest, "options": ProtectionOptions.from_dict(flat).to_dict()}
     try:
-        return PairConfig(
-            vm=vm_from_dict(data["vm"]),
-            base_disk=Path(data["base_disk"]),
-            primary=HostSlot(**data["primary"]),
-            secondary=HostSlot(**data["secondary"]),
-            ports=Ports(**data["ports"]),
-            comparator=ComparatorKind(data["comparator"]),
-            checkpoint_delay_ms=int(data["checkpoint_delay_ms"]),
-            boot_timeout=float(data["boot_timeout"]),
-            colo_timeout=float(data["colo_timeout"]),
-            prerelease=data.get("prerelease"),
-            read_prefixes=tuple(data.get("read_prefixes", ())),
-            prerelease_rearm_ms=data.get("prerelease_rearm_ms"),
-            semiactive=bool(data.get("semiactive", False)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        return PairConfig.from_dict(data)
+    except ConfigError as exc:
         raise ConfigError(f"bad pair record: {exc}") from exc
 
 
@@ -86,12 +71,7 @@ def pair_record(
 
 def save_record(path: Path, record: dict[str, Any]) -> None:
     """Write the record atomically with mode 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
 
 
 def load_record(path: Path) -> dict[str, Any]:
@@ -104,7 +84,7 @@ def load_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read pair record {path}: {exc}") from exc
-    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+    if not isinstance(record, dict) or record.get("version") not in (1, RECORD_VERSION):
         raise ConfigError(f"{path} is not a colopp pair record (version {RECORD_VERSION})")
     return record
 

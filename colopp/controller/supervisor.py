@@ -19,19 +19,16 @@ rules (not in this version).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.colo.state import PairState
-from colopp.controller.agent_client import AgentClient
 from colopp.controller.health import Beat, DetectorConfig, Health, SideDetector
 from colopp.controller.pair import PairController
+from colopp.controller.seam import Agent, Clock, SystemClock, fence
+from colopp.domain import Role
 from colopp.errors import ColoppError
-from colopp.qemu.argv import Role
 
 QMP_PROBE_TIMEOUT = 0.2
 
@@ -55,7 +52,7 @@ class PairSupervisor:
     """Runs the heartbeat loop for one pair until :meth:`stop`."""
 
     pair: PairController
-    heartbeat: dict[str, AgentClient]
+    heartbeat: Mapping[str, Agent]
     config: DetectorConfig = field(default_factory=DetectorConfig)
     auto_reprotect: bool = True
     # Let clients' retransmissions reach the survivor before re-protection briefly freezes
@@ -63,7 +60,10 @@ class PairSupervisor:
     reprotect_after: float = 2.0
     lease: float = 1.0  # must match the agents' --lease
     on_incident: Callable[[Incident], None] = lambda _incident: None
+    # Told of every heartbeat: the host and whether its agent answered (metrics).
+    on_beat: Callable[[str, bool], None] = lambda _host, _ok: None
     incidents: list[Incident] = field(default_factory=list)
+    clock: Clock = field(default_factory=SystemClock)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _detectors: dict[str, SideDetector] = field(default_factory=dict)
 
@@ -94,11 +94,10 @@ class PairSupervisor:
                 await self._check_protected()
             elif self.pair.state is PairState.FAILED_OVER and self.auto_reprotect:
                 await self._reprotect()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.config.period)
+            await self.clock.wait(self._stop, self.config.period)
 
     async def _beat(self, host: str) -> Beat:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         try:
             reply = await self.heartbeat[host].call(
                 "ping",
@@ -107,7 +106,9 @@ class PairSupervisor:
                 heartbeat=True,
             )
         except ColoppError:
+            self.on_beat(host, False)
             return Beat(now, agent_ok=False)
+        self.on_beat(host, True)
         return Beat(
             now,
             True,
@@ -118,7 +119,7 @@ class PairSupervisor:
 
     def _detector(self, host: str) -> SideDetector:
         if host not in self._detectors:
-            self._detectors[host] = SideDetector(self.config, time.monotonic())
+            self._detectors[host] = SideDetector(self.config, self.clock.monotonic())
         return self._detectors[host]
 
     async def _check_protected(self) -> None:
@@ -150,7 +151,7 @@ class PairSupervisor:
         require that the secondary cannot reach the primary's host either (if it can, the
         primary still has its peer, keeps serving, and only the controller is cut off).
         """
-        silent = time.monotonic() - self._detector(primary).last_agent_ok
+        silent = self.clock.monotonic() - self._detector(primary).last_agent_ok
         if silent < 2 * self.lease:
             return
         try:
@@ -166,27 +167,27 @@ class PairSupervisor:
             await self._handle(Role.PRIMARY, primary, Health.UNREACHABLE)
 
     async def _handle(self, role: Role, host: str, health: Health) -> None:
-        incident = Incident(role.value, host, health.value, time.time())
+        incident = Incident(role.value, host, health.value, self.clock.time())
         self.incidents.append(incident)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             if health in (Health.HUNG, Health.STALLED):
                 await self._fence(host)
                 incident.fenced = True
             await self.pair.failover(role)
-            incident.failover_ms = (time.monotonic() - started) * 1000
+            incident.failover_ms = (self.clock.monotonic() - started) * 1000
         except ColoppError as exc:
             incident.error = str(exc)
         self._detectors.clear()
         self.on_incident(incident)
 
     async def _switchover(self) -> None:
-        incident = Incident("primary", self.pair.primary.name, "switchover", time.time())
+        incident = Incident("primary", self.pair.primary.name, "switchover", self.clock.time())
         self.incidents.append(incident)
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             result = await self.pair.switchover()
-            incident.failover_ms = (time.monotonic() - started) * 1000
+            incident.failover_ms = (self.clock.monotonic() - started) * 1000
             incident.reprotect_s = result.get("reprotect_s")
         except ColoppError as exc:
             incident.error = str(exc)
@@ -195,20 +196,14 @@ class PairSupervisor:
 
     async def _fence(self, host: str, timeout: float = 5.0) -> None:
         """SIGKILL the side's QEMU and wait until its agent reports it gone."""
-        agent = self.heartbeat[host]
-        await agent.call("kill_vm", signum=int(signal.SIGKILL), timeout=2)
-        deadline = time.monotonic() + timeout
-        while (await agent.call("ping", timeout=2))["vm_alive"]:
-            if time.monotonic() > deadline:
-                raise ColoppError(f"could not fence {host}: QEMU still runs")
-            await asyncio.sleep(0.02)
+        await fence(self.heartbeat[host], self.clock, timeout, call_timeout=2.0)
 
     async def _reprotect(self) -> None:
         standby = self.pair.standby
         if standby is None:
             return
         last = self.incidents[-1].detected_at if self.incidents else 0.0
-        if time.time() - last < self.reprotect_after:
+        if self.clock.time() - last < self.reprotect_after:
             return
         try:
             probe = await self.heartbeat[standby.name].call(

@@ -85,7 +85,61 @@ class ClientWorkload:
             self.proc.communicate()
 
 
-class SupervisedPair:
+class Watched:
+    """What a driver of a supervised pair needs: the pair, the supervisor's incidents, the
+    lab plan, and waits on them. :class:`SupervisedPair` supervises its own pair; the
+    demo's ``--dashboard`` mode watches the pair an API runner supervises."""
+
+    pair: PairController
+
+    @property
+    def plan(self) -> LabPlan:
+        raise NotImplementedError
+
+    @property
+    def incidents(self) -> list[Incident]:
+        raise NotImplementedError
+
+    async def checkpoints(self) -> int:
+        status = await self.pair.agents[self.pair.primary.name].call("status")
+        return int(status["checkpoints"])
+
+    async def next_checkpoint(self, timeout: float = 30) -> None:
+        """Wait until the primary completes one more checkpoint."""
+        first = await self.checkpoints()
+        await self.wait_for("a checkpoint", None, timeout, lambda n: n > first)
+
+    async def wait_for(
+        self,
+        what: str,
+        check: Callable[[], bool] | None,
+        timeout: float,
+        on_checkpoints: Callable[[int], bool] | None = None,
+    ) -> None:
+        """Wait (polling, with a deadline) until ``check()`` holds.
+
+        Raises:
+            TimeoutError: naming ``what`` with the pair's state and incidents.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if check is not None and check():
+                return
+            if on_checkpoints is not None and on_checkpoints(await self.checkpoints()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: {self.pair.state} {self.incidents[-1:]}")
+            await asyncio.sleep(0.05)  # state lives in other processes: poll it
+
+    def handled(self, count: int) -> bool:
+        """True once ``count`` incidents are fully handled (failed over, or failed)."""
+        return len(self.incidents) >= count and (
+            self.incidents[count - 1].failover_ms is not None
+            or self.incidents[count - 1].error is not None
+        )
+
+
+class SupervisedPair(Watched):
     """A protected local pair, its PairController and a PairSupervisor."""
 
     def __init__(self, local: LocalPair) -> None:
@@ -156,47 +210,20 @@ class SupervisedPair:
         start = self.supervisor.rounds
         await self.wait_for("heartbeats", lambda: self.supervisor.rounds >= start + rounds, timeout)
 
-    async def checkpoints(self) -> int:
-        status = await self.pair.agents[self.pair.primary.name].call("status")
-        return int(status["checkpoints"])
-
-    async def next_checkpoint(self, timeout: float = 30) -> None:
-        """Wait until the primary completes one more checkpoint."""
-        first = await self.checkpoints()
-        await self.wait_for("a checkpoint", None, timeout, lambda n: n > first)
-
-    async def wait_for(
-        self,
-        what: str,
-        check: Callable[[], bool] | None,
-        timeout: float,
-        on_checkpoints: Callable[[int], bool] | None = None,
-    ) -> None:
-        """Wait (polling, with a deadline) until ``check()`` holds.
-
-        Raises:
-            TimeoutError: naming ``what`` with the pair's state and incidents.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            if check is not None and check():
-                return
-            if on_checkpoints is not None and on_checkpoints(await self.checkpoints()):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: {self.pair.state} {self.incidents[-1:]}")
-            await asyncio.sleep(0.05)  # state lives in other processes: poll it
-
-    def handled(self, count: int) -> bool:
-        """True once ``count`` incidents are fully handled (failed over, or failed)."""
-        return len(self.incidents) >= count and (
-            self.incidents[count - 1].failover_ms is not None
-            or self.incidents[count - 1].error is not None
-        )
-
     async def close(self) -> None:
-        """Stop supervising, stop both QEMUs, remove agents and lab; never raises."""
-        await self.unsupervise()
-        await self.supervisor.close()
-        await self.pair.stop()
-        await self.local.deployment.stop()
+        """Stop supervising, stop both QEMUs, remove agents and lab.
+
+        Every step runs even if an earlier one fails (a supervisor loop that died with an
+        error must not leave QEMU, agents and namespaces behind); the first error is
+        raised at the end.
+        """
+        try:
+            await self.unsupervise()
+        finally:
+            try:
+                await self.supervisor.close()
+            finally:
+                try:
+                    await self.pair.stop()
+                finally:
+                    await self.local.deployment.stop()

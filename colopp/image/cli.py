@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from colopp.cli_exit import exit_code
 from colopp.errors import ColoppError
 from colopp.image.builder import DEFAULT_CACHE_DIR, build_image
 from colopp.image.cmdline import kernel_cmdline
@@ -30,6 +32,9 @@ def build_command(
     ip: Annotated[str, typer.Option(help="Example guest address for the printed cmdline.")] = (
         "198.18.0.100/24"
     ),
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
 ) -> None:
     """Build the guest image, or reuse the cached one for the same inputs."""
     console = Console(stderr=True)
@@ -37,7 +42,19 @@ def build_command(
         image = build_image(cache_dir, force=force, console=console)
     except ColoppError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(exit_code(exc)) from exc
+    if json_out:
+        found = {
+            "kernel": str(image.vmlinuz),
+            "initrd": str(image.initrd),
+            "disk": str(image.disk),
+            "disk_format": image.disk_format,
+            "disk_size": image.disk_size,
+            "release": image.kernel_release,
+            "cmdline": kernel_cmdline(ip),
+        }
+        typer.echo(json.dumps(found))
+        return
     table = Table(show_header=False, box=None)
     table.add_row("kernel", str(image.vmlinuz))
     table.add_row("initrd", str(image.initrd))

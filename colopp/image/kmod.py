@@ -19,7 +19,7 @@ from pathlib import Path
 
 from colopp.errors import ImageError
 
-#: What the guest needs, in the order ARCHITECTURE.md measured; dependencies are
+#: What the guest needs, in the order measured on these hosts (virtio_ring first); dependencies are
 #: added and the order fixed by :func:`load_order`.  ext4 is usually built in.
 GUEST_MODULES: tuple[str, ...] = (
     "virtio_ring",

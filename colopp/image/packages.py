@@ -7,14 +7,13 @@ The image is built only from Debian packages: the cloud kernel is fetched with
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from colopp.errors import ImageError
+from colopp.process import run_tool
 
 #: Kernel meta-package; its Depends names the versioned image package.
 KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
@@ -156,14 +155,4 @@ def run(
 
     ``env`` is added to the current environment.
     """
-    full_env = {**os.environ, **env} if env else None
-    try:
-        done = subprocess.run(
-            list(argv), cwd=cwd, capture_output=True, text=True, check=False, env=full_env
-        )
-    except OSError as exc:
-        raise ImageError(f"cannot run {argv[0]}: {exc}") from exc
-    if check and done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise ImageError(f"{' '.join(argv)} failed ({done.returncode}): {' | '.join(detail)}")
-    return done.stdout
+    return run_tool(argv, ImageError, cwd=cwd, check=check, env=env)

@@ -144,6 +144,12 @@ class Lab:
         self._locked = False
 
     @classmethod
+    def attach(cls, plan: LabPlan) -> Lab:
+        """The lab of ``plan`` built earlier by another process (e.g. before an API
+        restart); its host lock stays with whoever holds it. :meth:`destroy` removes it."""
+        return cls(plan)
+
+    @classmethod
     def create(cls, plan: LabPlan | None = None) -> Lab:
         """Build the lab of ``plan`` (default: ``plan_lab()``) after removing leftovers.
 

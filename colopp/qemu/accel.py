@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from colopp.agent.qemu_process import READY_LINE, QemuProcess, wait_for_serial
 from colopp.errors import GuestError, QemuStartError
+from colopp.qemu.qemu_process import READY_LINE, QemuProcess, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime
 
 KVM_DEVICE = Path("/dev/kvm")

@@ -8,14 +8,13 @@ Argv builders here are pure; :func:`probe` and :func:`provision` do the I/O.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from colopp.errors import QemuError, QemuNotFound
+from colopp.process import run_tool
 from colopp.qemu.version import QemuVersion, parse_version
 
 DEFAULT_ROOT = Path("/var/lib/colopp/runtime/root")
@@ -99,22 +98,7 @@ def runtime_from(root: Path | None, binary: str | None = None) -> QemuRuntime:
 
 
 def _run(argv: Sequence[str], env: dict[str, str] | None, timeout: float) -> str:
-    try:
-        done = subprocess.run(
-            list(argv),
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except FileNotFoundError as exc:
-        raise QemuNotFound(f"{argv[0]} not found") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise QemuError(f"{' '.join(argv)} did not finish in {timeout:.0f}s") from exc
-    if done.returncode != 0:
-        raise QemuError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
+    return run_tool(argv, QemuError, timeout=timeout, env=env, not_found=QemuNotFound)
 
 
 def probe(runtime: QemuRuntime) -> QemuVersion:

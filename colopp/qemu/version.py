@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from colopp.errors import QemuError, QemuUnsupported
+from colopp.errors import ConfigError, QemuError, QemuUnsupported
 
 _VERSION_RE = re.compile(r"QEMU emulator version (\d+)\.(\d+)\.(\d+)")
 
@@ -38,7 +38,7 @@ def parse_version(text: str) -> QemuVersion:
 def colo_verdict(version: QemuVersion, accel: str) -> str | None:
     """Why ``version`` cannot run COLO with ``accel``, or None when it can.
 
-    The list is what was measured on Debian hosts (ARCHITECTURE.md): 7.2 deadlocks in
+    The list is what was measured on Debian hosts (README.md): 7.2 deadlocks in
     checkpoints under TCG; 10.0.0-10.0.6 and 10.1.x never enter COLO (a regression fixed
     in 10.2 and 10.0.7); anything older than 7.2 lacks what colopp drives.
     """
@@ -58,11 +58,26 @@ def colo_verdict(version: QemuVersion, accel: str) -> str | None:
     return None
 
 
-def require_colo_capable(version: QemuVersion, accel: str) -> None:
-    """Raise QemuUnsupported naming the remedy when ``version`` cannot run COLO."""
+ACCELERATORS = ("tcg", "kvm")
+
+
+def require_colo_capable(
+    version: QemuVersion, accel: str, options: str = "--qemu-root/--qemu-binary"
+) -> None:
+    """Raise QemuUnsupported naming the remedy when ``version`` cannot run COLO.
+
+    ``options`` names the caller's own options that choose another QEMU (``colopp qemu
+    check`` has ``--root/--binary``).
+
+    Raises:
+        ConfigError: ``accel`` is not one of :data:`ACCELERATORS`.
+        QemuUnsupported: this QEMU cannot run COLO with ``accel``.
+    """
+    if accel not in ACCELERATORS:
+        raise ConfigError(f"unknown accelerator {accel!r}: use one of {', '.join(ACCELERATORS)}")
     reason = colo_verdict(version, accel)
     if reason is not None:
         raise QemuUnsupported(
             f"{reason}. Run `colopp qemu install` to provision Debian trixie-backports' "
-            "QEMU in a private root, or pass --qemu-root/--qemu-binary for a working one."
+            f"QEMU in a private root, or pass {options} for a working one."
         )

@@ -8,16 +8,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
-from colopp.errors import QmpError, QmpTimeout
+from colopp.errors import HMP_ERROR_CLASS, QmpError, QmpTimeout
+from colopp.retry import RetryExhausted, connect_with_retry
 
 DEFAULT_TIMEOUT = 10.0
+
+
+def hmp_command(line: str) -> str:
+    """How a QmpError names the HMP command ``line`` (its first word)."""
+    return f"human-monitor-command {line.split(maxsplit=1)[0]}"
+
+
+def check_hmp_output(line: str, text: str) -> str:
+    """HMP reports errors only as text: return ``text``, or raise when it reads as one.
+
+    Raises:
+        QmpError: with ``error_class`` :data:`~colopp.errors.HMP_ERROR_CLASS`.
+    """
+    lowered = text.lower()
+    if text.strip() and ("error" in lowered or "could not" in lowered or "failed" in lowered):
+        raise QmpError(hmp_command(line), text.strip(), HMP_ERROR_CLASS)
+    return text
+
+
 Event = dict[str, Any]
 
 
@@ -36,19 +55,30 @@ class Monitor:
         Raises:
             QmpTimeout: the socket never accepted (``alive`` returning False stops early).
         """
-        deadline = time.monotonic() + within
-        last: Exception | None = None
-        while time.monotonic() < deadline:
+
+        def exited() -> None:
             if alive is not None and not alive():
                 raise QmpError("connect", f"QEMU exited before {self.socket_path} accepted")
+
+        async def attempt() -> None:
             try:
                 await asyncio.wait_for(self._client.connect(str(self.socket_path)), self.timeout)
-                return
-            except (QMPError, OSError, TimeoutError) as exc:
-                last = exc
-                self._client = QMPClient(self.name)
-                await asyncio.sleep(0.05)  # polling a socket path: nothing to wait on
-        raise QmpTimeout("connect", f"{self.socket_path} did not accept in {within:.0f}s: {last}")
+            except (QMPError, OSError, TimeoutError):
+                self._client = QMPClient(self.name)  # a failed client cannot connect again
+                raise
+
+        try:
+            await connect_with_retry(
+                attempt,
+                within,
+                retry_on=(QMPError, OSError, TimeoutError),
+                pause=0.05,
+                give_up=exited,
+            )
+        except RetryExhausted as exc:
+            raise QmpTimeout(
+                "connect", f"{self.socket_path} did not accept in {within:.0f}s: {exc.last}"
+            ) from exc.last
 
     async def execute(
         self,
@@ -68,7 +98,7 @@ class Monitor:
         try:
             return await asyncio.wait_for(self._client.execute(command, arguments, oob=oob), wait)
         except ExecuteError as exc:
-            raise QmpError(command, f"{exc.error_class}: {exc}") from exc
+            raise QmpError(command, str(exc), exc.error_class) from exc
         except TimeoutError as exc:
             raise QmpTimeout(command, f"no answer in {wait:.1f}s") from exc
         except (QMPError, OSError, EOFError) as exc:
@@ -81,12 +111,7 @@ class Monitor:
             QmpError: the HMP output reports an error.
         """
         out = await self.execute("human-monitor-command", {"command-line": line}, timeout)
-        text = str(out or "")
-        if text.strip():
-            lowered = text.lower()
-            if "error" in lowered or "could not" in lowered or "failed" in lowered:
-                raise QmpError(f"human-monitor-command {line.split(maxsplit=1)[0]}", text.strip())
-        return text
+        return check_hmp_output(line, str(out or ""))
 
     def listen(self, names: Iterable[str] | None = None) -> EventListener:
         """Register and return an event listener (all events when names is None)."""
@@ -97,6 +122,16 @@ class Monitor:
     def unlisten(self, listener: EventListener) -> None:
         """Remove a listener made by :meth:`listen`."""
         self._client.remove_listener(listener)
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up."""
+        return self._client.runstate == Runstate.RUNNING
+
+    async def wait_disconnected(self) -> None:
+        """Return once the connection is no longer up (QEMU hung up, or it broke)."""
+        while self._client.runstate == Runstate.RUNNING:
+            await self._client.runstate_changed()
 
     async def close(self) -> None:
         """Disconnect; never raises."""

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import enum
 
+from colopp.compare.young_learn import Learned
 from colopp.errors import StateError
-from colopp.rewrite.learn import Learned
 from colopp.rewrite.table import OffsetTable
 
 

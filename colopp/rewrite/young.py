@@ -2,7 +2,7 @@
 
 While QEMU's ``filter-rewriter`` translates the secondary's young connections (those opened
 since the last checkpoint), colopp cannot read its table. So the comparator, which sees both
-guests' SYN-ACKs, learns each young offset (:class:`~colopp.rewrite.learn.IsnLearner`) and
+guests' SYN-ACKs, learns each young offset (:class:`~colopp.compare.young_learn.IsnLearner`) and
 sends it here tagged with its *epoch*: the number of checkpoints the primary had completed
 when it learned it. The secondary's agent counts the checkpoints its QEMU has *loaded*
 (``loaded``). ``filter-rewriter`` zeroes its offsets at every loaded checkpoint

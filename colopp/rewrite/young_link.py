@@ -7,7 +7,7 @@ JSON lines over TCP on the replication network; one reply line per request:
 - ``{"op": "completed", "epoch": N}``: N checkpoints completed; older entries are dropped.
 
 :func:`handle_young_request` is the pure part; :func:`serve_young` the listener (in the
-secondary's agent) and :class:`YoungSender` the comparator's client.
+secondary's agent); the comparator's client is :class:`colopp.compare.young_send.YoungSender`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import asyncio
 import json
 from typing import Any
 
-from colopp.errors import AgentError, ConfigError
+from colopp.errors import ConfigError
 from colopp.rewrite.table import OffsetTable
-from colopp.rewrite.tap import YoungMessage
 from colopp.rewrite.young import YoungOffsets
 
 MAX_LINE = 64 * 1024
@@ -74,39 +73,3 @@ async def serve_young(young: YoungOffsets, host: str, port: int) -> asyncio.Serv
             writer.close()
 
     return await asyncio.start_server(session, host, port, limit=MAX_LINE)
-
-
-class YoungSender:
-    """The comparator's client: send one message and wait for its acknowledgement."""
-
-    def __init__(self, host: str, port: int, timeout: float = 1.0) -> None:
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self._lock = asyncio.Lock()
-
-    async def send(self, message: YoungMessage | dict[str, Any]) -> None:
-        """Deliver ``message``; raises AgentError when the secondary host did not ack it."""
-        body = message.to_json() if isinstance(message, YoungMessage) else message
-        async with self._lock:
-            try:
-                if self._streams is None:
-                    self._streams = await asyncio.wait_for(
-                        asyncio.open_connection(self.host, self.port), self.timeout
-                    )
-                reader, writer = self._streams
-                writer.write(json.dumps(body).encode() + b"\n")
-                await writer.drain()
-                reply = json.loads(await asyncio.wait_for(reader.readline(), self.timeout))
-            except (OSError, TimeoutError, ValueError) as exc:
-                await self.close()
-                raise AgentError(f"young offset not delivered to {self.host}: {exc}") from exc
-        if not reply.get("ok"):
-            raise AgentError(f"young offset refused by {self.host}: {reply.get('error')}")
-
-    async def close(self) -> None:
-        if self._streams is not None:
-            writer = self._streams[1]
-            self._streams = None
-            writer.close()

@@ -2,7 +2,7 @@
 
 The agent drives a side through two objects: a :class:`VmProcess` (is it alive, its pid,
 kill/stop it) and a :class:`QmpChannel` (QMP commands, HMP, events). The QEMU-direct
-backend is :class:`colopp.agent.qemu_process.QemuProcess` + :class:`colopp.qmp.monitor.Monitor`;
+backend is :class:`colopp.qemu.qemu_process.QemuProcess` + :class:`colopp.qmp.monitor.Monitor`;
 the libvirt backend is :mod:`colopp.virt.libvirt_domain` + :mod:`colopp.virt.libvirt_monitor`
 (imported only when a protection asks for it: libvirt-python stays optional).
 """
@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from enum import StrEnum
 from typing import Any, Protocol
 
 from qemu.qmp import EventListener
 
+from colopp.domain import Backend
 from colopp.errors import QemuStartError
 
-
-class Backend(StrEnum):
-    """Who starts and owns a side's QEMU."""
-
-    QEMU = "qemu"
-    LIBVIRT = "libvirt"
+__all__ = ["Backend", "QmpChannel", "VmProcess"]  # Backend: defined in colopp.domain
 
 
 class VmProcess(Protocol):

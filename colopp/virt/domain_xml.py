@@ -15,8 +15,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from colopp.domain import SideSpec, VmSpec
 from colopp.errors import ConfigError
-from colopp.qemu.argv import SideSpec, VmSpec, template_names, template_values
+from colopp.qemu.argv import template_names, template_values
 from colopp.qemu.render import render_files
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"

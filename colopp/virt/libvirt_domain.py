@@ -1,7 +1,7 @@
 """One COLO side as a libvirt domain: connect, check the user's domain, define and start
 the side's domain, watch its lifecycle.
 
-:class:`DomainProcess` has the shape of :class:`colopp.agent.qemu_process.QemuProcess`
+:class:`DomainProcess` has the shape of :class:`colopp.qemu.qemu_process.QemuProcess`
 (``pid``, ``alive``, ``exited``, ``kill``, ``stop``, ``start_error``) so the agent drives
 either backend alike. ``libvirtError`` is converted here, once, into the
 :class:`colopp.errors.LibvirtError` family or :class:`QemuStartError`.
@@ -20,6 +20,7 @@ from typing import Any
 
 import libvirt
 
+from colopp.domain import SideSpec, VmSpec
 from colopp.errors import (
     ConfigError,
     DomainNotFound,
@@ -27,7 +28,6 @@ from colopp.errors import (
     LibvirtUnavailable,
     QemuStartError,
 )
-from colopp.qemu.argv import SideSpec, VmSpec
 from colopp.vcpu.placement import parse_cpus_fast, thread_ids
 from colopp.vcpu.shrink import process_of_thread
 from colopp.virt.domain_xml import (

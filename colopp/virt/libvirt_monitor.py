@@ -22,6 +22,7 @@ from qemu.qmp import EventListener
 from qemu.qmp.message import Message
 
 from colopp.errors import QmpError, QmpTimeout
+from colopp.qmp.monitor import check_hmp_output, hmp_command
 
 DEFAULT_TIMEOUT = 10.0
 _HMP = 1  # VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP
@@ -75,7 +76,7 @@ class LibvirtMonitor:
         reply = json.loads(await self._call(command, json.dumps(message), 0, timeout))
         if "error" in reply:
             error = reply["error"]
-            raise QmpError(command, f"{error.get('class')}: {error.get('desc')}")
+            raise QmpError(command, str(error.get("desc")), str(error.get("class")))
         return reply.get("return")
 
     async def hmp(self, line: str, timeout: float | None = None) -> str:
@@ -84,12 +85,8 @@ class LibvirtMonitor:
         Raises:
             QmpError: the HMP output reports an error, or libvirt failed.
         """
-        command = f"human-monitor-command {line.split(maxsplit=1)[0]}"
-        text = await self._call(command, line, _HMP, timeout)
-        lowered = text.lower()
-        if "error" in lowered or "could not" in lowered or "failed" in lowered:
-            raise QmpError(command, text.strip())
-        return text
+        text = await self._call(hmp_command(line), line, _HMP, timeout)
+        return check_hmp_output(line, text)
 
     # ----- events (libvirt's event-loop thread → asyncio loop) -----------------------
     def _on_event(

@@ -81,6 +81,8 @@ _RENDER_UNITS = """
         colopp_agent_launcher: "{{ out }}/colopp-agent.sh"
         colopp_api_service: colopp-api
         colopp_api_launcher: "{{ out }}/colopp-api.sh"
+        colopp_api_state_dir: "{{ out }}/api-state"
+        colopp_api_lab: false
 """
 
 
@@ -113,6 +115,16 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         check=False,
     )
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
+    agent = (tmp_path / "colopp-agent.service").read_text()
+    api = (tmp_path / "colopp-api.service").read_text()
+    for unit in (agent, api):
+        assert "StandardOutput=journal" in unit and "append:" not in unit
+        assert "LimitNOFILE=65536" in unit and "NoNewPrivileges=yes" in unit
+    assert "Delegate=yes" in agent
+    # Off for QEMU: /dev/kvm and /dev/net/tun, TCG's JIT, the cgroup writes.
+    for option in ("PrivateDevices", "MemoryDenyWriteExecute", "ProtectControlGroups"):
+        assert option not in agent
+    assert "ProtectSystem=strict" in api and "ReadWritePaths=" in api
 
 
 @pytest.fixture

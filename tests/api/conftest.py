@@ -122,6 +122,7 @@ class ApiServer:
             "COLOPP_API_READ_TOKEN": READ,
             "COLOPP_AGENT_TOKEN_FILE": str(agent_token),
             "COLOPP_API_AGENT_NETWORKS": "127.0.0.0/8,198.18.0.0/15",
+            "COLOPP_API_WEBHOOK_NETWORKS": "127.0.0.0/8",  # fuzzed webhooks stay on loopback
             "COLOPP_API_LAB": "0",
             **env,
         }

@@ -139,9 +139,10 @@ def test_hosts_protection_with_unreachable_agents_ends_in_error(api: ApiServer) 
         for action in ("failover", "switchover", "reprotect"):
             r = c.post(f"/v1/protections/{pid}/{action}")
             assert r.status_code == 409 and "is error" in _reason(r), r.text
-        # An errored protection can still be unprotected (it is already stopped).
+        # An errored protection is already stopped: DELETE is refused and keeps the reason.
         r = c.delete(f"/v1/protections/{pid}")
-        assert r.status_code in (202, 409)
+        assert r.status_code == 409 and "stopped" in _reason(r)
+        assert c.get(f"/v1/protections/{pid}").json()["reason"] == done["reason"]
         events = c.get(f"/v1/protections/{pid}/events", params={"limit": 1}).json()
         assert events["events"][0]["type"] == "state" and events["next"] is not None
         rest = c.get(f"/v1/protections/{pid}/events", params={"after": events["next"]}).json()
@@ -171,10 +172,10 @@ def test_prometheus_exposition_passes_promtool(api: ApiServer) -> None:
 def test_migrations_ran_from_empty(api: ApiServer) -> None:
     engine = sa.create_engine(api.env["COLOPP_DATABASE_URL"])
     with engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == "0002"
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
-    assert {"protections", "events", "metric_samples"} <= tables
+    assert {"protections", "events", "metric_samples", "webhooks", "webhook_deliveries"} <= tables
 
 
 def test_state_survives_a_restart(api: ApiServer) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import READ, ApiServer, get_protection, in_state, lab_api_server, wait_until
+from test_api_webhooks import Receiver
 
 from colopp.demo.harness import ClientWorkload
 from colopp.lab import plan_lab
@@ -59,11 +60,19 @@ def _alive(pid: int) -> bool:
 
 
 def test_protect_kill_api_failover_unprotect(lab_api: ApiServer) -> None:
-    with lab_api.client() as c:
-        _protect_kill_api_failover_unprotect(lab_api, c)
+    receiver = Receiver()
+    try:
+        with lab_api.client() as c:
+            _protect_kill_api_failover_unprotect(lab_api, c, receiver)
+    finally:
+        receiver.close()
 
 
-def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) -> None:
+def _protect_kill_api_failover_unprotect(
+    lab_api: ApiServer, c: httpx.Client, receiver: Receiver
+) -> None:
+    hook = c.post("/v1/webhooks", json={"url": receiver.url, "kinds": ["failover", "switchover"]})
+    assert hook.status_code == 201, hook.text
     made = c.post("/v1/protections", json={"name": "lab-vm", "comparator": "colopp"})
     assert made.status_code == 201, made.text
     pid = made.json()["id"]
@@ -106,6 +115,15 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         busy = c.post(f"/v1/protections/{pid}/switchover")
         assert busy.status_code == 409 and "switchover" in busy.json()["detail"]
         wait_until("failed over", in_state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
+        arrived, headers, _body = receiver.wait_for(1, 10)[0]
+        failover_t = next(
+            e["t"]
+            for e in c.get(f"/v1/protections/{pid}/events", params={"type": "failover"}).json()[
+                "events"
+            ]
+        )
+        webhook_s = arrived - failover_t
+        assert headers["X-Colopp-Event"] == "failover" and webhook_s < 2.0, webhook_s
         failed_at = time.monotonic()
         back = wait_until("re-protected", in_state(c, pid, "protected"), 300, 0.5)
         reprotected_s = time.monotonic() - failed_at
@@ -136,7 +154,8 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
         f" {reprotected_s:.1f}s, workload {summary['requests_ok']} ok /"
         f" {summary['requests_failed']} failed / {summary['connections_reset']} reset /"
         f" {summary['writes_lost']} lost of {summary.get('writes_acked')}, outage"
-        f" {summary['failover_outage_ms']} ms"
+        f" {summary['failover_outage_ms']} ms, failover webhook {webhook_s * 1000:.0f} ms"
+        " after the failover event"
     )
     types = _event_types(c, pid)
     assert {"state", "checkpoint", "failover", "reattached", "switchover"} <= set(types)
@@ -145,6 +164,14 @@ def _protect_kill_api_failover_unprotect(lab_api: ApiServer, c: httpx.Client) ->
     with lab_api.client(READ) as reader:
         text = reader.get("/metrics").text
     assert f'colopp_checkpoints_total{{protection="{pid}"' in text
+    # Counted apart: one failover (the request), one switchover; both agents answer.
+    assert f'colopp_failovers_total{{protection="{pid}"}} 1.0' in text
+    assert f'colopp_switchovers_total{{protection="{pid}"}} 1.0' in text
+    assert f'colopp_agent_up{{host="hostb",protection="{pid}"}} 1.0' in text
+    assert [h["X-Colopp-Event"] for _, h, _ in receiver.wait_for(2, 10)] == [
+        "failover",
+        "switchover",
+    ]
     promtool = shutil.which("promtool")
     if promtool is not None:
         checked = subprocess.run(

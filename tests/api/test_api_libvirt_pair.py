@@ -22,12 +22,12 @@ from conftest import ApiServer, get_protection, in_state, lab_api_server, wait_u
 from rich.console import Console
 
 from colopp.demo.harness import ClientWorkload
+from colopp.domain import VmSpec
 from colopp.errors import ConfigError, DomainNotFound, LibvirtUnavailable
 from colopp.image.builder import build_image
 from colopp.image.cmdline import kernel_cmdline
 from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
-from colopp.qemu.argv import VmSpec
 from colopp.qemu.runtime import DEFAULT_ROOT
 from colopp.virt.libvirt_host import install, plan
 

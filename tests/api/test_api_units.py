@@ -28,6 +28,8 @@ def test_every_pair_state_maps_onto_an_api_state() -> None:
         (Action.UNPROTECT, ApiState.SYNCING, False, True),
         (Action.UNPROTECT, ApiState.UNPROTECTING, False, False),
         (Action.UNPROTECT, ApiState.UNPROTECTED, True, False),
+        (Action.UNPROTECT, ApiState.ERROR, True, False),
+        (Action.UNPROTECT, ApiState.ERROR, False, True),
     ],
 )
 def test_refusals_name_the_state(action: Action, state: ApiState, stopped: bool, ok: bool) -> None:

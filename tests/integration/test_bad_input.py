@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 
 from colopp.agent.host import HostAgent
-from colopp.agent.specs import side_request, vm_to_dict
+from colopp.domain import Ports, Role, SideRequest, VmSpec
 from colopp.errors import GuestError, QemuNotFound, QemuStartError, QmpError
 from colopp.image.builder import GuestImage
 from colopp.image.cmdline import kernel_cmdline
-from colopp.qemu.argv import ComparatorKind, Ports, Role, VmSpec
 from colopp.qemu.runtime import QemuRuntime, runtime_from
 
 LOOP = "127.0.0.1"
@@ -49,13 +48,13 @@ def ports() -> Ports:
 
 def vm(image: GuestImage, **overrides: Any) -> dict[str, Any]:
     spec = VmSpec("badinput", image.vmlinuz, image.initrd, kernel_cmdline("198.18.0.100/24"))
-    data = vm_to_dict(spec)
+    data = spec.to_dict()
     data.update(overrides)
     return data
 
 
 def side(role: Role, tap: str, p: Ports) -> dict[str, Any]:
-    return side_request(role, tap, LOOP, LOOP, p, ComparatorKind.BUILTIN)
+    return SideRequest(role, tap, LOOP, LOOP, p).to_dict()
 
 
 def assert_no_qemu(agent: HostAgent, pid: int | None) -> None:

@@ -23,7 +23,7 @@ from colopp.controller.pair import PairController
 from colopp.controller.setup import LocalPair, prepare_local_pair
 from colopp.controller.store import pair_record, save_record
 from colopp.demo.harness import ClientWorkload
-from colopp.qemu.argv import ComparatorKind
+from colopp.domain import ComparatorKind
 
 PREFIX = "clprst"
 

@@ -20,8 +20,8 @@ from colopp.colo.state import PairState
 from colopp.controller.local import processes_in_netns
 from colopp.controller.pair import PairController
 from colopp.controller.setup import LocalPair, prepare_local_pair
+from colopp.domain import ComparatorKind, Role
 from colopp.lab import Node
-from colopp.qemu.argv import ComparatorKind, Role
 
 PREFIX = "clpint"
 
@@ -103,7 +103,7 @@ def test_nondeterministic_answers_force_checkpoints(harness: PairHarness) -> Non
     after = harness.run(agent.call("status"))
     # Each differing answer needs a checkpoint before the client may see it.
     assert after["checkpoints"] >= before["checkpoints"] + 1
-    if harness.local.config.comparator is ComparatorKind.COLOPP:
+    if harness.local.config.options.comparator is ComparatorKind.COLOPP:
         old = before["comparator"]["counters"].get("divergences", {}).get("tcp_payload_mismatch", 0)
         deadline = time.monotonic() + 5
         while True:  # the comparator rewrites its status file every 0.5 s
@@ -116,7 +116,7 @@ def test_nondeterministic_answers_force_checkpoints(harness: PairHarness) -> Non
 
 
 def test_comparator_crash_is_detected_and_service_continues(harness: PairHarness) -> None:
-    if harness.local.config.comparator is not ComparatorKind.COLOPP:
+    if harness.local.config.options.comparator is not ComparatorKind.COLOPP:
         pytest.skip("QEMU's built-in colo-compare runs inside QEMU")
     agent = harness.pair.agents["hosta"]
     conn = harness.http()

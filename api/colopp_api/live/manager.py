@@ -12,9 +12,11 @@ from colopp.controller.store import attach
 from colopp.errors import ColoppError
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
+from colopp_api.db.writer import SampleWriter
 from colopp_api.live.runner import ProtectionRunner
 from colopp_api.schemas import ProtectionCreate
 from colopp_api.states import ApiState, reconcile
+from colopp_api.webhooks.notifier import Notifier
 
 log = logging.getLogger("colopp_api")
 
@@ -31,6 +33,15 @@ class ProtectionManager:
         self.settings = settings
         self.runners: dict[str, ProtectionRunner] = {}
         self._create_lock = asyncio.Lock()
+        # Samples are written (and pruned) on a thread of their own, off the event loop.
+        self.writer = SampleWriter(store, settings.retention)
+        self.writer.start()
+        self.notifier = Notifier(store)
+
+    def _runner(self, row: dict[str, Any]) -> ProtectionRunner:
+        runner = ProtectionRunner(row, self.store, self.settings, self.writer)
+        runner.notify = self.notifier.observe
+        return runner
 
     def _active(self, row: dict[str, Any]) -> bool:
         return not row["stopped"]
@@ -64,7 +75,7 @@ class ProtectionManager:
                 reason=None,
                 runtime={},
             )
-            runner = ProtectionRunner(row, self.store, self.settings)
+            runner = self._runner(row)
             self.runners[row["id"]] = runner
             runner.event("state", source=None, target="starting", reason="created")
             runner.start_protect()
@@ -78,20 +89,21 @@ class ProtectionManager:
         for row in self.store.protections():
             if row["stopped"]:
                 continue
-            runner = ProtectionRunner(row, self.store, self.settings)
+            runner = self._runner(row)
             self.runners[row["id"]] = runner
             try:
                 await self._reattach(runner, row)
-            except (ColoppError, OSError, KeyError, ValueError) as exc:
-                log.warning("re-attach of %s failed: %s", row["id"], exc)
-                runner.event("error", message=f"re-attach failed: {exc}")
-                runner.phase, runner.reason = ApiState.ERROR, f"re-attach failed: {exc}"
-                self.store.update_protection(row["id"], state="error", reason=runner.reason)
+            except Exception as exc:  # any failure: error, with a state event and a reason
+                if isinstance(exc, ColoppError | OSError):
+                    log.warning("re-attach of %s failed: %s", row["id"], exc)
+                else:
+                    log.exception("re-attach of %s failed", row["id"])
+                runner.fail(f"re-attach failed: {exc}")
 
     async def _reattach(self, runner: ProtectionRunner, row: dict[str, Any]) -> None:
         record = row["record"]
         if record is None:
-            runner.phase = ApiState.ERROR
+            # The state event goes from the recorded state (starting) to error.
             await runner.unprotect_after_crash("the API restarted before the pair was launched")
             return
         pair, agents = attach(record, name_suffix="")
@@ -130,3 +142,5 @@ class ProtectionManager:
         """API shutdown: stop watching every pair; the pairs keep running."""
         for runner in self.runners.values():
             await runner.shutdown()
+        await asyncio.to_thread(self.writer.close)
+        await self.notifier.close()

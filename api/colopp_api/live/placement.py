@@ -23,12 +23,10 @@ from rich.console import Console
 
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.local import LocalDeployment
-from colopp.controller.pair import HostSlot, PairConfig
 from colopp.controller.setup import prepare_local_pair
+from colopp.domain import Backend, ComparatorKind, HostSlot, PairConfig, VmSpec
 from colopp.errors import ConfigError
-from colopp.lab import Lab, Node, plan_lab
-from colopp.lab import lab as lab_module
-from colopp.qemu.argv import ComparatorKind, VmSpec
+from colopp.lab import LAB_LOCK, Lab, Node, host_lock_fd, plan_lab
 from colopp_api.config import Settings, read_secret_file
 from colopp_api.schemas import ProtectionCreate
 
@@ -50,13 +48,12 @@ class Placement:
 def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
     """The pair's COLO++ options (pre-release rules, read prefixes, semi-active secondary)
     and its VM backend."""
-    return dataclasses.replace(
-        config,
+    return config.with_options(
         prerelease=spec.prerelease_rules(),
         read_prefixes=tuple(spec.read_prefixes),
         prerelease_rearm_ms=spec.prerelease_rearm_ms,
         semiactive=spec.semiactive,
-        backend=spec.backend,
+        backend=Backend(spec.backend),
     )
 
 
@@ -66,7 +63,7 @@ def spawn_lock_holder(prefix: str) -> int | None:
     flock belongs to the open file; a child that inherits the descriptor keeps the lock
     held when this process dies, until :func:`release_lock_holder` ends it.
     """
-    fd = lab_module.host_lock_fd()
+    fd = host_lock_fd()
     if fd is None:
         return None
     holder = subprocess.Popen(
@@ -114,7 +111,7 @@ async def lab_placement(
         prefix=settings.lab_prefix,
     )
     deployment = local.deployment
-    progress(f"building lab {settings.lab_prefix} (waits for {lab_module.LAB_LOCK})")
+    progress(f"building lab {settings.lab_prefix} (waits for {LAB_LOCK})")
     try:
         await deployment.start()
     except BaseException:
@@ -144,7 +141,7 @@ def lab_deployment(runtime: dict[str, Any], settings: Settings, token: str) -> L
     """The LocalDeployment of an existing lab (after a restart), able to tear it down."""
     plan = plan_lab(str(runtime["prefix"]))
     deployment = LocalDeployment(plan, Path(runtime["state_dir"]), settings.qemu_root)
-    deployment.lab = Lab(plan)  # wraps the built lab; its lock is with the holder process
+    deployment.lab = Lab.attach(plan)  # its lock is with the holder process
     deployment.token = token
     return deployment
 
@@ -184,6 +181,7 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
         Path(spec.base_disk or unset),
         slots[0],
         slots[1],
+    ).with_options(
         comparator=ComparatorKind(spec.comparator),
         checkpoint_delay_ms=spec.checkpoint_delay_ms,
     )

@@ -11,22 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.clock import SystemClock
 from colopp.colo.state import PairState, Transition
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.local import LocalDeployment
 from colopp.controller.pair import PairController
+from colopp.controller.seam import fence
 from colopp.controller.store import pair_record
 from colopp.controller.supervisor import Incident, PairSupervisor
-from colopp.errors import ColoppError, StateError
-from colopp.qemu.argv import Role
+from colopp.domain import Role
+from colopp.errors import ColoppError
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
+from colopp_api.db.writer import SampleWrite, SampleWriter
 from colopp_api.live import placement
 from colopp_api.live.sampler import SamplerMemory, Tally, digest, read_cpu_seconds
 from colopp_api.schemas import ProtectionCreate
@@ -38,7 +40,13 @@ log = logging.getLogger("colopp_api")
 class ProtectionRunner:
     """The live half of one protection (the database row is the other half)."""
 
-    def __init__(self, row: dict[str, Any], store: Store, settings: Settings) -> None:
+    def __init__(
+        self,
+        row: dict[str, Any],
+        store: Store,
+        settings: Settings,
+        writer: SampleWriter | None = None,
+    ) -> None:
         self.id: str = row["id"]
         self.placement: str = row["placement"]
         self.options: dict[str, Any] = row["options"]
@@ -46,6 +54,9 @@ class ProtectionRunner:
         self.stopped: bool = bool(row["stopped"])
         self.store = store
         self.settings = settings
+        self.writer = writer  # None: samples are written here, on the event loop
+        # Told of every event (the manager points it at the webhooks' notifier).
+        self.notify: Callable[[str, str, dict[str, Any]], None] = lambda _p, _k, _d: None
         self.lock = asyncio.Lock()
         # The API's own phase (starting before a pair exists, unprotecting, ...); None
         # while the pair's state speaks for itself.
@@ -98,6 +109,12 @@ class ProtectionRunner:
 
     def event(self, kind: str, **data: Any) -> None:
         self.store.add_events(self.id, [(time.time(), kind, data)])
+        self.notify(self.id, kind, data)
+
+    def fail(self, reason: str) -> None:
+        """Enter ``error`` with ``reason``: persisted, with a state and an error event."""
+        self._set_phase(ApiState.ERROR, reason)
+        self.event("error", message=reason)
 
     def _set_phase(self, phase: ApiState | None, reason: str | None) -> None:
         previous = self.state
@@ -152,6 +169,10 @@ class ProtectionRunner:
             log.warning("protection %s failed: %s", self.id, exc)
             await self._teardown(f"protect failed: {exc}")
             return
+        except Exception as exc:  # a bug must still end in error, with a reason and an event
+            log.exception("protection %s failed unexpectedly", self.id)
+            await self._teardown(f"protect failed: internal error: {exc!r}")
+            return
         self._supervise()
 
     def _adopt(
@@ -194,6 +215,7 @@ class ProtectionRunner:
                 self._beat,
                 auto_reprotect=bool(self.options.get("auto_reprotect", True)),
                 on_incident=self._on_incident,
+                on_beat=lambda host, ok: self.tally.observe_agent(host, ok, time.time()),
                 incidents=self.incidents,
             )
             self._spawn("supervise", self.supervisor.run())
@@ -210,14 +232,21 @@ class ProtectionRunner:
 
     def _on_incident(self, incident: Incident) -> None:
         kind = "switchover" if incident.health == "switchover" else "failover"
-        self.tally.failovers += 1
+        if kind == "switchover":
+            self.tally.switchovers += 1
+        else:
+            self.tally.failovers += 1
         self.event(kind, **vars(incident))
 
     async def _sample_loop(self) -> None:
         while True:
             started = time.monotonic()
-            with contextlib.suppress(ColoppError, OSError):
+            try:
                 await self.sample()
+            except (ColoppError, OSError):
+                pass  # an agent down is shown by the sample's own error fields
+            except Exception:  # never let one odd reply end sampling for good
+                log.exception("protection %s: sampling failed", self.id)
             await asyncio.sleep(
                 max(0.05, self.settings.sample_period - (time.monotonic() - started))
             )
@@ -233,7 +262,11 @@ class ProtectionRunner:
                 statuses[name] = await client.call("status", timeout=5)
             except ColoppError as exc:
                 statuses[name] = {"error": str(exc)}
-        self.pids = {h: int(s["pid"]) for h, s in statuses.items() if s.get("vm_alive")}
+        self.pids = {
+            h: s["pid"]
+            for h, s in statuses.items()
+            if s.get("vm_alive") and isinstance(s.get("pid"), int)
+        }
         cpu: dict[str, float] = {}
         if self.placement == "lab":  # the agents' QEMUs are processes of this machine
             for host, pid in self.pids.items():
@@ -244,13 +277,14 @@ class ProtectionRunner:
         now = time.time()
         sample, events = digest(self.memory, self.tally, statuses, roles, now, cpu)
         sample["state"] = self.state.value
+        fields = {"checkpoints": sample["checkpoints"]}
+        fields["last_checkpoint_at"] = sample["last_checkpoint_at"]
+        if self.writer is not None:
+            self.writer.submit(SampleWrite(self.id, now, sample, events, fields))
+            return
         self.store.add_sample(self.id, now, sample)
         self.store.add_events(self.id, events)
-        self.store.update_protection(
-            self.id,
-            checkpoints=sample["checkpoints"],
-            last_checkpoint_at=sample["last_checkpoint_at"],
-        )
+        self.store.update_protection(self.id, **fields)
 
     # -- client actions (called with self.lock held) ---------------------------------------
     def begin(self, announced: ApiState) -> None:
@@ -269,6 +303,9 @@ class ProtectionRunner:
         except ColoppError as exc:
             self.event("error", message=str(exc))
             log.warning("protection %s: %s", self.id, exc)
+        except Exception as exc:  # the lock must be released and the failure shown
+            self.event("error", message=f"internal error: {exc!r}")
+            log.exception("protection %s: action failed unexpectedly", self.id)
         finally:
             if self.phase in (ApiState.FAILING_OVER, ApiState.REPROTECTING):
                 self._set_phase(None, self.reason)
@@ -310,13 +347,7 @@ class ProtectionRunner:
         self.event("reprotected", primary=pair.primary.name, reprotect_s=result.get("reprotect_s"))
 
     async def _fence(self, host: str, timeout: float = 10.0) -> None:
-        agent = self._beat[host]
-        await agent.call("kill_vm", signum=int(signal.SIGKILL), timeout=5)
-        deadline = time.monotonic() + timeout
-        while (await agent.call("ping", timeout=5))["vm_alive"]:
-            if time.monotonic() > deadline:
-                raise StateError(f"could not fence {host}: QEMU still runs")
-            await asyncio.sleep(0.02)  # the agent reaps QEMU: poll it
+        await fence(self._beat[host], SystemClock(), timeout, call_timeout=5.0)
 
     async def unprotect(self, stop: bool) -> None:
         """Leave COLO: the primary serves alone (or, with ``stop``, everything goes)."""
@@ -341,14 +372,18 @@ class ProtectionRunner:
 
     async def _teardown(self, error: str | None) -> None:
         """Stop both QEMUs, the lab and its agents (lab placement); never raises."""
-        await self._unsupervise()
-        await self.close()
-        if self.pair is not None:
-            self.pair.lifecycle.on_change = None
-            await self.pair.stop()
-        if self.deployment is not None:
-            await self.deployment.stop()
-            placement.release_lock_holder(self.runtime.get("lock_holder"))
+        try:
+            await self._unsupervise()
+            await self.close()
+            if self.pair is not None:
+                self.pair.lifecycle.on_change = None
+                await self.pair.stop()
+            if self.deployment is not None:
+                await self.deployment.stop()
+                placement.release_lock_holder(self.runtime.get("lock_holder"))
+        except Exception as exc:  # the state must still say what happened
+            log.exception("protection %s: teardown failed", self.id)
+            error = f"{error}; teardown failed: {exc!r}" if error else f"teardown failed: {exc!r}"
         self.stopped = True
         if error is not None:
             self._set_phase(ApiState.ERROR, error)

@@ -35,6 +35,14 @@ Event = tuple[float, str, dict[str, Any]]
 
 
 @dataclass
+class AgentLiveness:
+    """Whether a host's agent answered its last call, and when it last answered."""
+
+    up: bool = False
+    last_ok: float | None = None
+
+
+@dataclass
 class Tally:
     """Cumulative figures of one protection since this API process started watching it
     (the Prometheus counters; they restart at zero with the process, as counters may)."""
@@ -44,13 +52,24 @@ class Tally:
     pause_counts: list[int] = field(default_factory=lambda: [0] * (len(PAUSE_BUCKETS) + 1))
     pause_sum: float = 0.0
     failovers: int = 0
+    switchovers: int = 0
     comparator: dict[str, int] = field(default_factory=dict)
+    # Whether colopp's comparator on the primary runs (None: QEMU's colo-compare, or unknown).
+    comparator_alive: bool | None = None
+    agents: dict[str, AgentLiveness] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     last_checkpoint_at: float | None = None
 
     def observe_pause(self, seconds: float) -> None:
         self.pause_counts[bisect.bisect_left(PAUSE_BUCKETS, seconds)] += 1
         self.pause_sum += seconds
+
+    def observe_agent(self, host: str, ok: bool, now: float) -> None:
+        """Record one call to ``host``'s agent (a heartbeat or a status): answered or not."""
+        agent = self.agents.setdefault(host, AgentLiveness())
+        agent.up = ok
+        if ok:
+            agent.last_ok = now if agent.last_ok is None else max(agent.last_ok, now)
 
 
 @dataclass
@@ -146,6 +165,12 @@ def digest(
         comparator["divergences"] = sum(divergences.values())
         tally.comparator = comparator
     tally.cpu_seconds = dict(cpu)
+    for host, reply in statuses.items():
+        tally.observe_agent(host, "error" not in reply, now)
+    comparator_state = status.get("comparator")
+    tally.comparator_alive = (
+        bool(comparator_state.get("alive")) if isinstance(comparator_state, dict) else None
+    )
     last = status.get("last_checkpoint_at")
     tally.last_checkpoint_at = float(last) if last is not None else tally.last_checkpoint_at
     sample = {

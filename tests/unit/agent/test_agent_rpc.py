@@ -38,7 +38,7 @@ async def refuse() -> None:
 
 
 async def qmp_fails() -> None:
-    raise QmpError("nbd-server-start", "NBD server already running")
+    raise QmpError("nbd-server-start", "NBD server already running", "GenericError")
 
 
 def test_call_round_trips_params() -> None:
@@ -71,6 +71,7 @@ def test_errors_keep_their_class_and_qmp_command() -> None:
     with pytest.raises(QmpError) as info:
         run(_with_server({"q": qmp_fails}, lambda c: c.call("q")))
     assert info.value.command == "nbd-server-start"
+    assert info.value.error_class == "GenericError"
 
 
 def test_unreachable_agent_is_a_clear_error() -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from colopp.agent.translation import SideTranslation, young_port
 from colopp.colo.sequence import QmpStep
+from colopp.compare.young_send import YoungSender
+from colopp.domain import ComparatorKind, Ports, ProtectionOptions, Role, SideSpec
 from colopp.errors import ConfigError
-from colopp.qemu.argv import ComparatorKind, Ports, Role, SideSpec
-from colopp.rewrite.young_link import YoungSender
 
 ROW = {"guest": [1, 80], "peer": [2, 4000], "delta": 5, "last_seen": 0.0}
 
@@ -35,7 +35,7 @@ def _spec(tmp_path: Path) -> SideSpec:
         "127.0.0.1",
         "127.0.0.1",
         Ports(compare=19004),
-        ComparatorKind.COLOPP,
+        ProtectionOptions(comparator=ComparatorKind.COLOPP),
     )
 
 

@@ -7,7 +7,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.qemu.argv import ComparatorKind, Ports
+from colopp.domain import ComparatorKind, Ports
 
 
 def commands(steps):  # type: ignore[no-untyped-def]
@@ -73,3 +73,46 @@ def test_peer_yank_keeps_only_what_reaches_the_peer() -> None:
     ]
     assert secondary_failover()[0] is YANK_PEER
     assert primary_failover(ComparatorKind.BUILTIN)[0] is YANK_PEER
+
+
+def test_tolerated_errors_are_matched_by_class_and_command_never_by_text() -> None:
+    from colopp.colo.sequence import DEVICE_NOT_FOUND, GENERIC_ERROR, QmpStep
+    from colopp.errors import HMP_ERROR_CLASS, QmpError
+
+    steps = {s.arguments.get("id", s.command): s for s in secondary_failover()}
+    remove_red0 = steps["red0"]
+    assert remove_red0.command == "chardev-remove"
+    # QEMU 11: "Chardev 'red0' not found" is a GenericError.
+    assert remove_red0.tolerates(
+        QmpError("chardev-remove", "Chardev 'red0' not found", GENERIC_ERROR)
+    )
+    # The same words from another command, or without QEMU's class, are not tolerated.
+    assert not remove_red0.tolerates(QmpError("object-del", "whatever", GENERIC_ERROR))
+    assert not remove_red0.tolerates(QmpError("chardev-remove", "not found", None))
+    assert not remove_red0.tolerates(QmpError("chardev-remove", "x", "CommandNotFound"))
+    # yank of a vanished instance: DeviceNotFound (util/yank.c), not GenericError.
+    assert YANK_PEER.tolerates(QmpError("yank", "Instance not found", DEVICE_NOT_FOUND))
+    assert not YANK_PEER.tolerates(QmpError("yank", "Instance not found", GENERIC_ERROR))
+    # x-colo-lost-heartbeat tolerates nothing.
+    lost = next(s for s in secondary_failover() if s.command == "x-colo-lost-heartbeat")
+    assert not lost.tolerates(QmpError("x-colo-lost-heartbeat", "", GENERIC_ERROR))
+    # HMP: the error names the HMP command; only that drive_del tolerates HMP reports.
+    drive_del = next(s for s in primary_failover(ComparatorKind.BUILTIN) if s.hmp)
+    hmp_error = QmpError("human-monitor-command drive_del", "Failed flush", HMP_ERROR_CLASS)
+    assert drive_del.tolerates(hmp_error)
+    assert not QmpStep("drive_add x", hmp=True).tolerates(hmp_error)
+
+
+def test_no_step_tolerates_by_text() -> None:
+    from colopp.colo.sequence import DEVICE_NOT_FOUND, GENERIC_ERROR, resume_replication
+    from colopp.errors import HMP_ERROR_CLASS
+
+    classes = {GENERIC_ERROR, DEVICE_NOT_FOUND, HMP_ERROR_CLASS}
+    every = [
+        *secondary_failover(),
+        *primary_failover(ComparatorKind.BUILTIN),
+        *primary_failover(ComparatorKind.COLOPP),
+        *resume_replication("a", "b", Ports(), ("/c", "/o"), ComparatorKind.BUILTIN, True, "/cl"),
+    ]
+    for step in every:
+        assert set(step.tolerate) <= classes, step

@@ -162,3 +162,86 @@ def test_pre_release_seam_sends_once_and_still_compares() -> None:
     c.feed_primary(p2, 0.2)
     assert checkpoints(c.feed_secondary(tcp_frame(SEQ + 5, ACK, "AP", b"WRONG"), 0.2))
     assert released(c.checkpoint_done(0.3)) == []
+
+
+D = DATA[:100]
+T = b"T" * 100
+N = b"N" * 100
+
+
+def epoch_with_stale_secondary_tail(c: Comparator, stop: bool) -> None:
+    """Both sent [0,100) = D; the secondary also [100,200) = T; then a checkpoint."""
+    out = c.feed_primary(tcp_frame(SEQ, ACK, "AP", D), 0.0)
+    out += c.feed_secondary(tcp_frame(SEQ, ACK, "AP", D), 0.0)
+    out += c.feed_secondary(tcp_frame(SEQ + 100, ACK, "AP", T), 0.0)
+    assert len(released(out)) == 1
+    if stop:
+        c.checkpoint_started(0.1)
+    c.checkpoint_done(0.2)
+
+
+def test_stale_secondary_bytes_never_meet_new_epoch_primary_output() -> None:
+    """Bug 2: T was the old epoch's output; the new epoch's secondary says N."""
+    for stop in (True, False):
+        c = Comparator()
+        epoch_with_stale_secondary_tail(c, stop)
+        out = c.feed_primary(tcp_frame(SEQ + 100, ACK, "AP", T), 0.3)
+        out += c.feed_secondary(tcp_frame(SEQ + 100, ACK, "AP", N), 0.3)
+        assert released(out) == [], stop
+        assert checkpoints(out) == ["tcp_payload_mismatch"], stop
+
+
+def test_equal_new_epoch_streams_after_stale_bytes_need_no_checkpoint() -> None:
+    for stop in (True, False):
+        c = Comparator()
+        epoch_with_stale_secondary_tail(c, stop)
+        p = tcp_frame(SEQ + 100, ACK, "AP", N)
+        out = c.feed_primary(p, 0.3) + c.feed_secondary(tcp_frame(SEQ + 100, ACK, "AP", N), 0.3)
+        assert released(out) == [p], stop
+        assert checkpoints(out) == [], stop
+
+
+def test_new_epoch_bytes_between_stop_and_resume_are_kept_and_stale_ones_not() -> None:
+    """The exact rule: what the secondary sent before the primary's STOP is the old epoch's,
+    what it sent after is the new epoch's, at the same positions."""
+    c = Comparator()
+    out = c.feed_primary(tcp_frame(SEQ, ACK, "AP", D), 0.0)
+    out += c.feed_secondary(tcp_frame(SEQ, ACK, "AP", D), 0.0)
+    out += c.feed_secondary(tcp_frame(SEQ + 100, ACK, "AP", T), 0.0)  # old epoch
+    c.checkpoint_started(0.1)
+    c.feed_secondary(tcp_frame(SEQ + 100, ACK, "AP", N), 0.15)  # new epoch, before RESUME
+    c.checkpoint_done(0.2)
+    p = tcp_frame(SEQ + 100, ACK, "AP", N)
+    out = c.feed_primary(p, 0.3)
+    assert released(out) == [p]
+    assert checkpoints(out) == []
+    assert c.counters.held_secondary_bytes == 0
+
+
+def test_old_epoch_secondary_ack_does_not_survive_a_checkpoint() -> None:
+    """Bug 2's sibling for ACKs: the old secondary acknowledged client bytes the new one
+    may never have received; the ACK rule must wait for the new epoch's own ACK."""
+    for stop in (True, False):
+        c = Comparator()
+        c.feed_primary(tcp_frame(SEQ, ACK, "AP", D), 0.0)
+        assert released(c.feed_secondary(tcp_frame(SEQ, ACK + 50, "AP", D), 0.0))
+        if stop:
+            c.checkpoint_started(0.1)
+        c.checkpoint_done(0.2)
+        p = tcp_frame(SEQ + 100, ACK + 50, "AP", N)
+        out = c.feed_primary(p, 0.3) + c.feed_secondary(tcp_frame(SEQ + 100, ACK, "AP", N), 0.3)
+        assert released(out) == [], stop
+        assert released(c.feed_secondary(tcp_frame(SEQ + 200, ACK + 50, "A"), 0.4)) == [p]
+
+
+def test_datagrams_between_stop_and_resume_are_the_next_epochs() -> None:
+    c = Comparator()
+    c.feed_secondary(udp_frame(b"old epoch, never matched"), 0.0)
+    c.checkpoint_started(0.1)
+    c.feed_secondary(udp_frame(b"new epoch"), 0.15)
+    c.checkpoint_done(0.2)
+    p = udp_frame(b"new epoch")
+    out = c.feed_primary(p, 0.3)
+    assert released(out) == [p]
+    assert checkpoints(out) == []
+    assert c.counters.held_secondary_frames == 0

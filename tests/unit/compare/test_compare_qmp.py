@@ -3,64 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
+from compare_fakes import TIMEOUT, ScriptedQmp
 
 from colopp.compare.checkpoint import QmpCheckpointLink
 from colopp.errors import QmpError
-
-TIMEOUT = 5.0
-GREETING = {"QMP": {"version": {"qemu": {"major": 11, "minor": 1, "micro": 3}}, "capabilities": []}}
-
-
-class ScriptedQmp:
-    """Answers like QEMU: greeting, capabilities, migrate parameters; can emit events."""
-
-    def __init__(self, refuse: bool = False) -> None:
-        self.commands: list[dict[str, object]] = []
-        self.refuse = refuse
-        self.writer: asyncio.StreamWriter | None = None
-        self.connected = asyncio.Event()
-        self.got_command = asyncio.Event()
-
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.connected.set()
-        self.send(GREETING)
-        decoder = json.JSONDecoder()
-        text = ""
-        while chunk := await reader.read(4096):
-            # QMP clients need not end messages with a newline: decode a JSON stream.
-            text = (text + chunk.decode()).lstrip()
-            while text:
-                try:
-                    msg, used = decoder.raw_decode(text)
-                except json.JSONDecodeError:
-                    break
-                text = text[used:].lstrip()
-                self.answer(msg)
-
-    def answer(self, msg: dict[str, object]) -> None:
-        self.commands.append(msg)
-        self.got_command.set()
-        name = msg["execute"]
-        reply: dict[str, object] = {"return": {}}
-        if name == "query-migrate-parameters":
-            reply = {"return": {"x-checkpoint-delay": 2000}}
-        elif name == "migrate-set-parameters" and self.refuse:
-            reply = {"error": {"class": "GenericError", "desc": "not now"}}
-        if "id" in msg:
-            reply["id"] = msg["id"]
-        self.send(reply)
-
-    def send(self, msg: dict[str, object]) -> None:
-        assert self.writer is not None
-        self.writer.write(json.dumps(msg).encode() + b"\r\n")
-
-    def event(self, name: str) -> None:
-        self.send({"event": name, "data": {}, "timestamp": {"seconds": 0, "microseconds": 0}})
 
 
 async def scenario(path: Path, refuse: bool) -> None:

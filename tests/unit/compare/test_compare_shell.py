@@ -15,78 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from compare_fakes import TIMEOUT, FakeQemuSide, connect_when_ready, read_frames, status_until
 from compare_frames import CLIENT, GUEST, arp_frame, segments, tcp_frame
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import FrameDecoder, encode_frames
 from colopp.compare.shell import ComparatorShell, ShellOptions
 
-TIMEOUT = 10.0
 DATA = bytes(range(256)) * 8
-
-
-class FakeQemuSide:
-    """A unix server that accepts one connection (what QEMU's chardev server does)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.conn: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self.conn = asyncio.get_running_loop().create_future()
-
-        def accepted(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            if not self.conn.done():
-                self.conn.set_result((r, w))
-
-        self.server = await asyncio.start_unix_server(accepted, str(self.path))
-
-    async def close(self) -> None:
-        if self.conn.done():
-            _, writer = self.conn.result()
-            writer.close()
-            await writer.wait_closed()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
-async def read_frames(reader: asyncio.StreamReader, dec: FrameDecoder, count: int) -> list[bytes]:
-    frames: list[bytes] = []
-    while len(frames) < count:
-        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
-        assert chunk, "outdev closed"
-        frames += [f.data for f in dec.feed(chunk)]
-    return frames
-
-
-async def connect_when_ready(path: Path) -> asyncio.StreamWriter:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while True:
-        try:
-            _, writer = await asyncio.open_unix_connection(str(path))
-            return writer
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.02)
-
-
-async def status_until(path: Path, predicate: object) -> dict[str, object]:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + TIMEOUT
-    while True:
-        try:
-            status = json.loads(path.read_text())
-            if predicate(status):  # type: ignore[operator]
-                return status  # type: ignore[no-any-return]
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
-        if loop.time() > deadline:
-            raise AssertionError(f"status never matched: {path.read_text()}")
-        await asyncio.sleep(0.05)
 
 
 async def scenario(tmp: Path, vnet: bool) -> None:

@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 
 from colopp.agent.comparator_process import comparator_argv
-from colopp.agent.specs import side_from_request, side_request
 from colopp.colo.sequence import primary_failover, resume_replication
+from colopp.domain import (
+    ComparatorKind,
+    Ports,
+    ProtectionOptions,
+    Role,
+    SideRequest,
+    SideSpec,
+    VmSpec,
+)
 from colopp.errors import ConfigError
-from colopp.qemu.argv import ComparatorKind, Ports, Role, SideSpec, VmSpec, qemu_argv
+from colopp.qemu.argv import qemu_argv
 from colopp.qemu.runtime import QemuRuntime
 
 VM = VmSpec("demo", Path("/k"), Path("/i"), "console=ttyS0")
@@ -23,8 +31,12 @@ BASE = SideSpec(
     Path("/run/c/disk.qcow2"),
     "198.18.1.10",
     "198.18.1.11",
-    comparator=ComparatorKind.COLOPP,
+    options=ProtectionOptions(comparator=ComparatorKind.COLOPP),
 )
+
+
+def with_options(spec: SideSpec, **changes: object) -> SideSpec:
+    return dataclasses.replace(spec, options=dataclasses.replace(spec.options, **changes))  # type: ignore[arg-type]
 
 
 def objects(spec: SideSpec) -> list[str]:
@@ -46,8 +58,8 @@ def objects(spec: SideSpec) -> list[str]:
 def test_client_copy_only_for_the_read_rule(
     prerelease: str | None, prefixes: tuple[str, ...], client: bool
 ) -> None:
-    spec = dataclasses.replace(BASE, prerelease=prerelease, read_prefixes=prefixes)
-    assert spec.client_frames is client
+    spec = with_options(BASE, prerelease=prerelease, read_prefixes=prefixes)
+    assert spec.options.client_frames is client
     mirror = "filter-mirror,id=mc0,netdev=hn0,queue=tx,outdev=client0"
     assert (mirror in objects(spec)) is client
     argv = comparator_argv(spec, 2000, python="py")
@@ -62,10 +74,10 @@ def test_client_copy_only_for_the_read_rule(
 
 
 def test_builtin_comparator_never_gets_the_client_copy() -> None:
-    spec = dataclasses.replace(
+    spec = with_options(
         BASE, comparator=ComparatorKind.BUILTIN, prerelease="all", read_prefixes=("/kv/",)
     )
-    assert not spec.client_frames
+    assert not spec.options.client_frames
 
 
 def test_standalone_primary_has_no_colo_filters() -> None:
@@ -83,36 +95,64 @@ def test_standalone_primary_has_no_colo_filters() -> None:
         {"prerelease": ""},
         {"read_prefixes": ("kv/",)},
         {"read_prefixes": ("/kv /",)},
-        {"standalone": True, "role": Role.SECONDARY},
+        {"read_prefixes": ("/kv/../etc",)},
+        {"prerelease_rearm_ms": 0},
+        {"checkpoint_delay_ms": 0},
     ],
 )
 def test_bad_options_are_refused(change: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
-        qemu_argv(QemuRuntime(), VM, dataclasses.replace(BASE, **change))  # type: ignore[arg-type]
+        qemu_argv(QemuRuntime(), VM, with_options(BASE, **change))
+    request = SideRequest(Role.PRIMARY, "tap-x", "a", "b").to_dict()
+    request["options"] |= {k: list(v) if isinstance(v, tuple) else v for k, v in change.items()}
+    with pytest.raises(ConfigError):
+        SideRequest.from_dict(request)
+
+
+def test_a_secondary_never_runs_standalone() -> None:
+    with pytest.raises(ConfigError):
+        qemu_argv(
+            QemuRuntime(), VM, dataclasses.replace(BASE, standalone=True, role=Role.SECONDARY)
+        )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"options": {"unknown": 1}},
+        {"options": {"semiactive": "yes"}},
+        {"options": {"backend": "xen"}},
+        {"options": {"comparator": "other"}},
+        {"options": "colopp"},
+        {"ports": {"nbd": 70000}},
+        {"role": "tertiary"},
+        {"tap": "a tap name far too long"},
+        {"standalone": 1},
+        {"prerelease": "all"},  # a flat option of an older controller: refused, not lost
+    ],
+)
+def test_bad_side_requests_are_refused(change: dict[str, object]) -> None:
+    request = SideRequest(Role.PRIMARY, "tap-x", "a", "b").to_dict() | change
+    with pytest.raises(ConfigError):
+        SideRequest.from_dict(request)
 
 
 def test_options_travel_from_controller_to_agent() -> None:
-    request = side_request(
-        Role.SECONDARY,
-        "tap-y",
-        "198.18.1.11",
-        "198.18.1.10",
-        Ports(),
-        ComparatorKind.COLOPP,
+    options = ProtectionOptions(
+        comparator=ComparatorKind.COLOPP,
         prerelease="auto",
         read_prefixes=("/kv/", "/static/"),
         semiactive=True,
     )
-    spec = side_from_request(request, Path("/run/s"))
-    assert (spec.prerelease, spec.read_prefixes, spec.semiactive, spec.standalone) == (
-        "auto",
-        ("/kv/", "/static/"),
-        True,
-        False,
-    )
-    # An older controller's request (no COLO++ fields) still works.
-    del request["prerelease"], request["read_prefixes"], request["semiactive"]
-    assert side_from_request(request, Path("/run/s")).prerelease is None
+    request = SideRequest(Role.SECONDARY, "tap-y", "198.18.1.11", "198.18.1.10", Ports(), options)
+    spec = SideRequest.from_dict(request.to_dict()).spec(Path("/run/s"))
+    assert spec.options == options and spec.standalone is False
+    assert spec.disk == Path("/run/s/disk.qcow2")
+    # Options left out take their defaults.
+    del request.to_dict()["options"]
+    bare = request.to_dict()
+    del bare["options"]
+    assert SideRequest.from_dict(bare).options == ProtectionOptions()
 
 
 def test_reprotection_rebuilds_the_client_copy() -> None:

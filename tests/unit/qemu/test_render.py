@@ -2,17 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from colopp.domain import ComparatorKind, Ports, ProtectionOptions, Role, SideSpec, VmSpec
 from colopp.errors import ConfigError
-from colopp.qemu.argv import (
-    ComparatorKind,
-    Ports,
-    Role,
-    SideSpec,
-    VmSpec,
-    qemu_argv,
-    template_names,
-    template_values,
-)
+from colopp.qemu.argv import qemu_argv, template_names, template_values
 from colopp.qemu.render import configs_dir, placeholders, render
 from colopp.qemu.runtime import QemuRuntime
 
@@ -29,7 +21,7 @@ def side(role: Role, comparator: ComparatorKind = ComparatorKind.BUILTIN) -> Sid
         Path("/run/c/disk.qcow2"),
         "198.18.1.10",
         "198.18.1.11",
-        comparator=comparator,
+        options=ProtectionOptions(comparator=comparator),
     )
 
 

@@ -121,3 +121,21 @@ def test_connect_gives_up_with_the_socket_named(tmp_path: Path) -> None:
     monitor = Monitor("t", tmp_path / "absent.sock")
     with pytest.raises(QmpTimeout, match="absent.sock did not accept"):
         asyncio.run(monitor.connect(within=0.3))
+
+
+def test_qemus_error_class_is_kept(tmp_path: Path) -> None:
+    reply: Reply = lambda m: {"error": {"class": "DeviceNotFound", "desc": "Instance not found"}}
+    with pytest.raises(QmpError) as info:
+        with_monitor(tmp_path, reply, lambda m: m.execute("yank", {"instances": []}))
+    assert (info.value.command, info.value.error_class) == ("yank", "DeviceNotFound")
+    assert info.value.message == "Instance not found"
+
+
+def test_hmp_errors_have_the_hmp_class(tmp_path: Path) -> None:
+    from colopp.errors import HMP_ERROR_CLASS
+
+    reply: Reply = lambda m: {"return": "Error: Device 'replication0' not found\r\n"}
+    with pytest.raises(QmpError) as info:
+        with_monitor(tmp_path, reply, lambda m: m.hmp("drive_del replication0"))
+    assert info.value.command == "human-monitor-command drive_del"
+    assert info.value.error_class == HMP_ERROR_CLASS

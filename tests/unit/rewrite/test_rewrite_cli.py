@@ -8,8 +8,8 @@ import pytest
 
 from colopp.agent.comparator_process import comparator_argv
 from colopp.compare.__main__ import options_from_args
+from colopp.domain import ComparatorKind, Ports, ProtectionOptions, Role, SideSpec
 from colopp.errors import ConfigError
-from colopp.qemu.argv import ComparatorKind, Ports, Role, SideSpec
 
 BASE = [
     "--primary-in",
@@ -44,7 +44,7 @@ def test_comparator_sends_young_offsets_to_the_secondary_host(tmp_path: Path) ->
         "198.18.0.10",
         "198.18.0.11",
         Ports(compare=9004),
-        ComparatorKind.COLOPP,
+        ProtectionOptions(comparator=ComparatorKind.COLOPP),
     )
     argv = comparator_argv(spec, 2000)
     assert argv[argv.index("--young-to") + 1] == "198.18.0.11:11004"

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrite_frames import CLIENT, GUEST, checksum_ok, fields, tcp
 
+from colopp.compare.young_learn import IsnLearner, Learned
 from colopp.errors import StateError
-from colopp.rewrite.learn import IsnLearner, Learned
 from colopp.rewrite.lifecycle import PairTables, Side
 from colopp.rewrite.segment import translate_client_input, translate_guest_output
 from colopp.rewrite.table import MASK, ConnKey

@@ -9,11 +9,11 @@ import pytest
 from rewrite_frames import GUEST_KEY, tcp
 
 from colopp.compare.framing import DecodedFrame
+from colopp.compare.young_send import YoungForwarder, YoungSender
+from colopp.compare.young_tap import YoungTap
 from colopp.errors import AgentError
-from colopp.rewrite.forwarder import YoungForwarder
-from colopp.rewrite.tap import YoungTap
 from colopp.rewrite.young import YoungOffsets
-from colopp.rewrite.young_link import YoungSender, handle_young_request, serve_young
+from colopp.rewrite.young_link import handle_young_request, serve_young
 
 
 def test_tap_learns_from_syn_acks_and_ignores_the_rest() -> None:

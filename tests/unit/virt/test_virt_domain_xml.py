@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from colopp.domain import Role, SideSpec, VmSpec
 from colopp.errors import ConfigError
-from colopp.qemu.argv import Role, SideSpec, VmSpec
 from colopp.virt.domain_xml import (
     NETNS_ENV,
     QEMU_NS,

@@ -4,7 +4,7 @@ The comparator calls :meth:`YoungTap.primary` and :meth:`YoungTap.secondary` wit
 frame it reads from each guest (before its own core); only segments carrying SYN cost more
 than one byte test. :meth:`YoungTap.checkpoint_completed` is called when the primary resumes
 after a checkpoint (the comparator's epoch boundary). Each learned offset comes back as a
-:class:`YoungMessage` to send to the secondary host (:mod:`colopp.rewrite.young_link`)
+:class:`YoungMessage` to send to the secondary host (:mod:`colopp.compare.young_send`)
 *before* that connection's SYN-ACK is released.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colopp.compare.packet import SYN, parse_plain_tcp
-from colopp.rewrite.learn import IsnLearner, Learned
+from colopp.compare.young_learn import IsnLearner, Learned
 
 # Offset of the TCP flags byte in an untagged IPv4 frame without IP options.
 _FLAGS_AT = 14 + 20 + 13

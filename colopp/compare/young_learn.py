@@ -18,7 +18,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from colopp.rewrite.table import MASK, ConnKey
+from colopp.compare.seq import MASK
+
+#: (guest address, guest port, peer address, peer port), addresses as integers.
+ConnKey = tuple[int, int, int, int]
 
 #: Half-learned connections kept at most (oldest dropped first): a SYN flood costs memory
 #: bounded by this, never unbounded growth.

@@ -1,5 +1,5 @@
 """In the comparator: learn young offsets from both guests' frames and forward them, in
-order, to the secondary host's agent (:mod:`colopp.rewrite.young_link`).
+order, to the secondary host's agent (its listener: :mod:`colopp.rewrite.young_link`).
 
 Sending never blocks the data path: messages go through a queue drained by one task. A
 message the secondary host did not acknowledge is retried until it is, or until the next
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 from typing import Any
 
 from colopp.compare.framing import DecodedFrame
+from colopp.compare.young_tap import YoungMessage, YoungTap
 from colopp.errors import AgentError
-from colopp.rewrite.tap import YoungTap
-from colopp.rewrite.young_link import YoungSender
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +76,39 @@ class YoungForwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.sender.close()
+
+
+class YoungSender:
+    """The comparator's client: send one message and wait for its acknowledgement."""
+
+    def __init__(self, host: str, port: int, timeout: float = 1.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: YoungMessage | dict[str, Any]) -> None:
+        """Deliver ``message``; raises AgentError when the secondary host did not ack it."""
+        body = message.to_json() if isinstance(message, YoungMessage) else message
+        async with self._lock:
+            try:
+                if self._streams is None:
+                    self._streams = await asyncio.wait_for(
+                        asyncio.open_connection(self.host, self.port), self.timeout
+                    )
+                reader, writer = self._streams
+                writer.write(json.dumps(body).encode() + b"\n")
+                await writer.drain()
+                reply = json.loads(await asyncio.wait_for(reader.readline(), self.timeout))
+            except (OSError, TimeoutError, ValueError) as exc:
+                await self.close()
+                raise AgentError(f"young offset not delivered to {self.host}: {exc}") from exc
+        if not reply.get("ok"):
+            raise AgentError(f"young offset refused by {self.host}: {reply.get('error')}")
+
+    async def close(self) -> None:
+        if self._streams is not None:
+            writer = self._streams[1]
+            self._streams = None
+            writer.close()

@@ -1,0 +1,50 @@
+"""HTTPS for the API: check the certificate and key before uvicorn gets them (pure apart
+from reading the two files).
+
+The key must be readable by its owner only (0600), like every secret colopp reads; the pair
+is loaded into an SSL context once, so a wrong file or a key that does not match the
+certificate is a clear :class:`~colopp.errors.ConfigError` at start, not a traceback.
+"""
+
+from __future__ import annotations
+
+import ssl
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from colopp.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate (chain) and its PEM private key."""
+
+    cert: Path
+    key: Path
+
+
+def tls_files(cert: str | None, key: str | None) -> TlsFiles | None:
+    """The checked pair, or None when neither is given (plain HTTP).
+
+    Raises:
+        ConfigError: only one given, unreadable, a key readable by group/others, not PEM, or
+            a key that does not match the certificate.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    files = TlsFiles(Path(cert), Path(key))
+    try:
+        mode = files.key.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read the TLS key {key}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"the TLS key {key} must be mode 0600 (it is {stat.S_IMODE(mode):04o})")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(files.cert), str(files.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"TLS certificate {cert} with key {key}: {exc}") from exc
+    return files

@@ -1,0 +1,97 @@
+"""What each agent RPC method returns (JSON objects on the wire; typed here).
+
+The controller reads these by key; the agent builds them with these types, so a renamed
+or missing field is a type error on both sides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class PingReply(TypedDict):
+    host: str
+    time: float
+    vm_alive: bool
+    qmp_ok: bool
+    checkpoint_stalled_s: float
+    self_fenced: bool
+    role: str | None
+
+
+class ProbeTcpReply(TypedDict, total=False):
+    reachable: bool
+    error: str
+
+
+class ProbeQemuReply(TypedDict):
+    version: str
+    runtime: str
+
+
+class LaunchReply(TypedDict):
+    pid: int | None
+    run_dir: str
+
+
+class BootReply(TypedDict):
+    boot_s: float
+
+
+class PrepareReply(TypedDict):
+    nbd: int
+    migration: int
+
+
+class StartedReply(TypedDict):
+    started: bool
+
+
+class ResumeReply(TypedDict):
+    resync_s: float
+    took_s: float
+
+
+class FailoverReply(TypedDict):
+    role: str
+    took_ms: float
+
+
+class PidReply(TypedDict):
+    pid: int | None
+
+
+class KillReply(TypedDict):
+    pid: int | None
+    signal: int
+
+
+class StopReply(TypedDict, total=False):
+    stopped: bool
+    returncode: int | None
+
+
+class ComparatorStatus(TypedDict):
+    pid: int | None
+    alive: bool
+    restarts: int
+    counters: dict[str, Any]
+
+
+class StatusReply(TypedDict, total=False):
+    host: str
+    role: str | None
+    backend: str
+    pid: int | None
+    vm_alive: bool
+    returncode: int | None
+    failed_over: bool
+    checkpoints: int
+    last_checkpoint_at: float | None
+    checkpoint_pauses_ms: list[float]
+    colo_exit: dict[str, Any] | None
+    vcpu: dict[str, Any] | None
+    comparator: ComparatorStatus
+    colo: Any
+    migration: Any
+    qmp_error: str
