@@ -191,6 +191,7 @@ class ComparatorShell:
                 "client_framing_errors",
                 "stop_drained_bytes",
                 "qmp_lost_dropped_frames",
+                "young_held_flushes",
             ),
             0,
         )
@@ -204,6 +205,9 @@ class ComparatorShell:
         self._servers: list[asyncio.Server] = []
         self._qmp: QmpCheckpointLink | None = None
         self.young = YoungForwarder(*options.young_to) if options.young_to else None
+        if self.young is not None:
+            self.young.on_settled = self._flush  # the release gate opened
+        self._hold_timer: asyncio.TimerHandle | None = None
         # The QMP monitor was lost: no checkpoint can be seen, so nothing may leave.
         self._blind = False
 
@@ -309,6 +313,8 @@ class ComparatorShell:
             "client_connected": self._client is not None and self._client.open,
             "qmp": self._qmp is not None and self._qmp.connected,
         }
+        if self.young is not None:
+            snap["shell"]["young"] = self.young.status()
         snap["pid"] = os.getpid()
         snap["updated_at"] = time.time()
         return snap
@@ -328,6 +334,8 @@ class ComparatorShell:
                         await task
             if self._qmp is not None:
                 await self._qmp.close()
+            if self.young is not None:
+                await self.young.close()
         finally:
             self._close_sockets()
 
@@ -395,7 +403,7 @@ class ComparatorShell:
             self.stats["qmp_lost_dropped_frames"] += len(frames)
             return
         if self.young is not None:
-            self.young.frames(side, frames)  # colopp.rewrite: learn young offsets
+            self.young.frames(side, frames, self.clock())  # learn young offsets (gate)
         if side == "primary" and self._client is not None:
             self._client.drain()  # every request this output may answer, first
         now = self.clock()
@@ -441,6 +449,9 @@ class ComparatorShell:
         if self._blind:
             self._pending.clear()
             return
+        if self.young is not None and self.young.holding(self.clock()):
+            self._hold_until_settled()
+            return
         data = b"".join(self._pending)
         self._pending.clear()
         if self._out is None:
@@ -448,6 +459,15 @@ class ComparatorShell:
             return
         self._out.write(data)
         self.stats["outdev_bytes"] += len(data)
+
+    def _hold_until_settled(self) -> None:
+        """Output waits for young offsets' acknowledgements (young_send's release gate):
+        flushed by ``on_settled``, or by this timer once the hold limit passes."""
+        assert self.young is not None
+        self.stats["young_held_flushes"] += 1
+        if self._hold_timer is None or self._hold_timer.when() < asyncio.get_running_loop().time():
+            left = self.young.hold_left(self.clock()) + 0.001
+            self._hold_timer = asyncio.get_running_loop().call_later(left, self._flush)
 
     def _start_request(self, reason: str) -> None:
         if self._request_task is not None and not self._request_task.done():
