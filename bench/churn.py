@@ -28,15 +28,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from bench.cpu_sample import CpuSampler
 from colopp.colo.state import PairState
 from colopp.demo.harness import SupervisedPair
 from colopp.domain import ComparatorKind
 from colopp.lab import Node, netns_argv
+
+STATE_DIR = "/var/lib/colopp/bench-churn"
 
 
 def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[str]:
@@ -50,6 +54,8 @@ def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[st
         str(args.open_every),
         "--lifetime",
         str(args.lifetime),
+        "--write-every",
+        str(args.write_every),
     ]
     return subprocess.Popen(
         netns_argv(sp.plan.netns(Node.CLIENT), argv),
@@ -60,6 +66,23 @@ def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[st
     )
 
 
+def _classify(cmdline: str) -> str | None:
+    """This bench's processes by role (see bench.cpu_sample)."""
+    if "bench.churn_client" in cmdline:
+        return "client"
+    if STATE_DIR not in cmdline and "clpchurn" not in cmdline:
+        return "driver" if "bench.churn" in cmdline else None
+    for needle, name in (
+        ("qemu-system", "qemu"),
+        ("colopp.compare", "comparator"),
+        ("colopp.rewrite", "translator"),
+        ("colopp.agent", "agent"),
+    ):
+        if needle in cmdline:
+            return name
+    return None
+
+
 def _say(proc: subprocess.Popen[str], line: str) -> None:
     assert proc.stdin is not None
     proc.stdin.write(line + "\n")
@@ -68,17 +91,19 @@ def _say(proc: subprocess.Popen[str], line: str) -> None:
 
 async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     comparator = ComparatorKind(args.comparator)
-    sp = await SupervisedPair.protect(
-        Path("/var/lib/colopp/bench-churn"), None, "clpchurn", comparator, console
-    )
+    sp = await SupervisedPair.protect(Path(STATE_DIR), None, "clpchurn", comparator, console)
     events = args.failovers or args.switchovers
     client: subprocess.Popen[str] | None = None
+    sampler = CpuSampler(_classify).start()
+    phases: dict[str, tuple[float, float]] = {}
     try:
         await sp.next_checkpoint()
         sp.supervise()
         client = _client(sp, args)
+        started = time.monotonic()
         # Let connections of every age exist, some younger than the last checkpoint.
-        await asyncio.sleep(args.lifetime / 2)  # workload warm-up, measured in client time
+        await asyncio.sleep(max(args.lifetime / 2, args.steady))  # warm-up, in client time
+        phases["steady"] = (started + 5.0, time.monotonic())
         _say(client, "idle")
         for event in range(1, events + 1):
             if args.failovers:
@@ -96,18 +121,29 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 raise RuntimeError(f"event {event}: {incident.error}")
             console.log(f"event {event}: failover {incident.failover_ms} ms, protected again")
             await asyncio.sleep(args.between)  # new young connections before the next one
-        await asyncio.sleep(max(0.0, 65.0 - args.between * events))  # the idle one's silence
+        if events:
+            await asyncio.sleep(max(0.0, 65.0 - args.between * events))  # the idle's silence
+        phases["run"] = (started, time.monotonic())
         _say(client, "stop")
         out, _ = await asyncio.to_thread(client.communicate, None, args.lifetime + 300)
         summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         await sp.unsupervise()
     finally:
+        sampler.stop()
         if client is not None and client.poll() is None:
             client.kill()
             client.communicate()
         await sp.close()
     kind = "failovers" if args.failovers else "switchovers"
-    return {kind: events, "comparator": comparator.value, **summary}
+    return {
+        kind: events,
+        "comparator": comparator.value,
+        "open_every_s": args.open_every,
+        "lifetime_s": args.lifetime,
+        "write_every": args.write_every,
+        **summary,
+        "cpu": {name: sampler.summary(*span) for name, span in phases.items()},
+    }
 
 
 def main() -> int:
@@ -115,6 +151,10 @@ def main() -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--failovers", type=int, default=0)
     group.add_argument("--switchovers", type=int, default=0)
+    parser.add_argument(
+        "--steady", type=float, default=0.0, help="seconds of load before the first event"
+    )
+    parser.add_argument("--write-every", type=int, default=2, help="every Nth request a PUT")
     parser.add_argument("--comparator", choices=["builtin", "colopp"], default="colopp")
     parser.add_argument("--open-every", type=float, default=0.1)
     parser.add_argument("--lifetime", type=float, default=30.0)
