@@ -91,7 +91,12 @@ def _say(proc: subprocess.Popen[str], line: str) -> None:
 
 async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     comparator = ComparatorKind(args.comparator)
-    sp = await SupervisedPair.protect(Path(STATE_DIR), None, "clpchurn", comparator, console)
+    options: dict[str, Any] = {"semiactive": args.semiactive}
+    if args.prerelease is not None:
+        options |= {"prerelease": args.prerelease, "read_prefixes": tuple(args.read_prefix)}
+    sp = await SupervisedPair.protect(
+        Path(STATE_DIR), None, "clpchurn", comparator, console, **options
+    )
     events = args.failovers or args.switchovers
     client: subprocess.Popen[str] | None = None
     sampler = CpuSampler(_classify).start()
@@ -104,7 +109,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         # Let connections of every age exist, some younger than the last checkpoint.
         await asyncio.sleep(max(args.lifetime / 2, args.steady))  # warm-up, in client time
         phases["steady"] = (started + 5.0, time.monotonic())
-        _say(client, "idle")
+        if events:
+            _say(client, "idle")
         for event in range(1, events + 1):
             if args.failovers:
                 status = await sp.pair.agents[sp.pair.primary.name].call("status")
@@ -141,6 +147,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "open_every_s": args.open_every,
         "lifetime_s": args.lifetime,
         "write_every": args.write_every,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         **summary,
         "cpu": {name: sampler.summary(*span) for name, span in phases.items()},
     }
@@ -155,6 +162,9 @@ def main() -> int:
         "--steady", type=float, default=0.0, help="seconds of load before the first event"
     )
     parser.add_argument("--write-every", type=int, default=2, help="every Nth request a PUT")
+    parser.add_argument("--prerelease", help="COLO++ pre-release rules (colopp comparator)")
+    parser.add_argument("--read-prefix", action="append", default=[], help="e.g. /kv/")
+    parser.add_argument("--semiactive", action="store_true", help="semi-active secondary")
     parser.add_argument("--comparator", choices=["builtin", "colopp"], default="colopp")
     parser.add_argument("--open-every", type=float, default=0.1)
     parser.add_argument("--lifetime", type=float, default=30.0)
