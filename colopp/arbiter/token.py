@@ -8,7 +8,12 @@ smaller: a stale primary (paused past its lease, then waking) cannot command any
 
 from __future__ import annotations
 
+from typing import Any
+
 from colopp.errors import ConfigError, StaleToken
+
+#: The request parameter that carries a fencing token: ``{"protection": str, "token": int}``.
+FENCE_PARAM = "fence"
 
 
 class TokenGate:
@@ -36,3 +41,22 @@ class TokenGate:
     def newest(self, protection: str) -> int:
         """The largest token seen for ``protection`` (0: none)."""
         return self._newest.get(protection, 0)
+
+
+def admit_request(gate: TokenGate, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters without :data:`FENCE_PARAM`, once its token was admitted.
+
+    Requests without one pass (single-controller mode sends none).
+
+    Raises:
+        ConfigError: a malformed fence parameter.
+        StaleToken: the token is older than one seen for that protection.
+    """
+    if FENCE_PARAM not in params:
+        return params
+    rest = {k: v for k, v in params.items() if k != FENCE_PARAM}
+    fence = params[FENCE_PARAM]
+    if not isinstance(fence, dict) or not isinstance(fence.get("protection"), str):
+        raise ConfigError('fence must be {"protection": name, "token": positive integer}')
+    gate.admit(fence["protection"], fence.get("token"))
+    return rest
