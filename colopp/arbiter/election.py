@@ -81,5 +81,8 @@ class LeaderElection:
 
     async def _stop(self, action: FenceAction) -> None:
         # Both fence steps mean the same for a controller: stop supervising now.
-        if action is FenceAction.STOP_OUTPUT and self._leading_task is not None:
-            self._leading_task.cancel()
+        # Wait (within the fence budget) for the leader's work to wind down.
+        task = self._leading_task
+        if action is FenceAction.STOP_OUTPUT and task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=self.timing.fence_budget)
