@@ -13,6 +13,7 @@ from pathlib import Path
 from colopp.agent.host import RPC_METHODS, HostAgent
 from colopp.agent.restart import RESTART_GRACE, exit_for_restart
 from colopp.agent.server import AgentServer, raise_open_files_limit
+from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
 
@@ -94,7 +95,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     methods = {name: getattr(agent, name) for name in RPC_METHODS}
     methods["shutdown"] = shutdown
-    server = AgentServer(read_token(args.token_file), methods)
+    gate = PersistentTokenGate(args.state_dir)
+    server = AgentServer(read_token(args.token_file), methods, fencing=gate)
     # Before listening: a heartbeat answered before re-adoption would report no VM.
     await agent.readopt()
     for host, port in addresses:

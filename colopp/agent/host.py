@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -37,6 +38,8 @@ from colopp.agent.replies import (
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_block_job, wait_colo_mode
+from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
+from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     finish_resync,
@@ -48,7 +51,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.domain import Backend, Role, SideRequest, VmSpec
+from colopp.domain import Backend, ComparatorKind, Role, SideRequest, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
@@ -70,6 +73,7 @@ class HostAgent:
         self.state_dir = state_dir
         self.runtime = runtime
         self.side: Side | None = None
+        self.translation: SideTranslation | None = None  # colopp's seq translation
         self._lock = asyncio.Lock()
         # Self-fencing (see colopp.agent.lease): renewed by the controller's heartbeats.
         self.lease = LeaseWatchdog(
@@ -91,6 +95,11 @@ class HostAgent:
         if self.side is None:
             return False
         self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+        spec = self.side.spec
+        if (spec.run_dir / TRANSLATION_RECORD).exists():
+            self.translation = SideTranslation(spec.run_dir)
+            if spec.role is Role.SECONDARY and not self.side.failed_over:
+                await self.translation.readopted_secondary(spec)
         self.persist()
         return True
 
@@ -271,16 +280,23 @@ class HostAgent:
             raise self.side.process.start_error("is not running")
         return self.side
 
-    async def wait_guest(self, timeout: float = 120.0) -> BootReply:
-        """Wait for the guest's ready line on the serial console."""
+    async def wait_guest(self, timeout: float = 120.0, limit_s: float | None = None) -> BootReply:
+        """Wait for the guest's ready line on the serial console (``limit_s`` wins)."""
         side = self._require()
-        took = await wait_for_serial(side.spec.serial_log, READY_LINE, timeout, side.process)
+        limit = timeout if limit_s is None else limit_s
+        took = await wait_for_serial(side.spec.serial_log, READY_LINE, limit, side.process)
         return {"boot_s": took}
 
-    async def prepare_secondary(self) -> PrepareReply:
-        """Export parent0 over NBD and wait for the incoming migration."""
+    async def prepare_secondary(self, translation: list[Any] | None = None) -> PrepareReply:
+        """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
+        the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
         side = self._require(Role.SECONDARY)
         await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
+        if side.spec.options.comparator is ComparatorKind.COLOPP:
+            self.translation = SideTranslation(side.spec.run_dir)
+            await self.translation.as_secondary(
+                side.spec, translation, functools.partial(run_steps, side)
+            )
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
@@ -330,6 +346,8 @@ class HostAgent:
             client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
         await run_steps(side, steps)
+        if self.translation is not None:
+            await self.translation.as_primary(functools.partial(run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
         await start_comparator(side, self._comparator_restarted)
         self.persist()
@@ -373,6 +391,8 @@ class HostAgent:
         if side.spec.role is Role.SECONDARY:
             await restore_vcpus(side)  # full CPUs before it serves
             await run_steps(side, secondary_failover())
+            if self.translation is not None:
+                self.translation.promoted()
         else:
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)
@@ -400,6 +420,10 @@ class HostAgent:
         side.process.kill(signum)
         return {"pid": side.process.pid, "signal": signum}
 
+    async def translation_record(self) -> list[dict[str, Any]]:
+        """This side's table of record (what a new secondary must translate)."""
+        return [] if self.translation is None else self.translation.record_rows()
+
     async def stop_vm(self) -> StopReply:
         """Stop QEMU (quit, then signals) and forget the side; idempotent."""
         side, self.side = self.side, None
@@ -410,6 +434,9 @@ class HostAgent:
             side.watcher.cancel()
         await restore_vcpus(side)
         await stop_comparator(side)
+        if self.translation is not None:
+            await self.translation.stop()
+            self.translation = None
         if side.process.alive():
             try:
                 await side.monitor.execute("quit", timeout=2.0)
@@ -436,4 +463,5 @@ RPC_METHODS = (
     "resume_replication",
     "probe_tcp",
     "stop_vm",
+    "translation_record",
 )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from colopp.arbiter.token import TokenGate
 from colopp.domain import Role, SideRequest, SideSpec, VmSpec
 from colopp.errors import ConfigError
 from colopp.files import write_private
@@ -229,3 +230,32 @@ def set_aside(state_dir: Path) -> Path | None:
     except OSError:
         return None
     return kept
+
+
+TOKENS_FILE = "fencing-tokens.json"
+
+
+class PersistentTokenGate(TokenGate):
+    """A :class:`TokenGate` whose newest tokens survive an agent restart: a restarted agent
+    must still refuse a stale controller. Saved (0600) whenever a token grows."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__()
+        self._path = state_dir / TOKENS_FILE
+        try:
+            data = json.loads(self._path.read_text())
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"fencing tokens {self._path} unreadable: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"fencing tokens {self._path} must be a JSON object")
+        for protection, token in data.items():
+            if isinstance(token, int) and not isinstance(token, bool) and token > 0:
+                self._newest[str(protection)] = token
+
+    def admit(self, protection: str, token: object) -> None:
+        before = self.newest(protection)
+        super().admit(protection, token)
+        if self.newest(protection) != before:
+            write_private(self._path, json.dumps(self._newest))

@@ -151,3 +151,19 @@ def test_vcpu_shrink_round_trips_its_affinities() -> None:
     assert state.after[12] == frozenset({1}) and state.quota == 0.5
     assert vcpu_from_record({"pid": "x"}) is None
     assert vcpu_from_record(None) is None
+
+
+def test_fencing_tokens_survive_an_agent_restart(tmp_path: Path) -> None:
+    from colopp.agent.state_file import TOKENS_FILE, PersistentTokenGate
+    from colopp.errors import StaleToken
+
+    gate = PersistentTokenGate(tmp_path)
+    gate.admit("web", 7)
+    assert (tmp_path / TOKENS_FILE).stat().st_mode & 0o777 == 0o600
+    again = PersistentTokenGate(tmp_path)  # the next agent
+    assert again.newest("web") == 7
+    with pytest.raises(StaleToken):
+        again.admit("web", 6)
+    (tmp_path / TOKENS_FILE).write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        PersistentTokenGate(tmp_path)
