@@ -54,7 +54,10 @@ async def prepare_local_pair(
     console.log(f"QEMU runtime: {runtime.describe()}")
     image = await asyncio.to_thread(build_image, None, console=console)
     deployment = local_deployment(state_dir, root, prefix)
-    append = kernel_cmdline(deployment.plan.guest_address.with_prefixlen)
+    plan = deployment.plan
+    append = kernel_cmdline(
+        plan.guest_address.with_prefixlen, ip6_cidr=plan.guest_address6.with_prefixlen
+    )
     accel, why = await choose_accel(runtime, image.vmlinuz, image.initrd, append, state_dir)
     console.log(f"accelerator: {accel} ({why})")
     vm = VmSpec(
