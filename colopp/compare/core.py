@@ -380,9 +380,12 @@ class Comparator:
         size = 0
         vnet = released[0].vnet_hdr_len
         uniform = True
+        late = c.observe_late if self._policy is not None else None
         for held in released:
             held.released = True
             observe(now - held.arrival)
+            if late is not None and not held.pre_released and held.payload_end > held.payload_start:
+                late(held.refused)
             size += len(held.frame)
             if held.pre_released or held.vnet_hdr_len != vnet:
                 uniform = False
@@ -411,6 +414,8 @@ class Comparator:
         c.released_frames += 1
         c.released_bytes += size
         waited = now - held.arrival
+        if self._policy is not None and held.payload_end > held.payload_start:
+            c.observe_late(held.refused)
         c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
         c.hold_time_sum += waited
         queue = self._held

@@ -55,6 +55,12 @@ class Counters:
     flushed_frames: int = 0
     pre_released_frames: int = 0
     prerelease_mismatches: int = 0
+    # Payload frames that left only once compared, by why they did not leave early (with a
+    # pre-release policy): never offered (the secondary's copy came first, or they queued
+    # behind a refused segment), refused by the absolute ACK rule, refused by the policy.
+    late_unoffered: int = 0
+    late_ack_refused: int = 0
+    late_policy_refused: int = 0
     rearm_checkpoints: int = 0
     client_frames_in: int = 0
     retransmitted_frames: int = 0
@@ -84,6 +90,15 @@ class Counters:
             if label not in by_type and len(by_type) >= MAX_ETHERTYPE_LABELS:
                 label = "other"  # a guest spraying EtherTypes must not grow the status file
             by_type[label] += 1
+
+    def observe_late(self, refused: int) -> None:
+        """A payload frame released by its comparison, not early (``HeldFrame.refused``)."""
+        if refused == 0:
+            self.late_unoffered += 1
+        elif refused == 1:
+            self.late_ack_refused += 1
+        else:
+            self.late_policy_refused += 1
 
     def observe_hold(self, seconds: float) -> None:
         """Add one primary frame's arrival-to-release time to the histogram."""

@@ -39,6 +39,8 @@ async def prepare_local_pair(
     read_prefixes: tuple[str, ...] = (),
     semiactive: bool = False,
     prerelease_rearm_ms: int | None = None,
+    prerelease_scope: str = "global",
+    resp_ports: tuple[int, ...] = (),
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
@@ -80,6 +82,8 @@ async def prepare_local_pair(
             read_prefixes=read_prefixes,
             semiactive=semiactive,
             prerelease_rearm_ms=prerelease_rearm_ms,
+            prerelease_scope=prerelease_scope,
+            resp_ports=resp_ports,
         ),
     )
     config.options.validate()
