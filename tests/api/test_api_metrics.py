@@ -137,3 +137,18 @@ def test_served_metrics_have_build_info(api: ApiServer) -> None:
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"colopp_build_info", "colopp_protections", "colopp_switchovers"} <= names
     assert 'colopp_build_info{python="' in text and f'version="{colopp.__version__}"' in text
+
+
+def test_pass_through_packets_by_ethertype(
+    setup: tuple[Manager, Store, ProtectionRunner],
+) -> None:
+    manager, store, runner = setup
+    runner.tally.comparator = {
+        "passthrough_by_ethertype": {"0x0806": 3, "0x8100": 1},
+        "passthrough_ipv6_control": 2,
+    }
+    series = scrape(manager, store)
+    total = "colopp_passthrough_packets_total"
+    assert value(series, total, protection="p1", ethertype="0x0806") == 3
+    assert value(series, total, protection="p1", ethertype="ipv6-control") == 2
+    assert not any(dict(labels).get("ethertype") == "0x86dd" for _, labels in series)
