@@ -13,7 +13,7 @@ from pathlib import Path
 from colopp.agent.allocator import Allocator
 from colopp.agent.host import RPC_METHODS, HostAgent
 from colopp.agent.protections import ProtectionRouter
-from colopp.agent.restart import RESTART_GRACE, exit_for_restart
+from colopp.agent.restart import RESTART_GRACE, exit_for_restart, readopt_protections
 from colopp.agent.server import AgentServer, raise_open_files_limit
 from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
@@ -127,6 +127,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = AgentServer(read_token(args.token_file), methods, fencing=gate)
     # Before listening: a heartbeat answered before re-adoption would report no VM.
     await agent.readopt()
+    await readopt_protections(router)  # fleet mode: each protection's own side
     for host, port in addresses:
         await server.start(host, port, tls)
     loop = asyncio.get_running_loop()
@@ -149,7 +150,8 @@ async def serve(args: argparse.Namespace) -> None:
     if stopped.done():  # the shutdown method: the VM was stopped on purpose
         await server.close()
         return
-    await exit_for_restart(agent, server, args.restart_grace)
+    others = [side for side in router.sides.values() if isinstance(side, HostAgent)]
+    await exit_for_restart(agent, server, args.restart_grace, others)
 
 
 def main(argv: list[str] | None = None) -> int:
