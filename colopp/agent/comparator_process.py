@@ -55,6 +55,10 @@ def comparator_argv(
         argv.append(f"--prerelease={options.prerelease}")
         for prefix in options.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
+        for port in options.resp_ports:
+            argv += ["--prerelease-resp-port", str(port)]
+        if options.prerelease_scope != "global":
+            argv += ["--prerelease-scope", options.prerelease_scope]
         if options.prerelease_rearm_ms is not None and options.client_frames:
             argv += ["--prerelease-rearm-ms", str(options.prerelease_rearm_ms)]
         if options.client_frames:

@@ -1,7 +1,8 @@
 """colopp's userspace packet comparator, in place of QEMU's in-process colo-compare.
 
 Data path: :mod:`~colopp.compare.framing` (QEMU's net-filter socket framing) ->
-:mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing) ->
+:mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing; IPv6 in
+:mod:`~colopp.compare.ipv6`) ->
 :mod:`~colopp.compare.core` (the pure decision core, with :mod:`~colopp.compare.tcp`, its
 in-order fast paths :mod:`~colopp.compare.tcp_fast`, :mod:`~colopp.compare.seq`,
 :mod:`~colopp.compare.stream` and :mod:`~colopp.compare.flows`; the COLO++ pre-release

@@ -31,6 +31,8 @@ checkpoint). Every exit writes the status file a last time and removes listen so
 Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``
 and at exit): the core's counters at top level (``primary_frames_in``,
 ``secondary_frames_in``, ``released_frames``, ``matched_frames``, ``passthrough_frames``,
+``passthrough_by_ethertype`` (frames released uncompared, by EtherType),
+``passthrough_ipv6_control`` (IPv6 neighbour discovery and MLD),
 ``flushed_frames``, ``held_frames``, ``held_bytes``, ``held_secondary_frames``,
 ``malformed`` by reason, ``divergences`` by reason, ``checkpoints_requested``,
 ``checkpoints_done``, ``hold_time_buckets`` / ``hold_time_counts``, ``awaiting_checkpoint``,
