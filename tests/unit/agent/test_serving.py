@@ -36,6 +36,18 @@ def proc_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
+async def settled_state(pid: int, wanted: str, within: float = 5.0) -> str:
+    """The process state once it is ``wanted`` (a signal takes effect when the target is
+    next scheduled), or the last state seen at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    state = proc_state(pid)
+    while state != wanted and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+        state = proc_state(pid)
+    return state
+
+
 def test_cut_off_from_etcd_the_side_stops_then_dies_before_its_lease_ends(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock = FakeClock(start=0.0)
@@ -50,7 +62,7 @@ def test_cut_off_from_etcd_the_side_stops_then_dies_before_its_lease_ends(tmp_pa
         async def fence(action: FenceAction) -> None:
             await original(action)
             assert process.pid is not None
-            states.append(proc_state(process.pid) if process.alive() else "gone")
+            states.append(await settled_state(process.pid, "T") if process.alive() else "gone")
 
         right.fence = fence  # type: ignore[method-assign]
         try:
