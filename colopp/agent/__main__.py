@@ -14,8 +14,10 @@ from typing import Any
 from colopp.agent.allocator import Allocator
 from colopp.agent.host import RPC_METHODS, HostAgent
 from colopp.agent.protections import ProtectionRouter
+from colopp.agent.restart import RESTART_GRACE, exit_for_restart
 from colopp.agent.server import AgentServer, raise_open_files_limit
 from colopp.agent.serving import RIGHT_METHODS, ServingRight
+from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
 
@@ -44,6 +46,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="seconds without controller and peer before a primary fences itself",
+    )
+    parser.add_argument(
+        "--restart-grace",
+        type=float,
+        default=RESTART_GRACE,
+        help="on SIGTERM the agent exits leaving its VM running, and tells the controller "
+        "to wait this many seconds for the next agent before failing over",
     )
     return parser.parse_args(argv)
 
@@ -104,17 +113,29 @@ async def serve(args: argparse.Namespace) -> None:
 
     methods = router.methods(RPC_METHODS + RIGHT_METHODS)
     methods["shutdown"] = shutdown
-    server = AgentServer(read_token(args.token_file), methods)
+    gate = PersistentTokenGate(args.state_dir)
+    server = AgentServer(read_token(args.token_file), methods, fencing=gate)
+    # Before listening: a heartbeat answered before re-adoption would report no VM.
+    await agent.readopt()
+    for protection in sorted(router.allocator.table.taken):  # fleet mode: each side too
+        side = router.side(protection)
+        assert isinstance(side, HostAgent)
+        await side.readopt()
     for host, port in addresses:
         await server.start(host, port)
     loop = asyncio.get_running_loop()
+    restart = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(sig, restart.set)
     print(f"colopp agent {args.host} listening on {', '.join(args.listen)}", flush=True)
-    await done.wait()
-    await agent.stop_vm()
-    await router.stop_all()
-    await server.close()
+    stopped = asyncio.create_task(done.wait())
+    await asyncio.wait(
+        [stopped, asyncio.create_task(restart.wait())], return_when="FIRST_COMPLETED"
+    )
+    if stopped.done():  # the shutdown method: the VM was stopped on purpose
+        await server.close()
+        return
+    await exit_for_restart(agent, server, args.restart_grace)
 
 
 def main(argv: list[str] | None = None) -> int:
