@@ -49,6 +49,8 @@ class StartedReply(TypedDict):
 
 class ResumeReply(TypedDict):
     resync_s: float
+    precopy_s: float  # RAM pre-copy with the guest running
+    switch_ms: float  # the guest stopped, before QEMU was told to enter COLO
     took_s: float
 
 

@@ -39,6 +39,7 @@ async def prepare_local_pair(
     read_prefixes: tuple[str, ...] = (),
     semiactive: bool = False,
     prerelease_rearm_ms: int | None = None,
+    memory_mb: int = 256,
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
@@ -64,6 +65,7 @@ async def prepare_local_pair(
         append,
         accel=accel,
         cpu="host" if accel == "kvm" else "qemu64",
+        memory_mb=memory_mb,
     )
     config = PairConfig(
         vm,

@@ -29,7 +29,13 @@ from colopp.qemu.argv import ComparatorKind
 class ClientWorkload:
     """Long-lived keep-alive client connections doing PUT/GET/POST from the client netns."""
 
-    def __init__(self, plan: LabPlan, connections: int = 3, read_only: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: LabPlan,
+        connections: int = 3,
+        read_only: int | None = None,
+        writes_out: Path | None = None,
+    ) -> None:
         argv = [
             sys.executable,
             "-m",
@@ -39,6 +45,7 @@ class ClientWorkload:
             "--connections",
             str(connections),
             *(["--read-only", str(read_only)] if read_only is not None else []),
+            *(["--writes-out", str(writes_out)] if writes_out is not None else []),
         ]
         self.proc = subprocess.Popen(
             netns_argv(plan.netns(Node.CLIENT), argv),
