@@ -76,8 +76,7 @@ def test_live_plan_order() -> None:
     on = {c["capability"] for c in caps.arguments["capabilities"] if c["state"]}
     assert {"x-colo", "return-path", "pause-before-switchover"} <= on
     order = [
-        names.index(n)
-        for n in ("drive-mirror", "migrate", "block-job-cancel", "migrate-continue")
+        names.index(n) for n in ("drive-mirror", "migrate", "block-job-cancel", "migrate-continue")
     ]
     assert order == sorted(order)
     assert plan.index(MIRROR_READY) < plan.index(COMPARATOR) < names.index("migrate")

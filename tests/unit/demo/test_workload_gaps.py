@@ -9,7 +9,8 @@ from colopp.demo.workload import max_gap_between
 
 def test_gap_spans_from_last_success_before_to_first_after() -> None:
     done = [1.0, 1.1, 2.0, 2.05, 3.0]
-    assert max_gap_between(done, 1.5, 2.5) == pytest.approx(900.0)  # 1.1 -> 2.0
+    assert max_gap_between(done, 1.5, 2.5) == pytest.approx(950.0)  # 2.05 -> 3.0
+    assert max_gap_between(done, 1.5, 2.01) == pytest.approx(900.0)  # 1.1 -> 2.0
     assert max_gap_between(done, 2.01, 2.02) == pytest.approx(50.0)  # 2.0 -> 2.05
 
 
