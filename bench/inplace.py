@@ -68,6 +68,8 @@ async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict
             result = await sp.pair.reprotect()
             await sp.next_checkpoint()
             workload.mark()
+            primary = await sp.pair.agents[sp.pair.primary.name].call("status")
+            result["pauses_ms"] = primary["checkpoint_pauses_ms"][-6:]
             console.log(f"{memory_mb} MiB: re-protected {result}")
             await asyncio.to_thread(workload.served, 20)
             await _kill_primary(sp, 2)  # the secondary re-protection filled now serves
@@ -96,6 +98,11 @@ async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict
         "resync_s": round(result["resync_s"], 2),
         "precopy_s": round(result["precopy_s"], 2),
         "switch_ms": round(result["switch_ms"], 1),
+        "downtime_ms": result["downtime_ms"],
+        "linked_wait_s": round(result["linked_wait_s"], 2),
+        "colo_after_continue_ms": round(result["colo_after_continue_ms"], 1),
+        "primary_pauses_ms": result["pauses_ms"],
+        "gap_at_ms": summary["window_gap_at_ms"][0] if summary["window_gap_at_ms"] else None,
         "reprotect_s": round(result["reprotect_s"], 2),
         "errors": summary["errors"],
     }

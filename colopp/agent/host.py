@@ -313,6 +313,9 @@ class HostAgent:
             "resync_s": result["resync_s"],
             "precopy_s": result["precopy_s"],
             "switch_ms": result["switch_ms"],
+            "downtime_ms": result["downtime_ms"],
+            "linked_wait_s": result["linked_wait_s"],
+            "colo_after_continue_ms": result["colo_after_continue_ms"],
             "took_s": time.monotonic() - started,
         }
 

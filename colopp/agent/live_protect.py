@@ -23,13 +23,38 @@ from colopp.colo.live import (
     MIRROR_JOB,
     MIRROR_READY,
     PRE_SWITCHOVER,
+    SECONDARY_LINKED,
     live_plan,
+    peer_links_up,
 )
 from colopp.colo.sequence import QmpStep
+from colopp.domain import ComparatorKind
 from colopp.errors import QmpError, QmpTimeout
 
 FAILED = frozenset({"failed", "cancelled", "cancelling"})
 JOB_DONE = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
+LINK_WAIT = 5.0  # seconds; the secondary reconnects every second (qemu-configs/secondary.conf)
+
+
+async def _secondary_linked(side: Side, timeout: float) -> float:
+    """Wait (the guest runs meanwhile) until the new secondary's filters are connected to
+    this side: its input mirror (``mirror0``) and its output to the comparator. Returns
+    the seconds waited; after ``timeout`` it goes on (the switch still works, the first
+    replies after it just wait for a checkpoint).
+    """
+    started = time.monotonic()
+    builtin = side.spec.options.comparator is ComparatorKind.BUILTIN
+    labels = ("mirror0", "compare1") if builtin else ("mirror0",)
+    while time.monotonic() - started < timeout:
+        chardevs = await side.monitor.execute("query-chardev", timeout=5.0)
+        linked = peer_links_up(list(chardevs or []), labels)
+        if linked and not builtin and side.comparator is not None:
+            shell = side.comparator.counters().get("shell", {})
+            linked = bool(isinstance(shell, dict) and shell.get("secondary_connected"))
+        if linked:
+            break
+        await asyncio.sleep(0.05)  # QEMU and the comparator report links only when asked
+    return time.monotonic() - started
 
 
 async def _migration_reaches(side: Side, listener: Any, status: str, timeout: float) -> None:
@@ -107,6 +132,8 @@ async def live_reprotect(
                 marks["synced"] = time.monotonic()
             elif point is COMPARATOR:
                 await start_comparator()
+            elif point is SECONDARY_LINKED:
+                marks["linked_wait_s"] = await _secondary_linked(side, LINK_WAIT)
             elif point is PRE_SWITCHOVER:
                 await _migration_reaches(side, migration, "pre-switchover", timeout)
                 marks["paused"] = time.monotonic()
@@ -114,13 +141,18 @@ async def live_reprotect(
                 await _mirror_done(side, jobs, 30.0)
             elif point is COLO_STARTED:
                 await _migration_reaches(side, migration, "colo", 60.0)
+                marks["colo"] = time.monotonic()
     except QmpError:
         await _abandon(side)
         raise
     finally:
         side.monitor.unlisten(migration)
         side.monitor.unlisten(jobs)
+    info = await side.monitor.execute("query-migrate", timeout=5.0)
     return {
+        "linked_wait_s": marks.get("linked_wait_s", 0.0),
+        "downtime_ms": float(info.get("downtime", -1)) if isinstance(info, dict) else -1.0,
+        "colo_after_continue_ms": (marks["colo"] - marks["continued"]) * 1000,
         "resync_s": marks["synced"] - marks["start"],
         "precopy_s": marks["paused"] - marks["synced"],
         "switch_ms": (marks["continued"] - marks["paused"]) * 1000,

@@ -31,6 +31,7 @@ exactly that on a plan.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from colopp.colo.sequence import QmpStep
 from colopp.domain import Ports
@@ -97,6 +98,13 @@ def split_plumbing(steps: list[QmpStep]) -> tuple[list[QmpStep], list[QmpStep]]:
     return early, late
 
 
+def peer_links_up(chardevs: list[dict[str, Any]], labels: tuple[str, ...]) -> bool:
+    """From ``query-chardev``: are the server chardevs ``labels`` connected by a client?
+    (QEMU names an unconnected socket chardev ``disconnected:...``.)"""
+    found = {c.get("label"): str(c.get("filename", "")) for c in chardevs}
+    return all(label in found and not found[label].startswith("disconnected") for label in labels)
+
+
 def continue_step() -> QmpStep:
     """Leave ``pre-switchover``: QEMU sends the rest and enters COLO."""
     return QmpStep("migrate-continue", {"state": "pre-switchover"})
@@ -119,6 +127,10 @@ class PlanPoint:
 
 MIRROR_READY = PlanPoint("<mirror-ready>")
 COMPARATOR = PlanPoint("<comparator>")
+# The secondary's chardevs (started before the primary's servers existed) reconnect on a
+# timer (reconnect-ms): until they did, the secondary gets no client input and its output
+# reaches no comparator, and the first replies after the switch wait for a compare timeout.
+SECONDARY_LINKED = PlanPoint("<secondary-linked>")
 PRE_SWITCHOVER = PlanPoint("<pre-switchover>")
 MIRROR_DONE = PlanPoint("<mirror-done>")
 COLO_STARTED = PlanPoint("<colo>")
@@ -137,6 +149,7 @@ def live_plan(
         MIRROR_READY,
         *as_points(early),
         COMPARATOR,
+        SECONDARY_LINKED,
         *as_points(live_migration_setup(checkpoint_delay_ms)),
         *as_points([QmpStep("migrate", {"uri": f"tcp:{peer_repl_ip}:{ports.migration}"})]),
         PRE_SWITCHOVER,

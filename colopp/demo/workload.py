@@ -205,6 +205,18 @@ def max_gap_between(completions: list[float], start: float, end: float) -> float
     return max(b - a for a, b in itertools.pairwise(points)) * 1000.0
 
 
+def gap_at(completions: list[float], start: float, end: float) -> float | None:
+    """Where (ms after ``start``) the longest gap of :func:`max_gap_between` begins."""
+    gap = max_gap_between(completions, start, end)
+    if gap is None:
+        return None
+    times = sorted(completions)
+    for a, b in itertools.pairwise(times):
+        if abs((b - a) * 1000.0 - gap) < 1e-6 and b >= start and a <= end:
+            return (a - start) * 1000.0
+    return 0.0
+
+
 def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -287,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),
             "outages_ms": [outage_around(tally.completions, mark) for mark in marks],
             # Between marks 2k and 2k+1 (a window such as a re-protection): the longest gap.
+            "window_gap_at_ms": [
+                gap_at(tally.completions, a, b)
+                for a, b in zip(marks[::2], marks[1::2], strict=False)
+            ],
             "window_gaps_ms": [
                 max_gap_between(tally.completions, a, b)
                 for a, b in zip(marks[::2], marks[1::2], strict=False)

@@ -8,8 +8,10 @@ from colopp.colo.live import (
     MIRROR_DONE,
     MIRROR_READY,
     PRE_SWITCHOVER,
+    SECONDARY_LINKED,
     as_points,
     live_plan,
+    peer_links_up,
     split_plumbing,
     unreplicated_steps,
 )
@@ -104,3 +106,17 @@ def test_a_stop_ends_the_unsafe_window() -> None:
     ]
     assert unreplicated_steps(plan) == ["block-job-cancel"]
     assert unreplicated_steps(plan, running=False) == []
+
+
+def test_the_secondary_links_are_waited_for_before_the_migration() -> None:
+    plan = live_plan("10.0.0.2", PORTS, _plumbing(), 2000)
+    names = [p.name for p in plan]
+    assert plan.index(COMPARATOR) < plan.index(SECONDARY_LINKED) < names.index("migrate")
+
+
+def test_peer_links_up_reads_query_chardev() -> None:
+    up = {"label": "mirror0", "filename": "tcp:10.0.0.1:9003,server=on <-> 10.0.0.2:40000"}
+    down = {"label": "compare1", "filename": "disconnected:tcp:10.0.0.1:9004,server=on"}
+    assert peer_links_up([up, down], ("mirror0",))
+    assert not peer_links_up([up, down], ("mirror0", "compare1"))
+    assert not peer_links_up([down], ("mirror0",))  # missing counts as down
