@@ -19,6 +19,7 @@ from colopp.agent.steps import run_steps, wait_block_job
 from colopp.colo.live import (
     COLO_STARTED,
     COMPARATOR,
+    IN_PAUSE,
     MIRROR_DONE,
     MIRROR_JOB,
     MIRROR_READY,
@@ -104,12 +105,14 @@ async def live_reprotect(
     checkpoint_delay_ms: int,
     timeout: float,
     start_comparator: Callable[[], Awaitable[None]],
+    in_pause: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, float]:
     """Make this running side the primary of the prepared secondary at ``peer_repl_ip``,
     following :func:`colopp.colo.live.live_plan`.
 
     ``plumbing``: the replication child, chardevs and filters to add
-    (:func:`colopp.colo.sequence.resume_replication`). Returns the seconds the disk took
+    (:func:`colopp.colo.sequence.resume_replication`); ``in_pause`` runs with the guest
+    stopped, after them and before COLO starts. Returns the seconds the disk took
     to be in sync (``resync_s``), the pre-copy (``precopy_s``) and the milliseconds spent
     in the pause before QEMU was told to continue (``switch_ms``).
 
@@ -137,6 +140,8 @@ async def live_reprotect(
             elif point is PRE_SWITCHOVER:
                 await _migration_reaches(side, migration, "pre-switchover", timeout)
                 marks["paused"] = time.monotonic()
+            elif point is IN_PAUSE and in_pause is not None:
+                await in_pause()
             elif point is MIRROR_DONE:
                 await _mirror_done(side, jobs, 30.0)
             elif point is COLO_STARTED:

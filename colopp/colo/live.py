@@ -133,6 +133,9 @@ COMPARATOR = PlanPoint("<comparator>")
 SECONDARY_LINKED = PlanPoint("<secondary-linked>")
 PRE_SWITCHOVER = PlanPoint("<pre-switchover>")
 MIRROR_DONE = PlanPoint("<mirror-done>")
+# Steps of other parts (e.g. moving colopp's sequence translator's filters) that must run
+# with the guest stopped, after the primary's filters are in and before COLO starts.
+IN_PAUSE = PlanPoint("<in-pause>")
 COLO_STARTED = PlanPoint("<colo>")
 
 
@@ -155,7 +158,9 @@ def live_plan(
         PRE_SWITCHOVER,
         *as_points([cancel_mirror()]),
         MIRROR_DONE,
-        *as_points([*late, continue_step()]),
+        *as_points(late),
+        IN_PAUSE,
+        *as_points([continue_step()]),
         COLO_STARTED,
     ]
 

@@ -35,13 +35,18 @@ class ClientWorkload:
         connections: int = 3,
         read_only: int | None = None,
         writes_out: Path | None = None,
+        *,
+        ipv6: bool = False,
     ) -> None:
+        """``ipv6``: talk to the guest's IPv6 service address instead of its IPv4 one;
+        ``writes_out``: where the workload writes every acknowledged key and value."""
+        target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
         argv = [
             sys.executable,
             "-m",
             "colopp.demo.workload",
             "--target",
-            f"{plan.guest_address.ip}:80",
+            target,
             "--connections",
             str(connections),
             *(["--read-only", str(read_only)] if read_only is not None else []),
