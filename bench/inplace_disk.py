@@ -18,13 +18,31 @@ KV_DIR = "/kv"  # the guest mounts /dev/vda on /data and kvd keeps keys in /data
 
 
 def keys_missing_on_disk(runtime: QemuRuntime, image: Path, writes: dict[str, str]) -> list[str]:
-    """Keys of ``writes`` whose value is not what the image holds (at most 20 named)."""
+    """Keys of ``writes`` whose value is not what a promoted secondary's disk holds.
+
+    ``image`` is its ``disk.qcow2``; next to it lie the replication overlays. Until the
+    failover's commit job finished, the guest's newest blocks live in the overlays (view:
+    active over hidden over disk); after it, in ``disk.qcow2`` alone (the overlays are
+    then stale). Both views are read and the one the guest's writes are in is kept.
+    """
+    chain = (
+        f"driver=qcow2,file.driver=file,file.filename={image.parent / 'active.qcow2'},"
+        f"backing.driver=qcow2,backing.file.driver=file,"
+        f"backing.file.filename={image.parent / 'hidden.qcow2'},"
+        f"backing.backing.driver=qcow2,backing.backing.file.driver=file,"
+        f"backing.backing.file.filename={image}"
+    )
+    views = [[str(image)]]
+    if (image.parent / "active.qcow2").is_file():
+        views.append(["--image-opts", chain])
+    return min((_missing(runtime, view, writes) for view in views), key=len)
+
+
+def _missing(runtime: QemuRuntime, source: list[str], writes: dict[str, str]) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="colopp-diskcheck-") as tmp:
         raw, out = Path(tmp) / "disk.raw", Path(tmp) / "kv"
         img = runtime.tool_argv("qemu-img")
-        subprocess.run(
-            [*img, "convert", "-O", "raw", str(image), str(raw)], check=True, timeout=120
-        )
+        subprocess.run([*img, "convert", "-O", "raw", *source, str(raw)], check=True, timeout=120)
         # Exit codes 1/2 mean "errors corrected": the journal was replayed.
         subprocess.run(["e2fsck", "-fy", str(raw)], check=False, capture_output=True, timeout=120)
         out.mkdir()
