@@ -10,7 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
+from colopp.agent.allocator import Allocator
 from colopp.agent.host import RPC_METHODS, HostAgent
+from colopp.agent.protections import ProtectionRouter
 from colopp.agent.restart import RESTART_GRACE, exit_for_restart
 from colopp.agent.server import AgentServer, raise_open_files_limit
 from colopp.agent.state_file import PersistentTokenGate
@@ -80,20 +82,32 @@ async def serve(args: argparse.Namespace) -> None:
             raise ConfigError(f"--listen {listen!r} must be IP:PORT")
         addresses.append((host, int(port)))
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    agent = HostAgent(
-        args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary), args.lease
+    runtime = runtime_from(args.qemu_root, args.qemu_binary)
+
+    def make_agent(state_dir: Path) -> HostAgent:
+        made = HostAgent(args.host, state_dir, runtime, args.lease)
+        made.agent_port = addresses[0][1]
+        if args.libvirt_uri:
+            made.libvirt_uri = args.libvirt_uri
+        return made
+
+    agent = make_agent(args.state_dir)
+    # Fleet mode: calls naming a protection go to that protection's own side.
+    router = ProtectionRouter(
+        agent,
+        make_agent,
+        lambda side: {name: getattr(side, name) for name in RPC_METHODS},
+        Allocator(args.state_dir),
     )
-    agent.agent_port = addresses[0][1]
-    if args.libvirt_uri:
-        agent.libvirt_uri = args.libvirt_uri
     done = asyncio.Event()
 
     async def shutdown() -> dict[str, bool]:
         await agent.stop_vm()
+        await router.stop_all()
         done.set()
         return {"shutdown": True}
 
-    methods = {name: getattr(agent, name) for name in RPC_METHODS}
+    methods = router.methods(RPC_METHODS)
     methods["shutdown"] = shutdown
     gate = PersistentTokenGate(args.state_dir)
     server = AgentServer(read_token(args.token_file), methods, fencing=gate)
