@@ -18,6 +18,7 @@ from tests.integration.etcd_lab import (
     delete_netns_lab,
     free_port,
     make_netns_lab,
+    need_etcd,
 )
 
 HOSTS = ["f21h1", "f21h2", "f21h3"]
@@ -27,6 +28,7 @@ FENCE_AFTER = TTL * 0.99 / 1.01 - 0.5 - 0.05  # LeaseTiming(ttl=3).fence_after
 
 @pytest.fixture
 def loopback_etcd(needs_root: None, tmp_path: Path) -> Iterator[EtcdCluster]:
+    need_etcd()
     members = [Member(f"m{i}", "127.0.0.1", free_port(), free_port()) for i in range(3)]
     cluster = EtcdCluster(members, tmp_path)
     cluster.start()
@@ -36,6 +38,7 @@ def loopback_etcd(needs_root: None, tmp_path: Path) -> Iterator[EtcdCluster]:
 
 @pytest.fixture
 def netns_etcd(needs_root: None, tmp_path: Path) -> Iterator[EtcdCluster]:
+    need_etcd()
     make_netns_lab(HOSTS)
     members = [Member(f"m{i}", f"{SUBNET}.{i}", 2379, 2380, ns) for i, ns in enumerate(HOSTS, 1)]
     cluster = EtcdCluster(members, tmp_path)
