@@ -385,7 +385,7 @@ class Comparator:
             held.released = True
             observe(now - held.arrival)
             if late is not None and not held.pre_released and held.payload_end > held.payload_start:
-                late(held.refused)
+                late(held.refused, now - held.arrival)
             size += len(held.frame)
             if held.pre_released or held.vnet_hdr_len != vnet:
                 uniform = False
@@ -415,7 +415,7 @@ class Comparator:
         c.released_bytes += size
         waited = now - held.arrival
         if self._policy is not None and held.payload_end > held.payload_start:
-            c.observe_late(held.refused)
+            c.observe_late(held.refused, waited)
         c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
         c.hold_time_sum += waited
         queue = self._held
