@@ -84,3 +84,35 @@ def test_without_a_policy_nothing_is_counted() -> None:
     c.feed_primary(REPLY, 0.0)
     assert released(c.feed_secondary(REPLY, 0.01)) == [REPLY]
     assert late(c) == (0, 0, 0, 0)
+
+
+def test_a_lagging_secondary_gets_a_checkpoint_after_max_lag() -> None:
+    from compare_actions import checkpoints
+
+    from colopp.compare import CompareConfig
+
+    c = Comparator(CompareConfig(max_lag=0.25))
+    c.feed_primary(REPLY, 0.0)
+    assert checkpoints(c.tick(0.2)) == []
+    assert checkpoints(c.tick(0.3)) == ["secondary_lag"]
+    assert c.counters.divergences["secondary_lag"] == 1
+    # Off by default: only the compare timeout (3 s) would act.
+    plain = Comparator()
+    plain.feed_primary(REPLY, 0.0)
+    assert checkpoints(plain.tick(0.3)) == []
+
+
+def test_max_lag_is_checked_and_reaches_the_comparator() -> None:
+    import pytest
+
+    from colopp.compare import CompareConfig
+    from colopp.compare.__main__ import options_from_args
+    from colopp.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        CompareConfig(max_lag=0.0)
+    with pytest.raises(ConfigError):
+        CompareConfig(max_lag=5.0)  # beyond the compare timeout: meaningless
+    base = ["--primary-in", "unix:/p", "--secondary-in", "unix:/s", "--outdev", "unix:/o"]
+    assert options_from_args([*base, "--max-lag-ms", "250"]).config.max_lag == 0.25
+    assert options_from_args(base).config.max_lag is None
