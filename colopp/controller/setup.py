@@ -66,7 +66,10 @@ async def prepare_local_pair(
     if guest not in GUESTS:
         raise ConfigError(f"unknown guest {guest!r}: one of {', '.join(GUESTS)}")
     deployment = local_deployment(state_dir, root, prefix)
-    append = kernel_cmdline(deployment.plan.guest_address.with_prefixlen)
+    plan = deployment.plan
+    append = kernel_cmdline(
+        plan.guest_address.with_prefixlen, ip6_cidr=plan.guest_address6.with_prefixlen
+    )
     image: GuestImage | DebianImage
     if guest == "debian":
         qemu_img = runtime.tool_argv("qemu-img")
