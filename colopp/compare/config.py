@@ -20,7 +20,9 @@ class CompareConfig:
     completed after this long. ``idle_timeout``: forget a quiet connection with nothing held.
     ``closed_linger``: keep a closed TCP connection this long for retransmissions.
     ``secondary_timeout``: also checkpoint when secondary output stays unmatched (as
-    colo-compare does).
+    colo-compare does). ``secondary_gap_wait``: a primary segment that waits this long on
+    bytes the secondary skipped (it sent later ones) forces a checkpoint at once, instead
+    of a retransmission timeout later.
     """
 
     compare_timeout: float = DEFAULT_COMPARE_TIMEOUT_S
@@ -31,10 +33,17 @@ class CompareConfig:
     closed_linger: float = 10.0
     secondary_timeout: bool = True
     max_out_of_order_segments: int = 256
+    secondary_gap_wait: float = 0.02
 
     def __post_init__(self) -> None:
         """Raises ConfigError on a non-positive timer or limit."""
-        for name in ("compare_timeout", "checkpoint_retry", "idle_timeout", "closed_linger"):
+        for name in (
+            "compare_timeout",
+            "checkpoint_retry",
+            "idle_timeout",
+            "closed_linger",
+            "secondary_gap_wait",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_queue_frames", "max_queue_bytes", "max_out_of_order_segments"):

@@ -36,7 +36,7 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import PRERELEASE_MISMATCH, TcpConnection
+from colopp.compare.tcp import PRERELEASE_MISMATCH, SECONDARY_GAP, TcpConnection
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
@@ -272,8 +272,13 @@ class Comparator:
             actions.append(Checkpoint("checkpoint_retry"))
         self._drop_released_heads()
         timeout = self.config.compare_timeout
-        if self._held and now - self._held[0].arrival > timeout:
-            actions += self._request_checkpoint("compare_timeout", now)
+        if self._held:
+            oldest = self._held[0]
+            waited = now - oldest.arrival
+            if waited > timeout:
+                actions += self._request_checkpoint("compare_timeout", now)
+            elif waited >= self.config.secondary_gap_wait and self._waits_on_gap(oldest):
+                actions += self._request_checkpoint(SECONDARY_GAP, now)
         policy = self._client_policy
         if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
             # Not a divergence: a checkpoint bought to let reads leave early again.
@@ -426,6 +431,13 @@ class Comparator:
         self._awaiting_since = now
         return [Checkpoint(reason)]
 
+    def _waits_on_gap(self, held: HeldFrame) -> bool:
+        # Only the connection of the oldest held frame is looked at: one lookup per tick.
+        conn = self._tcp.get(held.key)
+        if conn is None or not conn.queue or not conn.stream.pending_bytes:
+            return False
+        return conn.waits_on_gap(conn.queue[0])
+
     def _drop_released_heads(self) -> None:
         held = self._held
         while held and held[0].released:
@@ -433,7 +445,10 @@ class Comparator:
 
     def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
         self._make_room()
-        conn = TcpConnection(key, now, self.counters, self.config.max_out_of_order_segments)
+        cfg = self.config
+        conn = TcpConnection(
+            key, now, self.counters, cfg.max_out_of_order_segments, cfg.secondary_gap_wait
+        )
         if self._stop_seen:
             conn.on_stop()
         self._tcp[key] = conn

@@ -61,6 +61,8 @@ def primary_in_order(
             return NOT_HANDLED
         outcome = QUEUED  # behind a waiting head: add_primary would not pump
     elif size and start >= stream.end and conn.s_fin_pos is None:
+        if stream.pending_bytes and start == stream.end:
+            return NOT_HANDLED  # the secondary skipped these bytes: pump asks a checkpoint
         outcome = QUEUED  # pump's quick exit: none of its bytes arrived yet
     else:
         s_ack = conn.s_max_ack
