@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from colopp.agent.host import RPC_METHODS, HostAgent
+from colopp.agent.restart import RESTART_GRACE, exit_for_restart
 from colopp.agent.server import AgentServer, raise_open_files_limit
+from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
 
@@ -40,6 +42,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="seconds without controller and peer before a primary fences itself",
+    )
+    parser.add_argument(
+        "--restart-grace",
+        type=float,
+        default=RESTART_GRACE,
+        help="on SIGTERM the agent exits leaving its VM running, and tells the controller "
+        "to wait this many seconds for the next agent before failing over",
     )
     return parser.parse_args(argv)
 
@@ -86,16 +95,25 @@ async def serve(args: argparse.Namespace) -> None:
 
     methods = {name: getattr(agent, name) for name in RPC_METHODS}
     methods["shutdown"] = shutdown
-    server = AgentServer(read_token(args.token_file), methods)
+    gate = PersistentTokenGate(args.state_dir)
+    server = AgentServer(read_token(args.token_file), methods, fencing=gate)
+    # Before listening: a heartbeat answered before re-adoption would report no VM.
+    await agent.readopt()
     for host, port in addresses:
         await server.start(host, port)
     loop = asyncio.get_running_loop()
+    restart = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(sig, restart.set)
     print(f"colopp agent {args.host} listening on {', '.join(args.listen)}", flush=True)
-    await done.wait()
-    await agent.stop_vm()
-    await server.close()
+    stopped = asyncio.create_task(done.wait())
+    await asyncio.wait(
+        [stopped, asyncio.create_task(restart.wait())], return_when="FIRST_COMPLETED"
+    )
+    if stopped.done():  # the shutdown method: the VM was stopped on purpose
+        await server.close()
+        return
+    await exit_for_restart(agent, server, args.restart_grace)
 
 
 def main(argv: list[str] | None = None) -> int:

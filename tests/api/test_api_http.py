@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 import sqlalchemy as sa
-from conftest import READ, WRITE, ApiServer, wait_until
+
+from tests.api.conftest import READ, WRITE, ApiServer, wait_until
 
 MUTATING = [
     ("POST", "/v1/protections"),
@@ -98,6 +99,8 @@ def test_read_only_token_can_read(api: ApiServer, method: str, path: str) -> Non
         ({"base_disk": None}, "base_disk"),
         ({"hosts": None}, "hosts"),
         ({"unknown": 1}, "unknown"),
+        ({"guest": "windows"}, "guest"),
+        ({"guest": "debian"}, "placement hosts brings its own VM"),
     ],
 )
 def test_bad_input_is_422_with_a_reason(
@@ -187,3 +190,10 @@ def test_state_survives_a_restart(api: ApiServer) -> None:
     with api.client(WRITE) as c:
         got = c.get(f"/v1/protections/{pid}").json()
     assert got["state"] == "error" and got["name"] == "web-1"
+
+
+def test_lab_placement_takes_the_debian_guest() -> None:
+    from colopp_api.schemas import ProtectionCreate
+
+    assert ProtectionCreate.model_validate({"name": "lab-1", "guest": "debian"}).guest == "debian"
+    assert ProtectionCreate.model_validate({"name": "lab-1"}).guest == "kvd"

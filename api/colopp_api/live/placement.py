@@ -52,6 +52,8 @@ def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
         prerelease=spec.prerelease_rules(),
         read_prefixes=tuple(spec.read_prefixes),
         prerelease_rearm_ms=spec.prerelease_rearm_ms,
+        prerelease_scope=spec.prerelease_scope,
+        resp_ports=tuple(spec.resp_ports),
         semiactive=spec.semiactive,
         backend=Backend(spec.backend),
     )
@@ -109,6 +111,7 @@ async def lab_placement(
         Console(quiet=True),
         checkpoint_delay_ms=spec.checkpoint_delay_ms,
         prefix=settings.lab_prefix,
+        guest=spec.guest,
     )
     deployment = local.deployment
     progress(f"building lab {settings.lab_prefix} (waits for {LAB_LOCK})")
