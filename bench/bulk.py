@@ -1,6 +1,7 @@
 """Bulk traffic (issue #22): ``python -m bench.bulk --json FILE [--duration S]``.
 
-On the lab of ``bench.pair`` (one freshly started pair per configuration, (a) to (e)):
+On the two-host lab of ``bench.pair`` (host A on CPU 0, host B and the client on CPU 1;
+``--shared-cpus`` turns that off), one freshly started pair per configuration, (a) to (e):
 iperf3 client -> guest (``upload``), iperf3 guest -> client (``-R``, ``download_iperf3``) and
 wrk GETs of one 64 KiB kvd value (``download_static``, a deterministic large-object
 download), each for ``--duration`` seconds, with the pair's checkpoint count and the
@@ -16,6 +17,7 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -31,47 +33,27 @@ from bench.bulk_stats import (
     window_figures,
     wrk_mbit_per_s,
 )
-from bench.pair import MIX_SCRIPT, SETUPS, machine, running, snapshot
-from bench.pair_stats import CONFIGS, LABELS
+from bench.pair import PREFIX, SETUPS, Bench, Load, client_run, machine, running, sample
+from bench.pair_stats import CONFIGS, LABELS, parse_wrk
 from colopp.controller.pair import PairController
-from colopp.lab import LabPlan, Node, netns_argv
+from colopp.lab import LabPlan
+from colopp.lab.cpuset import plan_cpus
 
 VALUE_SIZE = 65536
 KEYS = 4
+MIX_SCRIPT = Path(__file__).with_name("pair-mix.lua")
 
 
-async def client_run(plan: LabPlan, argv: list[str], env: dict[str, str], limit: float) -> str:
-    """Run ``argv`` in the client namespace; its stdout.
-
-    Raises:
-        RuntimeError: it failed or hung.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        *netns_argv(plan.netns(Node.CLIENT), argv),
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise RuntimeError(f"{argv[0]} did not finish within {limit:.0f} s") from None
-    if proc.returncode != 0:
-        tail = (out + err).decode(errors="replace")[-400:]
-        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {tail}")
-    return out.decode()
-
-
-async def traffic_run(plan: LabPlan, traffic: str, seconds: int) -> tuple[float, dict[str, Any]]:
+async def traffic_run(
+    bench: Bench, plan: LabPlan, traffic: str, seconds: int
+) -> tuple[float, dict[str, Any]]:
     """One measured run of ``traffic``: (Mbit/s, extra figures)."""
     ip = str(plan.guest_address.ip)
     if traffic in ("upload", "download_iperf3"):
         argv = ["iperf3", "-c", ip, "-t", str(seconds), "-J", "--connect-timeout", "5000"]
         if traffic == "download_iperf3":
             argv.append("-R")
-        text = await client_run(plan, argv, {}, seconds + 60)
+        text = await client_run(bench, plan, argv, {}, seconds)
         reverse = traffic == "download_iperf3"
         return iperf3_mbit_per_s(text, reverse=reverse), {
             "sender_retransmits": iperf3_retransmits(text)
@@ -83,71 +65,67 @@ async def traffic_run(plan: LabPlan, traffic: str, seconds: int) -> tuple[float,
     }
     wrk = ["wrk", "-t1", "-c4", "--timeout", "10s", "--latency", "-s", str(MIX_SCRIPT)]
     url = f"http://{ip}:80/"
-    await client_run(plan, [*wrk, "-d2s", url], {**env, "KVD_PREFILL": "1"}, 62)
-    text = await client_run(plan, [*wrk, f"-d{seconds}s", url], {**env, "KVD_PREFILL": "0"}, 70)
-    return wrk_mbit_per_s(text), {"wrk_output": text.splitlines()}
+    await client_run(bench, plan, [*wrk, "-d2s", url], {**env, "KVD_PREFILL": "1"}, 2)
+    text = await client_run(bench, plan, [*wrk, f"-d{seconds}s", url], {**env}, seconds)
+    run = parse_wrk(text)
+    return wrk_mbit_per_s(text), {
+        "requests": run.requests,
+        "errors": run.errors,
+        "p99_ms": run.p99_ms,
+        "wrk_output": text.splitlines(),
+    }
 
 
-async def measure_config(
-    name: str, traffics: list[str], seconds: int, console: Console, meta: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
+async def measure_config(name: str, traffics: list[str], bench: Bench) -> dict[str, dict[str, Any]]:
     """Every traffic on one freshly started pair of configuration ``name``."""
     replicated = SETUPS[name].comparator is not None
     out: dict[str, dict[str, Any]] = {}
-    async with running(name, console, meta["checkpoint_delay_ms"], None) as (local, pair):
-        meta.setdefault("accel", local.config.vm.accel)
+    async with running(name, bench) as (local, pair):
+        bench.meta.setdefault("accel", local.config.vm.accel)
         plan = local.deployment.plan
         for traffic in traffics:
-            out[traffic] = await measure_traffic(pair, plan, traffic, seconds, replicated)
-            f = out[traffic]
-            console.log(
-                f"{name} {traffic}: {f['mbit_per_s']:.1f} Mbit/s, {f['checkpoints']} checkpoints, "
-                f"mean hold {f['mean_hold_ms']} ms, divergences {f['divergences']}"
+            f = await measure_traffic(bench, pair, plan, traffic, replicated)
+            out[traffic] = f
+            hold = f["mean_hold_ms"]
+            bench.console.log(
+                f"{name} {traffic}: {f['mbit_per_s']:.1f} Mbit/s, {f['checkpoints']} "
+                f"checkpoints, mean hold {'-' if hold is None else f'{hold:.1f}'} ms, "
+                f"divergences {f['divergences']}, CPU busy {f['host_cpu_busy_s']}"
             )
     return out
 
 
 async def measure_traffic(
-    pair: PairController, plan: LabPlan, traffic: str, seconds: int, replicated: bool
+    bench: Bench, pair: PairController, plan: LabPlan, traffic: str, replicated: bool
 ) -> dict[str, Any]:
-    before, _ = await snapshot(pair, replicated)
-    mbit, extra = await traffic_run(plan, traffic, seconds)
-    after, status = await snapshot(pair, replicated)
+    before = await sample(bench, pair, plan, replicated)
+    mbit, extra = await traffic_run(bench, plan, traffic, bench.load.duration_s)
+    after = await sample(bench, pair, plan, replicated)
     figures = window_figures(
         mbit, after.checkpoints - before.checkpoints, before.counters, after.counters
     )
     figures.update(extra)
+    figures["window_s"] = after.at - before.at
+    figures["host_cpu_busy_s"] = {
+        h: round(after.cpu_busy_s[h] - before.cpu_busy_s.get(h, 0.0), 2) for h in after.cpu_busy_s
+    }
     if replicated:
+        status = await pair.agents[pair.primary.name].call("status")
         figures["colo_mode"] = (status.get("colo") or {}).get("mode")
     return figures
 
 
-async def run(configs: list[str], traffics: list[str], seconds: int, delay_ms: int) -> Any:
-    console = Console(stderr=True)
-    meta: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench.bulk", *sys.argv[1:]]),
-        "machine": machine(),
-        "duration_s": seconds,
-        "checkpoint_delay_ms": delay_ms,
-        "value_size": VALUE_SIZE,
-        "configurations": {c: LABELS[c] for c in configs},
-        "cpus": "unpinned: the lab's host namespaces share both CPUs",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "errors": {},
-    }
+async def run(configs: list[str], traffics: list[str], bench: Bench) -> dict[str, Any]:
     result: dict[str, Any] = {t: {} for t in traffics}
     for name in configs:
         try:
-            figures = await measure_config(name, traffics, seconds, console, meta)
+            figures = await measure_config(name, traffics, bench)
         except Exception as exc:  # one broken configuration must not lose the others
-            console.log(f"[red]{name} failed: {type(exc).__name__}: {exc}")
-            meta["errors"][name] = f"{type(exc).__name__}: {exc}"
+            bench.console.log(f"[red]{name} failed: {type(exc).__name__}: {exc}")
+            bench.meta["errors"][name] = f"{type(exc).__name__}: {exc}"
             continue
         for traffic, f in figures.items():
             result[traffic][name] = f
-    meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta["targets"] = evaluate_targets(result)
-    result["meta"] = meta
     return result
 
 
@@ -158,13 +136,31 @@ def main() -> int:
     parser.add_argument("--checkpoint-delay-ms", type=int, default=2000)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--traffics", default=",".join(TRAFFICS), help="comma-separated subset")
+    parser.add_argument("--shared-cpus", action="store_true", help="do not model two hosts")
     args = parser.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     traffics = [t for t in args.traffics.split(",") if t]
     unknown = [c for c in configs if c not in SETUPS] + [t for t in traffics if t not in TRAFFICS]
     if unknown:
         parser.error(f"unknown configuration or traffic: {', '.join(unknown)}")
-    result = asyncio.run(run(configs, traffics, args.duration, args.checkpoint_delay_ms))
+    cpu_plan = None if args.shared_cpus else plan_cpus(PREFIX, sorted(os.sched_getaffinity(0)))
+    meta: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.bulk", *sys.argv[1:]]),
+        "machine": machine(),
+        "duration_s": args.duration,
+        "checkpoint_delay_ms": args.checkpoint_delay_ms,
+        "value_size": VALUE_SIZE,
+        "configurations": {c: LABELS[c] for c in configs},
+        "two_hosts": None if cpu_plan is None else cpu_plan.describe(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "errors": {},
+    }
+    load = Load(args.duration, 0, 4, KEYS, VALUE_SIZE)
+    bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, Console(stderr=True), meta)
+    result = asyncio.run(run(configs, traffics, bench))
+    meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["targets"] = evaluate_targets(result)
+    result["meta"] = meta
     with open(args.json, "w") as fh:
         fh.write(json.dumps(result, indent=2) + "\n")
     print(format_table(result, tuple(configs)))
