@@ -69,8 +69,11 @@ class Comparator:
         self._policy: ReleasePolicy | None = None if policy is None else policy
         self._client_policy = policy if isinstance(policy, ClientAwarePolicy) else None
         # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
-        # forces the general path everywhere (tests compare the two).
+        # forces the general path everywhere (tests compare the two). With a policy only the
+        # primary's segment that matches on arrival takes it: nothing waits, so nothing is
+        # offered early (the general path would release it at once as well).
         self._fast = fast_path and policy is None
+        self._fast_primary = fast_path
         self.counters = Counters()
         self._max_frames = self.config.max_queue_frames
         self._max_bytes = self.config.max_queue_bytes
@@ -96,7 +99,7 @@ class Comparator:
         size = len(frame)
         c.primary_frames_in += 1
         c.primary_bytes_in += size
-        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast else None
+        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast_primary else None
         if fields is None:
             return self._hold_primary(frame, now, vnet_hdr_len, parse_frame(frame, vnet_hdr_len))
         key, seq, ack, flags, payload_start, payload_end = fields
@@ -104,7 +107,7 @@ class Comparator:
         if conn is None:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
         outcome = primary_in_order(
-            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
+            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end, self._fast
         )
         if outcome == NOT_HANDLED:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
@@ -115,6 +118,8 @@ class Comparator:
             c.released_frames += 1
             c.released_bytes += size
             c.hold_time_counts[0] += 1
+            if self._policy is not None and payload_end > payload_start:
+                c.late_unoffered += 1  # as the general path counts it (never offered)
             actions: list[Action] = [Release([frame], vnet_hdr_len)]
         else:
             self._held.append(conn.queue[-1])

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from compare_actions import checkpoints, released
 from compare_frames import segments, tcp_frame
 
-from colopp.compare import Comparator, CompareConfig
+from colopp.compare import (
+    Comparator,
+    CompareConfig,
+    PreReleaseConfig,
+    PreReleasePolicy,
+    build_policy,
+    core,
+)
 
 SEQ = 70_000
 ACK = 900
@@ -150,3 +158,55 @@ def test_a_diverged_connection_stores_no_more_secondary_bytes() -> None:
     p = tcp_frame(SEQ + 2 * MSS, ACK, "AP", data[2 * MSS : 3 * MSS])
     out = c.feed_primary(p, 0.3) + c.feed_secondary(p, 0.3)
     assert released(out) == [p]
+
+
+def _policy() -> PreReleasePolicy:
+    policy = build_policy(PreReleaseConfig(rules=frozenset({"ack_only", "retransmission"})))
+    assert policy is not None
+    return policy
+
+
+def test_with_a_policy_matched_primary_segments_skip_the_full_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (d) downloaded a 64 KiB value at a third of (c)'s rate: with pre-release on, every
+    # primary frame took the general path (full parse, a HeldFrame, pump) although a bulk
+    # secondary runs ahead and each segment matches on arrival.
+    data = _bulk(MSS * 40, 9)
+    c = Comparator(policy=_policy())
+    _synced(c, data)
+    calls = []
+    real = core.parse_frame
+    monkeypatch.setattr(core, "parse_frame", lambda *a: calls.append(1) or real(*a))
+    rest = segments(data[MSS:], [MSS], seq=SEQ + MSS, ack=ACK)
+    out = []
+    for f in rest:
+        out += c.feed_secondary(f, 0.1)
+    calls.clear()
+    for f in rest:
+        out += c.feed_primary(f, 0.2)
+    assert released(out) == rest
+    assert calls == []
+    assert c.counters.late_unoffered == len(rest)  # as the general path counts them
+
+
+def test_with_a_policy_fast_and_general_primary_paths_agree() -> None:
+    data = _bulk(MSS * 30, 10)
+    runs = []
+    for fast in (True, False):
+        c = Comparator(policy=_policy(), fast_path=fast)
+        _synced(c, data)
+        out = []
+        p = segments(data[MSS:], [MSS], seq=SEQ + MSS, ack=ACK)
+        s = segments(data[MSS:], [1000, 2000], seq=SEQ + MSS, ack=ACK)
+        for i in range(len(p)):  # interleaved: some wait, some match on arrival
+            out += c.feed_primary(p[i], 0.1 + i / 100)
+            if i < len(s):
+                out += c.feed_secondary(s[i], 0.1 + i / 100)
+        out += c.feed_primary(tcp_frame(SEQ + MSS * 30, ACK, "A"), 0.5)
+        snap = c.counters.snapshot()
+        runs.append((
+            [(type(a).__name__, getattr(a, "frames", None)) for a in out],
+            {k: v for k, v in snap.items() if k not in ("hold_time_sum", "hold_time_counts")},
+        ))  # fmt: skip
+    assert runs[0] == runs[1]
