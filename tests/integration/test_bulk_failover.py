@@ -9,6 +9,7 @@ with no reporting interval of no progress longer than :data:`MAX_STALL_S`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -103,14 +104,15 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
             site.run(sp.next_checkpoint())
         run = start_iperf(site, reverse)
         try:
-            assert run.progress.wait(30), run.lines[-10:]
+            # Waits in a thread: the supervisor's loop keeps heartbeating (1 s leases).
+            assert site.run(asyncio.to_thread(run.progress.wait, 30)), run.lines[-10:]
             # The connections live across a checkpoint before the fault (README: limits).
             site.run(sp.next_checkpoint())
             primary = sp.pair.primary
             pid = site.run(sp.pair.agents[primary.name].call("status"))["pid"]
             os.kill(pid, signal.SIGKILL)
             site.run(sp.wait_for(f"failover {cycle}", lambda c=cycle: sp.handled(c), 60))
-            code = run.proc.wait(RUN_S + 60)
+            code = site.run(asyncio.to_thread(run.proc.wait, RUN_S + 60))
         finally:
             if run.proc.poll() is None:
                 run.proc.kill()
