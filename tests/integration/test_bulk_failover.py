@@ -4,7 +4,7 @@ QEMU COLO's own maintainers test exactly this: a bulk TCP transfer keeps running
 primary dies. Here the primary QEMU is SIGKILLed in the middle of an iperf3 run (upload,
 then after re-protection download, ``-R``); the supervisor fails over to the secondary.
 The transfer must go on over the same connection (iperf3 reports no error and one stream),
-with no reporting interval of no progress longer than :data:`MAX_STALL_S`.
+and the fault may stop it for at most :data:`MAX_STALL_S` (0.2 s reporting intervals).
 """
 
 from __future__ import annotations
@@ -65,6 +65,23 @@ class Iperf:
             longest = max(longest, run)
         return longest
 
+    def stall_after(self, t: float) -> float:
+        """The run of intervals without progress that the fault at ``t`` (iperf3's clock)
+        caused: the first one starting within a second of ``t`` (an uploading client keeps
+        filling its socket buffer for a while), in seconds."""
+        run = 0.0
+        for start, end, moved in self.intervals:
+            if end <= t:
+                continue
+            if moved:
+                if run:
+                    return run
+                continue
+            if not run and start > t + 1.0:
+                return 0.0
+            run += end - start
+        return run
+
 
 def start_iperf(site: Driven, reverse: bool) -> Iperf:
     argv = ["iperf3", "-c", str(site.sp.plan.guest_address.ip), "-t", str(RUN_S)]
@@ -111,6 +128,7 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
             primary = sp.pair.primary
             pid = site.run(sp.pair.agents[primary.name].call("status"))["pid"]
             os.kill(pid, signal.SIGKILL)
+            killed_at = run.intervals[-1][1]  # the fault, on iperf3's clock (within 0.2 s)
             site.run(sp.wait_for(f"failover {cycle}", lambda c=cycle: sp.handled(c), 60))
             code = site.run(asyncio.to_thread(run.proc.wait, RUN_S + 60))
         finally:
@@ -125,6 +143,8 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
         assert code == 0, what
         assert not any("error" in line for line in run.lines), what
         assert run.intervals and run.intervals[-1][1] >= RUN_S - 1, what
-        assert run.longest_stall() <= MAX_STALL_S, what
+        # Around the fault only: stalls while both sides run (the held ACKs of an upload,
+        # README "Bulk traffic") and during re-protection are not the failover's.
+        assert run.stall_after(killed_at) <= MAX_STALL_S, (killed_at, what)
         streams = {line.split("]")[0] for line in run.lines if _INTERVAL_RE.match(line)}
         assert len(streams) == 1, what  # one data connection from start to end
