@@ -20,9 +20,12 @@ class CompareConfig:
     completed after this long. ``idle_timeout``: forget a quiet connection with nothing held.
     ``closed_linger``: keep a closed TCP connection this long for retransmissions.
     ``secondary_timeout``: also checkpoint when secondary output stays unmatched (as
-    colo-compare does). ``secondary_gap_wait``: a primary segment that waits this long on
-    bytes the secondary skipped (it sent later ones) forces a checkpoint at once, instead
-    of a retransmission timeout later.
+    colo-compare does). ``max_lag`` (None: off): a primary frame still unmatched this long
+    means a lagging (semi-active) secondary: checkpoint (reason ``secondary_lag``) so it
+    skips its backlog instead of replaying it, and nothing waits on it for long.
+    ``secondary_gap_wait``: a primary segment that waits this long on bytes the secondary
+    skipped (it sent later ones) forces a checkpoint at once, instead of a retransmission
+    timeout later.
     """
 
     compare_timeout: float = DEFAULT_COMPARE_TIMEOUT_S
@@ -33,6 +36,7 @@ class CompareConfig:
     closed_linger: float = 10.0
     secondary_timeout: bool = True
     max_out_of_order_segments: int = 256
+    max_lag: float | None = None
     secondary_gap_wait: float = 0.02
 
     def __post_init__(self) -> None:
@@ -46,6 +50,8 @@ class CompareConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_lag is not None and not 0 < self.max_lag <= self.compare_timeout:
+            raise ConfigError("max_lag must be positive and at most compare_timeout")
         for name in ("max_queue_frames", "max_queue_bytes", "max_out_of_order_segments"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
