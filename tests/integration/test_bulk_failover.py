@@ -137,6 +137,8 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
                 run.proc.wait()
         assert run.reader is not None
         run.reader.join(10)
+        if run.proc.stdout is not None:
+            run.proc.stdout.close()
         what = f"{'download' if reverse else 'upload'} cycle {cycle}: " + "\n".join(run.lines)
         incident = sp.incidents[cycle - 1]
         assert incident.error is None, incident
