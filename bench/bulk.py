@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +35,49 @@ from bench.bulk_stats import (
     window_figures,
     wrk_mbit_per_s,
 )
-from bench.pair import PREFIX, SETUPS, Bench, Load, client_run, machine, running, sample
+from bench.pair import SETUPS, Bench, Load, client_run, machine, sample
 from bench.pair_stats import CONFIGS, LABELS, parse_wrk
 from colopp.controller.pair import PairController
+from colopp.controller.setup import LocalPair, prepare_local_pair
+from colopp.domain import ComparatorKind
 from colopp.lab import LabPlan
 from colopp.lab.cpuset import plan_cpus
 
+#: Its own lab prefix and state directory: never the namespaces of a bench.pair run.
+PREFIX = "clpbulk"
+STATE_DIR = Path("/var/lib/colopp/bench-bulk")
 VALUE_SIZE = 65536
 KEYS = 4
 MIX_SCRIPT = Path(__file__).with_name("pair-mix.lua")
+
+
+@contextlib.asynccontextmanager
+async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, PairController]]:
+    """Build the lab and start the configuration's VM(s); tear everything down after."""
+    setup = SETUPS[name]
+    local = await prepare_local_pair(
+        STATE_DIR,
+        None,
+        setup.comparator or ComparatorKind.COLOPP,
+        bench.console,
+        checkpoint_delay_ms=bench.checkpoint_delay_ms,
+        prefix=PREFIX,
+        **setup.options,
+    )
+    local.deployment.cpu_plan = bench.cpu_plan
+    pair: PairController | None = None
+    try:
+        await local.deployment.start()
+        pair = PairController(local.config, local.deployment.agents, progress=bench.console.log)
+        if setup.comparator is None:
+            await pair.launch_alone()
+        else:
+            await pair.protect()
+        yield local, pair
+    finally:
+        if pair is not None:
+            await pair.stop()
+        await local.deployment.stop()
 
 
 async def traffic_run(
@@ -115,9 +151,18 @@ async def measure_traffic(
     return figures
 
 
-async def run(configs: list[str], traffics: list[str], bench: Bench) -> dict[str, Any]:
+def write(path: str, result: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The result so far, with its targets (after each configuration: a run cut short
+    keeps what it measured)."""
+    meta["targets"] = evaluate_targets(result)
+    with open(path, "w") as fh:
+        fh.write(json.dumps({**result, "meta": meta}, indent=2) + "\n")
+
+
+async def run(configs: list[str], traffics: list[str], bench: Bench, path: str) -> dict[str, Any]:
     result: dict[str, Any] = {t: {} for t in traffics}
     for name in configs:
+        write(path, result, bench.meta)
         try:
             figures = await measure_config(name, traffics, bench)
         except Exception as exc:  # one broken configuration must not lose the others
@@ -126,6 +171,7 @@ async def run(configs: list[str], traffics: list[str], bench: Bench) -> dict[str
             continue
         for traffic, f in figures.items():
             result[traffic][name] = f
+    write(path, result, bench.meta)
     return result
 
 
@@ -157,7 +203,7 @@ def main() -> int:
     }
     load = Load(args.duration, 0, 4, KEYS, VALUE_SIZE)
     bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, Console(stderr=True), meta)
-    result = asyncio.run(run(configs, traffics, bench))
+    result = asyncio.run(run(configs, traffics, bench, args.json))
     meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["targets"] = evaluate_targets(result)
     result["meta"] = meta
