@@ -26,6 +26,9 @@ from colopp.colo.state import PairState
 from colopp.lab import Node, netns_argv
 from colopp.qemu.argv import ComparatorKind
 
+#: Two pairs, two failovers and a re-protection each: several minutes, so not in CI.
+pytestmark = pytest.mark.slow
+
 MAX_STALL_S = 1.0
 INTERVAL_S = 0.2
 RUN_S = 14
