@@ -1,13 +1,22 @@
-"""Side by side (issue #5): ``python -m bench.pair --json FILE [--png FILE] [--duration S]``.
+"""Side by side (issue 15): ``python -m bench.pair --json FILE [--png FILE] [--quick]``.
 
-The same wrk load (from the lab's client namespace, keep-alive connections, GET/PUT on the
-guest kvd's ``/kv/`` keys) against five configurations of the same guest on this machine:
-(a) the guest unreplicated, (b) QEMU COLO with its built-in colo-compare, (c) colopp's
-comparator, (d) colopp with pre-release, (e) (d) with a semi-active secondary. Each
-configuration gets its own freshly started pair (comparators cannot be swapped on a running
-pair) and runs every mix on it back to back: a warm-up run that also stores every key,
-then the measured run. Around the measured run the primary agent's checkpoint count, the
-comparator's counters and the CPU time of both QEMU processes are sampled. Needs root.
+Six configurations of the same guest, on a lab that models two hosts (each host namespace's
+processes confined to its own CPUs by a cpuset cgroup: host A on CPU 0, host B and the client
+on CPU 1, see :mod:`colopp.lab.cpuset`; ``--shared-cpus`` turns that off): (a) the guest
+unreplicated (on host A), (b) QEMU COLO with its colo-compare, (c) colopp's comparator, (d) (c)
+with pre-release (key scope: ``/kv/{key}`` and Redis keys), (e) (d) with a semi-active
+secondary, and (c) with a semi-active secondary. Three mixes: ``read_mostly`` (HTTP to kvd,
+5% PUT), ``write_heavy`` (HTTP, 50% PUT), ``redis_read_mostly`` (RESP to redis-server, 5%
+SET).
+
+Two passes, each configuration on a freshly started pair (comparators cannot be swapped on
+a running pair): the **closed loop** (:mod:`bench.loadgen` ``--closed``, keep-alive
+connections), then the **open loop** (:mod:`bench.loadgen`, wrk2-style fixed schedule) at
+half of the lowest closed-loop rate measured on that mix, the same rate for every
+configuration. Every window is preceded by a warm-up that also stores every key. Around each
+window: the comparator's counters, each host's process CPU and each host's CPU busy. Needs
+root. ``--quick``: 5 s windows, configurations (a), (c), (e), mixes read_mostly and
+redis_read_mostly.
 """
 
 from __future__ import annotations
@@ -27,34 +36,40 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from bench.pair_stats import (
+from bench.pair_figures import (
     CONFIGS,
     LABELS,
     MIXES,
-    Snapshot,
-    WrkRun,
+    LoadRun,
+    Sample,
+    closed_figures,
     evaluate_targets,
-    format_table,
-    format_targets,
-    host_cpu_seconds,
-    parse_wrk,
-    proc_cpu_seconds,
+    format_report,
+    open_figures,
+    open_rate,
     shape_problems,
-    window_figures,
 )
+from bench.pair_stats import proc_cpu_seconds
+from colopp.controller.local import processes_in_netns
 from colopp.controller.pair import PairController
 from colopp.controller.setup import GUESTS, LocalPair, prepare_local_pair
 from colopp.lab import LabPlan, Node, netns_argv
+from colopp.lab.cpuset import CpuPlan, cpu_busy, plan_cpus
 from colopp.qemu.argv import ComparatorKind
 
 PREFIX = "clpbnch"
 STATE_DIR = Path("/var/lib/colopp/bench-pair")
-#: Which guest the runs protect (``--guest``): kvd (the default) or debian.
-CHOICE: dict[str, str] = {"guest": "kvd"}
-MIX_SCRIPT = Path(__file__).with_name("pair-mix.lua")
 READ_PREFIXES = ("/kv/",)
+RESP_PORT = 6379
+QUICK_CONFIGS = ("unreplicated", "colopp", "colopp_prerelease_semiactive")
+QUICK_MIXES = ("read_mostly", "redis_read_mostly")
+_PRERELEASE = {
+    "prerelease": "auto",
+    "read_prefixes": READ_PREFIXES,
+    "resp_ports": (RESP_PORT,),
+    "prerelease_scope": "key",
+}
 
 
 @dataclass(frozen=True)
@@ -71,13 +86,11 @@ SETUPS: dict[str, PairSetup] = {
     "unreplicated": PairSetup(None),
     "builtin": PairSetup(ComparatorKind.BUILTIN),
     "colopp": PairSetup(ComparatorKind.COLOPP),
-    "colopp_prerelease": PairSetup(
-        ComparatorKind.COLOPP, {"prerelease": "auto", "read_prefixes": READ_PREFIXES}
-    ),
+    "colopp_prerelease": PairSetup(ComparatorKind.COLOPP, dict(_PRERELEASE)),
     "colopp_prerelease_semiactive": PairSetup(
-        ComparatorKind.COLOPP,
-        {"prerelease": "auto", "read_prefixes": READ_PREFIXES, "semiactive": True},
+        ComparatorKind.COLOPP, {**_PRERELEASE, "semiactive": True}
     ),
+    "colopp_semiactive": PairSetup(ComparatorKind.COLOPP, {"semiactive": True}),
 }
 
 
@@ -88,187 +101,191 @@ class Load:
     duration_s: int
     warmup_s: int
     connections: int
-    threads: int
     keys: int
     value_size: int
+
+
+@dataclass
+class Bench:
+    """One bench run's fixed parts."""
+
+    load: Load
+    checkpoint_delay_ms: int
+    cpu_plan: CpuPlan | None
+    console: Console
+    meta: dict[str, Any]
+    #: Which guest the runs protect (``--guest``): kvd (the default) or debian.
+    guest: str = "kvd"
 
 
 # ----- sampling ------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: Any) -> float | None:
-    """CPU seconds used so far by process ``pid`` (None when there is none)."""
-    if not isinstance(pid, int):
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return proc_cpu_seconds(stat, os.sysconf("SC_CLK_TCK"))
+def process_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` (processes that vanished count 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            total += proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), ticks)
+    return total
 
 
-async def snapshot(pair: PairController, replicated: bool) -> tuple[Snapshot, dict[str, Any]]:
-    """Sample the pair now; also returns the primary agent's raw status."""
+async def sample(bench: Bench, pair: PairController, plan: LabPlan, replicated: bool) -> Sample:
+    """The pair now: comparator counters, checkpoints, per-host CPU."""
     primary = await pair.agents[pair.primary.name].call("status")
-    secondary_cpu = None
-    if replicated and pair.secondary is not None:
-        secondary = await pair.agents[pair.secondary.name].call("status")
-        secondary_cpu = cpu_seconds(secondary.get("pid"))
     counters = (primary.get("comparator") or {}).get("counters") or {}
-    snap = Snapshot(
+    hosts = {"hosta": Node.HOST_A, "hostb": Node.HOST_B}
+    process_cpu = {
+        name: process_cpu_seconds(processes_in_netns(plan.netns(node)))
+        for name, node in hosts.items()
+    }
+    busy: dict[str, float] = {}
+    if bench.cpu_plan is not None:
+        stat = Path("/proc/stat").read_text()
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = {
+            name: cpu_busy(stat, bench.cpu_plan.cpus[node], ticks) for name, node in hosts.items()
+        }
+    return Sample(
         at=time.monotonic(),
         checkpoints=int(primary.get("checkpoints") or 0) if replicated else 0,
         counters=counters,
-        secondary_cpu_s=secondary_cpu,
-        primary_cpu_s=cpu_seconds(primary.get("pid")),
-        host_cpu_s=host_cpu_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK")),
+        host_process_cpu_s=process_cpu,
+        cpu_busy_s=busy,
     )
-    return snap, primary
 
 
-async def run_wrk(plan: LabPlan, load: Load, put_ratio: float, seconds: int, prefill: bool) -> str:
-    """Run wrk in the client namespace; its stdout.
+# ----- the client ----------------------------------------------------------------------
+
+
+async def client_run(
+    bench: Bench, plan: LabPlan, argv: list[str], env: dict[str, str], limit: float
+) -> str:
+    """Run ``argv`` in the client namespace (on the client's CPUs); its stdout.
 
     Raises:
-        RuntimeError: wrk failed or hung.
+        RuntimeError: the client failed or hung.
     """
-    argv = [
-        "wrk",
-        f"-t{load.threads}",
-        f"-c{load.connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(MIX_SCRIPT),
-        f"http://{plan.guest_address.ip}:80/",
-    ]
-    env = {
-        **os.environ,
-        "KVD_PUT_RATIO": str(put_ratio),
-        "KVD_KEYS": str(load.keys),
-        "KVD_VALUE_SIZE": str(load.value_size),
-        "KVD_PREFILL": "1" if prefill else "0",
-    }
+    argv = netns_argv(plan.netns(Node.CLIENT), argv)
+    if bench.cpu_plan is not None:  # outside: `ip netns exec` remounts /sys
+        argv = bench.cpu_plan.wrap(Node.CLIENT, argv)
     proc = await asyncio.create_subprocess_exec(
-        *netns_argv(plan.netns(Node.CLIENT), argv),
-        env=env,
+        *argv,
+        env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), seconds + 60)
+        out, err = await asyncio.wait_for(proc.communicate(), limit + 60)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise RuntimeError(f"wrk did not finish within {seconds + 60} s") from None
+        raise RuntimeError(f"{argv[0]} did not finish within {limit + 60} s") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"wrk exited {proc.returncode}: {err.decode(errors='replace')[-400:]}")
+        raise RuntimeError(
+            f"client exited {proc.returncode}: {err.decode(errors='replace')[-400:]}"
+        )
     return out.decode()
+
+
+def loadgen_argv(
+    bench: Bench, plan: LabPlan, mix: str, seconds: float, rate: float | None, prefill: bool
+) -> list[str]:
+    proto, put_ratio = MIXES[mix]
+    load = bench.load
+    return [
+        sys.executable, "-m", "bench.loadgen", "--proto", proto,
+        "--host", str(plan.guest_address.ip), "--connections", str(load.connections),
+        *(["--rate", f"{rate:.3f}"] if rate else ["--closed"]),
+        "--duration", str(seconds), "--put-ratio", str(put_ratio), "--keys", str(load.keys),
+        "--value-size", str(load.value_size), *(["--prefill"] if prefill else []),
+    ]  # fmt: skip
+
+
+async def run_load(
+    bench: Bench, plan: LabPlan, mix: str, seconds: float, rate: float | None, prefill: bool
+) -> LoadRun:
+    """One window of load (bench.loadgen, closed loop when ``rate`` is None): one client
+    program for both loops and both protocols, so the same client cost on the client's CPU
+    and its own account of every error."""
+    text = await client_run(
+        bench,
+        plan,
+        loadgen_argv(bench, plan, mix, seconds, rate, prefill),
+        {"PYTHONPATH": str(Path(__file__).parent.parent)},
+        seconds,
+    )
+    out = json.loads(text.strip().splitlines()[-1])
+    if "fatal" in out:
+        raise RuntimeError(f"loadgen: {out['fatal']}")
+    return LoadRun(
+        out["requests"], out["rps"], out["p50_ms"], out["p99_ms"], out["p999_ms"],
+        out["errors"], offered_rps=rate, detail={"error_samples": out["error_samples"]},
+    )  # fmt: skip
 
 
 # ----- one configuration ---------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def running(
-    name: str, console: Console, checkpoint_delay_ms: int, rearm_ms: int | None
-) -> AsyncIterator[tuple[LocalPair, PairController]]:
+async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, PairController]]:
     """Build the lab and start the configuration's VM(s); tear everything down after."""
     setup = SETUPS[name]
-    comparator = setup.comparator or ComparatorKind.COLOPP
-    options = dict(setup.options)
-    if "prerelease" in options and rearm_ms is not None:
-        options["prerelease_rearm_ms"] = rearm_ms
     local = await prepare_local_pair(
         STATE_DIR,
         None,
-        comparator,
-        console,
-        checkpoint_delay_ms=checkpoint_delay_ms,
+        setup.comparator or ComparatorKind.COLOPP,
+        bench.console,
+        checkpoint_delay_ms=bench.checkpoint_delay_ms,
         prefix=PREFIX,
-        guest=CHOICE["guest"],
-        **options,
+        guest=bench.guest,
+        **setup.options,
     )
-    await local.deployment.start()
-    pair = PairController(local.config, local.deployment.agents, progress=console.log)
+    local.deployment.cpu_plan = bench.cpu_plan
+    pair: PairController | None = None
     try:
+        await local.deployment.start()  # inside: a failed start still tears down what began
+        pair = PairController(local.config, local.deployment.agents, progress=bench.console.log)
         if setup.comparator is None:
             await pair.launch_alone()
         else:
             await pair.protect()
         yield local, pair
     finally:
-        await pair.stop()
+        if pair is not None:
+            await pair.stop()
         await local.deployment.stop()
 
 
-async def measure_mix(
-    pair: PairController, plan: LabPlan, load: Load, mix: str, replicated: bool
-) -> tuple[dict[str, Any], WrkRun]:
-    """Warm up, then one measured wrk run with snapshots around it."""
-    put_ratio = MIXES[mix]
-    warmup = None
-    if load.warmup_s > 0:
-        warmup = parse_wrk(await run_wrk(plan, load, put_ratio, load.warmup_s, prefill=True))
-    before, _ = await snapshot(pair, replicated)
-    text = await run_wrk(plan, load, put_ratio, load.duration_s, prefill=False)
-    after, status = await snapshot(pair, replicated)
-    run = parse_wrk(text)
-    figures = window_figures(before, after, run)
-    figures["wrk_output"] = text.splitlines()
-    if warmup is not None:
-        figures["warmup"] = {
-            "rps": warmup.rps,
-            "errors": warmup.errors,
-            "error_statuses": warmup.statuses,
-        }
-    if replicated:
-        # A pair that left COLO during the window would make these figures meaningless.
-        figures["colo_mode"] = (status.get("colo") or {}).get("mode")
-        figures["colo_exit"] = status.get("colo_exit")
-    return figures, run
-
-
 async def measure_config(
-    name: str,
-    mixes: list[str],
-    load: Load,
-    console: Console,
-    progress: Progress,
-    task: Any,
-    meta: dict[str, Any],
+    name: str, mixes: list[str], bench: Bench, rates: dict[str, float] | None
 ) -> dict[str, dict[str, Any]]:
-    """All mixes on one freshly started pair of configuration ``name``."""
+    """Every mix on one freshly started pair: closed loop (``rates`` None) or open loop."""
     replicated = SETUPS[name].comparator is not None
     out: dict[str, dict[str, Any]] = {}
-    progress.update(task, description=f"{name}: starting {'COLO' if replicated else 'the VM'}")
     started = time.monotonic()
-    delay, rearm = meta["checkpoint_delay_ms"], meta["prerelease_rearm_ms"]
-    async with running(name, console, delay, rearm) as (local, pair):
-        console.log(f"{name}: ready in {time.monotonic() - started:.0f} s")
-        meta.setdefault("accel", local.config.vm.accel)
-        meta.setdefault("accel_reason", local.accel_reason)
-        vm = local.config.vm
-        meta.setdefault("guest", {"memory_mb": vm.memory_mb, "vcpus": vm.vcpus})
-        if "qemu" not in meta:
-            info = await pair.agents[pair.primary.name].call("probe_qemu", accel=vm.accel)
-            meta["qemu"] = info.get("version")
+    async with running(name, bench) as (local, pair):
+        plan = local.deployment.plan
+        bench.console.log(f"{name}: ready in {time.monotonic() - started:.0f} s")
+        bench.meta.setdefault("accel", local.config.vm.accel)
         for mix in mixes:
-            phase = f"warm-up {load.warmup_s} s, then {load.duration_s} s measured"
-            progress.update(task, description=f"{name}: {mix} ({phase})")
-            figures, run = await measure_mix(pair, local.deployment.plan, load, mix, replicated)
+            rate = None if rates is None else rates.get(mix)
+            if rates is not None and rate is None:
+                continue
+            if bench.load.warmup_s > 0:
+                await run_load(bench, plan, mix, bench.load.warmup_s, None, prefill=True)
+            before = await sample(bench, pair, plan, replicated)
+            run = await run_load(bench, plan, mix, bench.load.duration_s, rate, prefill=False)
+            after = await sample(bench, pair, plan, replicated)
+            figures = (closed_figures if rate is None else open_figures)(before, after, run)
             out[mix] = figures
-            cpu = figures["secondary_cpu_s_per_req"]
-            console.log(
-                f"{name} {mix}: {figures['rps']:.0f} req/s, p50 {figures['p50_ms']:.1f} ms, "
-                f"p99 {figures['p99_ms']:.0f} ms, "
-                f"{figures['checkpoints_per_min']:.0f} checkpoints/min, "
-                f"pre-released {figures['prerelease_ratio']:.0%}, secondary CPU "
-                f"{'-' if cpu is None else f'{cpu * 1000:.2f} ms'}/req, {run.errors} errors"
+            bench.console.log(
+                f"{name} {mix} {'closed' if rate is None else f'open {rate:.0f}/s'}: "
+                f"{run.rps:.0f} req/s p50 {run.p50_ms:.1f} ms p99 {run.p99_ms:.0f} ms, "
+                f"early {figures['prerelease_share']:.0%}, {run.errors} errors, "
+                f"CPU busy {figures['host_cpu_busy']}"
             )
-            progress.advance(task)
     return out
 
 
@@ -283,50 +300,40 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"cpu": model, "cpus": os.cpu_count(), "kernel": platform.release()}
-
-
-async def run(
-    configs: list[str],
-    mixes: list[str],
-    load: Load,
-    checkpoint_delay_ms: int,
-    rearm_ms: int | None,
-    console: Console,
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench.pair", *sys.argv[1:]]),
-        "machine": machine(),
-        "duration_s": load.duration_s,
-        "warmup_s": load.warmup_s,
-        "connections": load.connections,
-        "threads": load.threads,
-        "keys": load.keys,
-        "value_size": load.value_size,
-        "put_ratio": {m: MIXES[m] for m in mixes},
-        "checkpoint_delay_ms": checkpoint_delay_ms,
-        "prerelease_rearm_ms": rearm_ms,
-        "guest": CHOICE["guest"],
-        "configurations": {c: LABELS[c] for c in configs},
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "errors": {},
+    load = os.getloadavg()
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "loadavg_at_start": load,
     }
-    result: dict[str, Any] = {mix: {} for mix in mixes}
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("starting", total=len(configs) * len(mixes))
-        for name in configs:
-            try:
-                figures = await measure_config(name, mixes, load, console, progress, task, meta)
-            except Exception as exc:  # one broken configuration must not lose the others
-                console.log(f"[red]{name} failed: {type(exc).__name__}: {exc}")
-                meta["errors"][name] = f"{type(exc).__name__}: {exc}"
-                continue
-            for mix, f in figures.items():
-                result[mix][name] = f
-    meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta["targets"] = evaluate_targets(result)
-    result["meta"] = meta
+
+
+async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "closed_loop": {m: {} for m in mixes},
+        "open_loop": {m: {} for m in mixes},
+    }
+    for name in configs:
+        try:
+            figures = await measure_config(name, mixes, bench, None)
+        except Exception as exc:  # one broken configuration must not lose the others
+            bench.console.log(f"[red]{name} (closed loop) failed: {type(exc).__name__}: {exc}")
+            bench.meta["errors"][f"closed_loop.{name}"] = f"{type(exc).__name__}: {exc}"
+            continue
+        for mix, f in figures.items():
+            result["closed_loop"][mix][name] = f
+    rates = {m: r for m in mixes if (r := open_rate(result["closed_loop"][m])) is not None}
+    bench.meta["open_loop_rates"] = rates
+    for name in configs:
+        try:
+            figures = await measure_config(name, mixes, bench, rates)
+        except Exception as exc:
+            bench.console.log(f"[red]{name} (open loop) failed: {type(exc).__name__}: {exc}")
+            bench.meta["errors"][f"open_loop.{name}"] = f"{type(exc).__name__}: {exc}"
+            continue
+        for mix, f in figures.items():
+            result["open_loop"][mix][name] = f
     return result
 
 
@@ -334,55 +341,65 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pair", description=__doc__)
     parser.add_argument("--json", type=Path, required=True, help="write the result here")
     parser.add_argument("--png", type=Path, help="draw the chart here (needs matplotlib)")
-    parser.add_argument("--duration", type=int, default=20, help="measured seconds per run")
-    parser.add_argument("--warmup", type=int, default=5, help="warm-up seconds per run")
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="5 s windows, (a), (c), (e), 2 mixes")
+    parser.add_argument("--duration", type=int, help="measured seconds per window (default 20)")
+    parser.add_argument("--warmup", type=int, help="warm-up seconds per window (default 5)")
+    parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--value-size", type=int, default=128)
     parser.add_argument("--checkpoint-delay-ms", type=int, default=2000)
     parser.add_argument("--guest", choices=GUESTS, default="kvd", help="the protected guest")
-    parser.add_argument(
-        "--rearm-ms",
-        type=int,
-        help="(d), (e): checkpoint this long after a write disarmed pre-release "
-        "(ProtectionOptions.prerelease_rearm_ms; default: wait for the periodic checkpoint)",
-    )
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
-    parser.add_argument("--mixes", default=",".join(MIXES), help="comma-separated subset")
-    parser.add_argument(
-        "--replot", action="store_true", help="only redraw --png and reprint from --json"
-    )
+    parser.add_argument("--shared-cpus", action="store_true", help="do not model two hosts")
+    parser.add_argument("--configs", help="comma-separated subset")
+    parser.add_argument("--mixes", help="comma-separated subset")
+    parser.add_argument("--replot", action="store_true", help="only redraw and reprint --json")
     args = parser.parse_args()
     console = Console(stderr=True)
     if args.replot:
         result = json.loads(args.json.read_text())
-        result["meta"]["targets"] = evaluate_targets(result)
+        result["targets"] = evaluate_targets(result)
     else:
-        configs = [c for c in args.configs.split(",") if c]
-        mixes = [m for m in args.mixes.split(",") if m]
+        configs = (args.configs or ",".join(QUICK_CONFIGS if args.quick else CONFIGS)).split(",")
+        mixes = (args.mixes or ",".join(QUICK_MIXES if args.quick else MIXES)).split(",")
         unknown = [c for c in configs if c not in SETUPS] + [m for m in mixes if m not in MIXES]
         if unknown:
             parser.error(f"unknown configuration or mix: {', '.join(unknown)}")
-        CHOICE["guest"] = args.guest
-        load = Load(
-            args.duration, args.warmup, args.connections, args.threads, args.keys, args.value_size
-        )
-        result = asyncio.run(
-            run(configs, mixes, load, args.checkpoint_delay_ms, args.rearm_ms, console)
-        )
+        duration = args.duration or (5 if args.quick else 20)
+        warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
+        cpu_plan = None if args.shared_cpus else plan_cpus(PREFIX, sorted(os.sched_getaffinity(0)))
+        meta: dict[str, Any] = {
+            "command": shlex.join(["python", "-m", "bench.pair", *sys.argv[1:]]),
+            "machine": machine(),
+            "quick": args.quick,
+            "guest": args.guest,
+            "duration_s": duration,
+            "warmup_s": warmup,
+            "connections": args.connections,
+            "keys": args.keys,
+            "value_size": args.value_size,
+            "mixes": {m: {"protocol": MIXES[m][0], "write_share": MIXES[m][1]} for m in mixes},
+            "checkpoint_delay_ms": args.checkpoint_delay_ms,
+            "two_hosts": None if cpu_plan is None else cpu_plan.describe(),
+            "configurations": {c: LABELS[c] for c in configs},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "errors": {},
+        }
+        load = Load(duration, warmup, args.connections, args.keys, args.value_size)
+        bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, console, meta, args.guest)
+        result = asyncio.run(run(configs, mixes, bench))
+        meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        result["targets"] = evaluate_targets(result)
+        result["meta"] = meta
         args.json.write_text(json.dumps(result, indent=2) + "\n")
-    problems = shape_problems(result)
+    problems = shape_problems(result, quick=bool(result.get("meta", {}).get("quick")))
     if problems:
-        console.log(f"[red]incomplete result: {'; '.join(problems)}")
+        console.log(f"[red]incomplete result: {'; '.join(problems[:10])}")
     if args.png is not None:
         from bench.pair_chart import draw_chart
 
         draw_chart(result, args.png)
-    print(format_table(result))
-    print()
-    print(format_targets(result["meta"]["targets"]))
-    return 1 if problems or result["meta"]["errors"] else 0
+    print(format_report(result))
+    return 1 if problems or result.get("meta", {}).get("errors") else 0
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ _PREFIX_RE = re.compile(READ_PREFIX_PATTERN)
 _RULES_RE = re.compile(r"^(auto|all|[a-z_]+(,[a-z_]+)*)$")
 # The comparator's pre-release rules (colopp.compare.config.PRE_RELEASE_RULES); the one
 # that follows client requests needs a copy of the guest's input.
-_CLIENT_RULE = "http_read"
+_CLIENT_RULES = frozenset({"http_read", "resp_read"})
+#: What a write disarms: every read (global), or only reads of its own resource (key).
+PRERELEASE_SCOPES = ("global", "key")
 
 
 class Role(StrEnum):
@@ -163,6 +165,8 @@ class ProtectionOptions:
     prerelease: str | None = None
     read_prefixes: tuple[str, ...] = ()
     prerelease_rearm_ms: int | None = None  # checkpoint this long after a write (read rule)
+    prerelease_scope: str = "global"  # what a write disarms: every read, or its key's
+    resp_ports: tuple[int, ...] = ()  # guest ports whose Redis reads may leave early
     # Secondary only: shrink its vCPUs once in COLO, restore them before promotion.
     semiactive: bool = False
     backend: Backend = Backend.QEMU
@@ -173,8 +177,8 @@ class ProtectionOptions:
         if self.comparator is not ComparatorKind.COLOPP or self.prerelease is None:
             return False
         if self.prerelease == "auto":
-            return bool(self.read_prefixes)
-        return self.prerelease == "all" or _CLIENT_RULE in self.prerelease.split(",")
+            return bool(self.read_prefixes or self.resp_ports)
+        return self.prerelease == "all" or bool(_CLIENT_RULES & set(self.prerelease.split(",")))
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad option."""
@@ -184,6 +188,10 @@ class ProtectionOptions:
             raise ConfigError(f"pre-release rules {self.prerelease!r} must match auto, all or a,b")
         if self.prerelease_rearm_ms is not None and not 1 <= self.prerelease_rearm_ms <= 60000:
             raise ConfigError(f"re-arm delay {self.prerelease_rearm_ms} ms is out of 1..60000")
+        if self.prerelease_scope not in PRERELEASE_SCOPES:
+            raise ConfigError(f"pre-release scope {self.prerelease_scope!r} is not global/key")
+        if len(self.resp_ports) > 8 or any(not 0 < port < 65536 for port in self.resp_ports):
+            raise ConfigError(f"RESP ports {list(self.resp_ports)}: at most 8, each 1..65535")
         for prefix in self.read_prefixes:
             if not _PREFIX_RE.match(prefix) or ".." in prefix:
                 raise ConfigError(f"read prefix {prefix!r} must match {_PREFIX_RE.pattern}")
@@ -192,6 +200,7 @@ class ProtectionOptions:
         out = asdict(self)
         out["comparator"], out["backend"] = self.comparator.value, self.backend.value
         out["read_prefixes"] = list(self.read_prefixes)
+        out["resp_ports"] = list(self.resp_ports)
         return out
 
     @classmethod
@@ -210,6 +219,8 @@ class ProtectionOptions:
                 prerelease=None if prerelease is None else str(prerelease),
                 read_prefixes=tuple(str(p) for p in data.get("read_prefixes", ())),
                 prerelease_rearm_ms=None if rearm is None else int(rearm),
+                prerelease_scope=str(data.get("prerelease_scope", "global")),
+                resp_ports=tuple(int(p) for p in data.get("resp_ports", ())),
                 semiactive=_bool(data.get("semiactive", False), "semiactive"),
                 backend=Backend(data.get("backend", Backend.QEMU.value)),
             )

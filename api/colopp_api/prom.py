@@ -169,6 +169,12 @@ class ProtectionCollector(Collector):
             )
             for key in ("compared", "released", "prereleased")
         }
+        passthrough = CounterMetricFamily(
+            "colopp_passthrough_packets",
+            "Primary packets colopp's comparator released uncompared, by EtherType "
+            "(ipv6-control: IPv6 neighbour discovery and MLD)",
+            labels=["protection", "ethertype"],
+        )
         cpu = CounterMetricFamily(
             "colopp_qemu_cpu_seconds",
             "CPU time of the QEMU on each host (lab placement; restarts with that QEMU)",
@@ -196,12 +202,20 @@ class ProtectionCollector(Collector):
             switchovers.add_metric([pid], tally.switchovers)
             for key, family in packets.items():
                 family.add_metric([pid], tally.comparator.get(key, 0))
+            for ethertype, n in sorted(
+                tally.comparator.get("passthrough_by_ethertype", {}).items()
+            ):
+                passthrough.add_metric([pid, ethertype], n)
+            if "passthrough_ipv6_control" in tally.comparator:
+                passthrough.add_metric(
+                    [pid, "ipv6-control"], tally.comparator["passthrough_ipv6_control"]
+                )
             for host, seconds in sorted(tally.cpu_seconds.items()):
                 cpu.add_metric([pid, host], seconds)
             if tally.last_checkpoint_at is not None:
                 last.add_metric([pid], tally.last_checkpoint_at)
         yield from (checkpoints, pauses, divergences, failovers, switchovers)
-        yield from (*packets.values(), cpu, last)
+        yield from (*packets.values(), passthrough, cpu, last)
 
 
 def exposition(manager: ProtectionManager, store: Store) -> bytes:

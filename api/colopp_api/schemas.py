@@ -108,6 +108,16 @@ class ProtectionCreate(BaseModel):
         le=60000,
         description="after a write disarmed the read rule, checkpoint this many ms later",
     )
+    prerelease_scope: Literal["global", "key"] = Field(
+        "global",
+        description="what a write disarms: every read (global) or only its own resource's"
+        " (key: the operator promises the resources are independent, see the README)",
+    )
+    resp_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="guest ports whose Redis reads may leave early",
+    )
     semiactive: bool = Field(False, description="COLO++ semi-active secondary")
     checkpoint_delay_ms: int = Field(2000, ge=100, le=3_600_000)
     auto_reprotect: bool = True
@@ -132,8 +142,8 @@ class ProtectionCreate(BaseModel):
     def _placement(self) -> ProtectionCreate:
         if self.prerelease_rules() is not None and self.comparator != "colopp":
             raise ValueError("prerelease needs comparator colopp")
-        if self.prerelease_rearm_ms is not None and not self.read_prefixes:
-            raise ValueError("prerelease_rearm_ms needs read_prefixes (the read rule)")
+        if self.prerelease_rearm_ms is not None and not (self.read_prefixes or self.resp_ports):
+            raise ValueError("prerelease_rearm_ms needs read_prefixes or resp_ports (a read rule)")
         if any(".." in prefix for prefix in self.read_prefixes):
             raise ValueError("read_prefixes must not contain '..'")
         if self.placement == "hosts" and self.guest != "kvd":

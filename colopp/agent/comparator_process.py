@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.compare.young_send import YOUNG_PORT_OFFSET
 from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
 
@@ -45,12 +46,19 @@ def comparator_argv(
         str(checkpoint_delay_ms),
         "--status",
         str(side.run_dir / "compare.json"),
+        # Young connections' offsets go to the secondary host (docs/rewrite.md).
+        "--young-to",
+        f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
     ]
     options = side.options
     if options.prerelease is not None:
         argv.append(f"--prerelease={options.prerelease}")
         for prefix in options.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
+        for port in options.resp_ports:
+            argv += ["--prerelease-resp-port", str(port)]
+        if options.prerelease_scope != "global":
+            argv += ["--prerelease-scope", options.prerelease_scope]
         if options.prerelease_rearm_ms is not None and options.client_frames:
             argv += ["--prerelease-rearm-ms", str(options.prerelease_rearm_ms)]
         if options.client_frames:

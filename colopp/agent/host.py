@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.adopt import persist_side, readopt
 from colopp.agent.comparing import start_comparator, stop_comparator
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
@@ -36,6 +38,8 @@ from colopp.agent.replies import (
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_block_job, wait_colo_mode
+from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
+from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     finish_resync,
@@ -47,7 +51,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.domain import Backend, Role, SideRequest, VmSpec
+from colopp.domain import Backend, ComparatorKind, Role, SideRequest, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
@@ -69,6 +73,7 @@ class HostAgent:
         self.state_dir = state_dir
         self.runtime = runtime
         self.side: Side | None = None
+        self.translation: SideTranslation | None = None  # colopp's seq translation
         self._lock = asyncio.Lock()
         # Self-fencing (see colopp.agent.lease): renewed by the controller's heartbeats.
         self.lease = LeaseWatchdog(
@@ -76,6 +81,31 @@ class HostAgent:
         )
         # The libvirt backend's daemon (a protection picks the backend at launch).
         self.libvirt_uri = os.environ.get("COLOPP_LIBVIRT_URI", "qemu:///system")
+        # Set while the agent exits for a restart: heartbeats then tell the controller to
+        # wait this long for the next agent instead of failing over (see colopp.agent.adopt).
+        self.restart_grace: float | None = None
+
+    def persist(self) -> None:
+        """Save what this agent owns (colopp.agent.state_file) for the next agent."""
+        persist_side(self.state_dir, self.host, self.side)
+
+    async def readopt(self) -> bool:
+        """Take over the side a previous agent left running; True when there was one."""
+        self.side = await readopt(self.state_dir, self.libvirt_uri, self._comparator_restarted)
+        if self.side is None:
+            return False
+        self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+        spec = self.side.spec
+        if (spec.run_dir / TRANSLATION_RECORD).exists():
+            self.translation = SideTranslation(spec.run_dir)
+            if spec.role is Role.SECONDARY and not self.side.failed_over:
+                await self.translation.readopted_secondary(spec)
+        self.persist()
+        return True
+
+    async def _comparator_restarted(self) -> None:
+        self.persist()  # the new comparator's identity
+        await self._force_checkpoint()
 
     # ----- queries -------------------------------------------------------------------
     async def ping(self, qmp_timeout: float = 0.0, heartbeat: bool = False) -> PingReply:
@@ -96,7 +126,7 @@ class HostAgent:
             except QmpError:
                 qmp_ok = False
         stalled = self._replication_stall(side, time.time()) if side is not None else 0.0
-        return {
+        reply: PingReply = {
             "host": self.host,
             "time": time.time(),
             "vm_alive": alive,
@@ -105,6 +135,9 @@ class HostAgent:
             "self_fenced": self.lease.self_fenced,
             "role": side.spec.role.value if side else None,
         }
+        if self.restart_grace is not None:
+            reply["restarting_s"] = self.restart_grace
+        return reply
 
     agent_port = 7400
 
@@ -222,6 +255,7 @@ class HostAgent:
                 self.side = await start_qemu_side(self.runtime, vm_spec, spec)
             process = self.side.process
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+            self.persist()
             return {"pid": process.pid, "run_dir": str(run_dir)}
 
     async def _watch_events(self, side: Side) -> None:
@@ -253,10 +287,16 @@ class HostAgent:
         took = await wait_for_serial(side.spec.serial_log, READY_LINE, limit, side.process)
         return {"boot_s": took}
 
-    async def prepare_secondary(self) -> PrepareReply:
-        """Export parent0 over NBD and wait for the incoming migration."""
+    async def prepare_secondary(self, translation: list[Any] | None = None) -> PrepareReply:
+        """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
+        the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
         side = self._require(Role.SECONDARY)
         await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
+        if side.spec.options.comparator is ComparatorKind.COLOPP:
+            self.translation = SideTranslation(side.spec.run_dir)
+            await self.translation.as_secondary(
+                side.spec, translation, functools.partial(run_steps, side)
+            )
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
@@ -264,7 +304,8 @@ class HostAgent:
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
         if side.comparator is None:
-            await start_comparator(side, self._force_checkpoint)
+            await start_comparator(side, self._comparator_restarted)
+        self.persist()
         steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
         await run_steps(side, steps)
         return {"started": True}
@@ -305,13 +346,17 @@ class HostAgent:
             client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
         await run_steps(side, steps)
+        if self.translation is not None:
+            await self.translation.as_primary(functools.partial(run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        await start_comparator(side, self._force_checkpoint)
+        await start_comparator(side, self._comparator_restarted)
+        self.persist()
         # The guest stays stopped through the RAM migration and runs again when COLO starts
         # (QEMU's documented sequence). Resuming it before `migrate` looked like it would
         # shorten the pause, but in trials it lost acknowledged writes: not done.
         await run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
         side.failed_over = False
+        self.persist()
         return {"resync_s": synced, "took_s": time.monotonic() - started}
 
     async def _force_checkpoint(self) -> None:
@@ -336,6 +381,7 @@ class HostAgent:
         mode = await wait_colo_mode(side, timeout)
         if side.spec.options.semiactive and side.spec.role is Role.SECONDARY:
             await shrink_secondary(side)
+            self.persist()
         return mode
 
     async def failover(self) -> FailoverReply:
@@ -345,10 +391,13 @@ class HostAgent:
         if side.spec.role is Role.SECONDARY:
             await restore_vcpus(side)  # full CPUs before it serves
             await run_steps(side, secondary_failover())
+            if self.translation is not None:
+                self.translation.promoted()
         else:
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)
         side.failed_over = True
+        self.persist()
         return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
 
     async def kill_vm(
@@ -371,15 +420,23 @@ class HostAgent:
         side.process.kill(signum)
         return {"pid": side.process.pid, "signal": signum}
 
+    async def translation_record(self) -> list[dict[str, Any]]:
+        """This side's table of record (what a new secondary must translate)."""
+        return [] if self.translation is None else self.translation.record_rows()
+
     async def stop_vm(self) -> StopReply:
         """Stop QEMU (quit, then signals) and forget the side; idempotent."""
         side, self.side = self.side, None
+        self.persist()  # forgets: a stopped side is not re-adopted
         if side is None:
             return {"stopped": False}
         if side.watcher is not None:
             side.watcher.cancel()
         await restore_vcpus(side)
         await stop_comparator(side)
+        if self.translation is not None:
+            await self.translation.stop()
+            self.translation = None
         if side.process.alive():
             try:
                 await side.monitor.execute("quit", timeout=2.0)
@@ -406,4 +463,5 @@ RPC_METHODS = (
     "resume_replication",
     "probe_tcp",
     "stop_vm",
+    "translation_record",
 )

@@ -6,7 +6,7 @@ or missing field is a type error on both sides.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class PingReply(TypedDict):
@@ -17,6 +17,7 @@ class PingReply(TypedDict):
     checkpoint_stalled_s: float
     self_fenced: bool
     role: str | None
+    restarting_s: NotRequired[float]  # the agent exits for a restart: back within this
 
 
 class ProbeTcpReply(TypedDict, total=False):

@@ -1,7 +1,8 @@
 """colopp's userspace packet comparator, in place of QEMU's in-process colo-compare.
 
 Data path: :mod:`~colopp.compare.framing` (QEMU's net-filter socket framing) ->
-:mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing) ->
+:mod:`~colopp.compare.packet` (Ethernet/IPv4/TCP/UDP/ICMP parsing; IPv6 in
+:mod:`~colopp.compare.ipv6`) ->
 :mod:`~colopp.compare.core` (the pure decision core, with :mod:`~colopp.compare.tcp`, its
 in-order fast paths :mod:`~colopp.compare.tcp_fast`, :mod:`~colopp.compare.seq`,
 :mod:`~colopp.compare.stream` and :mod:`~colopp.compare.flows`; the COLO++ pre-release
@@ -9,6 +10,9 @@ policy in :mod:`~colopp.compare.prerelease`, :mod:`~colopp.compare.early` and
 :mod:`~colopp.compare.http_reads`) -> actions (:mod:`~colopp.compare.verdict`) carried out by
 the asyncio :mod:`~colopp.compare.shell` (sockets: :mod:`~colopp.compare.connect`,
 :mod:`~colopp.compare.inputs`; checkpoints over QMP: :mod:`~colopp.compare.checkpoint`).
+Young connections' sequence offsets (for :mod:`colopp.rewrite`) are learned from both guests'
+SYN-ACKs by :mod:`~colopp.compare.young_tap` and :mod:`~colopp.compare.young_learn` and sent
+to the secondary host by :mod:`~colopp.compare.young_send`.
 """
 
 from colopp.compare.config import CompareConfig, PreReleaseConfig

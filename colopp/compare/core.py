@@ -5,8 +5,10 @@ a fake clock. The shell feeds every frame read from ``primary_in`` / ``secondary
 on the returned :mod:`~colopp.compare.verdict` actions.
 
 Behaviour follows QEMU's colo-compare (``net/colo-compare.c``): TCP payload compared per
-connection over aligned sequence ranges, with its ACK rule; UDP, ICMP and other IPv4 payloads
-compared per flow; non-IPv4 primary frames pass through and secondary ones are dropped; an
+connection over aligned sequence ranges, with its ACK rule; UDP, ICMP and other IP payloads
+compared per flow, over IPv4 and IPv6 alike (:mod:`~colopp.compare.ipv6`); primary frames of
+other EtherTypes (and IPv6 neighbour discovery / MLD) pass through, counted per EtherType, and
+secondary ones are dropped; an
 unmatched frame older than ``compare_timeout`` forces a checkpoint; at a checkpoint held
 primary frames are released and secondary output discarded.
 
@@ -179,7 +181,7 @@ class Comparator:
             c.malformed["primary_" + pkt.reason] += 1
             return [Drop(pkt.reason, "primary")]
         if pkt.kind == PASSTHROUGH:
-            c.passthrough_frames += 1
+            c.count_passthrough(pkt.key[0])
             c.released_frames += 1
             c.released_bytes += len(frame)
             return [Release([frame], vnet_hdr_len)]
@@ -378,9 +380,12 @@ class Comparator:
         size = 0
         vnet = released[0].vnet_hdr_len
         uniform = True
+        late = c.observe_late if self._policy is not None else None
         for held in released:
             held.released = True
             observe(now - held.arrival)
+            if late is not None and not held.pre_released and held.payload_end > held.payload_start:
+                late(held.refused)
             size += len(held.frame)
             if held.pre_released or held.vnet_hdr_len != vnet:
                 uniform = False
@@ -409,6 +414,8 @@ class Comparator:
         c.released_frames += 1
         c.released_bytes += size
         waited = now - held.arrival
+        if self._policy is not None and held.payload_end > held.payload_start:
+            c.observe_late(held.refused)
         c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
         c.hold_time_sum += waited
         queue = self._held

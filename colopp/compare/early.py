@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # tcp.py calls offer_early: no import cycle at run time
 #: Frames past the pre-released prefix a pre-release scan looks at, at most (bounds the work
 #: per call; bare ACKs further back get their turn as the head moves).
 PRE_RELEASE_SCAN = 32
+#: :attr:`HeldFrame.refused` values: why the last offer of a frame was refused.
+REFUSED_ACK = 1
+REFUSED_POLICY = 2
 
 
 def offer_early(
@@ -88,6 +91,7 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
     if flags & ACK:
         s_ack = conn.s_max_ack
         if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
+            held.refused = REFUSED_ACK
             return False
     stream = conn.stream
     if (
@@ -98,4 +102,7 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
         # Every byte was compared before: what _compare_payload would find (and count).
         held.compared = True
         stream.counters.retransmitted_frames += 1
-    return policy.may_pre_release(held, now)
+    if policy.may_pre_release(held, now):
+        return True
+    held.refused = REFUSED_POLICY
+    return False

@@ -1,4 +1,4 @@
-"""Per-flow comparison of UDP, ICMP and other IPv4 datagrams: whole IP payloads, in order.
+"""Per-flow comparison of UDP, ICMP(v6) and other IP datagrams: whole IP payloads, in order.
 
 Like colo-compare, each primary datagram is matched against the secondary's queued datagrams of
 the same flow (the first equal one wins); the IP header (ID, TTL, checksum) is ignored.

@@ -26,6 +26,7 @@ class HeldFrame:
         "pos_end",
         "pos_start",
         "pre_released",
+        "refused",
         "released",
         "vnet_hdr_len",
     )
@@ -50,6 +51,9 @@ class HeldFrame:
         self.payload_end = payload_end
         self.released = False
         self.pre_released = False
+        # Why the last pre-release offer was refused: 0 never offered (or granted), 1 the
+        # absolute ACK rule (the secondary had not acknowledged), 2 the policy.
+        self.refused = 0
         self.compared = False
         self.pos_start = 0
         self.pos_end = 0

@@ -14,8 +14,9 @@ after a gap in the client's sequence space, an over-long request head, and every
 connection whose framing was lost (a chunked body). ICMP and TCP segments without payload (SYN,
 ACK, FIN, RST) are neither.
 
-**The classifier sees what the guest saw.** A segment whose IPv4 or TCP checksum is wrong is
-dropped by the guest's stack, so it is ignored here too (counted in ``bad_checksum_frames``).
+**The classifier sees what the guest saw.** A segment whose IPv4 or TCP checksum (over IPv4 or
+IPv6) is wrong is dropped by the guest's stack, so it is ignored here too (counted in
+``bad_checksum_frames``).
 Retransmitted client bytes are classified once, after checking that they are the bytes seen
 the first time: a retransmission that differs, or that overlaps bytes no longer remembered,
 could have reached the guest in place of the first copy, so the connection's framing is lost
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from colopp.compare.packet import ICMP, RST, SYN, TCP, FlowKey, Packet
+from colopp.compare.ipv6 import tcp_checksum_ok
+from colopp.compare.packet import ICMP, ICMPV6, RST, SYN, TCP, FlowKey, Packet
 from colopp.compare.resp_reads import MalformedResp, classify, parse_command
 from colopp.compare.scope import Window, WriteScope
 
@@ -51,8 +53,11 @@ def _after(a: int, b: int) -> bool:
 
 
 def checksums_ok(frame: bytes, ip: int, pkt: Packet) -> bool:
-    """True unless the IPv4 header or TCP checksum of ``frame`` (IPv4 header at ``ip``) is
-    provably wrong. One's-complement sums via big integers: 2**16 = 1 (mod 0xFFFF)."""
+    """True unless the IPv4 header or TCP checksum of ``frame`` (IP header at ``ip``; IPv6
+    too: :func:`~colopp.compare.ipv6.tcp_checksum_ok`) is provably wrong. One's-complement
+    sums via big integers: 2**16 = 1 (mod 0xFFFF)."""
+    if ip >= 2 and frame[ip - 2 : ip] == b"\x86\xdd":
+        return tcp_checksum_ok(frame, ip, pkt)
     if ip < 2 or frame[ip - 2 : ip] != b"\x08\x00":
         return True  # not where the parser found it: cannot verify, assume the guest took it
     ihl = (frame[ip] & 0x0F) << 2
@@ -171,7 +176,7 @@ class ReadClassifier:
             return None
         start, end = pkt.payload_start, pkt.payload_end
         if pkt.kind != TCP:
-            if end > start and pkt.kind != ICMP:
+            if end > start and pkt.kind not in (ICMP, ICMPV6):
                 self._write(None)
             return None
         if end > start and not self._trusted(frame, vnet_hdr_len, pkt):

@@ -2,9 +2,11 @@
 
 :func:`parse_frame` never raises: a frame it cannot make sense of comes back as
 :class:`Malformed` with a short reason (counted by the core). Like colo-compare
-(``parse_packet_early`` in QEMU's ``net/colo.c``), anything that is not untagged IPv4 --
-ARP, IPv6, VLAN-tagged frames -- is classified :data:`PASSTHROUGH`: the comparator does not
-compare it.
+(``parse_packet_early`` in QEMU's ``net/colo.c``), untagged IPv4 is parsed here; unlike it,
+untagged IPv6 is parsed too (:mod:`~colopp.compare.ipv6`: extension headers walked, fragments
+compared, neighbour discovery and MLD passed through like ARP). Anything else -- ARP,
+VLAN-tagged frames, other EtherTypes -- is classified :data:`PASSTHROUGH` with its EtherType
+in ``key[0]``: the comparator does not compare it, and counts it per EtherType.
 
 Offsets in :class:`Packet` index the whole frame as received, vnet header included.
 """
@@ -12,26 +14,53 @@ Offsets in :class:`Packet` index the whole frame as received, vnet header includ
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
-# Packet kinds (ints, not an Enum: this is the comparator's hot path).
-TCP = 6
-UDP = 17
-ICMP = 1
-OTHER_IP = 0
-PASSTHROUGH = -1
+from colopp.compare.ipv6 import ETHERTYPE_IPV6, parse_ipv6
+from colopp.compare.parsed import (
+    ACK,
+    ETH_HLEN,
+    ETHERTYPE_IPV4,
+    FIN,
+    ICMP,
+    ICMPV6,
+    KIND_NAMES,
+    OTHER_IP,
+    PASSTHROUGH,
+    PSH,
+    RST,
+    SYN,
+    TCP,
+    UDP,
+    FlowKey,
+    Malformed,
+    Packet,
+)
 
-KIND_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", OTHER_IP: "ip", PASSTHROUGH: "passthrough"}
-
-# TCP flag bits.
-FIN = 0x01
-SYN = 0x02
-RST = 0x04
-PSH = 0x08
-ACK = 0x10
-
-ETH_HLEN = 14
-ETHERTYPE_IPV4 = 0x0800
+__all__ = [
+    "ACK",
+    "ETHERTYPE_IPV4",
+    "ETHERTYPE_IPV6",
+    "ETH_HLEN",
+    "FIN",
+    "ICMP",
+    "ICMPV6",
+    "KIND_NAMES",
+    "OTHER_IP",
+    "PASSTHROUGH",
+    "PSH",
+    "RST",
+    "SYN",
+    "TCP",
+    "UDP",
+    "FlowKey",
+    "Malformed",
+    "Packet",
+    "PlainTcp",
+    "ethertype_of",
+    "is_passthrough",
+    "parse_frame",
+    "parse_plain_tcp",
+]
 
 _IP_FIELDS = struct.Struct(">BxHxxHxBxxII")  # ver/ihl, total len, frag, proto, src, dst
 _TCP_FIELDS = struct.Struct(">HHIIH")  # sport, dport, seq, ack, data offset + flags
@@ -42,41 +71,11 @@ _IP_TCP_FIELDS = struct.Struct(">BxHxxHxBxxIIHHIIH")
 _ETH_IP_TCP_FIELDS = struct.Struct(">12xHBxHxxHxBxxIIHHIIH")
 _ETH_IP_TCP_LEN = _ETH_IP_TCP_FIELDS.size  # 48: Ethernet + IPv4 + the TCP fields we read
 
-FlowKey = tuple[int, int, int, int, int]
-"""(ip protocol, source address, destination address, source port, destination port)."""
-
-
-@dataclass(slots=True)
-class Packet:
-    """A parsed frame. ``payload_start``/``payload_end`` bound the bytes that are compared.
-
-    For TCP that is the segment payload; for UDP, ICMP and other IPv4 protocols it is the
-    whole IP payload (colo-compare ignores the IP header: ID, TTL and checksum differ).
-    """
-
-    kind: int
-    key: FlowKey
-    seq: int = 0
-    ack: int = 0
-    flags: int = 0
-    payload_start: int = 0
-    payload_end: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """A frame that cannot be parsed; ``reason`` names the first check that failed."""
-
-    reason: str
-
-
-_NO_KEY: FlowKey = (0, 0, 0, 0, 0)
-
 
 def parse_frame(frame: bytes, vnet_hdr_len: int = 0) -> Packet | Malformed:
     """Classify and parse ``frame`` (``vnet_hdr_len`` bytes of virtio-net header first).
 
-    Returns a :class:`Packet` (kind TCP, UDP, ICMP, OTHER_IP or PASSTHROUGH) or a
+    Returns a :class:`Packet` (kind TCP, UDP, ICMP, ICMPV6, OTHER_IP or PASSTHROUGH) or a
     :class:`Malformed`. Never raises; IP fragments are parsed as OTHER_IP.
     """
     size = len(frame)
@@ -84,7 +83,10 @@ def parse_frame(frame: bytes, vnet_hdr_len: int = 0) -> Packet | Malformed:
     if eth < 0 or size - eth < ETH_HLEN:
         return Malformed("short_ethernet")
     if frame[eth + 12] != 0x08 or frame[eth + 13] != 0x00:
-        return Packet(PASSTHROUGH, _NO_KEY)
+        ethertype = (frame[eth + 12] << 8) | frame[eth + 13]
+        if ethertype == ETHERTYPE_IPV6:
+            return parse_ipv6(frame, eth + ETH_HLEN)
+        return Packet(PASSTHROUGH, (ethertype, 0, 0, 0, 0))
     ip = eth + ETH_HLEN
     if size - ip >= 34 and frame[ip] == 0x45 and frame[ip + 9] == TCP:
         # The common case in one unpack: IPv4 without options carrying TCP.
@@ -168,6 +170,12 @@ def _parse_tcp(frame: bytes, l4: int, end: int, src: int, dst: int) -> Packet | 
 
 
 def is_passthrough(frame: bytes, vnet_hdr_len: int = 0) -> bool:
-    """True when ``frame`` is a whole Ethernet frame that is not IPv4 (never compared)."""
+    """True when ``frame`` is a whole Ethernet frame that is never compared (neither IPv4
+    nor IPv6, or IPv6 neighbour discovery / MLD)."""
     parsed = parse_frame(frame, vnet_hdr_len)
     return isinstance(parsed, Packet) and parsed.kind == PASSTHROUGH
+
+
+def ethertype_of(pkt: Packet) -> int:
+    """The EtherType of a :data:`PASSTHROUGH` packet (IPv6 link control included)."""
+    return pkt.key[0]

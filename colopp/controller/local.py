@@ -23,6 +23,7 @@ from colopp.domain import HostSlot
 from colopp.errors import AgentError
 from colopp.files import write_private
 from colopp.lab import Lab, LabPlan, Network, Node, netns_argv, ns_path, plan_lab
+from colopp.lab.cpuset import CpuPlan, create_groups, remove_groups
 
 HOSTS = (Node.HOST_A, Node.HOST_B)
 
@@ -62,6 +63,8 @@ class LocalDeployment:
     token: str = ""
     agent_procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     agents: dict[str, AgentClient] = field(default_factory=dict)
+    # Two hosts on one machine: each host's agent (and its QEMU, comparator) on its CPUs.
+    cpu_plan: CpuPlan | None = None
 
     def slot(self, node: Node) -> HostSlot:
         """The pair's view of a host: its name, the guest tap, its replication address."""
@@ -78,6 +81,8 @@ class LocalDeployment:
             LabError / AgentError: the lab or an agent could not be started.
         """
         self.lab = await asyncio.to_thread(Lab.create, self.plan)
+        if self.cpu_plan is not None:
+            create_groups(self.cpu_plan)
         self.token = secrets.token_urlsafe(32)
         token_file = self.state_dir / "agent.token"
         write_secret(token_file, self.token)
@@ -118,15 +123,33 @@ class LocalDeployment:
         ]
         if self.qemu_root is not None:
             argv += ["--qemu-root", str(self.qemu_root)]
-        log = (self.state_dir / f"agent-{node.value}.log").open("wb")
+        log = (self.state_dir / f"agent-{node.value}.log").open("ab")
+        argv = netns_argv(self.plan.netns(node), argv)
+        if self.cpu_plan is not None:  # outside: `ip netns exec` remounts /sys
+            argv = self.cpu_plan.wrap(node, argv)
         self.agent_procs[node.value] = subprocess.Popen(
-            netns_argv(self.plan.netns(node), argv),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
         log.close()
+
+    async def restart_agent(self, name: str, timeout: float = 20.0) -> None:
+        """Restart one host's agent as an upgrade would: SIGTERM (it exits leaving its VM
+        running), then a new agent that re-adopts the VM.
+
+        Raises:
+            AgentError: the old agent did not exit within ``timeout`` seconds.
+        """
+        proc = self.agent_procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AgentError(f"agent {name} did not exit in {timeout:.0f}s") from exc
+        self._spawn_agent(Node(name), self.state_dir / "agent.token")
 
     async def stop(self) -> None:
         """Stop agents (they stop their QEMU), kill leftovers, remove the lab; never raises."""
@@ -144,6 +167,8 @@ class LocalDeployment:
             for pid in processes_in_netns(netns):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        if self.cpu_plan is not None:
+            remove_groups(self.cpu_plan)
         if self.lab is not None:
             await asyncio.to_thread(self.lab.destroy)
 

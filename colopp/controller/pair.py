@@ -162,7 +162,9 @@ class PairController:
             side = self._side(Role.SECONDARY, target, serving)
             vm, base = cfg.vm.to_dict(), str(cfg.base_disk)
             await ta.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
-            await ta.call("prepare_secondary")
+            # The serving guest's translated connections move to the new secondary.
+            record = await pa.call("translation_record")
+            await ta.call("prepare_secondary", translation=record)
             self.lifecycle.move(PairState.SYNCING, "disk resync and RAM migration")
             result: dict[str, Any] = await pa.call(
                 "resume_replication",

@@ -47,6 +47,8 @@ async def prepare_local_pair(
     read_prefixes: tuple[str, ...] = (),
     semiactive: bool = False,
     prerelease_rearm_ms: int | None = None,
+    prerelease_scope: str = "global",
+    resp_ports: tuple[int, ...] = (),
     guest: str = "kvd",
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
@@ -64,7 +66,10 @@ async def prepare_local_pair(
     if guest not in GUESTS:
         raise ConfigError(f"unknown guest {guest!r}: one of {', '.join(GUESTS)}")
     deployment = local_deployment(state_dir, root, prefix)
-    append = kernel_cmdline(deployment.plan.guest_address.with_prefixlen)
+    plan = deployment.plan
+    append = kernel_cmdline(
+        plan.guest_address.with_prefixlen, ip6_cidr=plan.guest_address6.with_prefixlen
+    )
     image: GuestImage | DebianImage
     if guest == "debian":
         qemu_img = runtime.tool_argv("qemu-img")
@@ -111,6 +116,8 @@ async def prepare_local_pair(
             read_prefixes=read_prefixes,
             semiactive=semiactive,
             prerelease_rearm_ms=prerelease_rearm_ms,
+            prerelease_scope=prerelease_scope,
+            resp_ports=resp_ports,
         ),
     )
     config.options.validate()

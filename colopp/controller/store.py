@@ -27,6 +27,8 @@ _V1_OPTIONS = (
     "prerelease",
     "read_prefixes",
     "prerelease_rearm_ms",
+    "prerelease_scope",  # flat in the version-1 records of the issue-15 branch
+    "resp_ports",
     "semiactive",
     "backend",
 )

@@ -29,13 +29,22 @@ from colopp.qemu.argv import ComparatorKind
 class ClientWorkload:
     """Long-lived keep-alive client connections doing PUT/GET/POST from the client netns."""
 
-    def __init__(self, plan: LabPlan, connections: int = 3, read_only: int | None = None) -> None:
+    def __init__(
+        self,
+        plan: LabPlan,
+        connections: int = 3,
+        read_only: int | None = None,
+        *,
+        ipv6: bool = False,
+    ) -> None:
+        """``ipv6``: talk to the guest's IPv6 service address instead of its IPv4 one."""
+        target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
         argv = [
             sys.executable,
             "-m",
             "colopp.demo.workload",
             "--target",
-            f"{plan.guest_address.ip}:80",
+            target,
             "--connections",
             str(connections),
             *(["--read-only", str(read_only)] if read_only is not None else []),

@@ -198,7 +198,9 @@ def _emit(obj: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the workload until ``stop``/EOF on stdin or ``--duration`` seconds."""
     parser = argparse.ArgumentParser(prog="colopp-workload")
-    parser.add_argument("--target", default="198.18.0.100:80")
+    parser.add_argument(
+        "--target", default="198.18.0.100:80", help="HOST:PORT ([ADDR]:PORT for IPv6)"
+    )
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--duration", type=float, default=3600.0)
     parser.add_argument("--timeout", type=float, default=15.0)
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     host, _, port_text = args.target.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # an IPv6 address in brackets
     port = int(port_text)
     stop, tally = threading.Event(), Tally()
     marks: list[float] = []

@@ -20,6 +20,9 @@ Step = Callable[[str], AbstractContextManager[None]]
 
 BUSYBOX = Path("/bin/busybox")  # from busybox-static
 IPERF3 = Path("/usr/bin/iperf3")
+#: Debian ships the Redis server binary in redis-tools as redis-check-rdb; run under the
+#: name redis-server it serves (the redis-server package only adds a symlink and a unit).
+REDIS_SERVER = Path("/usr/bin/redis-check-rdb")
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,10 @@ def collect_modules(modules_dir: Path) -> list[tuple[str, bytes]]:
     return [(name, read(name)) for name in order]
 
 
-def iperf3_libraries() -> dict[str, bytes]:
-    """iperf3's shared libraries (and the loader) at the paths ldd names."""
+def iperf3_libraries(binary: Path = IPERF3) -> dict[str, bytes]:
+    """iperf3's (or ``binary``'s) shared libraries and the loader at the paths ldd names."""
     libraries: dict[str, bytes] = {}
-    for path in packages.parse_ldd(packages.run(packages.ldd_argv(IPERF3))):
+    for path in packages.parse_ldd(packages.run(packages.ldd_argv(binary))):
         try:
             libraries[str(path).lstrip("/")] = path.resolve().read_bytes()
         except OSError as exc:
@@ -136,6 +139,8 @@ def build_into(
     with step("Compiling kvd (gcc -static)"):
         kvd = work / "kvd"
         packages.run(tools.gcc_static_argv(sources_dir / "kvd.c", kvd))
+        quickack = work / "quickack"
+        packages.run(tools.gcc_static_argv(sources_dir / "quickack.c", quickack))
     with step("Assembling the initramfs"):
         tree = initramfs.guest_initramfs(
             init=(sources_dir / "init").read_bytes(),
@@ -143,7 +148,9 @@ def build_into(
             busybox_applets=packages.run([str(BUSYBOX), "--list-full"]).splitlines(),
             kvd=kvd.read_bytes(),
             iperf3=IPERF3.read_bytes(),
-            libraries=iperf3_libraries(),
+            libraries={**iperf3_libraries(), **iperf3_libraries(REDIS_SERVER)},
+            redis_server=REDIS_SERVER.read_bytes(),
+            quickack=quickack.read_bytes(),
             modules=collect_modules(modules_dir),
             kernel_release=kernel.release,
         )
@@ -152,6 +159,7 @@ def build_into(
         disk, disk_format = make_data_disk(work, qemu_img)
     shutil.rmtree(unpacked)
     kvd.unlink()
+    quickack.unlink()
     return BuiltFiles(
         "vmlinuz", "initrd.img", disk, disk_format, tools.DATA_DISK_BYTES, kernel.release
     )

@@ -33,7 +33,7 @@ BUILDER_VERSION = "1"
 DEFAULT_CACHE_DIR = Path("/var/cache/colopp/images")
 GUEST_SOURCES_DIR = Path(__file__).parent / "guest"
 #: Files of ours that go into the image (their hashes are cache-key inputs).
-GUEST_SOURCES: tuple[str, ...] = ("init", "kvd.c")
+GUEST_SOURCES: tuple[str, ...] = ("init", "kvd.c", "quickack.c")
 MANIFEST = "manifest.json"
 
 DiskFormat = Literal["qcow2", "raw"]

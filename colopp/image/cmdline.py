@@ -2,7 +2,8 @@
 
 The guest takes its address from the command line, so the same image serves
 any VM: ``colopp.ip=ADDR/PREFIX`` configures eth0, ``colopp.gw=ADDR`` adds a
-default route.  Its /init prints :data:`READY_MARKER` on ttyS0 once the
+default route, ``colopp.ip6=ADDR/PREFIX`` adds an IPv6 address (without it the guest's
+IPv6 stays off).  Its /init prints :data:`READY_MARKER` on ttyS0 once the
 services answer, or a line starting with :data:`FAILED_MARKER`.
 """
 
@@ -19,12 +20,19 @@ FAILED_MARKER = "COLOPP-GUEST-FAILED"
 _BASE_ARGS = ("console=ttyS0", "quiet", "panic=-1")
 
 
-def kernel_cmdline(ip_cidr: str, gateway: str | None = None, *, shell: bool = False) -> str:
+def kernel_cmdline(
+    ip_cidr: str,
+    gateway: str | None = None,
+    *,
+    shell: bool = False,
+    ip6_cidr: str | None = None,
+) -> str:
     """The ``-append`` string for a guest at ``ip_cidr`` (e.g. ``198.18.0.100/24``).
 
-    ``shell`` keeps a root shell on the serial console (debugging only).
+    ``shell`` keeps a root shell on the serial console (debugging only); ``ip6_cidr``
+    (e.g. ``fd63:6f6c:6f70::100/64``) gives eth0 an IPv6 address too.
     Raises :class:`ConfigError` for an address that is not IPv4 with a prefix,
-    or a gateway outside the guest's subnet.
+    an ``ip6_cidr`` that is not IPv6 with a prefix, or a gateway outside the guest's subnet.
     """
     try:
         iface = ipaddress.IPv4Interface(ip_cidr)
@@ -41,6 +49,14 @@ def kernel_cmdline(ip_cidr: str, gateway: str | None = None, *, shell: bool = Fa
         if gw not in iface.network:
             raise ConfigError(f"gateway {gw} is outside the guest's network {iface.network}")
         args.append(f"colopp.gw={gw}")
+    if ip6_cidr is not None:
+        try:
+            iface6 = ipaddress.IPv6Interface(ip6_cidr)
+        except ValueError as exc:
+            raise ConfigError(f"guest address {ip6_cidr!r} is not IPv6 ADDR/PREFIX") from exc
+        if "/" not in ip6_cidr:
+            raise ConfigError(f"guest address {ip6_cidr!r} needs a prefix length, e.g. /64")
+        args.append(f"colopp.ip6={iface6.with_prefixlen}")
     if shell:
         args.append("colopp.shell=1")
     return " ".join(args)

@@ -122,6 +122,8 @@ def guest_initramfs(
     libraries: dict[str, bytes],
     modules: list[tuple[str, bytes]],
     kernel_release: str,
+    redis_server: bytes | None = None,
+    quickack: bytes | None = None,
 ) -> InitramfsTree:
     """Lay out the guest's initramfs (pure).
 
@@ -144,6 +146,10 @@ def guest_initramfs(
             tree.add_symlink(applet, "/bin/busybox")
     tree.add_file("bin/kvd", kvd, perm=0o755)
     tree.add_file("usr/bin/iperf3", iperf3, perm=0o755)
+    if quickack is not None:
+        tree.add_file("bin/quickack", quickack, perm=0o755)
+    if redis_server is not None:
+        tree.add_file("usr/bin/redis-server", redis_server, perm=0o755)
     for path, data in libraries.items():
         tree.add_file(path, data, perm=0o755)
     module_dir = f"lib/modules/{kernel_release}"

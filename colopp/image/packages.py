@@ -22,6 +22,7 @@ KERNEL_META_PACKAGE = "linux-image-cloud-amd64"
 HOST_PACKAGES: tuple[str, ...] = (
     "busybox-static",
     "iperf3",
+    "redis-tools",
     "cpio",
     "e2fsprogs",
     "gcc",
@@ -29,10 +30,15 @@ HOST_PACKAGES: tuple[str, ...] = (
 )
 
 #: Packages whose versions decide the image contents (the cache key).
-#: iperf3's shared libraries come from libiperf0, libssl3, libsctp1 and libc6.
+#: iperf3's shared libraries come from libiperf0, libssl3, libsctp1 and libc6; redis-server
+#: (redis-tools' binary, run under that name) adds libjemalloc2, liblzf1 and libsystemd0.
 IMAGE_INPUT_PACKAGES: tuple[str, ...] = (
     "busybox-static",
     "iperf3",
+    "redis-tools",
+    "libjemalloc2",
+    "liblzf1",
+    "libsystemd0",
     "libiperf0",
     "libssl3",
     "libsctp1",

@@ -37,12 +37,27 @@ from colopp.lab.plan import (
 
 log = logging.getLogger(__name__)
 
-# IPv6 off in every lab namespace: no DAD, router solicitations or MLD reports to wait for
-# or to show up in captures. ``default`` covers links created later (taps, veth ends).
+# IPv6 off in every lab namespace but on the service interfaces (``_service_ipv6``): no DAD,
+# router solicitations or MLD reports to wait for or to show up in captures elsewhere.
+# ``default`` covers links created later (taps, veth ends).
 _QUIET_IPV6 = {
     "net/ipv6/conf/all/disable_ipv6": "1",
     "net/ipv6/conf/default/disable_ipv6": "1",
 }
+
+
+def _service_ipv6(ifname: str) -> dict[str, str]:
+    """IPv6 on for one interface, as quiet as it can be: no DAD, no router solicitations,
+    no autoconfiguration from router advertisements (``disable_ipv6`` last)."""
+    conf = f"net/ipv6/conf/{ifname}"
+    return {
+        f"{conf}/accept_dad": "0",
+        f"{conf}/dad_transmits": "0",
+        f"{conf}/router_solicitations": "0",
+        f"{conf}/accept_ra": "0",
+        f"{conf}/autoconf": "0",
+        f"{conf}/disable_ipv6": "0",
+    }
 
 
 def _quiet_ipv6(namespace: str | None, keys: dict[str, str]) -> None:
@@ -273,6 +288,10 @@ class Lab:
                 node.set_up(cable.node_bridge)
             node.set_up(cable.node_ifname)
             node.add_address(cable.address_ifname, cable.address)
+        if cable.address6 is not None and Path("/proc/sys/net/ipv6").is_dir():
+            write_sysctls(cable.netns, _service_ipv6(cable.address_ifname))
+            with Rtnl(cable.netns) as node:
+                node.add_address(cable.address_ifname, cable.address6)
 
     def _add_tap(self, tap: TapPlan) -> None:
         with Rtnl(tap.netns) as host:

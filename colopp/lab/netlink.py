@@ -14,7 +14,7 @@ import errno
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -96,6 +96,10 @@ def write_sysctls(namespace: str | None, values: Mapping[str, str]) -> None:
 def _write_proc_sys(values: Mapping[str, str]) -> None:
     for key, value in values.items():
         Path("/proc/sys", key).write_text(value + "\n")
+
+
+#: ``ifa_flags`` bit: no duplicate address detection for this address (linux/if_addr.h).
+IFA_F_NODAD = 0x02
 
 
 class Rtnl:
@@ -184,9 +188,13 @@ class Rtnl:
     # -- changes ---------------------------------------------------------------------------
 
     def add_bridge(self, ifname: str) -> None:
-        """Create bridge ``ifname`` (STP off, the kernel default: ports forward at once)."""
+        """Create bridge ``ifname`` (STP off, the kernel default: ports forward at once).
+
+        Multicast snooping is off: IPv6 neighbour solicitations go to every port, so a
+        guest that moved to the other host (a failover) is found without waiting for the
+        bridge to learn its MLD report."""
         with lab_operation(f"create bridge {ifname} in {self._where}"):
-            self._ipr.link("add", ifname=ifname, kind="bridge")
+            self._ipr.link("add", ifname=ifname, kind="bridge", br_mcast_snooping=0)
 
     def add_veth(self, ifname: str, peer: str, peer_namespace: str) -> None:
         """Create veth ``ifname`` here with its ``peer`` end directly in ``peer_namespace``."""
@@ -252,10 +260,16 @@ class Rtnl:
             (msg,) = self._ipr.link("get", index=index)
             return str(msg.get("address"))
 
-    def add_address(self, ifname: str, address: IPv4Interface) -> None:
-        """Add ``address`` (with its prefix length) to ``ifname``."""
+    def add_address(self, ifname: str, address: IPv4Interface | IPv6Interface) -> None:
+        """Add ``address`` (with its prefix length) to ``ifname``; an IPv6 address without
+        duplicate address detection (usable at once: the lab plans unique addresses)."""
         index = self._require(ifname)
+        extra = {"flags": IFA_F_NODAD} if address.version == 6 else {}
         with lab_operation(f"add {address} to {ifname} in {self._where}"):
             self._ipr.addr(
-                "add", index=index, address=str(address.ip), prefixlen=address.network.prefixlen
+                "add",
+                index=index,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                **extra,
             )

@@ -16,6 +16,11 @@ Topology (``P`` is the prefix, ``colopp`` by default)::
     root        P-mgmt             198.18.2.1/24   P-sw: mgmt (port mgmt-root)
     (guest)     behind tap-pvm / tap-svm: 198.18.0.100/24 on both sides
 
+The service network also carries IPv6: a unique-local prefix (:data:`SERVICE_V6`,
+fd63:6f6c:6f70::/64) with the same host numbers (client ``::20``, hosts ``::10``/``::11``, the
+guest ``::100``). Only the service interfaces have IPv6 enabled (no DAD, no router
+solicitations); everything else in the lab keeps IPv6 off.
+
 Every cable is a veth pair whose switch end sits in ``P-sw`` and is enslaved to the network's
 bridge; cutting a cable means setting that switch end down (the host end then loses carrier,
 as with a pulled cable, and keeps its addresses, so restoring needs no reconfiguration).
@@ -27,7 +32,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 
 from colopp.errors import ConfigError
 
@@ -75,6 +80,9 @@ SUBNETS: dict[Network, IPv4Network] = {
     Network.MANAGEMENT: IPv4Network("198.18.2.0/24"),
 }
 
+#: The service network's IPv6 prefix: unique-local (RFC 4193), never routed outside the lab.
+SERVICE_V6 = IPv6Network("fd63:6f6c:6f70::/64")
+
 #: Last octet of each node's address on each network it is cabled to.
 _HOST_NUMBERS: dict[tuple[Node, Network], int] = {
     (Node.CLIENT, Network.SERVICE): 20,
@@ -110,6 +118,8 @@ class Cable:
     node_ifname: str
     node_bridge: str | None
     address: IPv4Interface
+    #: The IPv6 address on the same interface (service cables only).
+    address6: IPv6Interface | None = None
 
     @property
     def address_ifname(self) -> str:
@@ -138,6 +148,7 @@ class LabPlan:
     cables: tuple[Cable, ...]
     taps: tuple[TapPlan, ...]
     guest_address: IPv4Interface
+    guest_address6: IPv6Interface
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -171,6 +182,13 @@ class LabPlan:
         """The address of ``node`` on ``network`` (no prefix length)."""
         return self.cable(node, network).address.ip
 
+    def address6(self, node: Node) -> IPv6Interface:
+        """The IPv6 address of ``node`` on the service network (with its prefix length)."""
+        address = self.cable(node, Network.SERVICE).address6
+        if address is None:
+            raise ConfigError(f"{node} has no IPv6 service address")
+        return address
+
     def tap(self, node: Node) -> TapPlan:
         """The guest tap planned on host ``node``."""
         for tap in self.taps:
@@ -195,12 +213,18 @@ def _address(node: Node, network: Network) -> IPv4Interface:
     return ipaddress.IPv4Interface(f"{ip}/{subnet.prefixlen}")
 
 
+def _address6(host_number: int) -> IPv6Interface:
+    # The IPv4 host number written in hex digits (::20, ::10, ::100): easy to read side by side.
+    ip = SERVICE_V6.network_address + int(str(host_number), 16)
+    return IPv6Interface(f"{ip}/{SERVICE_V6.prefixlen}")
+
+
 def plan_lab(prefix: str = DEFAULT_PREFIX) -> LabPlan:
     """Plan the lab for ``prefix``; raises :class:`ConfigError` for a bad prefix."""
     check_prefix(prefix)
     node_netns = {node: f"{prefix}-{node}" for node in (Node.CLIENT, Node.HOST_A, Node.HOST_B)}
     cables = []
-    for node, network in _HOST_NUMBERS:
+    for (node, network), number in _HOST_NUMBERS.items():
         on_host = node in _TAP_NAMES
         cables.append(
             Cable(
@@ -211,6 +235,7 @@ def plan_lab(prefix: str = DEFAULT_PREFIX) -> LabPlan:
                 node_ifname=f"{prefix}-mgmt" if node is Node.CONTROLLER else f"{network}0",
                 node_bridge=HOST_BRIDGE if on_host and network is Network.SERVICE else None,
                 address=_address(node, network),
+                address6=(_address6(number) if network is Network.SERVICE else None),
             )
         )
     taps = tuple(
@@ -226,6 +251,7 @@ def plan_lab(prefix: str = DEFAULT_PREFIX) -> LabPlan:
         cables=tuple(cables),
         taps=taps,
         guest_address=IPv4Interface(f"{guest_ip}/{SUBNETS[Network.SERVICE].prefixlen}"),
+        guest_address6=_address6(GUEST_HOST_NUMBER),
     )
 
 

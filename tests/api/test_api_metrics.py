@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import httpx
-from conftest import READ, ApiServer
 from populated import Manager, scrape, setup, value
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,6 +17,7 @@ from colopp.errors import AgentError
 from colopp_api.db.store import Store
 from colopp_api.live.runner import ProtectionRunner
 from colopp_api.live.sampler import SamplerMemory, Tally, digest
+from tests.api.conftest import READ, ApiServer
 
 __all__ = ["setup"]  # the fixture
 
@@ -137,3 +137,18 @@ def test_served_metrics_have_build_info(api: ApiServer) -> None:
     names = {f.name for f in text_string_to_metric_families(text)}
     assert {"colopp_build_info", "colopp_protections", "colopp_switchovers"} <= names
     assert 'colopp_build_info{python="' in text and f'version="{colopp.__version__}"' in text
+
+
+def test_pass_through_packets_by_ethertype(
+    setup: tuple[Manager, Store, ProtectionRunner],
+) -> None:
+    manager, store, runner = setup
+    runner.tally.comparator = {
+        "passthrough_by_ethertype": {"0x0806": 3, "0x8100": 1},
+        "passthrough_ipv6_control": 2,
+    }
+    series = scrape(manager, store)
+    total = "colopp_passthrough_packets_total"
+    assert value(series, total, protection="p1", ethertype="0x0806") == 3
+    assert value(series, total, protection="p1", ethertype="ipv6-control") == 2
+    assert not any(dict(labels).get("ethertype") == "0x86dd" for _, labels in series)

@@ -96,3 +96,19 @@ def test_digest_builtin_comparator_and_new_primary() -> None:
     # A host seen for the first time (after a failover) sets the baseline: no burst.
     _, events = digest(memory, tally, {"b": _status(9, [1], None)}, ("b", None), 3.0, {})
     assert events == []
+
+
+def test_digest_reports_pass_through_by_ethertype() -> None:
+    status = _status(1, [40], {})
+    counters = {
+        "passthrough_frames": 5,
+        "passthrough_ipv6_control": 2,
+        "passthrough_by_ethertype": {"0x0806": 3, "bogus": "x"},
+    }
+    status["comparator"] = {"counters": counters}
+    tally = Tally()
+    sample, _ = digest(SamplerMemory(), tally, {"a": status}, ("a", "b"), 1.0, {})
+    assert sample["comparator"]["passthrough"] == 5
+    assert sample["comparator"]["passthrough_ipv6_control"] == 2
+    assert sample["comparator"]["passthrough_by_ethertype"] == {"0x0806": 3}
+    assert tally.comparator["passthrough_by_ethertype"] == {"0x0806": 3}

@@ -85,7 +85,12 @@ class SyntheticPair:
             "last_checkpoint_at": self.last_checkpoint_at,
             "pids": dict(self.pids),
             "cpu_seconds": {h: round(c, 2) for h, c in self.cpu.items()},
-            "comparator": dict(self.comparator, divergences=sum(self.divergences.values())),
+            "comparator": dict(
+                self.comparator,
+                divergences=sum(self.divergences.values()),
+                passthrough_by_ethertype={"0x0806": 4},
+                passthrough_ipv6_control=2,
+            ),
             "divergences": dict(self.divergences),
             "checkpoint_reasons": reasons,
             "hold_time": {

@@ -125,6 +125,9 @@ def test_dashboard_renders_and_follows_live(
     }
     wait.until(lambda d: text_of(d, "#tile-state .value") == "protected")
     assert text_of(browser, "#tile-primary .value") == "hostb"
+    # Uncompared frames by EtherType: ARP's and IPv6 link control, never IPv6 itself.
+    wait.until(lambda d: text_of(d, "#tile-passthrough .value") == "4")
+    assert text_of(browser, "#tile-passthrough .tile-sub") == "0x0806: 4 · IPv6 ND/MLD: 2"
     figures = wait.until(lambda d: (f := panel_figures(d))["samples"] >= 590 and f)
     assert figures["checkpoints"] == _api_checkpoints(api, seeded.busy, figures["last_t"])
     assert figures["positive"] > 0 and set(figures["labels"]) >= {"periodic", "payload"}

@@ -260,7 +260,8 @@
     if (!p) {
       stateTile.dataset.state = "unknown";
       stateTile.querySelector(".glyph").textContent = "";
-      for (const id of ["tile-state", "tile-primary", "tile-checkpoint", "tile-prerelease", "tile-failovers"]) {
+      for (const id of ["tile-state", "tile-primary", "tile-checkpoint", "tile-prerelease",
+        "tile-passthrough", "tile-failovers"]) {
         setTile(id, "–", "");
       }
       return;
@@ -288,10 +289,31 @@
       const ratio = (100 * (c.prereleased || 0)) / c.released;
       setTile("tile-prerelease", `${ratio.toFixed(1)} %`, `${c.prereleased || 0} of ${c.released} frames`);
     }
+    renderPassthroughTile(opts, c);
     const last = ColoppSeries.markers(S.events).pop();
     setTile("tile-failovers", String(S.failovers),
       `${S.switchovers} switchover${S.switchovers === 1 ? "" : "s"}` +
       (last ? ` · last ${last.kind} ${fmtTime(last.t)}` : ""));
+  }
+
+  // Frames the comparator could not compare and released as they came, by EtherType:
+  // nothing passes uncompared silently.
+  function renderPassthroughTile(opts, c) {
+    if (opts.comparator === "builtin") {
+      setTile("tile-passthrough", "n/a", "QEMU's colo-compare passes everything but IPv4 uncompared");
+      return;
+    }
+    const byType = c.passthrough_by_ethertype;
+    if (!byType) {
+      setTile("tile-passthrough", "–", "no comparator counters yet");
+      return;
+    }
+    const parts = Object.keys(byType).sort().map((t) => `${t}: ${byType[t]}`);
+    const control = c.passthrough_ipv6_control || 0;
+    if (control) parts.push(`IPv6 ND/MLD: ${control}`);
+    const total = Object.values(byType).reduce((a, b) => a + b, 0);
+    setTile("tile-passthrough", String(total),
+      parts.length ? parts.join(" · ") : "every frame compared");
   }
 
   function renderCheckpointTile() {

@@ -52,6 +52,8 @@ def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:
         prerelease=spec.prerelease_rules(),
         read_prefixes=tuple(spec.read_prefixes),
         prerelease_rearm_ms=spec.prerelease_rearm_ms,
+        prerelease_scope=spec.prerelease_scope,
+        resp_ports=tuple(spec.resp_ports),
         semiactive=spec.semiactive,
         backend=Backend(spec.backend),
     )

@@ -29,6 +29,8 @@ COMPARATOR_KEYS = {
     "primary_frames_in": "primary_frames_in",
     "secondary_frames_in": "secondary_frames_in",
     "retransmitted_frames": "retransmitted_frames",
+    "passthrough_frames": "passthrough",
+    "passthrough_ipv6_control": "passthrough_ipv6_control",
 }
 
 Event = tuple[float, str, dict[str, Any]]
@@ -53,7 +55,9 @@ class Tally:
     pause_sum: float = 0.0
     failovers: int = 0
     switchovers: int = 0
-    comparator: dict[str, int] = field(default_factory=dict)
+    # The comparator's counters under the API's names; ``passthrough_by_ethertype`` is a
+    # dict (EtherType -> primary frames released uncompared), every other value an int.
+    comparator: dict[str, Any] = field(default_factory=dict)
     # Whether colopp's comparator on the primary runs (None: QEMU's colo-compare, or unknown).
     comparator_alive: bool | None = None
     agents: dict[str, AgentLiveness] = field(default_factory=dict)
@@ -119,6 +123,14 @@ def _divergence_deltas(memory: SamplerMemory, now: dict[str, int]) -> dict[str, 
     return {r: n - previous.get(r, 0) for r, n in now.items() if n > previous.get(r, 0)}
 
 
+def passthrough_by_ethertype(counters: dict[str, Any]) -> dict[str, int]:
+    """Primary frames the comparator released uncompared, by EtherType (``"0x0806"``...)."""
+    raw = counters.get("passthrough_by_ethertype")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int)}
+
+
 def digest(
     memory: SamplerMemory,
     tally: Tally,
@@ -160,9 +172,12 @@ def digest(
     if new > len(pauses):
         by_reason[default] += new - len(pauses)
     tally.divergences.update(deltas)
-    comparator = {api: int(counters.get(key) or 0) for key, api in COMPARATOR_KEYS.items()}
+    comparator: dict[str, Any] = {
+        api: int(counters.get(key) or 0) for key, api in COMPARATOR_KEYS.items()
+    }
     if counters:
         comparator["divergences"] = sum(divergences.values())
+        comparator["passthrough_by_ethertype"] = passthrough_by_ethertype(counters)
         tally.comparator = comparator
     tally.cpu_seconds = dict(cpu)
     for host, reply in statuses.items():

@@ -662,19 +662,33 @@ static void accept_clients(void)
     }
 }
 
+/* Dual-stack: one IPv6 socket that also takes IPv4 clients (as ::ffff:a.b.c.d); plain
+ * IPv4 when the kernel has no IPv6. */
 static void open_listener(int port)
 {
-    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (listen_fd < 0)
-        die("socket");
-    int one = 1;
-    setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr = {0};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)port);
-    addr.sin_addr.s_addr = htonl(INADDR_ANY);
-    if (bind(listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0)
-        die("bind");
+    int one = 1, zero = 0;
+    listen_fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (listen_fd >= 0) {
+        setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(listen_fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        struct sockaddr_in6 addr6 = {0};
+        addr6.sin6_family = AF_INET6;
+        addr6.sin6_port = htons((uint16_t)port);
+        addr6.sin6_addr = in6addr_any;
+        if (bind(listen_fd, (struct sockaddr *)&addr6, sizeof addr6) < 0)
+            die("bind");
+    } else {
+        listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (listen_fd < 0)
+            die("socket");
+        setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        struct sockaddr_in addr = {0};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons((uint16_t)port);
+        addr.sin_addr.s_addr = htonl(INADDR_ANY);
+        if (bind(listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0)
+            die("bind");
+    }
     if (listen(listen_fd, 256) < 0)
         die("listen");
 }

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
@@ -41,13 +41,13 @@ except ConnectionRefusedError:
 """
 
 
-def probe_argv(address: IPv4Address, wait_s: int) -> list[str]:
+def probe_argv(address: IPv4Address | IPv6Address, wait_s: int) -> list[str]:
     if shutil.which("ping"):
         return ["ping", "-c1", f"-W{wait_s}", "-n", str(address)]
     return [sys.executable, "-c", _TCP_PROBE, str(address), str(wait_s)]
 
 
-def reaches(netns: str | None, address: IPv4Address, wait_s: int = 2) -> bool:
+def reaches(netns: str | None, address: IPv4Address | IPv6Address, wait_s: int = 2) -> bool:
     argv = probe_argv(address, wait_s)
     if netns is not None:
         argv = netns_argv(netns, argv)
@@ -56,7 +56,9 @@ def reaches(netns: str | None, address: IPv4Address, wait_s: int = 2) -> bool:
     )
 
 
-def wait_reachable(netns: str | None, address: IPv4Address, expected: bool = True) -> None:
+def wait_reachable(
+    netns: str | None, address: IPv4Address | IPv6Address, expected: bool = True
+) -> None:
     """Poll until ``address`` is (or is no longer) reachable from ``netns``, or fail."""
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
@@ -89,6 +91,17 @@ def test_client_reaches_both_hosts_on_the_service_network(plan: LabPlan) -> None
     client = plan.netns(Node.CLIENT)
     wait_reachable(client, plan.address(Node.HOST_A, Network.SERVICE))
     wait_reachable(client, plan.address(Node.HOST_B, Network.SERVICE))
+
+
+def test_service_network_carries_ipv6_and_only_it(plan: LabPlan) -> None:
+    client = plan.netns(Node.CLIENT)
+    wait_reachable(client, plan.address6(Node.HOST_A).ip)
+    wait_reachable(client, plan.address6(Node.HOST_B).ip)
+    host_a = plan.netns(Node.HOST_A)
+    for ifname, enabled in (("br0", "0"), ("repl0", "1"), ("mgmt0", "1"), ("tap-pvm", "1")):
+        argv = netns_argv(host_a, ["cat", f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"])
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        assert out.strip() == enabled, ifname
 
 
 def test_root_reaches_the_hosts_on_the_management_network(plan: LabPlan) -> None:

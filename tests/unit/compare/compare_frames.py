@@ -92,10 +92,6 @@ def arp_frame() -> bytes:
     return ethernet(body + _ip(CLIENT), ethertype=0x0806)
 
 
-def ipv6_frame() -> bytes:
-    return ethernet(bytes(40), ethertype=0x86DD)
-
-
 def segments(
     data: bytes,
     sizes: list[int],

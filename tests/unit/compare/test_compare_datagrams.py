@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from compare_actions import checkpoints, released
-from compare_frames import arp_frame, icmp_frame, ipv6_frame, tcp_frame, udp_frame
+from compare_frames import arp_frame, icmp_frame, tcp_frame, udp_frame
+from compare_frames6 import neighbour_advert
 
 from colopp.compare import Comparator, Release
 
@@ -38,13 +39,16 @@ def test_icmp_echo_reply() -> None:
     ]
 
 
-def test_non_ipv4_passes_through_from_primary_and_is_dropped_from_secondary() -> None:
+def test_arp_and_neighbour_discovery_pass_through_from_primary_dropped_from_secondary() -> None:
     c = Comparator()
-    for frame in (arp_frame(), ipv6_frame()):
+    for frame in (arp_frame(), neighbour_advert()):
         assert released(c.feed_primary(frame, 0.0)) == [frame]
         assert c.feed_secondary(frame, 0.0) == []
     assert c.counters.passthrough_frames == 2
     assert c.counters.secondary_dropped == 2
+    snap = c.snapshot()
+    assert snap["passthrough_by_ethertype"] == {"0x0806": 1}
+    assert snap["passthrough_ipv6_control"] == 1
 
 
 def test_vnet_header_is_preserved() -> None:

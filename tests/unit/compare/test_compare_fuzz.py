@@ -1,13 +1,28 @@
-"""A million malformed or truncated frames: never raise, always counted, never released
-unless compared (or non-IPv4 passthrough)."""
+"""A million malformed or truncated frames, IPv4 then IPv6: never raise, always counted, never
+released unless compared (or passed through: other EtherTypes, IPv6 neighbour discovery)."""
 
 from __future__ import annotations
 
 import random
+import struct
+from collections.abc import Callable
 
 from compare_frames import arp_frame, icmp_frame, segments, tcp_frame, udp_frame
+from compare_frames6 import (
+    DEST_OPTIONS,
+    HOP_BY_HOP,
+    ROUTING,
+    echo6_frame,
+    fragment6,
+    mld_report,
+    neighbour_advert,
+    tcp6_frame,
+    to_ipv6,
+    udp6_frame,
+)
 
 from colopp.compare import Comparator, Drop, PreRelease, Release
+from colopp.compare.counters import Counters
 from colopp.compare.packet import is_passthrough, parse_frame
 
 N_FRAMES = 1_000_000
@@ -36,9 +51,49 @@ def mutate(rng: random.Random, frame: bytes) -> bytes:
     return frame[: rng.randrange(14, 60)] + rng.randbytes(rng.randrange(40))
 
 
+def base_frames6() -> list[bytes]:
+    chains = [(), (HOP_BY_HOP,), (HOP_BY_HOP, ROUTING, DEST_OPTIONS)]
+    frames = [to_ipv6(f, extensions=chains[i % 3]) for i, f in enumerate(base_frames())]
+    frames += [tcp6_frame(5, 6, "AP", b"x" * 40, extensions=(DEST_OPTIONS,)), udp6_frame(b"u")]
+    return [*frames, echo6_frame(b"e"), fragment6(b"f" * 24), neighbour_advert(), mld_report()]
+
+
+def mutate6(rng: random.Random, frame: bytes) -> bytes:
+    """IPv6-shaped damage: bad payload lengths, truncated or overlong extension headers, a
+    broken next-header chain; else the generic mutations."""
+    choice = rng.randrange(5)
+    buf = bytearray(frame)
+    if choice == 0 and len(buf) >= 20:  # payload length: 0, too long, too short, random
+        length = int.from_bytes(buf[18:20], "big")
+        wrong = rng.choice([0, length + 1, length + rng.randrange(1, 2000), max(0, length - 9)])
+        buf[18:20] = struct.pack("!H", wrong & 0xFFFF)
+        return bytes(buf)
+    if choice == 1 and len(buf) > 56:  # an extension header's length or next header byte
+        at = 54 + rng.randrange(min(len(buf) - 54, 24))
+        buf[at] = rng.choice([0, 43, 44, 50, 51, 59, 60, rng.randrange(256)])
+        return bytes(buf)
+    if choice == 2 and len(buf) > 54:  # truncate inside the extension headers
+        cut = 54 + rng.randrange(min(len(buf) - 54, 24))
+        buf = buf[:cut]
+        buf[18:20] = struct.pack("!H", cut - 54 + rng.randrange(3))
+        return bytes(buf)
+    return mutate(rng, frame)
+
+
 def test_million_malformed_frames() -> None:
-    rng = random.Random(20261122)
-    bases = base_frames()
+    run_fuzz(base_frames(), mutate, 20261122)
+
+
+def test_million_malformed_ipv6_frames() -> None:
+    counters = run_fuzz(base_frames6(), mutate6, 20261203)
+    assert "0x86dd" not in counters.passthrough_by_ethertype
+    assert any(r.startswith("primary_ipv6_") for r in counters.malformed)
+
+
+def run_fuzz(
+    bases: list[bytes], mutate: Callable[[random.Random, bytes], bytes], seed: int
+) -> Counters:
+    rng = random.Random(seed)
     pool = [mutate(rng, rng.choice(bases)) for _ in range(4096)]
     c = Comparator()
     sent_primary: set[bytes] = set()
@@ -73,3 +128,4 @@ def test_million_malformed_frames() -> None:
     accounted = sum(v for r, v in k.malformed.items() if r.startswith("primary_"))
     accounted += k.passthrough_frames + k.matched_frames + k.held_frames
     assert accounted == k.primary_frames_in
+    return k

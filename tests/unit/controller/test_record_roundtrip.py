@@ -54,6 +54,8 @@ def _config(backend: Backend) -> PairConfig:
             prerelease="http_read,tcp_ack",
             read_prefixes=("/static", "/img"),
             prerelease_rearm_ms=250,
+            prerelease_scope="key",
+            resp_ports=(6379,),
             semiactive=True,
             backend=backend,
         ),

@@ -43,8 +43,9 @@ def test_cache_key_changes_with_every_input(changes):
 def test_source_hashes_cover_our_guest_sources(tmp_path):
     (tmp_path / "init").write_text("a")
     (tmp_path / "kvd.c").write_text("b")
+    (tmp_path / "quickack.c").write_text("q")
     hashes = builder.source_hashes(tmp_path)
-    assert set(hashes) == {"init", "kvd.c"}
+    assert set(hashes) == {"init", "kvd.c", "quickack.c"}
     (tmp_path / "kvd.c").write_text("c")
     assert builder.source_hashes(tmp_path)["kvd.c"] != hashes["kvd.c"]
 

@@ -41,3 +41,20 @@ def test_cmdline_rejects_bad_gateway():
 def test_ready_marker_matches_init_script():
     init = (GUEST_SOURCES_DIR / "init").read_text()
     assert f'echo "{READY_MARKER}" > /dev/console' in init
+
+
+def test_cmdline_with_ipv6():
+    line = kernel_cmdline("198.18.0.100/24", ip6_cidr="fd63:6f6c:6f70::100/64")
+    assert "colopp.ip=198.18.0.100/24 colopp.ip6=fd63:6f6c:6f70::100/64" in line
+    assert "colopp.ip6" not in kernel_cmdline("198.18.0.100/24")
+
+
+@pytest.mark.parametrize("bad", ["fd63::100", "198.18.0.100/24", "fd63::zz/64", "x/64"])
+def test_cmdline_rejects_bad_ipv6(bad):
+    with pytest.raises(ConfigError):
+        kernel_cmdline("198.18.0.100/24", ip6_cidr=bad)
+
+
+def test_init_script_reads_ip6():
+    init = (GUEST_SOURCES_DIR / "init").read_text()
+    assert "colopp.ip6=*)" in init and 'ip -6 addr add "$ip6_cidr" dev eth0' in init

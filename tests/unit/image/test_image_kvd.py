@@ -213,3 +213,20 @@ def test_expect_100_continue(kvd):
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         s.sendall(b"ok")
         assert s.recv(200).startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 in this Python")
+def test_listens_on_ipv6_and_ipv4(kvd):
+    port, _ = kvd
+    try:
+        conn6 = http.client.HTTPConnection("::1", port, timeout=5)
+        conn6.request("PUT", "/kv/six", body=b"over ipv6")
+    except OSError as exc:  # a host without ::1 (IPv6 disabled): nothing to show here
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    assert conn6.getresponse().status == 200
+    conn4 = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn4.request("GET", "/kv/six")
+    response = conn4.getresponse()
+    assert (response.status, response.read()) == (200, b"over ipv6")
+    conn6.close()
+    conn4.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, IPv6Network
 
 import pytest
 from hypothesis import given
@@ -18,7 +18,7 @@ from colopp.lab import (
     ns_path,
     plan_lab,
 )
-from colopp.lab.plan import IFNAME_MAX, PREFIX_MAX
+from colopp.lab.plan import IFNAME_MAX, PREFIX_MAX, SERVICE_V6
 
 valid_prefixes = st.from_regex(rf"\A[a-z][a-z0-9]{{0,{PREFIX_MAX - 1}}}\Z")
 
@@ -141,3 +141,18 @@ def test_netns_argv_and_path() -> None:
         "198.18.0.11",
     ]
     assert ns_path("colopp-hosta") == "/var/run/netns/colopp-hosta"
+
+
+def test_service_network_carries_a_unique_local_ipv6_prefix() -> None:
+    plan = plan_lab()
+    assert SERVICE_V6.subnet_of(IPv6Network("fc00::/7"))  # unique-local: never routed out
+    service = [c for c in plan.cables if c.network is Network.SERVICE]
+    others = [c for c in plan.cables if c.network is not Network.SERVICE]
+    assert all(c.address6 is not None and c.address6.network == SERVICE_V6 for c in service)
+    assert all(c.address6 is None for c in others)
+    addresses = [c.address6 for c in service] + [plan.guest_address6]
+    assert len({a.ip for a in addresses if a is not None}) == len(addresses)
+    assert plan.guest_address6 == IPv6Interface("fd63:6f6c:6f70::100/64")
+    assert plan.address6(Node.CLIENT) == IPv6Interface("fd63:6f6c:6f70::20/64")
+    with pytest.raises(ConfigError):
+        plan.address6(Node.CONTROLLER)

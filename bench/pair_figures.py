@@ -1,0 +1,320 @@
+"""The pure side of ``python -m bench.pair`` (issue 15): samples in, the result's figures and
+targets out. Nothing here runs a process or reads a file.
+
+Result shape: ``closed_loop.<mix>.<config>.{rps, p50_ms, p99_ms,
+secondary_host_cpu_ms_per_req, primary_host_cpu_ms_per_req, prerelease_share}``,
+``open_loop.<mix>.<config>.{offered_rps, p50_ms, p99_ms, p999_ms, prerelease_share}`` (plus
+context figures each), ``targets`` (one entry per target: met or not, and what limits it),
+``meta``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Each mix: (protocol, share of writes).
+MIXES: dict[str, tuple[str, float]] = {
+    "read_mostly": ("http", 0.05),
+    "write_heavy": ("http", 0.5),
+    "redis_read_mostly": ("resp", 0.05),
+}
+
+CONFIGS: tuple[str, ...] = (
+    "unreplicated",
+    "builtin",
+    "colopp",
+    "colopp_prerelease",
+    "colopp_prerelease_semiactive",
+    "colopp_semiactive",
+)
+
+LABELS: dict[str, str] = {
+    "unreplicated": "(a) unreplicated",
+    "builtin": "(b) QEMU COLO, colo-compare",
+    "colopp": "(c) colopp",
+    "colopp_prerelease": "(d) colopp + pre-release",
+    "colopp_prerelease_semiactive": "(e) (d) + semi-active secondary",
+    "colopp_semiactive": "(c) + semi-active secondary",
+}
+
+CLOSED_FIGURES = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "secondary_host_cpu_ms_per_req",
+    "primary_host_cpu_ms_per_req",
+    "prerelease_share",
+)
+OPEN_FIGURES = ("offered_rps", "p50_ms", "p99_ms", "p999_ms", "prerelease_share")
+HOSTS = ("hosta", "hostb")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The pair at one end of a measured window."""
+
+    at: float
+    checkpoints: int
+    counters: dict[str, Any]
+    """The colopp comparator's counters (empty for colo-compare and unreplicated)."""
+    host_process_cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds used so far by the processes of each host's cgroup (agent, QEMU,
+    comparator), by host name."""
+    cpu_busy_s: dict[str, float] = field(default_factory=dict)
+    """Busy seconds of each host's CPUs (everything that ran there, the client too)."""
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """What the client measured over the window."""
+
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float | None
+    errors: int
+    offered_rps: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    """The client's own account of errors (wrk's socket errors and statuses, loadgen's
+    error samples)."""
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any], name: str) -> int:
+    return int(after.get(name, 0) or 0) - int(before.get(name, 0) or 0)
+
+
+def prerelease_share(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Read answers that left early / read answers, over the window (0 without pre-release).
+
+    Early read answers are the frames the read rules granted (kvd and Redis answer a small
+    read in one segment); read answers are the read requests the classifier counted.
+    """
+    b, a = before.get("pre_release") or {}, after.get("pre_release") or {}
+    reads = _delta(b, a, "read_requests")
+    if reads <= 0:
+        return 0.0
+    granted_b, granted_a = b.get("granted") or {}, a.get("granted") or {}
+    early = sum(_delta(granted_b, granted_a, rule) for rule in ("http_read", "resp_read"))
+    return min(1.0, early / reads)
+
+
+def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any]:
+    """Figures every window carries besides its headline ones."""
+    window = after.at - before.at
+    busy = {
+        host: (after.cpu_busy_s[host] - before.cpu_busy_s[host]) / window
+        for host in HOSTS
+        if host in after.cpu_busy_s and host in before.cpu_busy_s and window > 0
+    }
+    checkpoints = after.checkpoints - before.checkpoints
+    return {
+        "requests": run.requests,
+        "errors": run.errors,
+        "client": run.detail,
+        "window_s": window,
+        "checkpoints": checkpoints,
+        "checkpoints_per_min": checkpoints * 60.0 / window if window > 0 else 0.0,
+        "prerelease_mismatches": _delta(before.counters, after.counters, "prerelease_mismatches"),
+        # Answer frames that left only once compared, by why not early (comparator counters).
+        "late_frames": {
+            why: _delta(before.counters, after.counters, f"late_{why}")
+            for why in ("unoffered", "ack_refused", "policy_refused")
+        },
+        "host_cpu_busy": busy,
+        "divergences": {
+            k: v
+            for k, v in (
+                (k, int(n) - int((before.counters.get("divergences") or {}).get(k, 0)))
+                for k, n in (after.counters.get("divergences") or {}).items()
+            )
+            if v
+        },
+    }
+
+
+def host_cpu_ms_per_req(before: Sample, after: Sample, host: str, requests: int) -> float | None:
+    """CPU milliseconds per request of one host's processes over the window."""
+    if requests <= 0 or host not in before.host_process_cpu_s:
+        return None
+    if host not in after.host_process_cpu_s:
+        return None
+    return (after.host_process_cpu_s[host] - before.host_process_cpu_s[host]) * 1000 / requests
+
+
+def closed_figures(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any]:
+    """``closed_loop.<mix>.<config>``."""
+    return {
+        "rps": run.rps,
+        "p50_ms": run.p50_ms,
+        "p99_ms": run.p99_ms,
+        "secondary_host_cpu_ms_per_req": host_cpu_ms_per_req(before, after, "hostb", run.requests),
+        "primary_host_cpu_ms_per_req": host_cpu_ms_per_req(before, after, "hosta", run.requests),
+        "prerelease_share": prerelease_share(before.counters, after.counters),
+        **window_context(before, after, run),
+    }
+
+
+def open_figures(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any]:
+    """``open_loop.<mix>.<config>``."""
+    return {
+        "offered_rps": run.offered_rps,
+        "p50_ms": run.p50_ms,
+        "p99_ms": run.p99_ms,
+        "p999_ms": run.p999_ms,
+        "prerelease_share": prerelease_share(before.counters, after.counters),
+        "achieved_rps": run.rps,
+        "secondary_host_cpu_ms_per_req": host_cpu_ms_per_req(before, after, "hostb", run.requests),
+        "primary_host_cpu_ms_per_req": host_cpu_ms_per_req(before, after, "hosta", run.requests),
+        **window_context(before, after, run),
+    }
+
+
+def open_rate(closed: dict[str, dict[str, Any]]) -> float | None:
+    """Half of the lowest closed-loop rate among the configurations measured on a mix."""
+    rates = [f["rps"] for f in closed.values() if f.get("rps")]
+    return min(rates) / 2 if rates else None
+
+
+# ---- targets -----------------------------------------------------------------------------
+
+
+def _get(result: dict[str, Any], loop: str, mix: str, config: str, fig: str) -> float | None:
+    value = result.get(loop, {}).get(mix, {}).get(config, {}).get(fig)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _ratio_target(
+    result: dict[str, Any],
+    name: str,
+    num: tuple[str, str, str, str],
+    den: tuple[str, str, str, str] | None,
+    bound: float,
+    at_most: bool,
+) -> dict[str, Any]:
+    a = _get(result, *num)
+    b = _get(result, *den) if den is not None else 1.0
+    ratio = a / b if a is not None and b else None
+    met = None if ratio is None else (ratio <= bound if at_most else ratio >= bound)
+    return {
+        "target": name,
+        "value": ratio,
+        "bound": bound,
+        "comparison": "<=" if at_most else ">=",
+        "met": met,
+    }
+
+
+E = "colopp_prerelease_semiactive"
+
+
+def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 15's targets, each met / not met (None: a side was not measured)."""
+    o, c = "open_loop", "closed_loop"
+    rm, wh, rr = "read_mostly", "write_heavy", "redis_read_mostly"
+    t = [
+        _ratio_target(result, "read_mostly open: (e) p50 <= 1.1x (a) p50",
+                      (o, rm, E, "p50_ms"), (o, rm, "unreplicated", "p50_ms"), 1.1, True),
+        _ratio_target(result, "read_mostly open: (e) p50 <= 0.6x colopp_semiactive p50",
+                      (o, rm, E, "p50_ms"), (o, rm, "colopp_semiactive", "p50_ms"), 0.6, True),
+        _ratio_target(result, "read_mostly open: (e) p99 <= 1.5x (a) p99",
+                      (o, rm, E, "p99_ms"), (o, rm, "unreplicated", "p99_ms"), 1.5, True),
+        _ratio_target(result, "read_mostly closed: (e) secondary host CPU/req <= 0.5x (c)",
+                      (c, rm, E, "secondary_host_cpu_ms_per_req"),
+                      (c, rm, "colopp", "secondary_host_cpu_ms_per_req"), 0.5, True),
+        _ratio_target(result, "read_mostly closed: (e) prerelease_share >= 0.9",
+                      (c, rm, E, "prerelease_share"), None, 0.9, False),
+        _ratio_target(result, "read_mostly open: (e) prerelease_share >= 0.9",
+                      (o, rm, E, "prerelease_share"), None, 0.9, False),
+        _ratio_target(result, "redis_read_mostly open: (e) p50 <= 1.1x (a) p50",
+                      (o, rr, E, "p50_ms"), (o, rr, "unreplicated", "p50_ms"), 1.1, True),
+        _ratio_target(result, "redis_read_mostly open: (e) prerelease_share >= 0.9",
+                      (o, rr, E, "prerelease_share"), None, 0.9, False),
+        _ratio_target(result, "read_mostly closed: (e) rps >= (c) rps",
+                      (c, rm, E, "rps"), (c, rm, "colopp", "rps"), 1.0, False),
+        _ratio_target(result, "read_mostly closed: (e) rps >= 1.2x (b) rps",
+                      (c, rm, E, "rps"), (c, rm, "builtin", "rps"), 1.2, False),
+        _ratio_target(result, "write_heavy closed: (e) rps >= (b) rps",
+                      (c, wh, E, "rps"), (c, wh, "builtin", "rps"), 1.0, False),
+        _ratio_target(result, "write_heavy closed: (e) p99 <= (b) p99",
+                      (c, wh, E, "p99_ms"), (c, wh, "builtin", "p99_ms"), 1.0, True),
+    ]  # fmt: skip
+    t.append(_clean_windows(result))
+    return t
+
+
+def _clean_windows(result: dict[str, Any]) -> dict[str, Any]:
+    """0 pre-release mismatches and 0 failed requests in every window."""
+    bad = []
+    for loop in ("closed_loop", "open_loop"):
+        for mix, configs in result.get(loop, {}).items():
+            for config, f in configs.items():
+                if f.get("errors") or f.get("prerelease_mismatches"):
+                    bad.append(f"{loop}.{mix}.{config}")
+    measured = any(result.get(loop) for loop in ("closed_loop", "open_loop"))
+    return {
+        "target": "0 pre-release mismatches and 0 failed requests in every window",
+        "value": len(bad),
+        "bound": 0,
+        "comparison": "<=",
+        "met": (not bad) if measured else None,
+        "windows": bad,
+    }
+
+
+def shape_problems(result: dict[str, Any], quick: bool = False) -> list[str]:
+    """What is missing from a result (every mix and configuration unless ``quick``)."""
+    problems = []
+    for loop, figures in (("closed_loop", CLOSED_FIGURES), ("open_loop", OPEN_FIGURES)):
+        mixes = result.get(loop)
+        if not isinstance(mixes, dict):
+            problems.append(f"no {loop}")
+            continue
+        for mix in mixes if quick else MIXES:
+            configs = mixes.get(mix, {})
+            for config in configs if quick else CONFIGS:
+                f = configs.get(config)
+                if f is None:
+                    problems.append(f"{loop}.{mix}: no {config}")
+                    continue
+                problems.extend(f"{loop}.{mix}.{config}: no {n}" for n in figures if n not in f)
+    if not isinstance(result.get("targets"), list):
+        problems.append("no targets")
+    return problems
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """Markdown tables of both loops, then the targets."""
+    lines = [
+        "| mix | configuration | closed req/s | p50 ms | p99 ms | primary host CPU ms/req "
+        "| secondary host CPU ms/req | early reads | open p50 ms | p99 ms | p999 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for mix in MIXES:
+        for config in CONFIGS:
+            c = result.get("closed_loop", {}).get(mix, {}).get(config)
+            o = result.get("open_loop", {}).get(mix, {}).get(config)
+            if c is None and o is None:
+                continue
+            c, o = c or {}, o or {}
+            lines.append(
+                f"| {mix} | {LABELS[config]} | {num(c.get('rps'), '.0f')} "
+                f"| {num(c.get('p50_ms'), '.1f')} | {num(c.get('p99_ms'), '.0f')} "
+                f"| {num(c.get('primary_host_cpu_ms_per_req'), '.2f')} "
+                f"| {num(c.get('secondary_host_cpu_ms_per_req'), '.2f')} "
+                f"| {num(c.get('prerelease_share'), '.0%')} "
+                f"/ {num(o.get('prerelease_share'), '.0%')} "
+                f"| {num(o.get('p50_ms'), '.1f')} | {num(o.get('p99_ms'), '.0f')} "
+                f"| {num(o.get('p999_ms'), '.0f')} |"
+            )
+    lines.append("")
+    for t in result.get("targets", []):
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        lines.append(f"- {t['target']}: {value} ({t['comparison']} {t['bound']}) {verdict}")
+    return "\n".join(lines)
