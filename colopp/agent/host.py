@@ -20,6 +20,7 @@ from colopp.agent.comparing import start_comparator, stop_comparator
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
 from colopp.agent.lease import LeaseView, LeaseWatchdog
+from colopp.agent.live_protect import live_reprotect
 from colopp.agent.replies import (
     BootReply,
     FailoverReply,
@@ -37,17 +38,14 @@ from colopp.agent.replies import (
 )
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
-from colopp.agent.steps import run_steps, wait_block_job, wait_colo_mode
+from colopp.agent.steps import run_steps, wait_colo_mode
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
-    finish_resync,
-    migrate_to,
     primary_failover,
     primary_start,
     resume_replication,
-    resync_disk,
     secondary_failover,
     secondary_prepare,
 )
@@ -315,9 +313,9 @@ class HostAgent:
     ) -> ResumeReply:
         """Re-protect: make this serving side the primary of a new, prepared secondary.
 
-        The disk is mirrored to the new secondary's NBD export, the guest is frozen for the
-        switch to the replication driver, the primary's filters and chardevs are rebuilt,
-        and the VM migrates into COLO (the guest runs again when COLO starts).
+        The disk is mirrored (active mode) to the new secondary's NBD export and the RAM
+        pre-copied while the guest runs; the guest pauses only for the switch: the mirror
+        ends, the replication child and the primary's filters go in, COLO starts.
 
         Raises:
             StateError: this side is not serving alone.
@@ -330,13 +328,8 @@ class HostAgent:
         has_rewriter = side.spec.role is Role.SECONDARY
         side.spec = dataclasses.replace(side.spec, role=Role.PRIMARY, peer_repl_ip=peer_repl_ip)
         spec = side.spec
-        await run_steps(side, [resync_disk(peer_repl_ip, spec.ports)])
-        await wait_block_job(side, "resync", lambda job: bool(job.get("ready")), timeout)
-        synced = time.monotonic() - started
-        await run_steps(side, finish_resync())
-        await wait_block_job(side, "resync", lambda _job: False, 30.0)
         sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
-        steps = resume_replication(
+        plumbing = resume_replication(
             spec.local_repl_ip,
             peer_repl_ip,
             spec.ports,
@@ -345,19 +338,34 @@ class HostAgent:
             has_rewriter,
             client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
-        await run_steps(side, steps)
-        if self.translation is not None:
-            await self.translation.as_primary(functools.partial(run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        await start_comparator(side, self._comparator_restarted)
-        self.persist()
-        # The guest stays stopped through the RAM migration and runs again when COLO starts
-        # (QEMU's documented sequence). Resuming it before `migrate` looked like it would
-        # shorten the pause, but in trials it lost acknowledged writes: not done.
-        await run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
+        translation = self.translation
+
+        async def in_pause() -> None:
+            if translation is not None:
+                await translation.as_primary(functools.partial(run_steps, side))
+
+        async def comparator() -> None:
+            await start_comparator(side, self._comparator_restarted)
+            self.persist()
+
+        # The guest runs through the disk mirror and the RAM pre-copy and pauses only for
+        # the switch into COLO (colopp.colo.live explains the writes an earlier resume
+        # lost, and why this plan cannot).
+        result = await live_reprotect(
+            side, peer_repl_ip, plumbing, checkpoint_delay_ms, timeout, comparator, in_pause
+        )
         side.failed_over = False
         self.persist()
-        return {"resync_s": synced, "took_s": time.monotonic() - started}
+        return {
+            "resync_s": result["resync_s"],
+            "precopy_s": result["precopy_s"],
+            "switch_ms": result["switch_ms"],
+            "downtime_ms": result["downtime_ms"],
+            "linked_wait_s": result["linked_wait_s"],
+            "colo_after_continue_ms": result["colo_after_continue_ms"],
+            "took_s": time.monotonic() - started,
+        }
 
     async def _force_checkpoint(self) -> None:
         # Setting x-checkpoint-delay while in COLO makes QEMU checkpoint at once.

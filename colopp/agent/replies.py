@@ -50,6 +50,11 @@ class StartedReply(TypedDict):
 
 class ResumeReply(TypedDict):
     resync_s: float
+    precopy_s: float  # RAM pre-copy with the guest running
+    switch_ms: float  # the guest stopped, before QEMU was told to enter COLO
+    downtime_ms: float  # QEMU's own figure for the migration's stop
+    linked_wait_s: float  # waiting for the new secondary's network links
+    colo_after_continue_ms: float
     took_s: float
 
 
