@@ -19,6 +19,7 @@ libvirt: runtime
 
 image: setup
 	$(COLOPP) image build
+	$(COLOPP) image build --guest debian
 
 demo: runtime image
 	mkdir -p $(ARTIFACTS)

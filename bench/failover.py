@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from colopp.colo.state import PairState
+from colopp.controller.setup import GUESTS
 from colopp.demo.harness import ClientWorkload, SupervisedPair
 from colopp.qemu.argv import ComparatorKind
 
@@ -31,9 +32,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def run(trials: int, comparator: ComparatorKind, console: Console) -> dict[str, Any]:
+async def run(
+    trials: int, comparator: ComparatorKind, console: Console, guest: str = "kvd"
+) -> dict[str, Any]:
     sp = await SupervisedPair.protect(
-        Path("/var/lib/colopp/bench-failover"), None, "clpbench", comparator, console
+        Path("/var/lib/colopp/bench-failover"), None, "clpbench", comparator, console, guest=guest
     )
     workload = ClientWorkload(sp.plan, connections=4)
     try:
@@ -66,6 +69,7 @@ async def run(trials: int, comparator: ComparatorKind, console: Console) -> dict
     reprotect = [i.reprotect_s for i in sp.incidents if i.reprotect_s]
     return {
         "trials": trials,
+        "guest": guest,
         "comparator": comparator.value,
         "accel": sp.local.config.vm.accel,
         "outage_ms": outages,
@@ -89,9 +93,10 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--comparator", choices=["builtin", "colopp"], default="colopp")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--guest", choices=GUESTS, default="kvd", help="the protected guest")
     args = parser.parse_args()
     console = Console(stderr=True)
-    result = asyncio.run(run(args.trials, ComparatorKind(args.comparator), console))
+    result = asyncio.run(run(args.trials, ComparatorKind(args.comparator), console, args.guest))
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

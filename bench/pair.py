@@ -53,7 +53,7 @@ from bench.pair_figures import (
 from bench.pair_stats import proc_cpu_seconds
 from colopp.controller.local import processes_in_netns
 from colopp.controller.pair import PairController
-from colopp.controller.setup import LocalPair, prepare_local_pair
+from colopp.controller.setup import GUESTS, LocalPair, prepare_local_pair
 from colopp.lab import LabPlan, Node, netns_argv
 from colopp.lab.cpuset import CpuPlan, cpu_busy, plan_cpus
 from colopp.qemu.argv import ComparatorKind
@@ -114,6 +114,8 @@ class Bench:
     cpu_plan: CpuPlan | None
     console: Console
     meta: dict[str, Any]
+    #: Which guest the runs protect (``--guest``): kvd (the default) or debian.
+    guest: str = "kvd"
 
 
 # ----- sampling ------------------------------------------------------------------------
@@ -237,6 +239,7 @@ async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, Pai
         bench.console,
         checkpoint_delay_ms=bench.checkpoint_delay_ms,
         prefix=PREFIX,
+        guest=bench.guest,
         **setup.options,
     )
     local.deployment.cpu_plan = bench.cpu_plan
@@ -345,6 +348,7 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=64)
     parser.add_argument("--value-size", type=int, default=128)
     parser.add_argument("--checkpoint-delay-ms", type=int, default=2000)
+    parser.add_argument("--guest", choices=GUESTS, default="kvd", help="the protected guest")
     parser.add_argument("--shared-cpus", action="store_true", help="do not model two hosts")
     parser.add_argument("--configs", help="comma-separated subset")
     parser.add_argument("--mixes", help="comma-separated subset")
@@ -367,6 +371,7 @@ def main() -> int:
             "command": shlex.join(["python", "-m", "bench.pair", *sys.argv[1:]]),
             "machine": machine(),
             "quick": args.quick,
+            "guest": args.guest,
             "duration_s": duration,
             "warmup_s": warmup,
             "connections": args.connections,
@@ -380,7 +385,7 @@ def main() -> int:
             "errors": {},
         }
         load = Load(duration, warmup, args.connections, args.keys, args.value_size)
-        bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, console, meta)
+        bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, console, meta, args.guest)
         result = asyncio.run(run(configs, mixes, bench))
         meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         result["targets"] = evaluate_targets(result)

@@ -95,6 +95,9 @@ def demo(
     dashboard_port: Annotated[
         int | None, typer.Option(min=1, max=65535, help="The dashboard's port (default: free).")
     ] = None,
+    guest: Annotated[
+        str, typer.Option(help="kvd (kernel + initramfs) or debian (Debian 12, own disk).")
+    ] = "kvd",
 ) -> None:
     """Protect a VM on the local lab, load it, SIGKILL the primary; the supervisor fails over
     and re-protects; summarise (exit 1 if the client saw a failure or it did not re-protect)."""
@@ -111,6 +114,7 @@ def demo(
         dashboard=dashboard,
         dashboard_port=dashboard_port,
         json_path=json_path,
+        guest=guest,
     )
     out = Console()
     started = time.monotonic()

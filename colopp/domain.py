@@ -105,8 +105,8 @@ class VmSpec:
     """The protected VM, the same on both sides."""
 
     name: str
-    kernel: Path
-    initrd: Path
+    kernel: Path | None  # None (with initrd None, append ""): the firmware boots the disk
+    initrd: Path | None
     append: str
     mac: str = "52:54:00:c0:10:01"
     memory_mb: int = 256
@@ -126,10 +126,13 @@ class VmSpec:
             raise ConfigError(f"memory {self.memory_mb} MiB is out of range")
         if not 1 <= self.vcpus <= 64:
             raise ConfigError(f"vcpus {self.vcpus} is out of range 1..64")
+        if (self.kernel is None) != (self.initrd is None) or (self.kernel is None and self.append):
+            raise ConfigError("kernel, initrd and append go together (or none: disk boot)")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["kernel"], out["initrd"] = str(self.kernel), str(self.initrd)
+        out["kernel"] = None if self.kernel is None else str(self.kernel)
+        out["initrd"] = None if self.initrd is None else str(self.initrd)
         return out
 
     @classmethod
@@ -137,7 +140,14 @@ class VmSpec:
         """Raises ConfigError: unknown or missing fields, or invalid values."""
         data = _mapping(data, "VM spec")
         try:
-            vm = cls(**{**data, "kernel": Path(data["kernel"]), "initrd": Path(data["initrd"])})
+            kernel, initrd = data["kernel"], data["initrd"]
+            vm = cls(
+                **{
+                    **data,
+                    "kernel": None if kernel is None else Path(kernel),
+                    "initrd": None if initrd is None else Path(initrd),
+                }
+            )
         except (TypeError, KeyError) as exc:
             raise _fail("VM spec", exc) from exc
         vm.validate()

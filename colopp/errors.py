@@ -19,6 +19,10 @@ errors (``qemu.qmp.ExecuteError``, ``OSError``, ``libvirt.libvirtError``,
      ├── StateError             a lifecycle transition that is not allowed
      │    └── FenceError        a side's QEMU still ran after it was fenced
      ├── AgentError             talking to a host agent failed (remote error or transport)
+     ├── ArbiterError           the right to serve (etcd leases, fencing tokens)
+     │    ├── EtcdUnavailable   no etcd member answered in time (or answered nonsense)
+     │    ├── NotAcquired       another side holds the right (the key exists)
+     │    └── StaleToken        a command carried a fencing token older than one seen
  ├── LibvirtError           the libvirt backend (``libvirt.libvirtError`` converted)
  │    ├── LibvirtUnavailable    libvirtd cannot be reached (or libvirt-python is missing)
  │    └── DomainNotFound        no libvirt domain of that name
@@ -98,6 +102,22 @@ class FenceError(StateError):
 
 class AgentError(ColoppError):
     """A host agent reported an error, or could not be reached."""
+
+
+class ArbiterError(ColoppError):
+    """The right to serve a protection (etcd leases and fencing tokens)."""
+
+
+class EtcdUnavailable(ArbiterError):
+    """No etcd endpoint answered in time, or an answer made no sense."""
+
+
+class NotAcquired(ArbiterError):
+    """The right is held by another side: its key exists under another lease."""
+
+
+class StaleToken(ArbiterError):
+    """A command carried a fencing token older than the newest this agent has seen."""
 
 
 class LibvirtError(ColoppError):

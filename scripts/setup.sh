@@ -15,6 +15,7 @@ packages=(
   postgresql prometheus nodejs
   chromium chromium-driver
   libvirt-daemon-system libvirt-clients
+  etcd-server etcd-client
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -60,11 +60,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(engine)
         manager = ProtectionManager(store, settings)
         app.state.settings, app.state.store, app.state.manager = settings, store, manager
-        await manager.reattach_all()
+        leadership = None
+        if settings.etcd_endpoints:  # fleet mode: supervise only while leading
+            from colopp_api.live.leading import Leadership
+
+            leadership = Leadership(manager, settings.etcd_endpoints, settings.replica)
+            leadership.start()
+        else:
+            await manager.reattach_all()
+        app.state.leadership = leadership
         log.info("colopp API ready (%d protections)", len(manager.runners))
         try:
             yield
         finally:
+            if leadership is not None:
+                await leadership.close()
             await manager.close()
             engine.dispose()
 

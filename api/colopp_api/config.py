@@ -15,6 +15,9 @@
 ``COLOPP_API_WEBHOOK_NETWORKS``         comma-separated CIDRs webhook URLs may point at (any)
 ``COLOPP_API_RETENTION``                sample retention tiers (default ``1s:1d,1m:30d``)
 ``COLOPP_API_RETENTION_PERIOD``         seconds between retention passes (default 300)
+``COLOPP_ETCD_ENDPOINTS``               comma-separated etcd client URLs: fleet mode, replicas
+                                        elect a leader that alone supervises (default unset)
+``COLOPP_API_REPLICA``                  this replica's name in the election (default host:pid)
 ======================================  ==================================================
 
 Every value is validated when the API starts (a pydantic model of the environment): a bad
@@ -30,6 +33,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import socket
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +97,14 @@ def _networks(text: str) -> tuple[ipaddress.IPv4Network, ...]:
     return tuple(ipaddress.IPv4Network(part.strip()) for part in text.split(",") if part.strip())
 
 
+def _endpoints(text: str) -> tuple[str, ...]:
+    urls = tuple(part.strip() for part in text.split(",") if part.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+            raise ValueError(f"etcd endpoint {url!r} must be an http(s) URL")
+    return urls
+
+
 def _prefix(text: str) -> str:
     try:
         return check_prefix(text)
@@ -139,6 +151,10 @@ class _Environment(BaseModel):
         1.0, gt=0, le=3600, allow_inf_nan=False, alias="COLOPP_API_SAMPLE_PERIOD"
     )
     max_body: int = Field(1 << 20, ge=1024, le=1 << 30, alias="COLOPP_API_MAX_BODY")
+    etcd_endpoints: Annotated[tuple[str, ...], BeforeValidator(_endpoints)] = Field(
+        (), alias="COLOPP_ETCD_ENDPOINTS"
+    )
+    replica: str | None = Field(None, max_length=200, alias="COLOPP_API_REPLICA")
 
 
 def _read_environment(env: dict[str, str]) -> _Environment:
@@ -172,6 +188,9 @@ class Settings:
     max_body: int = 1 << 20
     webhook_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     retention: RetentionPolicy = field(default_factory=lambda: parse_retention(DEFAULT_RETENTION))
+    #: Fleet mode (colopp/arbiter): etcd client URLs; empty = the single-controller default.
+    etcd_endpoints: tuple[str, ...] = ()
+    replica: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -208,6 +227,8 @@ class Settings:
             max_body=values.max_body,
             webhook_networks=webhook_networks(env.get("COLOPP_API_WEBHOOK_NETWORKS", "")),
             retention=_retention(env),
+            etcd_endpoints=values.etcd_endpoints,
+            replica=values.replica or f"{socket.gethostname()}:{os.getpid()}",
         )
 
 

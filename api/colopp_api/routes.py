@@ -268,9 +268,12 @@ async def prometheus_metrics(request: Request, _: Reader) -> Response:
 
 @router.get("/healthz", tags=["observe"])
 async def healthz(request: Request) -> dict[str, str]:
-    """Liveness, open to all."""
+    """Liveness, open to all; a fleet replica also says whether it leads."""
     _store(request).protections()
-    return {"status": "ok"}
+    leadership = getattr(request.app.state, "leadership", None)
+    if leadership is None:
+        return {"status": "ok"}
+    return {"status": "ok", "role": leadership.role}
 
 
 __all__ = ["ApiState", "router"]

@@ -118,6 +118,11 @@ class ProtectionCreate(BaseModel):
     semiactive: bool = Field(False, description="COLO++ semi-active secondary")
     checkpoint_delay_ms: int = Field(2000, ge=100, le=3_600_000)
     auto_reprotect: bool = True
+    guest: Literal["kvd", "debian"] = Field(
+        "kvd",
+        description="lab placement: colopp's kvd guest (kernel + initramfs, 256 MiB, 1 vCPU)"
+        " or a Debian 12 server (systemd, boots its disk, redis/nginx/kvd, 1 GiB, 2 vCPUs)",
+    )
     backend: Literal["qemu", "libvirt"] = Field(
         "qemu",
         description="who runs each side's QEMU: colopp's agent (qemu), or the host's libvirtd"
@@ -138,6 +143,8 @@ class ProtectionCreate(BaseModel):
             raise ValueError("prerelease_rearm_ms needs read_prefixes or resp_ports (a read rule)")
         if any(".." in prefix for prefix in self.read_prefixes):
             raise ValueError("read_prefixes must not contain '..'")
+        if self.placement == "hosts" and self.guest != "kvd":
+            raise ValueError("guest picks the lab's image: placement hosts brings its own VM")
         if self.placement == "hosts":
             needed: list[tuple[str, object]] = [("hosts", self.hosts)]
             if self.backend == "qemu":  # a libvirt domain has its own disk and boot

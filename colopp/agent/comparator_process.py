@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.compare.young_send import YOUNG_PORT_OFFSET
 from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
 
@@ -45,6 +46,9 @@ def comparator_argv(
         str(checkpoint_delay_ms),
         "--status",
         str(side.run_dir / "compare.json"),
+        # Young connections' offsets go to the secondary host (docs/rewrite.md).
+        "--young-to",
+        f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
     ]
     options = side.options
     if options.prerelease is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -36,6 +37,7 @@ from colopp.agent.replies import (
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_block_job, wait_colo_mode
+from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     finish_resync,
@@ -47,7 +49,7 @@ from colopp.colo.sequence import (
     secondary_failover,
     secondary_prepare,
 )
-from colopp.domain import Backend, Role, SideRequest, VmSpec
+from colopp.domain import Backend, ComparatorKind, Role, SideRequest, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
@@ -69,6 +71,7 @@ class HostAgent:
         self.state_dir = state_dir
         self.runtime = runtime
         self.side: Side | None = None
+        self.translation: SideTranslation | None = None  # colopp's seq translation
         self._lock = asyncio.Lock()
         # Self-fencing (see colopp.agent.lease): renewed by the controller's heartbeats.
         self.lease = LeaseWatchdog(
@@ -246,16 +249,23 @@ class HostAgent:
             raise self.side.process.start_error("is not running")
         return self.side
 
-    async def wait_guest(self, timeout: float = 120.0) -> BootReply:
-        """Wait for the guest's ready line on the serial console."""
+    async def wait_guest(self, timeout: float = 120.0, limit_s: float | None = None) -> BootReply:
+        """Wait for the guest's ready line on the serial console (``limit_s`` wins)."""
         side = self._require()
-        took = await wait_for_serial(side.spec.serial_log, READY_LINE, timeout, side.process)
+        limit = timeout if limit_s is None else limit_s
+        took = await wait_for_serial(side.spec.serial_log, READY_LINE, limit, side.process)
         return {"boot_s": took}
 
-    async def prepare_secondary(self) -> PrepareReply:
-        """Export parent0 over NBD and wait for the incoming migration."""
+    async def prepare_secondary(self, translation: list[Any] | None = None) -> PrepareReply:
+        """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
+        the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
         side = self._require(Role.SECONDARY)
         await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
+        if side.spec.options.comparator is ComparatorKind.COLOPP:
+            self.translation = SideTranslation(side.spec.run_dir)
+            await self.translation.as_secondary(
+                side.spec, translation, functools.partial(run_steps, side)
+            )
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
@@ -304,6 +314,8 @@ class HostAgent:
             client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
         await run_steps(side, steps)
+        if self.translation is not None:
+            await self.translation.as_primary(functools.partial(run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
         await start_comparator(side, self._force_checkpoint)
         # The guest stays stopped through the RAM migration and runs again when COLO starts
@@ -344,6 +356,8 @@ class HostAgent:
         if side.spec.role is Role.SECONDARY:
             await restore_vcpus(side)  # full CPUs before it serves
             await run_steps(side, secondary_failover())
+            if self.translation is not None:
+                self.translation.promoted()
         else:
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)
@@ -370,6 +384,10 @@ class HostAgent:
         side.process.kill(signum)
         return {"pid": side.process.pid, "signal": signum}
 
+    async def translation_record(self) -> list[dict[str, Any]]:
+        """This side's table of record (what a new secondary must translate)."""
+        return [] if self.translation is None else self.translation.record_rows()
+
     async def stop_vm(self) -> StopReply:
         """Stop QEMU (quit, then signals) and forget the side; idempotent."""
         side, self.side = self.side, None
@@ -379,6 +397,9 @@ class HostAgent:
             side.watcher.cancel()
         await restore_vcpus(side)
         await stop_comparator(side)
+        if self.translation is not None:
+            await self.translation.stop()
+            self.translation = None
         if side.process.alive():
             try:
                 await side.monitor.execute("quit", timeout=2.0)
@@ -405,4 +426,5 @@ RPC_METHODS = (
     "resume_replication",
     "probe_tcp",
     "stop_vm",
+    "translation_record",
 )

@@ -30,6 +30,10 @@ _ERRORS: dict[str, type[errors.ColoppError]] = {
         errors.StateError,
         errors.AgentError,
         errors.FrameError,
+        errors.ArbiterError,
+        errors.EtcdUnavailable,
+        errors.NotAcquired,
+        errors.StaleToken,
     )
 }
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from colopp.agent.protocol import MAX_LINE, Request, decode_request, encode, error_payload
+from colopp.arbiter.token import TokenGate, admit_request
 from colopp.errors import AgentError, ColoppError
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ class AgentServer:
         methods: Mapping[str, Handler],
         auth_timeout: float = AUTH_TIMEOUT,
         max_unauthenticated: int = MAX_UNAUTHENTICATED,
+        fencing: TokenGate | None = None,
     ) -> None:
         self._token = token.encode()
+        #: Fencing tokens (fleet mode): a request carrying an older one is refused.
+        self.fencing = fencing or TokenGate()
         self._methods = dict(methods)
         self._servers: list[asyncio.Server] = []
         self._auth_timeout = auth_timeout
@@ -147,7 +151,8 @@ class AgentServer:
                 "error": error_payload(AgentError(f"no method {request.method!r}")),
             }
         try:
-            return {"id": request.id, "result": await handler(**request.params)}
+            params = admit_request(self.fencing, request.params)
+            return {"id": request.id, "result": await handler(**params)}
         except ColoppError as exc:
             return {"id": request.id, "error": error_payload(exc)}
         except TypeError as exc:

@@ -10,6 +10,9 @@ policy in :mod:`~colopp.compare.prerelease`, :mod:`~colopp.compare.early` and
 :mod:`~colopp.compare.http_reads`) -> actions (:mod:`~colopp.compare.verdict`) carried out by
 the asyncio :mod:`~colopp.compare.shell` (sockets: :mod:`~colopp.compare.connect`,
 :mod:`~colopp.compare.inputs`; checkpoints over QMP: :mod:`~colopp.compare.checkpoint`).
+Young connections' sequence offsets (for :mod:`colopp.rewrite`) are learned from both guests'
+SYN-ACKs by :mod:`~colopp.compare.young_tap` and :mod:`~colopp.compare.young_learn` and sent
+to the secondary host by :mod:`~colopp.compare.young_send`.
 """
 
 from colopp.compare.config import CompareConfig, PreReleaseConfig

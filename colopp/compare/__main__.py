@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The comparator's command line."""
     p = argparse.ArgumentParser(prog="python -m colopp.compare", description=__doc__.split("\n")[0])
     p.add_argument("--primary-in", required=True, help="primary guest output (QEMU server)")
+    p.add_argument("--young-to", help="HOST:PORT: send young TCP offsets there (colopp.rewrite)")
     p.add_argument("--secondary-in", required=True, help="secondary output, e.g. listen:tcp:H:P")
     p.add_argument("--outdev", required=True, help="where released frames go (QEMU server)")
     p.add_argument("--client-in", help="copy of the guest's input (QEMU server; read rule)")
@@ -181,7 +182,15 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         connect_timeout=args.connect_timeout,
         config=config,
         prerelease=prerelease,
+        young_to=_host_port(args.young_to) if args.young_to else None,
     )
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--young-to {text!r} must be HOST:PORT")
+    return host, int(port)
 
 
 def main(argv: list[str] | None = None) -> int:

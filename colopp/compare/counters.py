@@ -79,6 +79,15 @@ class Counters:
     hold_time_counts: list[int] = field(default_factory=lambda: [0] * (len(HOLD_TIME_BUCKETS) + 1))
     hold_time_sum: float = 0.0
 
+    def observe_late(self, refused: int) -> None:
+        """A payload frame released by its comparison, not early (``HeldFrame.refused``)."""
+        if refused == 0:
+            self.late_unoffered += 1
+        elif refused == 1:
+            self.late_ack_refused += 1
+        else:
+            self.late_policy_refused += 1
+
     def count_passthrough(self, ethertype: int) -> None:
         """One primary frame of ``ethertype`` released uncompared."""
         self.passthrough_frames += 1
@@ -90,15 +99,6 @@ class Counters:
             if label not in by_type and len(by_type) >= MAX_ETHERTYPE_LABELS:
                 label = "other"  # a guest spraying EtherTypes must not grow the status file
             by_type[label] += 1
-
-    def observe_late(self, refused: int) -> None:
-        """A payload frame released by its comparison, not early (``HeldFrame.refused``)."""
-        if refused == 0:
-            self.late_unoffered += 1
-        elif refused == 1:
-            self.late_ack_refused += 1
-        else:
-            self.late_policy_refused += 1
 
     def observe_hold(self, seconds: float) -> None:
         """Add one primary frame's arrival-to-release time to the histogram."""

@@ -61,6 +61,7 @@ from colopp.compare.inputs import READ_LIMIT_HIGH, FrameInput
 from colopp.compare.prerelease import build_policy
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
+from colopp.compare.young_send import YoungForwarder
 from colopp.errors import ColoppError
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class ShellOptions:
     connect_timeout: float = 30.0
     config: CompareConfig = field(default_factory=CompareConfig)
     prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
+    young_to: tuple[str, int] | None = None  # secondary host's young-offset listener
 
 
 class _ClientFrames:
@@ -189,6 +191,7 @@ class ComparatorShell:
                 "client_framing_errors",
                 "stop_drained_bytes",
                 "qmp_lost_dropped_frames",
+                "young_held_flushes",
             ),
             0,
         )
@@ -201,6 +204,10 @@ class ComparatorShell:
         self._request_task: asyncio.Task[None] | None = None
         self._servers: list[asyncio.Server] = []
         self._qmp: QmpCheckpointLink | None = None
+        self.young = YoungForwarder(*options.young_to) if options.young_to else None
+        if self.young is not None:
+            self.young.on_settled = self._flush  # the release gate opened
+        self._hold_timer: asyncio.TimerHandle | None = None
         # The QMP monitor was lost: no checkpoint can be seen, so nothing may leave.
         self._blind = False
 
@@ -290,6 +297,8 @@ class ComparatorShell:
         if self._blind:
             return
         self.stats["checkpoints_observed"] += 1
+        if self.young is not None:
+            self.young.checkpoint_completed()
         self._apply(self.core.checkpoint_done(self.clock()))
         self._flush()
 
@@ -304,6 +313,8 @@ class ComparatorShell:
             "client_connected": self._client is not None and self._client.open,
             "qmp": self._qmp is not None and self._qmp.connected,
         }
+        if self.young is not None:
+            snap["shell"]["young"] = self.young.status()
         snap["pid"] = os.getpid()
         snap["updated_at"] = time.time()
         return snap
@@ -323,6 +334,8 @@ class ComparatorShell:
                         await task
             if self._qmp is not None:
                 await self._qmp.close()
+            if self.young is not None:
+                await self.young.close()
         finally:
             self._close_sockets()
 
@@ -389,6 +402,8 @@ class ComparatorShell:
         if self._blind:
             self.stats["qmp_lost_dropped_frames"] += len(frames)
             return
+        if self.young is not None:
+            self.young.frames(side, frames, self.clock())  # learn young offsets (gate)
         if side == "primary" and self._client is not None:
             self._client.drain()  # every request this output may answer, first
         now = self.clock()
@@ -434,6 +449,9 @@ class ComparatorShell:
         if self._blind:
             self._pending.clear()
             return
+        if self.young is not None and self.young.holding(self.clock()):
+            self._hold_until_settled()
+            return
         data = b"".join(self._pending)
         self._pending.clear()
         if self._out is None:
@@ -441,6 +459,15 @@ class ComparatorShell:
             return
         self._out.write(data)
         self.stats["outdev_bytes"] += len(data)
+
+    def _hold_until_settled(self) -> None:
+        """Output waits for young offsets' acknowledgements (young_send's release gate):
+        flushed by ``on_settled``, or by this timer once the hold limit passes."""
+        assert self.young is not None
+        self.stats["young_held_flushes"] += 1
+        if self._hold_timer is None or self._hold_timer.when() < asyncio.get_running_loop().time():
+            left = self.young.hold_left(self.clock()) + 0.001
+            self._hold_timer = asyncio.get_running_loop().call_later(left, self._flush)
 
     def _start_request(self, reason: str) -> None:
         if self._request_task is not None and not self._request_task.done():

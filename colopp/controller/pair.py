@@ -37,6 +37,7 @@ class PairController:
         self.lifecycle = PairLifecycle(on_change=on_change, clock=self.clock.time)
         self.primary = config.primary
         self.secondary: HostSlot | None = config.secondary
+        self.boot_s: float | None = None  # the guest's boot on the primary, at protect()
         self.standby: HostSlot | None = None  # the host lost at the last failover
         self.events: list[dict[str, Any]] = []
 
@@ -68,7 +69,7 @@ class PairController:
             vm, base = cfg.vm.to_dict(), str(cfg.base_disk)
             launched = await agent.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
             self.progress(f"unreplicated QEMU started on {agent.name} (pid {launched['pid']})")
-            await agent.call("wait_guest", timeout=cfg.boot_timeout + 5)
+            await agent.call("wait_guest", timeout=cfg.boot_timeout + 5, limit_s=cfg.boot_timeout)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, str(exc))
             raise
@@ -97,7 +98,10 @@ class PairController:
             self.progress(f"primary QEMU started on {pa.name} (pid {launched['pid']})")
             launched = await sa.call("launch", vm=vm, side=side_s, base_disk=base, timeout=60)
             self.progress(f"secondary QEMU started on {sa.name} (pid {launched['pid']})")
-            boot = await pa.call("wait_guest", timeout=cfg.boot_timeout + 5, **{})
+            boot = await pa.call(
+                "wait_guest", timeout=cfg.boot_timeout + 5, limit_s=cfg.boot_timeout
+            )
+            self.boot_s = float(boot["boot_s"])
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")
@@ -158,7 +162,9 @@ class PairController:
             side = self._side(Role.SECONDARY, target, serving)
             vm, base = cfg.vm.to_dict(), str(cfg.base_disk)
             await ta.call("launch", vm=vm, side=side, base_disk=base, timeout=60)
-            await ta.call("prepare_secondary")
+            # The serving guest's translated connections move to the new secondary.
+            record = await pa.call("translation_record")
+            await ta.call("prepare_secondary", translation=record)
             self.lifecycle.move(PairState.SYNCING, "disk resync and RAM migration")
             result: dict[str, Any] = await pa.call(
                 "resume_replication",

@@ -10,11 +10,19 @@ from rich.console import Console
 
 from colopp.controller.local import LocalDeployment, local_deployment
 from colopp.domain import ComparatorKind, PairConfig, ProtectionOptions, VmSpec
+from colopp.errors import ConfigError
 from colopp.image.builder import GuestImage, build_image
 from colopp.image.cmdline import kernel_cmdline
+from colopp.image.debian import DebianImage, build_debian_image
 from colopp.lab import Node
 from colopp.qemu.accel import choose_accel
 from colopp.qemu.runtime import DEFAULT_ROOT, QemuRuntime, provision, runtime_from
+
+#: The guests a local pair can protect: kvd (kernel + busybox initramfs, 256 MiB, 1 vCPU)
+#: or debian (Debian 12 with systemd booting its own disk, 1 GiB, 2 vCPUs).
+GUESTS: tuple[str, ...] = ("kvd", "debian")
+#: A systemd guest under TCG on shared cores boots in minutes, not seconds.
+DEBIAN_BOOT_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -22,7 +30,7 @@ class LocalPair:
     """A ready-to-start local pair."""
 
     runtime: QemuRuntime
-    image: GuestImage
+    image: GuestImage | DebianImage
     deployment: LocalDeployment
     config: PairConfig
     accel_reason: str
@@ -41,6 +49,7 @@ async def prepare_local_pair(
     prerelease_rearm_ms: int | None = None,
     prerelease_scope: str = "global",
     resp_ports: tuple[int, ...] = (),
+    guest: str = "kvd",
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
@@ -54,27 +63,52 @@ async def prepare_local_pair(
     else:
         runtime = await asyncio.to_thread(provision, root, step=lambda m: console.log(m))
     console.log(f"QEMU runtime: {runtime.describe()}")
-    image = await asyncio.to_thread(build_image, None, console=console)
+    if guest not in GUESTS:
+        raise ConfigError(f"unknown guest {guest!r}: one of {', '.join(GUESTS)}")
     deployment = local_deployment(state_dir, root, prefix)
     plan = deployment.plan
     append = kernel_cmdline(
         plan.guest_address.with_prefixlen, ip6_cidr=plan.guest_address6.with_prefixlen
     )
-    accel, why = await choose_accel(runtime, image.vmlinuz, image.initrd, append, state_dir)
+    image: GuestImage | DebianImage
+    if guest == "debian":
+        qemu_img = runtime.tool_argv("qemu-img")
+        image = await asyncio.to_thread(
+            build_debian_image,
+            None,
+            console=console,
+            qemu_img=qemu_img,
+            guest_address=deployment.plan.guest_address.with_prefixlen,
+        )
+    else:
+        image = await asyncio.to_thread(build_image, None, console=console)
+    # The accelerator probe boots the kvd guest (it prints the ready line within seconds);
+    # the Debian initramfs would never print it, and KVM hosts would fall back to TCG.
+    probe = image
+    if not isinstance(probe, GuestImage):
+        probe = await asyncio.to_thread(build_image, None, console=console)
+    accel, why = await choose_accel(runtime, probe.vmlinuz, probe.initrd, append, state_dir)
     console.log(f"accelerator: {accel} ({why})")
-    vm = VmSpec(
-        "demo",
-        image.vmlinuz,
-        image.initrd,
-        append,
-        accel=accel,
-        cpu="host" if accel == "kvm" else "qemu64",
-    )
+    cpu = "host" if accel == "kvm" else "qemu64"
+    if isinstance(image, DebianImage):  # boots its own disk through SeaBIOS and extlinux
+        vm = VmSpec(
+            "demo",
+            None,
+            None,
+            "",
+            memory_mb=image.memory_mb,
+            vcpus=image.vcpus,
+            accel=accel,
+            cpu=cpu,
+        )
+    else:
+        vm = VmSpec("demo", image.vmlinuz, image.initrd, append, accel=accel, cpu=cpu)
     config = PairConfig(
         vm,
         image.disk,
         deployment.slot(Node.HOST_A),
         deployment.slot(Node.HOST_B),
+        boot_timeout=DEBIAN_BOOT_TIMEOUT_S if guest == "debian" else 120.0,
         options=ProtectionOptions(
             comparator=comparator,
             checkpoint_delay_ms=checkpoint_delay_ms,

@@ -32,6 +32,7 @@ class DemoOptions:
     dashboard: bool = False
     dashboard_port: int | None = None
     json_path: Path | None = None
+    guest: str = "kvd"  # or "debian" (colopp.controller.setup.GUESTS)
 
     @property
     def colo_plus(self) -> bool:

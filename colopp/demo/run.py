@@ -95,6 +95,24 @@ class StatsFeed:
         await self._task
 
 
+def pause_percentiles(primary: dict[str, Any]) -> dict[str, float | None]:
+    """p50 and p99 of the primary's checkpoint pauses (its agent keeps the recent ones).
+
+    While the agent still holds every pause, the first one is the migration's final stop
+    into COLO, not a checkpoint: it is left out.
+    """
+    pauses = [float(p) for p in primary.get("checkpoint_pauses_ms", [])]
+    if pauses and int(primary.get("checkpoints", 0)) <= len(pauses):
+        pauses = pauses[1:]
+    pauses.sort()
+    if not pauses:
+        return {"checkpoint_pause_ms_p50": None, "checkpoint_pause_ms_p99": None}
+    return {
+        "checkpoint_pause_ms_p50": pauses[len(pauses) // 2],
+        "checkpoint_pause_ms_p99": pauses[round(0.99 * (len(pauses) - 1))],
+    }
+
+
 def prerelease_ratio(counters: dict[str, Any]) -> float:
     """Pre-released frames over released frames (the dashboard's tile)."""
     released = int(counters.get("released_frames") or 0)
@@ -164,11 +182,15 @@ async def local_pair(
         prerelease="auto" if options.colo_plus else None,
         read_prefixes=READ_PREFIXES if options.colo_plus else (),
         semiactive=options.colo_plus,
+        guest=options.guest,
     )
     summary.update(
         accel=local.config.vm.accel,
         prerelease=local.config.options.prerelease is not None,
         semiactive=local.config.options.semiactive,
+        guest=options.guest,
+        vcpus=local.config.vm.vcpus,
+        memory_mb=local.config.vm.memory_mb,
     )
 
     def changed(step: Transition) -> None:
@@ -192,6 +214,7 @@ async def local_pair(
         sp.supervisor.on_incident = incident
         console.rule("[bold]3. protect: COLO with disk replication")
         await sp.pair.protect()
+        summary["boot_s"] = sp.pair.boot_s
         sp.supervise()
         console.log("supervisor started: heartbeats both agents, fails over and re-protects")
         yield sp
@@ -294,6 +317,7 @@ class Story:
         primary = _primary_status(await sp.pair.status(), sp)
         out["checkpoints"] = primary.get("checkpoints", 0)
         out["checkpoint_pause_ms"] = primary.get("checkpoint_pauses_ms", [])[-10:]
+        out.update(pause_percentiles(primary))
         counters = (primary.get("comparator") or {}).get("counters") or {}
         if counters:
             out["comparator_counters"] = {key: counters.get(key) for key in COUNTER_KEYS}
@@ -354,12 +378,18 @@ class Story:
 
 
 SUMMARY_KEYS = (
+    "guest",
+    "vcpus",
+    "memory_mb",
+    "boot_s",
     "accel",
     "comparator",
     "prerelease",
     "semiactive",
     "colo_reached",
     "checkpoints",
+    "checkpoint_pause_ms_p50",
+    "checkpoint_pause_ms_p99",
     "prerelease_ratio",
     "requests_ok",
     "requests_failed",
@@ -395,7 +425,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         value = summary.get(key)
         if key == "prerelease_ratio" and isinstance(value, float):
             shown = f"{value:.1%}"
-        elif key == "reprotect_s" and isinstance(value, float):
+        elif key in ("reprotect_s", "boot_s") and isinstance(value, float):
             shown = f"{value:.1f}"
         else:
             shown = f"{value:.0f}" if isinstance(value, float) else str(value)

@@ -218,6 +218,7 @@ async def served_pair(
         "placement": "lab",
         "comparator": options.comparator.value,
         "checkpoint_delay_ms": options.checkpoint_delay_ms,
+        "guest": options.guest,
     }
     if options.colo_plus:
         body |= {"prerelease": "auto", "read_prefixes": list(READ_PREFIXES), "semiactive": True}
@@ -233,6 +234,10 @@ async def served_pair(
             accel=sp.pair.config.vm.accel,
             prerelease=sp.pair.config.options.prerelease is not None,
             semiactive=sp.pair.config.options.semiactive,
+            guest=options.guest,
+            vcpus=sp.pair.config.vm.vcpus,
+            memory_mb=sp.pair.config.vm.memory_mb,
+            boot_s=sp.pair.boot_s,
             api_url=api.url,
         )
         console.log("the API's supervisor watches the pair: it fails over and re-protects")

@@ -76,5 +76,8 @@ def qemu_argv(
     """
     vm.validate()
     side.validate()
-    body = render_files(template_names(side), template_values(vm, side), folder)
+    names = template_names(side)
+    if vm.kernel is not None:  # direct kernel boot; without it SeaBIOS boots the disk
+        names.insert(1, "kernel.conf")
+    body = render_files(names, template_values(vm, side), folder)
     return [*runtime.system_argv(), *body]

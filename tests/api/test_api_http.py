@@ -98,6 +98,8 @@ def test_read_only_token_can_read(api: ApiServer, method: str, path: str) -> Non
         ({"base_disk": None}, "base_disk"),
         ({"hosts": None}, "hosts"),
         ({"unknown": 1}, "unknown"),
+        ({"guest": "windows"}, "guest"),
+        ({"guest": "debian"}, "placement hosts brings its own VM"),
     ],
 )
 def test_bad_input_is_422_with_a_reason(
@@ -187,3 +189,10 @@ def test_state_survives_a_restart(api: ApiServer) -> None:
     with api.client(WRITE) as c:
         got = c.get(f"/v1/protections/{pid}").json()
     assert got["state"] == "error" and got["name"] == "web-1"
+
+
+def test_lab_placement_takes_the_debian_guest() -> None:
+    from colopp_api.schemas import ProtectionCreate
+
+    assert ProtectionCreate.model_validate({"name": "lab-1", "guest": "debian"}).guest == "debian"
+    assert ProtectionCreate.model_validate({"name": "lab-1"}).guest == "kvd"

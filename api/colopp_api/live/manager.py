@@ -37,6 +37,8 @@ class ProtectionManager:
         self.writer = SampleWriter(store, settings.retention)
         self.writer.start()
         self.notifier = Notifier(store)
+        #: False on a fleet replica that does not lead: it neither supervises nor creates.
+        self.leading = True
 
     def _runner(self, row: dict[str, Any]) -> ProtectionRunner:
         runner = ProtectionRunner(row, self.store, self.settings, self.writer)
@@ -52,6 +54,8 @@ class ProtectionManager:
         Raises:
             Conflict: another active protection has this name, or a lab already exists.
         """
+        if not self.leading:
+            raise Conflict("this API replica does not lead; send changes to the leading one")
         async with self._create_lock:
             active = [r for r in self.store.protections() if self._active(r)]
             for row in active:
@@ -138,9 +142,14 @@ class ProtectionManager:
         runner.persist()
         runner.resume()
 
+    async def detach_all(self) -> None:
+        """Stop watching every pair (the pairs keep running): shutdown, or leadership lost."""
+        runners, self.runners = self.runners, {}
+        for runner in runners.values():
+            await runner.shutdown()
+
     async def close(self) -> None:
         """API shutdown: stop watching every pair; the pairs keep running."""
-        for runner in self.runners.values():
-            await runner.shutdown()
+        await self.detach_all()
         await asyncio.to_thread(self.writer.close)
         await self.notifier.close()

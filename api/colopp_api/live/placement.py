@@ -111,6 +111,7 @@ async def lab_placement(
         Console(quiet=True),
         checkpoint_delay_ms=spec.checkpoint_delay_ms,
         prefix=settings.lab_prefix,
+        guest=spec.guest,
     )
     deployment = local.deployment
     progress(f"building lab {settings.lab_prefix} (waits for {LAB_LOCK})")

@@ -304,7 +304,13 @@ def test_switchover_path() -> None:
         "prepare_secondary",
         "wait_colo",
     ]
-    assert s.calls("hostb") == [*protected_b, "failover", "resume_replication", "wait_colo"]
+    assert s.calls("hostb") == [
+        *protected_b,
+        "failover",
+        "translation_record",  # its translated connections go to the new secondary
+        "resume_replication",
+        "wait_colo",
+    ]
     journal = s.hosts["hosta"].journal
     assert journal.index(("hosta", "kill_vm")) < journal.index(("hostb", "failover"))
 

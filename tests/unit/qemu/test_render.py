@@ -123,3 +123,23 @@ def test_every_template_placeholder_has_a_value() -> None:
     values = template_values(VM, side(Role.PRIMARY))
     for path in configs_dir().glob("*.conf"):
         assert placeholders(path.read_text()) <= set(values), path.name
+
+
+def test_disk_booted_vm_has_no_kernel_and_boots_the_quorum_disk() -> None:
+    vm = VmSpec("demo", None, None, "", memory_mb=1024, vcpus=2)
+    runtime = QemuRuntime(binary="qemu-system-x86_64")
+    for role in (Role.PRIMARY, Role.SECONDARY):
+        argv = qemu_argv(runtime, vm, side(role))
+        assert "-kernel" not in argv and "-initrd" not in argv and "-append" not in argv
+        assert option_values(argv, "-smp") == ["2"] and option_values(argv, "-m") == ["1024"]
+        assert "virtio-blk-pci,id=vd0,drive=colo-disk0,bootindex=1" in option_values(
+            argv, "-device"
+        )
+    assert option_values(qemu_argv(runtime, VM, side(Role.PRIMARY)), "-kernel") == ["/img/vmlinuz"]
+
+
+def test_kernel_without_initrd_is_refused() -> None:
+    with pytest.raises(ConfigError, match="kernel, initrd and append"):
+        VmSpec("demo", Path("/k"), None, "").validate()
+    with pytest.raises(ConfigError, match="kernel, initrd and append"):
+        VmSpec("demo", None, None, "console=ttyS0").validate()

@@ -1,0 +1,160 @@
+"""The agent's part of colopp's sequence translation (see ``docs/rewrite.md``).
+
+Per side it keeps:
+
+- on a secondary: the young offsets the comparator sends (a listener on the replication
+  network, :func:`~colopp.rewrite.young_link.serve_young`);
+- the side's *table of record*: every connection whose sequence space in this guest differs
+  from its client's. Empty until a failover promotes a secondary that had young
+  connections; then inherited by every later secondary and promoted side;
+- a translator process (``python -m colopp.rewrite``) spliced onto the guest's netdev when
+  the part of the record that ``filter-rewriter`` does not translate is non-empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from colopp.colo.sequence import QmpStep
+from colopp.compare.young_send import YOUNG_PORT_OFFSET
+from colopp.domain import SideSpec
+from colopp.errors import ConfigError
+from colopp.rewrite.relay import load_state, save_state
+from colopp.rewrite.splice import FILTERS, TABLE_FILE, splice_steps
+from colopp.rewrite.table import OffsetTable
+from colopp.rewrite.young import YoungOffsets
+from colopp.rewrite.young_link import serve_young
+
+log = logging.getLogger(__name__)
+
+RunSteps = Callable[[list[QmpStep]], Awaitable[None]]
+RECORD_FILE = "xlate-record.json"
+
+
+def young_port(spec: SideSpec) -> int:
+    """Where a secondary listens for the comparator's young offsets."""
+    return spec.ports.compare + YOUNG_PORT_OFFSET
+
+
+class SideTranslation:
+    """Young offsets, table of record and translator of the side in ``run_dir``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.young = YoungOffsets()
+        self.record = load_state(run_dir / RECORD_FILE)
+        self._sink: asyncio.Server | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def spliced(self) -> bool:
+        return self._proc is not None
+
+    async def as_secondary(self, spec: SideSpec, rows: object, run_steps: RunSteps) -> None:
+        """A new secondary: adopt the serving side's record, translate it, listen for young
+        offsets. Raises ConfigError for a bad record (nothing started)."""
+        self.record = OffsetTable.from_snapshot(rows if rows is not None else [])
+        save_state(self.run_dir / RECORD_FILE, self.record)
+        self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
+        if self.record:
+            await self._start_translator(self.record, run_steps)
+
+    def promoted(self) -> None:
+        """This secondary serves now: its record gains the young connections that its
+        ``filter-rewriter`` keeps translating (its translator keeps the rest)."""
+        log.info(
+            "promotion: %d young offsets live of %d (checkpoints loaded %d, run %s)",
+            len(self.young.live()),
+            len(self.young),
+            self.young.loaded,
+            self.young.run,
+        )
+        self.record = self.young.table_of_record(self.record, time.time())
+        save_state(self.run_dir / RECORD_FILE, self.record)
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        log.info("promoted with %d translated connections of record", len(self.record))
+
+    async def as_primary(self, run_steps: RunSteps) -> None:
+        """After re-protection rebuilt the primary's filters (in front of ``rew0``): move the
+        translator's filters back next to ``rew0``, behind the mirror, so the mirror copies
+        the client's input in the client's sequence space."""
+        if not self.spliced:
+            return
+        ids = [fid for fid, _, _ in FILTERS]
+        steps = [QmpStep("object-del", {"id": fid}) for fid in ids]
+        steps += [s for s in splice_steps(self.run_dir, before="rew0") if s.command == "object-add"]
+        await run_steps(steps)
+
+    def record_rows(self) -> list[dict[str, Any]]:
+        return self.record.snapshot()
+
+    async def _start_translator(self, table: OffsetTable, run_steps: RunSteps) -> None:
+        save_state(self.run_dir / TABLE_FILE, table)
+        await run_steps(splice_steps(self.run_dir, before="rew0"))
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def _spawn(self) -> None:
+        log_file = os.open(
+            self.run_dir / "xlate.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "colopp.rewrite",
+                "--run-dir",
+                str(self.run_dir),
+                stdout=log_file,
+                stderr=log_file,
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot start the translator: {exc}") from exc
+        finally:
+            os.close(log_file)
+
+    async def _supervise(self) -> None:
+        # Frames diverted to an unconnected chardev are dropped: restart at once (the
+        # translator reloads its table from its state file).
+        while self._proc is not None:
+            code = await self._proc.wait()
+            log.warning("translator exited with %s; restarting", code)
+            await self._spawn()
+
+    async def stop(self) -> None:
+        """Stop the translator and the listener; never raises."""
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 3.0)
+
+
+def describe(translation: SideTranslation | None) -> dict[str, Any]:
+    """For the agent's status."""
+    if translation is None:
+        return {}
+    return {
+        "record": len(translation.record),
+        "young": len(translation.young),
+        "translator": translation.spliced,
+    }

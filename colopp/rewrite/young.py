@@ -1,0 +1,72 @@
+"""Young connections' offsets on the secondary host, tagged with checkpoint epochs.
+
+While QEMU's ``filter-rewriter`` translates the secondary's young connections (those opened
+since the last checkpoint), colopp cannot read its table. So the comparator, which sees both
+guests' SYN-ACKs, learns each young offset (:class:`~colopp.compare.young_learn.IsnLearner`) and
+sends it here tagged with its *epoch*: the number of checkpoints the primary had completed
+when it learned it. The secondary's agent counts the checkpoints its QEMU has *loaded*
+(``loaded``). ``filter-rewriter`` zeroes its offsets at every loaded checkpoint
+(``COLO_EVENT_CHECKPOINT``), so an entry is still live in it exactly when
+``epoch >= loaded``.
+
+At failover the promoted guest's table of record -- what the next secondary and every later
+failover must apply -- is the table it inherited plus the live young entries
+(:meth:`YoungOffsets.table_of_record`).
+"""
+
+from __future__ import annotations
+
+from colopp.rewrite.table import MASK, ConnKey, OffsetTable
+
+
+class YoungOffsets:
+    """Young offsets learned by the comparator, and the checkpoints this secondary loaded."""
+
+    __slots__ = ("_entries", "loaded", "run")
+
+    def __init__(self) -> None:
+        self._entries: dict[ConnKey, tuple[int, int]] = {}
+        self.loaded = 0
+        self.run: str | None = None
+
+    def start_run(self, run: str) -> None:
+        """A (re)started comparator: its epochs count from 0; older entries are dropped."""
+        self.run = run
+        self._entries.clear()
+        self.loaded = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def learned(self, key: ConnKey, delta: int, epoch: int) -> None:
+        """The comparator learned ``key``'s offset after ``epoch`` completed checkpoints."""
+        if delta & MASK:
+            self._entries[key] = (delta & MASK, epoch)
+
+    def checkpoint_loaded(self) -> None:
+        """This secondary's QEMU loaded one more checkpoint (filter-rewriter reset)."""
+        self.loaded += 1
+        self.prune(self.loaded)
+
+    def completed(self, count: int) -> None:
+        """The primary saw ``count`` checkpoints complete since COLO started. It resumes only
+        after the secondary loaded each one, so this secondary loaded at least as many
+        (its own events may not have been read yet)."""
+        self.loaded = max(self.loaded, count)
+        self.prune(self.loaded)
+
+    def prune(self, completed: int) -> None:
+        """Forget entries older than checkpoint ``completed`` (no longer live anywhere)."""
+        self._entries = {k: v for k, v in self._entries.items() if v[1] >= completed}
+
+    def live(self) -> dict[ConnKey, int]:
+        """The entries ``filter-rewriter`` still translates with."""
+        return {k: delta for k, (delta, epoch) in self._entries.items() if epoch >= self.loaded}
+
+    def table_of_record(self, inherited: OffsetTable, now: float) -> OffsetTable:
+        """The promoted guest's full translation: ``inherited`` plus the live young entries."""
+        table = inherited.copy()
+        for key, delta in self.live().items():
+            # A young connection is new: an inherited entry on its 4-tuple is a dead one.
+            table.set_delta(key, delta, now)
+        return table

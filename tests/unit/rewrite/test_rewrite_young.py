@@ -1,0 +1,51 @@
+"""Young offsets: live in filter-rewriter exactly until the secondary loads a checkpoint."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from colopp.rewrite.table import OffsetTable
+from colopp.rewrite.young import YoungOffsets
+
+A = (1, 80, 2, 1000)
+B = (1, 80, 2, 1001)
+
+
+def test_entries_die_at_the_next_loaded_checkpoint() -> None:
+    young = YoungOffsets()
+    young.learned(A, 7, epoch=0)
+    assert young.live() == {A: 7}
+    young.checkpoint_loaded()
+    young.learned(B, 9, epoch=1)
+    assert young.live() == {B: 9}
+
+
+def test_learned_late_for_an_already_loaded_checkpoint_is_dead() -> None:
+    young = YoungOffsets()
+    young.checkpoint_loaded()  # the secondary loaded checkpoint 1 ...
+    young.learned(A, 7, epoch=0)  # ... before the comparator's epoch-0 message arrived
+    assert young.live() == {}
+
+
+def test_zero_delta_is_not_an_entry() -> None:
+    young = YoungOffsets()
+    young.learned(A, 0, epoch=0)
+    assert len(young) == 0
+
+
+@given(loaded=st.integers(0, 5), epochs=st.lists(st.integers(0, 6), max_size=10))
+def test_table_of_record_is_inherited_plus_live(loaded: int, epochs: list[int]) -> None:
+    inherited = OffsetTable()
+    inherited.set_delta((9, 9, 9, 9), 3, 0.0)
+    young = YoungOffsets()
+    for _ in range(loaded):
+        young.checkpoint_loaded()
+    for port, epoch in enumerate(epochs):
+        young.learned((1, 80, 2, port), port + 1, epoch)
+    table = young.table_of_record(inherited, 0.0)
+    assert table.delta((9, 9, 9, 9)) == 3
+    for port, epoch in enumerate(epochs):
+        want = port + 1 if epoch >= loaded else 0
+        assert table.delta((1, 80, 2, port)) == want
+    assert len(inherited) == 1
