@@ -9,9 +9,15 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
+from colopp.agent.allocator import Allocator
 from colopp.agent.host import RPC_METHODS, HostAgent
+from colopp.agent.protections import ProtectionRouter
+from colopp.agent.restart import RESTART_GRACE, exit_for_restart
 from colopp.agent.server import AgentServer, raise_open_files_limit
+from colopp.agent.serving import RIGHT_METHODS, ServingRight
+from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
 
@@ -40,6 +46,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="seconds without controller and peer before a primary fences itself",
+    )
+    parser.add_argument(
+        "--restart-grace",
+        type=float,
+        default=RESTART_GRACE,
+        help="on SIGTERM the agent exits leaving its VM running, and tells the controller "
+        "to wait this many seconds for the next agent before failing over",
     )
     return parser.parse_args(argv)
 
@@ -71,31 +84,58 @@ async def serve(args: argparse.Namespace) -> None:
             raise ConfigError(f"--listen {listen!r} must be IP:PORT")
         addresses.append((host, int(port)))
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    agent = HostAgent(
-        args.host, args.state_dir, runtime_from(args.qemu_root, args.qemu_binary), args.lease
-    )
-    agent.agent_port = addresses[0][1]
-    if args.libvirt_uri:
-        agent.libvirt_uri = args.libvirt_uri
+    runtime = runtime_from(args.qemu_root, args.qemu_binary)
+
+    rights: dict[HostAgent, ServingRight] = {}
+
+    def make_agent(state_dir: Path) -> HostAgent:
+        made = HostAgent(args.host, state_dir, runtime, args.lease)
+        made.agent_port = addresses[0][1]
+        if args.libvirt_uri:
+            made.libvirt_uri = args.libvirt_uri
+        rights[made] = ServingRight(lambda: made.side)  # fleet mode only (hold_right)
+        return made
+
+    def methods_of(side: HostAgent) -> dict[str, Any]:
+        own = {name: getattr(side, name) for name in RPC_METHODS}
+        return own | {name: getattr(rights[side], name) for name in RIGHT_METHODS}
+
+    agent = make_agent(args.state_dir)
+    # Fleet mode: calls naming a protection go to that protection's own side.
+    router = ProtectionRouter(agent, make_agent, methods_of, Allocator(args.state_dir))  # type: ignore[arg-type]
     done = asyncio.Event()
 
     async def shutdown() -> dict[str, bool]:
         await agent.stop_vm()
+        await router.stop_all()
         done.set()
         return {"shutdown": True}
 
-    methods = {name: getattr(agent, name) for name in RPC_METHODS}
+    methods = router.methods(RPC_METHODS + RIGHT_METHODS)
     methods["shutdown"] = shutdown
-    server = AgentServer(read_token(args.token_file), methods)
+    gate = PersistentTokenGate(args.state_dir)
+    server = AgentServer(read_token(args.token_file), methods, fencing=gate)
+    # Before listening: a heartbeat answered before re-adoption would report no VM.
+    await agent.readopt()
+    for protection in sorted(router.allocator.table.taken):  # fleet mode: each side too
+        side = router.side(protection)
+        assert isinstance(side, HostAgent)
+        await side.readopt()
     for host, port in addresses:
         await server.start(host, port)
     loop = asyncio.get_running_loop()
+    restart = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)
+        loop.add_signal_handler(sig, restart.set)
     print(f"colopp agent {args.host} listening on {', '.join(args.listen)}", flush=True)
-    await done.wait()
-    await agent.stop_vm()
-    await server.close()
+    stopped = asyncio.create_task(done.wait())
+    await asyncio.wait(
+        [stopped, asyncio.create_task(restart.wait())], return_when="FIRST_COMPLETED"
+    )
+    if stopped.done():  # the shutdown method: the VM was stopped on purpose
+        await server.close()
+        return
+    await exit_for_restart(agent, server, args.restart_grace)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.adopt import persist_side, readopt
 from colopp.agent.comparing import start_comparator, stop_comparator
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
 from colopp.agent.lease import LeaseView, LeaseWatchdog
+from colopp.agent.live_protect import live_reprotect
 from colopp.agent.replies import (
     BootReply,
     FailoverReply,
@@ -36,16 +38,14 @@ from colopp.agent.replies import (
 )
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
-from colopp.agent.steps import run_steps, wait_block_job, wait_colo_mode
+from colopp.agent.steps import run_steps, wait_colo_mode
+from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
-    finish_resync,
-    migrate_to,
     primary_failover,
     primary_start,
     resume_replication,
-    resync_disk,
     secondary_failover,
     secondary_prepare,
 )
@@ -79,6 +79,31 @@ class HostAgent:
         )
         # The libvirt backend's daemon (a protection picks the backend at launch).
         self.libvirt_uri = os.environ.get("COLOPP_LIBVIRT_URI", "qemu:///system")
+        # Set while the agent exits for a restart: heartbeats then tell the controller to
+        # wait this long for the next agent instead of failing over (see colopp.agent.adopt).
+        self.restart_grace: float | None = None
+
+    def persist(self) -> None:
+        """Save what this agent owns (colopp.agent.state_file) for the next agent."""
+        persist_side(self.state_dir, self.host, self.side)
+
+    async def readopt(self) -> bool:
+        """Take over the side a previous agent left running; True when there was one."""
+        self.side = await readopt(self.state_dir, self.libvirt_uri, self._comparator_restarted)
+        if self.side is None:
+            return False
+        self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+        spec = self.side.spec
+        if (spec.run_dir / TRANSLATION_RECORD).exists():
+            self.translation = SideTranslation(spec.run_dir)
+            if spec.role is Role.SECONDARY and not self.side.failed_over:
+                await self.translation.readopted_secondary(spec)
+        self.persist()
+        return True
+
+    async def _comparator_restarted(self) -> None:
+        self.persist()  # the new comparator's identity
+        await self._force_checkpoint()
 
     # ----- queries -------------------------------------------------------------------
     async def ping(self, qmp_timeout: float = 0.0, heartbeat: bool = False) -> PingReply:
@@ -99,7 +124,7 @@ class HostAgent:
             except QmpError:
                 qmp_ok = False
         stalled = self._replication_stall(side, time.time()) if side is not None else 0.0
-        return {
+        reply: PingReply = {
             "host": self.host,
             "time": time.time(),
             "vm_alive": alive,
@@ -108,6 +133,9 @@ class HostAgent:
             "self_fenced": self.lease.self_fenced,
             "role": side.spec.role.value if side else None,
         }
+        if self.restart_grace is not None:
+            reply["restarting_s"] = self.restart_grace
+        return reply
 
     agent_port = 7400
 
@@ -225,6 +253,7 @@ class HostAgent:
                 self.side = await start_qemu_side(self.runtime, vm_spec, spec)
             process = self.side.process
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+            self.persist()
             return {"pid": process.pid, "run_dir": str(run_dir)}
 
     async def _watch_events(self, side: Side) -> None:
@@ -273,7 +302,8 @@ class HostAgent:
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
         if side.comparator is None:
-            await start_comparator(side, self._force_checkpoint)
+            await start_comparator(side, self._comparator_restarted)
+        self.persist()
         steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
         await run_steps(side, steps)
         return {"started": True}
@@ -283,9 +313,9 @@ class HostAgent:
     ) -> ResumeReply:
         """Re-protect: make this serving side the primary of a new, prepared secondary.
 
-        The disk is mirrored to the new secondary's NBD export, the guest is frozen for the
-        switch to the replication driver, the primary's filters and chardevs are rebuilt,
-        and the VM migrates into COLO (the guest runs again when COLO starts).
+        The disk is mirrored (active mode) to the new secondary's NBD export and the RAM
+        pre-copied while the guest runs; the guest pauses only for the switch: the mirror
+        ends, the replication child and the primary's filters go in, COLO starts.
 
         Raises:
             StateError: this side is not serving alone.
@@ -298,13 +328,8 @@ class HostAgent:
         has_rewriter = side.spec.role is Role.SECONDARY
         side.spec = dataclasses.replace(side.spec, role=Role.PRIMARY, peer_repl_ip=peer_repl_ip)
         spec = side.spec
-        await run_steps(side, [resync_disk(peer_repl_ip, spec.ports)])
-        await wait_block_job(side, "resync", lambda job: bool(job.get("ready")), timeout)
-        synced = time.monotonic() - started
-        await run_steps(side, finish_resync())
-        await wait_block_job(side, "resync", lambda _job: False, 30.0)
         sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
-        steps = resume_replication(
+        plumbing = resume_replication(
             spec.local_repl_ip,
             peer_repl_ip,
             spec.ports,
@@ -313,17 +338,34 @@ class HostAgent:
             has_rewriter,
             client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         )
-        await run_steps(side, steps)
-        if self.translation is not None:
-            await self.translation.as_primary(functools.partial(run_steps, side))
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        await start_comparator(side, self._force_checkpoint)
-        # The guest stays stopped through the RAM migration and runs again when COLO starts
-        # (QEMU's documented sequence). Resuming it before `migrate` looked like it would
-        # shorten the pause, but in trials it lost acknowledged writes: not done.
-        await run_steps(side, migrate_to(peer_repl_ip, spec.ports, checkpoint_delay_ms))
+        translation = self.translation
+
+        async def in_pause() -> None:
+            if translation is not None:
+                await translation.as_primary(functools.partial(run_steps, side))
+
+        async def comparator() -> None:
+            await start_comparator(side, self._comparator_restarted)
+            self.persist()
+
+        # The guest runs through the disk mirror and the RAM pre-copy and pauses only for
+        # the switch into COLO (colopp.colo.live explains the writes an earlier resume
+        # lost, and why this plan cannot).
+        result = await live_reprotect(
+            side, peer_repl_ip, plumbing, checkpoint_delay_ms, timeout, comparator, in_pause
+        )
         side.failed_over = False
-        return {"resync_s": synced, "took_s": time.monotonic() - started}
+        self.persist()
+        return {
+            "resync_s": result["resync_s"],
+            "precopy_s": result["precopy_s"],
+            "switch_ms": result["switch_ms"],
+            "downtime_ms": result["downtime_ms"],
+            "linked_wait_s": result["linked_wait_s"],
+            "colo_after_continue_ms": result["colo_after_continue_ms"],
+            "took_s": time.monotonic() - started,
+        }
 
     async def _force_checkpoint(self) -> None:
         # Setting x-checkpoint-delay while in COLO makes QEMU checkpoint at once.
@@ -347,6 +389,7 @@ class HostAgent:
         mode = await wait_colo_mode(side, timeout)
         if side.spec.options.semiactive and side.spec.role is Role.SECONDARY:
             await shrink_secondary(side)
+            self.persist()
         return mode
 
     async def failover(self) -> FailoverReply:
@@ -362,6 +405,7 @@ class HostAgent:
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)
         side.failed_over = True
+        self.persist()
         return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
 
     async def kill_vm(
@@ -391,6 +435,7 @@ class HostAgent:
     async def stop_vm(self) -> StopReply:
         """Stop QEMU (quit, then signals) and forget the side; idempotent."""
         side, self.side = self.side, None
+        self.persist()  # forgets: a stopped side is not re-adopted
         if side is None:
             return {"stopped": False}
         if side.watcher is not None:

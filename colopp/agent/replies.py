@@ -6,7 +6,7 @@ or missing field is a type error on both sides.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class PingReply(TypedDict):
@@ -17,6 +17,7 @@ class PingReply(TypedDict):
     checkpoint_stalled_s: float
     self_fenced: bool
     role: str | None
+    restarting_s: NotRequired[float]  # the agent exits for a restart: back within this
 
 
 class ProbeTcpReply(TypedDict, total=False):
@@ -49,6 +50,11 @@ class StartedReply(TypedDict):
 
 class ResumeReply(TypedDict):
     resync_s: float
+    precopy_s: float  # RAM pre-copy with the guest running
+    switch_ms: float  # the guest stopped, before QEMU was told to enter COLO
+    downtime_ms: float  # QEMU's own figure for the migration's stop
+    linked_wait_s: float  # waiting for the new secondary's network links
+    colo_after_continue_ms: float
     took_s: float
 
 

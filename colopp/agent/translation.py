@@ -68,6 +68,11 @@ class SideTranslation:
         if self.record:
             await self._start_translator(self.record, run_steps)
 
+    async def readopted_secondary(self, spec: SideSpec) -> None:
+        """After an agent restart: listen for young offsets again (the record is reloaded
+        from disk by the constructor; offsets sent while no agent listened are lost)."""
+        self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
+
     def promoted(self) -> None:
         """This secondary serves now: its record gains the young connections that its
         ``filter-rewriter`` keeps translating (its translator keeps the rest)."""

@@ -11,6 +11,10 @@ A side is judged from the controller's heartbeats to its agent:
   replication stream to the peer is broken (e.g. the replication link is cut) while both
   sides still answer the controller;
 - ``HEALTHY`` otherwise.
+
+An agent that exits for a restart (an upgrade) says so in its last heartbeat replies
+(``restarting_s``): its VM keeps running and the next agent re-adopts it, so for that many
+seconds its silence is not UNREACHABLE. The notice ends with the first beat without it.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Beat:
     vm_alive: bool = True
     qmp_ok: bool = True
     stalled_s: float = 0.0
+    restarting_s: float = 0.0  # the agent exits for a restart: back within this
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,13 @@ class SideDetector:
         self.config = config
         self.last_agent_ok = started_at
         self.last_qmp_ok = started_at
+        self.restarting_until = 0.0
 
     def observe(self, beat: Beat) -> Health:
         """Feed a beat (in time order) and return the verdict after it."""
         if beat.agent_ok:
             self.last_agent_ok = beat.at
+            self.restarting_until = beat.at + beat.restarting_s if beat.restarting_s > 0 else 0.0
             if not beat.vm_alive:
                 return Health.DEAD
             if beat.qmp_ok:
@@ -71,6 +78,8 @@ class SideDetector:
             if beat.stalled_s >= self.config.stall_after:
                 return Health.STALLED
             return Health.HEALTHY
+        if beat.at < self.restarting_until:
+            return Health.HEALTHY  # a planned agent restart
         if beat.at - self.last_agent_ok >= self.config.unreachable_after:
             return Health.UNREACHABLE
         return Health.HEALTHY

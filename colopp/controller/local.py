@@ -123,7 +123,7 @@ class LocalDeployment:
         ]
         if self.qemu_root is not None:
             argv += ["--qemu-root", str(self.qemu_root)]
-        log = (self.state_dir / f"agent-{node.value}.log").open("wb")
+        log = (self.state_dir / f"agent-{node.value}.log").open("ab")
         argv = netns_argv(self.plan.netns(node), argv)
         if self.cpu_plan is not None:  # outside: `ip netns exec` remounts /sys
             argv = self.cpu_plan.wrap(node, argv)
@@ -135,6 +135,21 @@ class LocalDeployment:
             start_new_session=True,
         )
         log.close()
+
+    async def restart_agent(self, name: str, timeout: float = 20.0) -> None:
+        """Restart one host's agent as an upgrade would: SIGTERM (it exits leaving its VM
+        running), then a new agent that re-adopts the VM.
+
+        Raises:
+            AgentError: the old agent did not exit within ``timeout`` seconds.
+        """
+        proc = self.agent_procs[name]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AgentError(f"agent {name} did not exit in {timeout:.0f}s") from exc
+        self._spawn_agent(Node(name), self.state_dir / "agent.token")
 
     async def stop(self) -> None:
         """Stop agents (they stop their QEMU), kill leftovers, remove the lab; never raises."""

@@ -50,6 +50,7 @@ async def prepare_local_pair(
     prerelease_scope: str = "global",
     resp_ports: tuple[int, ...] = (),
     guest: str = "kvd",
+    memory_mb: int | None = None,
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
@@ -96,13 +97,21 @@ async def prepare_local_pair(
             None,
             None,
             "",
-            memory_mb=image.memory_mb,
+            memory_mb=memory_mb or image.memory_mb,
             vcpus=image.vcpus,
             accel=accel,
             cpu=cpu,
         )
     else:
-        vm = VmSpec("demo", image.vmlinuz, image.initrd, append, accel=accel, cpu=cpu)
+        vm = VmSpec(
+            "demo",
+            image.vmlinuz,
+            image.initrd,
+            append,
+            accel=accel,
+            cpu=cpu,
+            memory_mb=memory_mb or 256,
+        )
     config = PairConfig(
         vm,
         image.disk,

@@ -115,6 +115,7 @@ class PairSupervisor:
             bool(reply["vm_alive"]),
             bool(reply["qmp_ok"]),
             float(reply.get("checkpoint_stalled_s", 0.0)),
+            float(reply.get("restarting_s", 0.0)),
         )
 
     def _detector(self, host: str) -> SideDetector:

@@ -34,10 +34,12 @@ class ClientWorkload:
         plan: LabPlan,
         connections: int = 3,
         read_only: int | None = None,
+        writes_out: Path | None = None,
         *,
         ipv6: bool = False,
     ) -> None:
-        """``ipv6``: talk to the guest's IPv6 service address instead of its IPv4 one."""
+        """``ipv6``: talk to the guest's IPv6 service address instead of its IPv4 one;
+        ``writes_out``: where the workload writes every acknowledged key and value."""
         target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
         argv = [
             sys.executable,
@@ -48,6 +50,7 @@ class ClientWorkload:
             "--connections",
             str(connections),
             *(["--read-only", str(read_only)] if read_only is not None else []),
+            *(["--writes-out", str(writes_out)] if writes_out is not None else []),
         ]
         self.proc = subprocess.Popen(
             netns_argv(plan.netns(Node.CLIENT), argv),

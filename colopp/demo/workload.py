@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import random
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 RESET_ERRORS = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
@@ -190,6 +192,31 @@ def outage_around(completions: list[float], mark: float | None) -> float | None:
     return (min(after) - start) * 1000.0
 
 
+def max_gap_between(completions: list[float], start: float, end: float) -> float | None:
+    """The longest time (ms) without a success that overlaps ``[start, end]``: from the
+    last success before ``start`` through those inside to the first after ``end``."""
+    times = sorted(completions)
+    before = [t for t in times if t < start]
+    after = [t for t in times if t > end]
+    if not after:
+        return None
+    points = [max(before) if before else start]
+    points += [t for t in times if start <= t <= end] + [min(after)]
+    return max(b - a for a, b in itertools.pairwise(points)) * 1000.0
+
+
+def gap_at(completions: list[float], start: float, end: float) -> float | None:
+    """Where (ms after ``start``) the longest gap of :func:`max_gap_between` begins."""
+    gap = max_gap_between(completions, start, end)
+    if gap is None:
+        return None
+    times = sorted(completions)
+    for a, b in itertools.pairwise(times):
+        if abs((b - a) * 1000.0 - gap) < 1e-6 and b >= start and a <= end:
+            return (a - start) * 1000.0
+    return 0.0
+
+
 def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -209,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="SEED",
         help="read-mostly: each connection PUTs SEED keys, then only GETs them",
+    )
+    parser.add_argument(
+        "--writes-out", type=Path, help="write every acknowledged key and value here (JSON)"
     )
     args = parser.parse_args(argv)
     host, _, port_text = args.target.rpartition(":")
@@ -254,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     for worker in workers:
         worker.join(args.timeout + 5)
     lost = verify_writes(host, port, dict(tally.writes_acked), args.timeout)
+    if args.writes_out is not None:
+        args.writes_out.write_text(json.dumps(tally.writes_acked))
     _emit(
         {
             "type": "summary",
@@ -269,6 +301,15 @@ def main(argv: list[str] | None = None) -> int:
             "counter_regressions": tally.counter_regressions,
             "failover_outage_ms": outage_around(tally.completions, marks[0] if marks else None),
             "outages_ms": [outage_around(tally.completions, mark) for mark in marks],
+            # Between marks 2k and 2k+1 (a window such as a re-protection): the longest gap.
+            "window_gap_at_ms": [
+                gap_at(tally.completions, a, b)
+                for a, b in zip(marks[::2], marks[1::2], strict=False)
+            ],
+            "window_gaps_ms": [
+                max_gap_between(tally.completions, a, b)
+                for a, b in zip(marks[::2], marks[1::2], strict=False)
+            ],
             "errors": tally.errors,
         }
     )

@@ -14,7 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import READ, WRITE, ApiServer, wait_until
+
+from tests.api.conftest import READ, WRITE, ApiServer, wait_until
 
 HOST_PATHS = {
     "base_disk": "/var/lib/colopp/disk.qcow2",

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 import sqlalchemy as sa
-from conftest import READ, WRITE, ApiServer, wait_until
+
+from tests.api.conftest import READ, WRITE, ApiServer, wait_until
 
 MUTATING = [
     ("POST", "/v1/protections"),

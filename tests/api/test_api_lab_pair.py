@@ -13,13 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import READ, ApiServer, get_protection, in_state, lab_api_server, wait_until
 from test_api_webhooks import Receiver
 
 from colopp.demo.harness import ClientWorkload
 from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.runtime import DEFAULT_ROOT
+from tests.api.conftest import READ, ApiServer, get_protection, in_state, lab_api_server, wait_until
 
 PREFIX = "clpapi"
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ApiServer, get_protection, in_state, lab_api_server, wait_until
 from rich.console import Console
 
 from colopp.demo.harness import ClientWorkload
@@ -30,6 +29,7 @@ from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.runtime import DEFAULT_ROOT
 from colopp.virt.libvirt_host import install, plan
+from tests.api.conftest import ApiServer, get_protection, in_state, lab_api_server, wait_until
 
 libvirt = pytest.importorskip("libvirt")
 libvirt_qemu = pytest.importorskip("libvirt_qemu")

@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import httpx
-from conftest import READ, ApiServer
 from populated import Manager, scrape, setup, value
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,6 +17,7 @@ from colopp.errors import AgentError
 from colopp_api.db.store import Store
 from colopp_api.live.runner import ProtectionRunner
 from colopp_api.live.sampler import SamplerMemory, Tally, digest
+from tests.api.conftest import READ, ApiServer
 
 __all__ = ["setup"]  # the fixture
 

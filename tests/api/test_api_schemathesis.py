@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import WRITE, ApiServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+
+from tests.api.conftest import WRITE, ApiServer
 
 
 def _operations(api: ApiServer) -> list[Any]:

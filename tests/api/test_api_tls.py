@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import READ, ApiServer, wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from colopp.errors import ConfigError
 from colopp_api.client import ApiClient
 from colopp_api.tls import tls_files
+from tests.api.conftest import READ, ApiServer, wait_until
 
 
 def _name(common: str) -> x509.Name:

@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import READ, ApiServer, wait_until
 from test_api_http import HOSTS_BODY
 
 from colopp_api.webhooks.classify import classify
 from colopp_api.webhooks.signing import sign, verify
+from tests.api.conftest import READ, ApiServer, wait_until
 
 SECRET = "0123456789abcdef-webhook-secret"
 

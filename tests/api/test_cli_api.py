@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import READ, WRITE, ApiServer, free_port, wait_until
 from test_api_http import HOSTS_BODY
 
 from colopp.cli_exit import Exit
+from tests.api.conftest import READ, WRITE, ApiServer, free_port, wait_until
 
 
 def colopp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -90,8 +90,10 @@ class EtcdCluster:
 class Events:
     """A ``python -m colopp.arbiter`` process and the JSON lines it prints."""
 
-    def __init__(self, argv: list[str], netns: str | None = None) -> None:
-        cmd = in_netns(netns, [sys.executable, "-m", "colopp.arbiter", *argv])
+    def __init__(
+        self, argv: list[str], netns: str | None = None, module: str = "colopp.arbiter"
+    ) -> None:
+        cmd = in_netns(netns, [sys.executable, "-m", module, *argv])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.stdout = self.proc.stdout
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()

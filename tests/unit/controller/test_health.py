@@ -37,3 +37,17 @@ def test_answering_agents_with_live_qmp_are_never_judged(flags: list[tuple[bool,
     det = SideDetector(CFG, 0.0)
     for i, _ in enumerate(flags):
         assert det.observe(Beat(0.05 * (i + 1), True, True, True)) is Health.HEALTHY
+
+
+def test_a_restarting_agent_is_waited_for_within_its_notice_only() -> None:
+    det = SideDetector(CFG, 0.0)
+    assert det.observe(Beat(0.1, True, restarting_s=5.0)) is Health.HEALTHY
+    assert det.observe(Beat(3.0, False)) is Health.HEALTHY  # the next agent is starting
+    assert det.observe(Beat(5.2, False)) is Health.UNREACHABLE  # it never came back
+
+
+def test_the_restart_notice_ends_with_the_first_beat_without_it() -> None:
+    det = SideDetector(CFG, 0.0)
+    det.observe(Beat(0.1, True, restarting_s=5.0))
+    assert det.observe(Beat(0.5, True)) is Health.HEALTHY  # the new agent answered
+    assert det.observe(Beat(1.1, False)) is Health.UNREACHABLE  # no notice any more

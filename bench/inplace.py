@@ -1,0 +1,141 @@
+"""Live re-protection under client load: ``python -m bench.inplace --json FILE``.
+
+For each guest size (256 and 1024 MiB by default) a protected pair on the lab (colopp's
+comparator) serves a client workload (keep-alive connections doing PUT/GET/POST). The
+primary QEMU is SIGKILLed; the supervisor fails over (automatic re-protection off), and
+once the clients are served again the pair is re-protected onto the lost host while the
+clients go on. ``max_gap_ms`` is the longest time without any successful response during
+the re-protection (from its start to the first checkpoint after it). The new pair is then
+tested: its primary is SIGKILLed too, so the secondary that re-protection filled (disk
+mirror and RAM pre-copy with the guest running) serves; every acknowledged write is read
+back over HTTP and, after stopping it, from its disk image (``writes_lost`` counts both).
+Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench.inplace_disk import keys_missing_on_disk
+from colopp.colo.state import PairState
+from colopp.demo.harness import ClientWorkload, SupervisedPair
+from colopp.qemu.argv import ComparatorKind
+
+STATE = Path("/var/lib/colopp/bench-inplace")
+
+
+async def _kill_primary(sp: SupervisedPair, incident: int) -> None:
+    """SIGKILL the primary QEMU and wait until the supervisor failed over."""
+    status = await sp.pair.agents[sp.pair.primary.name].call("status")
+    os.kill(int(status["pid"]), signal.SIGKILL)
+    await sp.wait_for(
+        f"failover {incident}",
+        lambda: sp.handled(incident) and sp.pair.state is PairState.FAILED_OVER,
+        120,
+    )
+    error = sp.incidents[-1].error
+    if error:
+        raise RuntimeError(f"failover {incident}: {error}")
+
+
+async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict[str, Any]:
+    """One guest size: kill, fail over, live re-protect (measured), kill again, check."""
+    state = STATE / f"reprotect-{memory_mb}"
+    sp = await SupervisedPair.protect(
+        state, None, prefix, ComparatorKind.COLOPP, console, memory_mb=memory_mb
+    )
+    with tempfile.TemporaryDirectory(prefix="colopp-inplace-") as tmp:
+        writes_file = Path(tmp) / "writes.json"
+        workload = ClientWorkload(sp.plan, connections=3, writes_out=writes_file)
+        try:
+            await sp.next_checkpoint()
+            await sp.next_checkpoint()
+            sp.supervisor.auto_reprotect = False
+            sp.supervise()
+            await sp.heartbeats()
+            await _kill_primary(sp, 1)
+            await asyncio.to_thread(workload.served, 20)
+            workload.mark()
+            result = await sp.pair.reprotect()
+            await sp.next_checkpoint()
+            workload.mark()
+            primary = await sp.pair.agents[sp.pair.primary.name].call("status")
+            result["pauses_ms"] = primary["checkpoint_pauses_ms"][-6:]
+            console.log(f"{memory_mb} MiB: re-protected {result}")
+            await asyncio.to_thread(workload.served, 20)
+            await _kill_primary(sp, 2)  # the secondary re-protection filled now serves
+            await asyncio.to_thread(workload.served, 20)
+            await sp.unsupervise()
+            summary = await asyncio.to_thread(workload.finish, 300)
+            survivor = sp.pair.primary.name
+            stopped = await sp.pair.agents[survivor].call("stop_vm", timeout=30)
+            writes: dict[str, str] = json.loads(writes_file.read_text())
+            disk = state / survivor / "demo" / "secondary" / "disk.qcow2"
+            # Only a QEMU that quit cleanly flushed its qcow2 metadata: after a SIGKILL
+            # the image is not what the guest saw, and the disk check says nothing.
+            on_disk = (
+                await asyncio.to_thread(keys_missing_on_disk, sp.local.runtime, disk, writes)
+                if stopped.get("returncode") == 0
+                else None
+            )
+        finally:
+            workload.kill()
+            await sp.close()
+    gaps = summary["window_gaps_ms"]
+    return {
+        "max_gap_ms": round(gaps[0], 1) if gaps and gaps[0] is not None else None,
+        "writes_lost": summary["writes_lost"] + len(on_disk or []),
+        "writes_lost_http": summary["writes_lost"],
+        "writes_lost_disk": len(on_disk) if on_disk is not None else None,
+        "survivor_returncode": stopped.get("returncode"),
+        "lost_keys": (summary["lost_keys"] + (on_disk or []))[:20],
+        "writes_acked": summary["writes_acked"],
+        "connections_reset": summary["connections_reset"],
+        "requests_ok": summary["requests_ok"],
+        "requests_failed": summary["requests_failed"],
+        "resync_s": round(result["resync_s"], 2),
+        "precopy_s": round(result["precopy_s"], 2),
+        "switch_ms": round(result["switch_ms"], 1),
+        "downtime_ms": result["downtime_ms"],
+        "linked_wait_s": round(result["linked_wait_s"], 2),
+        "colo_after_continue_ms": round(result["colo_after_continue_ms"], 1),
+        "primary_pauses_ms": result["pauses_ms"],
+        "gap_at_ms": summary["window_gap_at_ms"][0] if summary["window_gap_at_ms"] else None,
+        "reprotect_s": round(result["reprotect_s"], 2),
+        "errors": summary["errors"],
+    }
+
+
+async def run(sizes: list[int], console: Console) -> dict[str, Any]:
+    out: dict[str, Any] = {"reprotect": {}}
+    for index, memory_mb in enumerate(sizes):
+        out["reprotect"][str(memory_mb)] = await reprotect_trial(
+            memory_mb, f"clpip{index}", console
+        )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.inplace", description=__doc__)
+    parser.add_argument("--memory", type=int, action="append", help="MiB (repeatable)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    result = asyncio.run(run(args.memory or [256, 1024], console))
+    print(json.dumps(result, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,176 @@
+"""Live re-protection on the serving side (the plan and its proof: colopp.colo.live).
+
+The guest keeps running while the disk is mirrored (active mode) and its RAM pre-copied
+to the new secondary; QEMU stops it for the last pass and waits in ``pre-switchover``;
+in that pause the mirror is completed and the replication child and network filters go
+in, then ``migrate-continue`` lets QEMU start replication and resume the guest in COLO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from colopp.agent.side import Side
+from colopp.agent.steps import run_steps, wait_block_job
+from colopp.colo.live import (
+    COLO_STARTED,
+    COMPARATOR,
+    IN_PAUSE,
+    MIRROR_DONE,
+    MIRROR_JOB,
+    MIRROR_READY,
+    PRE_SWITCHOVER,
+    SECONDARY_LINKED,
+    live_plan,
+    peer_links_up,
+)
+from colopp.colo.sequence import QmpStep
+from colopp.domain import ComparatorKind
+from colopp.errors import QmpError, QmpTimeout
+
+FAILED = frozenset({"failed", "cancelled", "cancelling"})
+JOB_DONE = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
+LINK_WAIT = 5.0  # seconds; the secondary reconnects every second (qemu-configs/secondary.conf)
+
+
+async def _secondary_linked(side: Side, timeout: float) -> float:
+    """Wait (the guest runs meanwhile) until the new secondary's filters are connected to
+    this side: its input mirror (``mirror0``) and its output to the comparator. Returns
+    the seconds waited; after ``timeout`` it goes on (the switch still works, the first
+    replies after it just wait for a checkpoint).
+    """
+    started = time.monotonic()
+    builtin = side.spec.options.comparator is ComparatorKind.BUILTIN
+    labels = ("mirror0", "compare1") if builtin else ("mirror0",)
+    while time.monotonic() - started < timeout:
+        chardevs = await side.monitor.execute("query-chardev", timeout=5.0)
+        linked = peer_links_up(list(chardevs or []), labels)
+        if linked and not builtin and side.comparator is not None:
+            shell = side.comparator.counters().get("shell", {})
+            linked = bool(isinstance(shell, dict) and shell.get("secondary_connected"))
+        if linked:
+            break
+        await asyncio.sleep(0.05)  # QEMU and the comparator report links only when asked
+    return time.monotonic() - started
+
+
+async def _migration_reaches(side: Side, listener: Any, status: str, timeout: float) -> None:
+    """Wait for QEMU's MIGRATION event with ``status``.
+
+    Raises:
+        QmpError: the migration failed or was cancelled; QmpTimeout: not within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            event = await asyncio.wait_for(listener.get(), max(left, 0.001))
+        except TimeoutError as exc:
+            info = await side.monitor.execute("query-migrate", timeout=5.0)
+            raise QmpTimeout("migrate", f"no {status} in {timeout:.0f}s: {info}") from exc
+        now = dict(event.get("data", {})).get("status")
+        if now == status:
+            return
+        if now in FAILED:
+            info = await side.monitor.execute("query-migrate", timeout=5.0)
+            desc = info.get("error-desc") if isinstance(info, dict) else None
+            raise QmpError("migrate", f"migration {now} before {status}: {desc}")
+
+
+async def _mirror_done(side: Side, listener: Any, timeout: float) -> None:
+    """Wait until the mirror job ended (its completion event), naming a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            event = await asyncio.wait_for(listener.get(), max(left, 0.001))
+        except TimeoutError as exc:
+            raise QmpTimeout("block-job-cancel", f"{MIRROR_JOB} did not end in {timeout}s") from exc
+        data = dict(event.get("data", {}))
+        if data.get("device") != MIRROR_JOB:
+            continue
+        if data.get("error"):
+            raise QmpError("block-job-cancel", f"mirror ended with an error: {data['error']}")
+        return
+
+
+async def live_reprotect(
+    side: Side,
+    peer_repl_ip: str,
+    plumbing: list[QmpStep],
+    checkpoint_delay_ms: int,
+    timeout: float,
+    start_comparator: Callable[[], Awaitable[None]],
+    in_pause: Callable[[], Awaitable[None]] | None = None,
+) -> dict[str, float]:
+    """Make this running side the primary of the prepared secondary at ``peer_repl_ip``,
+    following :func:`colopp.colo.live.live_plan`.
+
+    ``plumbing``: the replication child, chardevs and filters to add
+    (:func:`colopp.colo.sequence.resume_replication`); ``in_pause`` runs with the guest
+    stopped, after them and before COLO starts. Returns the seconds the disk took
+    to be in sync (``resync_s``), the pre-copy (``precopy_s``) and the milliseconds spent
+    in the pause before QEMU was told to continue (``switch_ms``).
+
+    Raises:
+        QmpError: a step failed (named; the migration is cancelled and the guest runs on,
+            unprotected); QmpTimeout: the mirror or the pre-copy did not converge.
+    """
+    marks = {"start": time.monotonic()}
+    plan = live_plan(peer_repl_ip, side.spec.ports, plumbing, checkpoint_delay_ms)
+    migration = side.monitor.listen(["MIGRATION"])
+    jobs = side.monitor.listen(list(JOB_DONE))
+    try:
+        for point in plan:
+            if point.step is not None:
+                await run_steps(side, [point.step])
+                if point.step.command == "migrate-continue":
+                    marks["continued"] = time.monotonic()
+            elif point is MIRROR_READY:
+                await wait_block_job(side, MIRROR_JOB, lambda j: bool(j.get("ready")), timeout)
+                marks["synced"] = time.monotonic()
+            elif point is COMPARATOR:
+                await start_comparator()
+            elif point is SECONDARY_LINKED:
+                marks["linked_wait_s"] = await _secondary_linked(side, LINK_WAIT)
+            elif point is PRE_SWITCHOVER:
+                await _migration_reaches(side, migration, "pre-switchover", timeout)
+                marks["paused"] = time.monotonic()
+            elif point is IN_PAUSE and in_pause is not None:
+                await in_pause()
+            elif point is MIRROR_DONE:
+                await _mirror_done(side, jobs, 30.0)
+            elif point is COLO_STARTED:
+                await _migration_reaches(side, migration, "colo", 60.0)
+                marks["colo"] = time.monotonic()
+    except QmpError:
+        await _abandon(side)
+        raise
+    finally:
+        side.monitor.unlisten(migration)
+        side.monitor.unlisten(jobs)
+    info = await side.monitor.execute("query-migrate", timeout=5.0)
+    return {
+        "linked_wait_s": marks.get("linked_wait_s", 0.0),
+        "downtime_ms": float(info.get("downtime", -1)) if isinstance(info, dict) else -1.0,
+        "colo_after_continue_ms": (marks["colo"] - marks["continued"]) * 1000,
+        "resync_s": marks["synced"] - marks["start"],
+        "precopy_s": marks["paused"] - marks["synced"],
+        "switch_ms": (marks["continued"] - marks["paused"]) * 1000,
+        "took_s": time.monotonic() - marks["start"],
+    }
+
+
+async def _abandon(side: Side) -> None:
+    """After a failed step: cancel the migration and the mirror, keep the guest running."""
+    for command, args in (
+        ("migrate_cancel", {}),
+        ("block-job-cancel", {"device": MIRROR_JOB, "force": True}),
+        ("cont", {}),
+    ):
+        with contextlib.suppress(QmpError):
+            await side.monitor.execute(command, args, timeout=5.0)
