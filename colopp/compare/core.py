@@ -29,8 +29,10 @@ from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
 from colopp.compare.early import offer_early, offer_tail
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.ipv6 import is_ipv6_key
 from colopp.compare.packet import (
     PASSTHROUGH,
+    SYN,
     TCP,
     FlowKey,
     Malformed,
@@ -43,6 +45,8 @@ from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, seco
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
 SWEEP_INTERVAL_S = 1.0
+#: The reason of the checkpoint a new IPv6 connection's opening segment waits for.
+IPV6_NEW_CONNECTION = "ipv6_new_connection"
 MAX_CONNECTIONS = 65536
 
 Flow = TcpConnection | DatagramFlow
@@ -196,9 +200,12 @@ class Comparator:
         c.held_bytes += len(frame)
         released: list[HeldFrame] = []
         pre: list[HeldFrame] = []
+        birth = False
         if pkt.kind == TCP:
             conn = self._tcp.get(pkt.key) or self._open_tcp(pkt.key, now)
             conn.last_seen = now
+            if pkt.flags & SYN and is_ipv6_key(pkt.key):  # never young: README, IPv6
+                conn.syn_waits_checkpoint = birth = True
             # Behind a waiting head nothing can move: the head waits for the secondary.
             at_head = conn.add_primary(held, pkt)
             policy = self._live_policy()
@@ -211,9 +218,21 @@ class Comparator:
             flow.primary.append(held)
             reason = flow.pump(released)
         actions = self._finish(released, pre, reason, now) if released or pre or reason else []
+        if birth:
+            actions += self._request_birth_checkpoint(now)
         if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
             actions += self._request_checkpoint("queue_overflow", now)
         return actions
+
+    def _request_birth_checkpoint(self, now: float) -> list[Action]:
+        """A checkpoint for a new IPv6 connection's opening segment (not a divergence): the
+        secondary then holds its sequence numbers before the client sees them."""
+        self.counters.ipv6_birth_checkpoints += 1
+        if self._awaiting_since is not None:
+            return []
+        self._awaiting_since = now
+        self.counters.checkpoints_requested += 1
+        return [Checkpoint(IPV6_NEW_CONNECTION)]
 
     def _compare_secondary(self, frame: bytes, now: float, pkt: Packet) -> list[Action]:
         """The general path of :meth:`feed_secondary`, after parsing and the queue check."""

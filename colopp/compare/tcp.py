@@ -82,6 +82,7 @@ class TcpConnection:
         "s_syn_seen",
         "stopped",
         "stream",
+        "syn_waits_checkpoint",
         "unplaced",
     )
 
@@ -118,6 +119,8 @@ class TcpConnection:
         self.next_epoch: list[tuple[Packet, bytes, float]] = []
         # Positions of the secondary's segments without payload and without ACK/SYN/FIN/RST.
         self.s_bare: set[int] = set()
+        # The primary's SYN(-ACK) leaves only with a checkpoint (IPv6: see core.py).
+        self.syn_waits_checkpoint = False
         self._reset_primary()
         self._reset_secondary()
 
@@ -379,7 +382,7 @@ class TcpConnection:
 
     def _check(self, seg: HeldFrame, counters: Counters) -> str:
         if not seg.compared:
-            if seg.flags & SYN and not self.s_syn_seen:
+            if seg.flags & SYN and (self.syn_waits_checkpoint or not self.s_syn_seen):
                 return WAIT
             if (
                 not seg.flags & (ACK | SYN | FIN | RST)
@@ -474,6 +477,7 @@ class TcpConnection:
         self.queue.clear()
         self.pre_prefix = 0
         self.pre_memo = None
+        self.syn_waits_checkpoint = False
         self._forget_deferred(self.unplaced)
         if not stop_seen and self.p_high is not None and self.delta == 0 and not self.diverged:
             self.stream.restart_at(self.p_high)
