@@ -40,7 +40,7 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import PRERELEASE_MISMATCH, TcpConnection
+from colopp.compare.tcp import PRERELEASE_MISMATCH, SECONDARY_GAP, TcpConnection
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
@@ -73,8 +73,11 @@ class Comparator:
         self._policy: ReleasePolicy | None = None if policy is None else policy
         self._client_policy = policy if isinstance(policy, ClientAwarePolicy) else None
         # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
-        # forces the general path everywhere (tests compare the two).
+        # forces the general path everywhere (tests compare the two). With a policy only the
+        # primary's segment that matches on arrival takes it: nothing waits, so nothing is
+        # offered early (the general path would release it at once as well).
         self._fast = fast_path and policy is None
+        self._fast_primary = fast_path
         self.counters = Counters()
         self._max_frames = self.config.max_queue_frames
         self._max_bytes = self.config.max_queue_bytes
@@ -100,7 +103,7 @@ class Comparator:
         size = len(frame)
         c.primary_frames_in += 1
         c.primary_bytes_in += size
-        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast else None
+        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast_primary else None
         if fields is None:
             return self._hold_primary(frame, now, vnet_hdr_len, parse_frame(frame, vnet_hdr_len))
         key, seq, ack, flags, payload_start, payload_end = fields
@@ -108,7 +111,7 @@ class Comparator:
         if conn is None:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
         outcome = primary_in_order(
-            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
+            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end, self._fast
         )
         if outcome == NOT_HANDLED:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
@@ -119,6 +122,8 @@ class Comparator:
             c.released_frames += 1
             c.released_bytes += size
             c.hold_time_counts[0] += 1
+            if self._policy is not None and payload_end > payload_start:
+                c.matched_on_arrival += 1  # as the general path counts it
             actions: list[Action] = [Release([frame], vnet_hdr_len)]
         else:
             self._held.append(conn.queue[-1])
@@ -297,6 +302,8 @@ class Comparator:
             actions += self._request_checkpoint("compare_timeout", now)
         elif lag is not None and age > lag:  # a lagging secondary skips its backlog
             actions += self._request_checkpoint("secondary_lag", now)
+        elif age >= self.config.secondary_gap_wait and self._waits_on_gap(self._held[0]):
+            actions += self._request_checkpoint(SECONDARY_GAP, now)
         policy = self._client_policy
         if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
             # Not a divergence: a checkpoint bought to let reads leave early again.
@@ -454,6 +461,13 @@ class Comparator:
         self._awaiting_since = now
         return [Checkpoint(reason)]
 
+    def _waits_on_gap(self, held: HeldFrame) -> bool:
+        # Only the connection of the oldest held frame is looked at: one lookup per tick.
+        conn = self._tcp.get(held.key)
+        if conn is None or not conn.queue or not conn.stream.pending_bytes:
+            return False
+        return conn.waits_on_gap(conn.queue[0])
+
     def _drop_released_heads(self) -> None:
         held = self._held
         while held and held[0].released:
@@ -461,7 +475,10 @@ class Comparator:
 
     def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
         self._make_room()
-        conn = TcpConnection(key, now, self.counters, self.config.max_out_of_order_segments)
+        cfg = self.config
+        conn = TcpConnection(
+            key, now, self.counters, cfg.max_out_of_order_segments, cfg.secondary_gap_wait
+        )
         if self._stop_seen:
             conn.on_stop()
         self._tcp[key] = conn
