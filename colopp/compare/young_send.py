@@ -9,13 +9,14 @@ Release gate: while an offset of the current epoch is not yet acknowledged,
 :meth:`YoungForwarder.holding` is true and the comparator holds *all* its output (the
 connection's SYN-ACK is in it), so a client never sees a SYN-ACK whose offset the secondary
 host does not have: if the primary dies then, the promoted secondary still translates that
-connection at the next failover. The hold lasts one replication-network round trip (~1 ms);
-it is cut short by a completed checkpoint (the secondary is then the primary's copy and needs
-no offset) and bounded by :data:`HOLD_LIMIT_S` per offset (an unreachable secondary host must
-not stop the service: the connection then survives one failover, not two). The bound is each
-offset's own: an older offset whose hold lapsed unacknowledged does not let a newer one's
-SYN-ACK out unheld (issue 18: with slow acknowledgements every later connection of the epoch
-was released at once and missing from the promoted secondary's record).
+connection at the next failover. The hold lasts one replication-network round trip (~1 ms); it
+is cut short by a completed checkpoint (the secondary is then the primary's copy and needs no
+offset) and bounded by :data:`HOLD_LIMIT_S` per offset (an unreachable secondary host must not
+stop the service: the connection then survives one failover, not two; while the last delivery
+attempt failed nothing is held). The bound is each offset's own: an older offset whose hold
+lapsed unacknowledged does not let a newer one's SYN-ACK out unheld (issue 18: with slow
+acknowledgements every later connection of the epoch was released at once and missing from the
+promoted secondary's record).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class YoungForwarder:
         # One hold per unacknowledged offset, in sending (= acknowledgement) order.
         self._holds: deque[_Hold] = deque()
         self._was_holding = False
+        # The last delivery attempt failed (the secondary host is unreachable or restarting):
+        # hold nothing until one succeeds, so the service does not stall on every new
+        # connection's hold while the link is down.
+        self._link_down = False
 
     def frames(self, side: str, frames: list[DecodedFrame], now: float = 0.0) -> None:
         """Every frame one guest sent, before the comparator's core sees it (``now``: the
@@ -85,6 +90,8 @@ class YoungForwarder:
 
     def holding(self, now: float) -> bool:
         """Must the comparator hold its output now (see the module doc)?"""
+        if self._link_down:
+            return False
         held = False
         for hold in self._holds:
             if hold.epoch != self.tap.epoch:
@@ -142,9 +149,11 @@ class YoungForwarder:
                 try:
                     await self.sender.send(body)
                     self.sent += 1
+                    self._link_down = False
                     break
                 except AgentError as exc:
                     self.failures += 1
+                    self._link_down = True
                     log.warning("young offset: %s", exc)
                     if body["op"] == "young" and body["epoch"] < self.tap.epoch:
                         break  # a later checkpoint made it moot

@@ -4,6 +4,7 @@ acknowledged its offset (docs/rewrite.md, "release gate"), bounded by HOLD_LIMIT
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from rewrite_frames import GUEST_KEY, tcp
 
@@ -11,6 +12,7 @@ from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import DecodedFrame
 from colopp.compare.shell import ComparatorShell, ShellOptions
 from colopp.compare.young_send import HOLD_LIMIT_S, YoungForwarder
+from colopp.errors import AgentError
 from colopp.rewrite.young import YoungOffsets
 from colopp.rewrite.young_link import handle_young_request
 
@@ -180,3 +182,34 @@ async def _newer_offset_after_a_lapsed_hold() -> None:
 
 def test_a_lapsed_hold_does_not_release_newer_offsets_unheld() -> None:
     asyncio.run(_newer_offset_after_a_lapsed_hold())
+
+
+async def _link_down() -> None:
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = int(closed.sockets[0].getsockname()[1])
+    closed.close()
+    await closed.wait_closed()  # nothing listens there now: every delivery fails
+    forwarder = YoungForwarder("127.0.0.1", port)
+    try:
+        failed = asyncio.Event()
+        send = forwarder.sender.send
+
+        async def watched(message: dict[str, Any]) -> None:
+            try:
+                await send(message)
+            except AgentError:
+                failed.set()
+                raise
+
+        forwarder.sender.send = watched  # type: ignore[method-assign,assignment]
+        forwarder.frames("primary", [DecodedFrame(SYN_ACK_P, 0)], now=0.0)
+        forwarder.frames("secondary", [DecodedFrame(SYN_ACK_S, 0)], now=0.0)
+        await asyncio.wait_for(failed.wait(), TIMEOUT)
+        # An unreachable secondary host must not hold every new connection's output.
+        assert not forwarder.holding(0.1)
+    finally:
+        await forwarder.close()
+
+
+def test_nothing_is_held_while_the_secondary_host_is_unreachable() -> None:
+    asyncio.run(_link_down())
