@@ -56,6 +56,8 @@ def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[st
         str(args.lifetime),
         "--write-every",
         str(args.write_every),
+        "--pacing",
+        args.pacing,
     ]
     return subprocess.Popen(
         netns_argv(sp.plan.netns(Node.CLIENT), argv),
@@ -130,6 +132,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if events:
             await asyncio.sleep(max(0.0, 65.0 - args.between * events))  # the idle's silence
         phases["run"] = (started, time.monotonic())
+        serving = await sp.pair.agents[sp.pair.primary.name].call("status")
+        pauses = sorted(serving.get("checkpoint_pauses_ms") or [0.0])
         _say(client, "stop")
         out, _ = await asyncio.to_thread(client.communicate, None, args.lifetime + 300)
         summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -147,21 +151,28 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "open_every_s": args.open_every,
         "lifetime_s": args.lifetime,
         "write_every": args.write_every,
+        "pacing": args.pacing,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         **summary,
         "cpu": {name: sampler.summary(*span) for name, span in phases.items()},
+        "checkpoints": {
+            "count": serving.get("checkpoints"),
+            "pause_ms_p50": round(pauses[len(pauses) // 2], 1),
+            "pause_ms_max": round(pauses[-1], 1),
+        },
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.churn", description=__doc__)
-    group = parser.add_mutually_exclusive_group(required=True)
+    group = parser.add_mutually_exclusive_group()
     group.add_argument("--failovers", type=int, default=0)
     group.add_argument("--switchovers", type=int, default=0)
     parser.add_argument(
         "--steady", type=float, default=0.0, help="seconds of load before the first event"
     )
     parser.add_argument("--write-every", type=int, default=2, help="every Nth request a PUT")
+    parser.add_argument("--pacing", choices=["fixed", "after-answer"], default="fixed")
     parser.add_argument("--prerelease", help="COLO++ pre-release rules (colopp comparator)")
     parser.add_argument("--read-prefix", action="append", default=[], help="e.g. /kv/")
     parser.add_argument("--semiactive", action="store_true", help="semi-active secondary")

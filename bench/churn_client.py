@@ -4,13 +4,14 @@
 [--interval 0.5] [--timeout 5] [--write-every 2]``
 
 Opens a new HTTP/1.1 keep-alive connection every ``--open-every`` seconds and keeps each for
-``--lifetime`` seconds, sending a request every ``--interval``: request n is a PUT of a new
-key when ``n % --write-every == 0``, else a GET of the connection's last key (its value
-checked). A connection is *broken* at its first error, reset, wrong answer or request not
-answered within ``--timeout``. On stdin: ``idle`` opens one connection that makes one
-request, stays silent for ``--idle-silence`` seconds, then makes another; ``stop`` (or EOF)
-stops opening connections, lets the open ones finish their lifetime, reads every
-acknowledged write back on fresh connections and prints one JSON summary line.
+``--lifetime`` seconds, sending a request every ``--interval`` (``--pacing after-answer``:
+that long after each answer). Request n is a PUT of a new key when
+``n % --write-every == 0``, else a GET of the connection's last key (its value checked).
+A connection is *broken* at its first error, reset, wrong answer or request not answered
+within ``--timeout``. On stdin: ``idle`` opens one connection that makes one request, stays
+silent for ``--idle-silence`` seconds, then makes another; ``stop`` (or EOF) stops opening
+connections, lets the open ones finish their lifetime, reads every acknowledged write back
+on fresh connections and prints one JSON summary line.
 
 Each connection is an ``asyncio.Protocol`` driven by loop timers (no task or coroutine per
 request), so a few hundred connections cost the client little CPU.
@@ -37,6 +38,7 @@ class Churn:
     timeout: float
     interval: float
     write_every: int
+    fixed_pacing: bool = True
     started: float = field(default_factory=time.monotonic)
     opened: int = 0
     broken: int = 0
@@ -45,6 +47,7 @@ class Churn:
     errors: list[str] = field(default_factory=list)
     broken_at: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    put_latencies: list[float] = field(default_factory=list)
     idle_opened: int = 0
     idle_broken: int = 0
 
@@ -129,6 +132,8 @@ class Connection(asyncio.Protocol):
         self.waiting = False
         now = time.monotonic()
         self.churn.latencies.append(now - self.sent_at)
+        if self.n % self.churn.write_every == 0:
+            self.churn.put_latencies.append(now - self.sent_at)
         expected = f"v{self.cid}.{self.n - self.n % self.churn.write_every}".encode()
         if status != 200 or (self.n % self.churn.write_every and body != expected):
             self._fail(f"request {self.n}: HTTP {status} {body[:40]!r}")
@@ -145,7 +150,11 @@ class Connection(asyncio.Protocol):
         elif now >= self.end:
             self._finish(True)
         else:
-            self.timer = self.loop.call_later(self.churn.interval, self._send)
+            # Requests start every --interval (at once when an answer came late); with
+            # --pacing after-answer the interval counts from the answer instead.
+            start = self.sent_at if self.churn.fixed_pacing else now
+            delay = max(0.0, start + self.churn.interval - now)
+            self.timer = self.loop.call_later(delay, self._send)
 
     def _fail(self, why: str) -> None:
         churn = self.churn
@@ -185,7 +194,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     host, port = args.target.rsplit(":", 1)
-    churn = Churn(host, int(port), args.timeout, args.interval, args.write_every)
+    churn = Churn(
+        host, int(port), args.timeout, args.interval, args.write_every, args.pacing == "fixed"
+    )
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
 
@@ -235,6 +246,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p50": _percentile(lat, 0.5),
             "p99": _percentile(lat, 0.99),
             "max": _percentile(lat, 1.0),
+            "put_p50": _percentile(churn.put_latencies, 0.5),
+            "put_p99": _percentile(churn.put_latencies, 0.99),
         },
         "broken_at_s": churn.broken_at[:50],
         "errors": churn.errors[:20],
@@ -250,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--write-every", type=int, default=2, help="every Nth request a PUT")
     parser.add_argument("--idle-silence", type=float, default=60.0)
+    parser.add_argument(
+        "--pacing",
+        choices=["fixed", "after-answer"],
+        default="fixed",
+        help="a request every --interval, or --interval after each answer",
+    )
     args = parser.parse_args(argv)
     if args.write_every < 1:
         parser.error("--write-every must be at least 1")

@@ -47,6 +47,7 @@ class Sample:
     host: tuple[int, int]
     ticks: dict[int, tuple[str, int]] = field(default_factory=dict)  # pid -> (category, jiffies)
     vcpus: dict[int, int] = field(default_factory=dict)  # tid -> jiffies of one vCPU thread
+    waits: dict[int, int] = field(default_factory=dict)  # tid -> ns runnable but not running
 
 
 class CpuSampler:
@@ -86,11 +87,11 @@ class CpuSampler:
             category = self.classify(cmdline) or "other"
             out.ticks[int(entry.name)] = (category, _cpu_ticks(stat))
             if category == "qemu":
-                self._vcpus(Path(entry.path), out.vcpus)
+                self._vcpus(Path(entry.path), out)
         return out
 
     @staticmethod
-    def _vcpus(proc: Path, into: dict[int, int]) -> None:
+    def _vcpus(proc: Path, into: Sample) -> None:
         try:
             tasks = list(os.scandir(proc / "task"))
         except OSError:
@@ -99,7 +100,10 @@ class CpuSampler:
             comm = _read(Path(task.path, "comm"))
             stat = _read(Path(task.path, "stat"))
             if comm is not None and stat is not None and comm.startswith("CPU "):
-                into[int(task.name)] = _cpu_ticks(stat)
+                into.vcpus[int(task.name)] = _cpu_ticks(stat)
+                sched = _read(Path(task.path, "schedstat"))  # run ns, wait ns, slices
+                if sched is not None:
+                    into.waits[int(task.name)] = int(sched.split()[1])
 
     def summary(self, start: float | None = None, end: float | None = None) -> dict[str, Any]:
         """Cores used per category between ``start`` and ``end`` (monotonic; None = all)."""
@@ -127,6 +131,12 @@ class CpuSampler:
                 default=0.0,
             )
             per_s.setdefault("busiest_vcpu", []).append(vcpu)
+            # Runnable but not scheduled: the host's CPUs were busy with something else.
+            wait = max(
+                ((b.waits[t] - a.waits[t]) / 1e9 / span for t in b.waits if t in a.waits),
+                default=0.0,
+            )
+            per_s.setdefault("vcpu_runqueue_wait", []).append(wait)
         busy = (last.host[0] - first.host[0]) / max(1, last.host[1] - first.host[1])
         return {
             "seconds": round(wall, 1),

@@ -116,6 +116,14 @@ class Bench:
     meta: dict[str, Any]
     #: Which guest the runs protect (``--guest``): kvd (the default) or debian.
     guest: str = "kvd"
+    #: Where to keep the figures so far after each configuration (a long run cut short on
+    #: a shared machine still leaves what it measured; ``meta.partial`` says so).
+    partial: Path | None = None
+
+    def save_partial(self, result: dict[str, Any]) -> None:
+        if self.partial is not None:
+            data = {**result, "meta": {**self.meta, "partial": True}}
+            self.partial.write_text(json.dumps(data, indent=2) + "\n")
 
 
 # ----- sampling ------------------------------------------------------------------------
@@ -323,6 +331,7 @@ async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, A
             continue
         for mix, f in figures.items():
             result["closed_loop"][mix][name] = f
+        bench.save_partial(result)
     rates = {m: r for m in mixes if (r := open_rate(result["closed_loop"][m])) is not None}
     bench.meta["open_loop_rates"] = rates
     for name in configs:
@@ -334,6 +343,7 @@ async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, A
             continue
         for mix, f in figures.items():
             result["open_loop"][mix][name] = f
+        bench.save_partial(result)
     return result
 
 
@@ -385,7 +395,9 @@ def main() -> int:
             "errors": {},
         }
         load = Load(duration, warmup, args.connections, args.keys, args.value_size)
-        bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, console, meta, args.guest)
+        bench = Bench(
+            load, args.checkpoint_delay_ms, cpu_plan, console, meta, args.guest, args.json
+        )
         result = asyncio.run(run(configs, mixes, bench))
         meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         result["targets"] = evaluate_targets(result)

@@ -117,7 +117,9 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
         "checkpoints": checkpoints,
         "checkpoints_per_min": checkpoints * 60.0 / window if window > 0 else 0.0,
         "prerelease_mismatches": _delta(before.counters, after.counters, "prerelease_mismatches"),
-        # Answer frames that left only once compared, by why not early (comparator counters).
+        # Answer frames that left only once compared: matched on arrival (the secondary's
+        # copy came first), or late by why not early (comparator counters).
+        "matched_on_arrival": _delta(before.counters, after.counters, "matched_on_arrival"),
         "late_frames": {
             why: _delta(before.counters, after.counters, f"late_{why}")
             for why in ("unoffered", "ack_refused", "policy_refused")

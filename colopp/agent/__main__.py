@@ -9,12 +9,14 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from colopp.agent.allocator import Allocator
 from colopp.agent.host import RPC_METHODS, HostAgent
 from colopp.agent.protections import ProtectionRouter
 from colopp.agent.restart import RESTART_GRACE, exit_for_restart
 from colopp.agent.server import AgentServer, raise_open_files_limit
+from colopp.agent.serving import RIGHT_METHODS, ServingRight
 from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
@@ -84,21 +86,23 @@ async def serve(args: argparse.Namespace) -> None:
     args.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     runtime = runtime_from(args.qemu_root, args.qemu_binary)
 
+    rights: dict[HostAgent, ServingRight] = {}
+
     def make_agent(state_dir: Path) -> HostAgent:
         made = HostAgent(args.host, state_dir, runtime, args.lease)
         made.agent_port = addresses[0][1]
         if args.libvirt_uri:
             made.libvirt_uri = args.libvirt_uri
+        rights[made] = ServingRight(lambda: made.side)  # fleet mode only (hold_right)
         return made
+
+    def methods_of(side: HostAgent) -> dict[str, Any]:
+        own = {name: getattr(side, name) for name in RPC_METHODS}
+        return own | {name: getattr(rights[side], name) for name in RIGHT_METHODS}
 
     agent = make_agent(args.state_dir)
     # Fleet mode: calls naming a protection go to that protection's own side.
-    router = ProtectionRouter(
-        agent,
-        make_agent,
-        lambda side: {name: getattr(side, name) for name in RPC_METHODS},
-        Allocator(args.state_dir),
-    )
+    router = ProtectionRouter(agent, make_agent, methods_of, Allocator(args.state_dir))  # type: ignore[arg-type]
     done = asyncio.Event()
 
     async def shutdown() -> dict[str, bool]:
@@ -107,12 +111,16 @@ async def serve(args: argparse.Namespace) -> None:
         done.set()
         return {"shutdown": True}
 
-    methods = router.methods(RPC_METHODS)
+    methods = router.methods(RPC_METHODS + RIGHT_METHODS)
     methods["shutdown"] = shutdown
     gate = PersistentTokenGate(args.state_dir)
     server = AgentServer(read_token(args.token_file), methods, fencing=gate)
     # Before listening: a heartbeat answered before re-adoption would report no VM.
     await agent.readopt()
+    for protection in sorted(router.allocator.table.taken):  # fleet mode: each side too
+        side = router.side(protection)
+        assert isinstance(side, HostAgent)
+        await side.readopt()
     for host, port in addresses:
         await server.start(host, port)
     loop = asyncio.get_running_loop()

@@ -51,6 +51,8 @@ def comparator_argv(
         f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
     ]
     options = side.options
+    if options.semiactive:
+        argv += ["--max-lag-ms", str(SEMIACTIVE_MAX_LAG_MS)]
     if options.prerelease is not None:
         argv.append(f"--prerelease={options.prerelease}")
         for prefix in options.read_prefixes:
@@ -64,6 +66,11 @@ def comparator_argv(
         if options.client_frames:
             argv += ["--client-in", f"unix:{side.client_socket}"]
     return argv
+
+
+#: A semi-active secondary may lag (it has less CPU); when a primary frame has waited this
+#: long for it, a checkpoint lets it skip its backlog (issue 15: bound the lag).
+SEMIACTIVE_MAX_LAG_MS = 250
 
 
 class ComparatorProcess:

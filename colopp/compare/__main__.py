@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", type=Path, help="JSON status file, rewritten every interval")
     p.add_argument("--status-interval", type=float, default=0.5)
     p.add_argument("--compare-timeout", type=float, default=DEFAULT_COMPARE_TIMEOUT_S)
+    p.add_argument(
+        "--max-lag-ms",
+        type=int,
+        help="checkpoint when a primary frame waits this long for a lagging secondary",
+    )
     p.add_argument("--max-queue-frames", type=int, default=_DEFAULTS.max_queue_frames)
     p.add_argument("--max-queue-bytes", type=int, default=_DEFAULTS.max_queue_bytes)
     p.add_argument("--connect-timeout", type=float, default=30.0)
@@ -164,6 +169,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
     config = CompareConfig(
         compare_timeout=args.compare_timeout,
         checkpoint_retry=args.compare_timeout,
+        max_lag=None if args.max_lag_ms is None else args.max_lag_ms / 1000.0,
         max_queue_frames=args.max_queue_frames,
         max_queue_bytes=args.max_queue_bytes,
     )

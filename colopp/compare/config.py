@@ -20,7 +20,9 @@ class CompareConfig:
     completed after this long. ``idle_timeout``: forget a quiet connection with nothing held.
     ``closed_linger``: keep a closed TCP connection this long for retransmissions.
     ``secondary_timeout``: also checkpoint when secondary output stays unmatched (as
-    colo-compare does).
+    colo-compare does). ``max_lag`` (None: off): a primary frame still unmatched this long
+    means a lagging (semi-active) secondary: checkpoint (reason ``secondary_lag``) so it
+    skips its backlog instead of replaying it, and nothing waits on it for long.
     """
 
     compare_timeout: float = DEFAULT_COMPARE_TIMEOUT_S
@@ -31,12 +33,15 @@ class CompareConfig:
     closed_linger: float = 10.0
     secondary_timeout: bool = True
     max_out_of_order_segments: int = 256
+    max_lag: float | None = None
 
     def __post_init__(self) -> None:
         """Raises ConfigError on a non-positive timer or limit."""
         for name in ("compare_timeout", "checkpoint_retry", "idle_timeout", "closed_linger"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_lag is not None and not 0 < self.max_lag <= self.compare_timeout:
+            raise ConfigError("max_lag must be positive and at most compare_timeout")
         for name in ("max_queue_frames", "max_queue_bytes", "max_out_of_order_segments"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

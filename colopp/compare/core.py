@@ -273,9 +273,11 @@ class Comparator:
             self.counters.checkpoints_requested += 1
             actions.append(Checkpoint("checkpoint_retry"))
         self._drop_released_heads()
-        timeout = self.config.compare_timeout
-        if self._held and now - self._held[0].arrival > timeout:
+        age, lag = (now - self._held[0].arrival if self._held else 0.0), self.config.max_lag
+        if age > self.config.compare_timeout:
             actions += self._request_checkpoint("compare_timeout", now)
+        elif lag is not None and age > lag:  # a lagging secondary skips its backlog
+            actions += self._request_checkpoint("secondary_lag", now)
         policy = self._client_policy
         if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
             # Not a divergence: a checkpoint bought to let reads leave early again.
@@ -385,7 +387,7 @@ class Comparator:
             held.released = True
             observe(now - held.arrival)
             if late is not None and not held.pre_released and held.payload_end > held.payload_start:
-                late(held.refused)
+                late(held.refused, now - held.arrival)
             size += len(held.frame)
             if held.pre_released or held.vnet_hdr_len != vnet:
                 uniform = False
@@ -415,7 +417,7 @@ class Comparator:
         c.released_bytes += size
         waited = now - held.arrival
         if self._policy is not None and held.payload_end > held.payload_start:
-            c.observe_late(held.refused)
+            c.observe_late(held.refused, waited)
         c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
         c.hold_time_sum += waited
         queue = self._held

@@ -55,9 +55,11 @@ class Counters:
     flushed_frames: int = 0
     pre_released_frames: int = 0
     prerelease_mismatches: int = 0
-    # Payload frames that left only once compared, by why they did not leave early (with a
-    # pre-release policy): never offered (the secondary's copy came first, or they queued
-    # behind a refused segment), refused by the absolute ACK rule, refused by the policy.
+    # Payload frames that left only once compared (with a pre-release policy): matched on
+    # arrival (the secondary's copy came first: they did not wait), or late, by why they did
+    # not leave early: never offered (queued behind a refused segment, or a checkpoint was
+    # pending), refused by the absolute ACK rule, refused by the policy.
+    matched_on_arrival: int = 0
     late_unoffered: int = 0
     late_ack_refused: int = 0
     late_policy_refused: int = 0
@@ -79,9 +81,12 @@ class Counters:
     hold_time_counts: list[int] = field(default_factory=lambda: [0] * (len(HOLD_TIME_BUCKETS) + 1))
     hold_time_sum: float = 0.0
 
-    def observe_late(self, refused: int) -> None:
-        """A payload frame released by its comparison, not early (``HeldFrame.refused``)."""
-        if refused == 0:
+    def observe_late(self, refused: int, waited: float) -> None:
+        """A payload frame released by its comparison, not early (``HeldFrame.refused``),
+        after waiting ``waited`` seconds."""
+        if waited <= 0:
+            self.matched_on_arrival += 1
+        elif refused == 0:
             self.late_unoffered += 1
         elif refused == 1:
             self.late_ack_refused += 1

@@ -25,11 +25,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from colopp.colo.sequence import QmpStep
+from colopp.colo.sequence import GENERIC_ERROR, QmpStep
 from colopp.rewrite.relay import RelayOptions
 
-_EXISTS = ("Duplicate", "already exists", "exists")
-_GONE = ("not found", "does not exist", "No such", "not exist")
+# Tolerated by QEMU error class (never message text, see QmpStep.tolerates): a duplicate
+# add and a removal of what is already gone are both GenericError in QEMU 11.
+_EXISTS = (GENERIC_ERROR,)
+_GONE = (GENERIC_ERROR,)
 
 #: chardev id -> socket file name in the run directory.
 CHARDEVS = {

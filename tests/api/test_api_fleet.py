@@ -15,13 +15,14 @@ from colopp.errors import ConfigError
 from colopp_api.config import Settings
 from tests.api.conftest import ApiServer, Postgres, wait_until
 from tests.api.test_api_hostile import hosts_body
-from tests.integration.etcd_lab import EtcdCluster, Member, free_port
+from tests.integration.etcd_lab import EtcdCluster, Member, free_port, need_etcd
 
 TAKEOVER_S = 5.0
 
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    need_etcd()
     members = [Member(f"m{i}", "127.0.0.1", free_port(), free_port()) for i in range(3)]
     cluster = EtcdCluster(members, tmp_path / "etcd")
     (tmp_path / "etcd").mkdir()

@@ -84,3 +84,13 @@ def test_pair_record_keeps_the_scope() -> None:
     )
     back = config_from_dict(config_to_dict(cfg)).options
     assert (back.prerelease_scope, back.resp_ports) == ("key", (6379,))
+
+
+def test_a_semi_active_pair_bounds_the_secondary_lag() -> None:
+    from colopp.agent.comparator_process import SEMIACTIVE_MAX_LAG_MS
+
+    spec = dataclasses.replace(BASE, options=dataclasses.replace(OPTIONS, semiactive=True))
+    argv = comparator_argv(spec, 2000, python="py")
+    opts = options_from_args(argv[argv.index("colopp.compare") + 1 :])
+    assert opts.config.max_lag == SEMIACTIVE_MAX_LAG_MS / 1000
+    assert "--max-lag-ms" not in comparator_argv(BASE, 2000, python="py")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from colopp.colo.sequence import GENERIC_ERROR
+from colopp.errors import QmpError
 from colopp.rewrite.control import handle_request
 from colopp.rewrite.splice import FILTERS, splice_steps, unsplice_steps
 from colopp.rewrite.table import OffsetTable
@@ -72,3 +74,12 @@ def test_splice_orders_filters_so_injected_frames_never_loop(tmp_path: Path) -> 
     assert all("position" not in s.arguments for s in tail if s.command == "object-add")
     undo = [s.arguments["id"] for s in unsplice_steps()]
     assert undo[:2] == ["xo0", "xi0"] and len(undo) == 8
+
+
+def test_splice_steps_tolerate_duplicates_and_absences_by_error_class(tmp_path: Path) -> None:
+    # QmpStep matches QEMU's error class and the command, never message text.
+    for step in splice_steps(tmp_path, before="rew0"):
+        assert step.tolerates(QmpError(step.command, "Duplicate ID", GENERIC_ERROR))
+        assert not step.tolerates(QmpError(step.command, "lost", None))
+    for step in unsplice_steps():
+        assert step.tolerates(QmpError(step.command, "not found", GENERIC_ERROR))

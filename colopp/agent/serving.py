@@ -1,0 +1,133 @@
+"""The agent's hold on the right to serve a protection (fleet mode).
+
+``hold_right`` takes the protection's key at etcd for this side and keeps renewing it
+(:class:`~colopp.arbiter.keeper.RightKeeper`); the answer's ``token`` is what commands to
+this side must carry. When the right cannot be kept, the keeper fences this side before
+the lease can expire at etcd:
+
+1. stop output: SIGSTOP the QEMU (every vCPU and every net filter halts at once, with no
+   QMP round trip that a wedged monitor could delay) and kill the comparator, the only
+   path by which a primary's output is released;
+2. kill QEMU: SIGKILL, and wait (within the fence budget) until it is reaped.
+
+Without ``hold_right`` nothing changes: the single-controller mode never calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from colopp.arbiter.etcd import EtcdGateway
+from colopp.arbiter.keeper import Etcd, RightKeeper
+from colopp.arbiter.right import FenceAction
+from colopp.arbiter.timing import LeaseTiming
+from colopp.clock import Clock, SystemClock
+from colopp.errors import ConfigError, StateError
+
+log = logging.getLogger(__name__)
+
+RIGHT_METHODS = ("hold_right", "right_status", "release_right")
+
+
+class _Process(Protocol):
+    exited: asyncio.Event
+
+    def alive(self) -> bool: ...
+
+    def kill(self, sig: int = ...) -> None: ...
+
+
+class _Comparator(Protocol):
+    def kill(self) -> None: ...
+
+
+class _Side(Protocol):
+    @property
+    def process(self) -> _Process: ...
+
+    @property
+    def comparator(self) -> _Comparator | None: ...
+
+
+class ServingRight:
+    """One side's right to serve; ``side_of()`` is the side it fences (None: no VM yet)."""
+
+    def __init__(
+        self,
+        side_of: Callable[[], _Side | None],
+        clock: Clock | None = None,
+        etcd_for: Callable[[list[str], float], Etcd] | None = None,
+    ) -> None:
+        self._side_of = side_of
+        self.clock = clock or SystemClock()
+        self._etcd_for = etcd_for or (lambda urls, timeout: EtcdGateway(urls, timeout=timeout))
+        self.keeper: RightKeeper | None = None
+
+    async def hold_right(self, endpoints: list[str], key: str, ttl: int = 3) -> dict[str, Any]:
+        """Take ``key`` for this side and keep it; returns the fencing token.
+
+        Raises:
+            ConfigError: bad endpoints, key or TTL.
+            StateError: this side already holds a right.
+            NotAcquired: another side holds it. EtcdUnavailable: etcd did not answer.
+        """
+        if not isinstance(endpoints, list) or not all(isinstance(u, str) for u in endpoints):
+            raise ConfigError("endpoints must be a list of etcd URLs")
+        if not isinstance(key, str) or not key.startswith("colopp/") or len(key) > 200:
+            raise ConfigError(f"right key {key!r} must start with 'colopp/'")
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise ConfigError("ttl must be an integer")
+        if self.keeper is not None and not self.keeper.done.is_set():
+            raise StateError(f"this side already holds {self.keeper.key}")
+        timing = LeaseTiming(ttl=ttl)
+        keeper = RightKeeper(
+            self._etcd_for(endpoints, timing.request_timeout),
+            key,
+            "agent",
+            timing,
+            self.clock,
+            self.fence,
+        )
+        token = await keeper.acquire()
+        self.keeper = keeper
+        return {"token": token, "fence_after_s": timing.fence_after}
+
+    async def right_status(self) -> dict[str, Any]:
+        """The right's state, token and whether output may flow now."""
+        if self.keeper is None:
+            return {"state": "none", "token": 0, "may_release": False}
+        return {
+            "state": self.keeper.right.state.value,
+            "token": self.keeper.token,
+            "may_release": self.keeper.may_release(),
+            "reason": self.keeper.right.reason,
+        }
+
+    async def release_right(self) -> dict[str, Any]:
+        """Give the right up (switchover): output stops first, then the lease goes."""
+        if self.keeper is not None:
+            await self.keeper.release()
+        return await self.right_status()
+
+    async def fence(self, action: FenceAction) -> None:
+        """One fencing step on this side's QEMU and comparator."""
+        side = self._side_of()
+        if side is None:
+            return
+        if action is FenceAction.STOP_OUTPUT:
+            side.process.kill(signal.SIGSTOP)
+            if side.comparator is not None:
+                side.comparator.kill()
+            log.warning("fenced output: QEMU stopped, comparator killed")
+            return
+        side.process.kill(signal.SIGKILL)
+        budget = self.keeper.timing.fence_budget if self.keeper else 0.5
+        try:
+            await asyncio.wait_for(side.process.exited.wait(), budget)
+        except TimeoutError:
+            log.warning("QEMU not reaped %.1fs after SIGKILL", budget)
+        log.warning("fenced: QEMU killed")

@@ -1,0 +1,1 @@
+"""A pool of hosts for many protections (fleet mode): placement decisions, pure."""
