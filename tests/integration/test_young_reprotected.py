@@ -13,9 +13,11 @@ connections that needed no translation: both hung at the second failover.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,18 @@ def site(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _status(site: Driven, name: str) -> dict[str, Any]:
     return dict(site.run(site.sp.pair.agents[name].call("status")))
+
+
+async def _secondary_loads_one(site: Driven, name: str, timeout: float) -> None:
+    agent = site.sp.pair.agents[name]
+    first = (await agent.call("status"))["checkpoints"]
+    deadline = time.monotonic() + timeout
+    while True:
+        if (await agent.call("status"))["checkpoints"] > first:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} loaded no checkpoint in {timeout} s")
+        await asyncio.sleep(0.05)  # the count lives in the agent's process: poll it
 
 
 def _wait_protected(site: Driven, count: int) -> None:
@@ -84,16 +98,8 @@ def test_offsets_voided_by_an_unreported_checkpoint_leave_the_record(site: Drive
 
     idle, busy, comparator = _open_young(site, netns, guest)
     try:
-        secondary = sp.pair.secondary.name
-        loaded = _status(site, secondary)["checkpoints"]
         # The secondary loads the next periodic checkpoint; the comparator cannot say so.
-        site.run(
-            sp.wait_for(
-                "a checkpoint loaded by the secondary",
-                lambda: _status(site, secondary)["checkpoints"] > loaded,
-                30,
-            )
-        )
+        site.run(_secondary_loads_one(site, sp.pair.secondary.name, 30.0))
         os.kill(int(_status(site, sp.pair.primary.name)["pid"]), signal.SIGKILL)
         _wait_protected(site, 1)
         with contextlib.suppress(ProcessLookupError):
