@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages=(
-  debootstrap busybox-static iperf3 wrk curl cpio e2fsprogs kmod iproute2 iputils-ping
+  debootstrap busybox-static iperf3 wrk redis-tools curl cpio e2fsprogs kmod iproute2 iputils-ping
   gcc libc6-dev libvirt-dev pkg-config openssh-client openssh-server
   postgresql prometheus nodejs
   chromium chromium-driver

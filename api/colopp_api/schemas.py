@@ -65,7 +65,10 @@ class Hosts(BaseModel):
 
 
 class VmOptions(BaseModel):
-    """The VM colopp launches (``hosts`` placement; the lab uses colopp's guest image)."""
+    """The VM colopp launches (``hosts`` placement; the lab uses colopp's guest image).
+
+    kernel, initrd and append together boot the kernel directly; none of them: the
+    firmware boots the disk (``base_disk``) through its own bootloader."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -148,12 +151,15 @@ class ProtectionCreate(BaseModel):
         if self.placement == "hosts":
             needed: list[tuple[str, object]] = [("hosts", self.hosts)]
             if self.backend == "qemu":  # a libvirt domain has its own disk and boot
-                needed += [
-                    ("base_disk", self.base_disk),
+                needed.append(("base_disk", self.base_disk))
+                boot = [
                     ("vm.kernel", self.vm.kernel),
                     ("vm.initrd", self.vm.initrd),
                     ("vm.append", self.vm.append),
                 ]
+                if any(value is not None for _, value in boot):  # direct kernel boot
+                    needed += boot
+                # none of them: the firmware boots base_disk (its own bootloader)
             missing = [what for what, value in needed if value is None]
             if missing:
                 raise ValueError(f"placement hosts needs {', '.join(missing)}")

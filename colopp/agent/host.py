@@ -397,10 +397,13 @@ class HostAgent:
         side = self._require()
         started = time.monotonic()
         if side.spec.role is Role.SECONDARY:
+            # The last checkpoint this secondary loaded, before anything here can make its
+            # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
+            last_load = side.checkpoints.last_at
             await restore_vcpus(side)  # full CPUs before it serves
             await run_steps(side, secondary_failover())
             if self.translation is not None:
-                self.translation.promoted()
+                self.translation.promoted(last_load)
         else:
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)

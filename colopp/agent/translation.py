@@ -73,17 +73,24 @@ class SideTranslation:
         from disk by the constructor; offsets sent while no agent listened are lost)."""
         self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
 
-    def promoted(self) -> None:
+    def promoted(self, last_load: float | None) -> None:
         """This secondary serves now: its record gains the young connections that its
-        ``filter-rewriter`` keeps translating (its translator keeps the rest)."""
+        ``filter-rewriter`` keeps translating (its translator keeps the rest).
+
+        ``last_load``: QEMU's timestamp of this secondary's last checkpoint load (RESUME
+        after STOP) before the failover began, None if none: young offsets that arrived
+        before it are stale even when the comparator's "completed" message never came."""
         log.info(
-            "promotion: %d young offsets live of %d (checkpoints loaded %d, run %s)",
-            len(self.young.live()),
+            "promotion: %d young offsets live of %d (checkpoints loaded %d, last load %s, "
+            "run %s; %d live by the comparator's count alone)",
+            len(self.young.live(last_load)),
             len(self.young),
             self.young.loaded,
+            last_load,
             self.young.run,
+            len(self.young.live()),
         )
-        self.record = self.young.table_of_record(self.record, time.time())
+        self.record = self.young.table_of_record(self.record, time.time(), last_load)
         save_state(self.run_dir / RECORD_FILE, self.record)
         if self._sink is not None:
             self._sink.close()

@@ -14,6 +14,8 @@ from colopp.errors import ConfigError, StaleToken
 
 #: The request parameter that carries a fencing token: ``{"protection": str, "token": int}``.
 FENCE_PARAM = "fence"
+#: The token name of the controller's leadership (a colon: never a protection's name).
+CONTROLLER_FENCE = "colopp:controller"
 
 
 class TokenGate:
@@ -46,13 +48,16 @@ class TokenGate:
 def admit_request(gate: TokenGate, params: dict[str, Any]) -> dict[str, Any]:
     """The parameters without :data:`FENCE_PARAM`, once its token was admitted.
 
-    Requests without one pass (single-controller mode sends none).
+    Requests without one pass (single-controller mode sends none), except once a leading
+    controller's token was seen: from then on only fenced requests are served.
 
     Raises:
         ConfigError: a malformed fence parameter.
         StaleToken: the token is older than one seen for that protection.
     """
     if FENCE_PARAM not in params:
+        if gate.newest(CONTROLLER_FENCE):
+            raise StaleToken("this agent obeys a leading controller: the request has no token")
         return params
     rest = {k: v for k, v in params.items() if k != FENCE_PARAM}
     fence = params[FENCE_PARAM]

@@ -23,6 +23,9 @@ class CompareConfig:
     colo-compare does). ``max_lag`` (None: off): a primary frame still unmatched this long
     means a lagging (semi-active) secondary: checkpoint (reason ``secondary_lag``) so it
     skips its backlog instead of replaying it, and nothing waits on it for long.
+    ``secondary_gap_wait``: a primary segment that waits this long on bytes the secondary
+    skipped (it sent later ones) forces a checkpoint at once, instead of a retransmission
+    timeout later.
     """
 
     compare_timeout: float = DEFAULT_COMPARE_TIMEOUT_S
@@ -34,10 +37,17 @@ class CompareConfig:
     secondary_timeout: bool = True
     max_out_of_order_segments: int = 256
     max_lag: float | None = None
+    secondary_gap_wait: float = 0.02
 
     def __post_init__(self) -> None:
         """Raises ConfigError on a non-positive timer or limit."""
-        for name in ("compare_timeout", "checkpoint_retry", "idle_timeout", "closed_linger"):
+        for name in (
+            "compare_timeout",
+            "checkpoint_retry",
+            "idle_timeout",
+            "closed_linger",
+            "secondary_gap_wait",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.max_lag is not None and not 0 < self.max_lag <= self.compare_timeout:

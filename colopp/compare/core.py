@@ -29,8 +29,10 @@ from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
 from colopp.compare.early import offer_early, offer_tail
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
+from colopp.compare.ipv6 import is_ipv6_key
 from colopp.compare.packet import (
     PASSTHROUGH,
+    SYN,
     TCP,
     FlowKey,
     Malformed,
@@ -38,11 +40,13 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import PRERELEASE_MISMATCH, TcpConnection
+from colopp.compare.tcp import PRERELEASE_MISMATCH, SECONDARY_GAP, TcpConnection
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
 SWEEP_INTERVAL_S = 1.0
+#: The reason of the checkpoint a new IPv6 connection's opening segment waits for.
+IPV6_NEW_CONNECTION = "ipv6_new_connection"
 MAX_CONNECTIONS = 65536
 
 Flow = TcpConnection | DatagramFlow
@@ -69,8 +73,11 @@ class Comparator:
         self._policy: ReleasePolicy | None = None if policy is None else policy
         self._client_policy = policy if isinstance(policy, ClientAwarePolicy) else None
         # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
-        # forces the general path everywhere (tests compare the two).
+        # forces the general path everywhere (tests compare the two). With a policy only the
+        # primary's segment that matches on arrival takes it: nothing waits, so nothing is
+        # offered early (the general path would release it at once as well).
         self._fast = fast_path and policy is None
+        self._fast_primary = fast_path
         self.counters = Counters()
         self._max_frames = self.config.max_queue_frames
         self._max_bytes = self.config.max_queue_bytes
@@ -96,7 +103,7 @@ class Comparator:
         size = len(frame)
         c.primary_frames_in += 1
         c.primary_bytes_in += size
-        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast else None
+        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast_primary else None
         if fields is None:
             return self._hold_primary(frame, now, vnet_hdr_len, parse_frame(frame, vnet_hdr_len))
         key, seq, ack, flags, payload_start, payload_end = fields
@@ -104,7 +111,7 @@ class Comparator:
         if conn is None:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
         outcome = primary_in_order(
-            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
+            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end, self._fast
         )
         if outcome == NOT_HANDLED:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
@@ -115,6 +122,8 @@ class Comparator:
             c.released_frames += 1
             c.released_bytes += size
             c.hold_time_counts[0] += 1
+            if self._policy is not None and payload_end > payload_start:
+                c.matched_on_arrival += 1  # as the general path counts it
             actions: list[Action] = [Release([frame], vnet_hdr_len)]
         else:
             self._held.append(conn.queue[-1])
@@ -191,9 +200,12 @@ class Comparator:
         c.held_bytes += len(frame)
         released: list[HeldFrame] = []
         pre: list[HeldFrame] = []
+        birth = False
         if pkt.kind == TCP:
             conn = self._tcp.get(pkt.key) or self._open_tcp(pkt.key, now)
             conn.last_seen = now
+            if pkt.flags & SYN and is_ipv6_key(pkt.key):  # never young: README, IPv6
+                conn.syn_waits_checkpoint = birth = True
             # Behind a waiting head nothing can move: the head waits for the secondary.
             at_head = conn.add_primary(held, pkt)
             policy = self._live_policy()
@@ -206,9 +218,21 @@ class Comparator:
             flow.primary.append(held)
             reason = flow.pump(released)
         actions = self._finish(released, pre, reason, now) if released or pre or reason else []
+        if birth:
+            actions += self._request_birth_checkpoint(now)
         if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
             actions += self._request_checkpoint("queue_overflow", now)
         return actions
+
+    def _request_birth_checkpoint(self, now: float) -> list[Action]:
+        """A checkpoint for a new IPv6 connection's opening segment (not a divergence): the
+        secondary then holds its sequence numbers before the client sees them."""
+        self.counters.ipv6_birth_checkpoints += 1
+        if self._awaiting_since is not None:
+            return []
+        self._awaiting_since = now
+        self.counters.checkpoints_requested += 1
+        return [Checkpoint(IPV6_NEW_CONNECTION)]
 
     def _compare_secondary(self, frame: bytes, now: float, pkt: Packet) -> list[Action]:
         """The general path of :meth:`feed_secondary`, after parsing and the queue check."""
@@ -278,6 +302,8 @@ class Comparator:
             actions += self._request_checkpoint("compare_timeout", now)
         elif lag is not None and age > lag:  # a lagging secondary skips its backlog
             actions += self._request_checkpoint("secondary_lag", now)
+        elif age >= self.config.secondary_gap_wait and self._waits_on_gap(self._held[0]):
+            actions += self._request_checkpoint(SECONDARY_GAP, now)
         policy = self._client_policy
         if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
             # Not a divergence: a checkpoint bought to let reads leave early again.
@@ -435,6 +461,13 @@ class Comparator:
         self._awaiting_since = now
         return [Checkpoint(reason)]
 
+    def _waits_on_gap(self, held: HeldFrame) -> bool:
+        # Only the connection of the oldest held frame is looked at: one lookup per tick.
+        conn = self._tcp.get(held.key)
+        if conn is None or not conn.queue or not conn.stream.pending_bytes:
+            return False
+        return conn.waits_on_gap(conn.queue[0])
+
     def _drop_released_heads(self) -> None:
         held = self._held
         while held and held[0].released:
@@ -442,7 +475,10 @@ class Comparator:
 
     def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
         self._make_room()
-        conn = TcpConnection(key, now, self.counters, self.config.max_out_of_order_segments)
+        cfg = self.config
+        conn = TcpConnection(
+            key, now, self.counters, cfg.max_out_of_order_segments, cfg.secondary_gap_wait
+        )
         if self._stop_seen:
             conn.on_stop()
         self._tcp[key] = conn

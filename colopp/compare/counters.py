@@ -52,6 +52,8 @@ class Counters:
     matched_frames: int = 0
     passthrough_frames: int = 0
     passthrough_ipv6_control: int = 0
+    # New IPv6 connections whose opening segment waited for a checkpoint (core.py).
+    ipv6_birth_checkpoints: int = 0
     flushed_frames: int = 0
     pre_released_frames: int = 0
     prerelease_mismatches: int = 0

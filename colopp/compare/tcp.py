@@ -40,6 +40,9 @@ WAIT = "wait"
 PAYLOAD_MISMATCH = "tcp_payload_mismatch"
 FIN_MISMATCH = "tcp_fin_mismatch"
 PRERELEASE_MISMATCH = "prerelease_mismatch"
+#: The secondary skipped bytes the primary's head needs (it sent later ones): they come
+#: again only with a retransmission timeout, so a checkpoint is asked at once.
+SECONDARY_GAP = "secondary_gap"
 
 
 def _pos_start(held: HeldFrame) -> int:
@@ -57,6 +60,7 @@ class TcpConnection:
         "delta",
         "delta_pending",
         "diverged",
+        "gap_wait",
         "key",
         "last_seen",
         "next_epoch",
@@ -78,13 +82,20 @@ class TcpConnection:
         "s_syn_seen",
         "stopped",
         "stream",
+        "syn_waits_checkpoint",
         "unplaced",
     )
 
     def __init__(
-        self, key: FlowKey, now: float, counters: Counters, max_pending: int = 256
+        self,
+        key: FlowKey,
+        now: float,
+        counters: Counters,
+        max_pending: int = 256,
+        gap_wait: float = 0.02,
     ) -> None:
         self.key = key
+        self.gap_wait = gap_wait
         self.last_seen = now
         self.queue: deque[HeldFrame] = deque()
         self.stream = SecondaryStream(counters, max_pending)
@@ -108,6 +119,8 @@ class TcpConnection:
         self.next_epoch: list[tuple[Packet, bytes, float]] = []
         # Positions of the secondary's segments without payload and without ACK/SYN/FIN/RST.
         self.s_bare: set[int] = set()
+        # The primary's SYN(-ACK) leaves only with a checkpoint (IPv6: see core.py).
+        self.syn_waits_checkpoint = False
         self._reset_primary()
         self._reset_secondary()
 
@@ -219,7 +232,9 @@ class TcpConnection:
         start = self._pos((pkt.seq - self.delta) & MASK)
         size = pkt.payload_end - pkt.payload_start
         stored = True
-        if size:
+        if size and not self.diverged:
+            # After a divergence every stored byte is discarded at the checkpoint: a bulk
+            # sender would only fill the out-of-order map (and count drops) meanwhile.
             stored = self.stream.add(start, frame[pkt.payload_start : pkt.payload_end], now)
         if flags & FIN:
             self.s_fin_pos = start + size
@@ -232,7 +247,10 @@ class TcpConnection:
     def _defer(
         self, into: list[tuple[Packet, bytes, float]], pkt: Packet, frame: bytes, now: float
     ) -> bool:
-        if len(into) >= self.stream.max_pending:
+        # Output of the next epoch comes in order and at line rate (a bulk sender fills its
+        # whole window as it resumes): only the core's queue bounds limit it. Segments of
+        # an incarnation ahead of the primary's are kept in a small bounded list.
+        if into is self.unplaced and len(into) >= self.stream.max_pending:
             return False
         into.append((pkt, frame, now))
         c = self.stream.counters
@@ -320,6 +338,14 @@ class TcpConnection:
                     self.pre_prefix -= 1
                 released.append(head)
                 continue
+            if (
+                verdict is WAIT
+                and stream.pending_bytes
+                and now - head.arrival >= self.gap_wait
+                and self.waits_on_gap(head)
+            ):
+                # Not a divergence: the bytes past the gap stay (see on_checkpoint).
+                return SECONDARY_GAP
             if verdict is WAIT:
                 if policy is not None:
                     offer_early(self, policy, now, pre_released)
@@ -330,13 +356,33 @@ class TcpConnection:
             self.closed_at = now
         return None
 
+    def waits_on_gap(self, head: HeldFrame) -> bool:
+        """True when ``head`` needs secondary bytes at :attr:`SecondaryStream.end` while the
+        secondary already sent bytes past them (parked behind a gap).
+
+        The secondary's output arrives in order over one socket and is never lost on the way,
+        so it sends those bytes again only on a retransmission timeout: a segment the
+        comparator had to drop, or bytes the checkpointed state counts as sent (primary
+        output still in flight at the checkpoint). Nothing the client could see moves
+        meanwhile (every later primary segment waits behind the head), so the connection
+        would stall for at least one retransmission timeout, with backoff. The secondary
+        may still reorder a little (tests do): :attr:`gap_wait` seconds of grace first.
+        """
+        stream = self.stream
+        return (
+            stream.base is not None
+            and not head.compared
+            and head.pos_start <= stream.end < head.pos_end
+            and self.s_fin_pos is None
+        )
+
     def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
         return both_fin or (self.p_rst and self.s_rst)
 
     def _check(self, seg: HeldFrame, counters: Counters) -> str:
         if not seg.compared:
-            if seg.flags & SYN and not self.s_syn_seen:
+            if seg.flags & SYN and (self.syn_waits_checkpoint or not self.s_syn_seen):
                 return WAIT
             if (
                 not seg.flags & (ACK | SYN | FIN | RST)
@@ -431,6 +477,7 @@ class TcpConnection:
         self.queue.clear()
         self.pre_prefix = 0
         self.pre_memo = None
+        self.syn_waits_checkpoint = False
         self._forget_deferred(self.unplaced)
         if not stop_seen and self.p_high is not None and self.delta == 0 and not self.diverged:
             self.stream.restart_at(self.p_high)

@@ -2,8 +2,9 @@
 
 Each function does exactly what the general path of :class:`~colopp.compare.tcp.TcpConnection`
 would do for its case, or nothing (then the caller takes the general path); the property
-test ``test_fast_and_general_paths_agree`` holds them to that. No pre-release policy may be
-in use. Sequence arithmetic is inlined (see :mod:`colopp.compare.seq`): this is the hot path.
+test ``test_fast_and_general_paths_agree`` holds them to that. With a pre-release policy
+only :func:`primary_in_order`'s :data:`MATCHED` case is used (``queue_ok=False``).
+Sequence arithmetic is inlined (see :mod:`colopp.compare.seq`): this is the hot path.
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ def primary_in_order(
     flags: int,
     payload_start: int,
     payload_end: int,
+    queue_ok: bool = True,
 ) -> int:
     """:meth:`TcpConnection.add_primary` + :meth:`TcpConnection.pump` for the common
-    in-order segment.
+    in-order segment (only when it matches at once unless ``queue_ok``: with a pre-release
+    policy a waiting segment is the general path's, which offers it early).
 
     Handles a segment without SYN/FIN/RST on a connection that is not diverged, when it
     either completes at once (its bytes are exactly the next ones the secondary already
     delivered, or it carries none, and the secondary's ACK covers it) or must simply wait
     at the tail of the queue. Returns :data:`MATCHED`, :data:`QUEUED` (the new
     :class:`HeldFrame` is ``queue[-1]``) or :data:`NOT_HANDLED` (nothing changed). The
-    state left behind is exactly what the general path would leave; no pre-release policy
-    may be in use.
+    state left behind is exactly what the general path would leave. With ``queue_ok``
+    False (a pre-release policy is in use) a segment that would wait is :data:`NOT_HANDLED`.
     """
     anchor = conn.anchor_seq
     stream = conn.stream
@@ -61,6 +64,8 @@ def primary_in_order(
             return NOT_HANDLED
         outcome = QUEUED  # behind a waiting head: add_primary would not pump
     elif size and start >= stream.end and conn.s_fin_pos is None:
+        if stream.pending_bytes and start == stream.end:
+            return NOT_HANDLED  # the secondary skipped these bytes: pump asks a checkpoint
         outcome = QUEUED  # pump's quick exit: none of its bytes arrived yet
     else:
         s_ack = conn.s_max_ack
@@ -77,6 +82,8 @@ def primary_in_order(
             if end - conn.anchor_pos > 1 << 30:
                 conn.rebase(end)
         outcome = MATCHED
+    if outcome is QUEUED and not queue_ok:
+        return NOT_HANDLED
     p_ack = conn.p_max_ack
     if flags & ACK and (p_ack is None or 0 < ((ack - p_ack) & MASK) < HALF):
         conn.p_max_ack = ack

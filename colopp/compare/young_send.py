@@ -9,10 +9,14 @@ Release gate: while an offset of the current epoch is not yet acknowledged,
 :meth:`YoungForwarder.holding` is true and the comparator holds *all* its output (the
 connection's SYN-ACK is in it), so a client never sees a SYN-ACK whose offset the secondary
 host does not have: if the primary dies then, the promoted secondary still translates that
-connection at the next failover. The hold lasts one replication-network round trip (~1 ms);
-it is cut short by a completed checkpoint (the secondary is then the primary's copy and needs
-no offset) and bounded by :data:`HOLD_LIMIT_S` (an unreachable secondary host must not stop
-the service: the connection then survives one failover, not two).
+connection at the next failover. The hold lasts one replication-network round trip (~1 ms); it
+is cut short by a completed checkpoint (the secondary is then the primary's copy and needs no
+offset) and bounded by :data:`HOLD_LIMIT_S` per offset (an unreachable secondary host must not
+stop the service: the connection then survives one failover, not two; while the last delivery
+attempt failed nothing is held). The bound is each offset's own: an older offset whose hold
+lapsed unacknowledged does not let a newer one's SYN-ACK out unheld (issue 18: with slow
+acknowledgements every later connection of the epoch was released at once and missing from the
+promoted secondary's record).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import contextlib
 import json
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from colopp.compare.framing import DecodedFrame
@@ -36,6 +41,15 @@ log = logging.getLogger(__name__)
 YOUNG_PORT_OFFSET = 2000
 #: Longest the comparator holds its output for unacknowledged offsets (seconds).
 HOLD_LIMIT_S = 0.5
+
+
+@dataclass(slots=True)
+class _Hold:
+    """The release gate's hold for one unacknowledged offset."""
+
+    epoch: int
+    since: float  # when the offset was learned
+    lapsed: bool = False  # passed HOLD_LIMIT_S unacknowledged (counted once)
 
 
 class YoungForwarder:
@@ -54,8 +68,13 @@ class YoungForwarder:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._unacked: Counter[int] = Counter()  # epoch -> offsets not acknowledged yet
-        self._hold_since: float | None = None  # when the current hold began
-        self._expired = False  # the current hold passed HOLD_LIMIT_S
+        # One hold per unacknowledged offset, in sending (= acknowledgement) order.
+        self._holds: deque[_Hold] = deque()
+        self._was_holding = False
+        # The last delivery attempt failed (the secondary host is unreachable or restarting):
+        # hold nothing until one succeeds, so the service does not stall on every new
+        # connection's hold while the link is down.
+        self._link_down = False
 
     def frames(self, side: str, frames: list[DecodedFrame], now: float = 0.0) -> None:
         """Every frame one guest sent, before the comparator's core sees it (``now``: the
@@ -64,28 +83,33 @@ class YoungForwarder:
         for data, vnet_hdr_len in frames:
             message = learn(data, vnet_hdr_len)
             if message is not None:
-                if not self._unacked[message.epoch] and self._hold_since is None:
-                    self._hold_since = now
                 self._unacked[message.epoch] += 1
+                self._holds.append(_Hold(message.epoch, now))
+                self._was_holding = True
                 self._put(message.to_json())
 
     def holding(self, now: float) -> bool:
         """Must the comparator hold its output now (see the module doc)?"""
-        if self._hold_since is None or not self._unacked[self.tap.epoch]:
+        if self._link_down:
             return False
-        if now - self._hold_since < HOLD_LIMIT_S:
-            return True
-        if not self._expired:
-            self._expired = True
-            self.hold_expired += 1
-            log.warning("young offsets not acknowledged in %.1f s: output released", HOLD_LIMIT_S)
-        return False
+        held = False
+        for hold in self._holds:
+            if hold.epoch != self.tap.epoch:
+                continue
+            if now - hold.since < HOLD_LIMIT_S:
+                held = True
+            elif not hold.lapsed:
+                hold.lapsed = True
+                self.hold_expired += 1
+                log.warning(
+                    "young offset not acknowledged in %.1f s: output released", HOLD_LIMIT_S
+                )
+        return held
 
     def hold_left(self, now: float) -> float:
-        """Seconds until the current hold expires (0 when not holding)."""
-        if self._hold_since is None:
-            return 0.0
-        return max(0.0, self._hold_since + HOLD_LIMIT_S - now)
+        """Seconds until every current hold has expired (0 when not holding)."""
+        ends = [h.since + HOLD_LIMIT_S - now for h in self._holds if h.epoch == self.tap.epoch]
+        return max([0.0, *ends])
 
     def status(self) -> dict[str, int]:
         return {"sent": self.sent, "failures": self.failures, "hold_expired": self.hold_expired}
@@ -99,14 +123,17 @@ class YoungForwarder:
         self._unacked[epoch] -= 1
         if self._unacked[epoch] <= 0:
             del self._unacked[epoch]
+        for index, hold in enumerate(self._holds):  # the oldest of that epoch: sending order
+            if hold.epoch == epoch:
+                del self._holds[index]
+                break
         self._settle()
 
     def _settle(self) -> None:
         # Older epochs' offsets no longer gate anything: a completed checkpoint voided them.
         if self._unacked[self.tap.epoch]:
             return
-        was_holding = self._hold_since is not None
-        self._hold_since, self._expired = None, False
+        was_holding, self._was_holding = self._was_holding, False
         if was_holding and self.on_settled is not None:
             self.on_settled()
 
@@ -122,9 +149,11 @@ class YoungForwarder:
                 try:
                     await self.sender.send(body)
                     self.sent += 1
+                    self._link_down = False
                     break
                 except AgentError as exc:
                     self.failures += 1
+                    self._link_down = True
                     log.warning("young offset: %s", exc)
                     if body["op"] == "young" and body["epoch"] < self.tap.epoch:
                         break  # a later checkpoint made it moot

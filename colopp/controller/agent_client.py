@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 import ssl
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from colopp.agent.protocol import MAX_LINE, check_result, decode_reply, encode, raise_remote
+from colopp.arbiter.token import CONTROLLER_FENCE, FENCE_PARAM
 from colopp.errors import AgentError
 from colopp.retry import RetryExhausted, connect_with_retry
 from colopp.tls import agent_client_context
 
 
 class AgentClient:
-    """One connection to one agent; calls are serialized on it."""
+    """One connection to one agent; calls are serialized on it.
+
+    In fleet mode the leading controller replica sets :attr:`controller_token` (its etcd
+    leadership's fencing token); every call then carries it, and agents refuse calls of a
+    replica that lost the lead once they have seen its successor's larger token.
+    """
+
+    #: This process's leadership token (0: single-controller mode, nothing is sent).
+    controller_token: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -76,6 +85,9 @@ class AgentClient:
                 await self.connect(within=min(timeout, 15.0))
             assert self._writer is not None and self._reader is not None
             rid = next(self._ids)
+            if AgentClient.controller_token:
+                fence = {"protection": CONTROLLER_FENCE, "token": AgentClient.controller_token}
+                params = {**params, FENCE_PARAM: fence}
             try:
                 self._writer.write(
                     encode({"id": rid, "token": self._token, "method": method, "params": params})

@@ -32,6 +32,7 @@ from colopp.controller.supervisor import Incident
 from colopp.demo.display import live_panel
 from colopp.demo.harness import ClientWorkload, SupervisedPair, Watched
 from colopp.demo.options import READ_PREFIXES, DemoOptions
+from colopp.demo.services import ServiceLoad
 from colopp.errors import ColoppError, ConfigError
 from colopp.lab import Node
 
@@ -153,11 +154,17 @@ async def run_demo(
             connections=options.connections,
             read_only=options.seed_keys if options.colo_plus else None,
         )
+        # The Debian guest's own services get their own load: redis-benchmark and wrk.
+        services = ServiceLoad(sp.plan) if options.guest == "debian" else None
         try:
             summary.update(await Story(sp, workload, live, options, console).run())
             summary.update(await asyncio.to_thread(workload.finish, 300))
+            if services is not None:
+                summary.update(await asyncio.to_thread(services.finish))
         finally:
             workload.kill()
+            if services is not None:
+                services.kill()
         report(summary)
         if options.hold:
             console.rule("[bold]holding: the pair stays protected until Ctrl-C")
@@ -404,6 +411,8 @@ SUMMARY_KEYS = (
     "reprotected",
     "reprotect_s",
 )
+#: Only with the Debian guest (colopp.demo.services): its redis and nginx under load.
+SERVICE_KEYS = ("redis_benchmark_requests", "redis_benchmark_errors", "wrk_requests", "wrk_errors")
 
 
 def demo_ok(summary: dict[str, Any]) -> bool:
@@ -415,13 +424,16 @@ def demo_ok(summary: dict[str, Any]) -> bool:
         and summary.get("connections_reset") == 0
         and summary.get("writes_lost") == 0
         and not summary.get("read_mismatch")
+        and not summary.get("redis_benchmark_errors")
+        and not summary.get("wrk_errors")
     )
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     """The final table."""
     table = Table(title="demo summary", show_header=False)
-    for key in SUMMARY_KEYS:
+    shown_keys = [*SUMMARY_KEYS, *(k for k in SERVICE_KEYS if k in summary)]
+    for key in shown_keys:
         value = summary.get(key)
         if key == "prerelease_ratio" and isinstance(value, float):
             shown = f"{value:.1%}"

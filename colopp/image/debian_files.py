@@ -18,6 +18,8 @@ from colopp.image.cmdline import READY_MARKER
 
 #: The guest's address unless the build is told otherwise (the lab plan's guest address).
 DEFAULT_GUEST_ADDRESS = "198.18.0.100/24"
+#: Its IPv6 address (the lab plan's ``guest_address6``, on the unique-local service prefix).
+DEFAULT_GUEST_ADDRESS6 = "fd63:6f6c:6f70::100/64"
 #: Where kvd keeps its keys inside the guest.
 KVD_DATA_DIR = "/var/lib/kvd"
 #: Static files nginx serves on :8080 (name -> size in bytes); contents are deterministic.
@@ -86,16 +88,25 @@ def extlinux_conf(kernel_release: str) -> str:
     )
 
 
-def network_unit(ip_cidr: str) -> str:
-    """systemd-networkd's config for eth0 (static, no DHCP, no IPv6 autoconf)."""
+def network_unit(ip_cidr: str, ip6_cidr: str = DEFAULT_GUEST_ADDRESS6) -> str:
+    """systemd-networkd's config for eth0: static IPv4 and IPv6 addresses, no DHCP, no IPv6
+    autoconfiguration, no duplicate address detection (both guests of a pair hold the same
+    addresses, and the address must be usable at once)."""
     iface = check_address(ip_cidr)
+    try:
+        iface6 = ipaddress.IPv6Interface(ip6_cidr)
+    except ValueError as exc:
+        raise ConfigError(f"guest address {ip6_cidr!r} is not IPv6 ADDR/PREFIX") from exc
     return (
         "[Match]\n"
         "Name=eth0\n\n"
         "[Network]\n"
         f"Address={iface.with_prefixlen}\n"
         "LinkLocalAddressing=no\n"
-        "IPv6AcceptRA=no\n"
+        "IPv6AcceptRA=no\n\n"
+        "[Address]\n"
+        f"Address={iface6.with_prefixlen}\n"
+        "DuplicateAddressDetection=none\n"
     )
 
 
@@ -179,6 +190,7 @@ def nginx_site() -> str:
     return (
         "server {\n"
         f"    listen {NGINX_PORT} default_server;\n"
+        f"    listen [::]:{NGINX_PORT} default_server;\n"
         "    root /var/www/colopp;\n"
         "    access_log off;\n"
         "    location / { try_files $uri =404; }\n"
@@ -187,10 +199,11 @@ def nginx_site() -> str:
 
 
 def redis_overrides() -> str:
-    """Appended to /etc/redis/redis.conf (later lines win): listen on all, lab only."""
+    """Appended to /etc/redis/redis.conf (later lines win): listen on all, IPv4 and IPv6
+    (``-``: IPv6 optional), lab only."""
     return (
         "\n# colopp lab guest: reachable from the clients' namespace.\n"
-        "bind 0.0.0.0\n"
+        "bind 0.0.0.0 -::\n"
         "protected-mode no\n"
     )
 

@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from types import TracebackType
 
-from colopp.errors import LabError, StateError
+from colopp.errors import ConfigError, LabError, StateError
 from colopp.lab.netlink import (
     Rtnl,
     create_namespace,
@@ -149,6 +149,34 @@ def cleanup_leftovers(prefix: str) -> None:
             remove_namespace(name)
 
 
+def foreign_labs(root_links: dict[str, list[str]], own_prefix: str, claimed: str) -> list[str]:
+    """The prefixes of other labs whose root uplink (``{prefix}-mgmt``) holds ``claimed``.
+
+    Every lab claims the same management address in the root namespace: while this
+    process holds the host's lab lock, such a lab belongs to a process that ended without
+    removing it (a crash, a kill), and its address would divert this lab's agent traffic.
+    """
+    found = []
+    for ifname, addresses in root_links.items():
+        prefix, sep, kind = ifname.rpartition("-")
+        if sep and kind == "mgmt" and prefix != own_prefix and claimed in addresses:
+            found.append(prefix)
+    return sorted(found)
+
+
+def _sweep_foreign_labs(plan: LabPlan) -> None:
+    claimed = str(plan.address(Node.CONTROLLER, Network.MANAGEMENT))
+    with Rtnl(None) as root:
+        links = {n: root.addresses(n) for n in root.link_names() if n.endswith("-mgmt")}
+    for prefix in foreign_labs(links, plan.prefix, claimed):
+        try:
+            check_prefix(prefix)
+        except ConfigError:
+            continue  # not a name a colopp lab would use: not ours to remove
+        log.warning("removing stale lab %s: it holds %s, which this lab needs", prefix, claimed)
+        cleanup_leftovers(prefix)
+
+
 class Lab:
     """A created lab network. Build with :meth:`create`; use as a context manager."""
 
@@ -171,11 +199,14 @@ class Lab:
         On failure whatever was built is removed again and LabError is raised.
         """
         plan = plan if plan is not None else plan_lab()
+        nested = _HOST_LOCK.holders > 0  # this process's own labs are never stale
         _HOST_LOCK.acquire()
         lab = cls(plan)
         lab._locked = True
         try:
             cleanup_leftovers(plan.prefix)
+            if not nested:
+                _sweep_foreign_labs(plan)
             lab._build()
         except BaseException:
             lab.destroy()

@@ -155,6 +155,14 @@ class Rtnl:
         with lab_operation(f"list links in {self._where}"):
             return sorted(str(msg.get("ifname")) for msg in self._ipr.link("dump"))
 
+    def addresses(self, ifname: str) -> list[str]:
+        """The addresses on ``ifname`` (without prefix length); empty if it has none."""
+        index = self._require(ifname)
+        with lab_operation(f"list addresses of {ifname} in {self._where}"):
+            return sorted(
+                str(msg.get("IFA_ADDRESS")) for msg in self._ipr.addr("dump", index=index)
+            )
+
     def master_of(self, ifname: str) -> str | None:
         """The name of the bridge ``ifname`` is enslaved to, or None."""
         index = self._require(ifname)

@@ -12,6 +12,17 @@ when it learned it. The secondary's agent counts the checkpoints its QEMU has *l
 At failover the promoted guest's table of record -- what the next secondary and every later
 failover must apply -- is the table it inherited plus the live young entries
 (:meth:`YoungOffsets.table_of_record`).
+
+The comparator's "completed" message can come too late: the primary dies after this
+secondary loaded a checkpoint (its ``filter-rewriter`` zeroed every offset) but before the
+primary resumed, or before the message crossed the network. Offsets kept then are stale:
+the promoted guest already runs those connections in the client's sequence space, and the
+next side would translate them wrongly. So each entry also carries when it *arrived* (the
+agent's wall clock) and promotion drops every entry that arrived before this secondary's
+own last checkpoint load (QEMU's RESUME timestamp, same host and clock). That never drops
+a live entry: the load that began an entry's epoch resumed the secondary before the
+secondary told the primary, so before the primary resumed, the connection opened and the
+offset was sent.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ class YoungOffsets:
     __slots__ = ("_entries", "loaded", "run")
 
     def __init__(self) -> None:
-        self._entries: dict[ConnKey, tuple[int, int]] = {}
+        self._entries: dict[ConnKey, tuple[int, int, float]] = {}
         self.loaded = 0
         self.run: str | None = None
 
@@ -38,10 +49,11 @@ class YoungOffsets:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def learned(self, key: ConnKey, delta: int, epoch: int) -> None:
-        """The comparator learned ``key``'s offset after ``epoch`` completed checkpoints."""
+    def learned(self, key: ConnKey, delta: int, epoch: int, arrived: float = 0.0) -> None:
+        """The comparator learned ``key``'s offset after ``epoch`` completed checkpoints;
+        ``arrived``: when it reached this host (wall clock, the clock of QEMU's events)."""
         if delta & MASK:
-            self._entries[key] = (delta & MASK, epoch)
+            self._entries[key] = (delta & MASK, epoch, arrived)
 
     def checkpoint_loaded(self) -> None:
         """This secondary's QEMU loaded one more checkpoint (filter-rewriter reset)."""
@@ -59,14 +71,23 @@ class YoungOffsets:
         """Forget entries older than checkpoint ``completed`` (no longer live anywhere)."""
         self._entries = {k: v for k, v in self._entries.items() if v[1] >= completed}
 
-    def live(self) -> dict[ConnKey, int]:
-        """The entries ``filter-rewriter`` still translates with."""
-        return {k: delta for k, (delta, epoch) in self._entries.items() if epoch >= self.loaded}
+    def live(self, last_load: float | None = None) -> dict[ConnKey, int]:
+        """The entries ``filter-rewriter`` still translates with. ``last_load``: when this
+        secondary last loaded a checkpoint (QEMU's RESUME timestamp), if it did: an entry
+        that arrived before it is stale even if no "completed" message said so."""
+        return {
+            k: delta
+            for k, (delta, epoch, arrived) in self._entries.items()
+            if epoch >= self.loaded and (last_load is None or arrived > last_load)
+        }
 
-    def table_of_record(self, inherited: OffsetTable, now: float) -> OffsetTable:
-        """The promoted guest's full translation: ``inherited`` plus the live young entries."""
+    def table_of_record(
+        self, inherited: OffsetTable, now: float, last_load: float | None = None
+    ) -> OffsetTable:
+        """The promoted guest's full translation: ``inherited`` plus the live young entries
+        (``last_load`` as for :meth:`live`)."""
         table = inherited.copy()
-        for key, delta in self.live().items():
+        for key, delta in self.live(last_load).items():
             # A young connection is new: an inherited entry on its 4-tuple is a dead one.
             table.set_delta(key, delta, now)
         return table

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from colopp.errors import ConfigError
@@ -23,8 +24,9 @@ from colopp.rewrite.young import YoungOffsets
 MAX_LINE = 64 * 1024
 
 
-def handle_young_request(young: YoungOffsets, line: bytes) -> bytes:
-    """Apply one request line to ``young``; the reply line. Bad input changes nothing.
+def handle_young_request(young: YoungOffsets, line: bytes, now: float) -> bytes:
+    """Apply one request line to ``young`` (``now``: the wall clock, when it arrived); the
+    reply line. Bad input changes nothing.
 
     A request naming another comparator ``run`` than the last one starts over: a restarted
     comparator counts epochs from 0 again (and its agent forces a checkpoint).
@@ -34,13 +36,13 @@ def handle_young_request(young: YoungOffsets, line: bytes) -> bytes:
         run = request.get("run") if isinstance(request, dict) else None
         if run is not None and run != young.run:
             young.start_run(str(run))
-        reply = _apply(young, request)
+        reply = _apply(young, request, now)
     except (ValueError, ConfigError) as exc:
         reply = {"ok": False, "error": str(exc)}
     return json.dumps(reply, separators=(",", ":")).encode() + b"\n"
 
 
-def _apply(young: YoungOffsets, request: Any) -> dict[str, Any]:
+def _apply(young: YoungOffsets, request: Any, now: float) -> dict[str, Any]:
     if not isinstance(request, dict):
         raise ConfigError("a request is a JSON object")
     op = request.get("op")
@@ -51,7 +53,7 @@ def _apply(young: YoungOffsets, request: Any) -> dict[str, Any]:
         row = {k: request.get(k) for k in ("guest", "peer", "delta")} | {"last_seen": 0.0}
         table = OffsetTable.from_snapshot([row])
         key = next(iter(table))
-        young.learned(key, table.delta(key), epoch)
+        young.learned(key, table.delta(key), epoch, now)
         return {"ok": True}
     if op == "completed":
         young.completed(epoch)
@@ -65,7 +67,7 @@ async def serve_young(young: YoungOffsets, host: str, port: int) -> asyncio.Serv
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                writer.write(handle_young_request(young, line))
+                writer.write(handle_young_request(young, line, time.time()))
                 await writer.drain()
         except (ValueError, ConnectionError):
             pass  # an over-long line or a vanished comparator: it reconnects

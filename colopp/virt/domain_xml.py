@@ -148,12 +148,14 @@ def vm_from_template(vm: VmSpec, template: DomainTemplate) -> VmSpec:
     changes: dict[str, object] = {"memory_mb": template.memory_mb, "vcpus": template.vcpus}
     if template.mac:
         changes["mac"] = template.mac
-    if template.kernel:
+    if template.kernel is None:  # no <kernel>: the firmware boots the domain's disk
+        changes |= {"kernel": None, "initrd": None, "append": ""}
+    else:
         changes["kernel"] = template.kernel
-    if template.initrd:
-        changes["initrd"] = template.initrd
-    if template.cmdline:
-        changes["append"] = template.cmdline
+        if template.initrd:
+            changes["initrd"] = template.initrd
+        if template.cmdline:
+            changes["append"] = template.cmdline
     out = dataclasses.replace(vm, **changes)  # type: ignore[arg-type]
     out.validate()
     return out
@@ -232,10 +234,10 @@ def side_domain_xml(
     ET.SubElement(devices, "controller", type="usb", model="none")
     ET.SubElement(devices, "memballoon", model="none")
     commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
+    # libvirt passes -boot strict=on: only devices with a bootindex may boot; the
+    # templates give the replicated virtio disk bootindex=1.
     for arg in colo_commandline(vm, side, folder):
-        # libvirt passes -boot strict=on: only devices with a bootindex may boot.
-        boot = ",bootindex=1" if not direct_boot and arg.startswith("virtio-blk-pci,") else ""
-        ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg + boot)
+        ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=arg)
     if netns:
         ET.SubElement(commandline, f"{{{QEMU_NS}}}env", name=NETNS_ENV, value=netns)
     ET.indent(domain)

@@ -101,6 +101,7 @@ def test_read_only_token_can_read(api: ApiServer, method: str, path: str) -> Non
         ({"unknown": 1}, "unknown"),
         ({"guest": "windows"}, "guest"),
         ({"guest": "debian"}, "placement hosts brings its own VM"),
+        ({"vm": {"kernel": "/boot/vmlinuz"}}, "vm.initrd, vm.append"),
     ],
 )
 def test_bad_input_is_422_with_a_reason(
@@ -197,3 +198,18 @@ def test_lab_placement_takes_the_debian_guest() -> None:
 
     assert ProtectionCreate.model_validate({"name": "lab-1", "guest": "debian"}).guest == "debian"
     assert ProtectionCreate.model_validate({"name": "lab-1"}).guest == "kvd"
+
+
+def test_hosts_placement_boots_its_disk_without_a_kernel() -> None:
+    from colopp_api.live.placement import DISK_BOOT_TIMEOUT_S, hosts_vm
+    from colopp_api.schemas import ProtectionCreate
+
+    body = HOSTS_BODY | {"vm": {"memory_mb": 1024, "vcpus": 2}}
+    spec = ProtectionCreate.model_validate(body)
+    vm = hosts_vm(spec)
+    assert (vm.kernel, vm.initrd, vm.append) == (None, None, "")
+    assert (vm.memory_mb, vm.vcpus) == (1024, 2)
+    vm.validate()
+    direct = hosts_vm(ProtectionCreate.model_validate(HOSTS_BODY))
+    assert direct.kernel is not None and direct.append == "console=ttyS0"
+    assert DISK_BOOT_TIMEOUT_S >= 300

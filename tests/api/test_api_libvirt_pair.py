@@ -1,7 +1,8 @@
 """A libvirt domain protected through the API on the lab: Debian 12's libvirtd (started
 here, no systemd) runs both sides with the trixie-root QEMU; COLO state, vCPU pinning of the
 semi-active secondary through libvirt, failover with the clients' connections kept,
-re-protection, unprotect. Also the backend's clear errors (no libvirtd, no domain, vhost)."""
+re-protection, unprotect. Also the backend's clear errors (no libvirtd, no domain, vhost),
+and (slow) the Debian server as a firmware-booting domain (no <kernel>)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,4 +261,111 @@ def test_protect_failover_reprotect_libvirt_domain(lab_api: ApiServer, user_doma
         assert done["state"] == "unprotected"
     assert [n for n in list_namespaces() if n.startswith(f"{PREFIX}-")] == []
     assert not [d for d in conn.listAllDomains() if d.name().startswith(f"colopp-{DOMAIN}-")]
+    conn.close()
+
+
+DEBIAN_DOMAIN = "lvdeb"
+
+
+def _firmware_domain_xml(name: str, disk: Path) -> str:
+    """The Debian server as an operator defines it: no <kernel>, SeaBIOS boots its disk."""
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>1024</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
+  <devices>
+    <emulator>/usr/local/bin/colopp-qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/><source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='ethernet'>
+      <mac address='52:54:00:c0:10:01'/><target dev='{PREFIX}-tap' managed='no'/>
+      <model type='virtio'/><driver name='qemu'/>
+    </interface>
+  </devices>
+</domain>"""
+
+
+@pytest.fixture
+def debian_api(libvirtd: None) -> Iterator[ApiServer]:
+    """The Debian guest defined in libvirt (firmware boot) and a lab API to protect it."""
+    from colopp.image.debian import build_debian_image
+    from colopp.qemu.runtime import runtime_from
+
+    root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
+    image = build_debian_image(
+        None,
+        console=Console(quiet=True),
+        qemu_img=runtime_from(root).tool_argv("qemu-img"),
+        guest_address=plan_lab(PREFIX).guest_address.with_prefixlen,
+    )
+    conn = libvirt.open(URI)
+    domain = conn.defineXML(_firmware_domain_xml(DEBIAN_DOMAIN, image.disk))
+    try:
+        with lab_api_server(PREFIX, root) as server:
+            yield server
+    finally:
+        for host in ("hosta", "hostb"):
+            with contextlib.suppress(libvirt.libvirtError):
+                dom = conn.lookupByName(f"colopp-{DEBIAN_DOMAIN}-{host}")
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        with contextlib.suppress(libvirt.libvirtError):
+            domain.undefine()
+        conn.close()
+
+
+@pytest.mark.slow
+def test_protect_firmware_booting_debian_domain(debian_api: ApiServer) -> None:
+    """A domain without <kernel> (the Debian server: SeaBIOS, extlinux, systemd, 2 vCPUs)
+    protected through libvirt: COLO on both sides, failover with the clients' connections
+    kept, re-protection."""
+    conn = libvirt.open(URI)
+    with debian_api.client() as c:
+        body = {
+            "name": DEBIAN_DOMAIN,
+            "comparator": "colopp",
+            "backend": "libvirt",
+            "guest": "debian",
+            "semiactive": True,
+        }
+        made = c.post("/v1/protections", json=body)
+        assert made.status_code == 201, made.text
+        pid = made.json()["id"]
+        wait_until("protected", in_state(c, pid, "protected"), 900, 1.0)
+        for host, mode in (("hosta", "primary"), ("hostb", "secondary")):
+            dom = conn.lookupByName(f"colopp-{DEBIAN_DOMAIN}-{host}")
+            reply = libvirt_qemu.qemuMonitorCommand(dom, '{"execute":"query-colo-status"}', 0)
+            assert json.loads(reply)["return"]["mode"] == mode
+            root = ET.fromstring(dom.XMLDesc(0))
+            assert root.find("os/kernel") is None, "the firmware boots the disk"
+            assert root.findtext("vcpu") == "2" and root.findtext("memory") == str(1024 * 1024)
+
+        workload = ClientWorkload(plan_lab(PREFIX))
+        try:
+            first = get_protection(c, pid)["checkpoints"]
+            wait_until(
+                "a checkpoint", lambda: get_protection(c, pid)["checkpoints"] > first + 1, 120
+            )
+            workload.mark()
+            r = c.post(f"/v1/protections/{pid}/failover")
+            assert r.status_code == 202, r.text
+            wait_until("failed over", in_state(c, pid, "failed_over", "reprotecting"), 120, 0.1)
+            back = wait_until("re-protected", in_state(c, pid, "protected"), 600, 0.5)
+            assert (back["primary"]["host"], back["secondary"]["host"]) == ("hostb", "hosta")
+            summary = workload.finish()
+        finally:
+            workload.kill()
+        assert summary["requests_ok"] > 0
+        for key in ("requests_failed", "connections_reset", "writes_lost"):
+            assert summary[key] == 0, (key, summary)
+        print(f"\nDebian libvirt domain: outage {summary['failover_outage_ms']} ms")
+        r = c.delete(f"/v1/protections/{pid}", params={"stop": "true"})
+        assert r.status_code == 202, r.text
+        wait_until("stopped", lambda: get_protection(c, pid)["stopped"], 120)
+    assert not [d for d in conn.listAllDomains() if d.name().startswith(f"colopp-{DEBIAN_DOMAIN}-")]
     conn.close()

@@ -3,6 +3,8 @@
 - The default demo: colopp's comparator with pre-release on the read path and a
   semi-active secondary; the supervisor detects the SIGKILL, fails over and re-protects;
   its JSON summary has the figures the README promises.
+- ``--guest debian`` (slow): the Debian server guest, with redis-benchmark and wrk against
+  its redis and nginx across the kill.
 - ``--dashboard --hold``: the API and its dashboard answer with the printed read token while
   the pair is held; Ctrl-C tears everything down.
 """
@@ -84,6 +86,39 @@ def test_demo_summary(qemu_root: Path, short_dir: Path) -> None:
     for line in rules:
         assert not any(c in line for c in "┘│┌"), line
     assert "colopp-hosta" not in lab_namespaces()
+
+
+@pytest.mark.slow
+def test_demo_debian_guest_summary(qemu_root: Path, short_dir: Path) -> None:
+    """`colopp demo --guest debian`: redis-benchmark and wrk across the kill, 0 errors."""
+    summary_path = short_dir / "demo.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "colopp.cli", "demo", "--guest", "debian"),
+            *("--json", str(summary_path), "--state-dir", str(short_dir / "run")),
+            *("--qemu-root", str(qemu_root), "--before-kill", "6", "--after-failover", "4"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=ENV,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert (summary["guest"], summary["vcpus"], summary["memory_mb"]) == ("debian", 2, 1024)
+    assert summary["boot_s"] > 0
+    assert 0 < summary["checkpoint_pause_ms_p50"] <= summary["checkpoint_pause_ms_p99"]
+    for key in (
+        "requests_failed",
+        "connections_reset",
+        "writes_lost",
+        "redis_benchmark_errors",
+        "wrk_errors",
+    ):
+        assert summary[key] == 0, (key, summary)
+    assert summary["redis_benchmark_requests"] > 0 and summary["wrk_requests"] > 0
+    assert summary["colo_reached"] is True and summary["reprotected"] is True
 
 
 def test_demo_dashboard_and_hold(qemu_root: Path, short_dir: Path) -> None:

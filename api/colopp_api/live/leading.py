@@ -14,6 +14,7 @@ import logging
 from colopp.arbiter.election import LeaderElection
 from colopp.arbiter.etcd import EtcdGateway
 from colopp.arbiter.timing import LeaseTiming
+from colopp.controller.agent_client import AgentClient
 from colopp_api.live.manager import ProtectionManager
 
 log = logging.getLogger("colopp_api")
@@ -41,12 +42,14 @@ class Leadership:
 
     async def _lead(self, token: int) -> None:
         self.token = token
+        AgentClient.controller_token = token  # every agent call carries it from now on
         log.warning("replica %s leads (fencing token %d): supervising", self.name, token)
         self.manager.leading = True
         try:
             await self.manager.reattach_all()
             await asyncio.Event().wait()
         finally:
+            # The token stays: a deposed replica's late calls carry it and are refused.
             self.manager.leading = False
             log.warning("replica %s no longer leads: detaching", self.name)
             await asyncio.shield(self.manager.detach_all())

@@ -149,6 +149,30 @@ def lab_deployment(runtime: dict[str, Any], settings: Settings, token: str) -> L
     return deployment
 
 
+#: A path that is never there: backend libvirt takes disk and boot from the domain.
+UNSET = "/nonexistent"
+#: A disk-booted server (firmware, bootloader, systemd) may take minutes under TCG.
+DISK_BOOT_TIMEOUT_S = 600.0
+
+
+def hosts_vm(spec: ProtectionCreate) -> VmSpec:
+    """The VM of a ``hosts`` placement: a direct kernel boot when the body names kernel,
+    initrd and append, else the firmware boots ``base_disk``. Backend libvirt: the
+    domain's own boot wins over the kernel fallbacks set here."""
+    direct = spec.backend == "libvirt" or spec.vm.kernel is not None
+    return VmSpec(
+        spec.name[:31],
+        Path(spec.vm.kernel or UNSET) if direct else None,
+        Path(spec.vm.initrd or UNSET) if direct else None,
+        (spec.vm.append or "") if direct else "",
+        mac=spec.vm.mac,
+        memory_mb=spec.vm.memory_mb,
+        vcpus=spec.vm.vcpus,
+        accel=spec.vm.accel,
+        cpu="host" if spec.vm.accel == "kvm" else "qemu64",
+    )
+
+
 async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placement:
     """Agents on two hosts, already running.
 
@@ -158,32 +182,20 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
     """
     assert spec.hosts is not None
     if spec.backend == "qemu":
-        assert spec.base_disk is not None and spec.vm.append is not None
-        assert spec.vm.kernel is not None and spec.vm.initrd is not None
-    # backend libvirt: the agents take disk and boot from the domain (these are fallbacks).
-    unset = "/nonexistent"
+        assert spec.base_disk is not None
     if settings.agent_token_file is None:
         raise ConfigError("placement hosts needs COLOPP_AGENT_TOKEN_FILE (the agents' token)")
     token = read_secret_file(settings.agent_token_file)
-    vm = VmSpec(
-        spec.name[:31],
-        Path(spec.vm.kernel or unset),
-        Path(spec.vm.initrd or unset),
-        spec.vm.append or "",
-        mac=spec.vm.mac,
-        memory_mb=spec.vm.memory_mb,
-        vcpus=spec.vm.vcpus,
-        accel=spec.vm.accel,
-        cpu="host" if spec.vm.accel == "kvm" else "qemu64",
-    )
+    vm = hosts_vm(spec)
     slots = [
         HostSlot(h.name, h.tap, str(h.repl_ip)) for h in (spec.hosts.primary, spec.hosts.secondary)
     ]
     config = PairConfig(
         vm,
-        Path(spec.base_disk or unset),
+        Path(spec.base_disk or UNSET),
         slots[0],
         slots[1],
+        boot_timeout=DISK_BOOT_TIMEOUT_S if vm.kernel is None else 120.0,
     ).with_options(
         comparator=ComparatorKind(spec.comparator),
         checkpoint_delay_ms=spec.checkpoint_delay_ms,

@@ -4,6 +4,7 @@ promoted, handed on again (no QEMU: splice steps are recorded, the translator no
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ async def _scenario(tmp_path: Path) -> None:
         {"op": "young", "guest": [1, 80], "peer": [2, 4001], "delta": 9, "epoch": 0, "run": "r"}
     )
     await sender.close()
-    side.promoted()
+    side.promoted(None)
     rows = {tuple(r["peer"]): r["delta"] for r in side.record_rows()}
     assert rows == {(2, 4000): 5, (2, 4001): 9}
     # The record survives an agent restart (run directory state file).
@@ -74,3 +75,25 @@ def test_bad_record_is_refused_before_anything_starts(tmp_path: Path) -> None:
     side = SideTranslation(tmp_path)
     with pytest.raises(ConfigError):
         asyncio.run(side.as_secondary(_spec(tmp_path), [{"guest": [1]}], run_steps))
+
+
+async def _stale_scenario(tmp_path: Path) -> None:
+    async def run_steps(batch: list[QmpStep]) -> None:
+        pass
+
+    side = NoProcess(tmp_path)
+    await side.as_secondary(_spec(tmp_path), [], run_steps)
+    sender = YoungSender("127.0.0.1", young_port(_spec(tmp_path)))
+    await sender.send(
+        {"op": "young", "guest": [1, 80], "peer": [2, 4001], "delta": 9, "epoch": 0, "run": "r"}
+    )
+    await sender.close()
+    # This secondary's QEMU loaded a checkpoint after the offset arrived (RESUME stamp in
+    # the future of the arrival); the comparator's "completed" never came.
+    side.promoted(time.time() + 1.0)
+    assert side.record_rows() == []
+    await side.stop()
+
+
+def test_promotion_drops_offsets_a_later_local_checkpoint_load_voided(tmp_path: Path) -> None:
+    asyncio.run(_stale_scenario(tmp_path))

@@ -40,3 +40,34 @@ def test_a_command_with_an_older_token_is_refused_and_runs_nothing() -> None:
 
     asyncio.run(body())
     assert ran == [{}, {}, {}]  # the handler never sees the fence, and refusals run nothing
+
+
+def test_a_deposed_controller_replica_is_refused_once_its_successor_spoke(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def status() -> dict[str, Any]:
+        return {"vm_alive": True}
+
+    async def body() -> None:
+        server = AgentServer("secret", {"status": status})
+        await server.start("127.0.0.1", 0)
+        old = AgentClient("hosta", "127.0.0.1", server.ports[0], "secret")
+        new = AgentClient("hosta", "127.0.0.1", server.ports[0], "secret")
+        try:
+            await old.call("status")  # single-controller mode: no token, served
+            monkeypatch.setattr(AgentClient, "controller_token", 7)
+            await old.call("status")  # replica 1 leads with token 7
+            monkeypatch.setattr(AgentClient, "controller_token", 9)
+            await new.call("status")  # replica 2 took over with token 9
+            monkeypatch.setattr(AgentClient, "controller_token", 7)
+            with pytest.raises(StaleToken, match="7 is older than 9"):
+                await old.call("status")  # replica 1's late call
+            monkeypatch.setattr(AgentClient, "controller_token", 0)
+            with pytest.raises(StaleToken, match="no token"):
+                await old.call("status")  # nor can a tokenless caller slip in
+        finally:
+            await old.close()
+            await new.close()
+            await server.close()
+
+    asyncio.run(body())

@@ -217,3 +217,41 @@ def test_passthrough_labels_are_bounded() -> None:
         c.feed_primary(base[:12] + struct.pack("!H", ethertype) + base[14:], 0.0)
     by_type = c.snapshot()["passthrough_by_ethertype"]
     assert len(by_type) == MAX_ETHERTYPE_LABELS + 1 and by_type["other"] == 10
+
+
+@pytest.mark.parametrize("flags", ["SA", "S"])
+def test_a_new_ipv6_connection_waits_for_a_checkpoint(flags: str) -> None:
+    """No IPv6 connection is ever young: its opening segment leaves with a checkpoint, even
+    when the secondary's matches (filter-rewriter could not translate its sequence numbers)."""
+    c = Comparator()
+    syn_ack = tcp6_frame(1000, 77 if "A" in flags else 0, flags)
+    out = c.feed_primary(syn_ack, 0.0)
+    assert checkpoints(out) == ["ipv6_new_connection"] and released(out) == []
+    out = c.feed_secondary(tcp6_frame(5555, 77 if "A" in flags else 0, flags), 0.001)
+    assert released(out) == [] and checkpoints(out) == []
+    assert c.counters.ipv6_birth_checkpoints == 1
+    assert c.snapshot()["divergences"] == {}  # not a divergence
+    assert released(c.checkpoint_done(0.05)) == [syn_ack]
+    # After the checkpoint the connection is an ordinary one: data is compared and leaves.
+    data = tcp6_frame(1001, 78, "AP", b"hi")
+    c.feed_primary(data, 0.06)
+    assert released(c.feed_secondary(tcp6_frame(1001, 78, "AP", b"hi"), 0.07)) == [data]
+
+
+def test_an_ipv6_syn_during_a_pending_checkpoint_waits_for_that_one() -> None:
+    c = Comparator()
+    c.feed_primary(tcp6_frame(1, 1, "AP", b"x"), 0.0)
+    assert checkpoints(c.feed_secondary(tcp6_frame(1, 1, "AP", b"y"), 0.0)) == [
+        "tcp_payload_mismatch"
+    ]
+    syn_ack = tcp6_frame(1000, 77, "SA", dport=40001)
+    assert c.feed_primary(syn_ack, 0.01) == []  # the pending checkpoint serves it too
+    assert syn_ack in released(c.checkpoint_done(0.05))
+
+
+def test_ipv4_syn_ack_is_not_held_for_a_checkpoint() -> None:
+    c = Comparator()
+    syn_ack = tcp_frame(1000, 77, "SA")
+    assert c.feed_primary(syn_ack, 0.0) == []
+    assert released(c.feed_secondary(tcp_frame(5555, 77, "SA"), 0.001)) == [syn_ack]
+    assert c.counters.ipv6_birth_checkpoints == 0

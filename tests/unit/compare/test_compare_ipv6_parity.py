@@ -1,6 +1,8 @@
 """Property: the comparator treats an IPv6 conversation exactly as the same conversation over
 IPv4 -- same releases, pre-releases, checkpoints and reasons, in the same order -- whatever the
-segmentation, interleaving, divergence, pre-release rule and extension headers."""
+segmentation, interleaving, divergence, pre-release rule and extension headers. (The one
+designed difference, a new IPv6 connection's SYN-ACK waiting for a checkpoint, is tested in
+test_compare_ipv6.py; these conversations have no SYN.)"""
 
 from __future__ import annotations
 

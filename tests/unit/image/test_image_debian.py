@@ -132,3 +132,16 @@ def test_static_files_have_the_promised_sizes() -> None:
 
 def test_partition_script_is_one_bootable_linux_partition() -> None:
     assert debian_files.sfdisk_script(2048) == "label: dos\nstart=2048, type=83, bootable\n"
+
+
+def test_debian_guest_speaks_ipv6_on_the_lab_prefix() -> None:
+    from colopp.lab import plan_lab
+
+    assert plan_lab().guest_address6.with_prefixlen == debian_files.DEFAULT_GUEST_ADDRESS6
+    unit = debian_files.network_unit("198.18.0.100/24")
+    assert "Address=fd63:6f6c:6f70::100/64" in unit and "DuplicateAddressDetection=none" in unit
+    assert "IPv6AcceptRA=no" in unit
+    assert "listen [::]:8080" in debian_files.nginx_site()
+    assert "bind 0.0.0.0 -::" in debian_files.redis_overrides()
+    with pytest.raises(ConfigError, match="not IPv6"):
+        debian_files.network_unit("198.18.0.100/24", "198.18.0.100/24")

@@ -4,13 +4,15 @@ acknowledged its offset (docs/rewrite.md, "release gate"), bounded by HOLD_LIMIT
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from rewrite_frames import GUEST_KEY, tcp
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import DecodedFrame
 from colopp.compare.shell import ComparatorShell, ShellOptions
-from colopp.compare.young_send import HOLD_LIMIT_S
+from colopp.compare.young_send import HOLD_LIMIT_S, YoungForwarder
+from colopp.errors import AgentError
 from colopp.rewrite.young import YoungOffsets
 from colopp.rewrite.young_link import handle_young_request
 
@@ -52,7 +54,7 @@ class SecondaryHost:
             while line := await reader.readline():
                 self.received.set()
                 await self.release.wait()
-                writer.write(handle_young_request(self.young, line))
+                writer.write(handle_young_request(self.young, line, 1.0))
                 await writer.drain()
         except ConnectionError:
             pass
@@ -146,3 +148,68 @@ async def _checkpoint_voids() -> None:
 
 def test_a_completed_checkpoint_opens_the_gate() -> None:
     asyncio.run(_checkpoint_voids())
+
+
+async def _newer_offset_after_a_lapsed_hold() -> None:
+    host = SecondaryHost()  # acknowledges nothing yet: a slow secondary host
+    port = await host.start()
+    forwarder = YoungForwarder("127.0.0.1", port)
+    try:
+        forwarder.frames("primary", [DecodedFrame(SYN_ACK_P, 0)], now=0.0)
+        forwarder.frames("secondary", [DecodedFrame(SYN_ACK_S, 0)], now=0.0)
+        assert forwarder.holding(0.1)
+        assert not forwarder.holding(HOLD_LIMIT_S + 0.1)  # that offset's hold lapsed
+        assert forwarder.hold_expired == 1
+        # A newer connection of the same epoch: its SYN-ACK is held for its own bound
+        # (issue 18: it went out unheld while the older offset stayed unacknowledged).
+        later = HOLD_LIMIT_S + 0.2
+        other = 4242
+        forwarder.frames(
+            "primary", [DecodedFrame(tcp(5000, 78, "SA", port_client=other), 0)], now=later
+        )
+        forwarder.frames(
+            "secondary", [DecodedFrame(tcp(9000, 78, "SA", port_client=other), 0)], now=later
+        )
+        assert forwarder.holding(later + 0.1)
+        assert forwarder.hold_left(later + 0.1) > 0.0
+        assert not forwarder.holding(later + HOLD_LIMIT_S)
+        assert forwarder.hold_expired == 2
+    finally:
+        host.release.set()
+        await forwarder.close()
+        await host.close()
+
+
+def test_a_lapsed_hold_does_not_release_newer_offsets_unheld() -> None:
+    asyncio.run(_newer_offset_after_a_lapsed_hold())
+
+
+async def _link_down() -> None:
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = int(closed.sockets[0].getsockname()[1])
+    closed.close()
+    await closed.wait_closed()  # nothing listens there now: every delivery fails
+    forwarder = YoungForwarder("127.0.0.1", port)
+    try:
+        failed = asyncio.Event()
+        send = forwarder.sender.send
+
+        async def watched(message: dict[str, Any]) -> None:
+            try:
+                await send(message)
+            except AgentError:
+                failed.set()
+                raise
+
+        forwarder.sender.send = watched  # type: ignore[method-assign,assignment]
+        forwarder.frames("primary", [DecodedFrame(SYN_ACK_P, 0)], now=0.0)
+        forwarder.frames("secondary", [DecodedFrame(SYN_ACK_S, 0)], now=0.0)
+        await asyncio.wait_for(failed.wait(), TIMEOUT)
+        # An unreachable secondary host must not hold every new connection's output.
+        assert not forwarder.holding(0.1)
+    finally:
+        await forwarder.close()
+
+
+def test_nothing_is_held_while_the_secondary_host_is_unreachable() -> None:
+    asyncio.run(_link_down())

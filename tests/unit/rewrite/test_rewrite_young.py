@@ -49,3 +49,23 @@ def test_table_of_record_is_inherited_plus_live(loaded: int, epochs: list[int]) 
         want = port + 1 if epoch >= loaded else 0
         assert table.delta((1, 80, 2, port)) == want
     assert len(inherited) == 1
+
+
+def test_promotion_drops_offsets_older_than_the_secondarys_own_last_load() -> None:
+    # Issue 18 regression: the secondary loaded a checkpoint (its filter-rewriter zeroed
+    # every offset), then the primary died before the comparator's "completed" message
+    # arrived. The connections run in the client's sequence space now: no record entry.
+    young = YoungOffsets()
+    young.learned(A, 7, epoch=3, arrived=100.0)
+    young.learned(B, 9, epoch=3, arrived=100.4)
+    last_load = 100.2  # QEMU's RESUME after loading checkpoint 4; "completed 4" never came
+    assert young.live() == {A: 7, B: 9}  # the comparator's count alone keeps both
+    assert young.live(last_load) == {B: 9}  # B opened after that load: still young
+    table = young.table_of_record(OffsetTable(), 0.0, last_load)
+    assert table.delta(A) == 0 and table.delta(B) == 9
+
+
+def test_no_load_on_record_keeps_every_live_offset() -> None:
+    young = YoungOffsets()
+    young.learned(A, 7, epoch=0, arrived=5.0)
+    assert young.table_of_record(OffsetTable(), 0.0, None).delta(A) == 7

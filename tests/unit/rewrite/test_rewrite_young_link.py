@@ -61,15 +61,17 @@ def test_tap_client_frames_and_garbage_pass() -> None:
 )
 def test_bad_young_requests_change_nothing(line: bytes) -> None:
     young = YoungOffsets()
-    reply = json.loads(handle_young_request(young, line))
+    reply = json.loads(handle_young_request(young, line, 1.0))
     assert reply["ok"] is False and len(young) == 0
 
 
 def test_completed_prunes_and_counts_as_loaded() -> None:
     young = YoungOffsets()
-    handle_young_request(young, b'{"op":"young","guest":[1,80],"peer":[2,9],"delta":4,"epoch":0}')
+    handle_young_request(
+        young, b'{"op":"young","guest":[1,80],"peer":[2,9],"delta":4,"epoch":0}', 1.0
+    )
     assert young.live() == {(1, 80, 2, 9): 4}
-    handle_young_request(young, b'{"op":"completed","epoch":1}')
+    handle_young_request(young, b'{"op":"completed","epoch":1}', 1.0)
     assert young.live() == {} and young.loaded == 1
 
 

@@ -1,5 +1,6 @@
 """The API's backend option: a libvirt protection on hosts needs no kernel, initrd or disk
-(the domain has them); a QEMU-direct one still does."""
+(the domain has them); a QEMU-direct one still needs its disk, and kernel, initrd and
+append together or none (the firmware boots the disk)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ def test_libvirt_on_hosts_takes_disk_and_boot_from_the_domain() -> None:
     assert spec.backend == "libvirt" and spec.base_disk is None and spec.vm.kernel is None
 
 
-def test_qemu_on_hosts_still_needs_disk_and_boot() -> None:
-    with pytest.raises(ValidationError, match="needs base_disk, vm.kernel"):
+def test_qemu_on_hosts_still_needs_a_disk_and_a_whole_boot() -> None:
+    with pytest.raises(ValidationError, match="needs base_disk"):
         ProtectionCreate.model_validate(BODY)
+    with pytest.raises(ValidationError, match="needs vm.initrd, vm.append"):
+        ProtectionCreate.model_validate(
+            BODY | {"base_disk": "/d.qcow2", "vm": {"kernel": "/boot/vmlinuz"}}
+        )
+    disk_booted = ProtectionCreate.model_validate(BODY | {"base_disk": "/d.qcow2"})
+    assert disk_booted.vm.kernel is None  # the firmware boots the disk

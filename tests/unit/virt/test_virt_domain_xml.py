@@ -12,6 +12,7 @@ from colopp.errors import ConfigError
 from colopp.virt.domain_xml import (
     NETNS_ENV,
     QEMU_NS,
+    DomainTemplate,
     check_protectable,
     colo_commandline,
     side_domain_xml,
@@ -133,4 +134,13 @@ def test_a_domain_without_kernel_boots_its_disk_through_the_firmware() -> None:
     root = ET.fromstring(xml)
     assert root.find("os/kernel") is None and root.find("os/cmdline") is None
     args = [a.get("value") or "" for a in root.iter(f"{{{QEMU_NS}}}arg")]
-    assert any(a.startswith("virtio-blk-pci,") and a.endswith(",bootindex=1") for a in args)
+    disks = [a for a in args if a.startswith("virtio-blk-pci,")]
+    assert len(disks) == 1 and disks[0].count("bootindex=") == 1, disks
+    assert disks[0].endswith(",bootindex=1")
+
+
+def test_a_template_without_kernel_gives_a_disk_booted_vm() -> None:
+    template = DomainTemplate("deb", 1024, 2, None, None, None, None, "qemu")
+    vm = vm_from_template(VM, template)
+    assert (vm.kernel, vm.initrd, vm.append) == (None, None, "")
+    assert (vm.memory_mb, vm.vcpus) == (1024, 2)

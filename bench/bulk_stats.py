@@ -1,0 +1,203 @@
+"""The pure side of ``python -m bench.bulk``: parse iperf3/wrk, turn snapshots into figures,
+check the acceptance targets of issue #22. Nothing here runs a process or reads a file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+TRAFFICS: tuple[str, ...] = ("upload", "download_iperf3", "download_static")
+"""iperf3 client -> guest, iperf3 guest -> client (``-R``), wrk GETs of one 64 KiB kvd value."""
+
+FIGURES: tuple[str, ...] = ("mbit_per_s", "checkpoints", "mean_hold_ms")
+"""The figures every configuration of every traffic carries (issue #22's wording)."""
+
+_TRANSFER_RE = re.compile(r"^Transfer/sec:\s+(?P<value>[0-9.]+)(?P<unit>[KMG]?B)\s*$", re.M)
+_UNITS = {"B": 1.0, "KB": 1024.0, "MB": 1024.0**2, "GB": 1024.0**3}
+
+
+@dataclass(frozen=True)
+class Target:
+    """``traffic``: the best of ``numerators`` >= ``bound`` x ``denominator``."""
+
+    name: str
+    traffic: str
+    numerators: tuple[str, ...]
+    denominator: str
+    bound: float
+
+
+TARGETS: tuple[Target, ...] = (
+    *(Target(f"{t}: (c) >= (b)", t, ("colopp",), "builtin", 1.0) for t in TRAFFICS),
+    Target(
+        "upload: (d) or (e) >= 0.5 x (a)",
+        "upload",
+        ("colopp_prerelease", "colopp_prerelease_semiactive"),
+        "unreplicated",
+        0.5,
+    ),
+    Target(
+        "download_static: (d) or (e) >= 0.5 x (a)",
+        "download_static",
+        ("colopp_prerelease", "colopp_prerelease_semiactive"),
+        "unreplicated",
+        0.5,
+    ),
+)
+
+
+def iperf3_mbit_per_s(text: str, *, reverse: bool) -> float:
+    """What the client received, in Mbit/s, from ``iperf3 -J`` output.
+
+    With ``reverse`` (``-R``) the client is the receiver of ``sum_received``; else the guest
+    is, and ``sum_received`` is what the guest's server got. Either way: bytes delivered.
+
+    Raises:
+        ValueError: not iperf3 JSON, or iperf3 reported an error.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not iperf3 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not iperf3 JSON: not an object")
+    if data.get("error"):
+        raise ValueError(f"iperf3: {data['error']}")
+    end = data.get("end") or {}
+    received = end.get("sum_received") or {}
+    bps = received.get("bits_per_second")
+    if not isinstance(bps, int | float):
+        raise ValueError("iperf3 JSON has no end.sum_received.bits_per_second")
+    del reverse  # sum_received is the receiver's figure in both directions
+    return float(bps) / 1e6
+
+
+def iperf3_retransmits(text: str) -> int | None:
+    """The sender's retransmission count (``end.sum_sent.retransmits``) if reported."""
+    try:
+        value = json.loads(text)["end"]["sum_sent"]["retransmits"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def wrk_mbit_per_s(text: str) -> float:
+    """wrk's ``Transfer/sec`` in Mbit/s.
+
+    Raises:
+        ValueError: no ``Transfer/sec`` line.
+    """
+    match = _TRANSFER_RE.search(text)
+    if match is None:
+        raise ValueError("wrk output has no 'Transfer/sec' line")
+    return float(match["value"]) * _UNITS[match["unit"]] * 8 / 1e6
+
+
+def mean_hold_ms(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """Mean arrival-to-release time of the primary frames the comparator held in the window
+    (colopp's counters only; None without them)."""
+    frames = sum(after.get("hold_time_counts") or []) - sum(before.get("hold_time_counts") or [])
+    if frames <= 0:
+        return None
+    held = float(after.get("hold_time_sum", 0.0)) - float(before.get("hold_time_sum", 0.0))
+    return held / frames * 1000.0
+
+
+def counter_delta(before: dict[str, Any], after: dict[str, Any], name: str) -> int:
+    """How much one integer counter grew over the window."""
+    return int(after.get(name, 0) or 0) - int(before.get(name, 0) or 0)
+
+
+def window_figures(
+    mbit: float,
+    checkpoints: int,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> dict[str, Any]:
+    """The figures of one traffic on one configuration (``before``/``after``: the
+    comparator's counters around the measured run; empty for colo-compare)."""
+    divergences = {
+        k: int(v) - int((before.get("divergences") or {}).get(k, 0))
+        for k, v in (after.get("divergences") or {}).items()
+    }
+    return {
+        "mbit_per_s": mbit,
+        "checkpoints": checkpoints,
+        "mean_hold_ms": mean_hold_ms(before, after),
+        "released_frames": counter_delta(before, after, "released_frames"),
+        "retransmitted_frames": counter_delta(before, after, "retransmitted_frames"),
+        "secondary_dropped": counter_delta(before, after, "secondary_dropped"),
+        "pre_released_frames": counter_delta(before, after, "pre_released_frames"),
+        "divergences": {k: v for k, v in divergences.items() if v},
+    }
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's ratio and whether it is met (``met`` None when a side is missing)."""
+    out: list[dict[str, Any]] = []
+    for target in TARGETS:
+        runs = results.get(target.traffic, {})
+        den = runs.get(target.denominator, {}).get("mbit_per_s")
+        nums = [
+            runs[n]["mbit_per_s"]
+            for n in target.numerators
+            if isinstance(runs.get(n, {}).get("mbit_per_s"), int | float)
+        ]
+        ratio = max(nums) / den if nums and den else None
+        out.append({
+            "target": target.name,
+            "ratio": ratio,
+            "bound": target.bound,
+            "met": None if ratio is None else ratio >= target.bound,
+        })  # fmt: skip
+    return out
+
+
+def shape_problems(result: dict[str, Any]) -> list[str]:
+    """What is missing from a result (empty when every measured entry has every figure)."""
+    problems = [] if isinstance(result.get("meta"), dict) else ["no meta object"]
+    for key, runs in result.items():
+        if key == "meta":
+            continue
+        if key not in TRAFFICS:
+            problems.append(f"unknown traffic {key!r}")
+            continue
+        for config, figures in runs.items():
+            problems.extend(f"{key}.{config}: no {f}" for f in FIGURES if f not in figures)
+    return problems
+
+
+def format_table(result: dict[str, Any], configs: tuple[str, ...]) -> str:
+    """A Markdown table: one row per traffic, Mbit/s (checkpoints, mean hold) per config."""
+    head = "| traffic | " + " | ".join(configs) + " |"
+    rows = [head, "|---|" + "---|" * len(configs)]
+    for traffic in TRAFFICS:
+        runs = result.get(traffic)
+        if not runs:
+            continue
+        cells = []
+        for config in configs:
+            f = runs.get(config)
+            if f is None:
+                cells.append("—")
+                continue
+            hold = f.get("mean_hold_ms")
+            extra = f"{f['checkpoints']} ckpt" + (f", {hold:.1f} ms hold" if hold else "")
+            cells.append(f"{f['mbit_per_s']:.1f} ({extra})")
+        rows.append(f"| {traffic} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def format_targets(targets: list[dict[str, Any]]) -> str:
+    """One line per target: met / NOT met / not measured, with the ratio."""
+    lines = []
+    for t in targets:
+        if t["met"] is None:
+            lines.append(f"- {t['target']}: not measured")
+        else:
+            word = "met" if t["met"] else "NOT met"
+            lines.append(f"- {t['target']}: {word} (ratio {t['ratio']:.2f}, bound {t['bound']})")
+    return "\n".join(lines)
