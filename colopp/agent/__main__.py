@@ -14,12 +14,15 @@ from typing import Any
 from colopp.agent.allocator import Allocator
 from colopp.agent.host import RPC_METHODS, HostAgent
 from colopp.agent.protections import ProtectionRouter
-from colopp.agent.restart import RESTART_GRACE, exit_for_restart
+from colopp.agent.restart import RESTART_GRACE, exit_for_restart, readopt_protections
 from colopp.agent.server import AgentServer, raise_open_files_limit
 from colopp.agent.serving import RIGHT_METHODS, ServingRight
 from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
+from colopp.tls import server_context, tls_files
+
+log = logging.getLogger("colopp.agent")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -53,6 +56,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         default=RESTART_GRACE,
         help="on SIGTERM the agent exits leaving its VM running, and tells the controller "
         "to wait this many seconds for the next agent before failing over",
+    )
+    parser.add_argument("--tls-cert", type=Path, default=None, help="this agent's certificate")
+    parser.add_argument("--tls-key", type=Path, default=None, help="its private key (0600)")
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=None,
+        help="CA whose client certificates are accepted (with --tls-cert/--tls-key: mutual "
+        "TLS only; without all three: plain TCP, for the local lab)",
     )
     return parser.parse_args(argv)
 
@@ -113,21 +125,28 @@ async def serve(args: argparse.Namespace) -> None:
 
     methods = router.methods(RPC_METHODS + RIGHT_METHODS)
     methods["shutdown"] = shutdown
+    files = tls_files(args.tls_cert, args.tls_key, args.tls_ca)
+    tls = server_context(files) if files is not None else None
     gate = PersistentTokenGate(args.state_dir)
     server = AgentServer(read_token(args.token_file), methods, fencing=gate)
     # Before listening: a heartbeat answered before re-adoption would report no VM.
     await agent.readopt()
-    for protection in sorted(router.allocator.table.taken):  # fleet mode: each side too
-        side = router.side(protection)
-        assert isinstance(side, HostAgent)
-        await side.readopt()
+    await readopt_protections(router)  # fleet mode: each protection's own side
     for host, port in addresses:
-        await server.start(host, port)
+        await server.start(host, port, tls)
     loop = asyncio.get_running_loop()
     restart = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, restart.set)
     print(f"colopp agent {args.host} listening on {', '.join(args.listen)}", flush=True)
+    if tls is None:
+        log.warning(
+            "plain TCP on %s: the token crosses the network in clear text; "
+            "for a local lab only (give --tls-cert/--tls-key/--tls-ca)",
+            ", ".join(args.listen),
+        )
+    else:
+        log.info("mutual TLS: client certificates from %s required", files.ca if files else "")
     stopped = asyncio.create_task(done.wait())
     await asyncio.wait(
         [stopped, asyncio.create_task(restart.wait())], return_when="FIRST_COMPLETED"
@@ -135,7 +154,8 @@ async def serve(args: argparse.Namespace) -> None:
     if stopped.done():  # the shutdown method: the VM was stopped on purpose
         await server.close()
         return
-    await exit_for_restart(agent, server, args.restart_grace)
+    others = [side for side in router.sides.values() if isinstance(side, HostAgent)]
+    await exit_for_restart(agent, server, args.restart_grace, others)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,10 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Sequence
 
 from colopp.agent.host import HostAgent
+from colopp.agent.protections import ProtectionRouter
 from colopp.agent.server import AgentServer
 
 log = logging.getLogger(__name__)
@@ -30,31 +32,55 @@ ANNOUNCE_BEATS = 2
 POLL = 0.01
 
 
-async def announce_restart(agent: HostAgent, grace: float, within: float = ANNOUNCE_WITHIN) -> int:
-    """Answer heartbeats with ``restarting_s`` until :data:`ANNOUNCE_BEATS` of them went
-    out (or ``within`` seconds passed, e.g. no controller); returns the beats seen."""
-    agent.restart_grace = grace
-    if agent.side is None or agent.lease.last_heartbeat is None:
-        return 0  # no VM, or no controller watching: nobody to tell
-    seen, last = 0, agent.lease.last_heartbeat
+async def announce_restart(
+    agents: Sequence[HostAgent], grace: float, within: float = ANNOUNCE_WITHIN
+) -> int:
+    """Answer heartbeats with ``restarting_s`` until each agent (the default side and every
+    protection's) that runs a VM under a controller's heartbeats has had
+    :data:`ANNOUNCE_BEATS` of them (or ``within`` seconds passed); returns the fewest seen."""
+    for agent in agents:
+        agent.restart_grace = grace
+    # No VM, or no controller watching: nobody to tell.
+    watched = [a for a in agents if a.side is not None and a.lease.last_heartbeat is not None]
+    if not watched:
+        return 0
+    seen = dict.fromkeys(map(id, watched), 0)
+    last = {id(a): a.lease.last_heartbeat for a in watched}
     deadline = asyncio.get_running_loop().time() + within
-    while seen < ANNOUNCE_BEATS and asyncio.get_running_loop().time() < deadline:
+    while min(seen.values()) < ANNOUNCE_BEATS and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(POLL)  # heartbeats are the controller's: observe them
-        if agent.lease.last_heartbeat != last:
-            seen, last = seen + 1, agent.lease.last_heartbeat
-    return seen
+        for agent in watched:
+            if agent.lease.last_heartbeat != last[id(agent)]:
+                seen[id(agent)] += 1
+                last[id(agent)] = agent.lease.last_heartbeat
+    return min(seen.values())
 
 
-async def exit_for_restart(agent: HostAgent, server: AgentServer, grace: float) -> None:
+async def readopt_protections(router: ProtectionRouter) -> list[HostAgent]:
+    """Fleet mode: re-adopt every allocated protection's side (each has its own state file
+    in its run directory); returns their agents."""
+    agents = []
+    for allocation in router.allocator.table.all():
+        side = router.side(allocation.protection)
+        if isinstance(side, HostAgent):
+            await side.readopt()
+            agents.append(side)
+    return agents
+
+
+async def exit_for_restart(
+    agent: HostAgent, server: AgentServer, grace: float, others: Sequence[HostAgent] = ()
+) -> None:
     """Save, announce, and end the process leaving the VM running (does not return).
 
     The process ends with ``os._exit``: asyncio's subprocess transports kill their child
     when they are closed or garbage-collected, and QEMU and the comparator are such
     children; no finalizer may run.
     """
-    beats = await announce_restart(agent, grace)
-    agent.persist()
-    agent.lease.cancel()
+    beats = await announce_restart([agent, *others], grace)
+    for each in (agent, *others):
+        each.persist()
+        each.lease.cancel()
     await server.close()
     side = agent.side
     if side is not None:
@@ -67,7 +93,10 @@ async def exit_for_restart(agent: HostAgent, server: AgentServer, grace: float) 
             side.comparator.pid if side.comparator else None,
         )
     else:
-        log.info("exiting: no VM runs here")
+        log.info("exiting: no VM runs on the default side")
+    for each in others:
+        if each.side is not None:
+            log.info("%s pid %s left running", each.side.vm.name, each.side.process.pid)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

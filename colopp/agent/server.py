@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import resource
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -63,14 +64,21 @@ class AgentServer:
         # Insertion-ordered: the first one is the oldest.
         self._unauthenticated: dict[asyncio.StreamWriter, None] = {}
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port``.
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """Listen on ``host:port`` (with ``tls``: TLS only, as the context requires).
 
         Raises:
             AgentError: the address cannot be bound (e.g. port in use).
         """
         try:
-            server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE)
+            server = await asyncio.start_server(
+                self._serve,
+                host,
+                port,
+                limit=MAX_LINE,
+                ssl=tls,
+                ssl_handshake_timeout=self._auth_timeout if tls is not None else None,
+            )
         except OSError as exc:
             raise AgentError(f"agent cannot listen on {host}:{port}: {exc.strerror}") from exc
         self._servers.append(server)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any, ClassVar
+import ssl
+from typing import Any, ClassVar, Literal
 
 from colopp.agent.protocol import MAX_LINE, check_result, decode_reply, encode, raise_remote
 from colopp.arbiter.token import CONTROLLER_FENCE, FENCE_PARAM
 from colopp.errors import AgentError
 from colopp.retry import RetryExhausted, connect_with_retry
+from colopp.tls import agent_client_context
 
 
 class AgentClient:
@@ -23,7 +25,17 @@ class AgentClient:
     #: This process's leadership token (0: single-controller mode, nothing is sent).
     controller_token: ClassVar[int] = 0
 
-    def __init__(self, name: str, host: str, port: int, token: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str,
+        port: int,
+        token: str,
+        tls: ssl.SSLContext | Literal["env"] | None = "env",
+    ) -> None:
+        """``tls``: the client context for agents that serve mutual TLS; by default the
+        one ``COLOPP_AGENT_TLS_{CERT,KEY,CA}`` name (none set: plain TCP, the local lab)."""
+        self.tls = agent_client_context() if tls == "env" else tls
         self.name = name
         self.host = host
         self.port = port
@@ -42,7 +54,14 @@ class AgentClient:
         try:
             self._reader, self._writer = await connect_with_retry(
                 lambda: asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port, limit=MAX_LINE), 2.0
+                    asyncio.open_connection(
+                        self.host,
+                        self.port,
+                        limit=MAX_LINE,
+                        ssl=self.tls,
+                        server_hostname=self.host if self.tls is not None else None,
+                    ),
+                    2.0,
                 ),
                 within,
             )

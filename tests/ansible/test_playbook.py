@@ -5,13 +5,18 @@ and a second run changes nothing. Also: --syntax-check and ansible-lint (product
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import secrets
 import shutil
+import ssl
 import stat
 import subprocess
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +32,11 @@ from ansible_harness import (
     wait_until,
 )
 
-from colopp.lab import netns_argv
+from colopp.controller.agent_client import AgentClient
+from colopp.errors import AgentError
+from colopp.lab import Network, Node, netns_argv
 from colopp.qemu.runtime import DEFAULT_ROOT
+from colopp.tls import TlsFiles, client_context
 
 PREFIX = "clpans"
 
@@ -159,6 +167,76 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+# Run inside a host's namespace: every frame on its interfaces for a few seconds (AF_PACKET,
+# the capture tcpdump makes); prints how many TCP segments had the agent's port and whether
+# any frame held the token.
+_CAPTURE = """
+import socket, sys, time
+needle, port, seconds = sys.argv[1].encode(), int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+s.settimeout(0.2)
+end, on_port, found = time.monotonic() + seconds, 0, 0
+while time.monotonic() < end:
+    try:
+        frame = s.recv(65535)
+    except TimeoutError:
+        continue
+    found += needle in frame
+    if frame[12:14] == b"\\x08\\x00" and frame[23] == 6:
+        ihl = (frame[14] & 15) * 4
+        ports = frame[14 + ihl : 14 + ihl + 4]
+        on_port += port in (int.from_bytes(ports[:2], "big"), int.from_bytes(ports[2:], "big"))
+print(on_port, found)
+"""
+
+
+def _collect_refused_transports() -> None:
+    """asyncio leaves the socket of a refused TLS handshake to the garbage collector, which
+    warns (ResourceWarning, an error under pytest): collect it here, quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+def _check_mutual_tls(site: AnsibleSite) -> None:
+    """The agents serve mutual TLS only: a client without a valid certificate is refused,
+    the API's heartbeats cross encrypted (a packet capture on host A finds no token)."""
+    assert site.plan is not None
+    host = site.root_of("hosta")
+    assert "--tls-ca" in (host / "etc" / "colopp" / "colopp-agent.sh").read_text()
+    assert _mode(host / "etc" / "colopp" / "tls" / "agent.key") == 0o600
+    pki = site.tmp / "secrets" / "pki"
+    assert _mode(pki / "ca.key") == 0o600
+    address = str(site.plan.address(Node.HOST_A, Network.MANAGEMENT))
+    token = (site.tmp / "secrets" / "agent.token").read_text().strip()
+    good = client_context(TlsFiles(pki / "controller.pem", pki / "controller.key", pki / "ca.pem"))
+    no_cert = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+
+    async def ping(tls: ssl.SSLContext | None) -> object:
+        client = AgentClient("hosta", address, 7400, token, tls=tls)
+        try:
+            return await client.call("ping", timeout=5)
+        except AgentError as exc:
+            return exc
+        finally:
+            await client.close()
+
+    assert isinstance(asyncio.run(ping(good)), dict)
+    assert isinstance(asyncio.run(ping(no_cert)), AgentError)  # no client certificate
+    assert isinstance(asyncio.run(ping(None)), AgentError)  # plain TCP
+    _collect_refused_transports()
+    capture = subprocess.run(
+        netns_argv(f"{PREFIX}-hosta", [sys.executable, "-c", _CAPTURE, token, "7400", "3"]),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    on_port, found = (int(n) for n in capture.stdout.split())
+    assert on_port > 20, capture.stdout  # the API's heartbeats (every 50 ms) were captured
+    assert found == 0, "the agent token crossed the network in clear text"
+
+
 @pytest.mark.integration
 @pytest.mark.e2e
 @pytest.mark.timeout(900)
@@ -204,6 +282,7 @@ def test_playbook_protects_a_vm_and_is_idempotent(site: AnsibleSite) -> None:
             check=True,
         ).stdout
         assert "master br0" in links and ",UP" in links, links
+    _check_mutual_tls(site)
     controller_etc = site.root_of("controller") / "etc" / "colopp"
     assert _mode(controller_etc / "api.token") == 0o600
     assert _mode(controller_etc / "agent.token") == 0o600

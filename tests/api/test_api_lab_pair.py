@@ -13,12 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_api_webhooks import Receiver
+from test_api_webhooks import SECRET, Receiver
 
 from colopp.demo.harness import ClientWorkload
 from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.runtime import DEFAULT_ROOT
+from colopp_api.webhooks.signing import verify
 from tests.api.conftest import READ, ApiServer, get_protection, in_state, lab_api_server, wait_until
 
 PREFIX = "clpapi"
@@ -60,7 +61,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_protect_kill_api_failover_unprotect(lab_api: ApiServer) -> None:
-    receiver = Receiver()
+    receiver = Receiver(fail_first=1)  # the failover's first delivery gets a 500
     try:
         with lab_api.client() as c:
             _protect_kill_api_failover_unprotect(lab_api, c, receiver)
@@ -71,7 +72,10 @@ def test_protect_kill_api_failover_unprotect(lab_api: ApiServer) -> None:
 def _protect_kill_api_failover_unprotect(
     lab_api: ApiServer, c: httpx.Client, receiver: Receiver
 ) -> None:
-    hook = c.post("/v1/webhooks", json={"url": receiver.url, "kinds": ["failover", "switchover"]})
+    hook = c.post(
+        "/v1/webhooks",
+        json={"url": receiver.url, "kinds": ["failover", "switchover"], "secret": SECRET},
+    )
     assert hook.status_code == 201, hook.text
     made = c.post("/v1/protections", json={"name": "lab-vm", "comparator": "colopp"})
     assert made.status_code == 201, made.text
@@ -115,7 +119,7 @@ def _protect_kill_api_failover_unprotect(
         busy = c.post(f"/v1/protections/{pid}/switchover")
         assert busy.status_code == 409 and "switchover" in busy.json()["detail"]
         wait_until("failed over", in_state(c, pid, "failed_over", "reprotecting"), 60, 0.1)
-        arrived, headers, _body = receiver.wait_for(1, 10)[0]
+        arrived, headers, body = receiver.wait_for(1, 10)[0]
         failover_t = next(
             e["t"]
             for e in c.get(f"/v1/protections/{pid}/events", params={"type": "failover"}).json()[
@@ -124,6 +128,11 @@ def _protect_kill_api_failover_unprotect(
         )
         webhook_s = arrived - failover_t
         assert headers["X-Colopp-Event"] == "failover" and webhook_s < 2.0, webhook_s
+        assert verify(SECRET, body, headers["X-Colopp-Signature"])
+        # answered 500: the same notification comes again, signed
+        _again_t, again_headers, again_body = receiver.wait_for(2, 30)[1]
+        assert again_headers["X-Colopp-Event"] == "failover" and again_body == body
+        assert verify(SECRET, again_body, again_headers["X-Colopp-Signature"])
         failed_at = time.monotonic()
         back = wait_until("re-protected", in_state(c, pid, "protected"), 300, 0.5)
         reprotected_s = time.monotonic() - failed_at
@@ -168,7 +177,9 @@ def _protect_kill_api_failover_unprotect(
     assert f'colopp_failovers_total{{protection="{pid}"}} 1.0' in text
     assert f'colopp_switchovers_total{{protection="{pid}"}} 1.0' in text
     assert f'colopp_agent_up{{host="hostb",protection="{pid}"}} 1.0' in text
-    assert [h["X-Colopp-Event"] for _, h, _ in receiver.wait_for(2, 10)] == [
+    # the failover twice (answered 500, then retried), then the switchover
+    assert [h["X-Colopp-Event"] for _, h, _ in receiver.wait_for(3, 10)] == [
+        "failover",
         "failover",
         "switchover",
     ]
