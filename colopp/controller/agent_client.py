@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import ssl
 from typing import Any, ClassVar, Literal
@@ -12,6 +13,9 @@ from colopp.arbiter.token import CONTROLLER_FENCE, FENCE_PARAM
 from colopp.errors import AgentError
 from colopp.retry import RetryExhausted, connect_with_retry
 from colopp.tls import agent_client_context
+
+#: How long :meth:`AgentClient.close` waits for the transport to finish closing.
+CLOSE_WAIT_S = 1.0
 
 
 class AgentClient:
@@ -126,5 +130,11 @@ class AgentClient:
         self._reader = self._writer = None
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and wait (briefly) until it is closed: a TLS transport
+        closes asynchronously, and a loop that ends first leaks it. Failure paths use
+        ``_drop``, which never waits."""
+        writer = self._writer
         await self._drop()
+        if writer is not None:
+            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT_S)
