@@ -15,6 +15,7 @@ import pytest
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
 from colopp.vcpu.cgroup import (
+    DEFAULT_PERIOD_US,
     GROUP_PARENT,
     CgroupVersion,
     cgroup_of,
@@ -88,7 +89,10 @@ async def shrink_and_restore(process: subprocess.Popen[bytes], sock: Path) -> No
                 relative = "/" + str(state.cap.limited.relative_to(controller.mount))
                 for tid in tids:
                     assert thread_cgroup(process.pid, tid, controller.version) == relative
-                assert read_limit(state.cap) == (round(QUOTA * 100_000), 100_000)
+                assert read_limit(state.cap) == (
+                    round(QUOTA * DEFAULT_PERIOD_US),
+                    DEFAULT_PERIOD_US,
+                )
                 tasks = "tasks" if controller.version is CgroupVersion.V1 else "cgroup.threads"
                 listed = (state.cap.limited / tasks).read_text().split()
                 assert sorted(int(t) for t in listed) == sorted(tids)
