@@ -40,6 +40,7 @@ from colopp.compare.parsed import (
     FlowKey,
     Malformed,
     Packet,
+    udp_packet,
 )
 
 ETHERTYPE_IPV6 = 0x86DD
@@ -65,7 +66,6 @@ MAX_EXTENSION_HEADERS = 8
 LINK_CONTROL_TYPES = frozenset((130, 131, 132, 133, 134, 135, 136, 137, 143))
 
 _ADDRESSES = struct.Struct(">QQQQ")
-_PORTS = struct.Struct(">HH")
 _TCP_FIELDS = struct.Struct(">HHIIH")
 
 
@@ -94,10 +94,7 @@ def parse_ipv6(frame: bytes, ip: int) -> Packet | Malformed:
     if proto == TCP:
         return _tcp(frame, l4, end, src, dst)
     if proto == UDP:
-        if end - l4 < 8:
-            return Malformed("short_udp")
-        sport, dport = _PORTS.unpack_from(frame, l4)
-        return Packet(UDP, (UDP, src, dst, sport, dport), payload_start=l4, payload_end=end)
+        return udp_packet(frame, l4, end, src, dst)
     if proto == ICMPV6:
         if end - l4 < 4:
             return Malformed("short_icmpv6")

@@ -34,6 +34,7 @@ from colopp.compare.parsed import (
     FlowKey,
     Malformed,
     Packet,
+    udp_packet,
 )
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
 
 _IP_FIELDS = struct.Struct(">BxHxxHxBxxII")  # ver/ihl, total len, frag, proto, src, dst
 _TCP_FIELDS = struct.Struct(">HHIIH")  # sport, dport, seq, ack, data offset + flags
-_PORTS = struct.Struct(">HH")
 # The common case in one call: a 20-byte IPv4 header followed by a TCP header.
 _IP_TCP_FIELDS = struct.Struct(">BxHxxHxBxxIIHHIIH")
 # The same, from the Ethernet header on: ethertype, then the fields above.
@@ -115,10 +115,7 @@ def parse_frame(frame: bytes, vnet_hdr_len: int = 0) -> Packet | Malformed:
     if proto == TCP:
         return _parse_tcp(frame, l4, end, src, dst)
     if proto == UDP:
-        if end - l4 < 8:
-            return Malformed("short_udp")
-        sport, dport = _PORTS.unpack_from(frame, l4)
-        return Packet(UDP, (UDP, src, dst, sport, dport), payload_start=l4, payload_end=end)
+        return udp_packet(frame, l4, end, src, dst)
     if proto == ICMP:
         if end - l4 < 4:
             return Malformed("short_icmp")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 # Packet kinds (ints, not an Enum: this is the comparator's hot path).
@@ -59,3 +60,15 @@ class Malformed:
     """A frame that cannot be parsed; ``reason`` names the first check that failed."""
 
     reason: str
+
+
+#: Source and destination port, the first four bytes of a TCP or UDP header.
+PORTS = struct.Struct(">HH")
+
+
+def udp_packet(frame: bytes, l4: int, end: int, src: int, dst: int) -> Packet | Malformed:
+    """The UDP datagram at ``l4`` (IPv4 or IPv6 alike): its whole IP payload is compared."""
+    if end - l4 < 8:
+        return Malformed("short_udp")
+    sport, dport = PORTS.unpack_from(frame, l4)
+    return Packet(UDP, (UDP, src, dst, sport, dport), payload_start=l4, payload_end=end)
