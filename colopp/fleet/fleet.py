@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,33 +171,11 @@ class Fleet:
 
     # -- re-protection elsewhere -------------------------------------------------------------
     async def elsewhere(self, pair: PairController, avoid: set[str]) -> HostSlot | None:
-        """A host for ``pair``'s new secondary: placement's choice among the hosts that
-        answer and reach the serving host, its slot reserved there. None: none left."""
+        """A host for ``pair``'s new secondary (see :func:`choose_elsewhere`)."""
         made = next(p for p in self.protections.values() if p.pair is pair)
-        serving = pair.primary.name
-        tried = set(avoid)
-        while True:
-            # The probes below are the truth here: a host that came back counts again.
-            pool = self.pool(tried, by_beats=False)
-            host = new_secondary(pool, self.placed(), made.name, serving, tried)
-            if host is None:
-                return None
-            tried.add(host)
-            agent = made.agents[host]
-            try:
-                probe = await agent.call(
-                    "probe_tcp",
-                    host=pair.primary.repl_ip,
-                    port=self.members[serving].port,
-                    timeout=2,
-                )
-                if not probe["reachable"]:
-                    continue
-                await agent.allocate()
-            except ColoppError as exc:
-                log.warning("%s: %s cannot take its secondary: %s", made.name, host, exc)
-                continue
-            return host_slot(self.members[host], made.slot)
+        return await choose_elsewhere(
+            self.members, self.placed(), made.name, pair, made.agents, avoid
+        )
 
     # -- the end -------------------------------------------------------------------------------
     async def unsupervise(self, name: str) -> None:
@@ -230,3 +208,40 @@ class Fleet:
         """Stop every protection (teardown); never raises."""
         for name in list(self.protections):
             await self.stop(name)
+
+
+async def choose_elsewhere(
+    members: Mapping[str, PoolMember],
+    placed: Mapping[str, Sides],
+    name: str,
+    pair: PairController,
+    agents: Mapping[str, ProtectionAgent],
+    avoid: set[str],
+) -> HostSlot | None:
+    """A host for protection ``name``'s new secondary: placement's choice
+    (:func:`new_secondary`, over where every protection runs now) among the hosts that
+    answer and reach the serving host, its fleet slot reserved there. None: none left.
+
+    Every pool host is tried at most once, so a dead pool costs one probe per host.
+    """
+    serving = pair.primary.name
+    tried = set(avoid)
+    pool = [PoolHost(m.name, True, m.slots) for m in members.values()]
+    while True:
+        # The probes below are the truth here: a host that came back counts again.
+        host = new_secondary(pool, placed, name, serving, tried)
+        if host is None:
+            return None
+        tried.add(host)
+        agent = agents[host]
+        try:
+            probe = await agent.call(
+                "probe_tcp", host=pair.primary.repl_ip, port=members[serving].port, timeout=2
+            )
+            if not probe["reachable"]:
+                continue
+            await agent.allocate()
+        except ColoppError as exc:
+            log.warning("%s: %s cannot take its secondary: %s", name, host, exc)
+            continue
+        return host_slot(members[host], agent.slot)
