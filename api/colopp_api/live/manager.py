@@ -149,20 +149,22 @@ class ProtectionManager:
         return self.runners.get(protection_id)
 
     async def reattach_all(self) -> None:
-        """Re-attach every protection the database says is not stopped (after a restart)."""
-        for row in self.store.protections():
-            if row["stopped"]:
-                continue
-            runner = self._runner(row)
-            self.runners[row["id"]] = runner
-            try:
-                await self._reattach(runner, row)
-            except Exception as exc:  # any failure: error, with a state event and a reason
-                if isinstance(exc, ColoppError | OSError):
-                    log.warning("re-attach of %s failed: %s", row["id"], exc)
-                else:
-                    log.exception("re-attach of %s failed", row["id"])
-                runner.fail(f"re-attach failed: {exc}")
+        """Re-attach every protection the database says is not stopped (after a restart,
+        or a replica taking the lead), all at once: a dead host delays each by one timeout."""
+        rows = [row for row in self.store.protections() if not row["stopped"]]
+        for row in rows:
+            self.runners[row["id"]] = self._runner(row)
+        await asyncio.gather(*(self._reattach_one(self.runners[row["id"]], row) for row in rows))
+
+    async def _reattach_one(self, runner: ProtectionRunner, row: dict[str, Any]) -> None:
+        try:
+            await self._reattach(runner, row)
+        except Exception as exc:  # any failure: error, with a state event and a reason
+            if isinstance(exc, ColoppError | OSError):
+                log.warning("re-attach of %s failed: %s", row["id"], exc)
+            else:
+                log.exception("re-attach of %s failed", row["id"])
+            runner.fail(f"re-attach failed: {exc}")
 
     async def _reattach(self, runner: ProtectionRunner, row: dict[str, Any]) -> None:
         record = row["record"]
