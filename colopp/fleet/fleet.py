@@ -235,7 +235,8 @@ async def choose_elsewhere(
         tried.add(host)
         agent = agents[host]
         try:
-            probe = await agent.call(
+            # Asked of the host's agent itself: the protection has no side there yet.
+            probe = await agent.agent.call(
                 "probe_tcp", host=pair.primary.repl_ip, port=members[serving].port, timeout=2
             )
             if not probe["reachable"]:

@@ -271,7 +271,10 @@ class ProtectionRunner:
         if pair is None:
             return
         statuses: dict[str, dict[str, Any]] = {}
+        hosts = {s.name for s in (pair.primary, pair.secondary, pair.standby) if s is not None}
         for name, client in self._probe.items():
+            if name not in hosts:  # a pool protection's other pool hosts run none of it
+                continue
             try:
                 statuses[name] = await client.call("status", timeout=5)
             except ColoppError as exc:

@@ -51,10 +51,12 @@ class SimHost:
             return {"slot": slot}
         if method == "release":
             return {"released": self.sides.pop(protection, None) is not None}
+        side = self.side(protection) if protection is not None else None  # routed as the agent
         if method == "probe_tcp":
             target = next(h for h in self.pool.values() if h.member.repl_ip == params["host"])
             return {"reachable": target.reachable}
-        side = self.side(protection)
+        if side is None:
+            raise ConfigError(f"{method} needs a protection here")
         if method == "ping":
             return {"vm_alive": side.vm_alive, "qmp_ok": side.vm_alive}
         if method == "kill_vm":
