@@ -39,6 +39,7 @@ class PairController:
         self.secondary: HostSlot | None = config.secondary
         self.boot_s: float | None = None  # the guest's boot on the primary, at protect()
         self.standby: HostSlot | None = None  # the host lost at the last failover
+        self.onto: HostSlot | None = None  # the new secondary's host while re-protecting
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -157,6 +158,7 @@ class PairController:
         pa, ta = self.agents[serving.name], self.agents[target.name]
         started = self.clock.monotonic()
         self.lifecycle.move(PairState.LAUNCHING, f"new secondary on {target.name}")
+        self.onto = target
         try:
             await ta.call("stop_vm", timeout=20)
             side = self._side(Role.SECONDARY, target, serving)
@@ -177,6 +179,8 @@ class PairController:
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, f"re-protect failed: {exc}")
             raise
+        finally:
+            self.onto = None
         self.secondary, self.standby = target, None
         result["reprotect_s"] = self.clock.monotonic() - started
         self.lifecycle.move(PairState.PROTECTED, f"{serving.name} primary, {target.name} secondary")

@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 ClientFactory = Callable[[str, PoolMember], Agent]
 
 
+def pair_sides(pair: PairController) -> Sides:
+    """Where a pair runs, counting a secondary being re-protected onto its new host (so two
+    protections re-protecting at once do not both pick the least loaded host)."""
+    secondary = pair.secondary or pair.onto
+    return Sides(pair.primary.name, secondary.name if secondary else None)
+
+
 @dataclass
 class FleetProtection:
     """One protected VM of the fleet."""
@@ -53,8 +60,7 @@ class FleetProtection:
 
     @property
     def sides(self) -> Sides:
-        secondary = self.pair.secondary.name if self.pair.secondary else None
-        return Sides(self.pair.primary.name, secondary)
+        return pair_sides(self.pair)
 
 
 class Fleet:

@@ -12,7 +12,7 @@ from colopp.controller.pair import PairController
 from colopp.controller.store import attach
 from colopp.domain import HostSlot
 from colopp.errors import ColoppError, ConfigError
-from colopp.fleet.fleet import choose_elsewhere
+from colopp.fleet.fleet import choose_elsewhere, pair_sides
 from colopp.fleet.placement import Sides
 from colopp.fleet.routed import ProtectionAgent
 from colopp_api.config import Settings
@@ -62,8 +62,7 @@ class ProtectionManager:
                 continue
             name, pair = runner.runtime["protection"], runner.pair
             if pair is not None:
-                secondary = pair.secondary.name if pair.secondary else None
-                out[name] = Sides(pair.primary.name, secondary)
+                out[name] = pair_sides(pair)
             else:
                 primary, secondary = runner.runtime["sides"]
                 out[name] = Sides(primary, secondary)

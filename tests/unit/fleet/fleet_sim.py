@@ -30,6 +30,8 @@ class SimHost:
     reachable: bool = True
     sides: dict[str, SimSide] = field(default_factory=dict)
     journal: list[tuple[str, str, str | None]] = field(default_factory=list)
+    #: When set, resume_replication waits for it (re-protections held in flight).
+    resume_gate: asyncio.Event | None = None
 
     def side(self, protection: str | None) -> SimSide:
         if protection is None or protection not in self.sides:
@@ -68,6 +70,8 @@ class SimHost:
             side.vm_alive, side.role = True, params["side"]["role"]
         elif method == "failover":
             side.role = "primary"
+        elif method == "resume_replication" and self.resume_gate is not None:
+            await self.resume_gate.wait()
         return {"pid": 1, "version": "11.1.3", "runtime": "fake", "boot_s": 1.0, "took_ms": 1.0}
 
     def serving(self) -> set[str]:

@@ -196,3 +196,28 @@ def test_a_pool_of_two_is_refused() -> None:
     members, _, _ = sim_pool(["hosta", "hostb"])
     with pytest.raises(ConfigError, match="at least 3 hosts"):
         Fleet(members, "t")
+
+
+def test_two_protections_reprotecting_at_once_do_not_both_take_the_idlest_host() -> None:
+    fleet, pool = fleet_of([*HOSTS, "hostd"])
+
+    async def main() -> None:
+        await fleet.protect("vm0", vm("vm0"), Path("/d"), sides=Sides("hosta", "hostb"))
+        await fleet.protect("vm1", vm("vm1"), Path("/d"), sides=Sides("hostc", "hosta"))
+        gate = asyncio.Event()
+        pool["hostb"].resume_gate = pool["hostc"].resume_gate = gate
+        for name in fleet.protections:
+            fleet.supervise(name)
+        pool["hosta"].reachable = False
+        both = list(fleet.protections.values())
+        await until(lambda: all(p.pair.state is PairState.SYNCING for p in both), fleet)
+        gate.set()  # both re-protections were in flight at once
+        await until(lambda: all(p.pair.state is PairState.PROTECTED for p in both), fleet)
+        after = fleet.placed()
+        # hostd was idle: one of them goes there, never both (the first one's new secondary
+        # counts while it is being re-protected).
+        assert "hostd" in (after["vm0"].secondary, after["vm1"].secondary)
+        assert after["vm0"].secondary != after["vm1"].secondary
+        await fleet.close()
+
+    asyncio.run(main())
