@@ -17,6 +17,9 @@ from colopp.colo.state import PairState
 from colopp.demo.harness import ClientWorkload
 from colopp.fleet.local import LocalFleet
 
+# Minutes of QEMU (or a full playbook run): out of CI's budget.
+pytestmark = pytest.mark.slow
+
 LOST = "hosta"
 
 
@@ -64,8 +67,9 @@ def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site
     try:
         for load in loads:
             run(asyncio.to_thread(load.served, 20))
-        for name in ("vm0", "vm1"):
-            fleet.fleet.supervise(name)
+        supervisors = [fleet.fleet.supervise(name) for name in ("vm0", "vm1")]
+        # Heartbeats flowing: every agent's lease is armed (a cut-off primary fences itself).
+        run(wait_until("heartbeats", lambda: all(s.rounds >= 3 for s in supervisors), 30, fleet))
         fleet.cut(LOST)
         cut_at = time.monotonic()
 
@@ -81,6 +85,8 @@ def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site
         for load in loads:  # both guests answer on their new pairs (supervised meanwhile)
             run(asyncio.to_thread(load.served, 20))
         summaries = [load.finish() for load in loads]
+        fleet.cut(LOST, up=True)  # host A back: vm0's old primary there fenced itself
+        beat = run(vm0.agents[LOST].call("ping", timeout=10))
     finally:
         for load in loads:
             load.kill()
@@ -88,6 +94,7 @@ def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site
     assert (vm1.sides.primary, vm1.sides.secondary) == ("hostc", "hostb")
     assert [i.role for i in vm0.incidents] == ["primary"]
     assert [i.role for i in vm1.incidents] == ["secondary"]
+    assert beat["self_fenced"] is True and beat["vm_alive"] is False
     assert vm0.incidents[0].reprotected_onto == "hostc"
     assert vm1.incidents[0].reprotected_onto == "hostb"
     print(f"recovered_s {recovered_s:.1f}", [s["requests_failed"] for s in summaries])
