@@ -4,6 +4,7 @@ fleet slots, clear refusals; the HTTP view of the pool."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 from collections.abc import Iterator
@@ -14,8 +15,13 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from colopp.controller.pair import PairController
+from colopp.controller.seam import ScriptedAgent
+from colopp.domain import PairConfig, VmSpec
 from colopp.errors import ConfigError
 from colopp.fleet.placement import Sides
+from colopp.fleet.pool import host_slot
+from colopp.fleet.routed import ProtectionAgent
 from colopp_api.config import Settings
 from colopp_api.db.store import Store, make_engine, migrate
 from colopp_api.live.manager import Conflict, ProtectionManager
@@ -23,6 +29,7 @@ from colopp_api.live.runner import ProtectionRunner
 from colopp_api.schemas import ProtectionCreate
 from tests.api.conftest import READ, WRITE, ApiServer
 from tests.api.test_api_hostile import HOST_PATHS, hosts_body
+from tests.unit.fleet.fleet_sim import sim_pool
 
 POOL = [
     {"name": "hosta", "address": "127.0.0.2", "repl_ip": "198.18.1.10"},
@@ -140,3 +147,37 @@ def test_the_pool_over_http_and_a_refusal_without_a_pool(tmp_path: Path) -> None
     finally:
         api.kill(signal.SIGTERM)
         bare.kill(signal.SIGTERM)
+
+
+def test_the_manager_re_protects_a_pool_pair_onto_the_least_loaded_answering_host(
+    manager: ProtectionManager,
+) -> None:
+    members, pool, _ = sim_pool(["hosta", "hostb", "hostc", "hostd"])
+    manager.settings = dataclasses.replace(manager.settings, pool=tuple(members))
+
+    async def main() -> None:
+        rows = [await manager.create(ProtectionCreate(**pool_body(f"vm{i}"))) for i in range(2)]
+        runner = manager.runners[rows[0]["id"]]
+        name, slot = runner.runtime["protection"], runner.runtime["slot"]
+        agents = {
+            m.name: ProtectionAgent(ScriptedAgent(m.name, pool[m.name].answer), name, slot)
+            for m in members
+        }
+        primary, secondary = runner.runtime["sides"]
+        config = PairConfig(
+            VmSpec("vm0", Path("/k"), Path("/i"), "x"),
+            Path("/d"),
+            host_slot(members[0], slot),
+            host_slot(members[1], slot),
+        )
+        pair = PairController(config, agents)
+        pair.primary = host_slot(next(m for m in members if m.name == primary), slot)
+        pair.secondary, pair.standby = None, host_slot(members[1], slot)
+        runner.pair = pair
+        pool["hostc"].reachable = False  # answering hosts only
+        got = await manager.elsewhere(pair, {secondary})
+        assert got is not None and got.name not in (primary, secondary, "hostc")
+        assert got.tap == f"cpp{slot}"
+        assert pool[got.name].sides[name].slot == slot  # reserved there
+
+    asyncio.run(main())
