@@ -156,8 +156,11 @@ class Fleet:
             for host, member in self.members.items()
         }
 
-    def supervise(self, name: str, **options: float) -> PairSupervisor:
-        """Start the protection's supervisor (``options``: PairSupervisor's timings)."""
+    def supervise(
+        self, name: str, loop: asyncio.AbstractEventLoop | None = None, **options: float
+    ) -> PairSupervisor:
+        """Start the protection's supervisor on ``loop`` (default: the running one; a
+        synchronous caller names its own); ``options``: PairSupervisor's timings."""
         made = self.protections[name]
         supervisor = PairSupervisor(
             made.pair,
@@ -169,7 +172,7 @@ class Fleet:
             **options,  # type: ignore[arg-type]
         )
         made.supervisor = supervisor
-        made.task = asyncio.get_running_loop().create_task(supervisor.run())
+        made.task = (loop or asyncio.get_running_loop()).create_task(supervisor.run())
         return supervisor
 
     def _on_beat(self, host: str, ok: bool) -> None:

@@ -73,10 +73,11 @@ class LocalFleet:
         deployment = local_deployment(state_dir, root, prefix, hosts=3)
         try:
             await deployment.start()
-            assert deployment.lab is not None
+            lab = deployment.lab
+            assert lab is not None
             for node in deployment.hosts:
-                for k in range(taps):
-                    deployment.lab.add_tap(node, f"{TAP_PREFIX}{k}")
+                for k in range(taps):  # pyroute2 runs its own loop: not on this one
+                    await asyncio.to_thread(lab.add_tap, node, f"{TAP_PREFIX}{k}")
         except BaseException:
             await deployment.stop()
             raise

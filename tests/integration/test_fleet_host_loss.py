@@ -67,7 +67,7 @@ def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site
     try:
         for load in loads:
             run(asyncio.to_thread(load.served, 20))
-        supervisors = [fleet.fleet.supervise(name) for name in ("vm0", "vm1")]
+        supervisors = [fleet.fleet.supervise(name, loop) for name in ("vm0", "vm1")]
         # Heartbeats flowing: every agent's lease is armed (a cut-off primary fences itself).
         run(wait_until("heartbeats", lambda: all(s.rounds >= 3 for s in supervisors), 30, fleet))
         fleet.cut(LOST)
