@@ -19,13 +19,12 @@ while a checkpoint is pending: the secondary is known to differ then.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from colopp.compare.config import CompareConfig
-from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
+from colopp.compare.counters import Counters
 from colopp.compare.early import offer_early, offer_tail
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
@@ -40,6 +39,7 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
+from colopp.compare.release import release_matched, release_one
 from colopp.compare.tcp import PRERELEASE_MISMATCH, SECONDARY_GAP, TcpConnection
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
@@ -400,56 +400,10 @@ class Comparator:
         return actions
 
     def _release_matched(self, released: list[HeldFrame], now: float) -> list[Action]:
-        if len(released) == 1 and not released[0].pre_released:
-            return [self._release_one(released[0], now)]
-        c = self.counters
-        observe = c.observe_hold
-        frames: list[bytes] = []
-        size = 0
-        vnet = released[0].vnet_hdr_len
-        uniform = True
-        late = c.observe_late if self._policy is not None else None
-        for held in released:
-            held.released = True
-            observe(now - held.arrival)
-            if late is not None and not held.pre_released and held.payload_end > held.payload_start:
-                late(held.refused, now - held.arrival)
-            size += len(held.frame)
-            if held.pre_released or held.vnet_hdr_len != vnet:
-                uniform = False
-            frames.append(held.frame)
-        c.held_frames -= len(released)
-        c.held_bytes -= size
-        c.matched_frames += len(released)
-        self._drop_released_heads()
-        if uniform:
-            c.released_frames += len(frames)
-            c.released_bytes += size
-            return [Release(frames, vnet)]
-        out = [h for h in released if not h.pre_released]
-        c.released_frames += len(out)
-        c.released_bytes += sum(len(h.frame) for h in out)
-        return group_frames(out, Release)
+        return release_matched(self.counters, self._held, released, now, self._policy is not None)
 
     def _release_one(self, held: HeldFrame, now: float) -> Release:
-        # The common case, kept short: one matched frame that was not pre-released.
-        c = self.counters
-        held.released = True
-        size = len(held.frame)
-        c.held_frames -= 1
-        c.held_bytes -= size
-        c.matched_frames += 1
-        c.released_frames += 1
-        c.released_bytes += size
-        waited = now - held.arrival
-        if self._policy is not None and held.payload_end > held.payload_start:
-            c.observe_late(held.refused, waited)
-        c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
-        c.hold_time_sum += waited
-        queue = self._held
-        while queue and queue[0].released:
-            queue.popleft()
-        return Release([held.frame], held.vnet_hdr_len)
+        return release_one(self.counters, self._held, held, now, self._policy is not None)
 
     def _request_checkpoint(self, reason: str, now: float) -> list[Action]:
         if self._awaiting_since is not None:

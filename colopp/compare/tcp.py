@@ -34,15 +34,25 @@ from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
 from colopp.compare.seq import HALF, MASK, seq_after
 from colopp.compare.stream import SecondaryStream
+from colopp.compare.tcp_check import (
+    FIN_MISMATCH,
+    OK,
+    PAYLOAD_MISMATCH,
+    PRERELEASE_MISMATCH,
+    SECONDARY_GAP,
+    WAIT,
+    check_segment,
+)
 
-OK = "ok"
-WAIT = "wait"
-PAYLOAD_MISMATCH = "tcp_payload_mismatch"
-FIN_MISMATCH = "tcp_fin_mismatch"
-PRERELEASE_MISMATCH = "prerelease_mismatch"
-#: The secondary skipped bytes the primary's head needs (it sent later ones): they come
-#: again only with a retransmission timeout, so a checkpoint is asked at once.
-SECONDARY_GAP = "secondary_gap"
+__all__ = [
+    "FIN_MISMATCH",
+    "OK",
+    "PAYLOAD_MISMATCH",
+    "PRERELEASE_MISMATCH",
+    "SECONDARY_GAP",
+    "WAIT",
+    "TcpConnection",
+]
 
 
 def _pos_start(held: HeldFrame) -> int:
@@ -331,7 +341,7 @@ class TcpConnection:
             ):
                 verdict = WAIT  # quick exit: none of its bytes came from the secondary yet
             else:
-                verdict = self._check(head, counters)
+                verdict = check_segment(self, head, counters)
             if verdict is OK:
                 queue.popleft()
                 if self.pre_prefix:
@@ -379,77 +389,6 @@ class TcpConnection:
     def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
         return both_fin or (self.p_rst and self.s_rst)
-
-    def _check(self, seg: HeldFrame, counters: Counters) -> str:
-        if not seg.compared:
-            if seg.flags & SYN and (self.syn_waits_checkpoint or not self.s_syn_seen):
-                return WAIT
-            if (
-                not seg.flags & (ACK | SYN | FIN | RST)
-                and seg.pos_end == seg.pos_start
-                and seg.pos_start not in self.s_bare
-            ):
-                # No payload and none of ACK/SYN/FIN/RST: like colo-compare, never released
-                # without a secondary counterpart (here: the same kind of segment at the same
-                # position); one that never comes is caught by the compare timeout.
-                return WAIT
-            if seg.pos_end > seg.pos_start:
-                verdict = self._compare_payload(seg, counters)
-                fin = self.s_fin_pos
-                if verdict is WAIT and fin is not None and seg.pos_end > fin:
-                    return FIN_MISMATCH  # the secondary's stream already ended
-                if verdict is not OK:
-                    return verdict
-            seg.compared = True
-        flags = seg.flags
-        if flags & FIN:
-            if self.s_fin_pos is None:
-                return WAIT
-            if self.s_fin_pos != seg.pos_end:
-                return FIN_MISMATCH
-        if flags & RST and not self.s_rst:
-            return WAIT
-        if flags & ACK:
-            s_ack = self.s_max_ack
-            if s_ack is None or 0 < ((seg.ack - s_ack) & MASK) < HALF:
-                return WAIT  # the secondary has not acknowledged this much client data
-        return OK
-
-    def _compare_payload(self, seg: HeldFrame, counters: Counters) -> str:
-        stream = self.stream
-        base = stream.base
-        start = seg.pos_start
-        stop = seg.pos_end
-        if base is None:
-            # Nothing below the first payload compared: first seen mid-stream, no SYN.
-            stream.set_base(start, mid_stream=self.p_isn is None)
-            base = start
-        floor = stream.floor
-        if floor is not None and start < floor:
-            low = stop if stop < floor else floor
-            theirs = stream.low_bytes(start, low)
-            if theirs is None:
-                return WAIT
-            off = seg.payload_start
-            if seg.frame[off : off + low - start] != theirs:
-                return PAYLOAD_MISMATCH
-            if stop <= floor:
-                return OK
-        if stop <= base:
-            counters.retransmitted_frames += 1
-            return OK
-        end = stream.end
-        if start > base or end <= base:
-            return WAIT  # a gap in the primary's bytes, or no secondary bytes yet
-        upto = stop if stop < end else end
-        if upto > base:
-            off = seg.payload_start + base - start
-            if seg.frame[off : off + upto - base] != stream.get(base, upto):
-                return PAYLOAD_MISMATCH
-            stream.advance(upto)
-            if upto - self.anchor_pos > 1 << 30:
-                self.rebase(upto)
-        return OK if upto >= stop else WAIT
 
     def rebase(self, pos: int) -> None:
         # Keep unwrapping valid on streams longer than 2 GiB.
