@@ -40,7 +40,12 @@ from colopp.compare.packet import (
     parse_plain_tcp,
 )
 from colopp.compare.release import release_matched, release_one
-from colopp.compare.tcp import PRERELEASE_MISMATCH, SECONDARY_GAP, TcpConnection
+from colopp.compare.tcp import (
+    PRERELEASE_MISMATCH,
+    SECONDARY_ACK_WAIT,
+    SECONDARY_GAP,
+    TcpConnection,
+)
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
@@ -304,6 +309,10 @@ class Comparator:
             actions += self._request_checkpoint("secondary_lag", now)
         elif age >= self.config.secondary_gap_wait and self._waits_on_gap(self._held[0]):
             actions += self._request_checkpoint(SECONDARY_GAP, now)
+        elif (wait := self.config.ack_wait) is not None and age >= wait:
+            conn = self._tcp.get(self._held[0].key)
+            if conn is not None and conn.waits_on_ack(now, wait):
+                actions += self._request_checkpoint(SECONDARY_ACK_WAIT, now)
         policy = self._client_policy
         if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
             # Not a divergence: a checkpoint bought to let reads leave early again.

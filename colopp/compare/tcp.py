@@ -39,6 +39,7 @@ from colopp.compare.tcp_check import (
     OK,
     PAYLOAD_MISMATCH,
     PRERELEASE_MISMATCH,
+    SECONDARY_ACK_WAIT,
     SECONDARY_GAP,
     WAIT,
     check_segment,
@@ -49,6 +50,7 @@ __all__ = [
     "OK",
     "PAYLOAD_MISMATCH",
     "PRERELEASE_MISMATCH",
+    "SECONDARY_ACK_WAIT",
     "SECONDARY_GAP",
     "WAIT",
     "TcpConnection",
@@ -385,6 +387,29 @@ class TcpConnection:
             and head.pos_start <= stream.end < head.pos_end
             and self.s_fin_pos is None
         )
+
+    def waits_on_ack(self, now: float, wait: float) -> bool:
+        """True when the head has waited ``wait`` seconds or more only for the secondary's
+        ACK: its payload (if any) matched, the secondary has not acknowledged as much client
+        data as it does.
+
+        Held that long, the client gets no acknowledgement at all on this connection (every
+        later primary ACK waits behind it), retransmits only on its timeout, one segment at
+        a time with backoff, and an upload stands still until a checkpoint. The likely
+        cause is a client segment the secondary's guest did not take in (past its own
+        receive window, which can be smaller than the primary's): the client re-sends it
+        only on that timeout. A checkpoint gives the secondary the primary's bytes.
+        """
+        queue = self.queue
+        if not queue or self.diverged:
+            return False
+        head = queue[0]
+        if now - head.arrival < wait or not head.flags & ACK or head.flags & (SYN | RST):
+            return False
+        if head.pos_end > head.pos_start and not head.compared:
+            return False  # it waits for payload: the gap and timeout rules apply
+        s_ack = self.s_max_ack
+        return s_ack is not None and 0 < ((head.ack - s_ack) & MASK) < HALF
 
     def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None

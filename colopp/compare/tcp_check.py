@@ -27,6 +27,9 @@ PRERELEASE_MISMATCH = "prerelease_mismatch"
 #: The secondary skipped bytes the primary's head needs (it sent later ones): they come
 #: again only with a retransmission timeout, so a checkpoint is asked at once.
 SECONDARY_GAP = "secondary_gap"
+#: The primary's ACK waited ``ack_wait`` for the secondary's (see
+#: :meth:`~colopp.compare.tcp.TcpConnection.waits_on_ack`).
+SECONDARY_ACK_WAIT = "secondary_ack_wait"
 
 
 def check_segment(conn: TcpConnection, seg: HeldFrame, counters: Counters) -> str:
