@@ -20,7 +20,6 @@ while a checkpoint is pending: the secondary is known to differ then.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from colopp.compare.config import CompareConfig
@@ -40,6 +39,7 @@ from colopp.compare.packet import (
     parse_plain_tcp,
 )
 from colopp.compare.release import release_matched, release_one
+from colopp.compare.sweep import forget, forget_expired, is_empty, oldest_secondary
 from colopp.compare.tcp import (
     PRERELEASE_MISMATCH,
     SECONDARY_ACK_WAIT,
@@ -460,43 +460,14 @@ class Comparator:
         if len(self._tcp) + len(self._flows) < MAX_CONNECTIONS:
             return
         # Like colo-compare's HASHTABLE_MAX_SIZE reset, but only forget idle state.
-        self._forget(_is_empty)
+        forget(self._tcp, self._flows, self.counters, is_empty)
 
     def _sweep(self, now: float) -> list[Action]:
         cfg = self.config
         actions: list[Action] = []
         if cfg.secondary_timeout and not self.awaiting_checkpoint:
-            oldest = min(
-                (t for f in self._all_flows() if (t := f.oldest_secondary()) is not None),
-                default=None,
-            )
+            oldest = oldest_secondary(self._tcp, self._flows)
             if oldest is not None and now - oldest > cfg.compare_timeout:
                 actions += self._request_checkpoint("secondary_timeout", now)
-
-        def expired(f: Flow) -> bool:
-            if not _is_empty(f):
-                return False
-            if isinstance(f, TcpConnection) and f.closed_at is not None:
-                return now - f.closed_at > cfg.closed_linger
-            return now - f.last_seen > cfg.idle_timeout
-
-        self._forget(expired)
+        forget_expired(self._tcp, self._flows, self.counters, cfg, now)
         return actions
-
-    def _forget(self, doomed: Callable[[Flow], bool]) -> None:
-        tcp_gone = [k for k, f in self._tcp.items() if doomed(f)]
-        for key in tcp_gone:
-            del self._tcp[key]
-        for key in [k for k, f in self._flows.items() if doomed(f)]:
-            del self._flows[key]
-        self.counters.connections_closed += len(tcp_gone)
-        self.counters.connections_open = len(self._tcp)
-
-    def _all_flows(self) -> list[Flow]:
-        return [*self._tcp.values(), *self._flows.values()]
-
-
-def _is_empty(flow: Flow) -> bool:
-    if isinstance(flow, TcpConnection):
-        return not flow.queue and flow.secondary_held()[0] == 0
-    return not flow.primary and flow.secondary_held()[0] == 0
