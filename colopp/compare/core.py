@@ -24,7 +24,7 @@ from typing import Any
 
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import Counters
-from colopp.compare.early import offer_early, offer_tail
+from colopp.compare.early import apply_receipts, offer_early, offer_tail
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
 from colopp.compare.ipv6 import is_ipv6_key
@@ -38,6 +38,7 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
+from colopp.compare.receipts import Receipt
 from colopp.compare.release import release_matched, release_one
 from colopp.compare.sweep import forget, forget_expired, is_empty, oldest_secondary
 from colopp.compare.tcp import (
@@ -280,6 +281,13 @@ class Comparator:
             return []
         pre: list[HeldFrame] = []
         offer_early(conn, policy, now, pre, force=True)
+        return self._finish([], pre, None, now) if pre else []
+
+    def feed_receipts(self, receipts: list[Receipt], now: float) -> list[Action]:
+        """The secondary host's receipts (:mod:`~colopp.compare.receipts`): what leaves
+        early may then acknowledge the client bytes it holds."""
+        pre: list[HeldFrame] = []
+        apply_receipts(self._tcp, receipts, self._live_policy(), now, pre, self.counters)
         return self._finish([], pre, None, now) if pre else []
 
     def client_lost(self) -> None:

@@ -73,6 +73,7 @@ class TcpConnection:
         "delta_pending",
         "diverged",
         "gap_wait",
+        "host_held",
         "key",
         "last_seen",
         "next_epoch",
@@ -142,6 +143,8 @@ class TcpConnection:
         self.p_fin_pos: int | None = None
         self.p_rst = False
         self.p_max_ack: int | None = None
+        # The secondary host's receipt (start, end) for this incarnation (receipts.py).
+        self.host_held: tuple[int, int] | None = None
 
     def _reset_secondary(self) -> None:
         self.s_isn: int | None = None
