@@ -15,8 +15,8 @@ client sequence numbers (never rewritten: ``filter-rewriter`` maps only the gues
 keeps each until the secondary guest acknowledges it. With the secondary guest's own ACK
 ``s_ack``, an ACK number ``a`` is covered when ``start <= s_ack`` and ``a <= end``: the
 guest has everything below ``s_ack``, the host the rest below ``end``. The safety argument
-and what the host must do at failover: ``docs/architecture.md``, "Early ACKs from the
-secondary host's receipts".
+and what the host must do at failover: ``docs/architecture.md``, "Held ACKs, uploads, and
+early ACKs from the secondary host's receipts".
 
 Pure: no sockets. Frames carry ``MAGIC`` then ``count`` entries of :data:`ENTRY`: IP
 version, guest address, client address (16 bytes each, big-endian), guest port, client
