@@ -57,6 +57,7 @@ from colopp.compare.framing import (
 )
 from colopp.compare.inputs import ClientFrames, FrameInput, OutdevConnection
 from colopp.compare.prerelease import build_policy
+from colopp.compare.receipts import decode_receipts, is_receipt_frame
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
 from colopp.compare.young_send import YoungForwarder
@@ -93,6 +94,7 @@ class ShellOptions:
     config: CompareConfig = field(default_factory=CompareConfig)
     prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
     young_to: tuple[str, int] | None = None  # secondary host's young-offset listener
+    host_receipts: bool = False  # the secondary host's receipts on secondary_in (receipts.py)
 
 
 class ComparatorShell:
@@ -124,6 +126,7 @@ class ComparatorShell:
                 "stop_drained_bytes",
                 "qmp_lost_dropped_frames",
                 "young_held_flushes",
+                "bad_receipt_frames",
             ),
             0,
         )
@@ -340,6 +343,8 @@ class ComparatorShell:
             self._client.drain()  # every request this output may answer, first
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
+        if side == "secondary" and self.options.host_receipts:
+            feed = self._secondary_or_receipts
         pending = self._pending
         append = pending.append
         vnet = self.options.vnet_hdr
@@ -363,6 +368,19 @@ class ComparatorShell:
                     self._apply([action])
         self.stats["outdev_frames"] += released
         self._flush()
+
+    def _secondary_or_receipts(
+        self, frame: bytes, now: float, vnet_hdr_len: int = 0
+    ) -> list[Action]:
+        """With ``host_receipts``: the secondary host's receipts ride on its output stream
+        (:mod:`~colopp.compare.receipts`); a malformed one is counted and ignored."""
+        if not is_receipt_frame(frame, vnet_hdr_len):
+            return self.core.feed_secondary(frame, now, vnet_hdr_len)
+        receipts = decode_receipts(frame, vnet_hdr_len)
+        if receipts is None:
+            self.stats["bad_receipt_frames"] += 1
+            return []
+        return self.core.feed_receipts(receipts, now)
 
     def _apply(self, actions: list[Action]) -> None:
         vnet = self.options.vnet_hdr

@@ -21,6 +21,7 @@ from colopp.compare.receipts import (
     host_covers,
     is_receipt_frame,
 )
+from colopp.compare.shell import ComparatorShell, ShellOptions
 from colopp.ingress.log import ClientLog
 
 SEQ = 5_000  # the guest's
@@ -136,3 +137,37 @@ def test_a_reset_or_a_new_incarnation_forgets_the_connection() -> None:
     log.client_frame(_client(CSEQ))
     log.client_frame(tcp_frame(77, 0, "S", src=CLIENT, dst=GUEST, sport=40000, dport=80))
     assert log.unacked() == [] and log.bytes_kept == 0
+
+
+def _shell(host_receipts: bool) -> ComparatorShell:
+    from colopp.compare.addresses import parse_endpoint
+    from colopp.compare.config import PreReleaseConfig
+
+    return ComparatorShell(
+        ShellOptions(
+            primary_in=parse_endpoint("unix:/p"),
+            secondary_in=parse_endpoint("listen:unix:/s"),
+            outdev=parse_endpoint("unix:/o"),
+            prerelease=PreReleaseConfig(rules=frozenset({"ack_only"})),
+            host_receipts=host_receipts,
+        )
+    )
+
+
+def test_the_shell_takes_receipts_on_the_secondary_stream_only_when_told() -> None:
+    receipt = encode_receipts([Receipt(_key(), CSEQ, CSEQ + MSS)])[0]
+    on, off = _shell(True), _shell(False)
+    for shell in (on, off):
+        shell.frames_received("secondary", [(_guest_ack(CSEQ), 0), (receipt, 0), (b"x" * 60, 0)])
+    assert on.core.counters.host_receipts == 1
+    assert off.core.counters.host_receipts == 0
+    # Without the flag a receipt is one more unknown EtherType, dropped as before.
+    assert (on.core.counters.secondary_dropped, off.core.counters.secondary_dropped) == (1, 2)
+    bad = receipt[:-1]
+    on.frames_received("secondary", [(bad, 0)])
+    assert on.stats["bad_receipt_frames"] == 1
+    from colopp.compare.__main__ import options_from_args
+
+    base = ["--primary-in", "unix:/p", "--secondary-in", "unix:/s", "--outdev", "unix:/o"]
+    assert options_from_args([*base, "--host-receipts"]).host_receipts
+    assert not options_from_args(base).host_receipts
