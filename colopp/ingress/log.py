@@ -104,7 +104,7 @@ class ClientLog:
         if self.bytes_kept + len(frame) > self.max_bytes:
             self.frames_refused += 1
             return
-        segment = (start, end, frame)
+        segment = (start, end, frame[vnet_hdr_len:] if vnet_hdr_len else frame)
         index = bisect_left(conn.segments, segment)
         conn.segments.insert(index, segment)
         self.bytes_kept += len(frame)
@@ -150,8 +150,9 @@ class ClientLog:
         return out
 
     def unacked(self) -> list[bytes]:
-        """Every kept frame with bytes past its guest's ACK, per connection in stream
-        order: what the promoted guest must be given again (it drops what it has)."""
+        """Every kept frame (plain Ethernet, no vnet header) with bytes past its guest's
+        ACK, per connection in stream order: what the promoted guest must be given again
+        (it drops what it has)."""
         out: list[bytes] = []
         for conn in self._conns.values():
             ack = conn.guest_ack
