@@ -28,7 +28,8 @@ class CompareConfig:
     timeout later. ``ack_wait`` (None: off): a primary segment that waited this long only
     for the secondary's ACK (the client gets no acknowledgement meanwhile, so an upload
     stands still until the client's retransmission timeout) forces a checkpoint, reason
-    ``secondary_ack_wait``; below the client's minimum timeout (200 ms on Linux).
+    ``secondary_ack_wait``, once the secondary sent duplicate ACKs (it lacks bytes); below
+    the client's minimum retransmission timeout (200 ms on Linux).
     """
 
     compare_timeout: float = DEFAULT_COMPARE_TIMEOUT_S

@@ -87,6 +87,7 @@ class TcpConnection:
         "pre_prefix",
         "queue",
         "s_bare",
+        "s_dup_acks",
         "s_fin_pos",
         "s_gen",
         "s_isn",
@@ -150,6 +151,7 @@ class TcpConnection:
         self.s_isn: int | None = None
         self.s_syn_seen = False
         self.s_max_ack: int | None = None
+        self.s_dup_acks = 0  # bare secondary ACKs that did not move s_max_ack, since it moved
         self.s_fin_pos: int | None = None
         self.s_rst = False
 
@@ -242,6 +244,9 @@ class TcpConnection:
             self._secondary_syn(pkt.seq, flags)
         if flags & ACK and (self.s_max_ack is None or seq_after(pkt.ack, self.s_max_ack)):
             self.s_max_ack = pkt.ack
+            self.s_dup_acks = 0
+        elif flags & ACK and pkt.ack == self.s_max_ack and pkt.payload_end == pkt.payload_start:
+            self.s_dup_acks += 1  # it got something, yet acknowledges no more: a hole
         if flags & SYN:
             return True
         start = self._pos((pkt.seq - self.delta) & MASK)
@@ -393,8 +398,8 @@ class TcpConnection:
 
     def waits_on_ack(self, now: float, wait: float) -> bool:
         """True when the head has waited ``wait`` seconds or more only for the secondary's
-        ACK: its payload (if any) matched, the secondary has not acknowledged as much client
-        data as it does.
+        ACK (its payload, if any, matched; the secondary has not acknowledged as much client
+        data as it does) while the secondary sent duplicate ACKs: it lacks client bytes.
 
         Held that long, the client gets no acknowledgement at all on this connection (every
         later primary ACK waits behind it), retransmits only on its timeout, one segment at
@@ -412,7 +417,9 @@ class TcpConnection:
         if head.pos_end > head.pos_start and not head.compared:
             return False  # it waits for payload: the gap and timeout rules apply
         s_ack = self.s_max_ack
-        return s_ack is not None and 0 < ((head.ack - s_ack) & MASK) < HALF
+        # Duplicate ACKs say the secondary is alive and lacks bytes; without them it may
+        # only be slow (max_lag and the compare timeout are for that).
+        return self.s_dup_acks >= 2 and s_ack is not None and 0 < ((head.ack - s_ack) & MASK) < HALF
 
     def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
@@ -460,6 +467,7 @@ class TcpConnection:
         # What the old secondary acknowledged is gone with it; the new one has what the
         # primary had.
         self.s_max_ack = self.p_max_ack
+        self.s_dup_acks = 0
         self.s_fin_pos = self.p_fin_pos
         self.s_rst = self.p_rst
         self.s_bare.clear()

@@ -49,6 +49,16 @@ def test_an_ack_the_secondary_never_matches_asks_a_checkpoint_after_ack_wait() -
     assert released(c.checkpoint_done(0.36)) == ahead
 
 
+def test_a_secondary_that_is_only_slow_gets_no_ack_wait_checkpoint() -> None:
+    # No duplicate ACK: it has not processed the client's segments yet (the compare
+    # timeout, or max_lag for a semi-active secondary, is for that).
+    c = Comparator()
+    _synced(c)
+    assert c.feed_primary(_ack(CLIENT_SEQ + 2 * MSS), 0.2) == []
+    assert c.feed_secondary(_ack(CLIENT_SEQ), 0.21) == []  # one: a window update, say
+    assert checkpoints(c.tick(0.5)) == []
+
+
 def test_a_secondary_ack_within_ack_wait_releases_without_a_checkpoint() -> None:
     c = Comparator()
     _synced(c)
@@ -65,6 +75,8 @@ def test_ack_wait_off_leaves_it_to_the_compare_timeout() -> None:
     c = Comparator(CompareConfig(ack_wait=None))
     _synced(c)
     assert c.feed_primary(_ack(CLIENT_SEQ + 2 * MSS), 0.2) == []
+    for n in range(3):
+        assert c.feed_secondary(_ack(CLIENT_SEQ), 0.21 + n * 0.01) == []
     assert checkpoints(c.tick(0.5)) == []
     assert checkpoints(c.tick(3.3)) == ["compare_timeout"]
 
@@ -85,6 +97,8 @@ def test_only_the_connection_whose_ack_waits_counts() -> None:
     _synced(c)
     waiting = _ack(CLIENT_SEQ + 2 * MSS)
     assert c.feed_primary(waiting, 0.2) == []
+    c.feed_secondary(_ack(CLIENT_SEQ), 0.21)
+    c.feed_secondary(_ack(CLIENT_SEQ), 0.22)
     other = tcp_frame(9_000, 77, "A", src=GUEST, dst=CLIENT, dport=40001)
     c.feed_primary(other, 0.25)
     c.feed_secondary(other, 0.25)
