@@ -290,6 +290,11 @@ class Comparator:
         apply_receipts(self._tcp, receipts, self._live_policy(), now, pre, self.counters)
         return self._finish([], pre, None, now) if pre else []
 
+    def forget_receipts(self) -> None:
+        """The secondary's stream restarted: a new relay holds nothing the old one promised."""
+        for conn in self._tcp.values():
+            conn.host_held = None
+
     def client_lost(self) -> None:
         """The copy of the client's frames stopped: the policy must stop relying on it."""
         if self._client_policy is not None:

@@ -311,9 +311,12 @@ class ComparatorShell:
         self._inputs.add(inp)
         if inp.side == "secondary":
             self.stats["secondary_connections"] += 1
+            self.core.forget_receipts()  # receipts of an older stream promise nothing now
 
     def input_closed(self, inp: FrameInput) -> None:
         self._inputs.discard(inp)
+        if inp.side == "secondary":
+            self.core.forget_receipts()
         if inp.side == "primary" and not self.options.primary_in.listen:
             self.stop(EXIT_PATH_LOST, "primary_in closed")
 

@@ -90,6 +90,15 @@ def test_an_ack_leaves_early_once_the_host_holds_what_it_acknowledges() -> None:
     assert c.counters.held_frames == 0
 
 
+def test_receipts_of_a_restarted_stream_promise_nothing() -> None:
+    c = Comparator(policy=PreReleasePolicy([AckOnlyRule()]))
+    c.feed_primary(_guest_ack(CSEQ), 0.0)
+    c.feed_secondary(_guest_ack(CSEQ), 0.0)
+    c.feed_receipts([Receipt(_key(), CSEQ, CSEQ + 8 * MSS)], 0.05)
+    c.forget_receipts()  # the shell: the secondary's connection closed or reopened
+    assert c.feed_primary(_guest_ack(CSEQ + 4 * MSS), 0.1) == []
+
+
 def test_without_a_policy_receipts_release_nothing() -> None:
     c = Comparator()
     c.feed_primary(_guest_ack(CSEQ), 0.0)
