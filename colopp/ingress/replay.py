@@ -13,6 +13,7 @@ like the client's own frames); the guest's output is read there too. Needs CAP_N
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable
 
@@ -88,3 +89,10 @@ def guest_frames(sock: socket.socket) -> list[bytes]:
             return out
         if address[2] != socket.PACKET_OUTGOING:
             out.append(data)
+
+
+def send_frame(sock: socket.socket, frame: bytes) -> None:
+    """Send one frame on ``sock``; a full socket buffer drops it (the next round sends it
+    again)."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        sock.send(frame)

@@ -97,3 +97,67 @@ def test_the_replayer_gives_up_at_its_deadline() -> None:
         at = replay.tick(at)
     assert replay.rounds == 5  # 0, 0.05, 0.15, 0.35, 0.75
     assert not log.settled()
+
+
+def test_the_relay_command_line_is_checked() -> None:
+    from colopp.errors import ConfigError
+    from colopp.ingress.__main__ import parse_args
+
+    ends = ["--mirror-from", "tcp:198.18.2.1:9003", "--output-to", "tcp:198.18.2.1:9004"]
+    good = [*ends, "--mirror-to", "listen:unix:/r0", "--output-from", "listen:unix:/r1"]
+    options, _ = parse_args(good)
+    assert options.mirror_to.path == "/r0" and not options.mirror_from.listen
+    with pytest.raises(ConfigError, match="listen"):
+        parse_args([*ends, "--mirror-to", "unix:/r0", "--output-from", "listen:unix:/r1"])
+    with pytest.raises(ConfigError, match="positive"):
+        parse_args([*good, "--max-bytes", "0"])
+
+
+async def promote_scenario(tmp: Path) -> None:
+    import json
+    import signal
+    import sys
+
+    from compare_fakes import status_until
+
+    mirror = FakeQemuSide(tmp / "mirror0.sock")
+    comparator = FakeQemuSide(tmp / "secondary_in.sock")
+    await mirror.start()
+    await comparator.start()
+    status = tmp / "ingress.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "colopp.ingress",
+        "--mirror-from",
+        f"unix:{mirror.path}",
+        "--mirror-to",
+        f"listen:unix:{tmp / 'red0.sock'}",
+        "--output-from",
+        f"listen:unix:{tmp / 'red1.sock'}",
+        "--output-to",
+        f"unix:{comparator.path}",
+        "--status",
+        str(status),
+    )
+    try:
+        red0 = await connect_when_ready(tmp / "red0.sock")
+        _, m_writer = await asyncio.wait_for(mirror.conn, TIMEOUT)
+        m_writer.write(encode_frames([_client(0), _client(1)]))
+        await status_until(status, lambda st: st["client_frames"] == 2)
+        proc.send_signal(signal.SIGUSR1)
+        assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 0
+        final = json.loads(status.read_text())
+        assert final["promoted"] and final["replay"] == {"frames": 2, "handed_over": False}
+        red0.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await mirror.close()
+        await comparator.close()
+
+
+def test_sigusr1_promotes_and_reports_what_it_could_not_hand_over(tmp_path: Path) -> None:
+    # Without --tap (no CAP_NET_RAW in the unit tier) nothing is handed over: said so.
+    asyncio.run(asyncio.wait_for(promote_scenario(tmp_path), 3 * TIMEOUT))
