@@ -468,6 +468,9 @@ class TcpConnection:
         # primary had.
         self.s_max_ack = self.p_max_ack
         self.s_dup_acks = 0
+        # A receipt of the old epoch may rest on bytes the old secondary acknowledged and
+        # its successor lacks (the primary still queued them at STOP): forget it.
+        self.host_held = None
         self.s_fin_pos = self.p_fin_pos
         self.s_rst = self.p_rst
         self.s_bare.clear()

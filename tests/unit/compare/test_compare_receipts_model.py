@@ -167,3 +167,15 @@ def test_the_model_does_release_acks_early() -> None:
     assert path.comparator.counters.host_covered_frames > 0
     assert path.secondary.next_index() == 0  # the secondary guest acknowledged nothing
     assert path.promoted_next() == 4  # the log's frames
+
+
+def test_a_receipt_does_not_outlive_a_checkpoint() -> None:
+    # Found by the property test: the secondary takes a client segment and acknowledges
+    # it (the log frees it) while the primary still queues it; a checkpoint then makes the
+    # secondary a copy of a primary without it. The old receipt (start at the old ACK)
+    # must not cover the primary's ACK of that segment once the primary takes it in.
+    path = Path()
+    for event, pick in [(0, 0), (2, 1), (5, 3), (3, 2), (7, 1), (1, 4)]:
+        path.step(event, pick)
+    assert path.client_acked == 0
+    assert path.promoted_next() == 0
