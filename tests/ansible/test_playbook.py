@@ -135,6 +135,45 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     assert "ProtectSystem=strict" in api and "ReadWritePaths=" in api
 
 
+_SETTINGS = """
+- name: Check colopp's settings as every play does
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Check the settings
+      ansible.builtin.include_role:
+        name: colopp
+        tasks_from: settings
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({}, False),
+        ({"colopp_tls": False}, True),
+        ({"colopp_api_tls": False}, True),
+        ({"colopp_tls": False, "colopp_plaintext_lab": True}, False),
+    ],
+)
+def test_plain_tcp_or_http_only_for_a_lab(
+    tmp_path: Path, extra: dict[str, bool], refused: bool
+) -> None:
+    (tmp_path / "settings.yml").write_text(_SETTINGS)
+    env = ansible_env(tmp_path) | {"ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles")}
+    done = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-e", json.dumps(extra), "settings.yml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode != 0) == refused, done.stdout + done.stderr
+    assert ("for a local lab only" in done.stdout) == refused, done.stdout
+
+
 @pytest.fixture
 def site() -> Iterator[AnsibleSite]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
