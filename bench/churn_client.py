@@ -50,6 +50,9 @@ class Churn:
     put_latencies: list[float] = field(default_factory=list)
     idle_opened: int = 0
     idle_broken: int = 0
+    # Per broken connection: id, client port, opened/broken at (s), requests answered.
+    broken_detail: list[dict[str, Any]] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)  # connection id -> client port
 
 
 class Connection(asyncio.Protocol):
@@ -69,11 +72,16 @@ class Connection(asyncio.Protocol):
         self.sent_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.waiting = False
+        self.port = 0  # the client's port: the key to the pair's translation records
+        self.opened_at = time.monotonic()
 
     # ---- protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sockname = transport.get_extra_info("sockname")
+        self.port = int(sockname[1]) if sockname else 0
+        self.churn.ports[self.cid] = self.port
         self._send()
 
     def data_received(self, data: bytes) -> None:
@@ -160,6 +168,15 @@ class Connection(asyncio.Protocol):
         churn = self.churn
         churn.errors.append(f"{self.cid}: {why}"[:200])
         churn.broken_at.append(round(time.monotonic() - churn.started, 1))
+        churn.broken_detail.append(
+            {
+                "cid": self.cid,
+                "port": self.port,
+                "opened_s": round(self.opened_at - churn.started, 2),
+                "broken_s": round(time.monotonic() - churn.started, 2),
+                "answered": self.n,
+            }
+        )
         self._finish(False)
 
     def _finish(self, ok: bool) -> None:
@@ -251,6 +268,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "broken_at_s": churn.broken_at[:50],
         "errors": churn.errors[:20],
+        "broken_detail": churn.broken_detail[:50],
+        "started_monotonic": churn.started,
+        "ports": churn.ports,
     }
 
 

@@ -41,6 +41,7 @@ from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_colo_mode
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
+from colopp.agent.translation import describe as describe_translation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     primary_failover,
@@ -202,6 +203,8 @@ class HostAgent:
             "colo_exit": side.checkpoints.colo_exit,
             "vcpu": side.vcpu.to_status() if side.vcpu is not None else None,
         }
+        if self.translation is not None:
+            out["translation"] = describe_translation(self.translation)
         if side.comparator is not None:
             out["comparator"] = {
                 "pid": side.comparator.pid,

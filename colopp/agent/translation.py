@@ -54,6 +54,8 @@ class SideTranslation:
         self._sink: asyncio.Server | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        #: How the last promotion sorted the young offsets (YoungOffsets.census).
+        self.promotion: dict[str, int] = {}
 
     @property
     def spliced(self) -> bool:
@@ -90,6 +92,7 @@ class SideTranslation:
             self.young.run,
             len(self.young.live()),
         )
+        self.promotion = self.young.census(last_load)
         self.record = self.young.table_of_record(self.record, time.time(), last_load)
         save_state(self.run_dir / RECORD_FILE, self.record)
         if self._sink is not None:
@@ -169,4 +172,5 @@ def describe(translation: SideTranslation | None) -> dict[str, Any]:
         "record": len(translation.record),
         "young": len(translation.young),
         "translator": translation.spliced,
+        "promotion": dict(translation.promotion),
     }

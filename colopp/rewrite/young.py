@@ -81,6 +81,25 @@ class YoungOffsets:
             if epoch >= self.loaded and (last_load is None or arrived > last_load)
         }
 
+    def census(self, last_load: float | None = None) -> dict[str, int]:
+        """How promotion with ``last_load`` sorts the entries: ``carried`` (live), dropped
+        because a checkpoint the primary completed voided them (``dropped_epoch``), or
+        because they arrived before this secondary's own last load (``dropped_load``)."""
+        carried = dropped_epoch = dropped_load = 0
+        for _, epoch, arrived in self._entries.values():
+            if epoch < self.loaded:
+                dropped_epoch += 1
+            elif last_load is not None and arrived <= last_load:
+                dropped_load += 1
+            else:
+                carried += 1
+        return {
+            "young": len(self._entries),
+            "carried": carried,
+            "dropped_epoch": dropped_epoch,
+            "dropped_load": dropped_load,
+        }
+
     def table_of_record(
         self, inherited: OffsetTable, now: float, last_load: float | None = None
     ) -> OffsetTable:

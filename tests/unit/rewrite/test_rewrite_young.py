@@ -69,3 +69,20 @@ def test_no_load_on_record_keeps_every_live_offset() -> None:
     young = YoungOffsets()
     young.learned(A, 7, epoch=0, arrived=5.0)
     assert young.table_of_record(OffsetTable(), 0.0, None).delta(A) == 7
+
+
+def test_census_says_why_each_offset_is_carried_or_dropped() -> None:
+    young = YoungOffsets()
+    young.learned(A, 7, epoch=0, arrived=1.0)  # voided by the load the primary reported
+    young.completed(1)
+    young.learned(B, 9, epoch=1, arrived=2.0)  # voided by a load only the secondary saw
+    young.learned((1, 80, 2, 1002), 5, epoch=1, arrived=4.0)
+    assert young.census(last_load=3.0) == {
+        "young": 2,
+        "carried": 1,
+        "dropped_epoch": 0,
+        "dropped_load": 1,
+    }
+    young.learned(A, 7, epoch=0, arrived=5.0)  # a late message of an old epoch
+    assert young.census(last_load=3.0)["dropped_epoch"] == 1
+    assert young.census()["carried"] == 2
