@@ -55,6 +55,7 @@ from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
+from colopp.rewrite.splice import promotion_steps
 
 
 class HostAgent:
@@ -404,7 +405,9 @@ class HostAgent:
             # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
             last_load = side.checkpoints.last_at
             await restore_vcpus(side)  # full CPUs before it serves
-            await run_steps(side, secondary_failover())
+            # QEMU turns the translator's redirectors off at the failover: back on at once.
+            spliced = self.translation is not None and self.translation.spliced
+            await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
