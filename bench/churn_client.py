@@ -43,6 +43,7 @@ class Churn:
     opened: int = 0
     broken: int = 0
     requests_ok: int = 0
+    requests_sent: int = 0
     writes: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     broken_at: list[float] = field(default_factory=list)
@@ -105,6 +106,7 @@ class Connection(asyncio.Protocol):
         else:
             self.transport.write(f"GET /kv/{self.key} HTTP/1.1\r\nHost: g\r\n\r\n".encode())
         self.sent_at = time.monotonic()
+        self.churn.requests_sent += 1
         self.waiting = True
         self.timer = self.loop.call_later(self.churn.timeout, self._timed_out)
         if self.buffer:
@@ -248,6 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait_for(stop.wait(), max(0.0, next_open - time.monotonic()))
     await asyncio.gather(*tasks)
     reader_task.cancel()
+    elapsed = max(time.monotonic() - churn.started, 1e-9)  # before the read-back
     lost = await asyncio.to_thread(verify_writes, host, int(port), churn.writes, 60.0)
     lat = churn.latencies
     return {
@@ -256,6 +259,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle_connections": churn.idle_opened,
         "idle_broken": churn.idle_broken,
         "requests_ok": churn.requests_ok,
+        "requests_sent": churn.requests_sent,
+        # Offered (sent) and served (answered) rates over the client's whole run.
+        "requests_per_s": {
+            "offered": round(churn.requests_sent / elapsed, 1),
+            "served": round(churn.requests_ok / elapsed, 1),
+        },
         "writes_acked": len(churn.writes),
         "writes_lost": len(lost),
         "lost_keys": lost[:20],
