@@ -406,7 +406,9 @@ class HostAgent:
             last_load = side.checkpoints.last_at
             await restore_vcpus(side)  # full CPUs before it serves
             # QEMU turns the translator's redirectors off at the failover: back on at once.
-            spliced = self.translation is not None and self.translation.spliced
+            # (A re-adopted side has its filters but no translator child: its record says.)
+            t = self.translation
+            spliced = t is not None and (t.spliced or bool(t.record))
             await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
             if self.translation is not None:
                 self.translation.promoted(last_load)

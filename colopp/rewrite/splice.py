@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from colopp.colo.sequence import GENERIC_ERROR, QmpStep
+from colopp.colo.sequence import DEVICE_NOT_FOUND, GENERIC_ERROR, QmpStep
 from colopp.rewrite.relay import RelayOptions
 
 # Tolerated by QEMU error class (never message text, see QmpStep.tolerates): a duplicate
@@ -114,7 +114,12 @@ def resume_steps() -> list[QmpStep]:
     re-protection re-created the filters).
     """
     return [
-        QmpStep("qom-set", {"path": f"/objects/{fid}", "property": "status", "value": "on"})
+        QmpStep(
+            "qom-set",
+            {"path": f"/objects/{fid}", "property": "status", "value": "on"},
+            # A side whose filters are gone must still fail over.
+            tolerate=(GENERIC_ERROR, DEVICE_NOT_FOUND),
+        )
         for fid, _, _ in FILTERS
     ]
 
