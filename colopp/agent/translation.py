@@ -93,7 +93,14 @@ class SideTranslation:
             len(self.young.live()),
         )
         self.promotion = self.young.census(last_load)
-        self.record = self.young.table_of_record(self.record, time.time(), last_load)
+        # The translator's own table, when one runs: it has decided pending entries since.
+        base = self.record
+        if self.spliced:
+            try:
+                base = load_state(self.run_dir / TABLE_FILE)
+            except ConfigError as exc:
+                log.warning("translator table unreadable, using the record: %s", exc)
+        self.record = self.young.table_of_record(base, time.time(), last_load)
         save_state(self.run_dir / RECORD_FILE, self.record)
         if self._sink is not None:
             self._sink.close()

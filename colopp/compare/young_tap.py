@@ -46,6 +46,7 @@ class YoungMessage:
             "delta": self.learned.delta,
             "epoch": self.epoch,
             "adoption": True,  # an "adopted" message will follow once the client took it
+            "isn": self.learned.isn_client,
         }
 
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from colopp.errors import ConfigError
-from colopp.rewrite.table import OffsetTable
+from colopp.rewrite.table import MASK, OffsetTable
 from colopp.rewrite.young import YoungOffsets
 
 MAX_LINE = 64 * 1024
@@ -57,9 +57,14 @@ def _apply(young: YoungOffsets, request: Any, now: float) -> dict[str, Any]:
         table = OffsetTable.from_snapshot([row])
         key = next(iter(table))
         awaits = request.get("adoption", False)
+        isn = request.get("isn")
         if not isinstance(awaits, bool):
             raise ConfigError("adoption must be true or false")
-        young.learned(key, table.delta(key), epoch, now, awaits_adoption=awaits)
+        if isn is not None and (
+            not isinstance(isn, int) or isinstance(isn, bool) or not 0 <= isn <= MASK
+        ):
+            raise ConfigError("isn must be a 32-bit unsigned integer")
+        young.learned(key, table.delta(key), epoch, now, awaits_adoption=awaits, isn=isn)
         return {"ok": True}
     if op == "adopted":
         row = {k: request.get(k) for k in ("guest", "peer")} | {"delta": 1, "last_seen": 0.0}

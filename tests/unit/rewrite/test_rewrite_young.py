@@ -82,6 +82,7 @@ def test_census_says_why_each_offset_is_carried_or_dropped() -> None:
         "carried": 1,
         "dropped_epoch": 0,
         "dropped_load": 1,
+        "pending": 0,
         "dropped_unadopted": 0,
     }
     young.learned(A, 7, epoch=0, arrived=5.0)  # a late message of an old epoch
@@ -89,11 +90,12 @@ def test_census_says_why_each_offset_is_carried_or_dropped() -> None:
     assert young.census()["carried"] == 2
 
 
-def test_an_offset_whose_syn_ack_died_with_the_primary_stays_out_of_the_record() -> None:
+def test_an_unproven_offset_without_its_isn_stays_out_of_the_record() -> None:
     # Issue 18 regression (bench.churn's connection opened at the kill): the secondary host
     # acknowledged the offset, the primary died before its SYN-ACK reached the client, the
     # client retransmitted its SYN to the promoted guest and took *its* ISN. No output of
-    # the connection ever proved adoption: the record must not translate it.
+    # the connection ever proved adoption: the record must not translate it (with the
+    # client's ISN known it travels pending instead: test_rewrite_pending.py).
     young = YoungOffsets()
     young.learned(A, 7, epoch=0, arrived=1.0, awaits_adoption=True)
     young.learned(B, 9, epoch=0, arrived=1.0, awaits_adoption=True)

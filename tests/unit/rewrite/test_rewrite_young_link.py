@@ -180,3 +180,18 @@ def test_adopted_requests_mark_the_offset_and_bad_ones_change_nothing() -> None:
     )
     assert json.loads(reply)["ok"] is True
     assert young.live() == {(1, 80, 2, 9): 4}
+
+
+def test_young_requests_carry_the_client_isn_for_pending_offsets() -> None:
+    young = YoungOffsets()
+    line = (
+        b'{"op":"young","guest":[1,80],"peer":[2,9],"delta":4,"epoch":0,"adoption":true,"isn":77}'
+    )
+    assert json.loads(handle_young_request(young, line, 1.0))["ok"] is True
+    assert young.pending() == {(1, 80, 2, 9): (4, 77)}
+    bad = line.replace(b'"isn":77', b'"isn":-1')
+    assert json.loads(handle_young_request(YoungOffsets(), bad, 1.0))["ok"] is False
+    tap = YoungTap()
+    tap.primary(tcp(1000, 77, "SA"))
+    message = tap.secondary(tcp(1500, 77, "SA"))
+    assert message is not None and message.to_json()["isn"] == 1000
