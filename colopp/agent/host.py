@@ -365,6 +365,7 @@ class HostAgent:
             "linked_wait_s": result["linked_wait_s"],
             "colo_after_continue_ms": result["colo_after_continue_ms"],
             "took_s": time.monotonic() - started,
+            "timeline": result["timeline"],
         }
 
     async def _force_checkpoint(self) -> None:
