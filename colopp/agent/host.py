@@ -43,8 +43,8 @@ from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
+    attach_replication,
     primary_failover,
-    primary_start,
     resume_replication,
     secondary_failover,
     secondary_prepare,
@@ -298,14 +298,24 @@ class HostAgent:
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
-        """Attach replication and migrate into COLO (primary only)."""
+        """Copy the disk and RAM to the prepared secondary and enter COLO (primary only).
+
+        The same live path as re-protection (colopp.colo.live): the secondary's disk is
+        filled by a mirror of this one, so writes the guest made before protection (its
+        boot, its service) are on both disks, not only here.
+        """
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        if side.comparator is None:
-            await start_comparator(side, self._comparator_restarted)
-        self.persist()
-        steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
-        await run_steps(side, steps)
+
+        async def comparator() -> None:
+            if side.comparator is None:
+                await start_comparator(side, self._comparator_restarted)
+            self.persist()
+
+        plumbing = attach_replication(side.spec.peer_repl_ip, side.spec.ports)
+        await live_reprotect(
+            side, side.spec.peer_repl_ip, plumbing, checkpoint_delay_ms, 300.0, comparator
+        )
         return {"started": True}
 
     async def resume_replication(

@@ -105,7 +105,11 @@ class PairController:
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")
-            await pa.call("start_colo", checkpoint_delay_ms=cfg.options.checkpoint_delay_ms)
+            await pa.call(
+                "start_colo",
+                timeout=cfg.colo_timeout + 300,
+                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
+            )
             self.progress("migrating into COLO (RAM and disk)")
             await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
             await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
@@ -142,8 +146,8 @@ class PairController:
     async def reprotect(self, onto: HostSlot | None = None) -> dict[str, Any]:
         """Start a new secondary (default: on the host lost last) and return to COLO.
 
-        The serving side keeps serving; it pauses only for the switch to the replication
-        driver and the RAM migration into COLO.
+        The serving side keeps serving through the disk mirror and the RAM pre-copy; it
+        pauses only for the switch into COLO (colopp.colo.live).
 
         Raises:
             StateError: the pair is not failed over, or no host is named.
@@ -198,7 +202,7 @@ class PairController:
         await fence(self.agents[old.name], self.clock, timeout=10.0, call_timeout=30.0)
         result = await self.failover(Role.PRIMARY)
         # As after an unplanned failover: let clients' retransmissions reach the new
-        # primary before re-protection briefly freezes the guest for the RAM migration.
+        # primary before re-protection pauses the guest for the switch into COLO.
         await self.clock.sleep(settle)
         result |= await self.reprotect(old)
         self._event("switchover", primary=self.primary.name, secondary=old.name)
