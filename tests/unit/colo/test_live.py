@@ -17,6 +17,7 @@ from colopp.colo.live import (
 )
 from colopp.colo.sequence import (
     QmpStep,
+    attach_replication,
     finish_resync,
     migrate_to,
     primary_start,
@@ -60,6 +61,16 @@ def test_first_protection_of_a_running_guest_has_the_same_window() -> None:
     # guest whose disks are identical copies, not for a serving one).
     plan = [*as_points(primary_start("10.0.0.2", PORTS, 2000)), COLO_STARTED]
     assert "migrate" in unreplicated_steps(plan)
+
+
+def test_first_protection_takes_the_live_plan_without_a_window() -> None:
+    # HostAgent.start_colo: only the replication child is added (the primary's filters
+    # come from its command line), in the pause, after the mirror completed.
+    plan = live_plan("10.0.0.2", PORTS, attach_replication("10.0.0.2", PORTS), 2000)
+    assert unreplicated_steps(plan) == []
+    names = [p.name for p in plan]
+    assert names.index("block-job-cancel") < names.index("x-blockdev-change")
+    assert plan.index(PRE_SWITCHOVER) < names.index("x-blockdev-change")
 
 
 def test_live_plan_keeps_every_running_moment_replicated() -> None:
