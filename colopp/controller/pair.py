@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from colopp.colo.state import PairLifecycle, PairState, Transition
 from colopp.controller.seam import Agent, Clock, SystemClock, fence
-from colopp.domain import HostSlot, PairConfig, Role
+from colopp.domain import HostSlot, PairConfig, Role, VmSpec
 from colopp.errors import ColoppError, StateError
 
 Progress = Callable[[str], None]
@@ -120,6 +122,77 @@ class PairController:
         self.lifecycle.move(PairState.PROTECTED, "COLO on both sides")
         self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
         self.progress("COLO state reached on both sides")
+
+    async def protect_running(self, qmp_socket: str) -> dict[str, Any]:
+        """Protect a VM that already runs on the primary host, in a QEMU colopp did not
+        start (reached through ``qmp_socket``), without restarting it: the primary's agent
+        takes it over by a local live migration onto the same disk file
+        (colopp.agent.takeover), the secondary starts on a blank disk, and the live
+        protection (colopp.colo.live) mirrors the disk and pre-copies the RAM to it while
+        the guest serves.
+
+        Raises:
+            ColoppError: a step failed; the pair is left in ERROR. A ConfigError from the
+                take-over names what to change on the VM (nothing was changed on it).
+        """
+        cfg, secondary = self.config, self.secondary
+        if secondary is None:
+            raise StateError("no secondary host to protect onto")
+        pa, sa = self.agents[cfg.primary.name], self.agents[secondary.name]
+        self.lifecycle.move(PairState.LAUNCHING, f"take over the VM behind {qmp_socket}")
+        try:
+            side_p = self._side(Role.PRIMARY, cfg.primary, secondary)
+            taken: dict[str, Any] = await pa.call(
+                "take_over", name=cfg.vm.name, qmp_socket=qmp_socket, side=side_p, timeout=330
+            )
+            self.progress(f"{pa.name}: VM taken over by pid {taken['pid']} on {taken['disk']}")
+            self.config = cfg = replace(
+                cfg, vm=VmSpec.from_dict(taken["vm"]), base_disk=Path(taken["disk"])
+            )
+            side_s = self._side(Role.SECONDARY, secondary, cfg.primary)
+            await sa.call(
+                "launch",
+                vm=cfg.vm.to_dict(),
+                side=side_s,
+                base_disk=str(cfg.base_disk),
+                blank_size=int(taken["disk_size"]),
+                timeout=60,
+            )
+            await sa.call("prepare_secondary")
+            self.lifecycle.move(PairState.SYNCING, "disk mirror and RAM pre-copy")
+            result: dict[str, Any] = await pa.call(
+                "resume_replication",
+                peer_repl_ip=secondary.repl_ip,
+                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
+                timeout=cfg.colo_timeout + 300,
+            )
+            await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+        except ColoppError as exc:
+            self.lifecycle.move(PairState.ERROR, str(exc))
+            self._event("error", message=str(exc))
+            raise
+        self.lifecycle.move(PairState.PROTECTED, "COLO on both sides (taken over)")
+        self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
+        return {"take_over": taken, **result}
+
+    async def unprotect(self) -> dict[str, Any]:
+        """Stop protecting: the secondary stops, the primary drops its replication child,
+        filters and comparator and serves alone on its disk (the pair ends FAILED_OVER,
+        with no host to re-protect onto).
+
+        Raises:
+            StateError: the pair is not protected. ColoppError: the primary's sequence
+                failed (pair → ERROR).
+        """
+        self.lifecycle.require(PairState.PROTECTED)
+        assert self.secondary is not None
+        with contextlib.suppress(ColoppError):
+            await self.agents[self.secondary.name].call("stop_vm", timeout=30)
+        result = await self.failover(Role.SECONDARY)
+        self.standby = None
+        self._event("unprotected", primary=self.primary.name)
+        return result
 
     async def failover(self, lost: Role = Role.PRIMARY) -> dict[str, Any]:
         """Make the surviving side serve alone; ``lost`` names the side that is gone.
