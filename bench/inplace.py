@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.inplace_disk import keys_missing_on_disk
+from bench.inplace_running import protect_running_trial
 from bench.inplace_trace import Captures
 from colopp.colo.state import PairState
 from colopp.demo.harness import ClientWorkload, SupervisedPair
@@ -60,6 +61,8 @@ def _start_captures(sp: SupervisedPair, captures: Captures) -> None:
     captures.start(plan.netns(serving), plan.tap(serving).ifname, "tap")
     bpf = f"tcp port {ports.mirror} or tcp port {ports.compare}"
     captures.start(plan.netns(serving), "repl0", "repl", bpf)
+    lost = Node.HOST_A if serving is Node.HOST_B else Node.HOST_B
+    captures.start(plan.netns(lost), plan.tap(lost).ifname, "sectap", "")
 
 
 def _keep_trace(
@@ -174,12 +177,28 @@ async def reprotect_trial(
     }
 
 
-async def run(sizes: list[int], console: Console, trace: Path | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"reprotect": {}}
+def machine() -> dict[str, Any]:
+    """How the CPUs were shared while measuring (the figures depend on it)."""
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()),
+        "pinned": False,  # lab hosts, client and other users' work share every CPU
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    }
+
+
+async def run(
+    sizes: list[int], console: Console, trace: Path | None = None, running: bool = True
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"machine_before": machine(), "reprotect": {}}
+    if running:
+        out["protect_running"] = await protect_running_trial(console)
+        out["machine_after_protect_running"] = machine()
     for index, memory_mb in enumerate(sizes):
         out["reprotect"][str(memory_mb)] = await reprotect_trial(
             memory_mb, f"clpip{index}", console, trace / str(memory_mb) if trace else None
         )
+        out[f"machine_after_{memory_mb}"] = machine()
     return out
 
 
@@ -188,9 +207,11 @@ def main() -> int:
     parser.add_argument("--memory", type=int, action="append", help="MiB (repeatable)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--trace", type=Path, help="keep captures and timelines here")
+    parser.add_argument("--no-running", action="store_true", help="skip protecting a running VM")
     args = parser.parse_args()
     console = Console(stderr=True)
-    result = asyncio.run(run(args.memory or [256, 1024], console, args.trace))
+    sizes = args.memory if args.memory is not None else [256, 1024]
+    result = asyncio.run(run(sizes, console, args.trace, not args.no_running))
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -40,7 +40,7 @@ class Captures:
         if self.tcpdump is None:
             return
         argv = [self.tcpdump, "-i", iface, "-n", "-U", "-s", "160", "-w"]
-        argv += [str(self.out / f"{name}.pcap"), bpf]
+        argv += [str(self.out / f"{name}.pcap"), *([bpf] if bpf else [])]
         self.procs.append(
             subprocess.Popen(
                 netns_argv(netns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -111,6 +111,22 @@ def read_pcap(path: Path) -> list[Segment]:
     return out
 
 
+def frames(path: Path) -> list[tuple[float, str, str, str]]:
+    """Every frame of a pcap file: (time, source MAC, destination MAC, EtherType)."""
+    data = path.read_bytes() if path.exists() else b""
+    out: list[tuple[float, str, str, str]] = []
+    pos = PCAP_HEADER.size
+    while len(data) >= PCAP_HEADER.size and pos + RECORD_HEADER.size <= len(data):
+        sec, usec, caplen, _ = RECORD_HEADER.unpack_from(data, pos)
+        pos += RECORD_HEADER.size
+        frame = data[pos : pos + caplen]
+        pos += caplen
+        if len(frame) >= 14:
+            src, dst = frame[6:12].hex(":"), frame[0:6].hex(":")
+            out.append((sec + usec / 1e6, src, dst, frame[12:14].hex()))
+    return out
+
+
 def retransmissions(segments: list[Segment], src: str) -> list[Segment]:
     """Payload segments from ``src`` whose sequence range was sent before (same flow)."""
     seen: set[tuple[int, int, int]] = set()
@@ -155,6 +171,9 @@ def summarise(trace: Path) -> dict[str, Any]:
             for who, addr in (("client", client), ("guest", guest))
             if addr
         }
+    seen = [f for f in frames(trace / "sectap.pcap") if f[0] > t0 - 2]
+    out["sectap_frames"] = len(seen)
+    out["sectap_first"] = [[round(at - t0, 3), src, dst, kind] for at, src, dst, kind in seen[:15]]
     return out
 
 
