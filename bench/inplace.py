@@ -207,10 +207,11 @@ def main() -> int:
     parser.add_argument("--memory", type=int, action="append", help="MiB (repeatable)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--trace", type=Path, help="keep captures and timelines here")
-    parser.add_argument("--no-running", action="store_true", help="skip protecting a running VM")
+    parser.add_argument("--no-running", action="store_true", help="skip protect_running")
+    parser.add_argument("--no-reprotect", action="store_true", help="skip the reprotect trials")
     args = parser.parse_args()
     console = Console(stderr=True)
-    sizes = args.memory if args.memory is not None else [256, 1024]
+    sizes = [] if args.no_reprotect else (args.memory or [256, 1024])
     result = asyncio.run(run(sizes, console, args.trace, not args.no_running))
     print(json.dumps(result, indent=2))
     if args.json is not None:
