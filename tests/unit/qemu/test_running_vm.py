@@ -119,3 +119,23 @@ def test_pci_slots_of_the_nic_and_the_disk() -> None:
     assert pci_slots(pci) == {"nic": 2, "disk": 3}
     with pytest.raises(ConfigError):
         pci_slots([{"devices": []}])
+
+
+def test_colopps_copy_waits_for_the_vm_on_its_disk_file_without_filters() -> None:
+    from colopp.agent.takeover import takeover_argv
+    from colopp.domain import Role, SideSpec
+    from colopp.qemu.runtime import QemuRuntime
+
+    vm = with_disk(
+        inspect_argv(GOOD),
+        [{"inserted": {"file": "/var/lib/vms/web1.qcow2", "drv": "raw"}}],
+    )
+    spec = SideSpec(Role.PRIMARY, Path("/run/x"), "colopp123", Path("/var/lib/vms/web1.qcow2"),
+                    "10.0.0.1", "10.0.0.2")  # fmt: skip
+    argv = " ".join(
+        takeover_argv(QemuRuntime(), vm.vm_spec("web1"), spec, vm, {"nic": 2, "disk": 5})
+    )
+    assert "children.0.file.filename=/var/lib/vms/web1.qcow2,children.0.driver=raw" in argv
+    assert "mac=52:54:00:aa:00:01,romfile=,addr=0x2" in argv and "addr=0x5" in argv
+    assert "ifname=colopp123" in argv and "-incoming defer" in argv
+    assert "filter-" not in argv and "-kernel /boot/vmlinuz" in argv
