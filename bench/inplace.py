@@ -71,6 +71,8 @@ def _keep_trace(
     serving = sp.pair.primary.name
     for log in (state / serving).glob("*/*/compare.log"):
         shutil.copy(log, trace / "compare.log")
+    for log in state.glob("agent-*.log"):
+        shutil.copy(log, trace / log.name)
     doc = {
         "timeline": result.get("timeline", []),
         "guest": str(sp.plan.guest_address.ip),
