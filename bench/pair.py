@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -365,6 +366,8 @@ def main() -> int:
     parser.add_argument("--replot", action="store_true", help="only redraw and reprint --json")
     args = parser.parse_args()
     console = Console(stderr=True)
+    if args.png is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--png needs matplotlib: pip install -e '.[bench]' (scripts/setup.sh does)")
     if args.replot:
         result = json.loads(args.json.read_text())
         result["targets"] = evaluate_targets(result)
