@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -39,7 +40,7 @@ class Captures:
     def start(self, netns: str, iface: str, name: str, bpf: str = "tcp") -> None:
         if self.tcpdump is None:
             return
-        argv = [self.tcpdump, "-i", iface, "-n", "-U", "-s", "160", "-w"]
+        argv = [self.tcpdump, "-i", iface, "-n", "--immediate-mode", "-U", "-s", "160", "-w"]
         argv += [str(self.out / f"{name}.pcap"), *([bpf] if bpf else [])]
         self.procs.append(
             subprocess.Popen(
@@ -49,7 +50,7 @@ class Captures:
 
     def stop(self) -> None:
         for proc in self.procs:
-            proc.terminate()
+            proc.send_signal(signal.SIGINT)  # tcpdump writes what it holds, then exits
         for proc in self.procs:
             try:
                 proc.wait(5)
