@@ -90,6 +90,13 @@ class ProtectionCreate(BaseModel):
     placement: Literal["lab", "hosts"] = "lab"
     hosts: Hosts | None = None
     base_disk: HostPath | None = Field(None, description="the VM's disk on both hosts")
+    running_qmp: HostPath | None = Field(
+        None,
+        description="placement hosts, backend qemu: protect the VM already running on the"
+        " primary host, reached through this QMP socket, without restarting it (its disk"
+        " file, memory and boot come from it; README 'Protecting a running VM' says what it"
+        " must look like)",
+    )
     vm: VmOptions = Field(default_factory=lambda: VmOptions.model_validate({}))
     comparator: Literal["builtin", "colopp"] = "colopp"
     prerelease: (
@@ -150,7 +157,7 @@ class ProtectionCreate(BaseModel):
             raise ValueError("guest picks the lab's image: placement hosts brings its own VM")
         if self.placement == "hosts":
             needed: list[tuple[str, object]] = [("hosts", self.hosts)]
-            if self.backend == "qemu":  # a libvirt domain has its own disk and boot
+            if self.backend == "qemu" and self.running_qmp is None:  # libvirt: its own
                 needed.append(("base_disk", self.base_disk))
                 boot = [
                     ("vm.kernel", self.vm.kernel),
@@ -165,6 +172,8 @@ class ProtectionCreate(BaseModel):
                 raise ValueError(f"placement hosts needs {', '.join(missing)}")
         elif self.hosts is not None or self.base_disk is not None:
             raise ValueError("placement lab builds its own hosts and disk: drop hosts/base_disk")
+        if self.running_qmp is not None and (self.placement, self.backend) != ("hosts", "qemu"):
+            raise ValueError("running_qmp needs placement hosts and backend qemu")
         return self
 
 
