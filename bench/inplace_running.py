@@ -93,6 +93,8 @@ async def protect_running_trial(console: Console, memory_mb: int = 256) -> dict[
     )
     await local.deployment.start()
     sp = SupervisedPair(local)
+    for agent in sp.pair.agents.values():  # authenticate now: an idle connection is dropped
+        await agent.call("ping")
     plan = sp.plan
     folder = state / "plain"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
