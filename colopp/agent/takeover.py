@@ -41,6 +41,8 @@ MIGRATION_TIMEOUT = 300.0
 # The local migration's stop: what QEMU may leave for the stopped last pass.
 DOWNTIME_LIMIT_MS = 50
 MIGRATION_DONE = ("completed",)
+#: takeover.conf's values beyond :func:`colopp.qemu.argv.template_values`.
+TAKEOVER_PLACEHOLDERS = ("disk_format", "nic_addr", "disk_addr")
 MIGRATION_FAILED = ("failed", "cancelled")
 
 
