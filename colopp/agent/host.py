@@ -41,6 +41,7 @@ from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_colo_mode
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
+from colopp.agent.translation import describe as describe_translation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     primary_failover,
@@ -54,6 +55,7 @@ from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
+from colopp.rewrite.splice import promotion_steps
 
 
 class HostAgent:
@@ -207,6 +209,8 @@ class HostAgent:
             "colo_exit": side.checkpoints.colo_exit,
             "vcpu": side.vcpu.to_status() if side.vcpu is not None else None,
         }
+        if self.translation is not None:
+            out["translation"] = describe_translation(self.translation)
         if side.comparator is not None:
             out["comparator"] = {
                 "pid": side.comparator.pid,
@@ -406,7 +410,11 @@ class HostAgent:
             # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
             last_load = side.checkpoints.last_at
             await restore_vcpus(side)  # full CPUs before it serves
-            await run_steps(side, secondary_failover())
+            # QEMU turns the translator's redirectors off at the failover: back on at once.
+            # (A re-adopted side has its filters but no translator child: its record says.)
+            t = self.translation
+            spliced = t is not None and (t.spliced or bool(t.record))
+            await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
