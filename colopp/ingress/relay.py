@@ -1,7 +1,9 @@
 """The secondary host's relay (asyncio): both replication streams through :class:`ClientLog`.
 
 ``client``: the primary's ``mirror0`` (it connects, retrying) -> the secondary QEMU's
-``red0`` (it listens; QEMU connects): every client frame is logged, then forwarded as is.
+``red0`` (it listens; QEMU connects): every client frame is logged, then forwarded as is,
+unless it acknowledges bytes the secondary guest has not sent yet (``ackgate.py``: it then
+waits for them, at most 0.2 s).
 ``output``: the secondary QEMU's ``red1`` (it listens) -> the comparator's ``secondary_in``
 (it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded,
 and each batch is followed by the receipts it made possible (``receipts.py``), in the same
@@ -23,12 +25,15 @@ from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import DecodedFrame, FrameDecoder, encode_frame
 from colopp.compare.receipts import encode_receipts
+from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
 
 log = logging.getLogger(__name__)
 
 #: Seconds between connection attempts to an upstream that went away.
 RECONNECT_S = 0.2
+#: Seconds between looks at client frames held by the ACK gate past their wait.
+GATE_TICK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class Relay:
     def __init__(self, options: RelayOptions) -> None:
         self.options = options
         self.log = ClientLog(options.max_bytes)
+        self.gate = AckGate()
         self.stats = dict.fromkeys(
             ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
         )
@@ -91,6 +97,13 @@ class Relay:
             ("comparator", self.options.output_to),
         ):
             self._tasks.append(asyncio.create_task(self._keep_connected(name, endpoint)))
+        self._tasks.append(asyncio.create_task(self._gate_ticker()))
+
+    async def _gate_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(GATE_TICK_S)
+            self._to_guest(self.gate.due(loop.time()))
 
     def _factory(self, name: str) -> Callable[[], asyncio.Protocol]:
         return lambda: _Side(self, name, self.options.vnet_hdr)
@@ -120,20 +133,31 @@ class Relay:
         """Log, then forward: client frames to red0, guest frames (and receipts) onward."""
         vnet = self.options.vnet_hdr
         if side.name == "mirror":
+            now = asyncio.get_running_loop().time()
+            passing: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
                 self.log.client_frame(data, vnet_hdr_len)
+                passing += self.gate.client_frame(data, now, vnet_hdr_len)
             self.stats["client_frames"] += len(frames)
-            self._send("red0", [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames], len(frames))
+            self._to_guest(passing)
         elif side.name == "red1":
+            released: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
                 self.log.guest_frame(data, vnet_hdr_len)
+                released += self.gate.guest_frame(data, vnet_hdr_len)
             self.stats["guest_frames"] += len(frames)
+            self._to_guest(released)
             out = [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames]
             receipts = encode_receipts(self.log.receipts())
             self.stats["receipt_frames"] += len(receipts)
             out += [encode_frame(r, 0, vnet_hdr=vnet) for r in receipts]
             self._send("comparator", out, len(out))
         # Nothing is expected from red0 or the comparator: ignored.
+
+    def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
+        if frames:
+            vnet = self.options.vnet_hdr
+            self._send("red0", [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames], len(frames))
 
     def _send(self, name: str, chunks: list[bytes], count: int) -> None:
         side = self._sides.get(name)
