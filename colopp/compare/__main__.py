@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="guest TCP port speaking Redis RESP whose reads may be answered early (repeatable)",
     )
+    p.add_argument(
+        "--no-prerelease-ack-lowering",
+        action="store_true",
+        help="an early answer the secondary has not acknowledged the request of waits "
+        "(default: it leaves with its ACK lowered, colopp.compare.ack_lower)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -159,6 +165,7 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
         args.prerelease_rearm_ms,
         scope=args.prerelease_scope or "global",
         resp_ports=resp_ports,
+        lower_acks=not args.no_prerelease_ack_lowering,
     )
 
 

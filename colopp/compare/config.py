@@ -85,7 +85,9 @@ class PreReleaseConfig:
     write disarms every read until the next checkpoint) or ``key`` (a write disarms only the
     reads of its own resource: the operator's promise in :mod:`colopp.compare.prerelease`).
     ``resp_ports``: guest TCP ports whose requests the ``resp_read`` rule parses as Redis
-    commands (``http_read`` parses every other connection).
+    commands (``http_read`` parses every other connection). ``lower_acks``: an early answer
+    whose ACK the secondary has not reached leaves with its ACK lowered
+    (:mod:`colopp.compare.ack_lower`) instead of waiting.
     """
 
     rules: frozenset[str] = frozenset()
@@ -94,6 +96,7 @@ class PreReleaseConfig:
     rearm_ms: int | None = None
     scope: str = "global"
     resp_ports: tuple[int, ...] = DEFAULT_RESP_PORTS
+    lower_acks: bool = True
 
     def __post_init__(self) -> None:
         """Raises ConfigError on an unknown rule, a missing prefix or a bad method."""

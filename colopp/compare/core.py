@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from colopp.compare.ack_lower import catch_up, settle_all
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
 from colopp.compare.early import offer_early, offer_tail
@@ -246,6 +247,10 @@ class Comparator:
             if not conn.add_secondary(pkt, frame, now):
                 c.secondary_dropped += 1
             reason = conn.pump(c, self._live_policy(), now, released, pre)
+            if conn.ack_low is not None:  # the secondary's ACK may let a lowered one up
+                bare = catch_up(conn, released, pre)
+                if bare is not None:
+                    return [*self._finish(released, pre, reason, now), bare]
         else:
             flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
             flow.last_seen = now
@@ -351,6 +356,7 @@ class Comparator:
         c.flushed_frames += len(flushed)
         stop_seen = self._stop_seen
         self._stop_seen = False
+        owing = {k: conn for k, conn in self._tcp.items() if conn.ack_low is not None}
         for conn in self._tcp.values():
             conn.on_checkpoint(stop_seen)
         for flow in self._flows.values():
@@ -363,7 +369,10 @@ class Comparator:
         out = [h for h in flushed if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
-        return group_frames(out, Release)
+        actions = group_frames(out, Release)
+        if owing:  # the secondary now holds what the primary acknowledged: ACKs still owed
+            actions += settle_all(owing, out)
+        return actions
 
     def snapshot(self) -> dict[str, Any]:
         """Counters plus the core's state, JSON-serialisable."""

@@ -66,6 +66,10 @@ class Counters:
     late_ack_refused: int = 0
     late_policy_refused: int = 0
     rearm_checkpoints: int = 0
+    # Early payload frames whose ACK was lowered to what the secondary acknowledged, and the
+    # bare ACKs sent later to give the client the real one (:mod:`~colopp.compare.ack_lower`).
+    prerelease_ack_lowered: int = 0
+    prerelease_bare_acks: int = 0
     client_frames_in: int = 0
     retransmitted_frames: int = 0
     secondary_dropped: int = 0

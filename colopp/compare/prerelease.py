@@ -60,7 +60,17 @@ Enforced by the core for every rule, not left to them (:mod:`~colopp.compare.tcp
 * **The absolute rule**: an early segment never acknowledges client bytes the secondary has
   not acknowledged on that connection (its ACK number never exceeds the secondary's highest).
   The gain is that a reply leaves once the secondary has *received* the request, not once it
-  has *answered* it.
+  has *answered* it. **ACK lowering** (``PreReleaseConfig.lower_acks``, on by default;
+  :mod:`~colopp.compare.ack_lower`): a granted payload segment whose ACK is beyond the
+  secondary's does not wait: it leaves with its ACK field lowered to the higher of what the
+  client was already told and what the secondary acknowledged (checksum updated), and bare
+  ACKs raise it as the secondary's ACK rises (at the latest at the next checkpoint). Safe
+  because the client keeps every request byte not acknowledged to it and re-sends it to the
+  promoted secondary after a failover; that secondary's answer to the same read is the same
+  bytes at the same sequence numbers ((b) above), which the client drops as duplicates. The
+  rule holds as stated for every ACK the client sees; what changes is that the answer no
+  longer waits for the request's ACK. Not lowered: segments with SACK blocks or FIN, and
+  frames with virtio-net checksum/segmentation offload (they wait as before).
 * Never a SYN or RST; payload leaves in stream order (data behind a refused segment waits);
   nothing leaves early on a diverged connection or while a checkpoint is pending.
 * Early output is still compared when the secondary's copy arrives. A mismatch forces a
@@ -161,8 +171,11 @@ class PreReleasePolicy:
         rules: Sequence[PreReleaseRule],
         classifier: ReadClassifier | None = None,
         rearm_s: float | None = None,
+        lower_acks: bool = False,
     ) -> None:
         self.rules = tuple(rules)
+        # Read by the core (early.py): payload may leave with its ACK lowered (ack_lower.py).
+        self.lower_acks = lower_acks
         self.classifier = classifier
         self.granted: Counter[str] = Counter()
         self.rearm_s = rearm_s
@@ -214,6 +227,7 @@ class PreReleasePolicy:
         snap: dict[str, Any] = {
             "rules": [r.name for r in self.rules],
             "granted": dict(self.granted),
+            "lower_acks": self.lower_acks,
         }
         classifier = self.classifier
         if classifier is not None:
@@ -247,4 +261,4 @@ def build_policy(config: PreReleaseConfig) -> PreReleasePolicy | None:
         )
         rules.append(HttpReadRule(classifier, "http_read" if http else "resp_read"))
     rearm = config.rearm_ms / 1000.0 if config.rearm_ms is not None else None
-    return PreReleasePolicy(rules, classifier, rearm)
+    return PreReleasePolicy(rules, classifier, rearm, config.lower_acks)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from typing import TYPE_CHECKING
 
 from colopp.compare.counters import Counters
 from colopp.compare.early import offer_early
@@ -34,6 +35,9 @@ from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
 from colopp.compare.seq import HALF, MASK, seq_after
 from colopp.compare.stream import SecondaryStream
+
+if TYPE_CHECKING:
+    from colopp.compare.ack_lower import AckLow
 
 OK = "ok"
 WAIT = "wait"
@@ -53,6 +57,7 @@ class TcpConnection:
     """Comparison state of one guest->client TCP connection (a 5-tuple)."""
 
     __slots__ = (
+        "ack_low",
         "anchor_pos",
         "anchor_seq",
         "closed_at",
@@ -125,6 +130,8 @@ class TcpConnection:
         self._reset_secondary()
 
     def _reset_primary(self) -> None:
+        # Lowered early ACKs still owed to the client (:mod:`~colopp.compare.ack_lower`).
+        self.ack_low: AckLow | None = None
         self.p_isn: int | None = None
         self.p_high: int | None = None
         self.p_fin_pos: int | None = None
