@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.pair_cpu import CpuSample, outside_share
+
 #: Each mix: (protocol, share of writes).
 MIXES: dict[str, tuple[str, float]] = {
     "read_mostly": ("http", 0.05),
@@ -63,6 +65,10 @@ class Sample:
     comparator), by host name."""
     cpu_busy_s: dict[str, float] = field(default_factory=dict)
     """Busy seconds of each host's CPUs (everything that ran there, the client too)."""
+    cpu: CpuSample = field(default_factory=CpuSample)
+    """Per-CPU busy and lab seconds: what ran outside the lab (:mod:`bench.pair_cpu`)."""
+    loadavg: tuple[float, ...] = ()
+    """The machine's load averages (1, 5, 15 min) when sampled."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,13 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
             for why in ("unoffered", "ack_refused", "policy_refused")
         },
         "host_cpu_busy": busy,
+        # Share of each CPU that processes outside the lab took (other work on the machine).
+        "outside_lab_cpu_busy": outside_share(before.cpu, after.cpu, window),
+        "loadavg": [round(x, 2) for x in after.loadavg],
+        # ACK lowering (colopp.compare.ack_lower) and how long answers were held.
+        "ack_lowered": _delta(before.counters, after.counters, "prerelease_ack_lowered"),
+        "bare_acks": _delta(before.counters, after.counters, "prerelease_bare_acks"),
+        "hold_time_counts": _hold_deltas(before.counters, after.counters),
         "divergences": {
             k: v
             for k, v in (
@@ -134,6 +147,14 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
             if v
         },
     }
+
+
+def _hold_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """The comparator's hold-time histogram over the window (upper bound -> frames)."""
+    bounds = after.get("hold_time_buckets") or []
+    new = after.get("hold_time_counts") or []
+    old = before.get("hold_time_counts") or [0] * len(new)
+    return {f"<={b}": int(n) - int(o) for b, n, o in zip(bounds, new, old, strict=False) if n != o}
 
 
 def host_cpu_ms_per_req(before: Sample, after: Sample, host: str, requests: int) -> float | None:
