@@ -54,3 +54,14 @@ def run_tool(
         detail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise error(f"{what} failed ({done.returncode}): {' | '.join(detail)}")
     return done.stdout
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a child that must not outlive the process that started it
+    (a probe, never a protected VM's QEMU): Linux sends it SIGKILL when its parent thread
+    exits, so a harness killed mid-probe leaves no QEMU behind."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)

@@ -82,7 +82,7 @@ async def choose_accel(
     serial = work / "serial.log"
     serial.unlink(missing_ok=True)
     process = QemuProcess(
-        kvm_probe_argv(runtime, kernel, initrd, append, serial), runtime.env(), work
+        kvm_probe_argv(runtime, kernel, initrd, append, serial), runtime.env(), work, probe=True
     )
     try:
         await process.start()

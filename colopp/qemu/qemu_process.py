@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from colopp.errors import GuestError, QemuStartError
+from colopp.process import die_with_parent
 
 if TYPE_CHECKING:
     from colopp.virt import VmProcess
@@ -21,8 +22,11 @@ READY_LINE = b"COLOPP-GUEST-READY"
 class QemuProcess:
     """A QEMU child of the agent, with its stderr kept in ``run_dir/qemu.stderr``."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], run_dir: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], run_dir: Path, *, probe: bool = False
+    ) -> None:
         self.argv = argv
+        self.probe = probe  # a short-lived probe dies with its parent; a VM's QEMU never does
         self.env = env
         self.run_dir = run_dir
         self.stderr_path = run_dir / "qemu.stderr"
@@ -54,6 +58,7 @@ class QemuProcess:
                 stderr=stderr,
                 env={**os.environ, **self.env},
                 start_new_session=True,
+                preexec_fn=die_with_parent if self.probe else None,
             )
         except OSError as exc:
             raise QemuStartError(f"cannot execute {self.argv[0]}: {exc.strerror}") from exc
