@@ -128,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="guest TCP port speaking Redis RESP whose reads may be answered early (repeatable)",
     )
     p.add_argument(
-        "--no-prerelease-ack-lowering",
+        "--prerelease-ack-lowering",
         action="store_true",
-        help="an early answer the secondary has not acknowledged the request of waits "
-        "(default: it leaves with its ACK lowered, colopp.compare.ack_lower)",
+        help="let an early answer leave before the secondary acknowledged its request, with "
+        "its ACK lowered (off by default: see colopp.compare.ack_lower for the failover risk)",
     )
     p.add_argument("--log-level", default="INFO")
     return p
@@ -145,8 +145,11 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
         extra = args.prerelease_scope is not None or args.prerelease_resp_port
         if prefixes or args.prerelease_read_method or args.prerelease_rearm_ms is not None:
             raise ConfigError("--prerelease-read-* given without --prerelease")
-        if extra:
-            raise ConfigError("--prerelease-scope/--prerelease-resp-port without --prerelease")
+        if extra or args.prerelease_ack_lowering:
+            raise ConfigError(
+                "--prerelease-scope/--prerelease-resp-port/--prerelease-ack-lowering "
+                "without --prerelease"
+            )
         return PreReleaseConfig()
     resp_ports = tuple(args.prerelease_resp_port) or DEFAULT_RESP_PORTS
     if args.prerelease == "auto":
@@ -165,7 +168,7 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
         args.prerelease_rearm_ms,
         scope=args.prerelease_scope or "global",
         resp_ports=resp_ports,
-        lower_acks=not args.no_prerelease_ack_lowering,
+        lower_acks=args.prerelease_ack_lowering,
     )
 
 

@@ -1,33 +1,45 @@
-"""ACK lowering: an early answer leaves before the secondary acknowledged its request.
+"""ACK lowering (``--prerelease-ack-lowering``, off by default): an early answer leaves before
+the secondary acknowledged its request.
 
 The absolute rule (:mod:`~colopp.compare.prerelease`) keeps an early segment's ACK number at
 or below the secondary's highest ACK on the connection. A secondary guest that acknowledges a
-request only piggy-backed on its own answer would then let the primary's answer go only when
-the secondary's answer is there too, and the comparison would release it anyway. Instead, a
-payload segment the policy grants may leave with its ACK field **lowered** to the *floor*:
-the highest ACK the client was already given on this connection, or the secondary's highest
-ACK, whichever is higher (never above the segment's own); its TCP checksum is updated.
+request only piggy-backed on its own answer then lets the primary's answer go only when the
+secondary's answer is there too. With lowering, a payload segment the policy grants may leave
+with its ACK field **lowered** to the *floor*: the highest ACK the client was already given on
+this connection, or the secondary's highest ACK, whichever is higher (never above the
+segment's own); its TCP checksum is updated incrementally (IPv4 and IPv6).
 
-Why it is safe. Lowering only ever tells the client *less* than the primary knows. Every
-request byte above the floor stays unacknowledged at the client, which keeps it and
-re-sends it (retransmission timeout) to whoever answers at the guest's address: after a
-failover, the promoted secondary. The early bytes are a pre-released read answer, a function
-of the synchronized state and the request (the pre-release promise), so the secondary's
-answer to the same request occupies the same sequence range with the same bytes; the client
-drops them as duplicates. Write answers are never pre-released. A segment carrying SACK
-blocks is not lowered (they would tell the client that the guest holds bytes the secondary
-may lack, and a client does not re-send SACKed bytes), nor a FIN, nor a frame whose
-virtio-net header asks for checksum or segmentation offload.
+What stays true. No ACK the client sees exceeds what the secondary acknowledged (or compared
+primary output carried): every request byte above the floor stays unacknowledged at the
+client, which keeps it and re-sends it to whoever answers at the guest's address. Write
+answers are never pre-released. Segments with SACK blocks (a client does not re-send SACKed
+bytes), FIN, or a virtio-net header asking for checksum/segmentation offload are not lowered.
+
+**What is lost, and why it is off by default.** The absolute rule also *orders* the request:
+the secondary guest holds it before any write another client sends after the early answer
+left, so after a failover it answers it from the state the primary answered it from. A
+lowered answer may leave before the secondary has the request at all. If the primary dies
+then, the promoted secondary gets the request only from the client's retransmission (a
+retransmission timeout later, 200 ms or more), possibly behind writes that other connections
+sent meanwhile to the same resource. Its answer is then computed from a newer state: other
+bytes at the sequence numbers the client already holds. The client keeps its early bytes (a
+value that was current when it got it: consistent), but if the two answers differ in
+*length* the rest of that connection's stream is misaligned: a corrupted connection. So use
+it only where no other client writes what an early answer read (a single writer per
+resource that is also its only reader, or read-only data), or with the secondary host's
+receipts (issue 22: the host holds the request and hands it to the promoted guest in order,
+which makes the real ACK safe and lowering unnecessary). Measured on the bench lab, the
+absolute rule refused no answer at all (``late_ack_refused`` 0: the guests ACK requests at
+once): lowering changes nothing there.
 
 Then the client must get the real ACK promptly (a client with unacknowledged bytes holds
-back its next small request, Nagle; its retransmission timer runs). The connection remembers
-what it owes: the highest real ACK among its lowered segments. Each time the secondary's ACK
-rises (a secondary segment, or a checkpoint: the secondary is then a copy of the primary), a
-**bare ACK** is sent: a header-only copy of the latest lowered segment, with the ACK raised to
-``min(owed, secondary's highest ACK)``, and its sequence number at the end of what the client
-was sent (an older one could fall below the client's window and be discarded). It is sent
-only when it raises what the client was told, so it is never a duplicate ACK. The ACKs it
-carries are ones the secondary gave: the release rule's own condition.
+back its next small request under Nagle; its retransmission timer runs). The connection
+remembers what it owes: the highest real ACK among its lowered segments. Each time the
+secondary's ACK rises (a secondary segment, or a checkpoint: the secondary is then a copy of
+the primary), a **bare ACK** is sent: a header-only copy of the latest lowered segment with
+the ACK raised to ``min(owed, secondary's highest ACK)`` and its sequence number at the end of
+what the client was sent (an older one could fall below the client's window and be dropped).
+It is sent only when it raises what the client was told, so it is never a duplicate ACK.
 
 Invariant (tested with hypothesis): no ACK leaving for the client exceeds the higher of the
 secondary's highest ACK and the ACKs of compared primary output.

@@ -85,9 +85,10 @@ class PreReleaseConfig:
     write disarms every read until the next checkpoint) or ``key`` (a write disarms only the
     reads of its own resource: the operator's promise in :mod:`colopp.compare.prerelease`).
     ``resp_ports``: guest TCP ports whose requests the ``resp_read`` rule parses as Redis
-    commands (``http_read`` parses every other connection). ``lower_acks``: an early answer
-    whose ACK the secondary has not reached leaves with its ACK lowered
-    (:mod:`colopp.compare.ack_lower`) instead of waiting.
+    commands (``http_read`` parses every other connection). ``lower_acks`` (off by default,
+    not safe with writers on other connections across a failover: see
+    :mod:`colopp.compare.ack_lower`): an early answer whose ACK the secondary has not reached
+    leaves with its ACK lowered instead of waiting.
     """
 
     rules: frozenset[str] = frozenset()
@@ -96,7 +97,7 @@ class PreReleaseConfig:
     rearm_ms: int | None = None
     scope: str = "global"
     resp_ports: tuple[int, ...] = DEFAULT_RESP_PORTS
-    lower_acks: bool = True
+    lower_acks: bool = False
 
     def __post_init__(self) -> None:
         """Raises ConfigError on an unknown rule, a missing prefix or a bad method."""

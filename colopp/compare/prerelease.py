@@ -60,17 +60,16 @@ Enforced by the core for every rule, not left to them (:mod:`~colopp.compare.tcp
 * **The absolute rule**: an early segment never acknowledges client bytes the secondary has
   not acknowledged on that connection (its ACK number never exceeds the secondary's highest).
   The gain is that a reply leaves once the secondary has *received* the request, not once it
-  has *answered* it. **ACK lowering** (``PreReleaseConfig.lower_acks``, on by default;
-  :mod:`~colopp.compare.ack_lower`): a granted payload segment whose ACK is beyond the
-  secondary's does not wait: it leaves with its ACK field lowered to the higher of what the
-  client was already told and what the secondary acknowledged (checksum updated), and bare
-  ACKs raise it as the secondary's ACK rises (at the latest at the next checkpoint). Safe
-  because the client keeps every request byte not acknowledged to it and re-sends it to the
-  promoted secondary after a failover; that secondary's answer to the same read is the same
-  bytes at the same sequence numbers ((b) above), which the client drops as duplicates. The
-  rule holds as stated for every ACK the client sees; what changes is that the answer no
-  longer waits for the request's ACK. Not lowered: segments with SACK blocks or FIN, and
-  frames with virtio-net checksum/segmentation offload (they wait as before).
+  has *answered* it. It also orders the request: the secondary holds it before any write a
+  client sends after the answer left, so after a failover it answers it from the same state.
+  **ACK lowering** (``PreReleaseConfig.lower_acks``, ``--prerelease-ack-lowering``, **off by
+  default**; :mod:`~colopp.compare.ack_lower`): a granted payload segment whose ACK is beyond
+  the secondary's leaves with its ACK field lowered to what the secondary acknowledged, and
+  bare ACKs raise it as the secondary's ACK rises. Every ACK the client sees still obeys the
+  rule; what is lost is the ordering: the secondary may get the request only from the
+  client's retransmission after a failover, behind writes other clients sent meanwhile, and
+  then answer it from a newer state, with bytes (and possibly a length) other than the early
+  ones, which corrupts that connection's stream. See that module for when it may be used.
 * Never a SYN or RST; payload leaves in stream order (data behind a refused segment waits);
   nothing leaves early on a diverged connection or while a checkpoint is pending.
 * Early output is still compared when the secondary's copy arrives. A mismatch forces a

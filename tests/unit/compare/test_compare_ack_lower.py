@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from compare_actions import released
 from compare_frames import CLIENT, GUEST, _checksum, tcp_frame
 from compare_frames6 import HOP_BY_HOP, to_ipv6
@@ -13,6 +14,7 @@ from colopp.compare import Action, Comparator, PreRelease, PreReleaseConfig, bui
 from colopp.compare.ack_frames import bare_ack_frame, lowered_frame
 from colopp.compare.ipv6 import upper_layer
 from colopp.compare.packet import Packet, parse_frame
+from colopp.errors import ConfigError
 from colopp.rewrite.segment import tcp_checksum
 
 G_SEQ = 0xFFFF_FF80  # the guest's sequence numbers cross the 2**32 wrap
@@ -24,7 +26,7 @@ REPLY = tcp_frame(G_SEQ, END, "AP", RESPONSE)
 SECONDARY_REPLY = REPLY
 
 
-def comparator(lower_acks: bool = True) -> Comparator:
+def comparator(lower_acks: bool = True) -> Comparator:  # opt-in: see ack_lower.py
     config = PreReleaseConfig(
         frozenset({"retransmission", "ack_only", "http_read"}), ("/kv/",), lower_acks=lower_acks
     )
@@ -196,11 +198,14 @@ def test_a_write_answer_is_never_lowered() -> None:
     assert c.counters.prerelease_ack_lowered == 0
 
 
-def test_the_cli_turns_lowering_off() -> None:
+def test_lowering_is_opt_in_on_the_cli() -> None:
     from colopp.compare.__main__ import options_from_args
 
     base = ["--primary-in", "unix:/p", "--secondary-in", "unix:/s", "--outdev", "unix:/o"]
     args = [*base, "--prerelease=auto", "--prerelease-read-prefix", "/kv/"]
-    on = options_from_args(args)
-    off = options_from_args([*args, "--no-prerelease-ack-lowering"])
+    on = options_from_args([*args, "--prerelease-ack-lowering"])
+    off = options_from_args(args)  # off by default: not safe with other writers
     assert on.prerelease.lower_acks and not off.prerelease.lower_acks
+    assert PreReleaseConfig().lower_acks is False
+    with pytest.raises(ConfigError):
+        options_from_args([*base, "--prerelease-ack-lowering"])

@@ -28,7 +28,8 @@ class Model:
     """One connection: what was sent both ways, and what the client may have been told."""
 
     def __init__(self) -> None:
-        config = PreReleaseConfig(frozenset({"retransmission", "ack_only", "http_read"}), ("/kv/",))
+        rules = frozenset({"retransmission", "ack_only", "http_read"})
+        config = PreReleaseConfig(rules, ("/kv/",), lower_acks=True)
         policy = build_policy(config)
         assert policy is not None
         self.c = Comparator(policy=policy)
