@@ -70,6 +70,8 @@ class Counters:
     # bare ACKs sent later to give the client the real one (:mod:`~colopp.compare.ack_lower`).
     prerelease_ack_lowered: int = 0
     prerelease_bare_acks: int = 0
+    # Times pre-release paused because the secondary lagged past the lag budget.
+    prerelease_lag_pauses: int = 0
     client_frames_in: int = 0
     retransmitted_frames: int = 0
     secondary_dropped: int = 0
