@@ -106,6 +106,24 @@ def prerelease_share(before: dict[str, Any], after: dict[str, Any]) -> float:
     return min(1.0, early / reads)
 
 
+def no_wait_share(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Answers that did not wait for the comparison / answers, over the window: those that
+    left early plus those whose secondary copy was already there (``matched_on_arrival``).
+
+    ``prerelease_share`` counts only the first; when the secondary's copy usually comes
+    first, an answer leaves as soon as the primary's is read either way. kvd and Redis answer
+    a small request in one segment, so frames stand for answers (approximately).
+    """
+    b, a = before.get("pre_release") or {}, after.get("pre_release") or {}
+    answers = _delta(b, a, "read_requests") + _delta(b, a, "write_requests")
+    if answers <= 0:
+        return 0.0
+    granted_b, granted_a = b.get("granted") or {}, a.get("granted") or {}
+    early = sum(_delta(granted_b, granted_a, rule) for rule in ("http_read", "resp_read"))
+    undelayed = early + _delta(before, after, "matched_on_arrival")
+    return round(min(1.0, undelayed / answers), 3)
+
+
 def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any]:
     """Figures every window carries besides its headline ones."""
     window = after.at - before.at
@@ -135,6 +153,8 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
         "outside_lab_cpu_busy": outside_share(before.cpu, after.cpu, window),
         "loadavg": [round(x, 2) for x in after.loadavg],
         # ACK lowering (colopp.compare.ack_lower) and how long answers were held.
+        "no_wait_share": no_wait_share(before.counters, after.counters),
+        "lag_pauses": _delta(before.counters, after.counters, "prerelease_lag_pauses"),
         "ack_lowered": _delta(before.counters, after.counters, "prerelease_ack_lowered"),
         "bare_acks": _delta(before.counters, after.counters, "prerelease_bare_acks"),
         "hold_time_counts": _hold_deltas(before.counters, after.counters),

@@ -19,3 +19,15 @@ def test_outside_is_busy_minus_the_lab_and_the_client_program() -> None:
 def test_no_plan_or_no_window_gives_nothing() -> None:
     assert outside_share(CpuSample(), CpuSample(), 10.0) == {}
     assert outside_share(CpuSample({0: 1.0}), CpuSample({0: 2.0}), 0.0) == {}
+
+
+def test_no_wait_share_counts_early_and_matched_on_arrival() -> None:
+    from bench.pair_figures import no_wait_share
+
+    before = {"matched_on_arrival": 10, "pre_release": {"read_requests": 100, "granted": {}}}
+    after = {
+        "matched_on_arrival": 70,
+        "pre_release": {"read_requests": 190, "write_requests": 10, "granted": {"http_read": 20}},
+    }
+    assert no_wait_share(before, after) == 0.8  # (20 + 60) / (90 + 10)
+    assert no_wait_share({}, {}) == 0.0
