@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from colopp.compare.counters import HOLD_TIME_BUCKETS
+
 TRAFFICS: tuple[str, ...] = ("upload", "download_iperf3", "download_static")
 """iperf3 client -> guest, iperf3 guest -> client (``-R``), wrk GETs of one 64 KiB kvd value."""
 
@@ -84,6 +86,42 @@ def iperf3_retransmits(text: str) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def iperf3_longest_stall_s(text: str, fraction: float = 0.1) -> float | None:
+    """The longest run of consecutive reporting intervals that each moved less than
+    ``fraction`` of the run's mean rate, in seconds (0.0: none); None without intervals.
+
+    A stall of the transfer (an upload whose ACKs were all held, a stream waiting for a
+    checkpoint) shows here while the mean hides it.
+    """
+    try:
+        intervals = json.loads(text)["intervals"]
+        spans = [(float(i["sum"]["seconds"]), float(i["sum"]["bytes"])) for i in intervals]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    total_s = sum(s for s, _ in spans)
+    if not spans or total_s <= 0:
+        return None
+    floor = fraction * sum(b for _, b in spans) / total_s
+    longest = run = 0.0
+    for seconds, size in spans:
+        run = run + seconds if seconds > 0 and size / seconds < floor else 0.0
+        longest = max(longest, run)
+    return round(longest, 3)
+
+
+def max_hold_ms(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """The upper bound (ms) of the highest hold-time bucket that grew in the window (for
+    the last, open bucket: its lower bound, 10 000 ms); None without colopp's counters or
+    without held frames."""
+    old = before.get("hold_time_counts") or []
+    new = after.get("hold_time_counts") or []
+    grew = [i for i, n in enumerate(new) if n > (old[i] if i < len(old) else 0)]
+    if not grew:
+        return None
+    top = min(max(grew), len(HOLD_TIME_BUCKETS) - 1)
+    return HOLD_TIME_BUCKETS[top] * 1000.0
+
+
 def wrk_mbit_per_s(text: str) -> float:
     """wrk's ``Transfer/sec`` in Mbit/s.
 
@@ -127,6 +165,7 @@ def window_figures(
         "mbit_per_s": mbit,
         "checkpoints": checkpoints,
         "mean_hold_ms": mean_hold_ms(before, after),
+        "max_hold_ms": max_hold_ms(before, after),
         "released_frames": counter_delta(before, after, "released_frames"),
         "retransmitted_frames": counter_delta(before, after, "retransmitted_frames"),
         "secondary_dropped": counter_delta(before, after, "secondary_dropped"),

@@ -142,7 +142,12 @@ class HostAgent:
     def _lease_view(self) -> LeaseView:
         side = self.side
         running = side is not None and side.process.alive()
-        primary = side is not None and side.spec.role is Role.PRIMARY and not side.failed_over
+        primary = (
+            side is not None
+            and side.spec.role is Role.PRIMARY
+            and not side.failed_over
+            and not side.going_alone
+        )
         return LeaseView(running, primary)
 
     async def _peer_reachable(self) -> bool:
@@ -355,7 +360,7 @@ class HostAgent:
         result = await live_reprotect(
             side, peer_repl_ip, plumbing, checkpoint_delay_ms, timeout, comparator, in_pause
         )
-        side.failed_over = False
+        side.failed_over = side.going_alone = False  # in COLO again: the lease applies
         self.persist()
         return {
             "resync_s": result["resync_s"],
@@ -405,6 +410,10 @@ class HostAgent:
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
+            # No self-fence from here: without a peer and with the controller waiting on
+            # this call (no heartbeats meanwhile), a sequence slower than the lease would
+            # otherwise kill the very side the controller chose to keep.
+            side.going_alone = True
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)
         side.failed_over = True

@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="checkpoint when a primary frame waits this long for a lagging secondary",
     )
+    p.add_argument(
+        "--ack-wait-ms",
+        type=int,
+        default=None if _DEFAULTS.ack_wait is None else round(_DEFAULTS.ack_wait * 1000),
+        help="checkpoint when the guest's ACK waits this long for the secondary's (0: never)",
+    )
+    p.add_argument(
+        "--host-receipts",
+        action="store_true",
+        help="take the secondary host's receipts on secondary_in (early ACKs; issue 22)",
+    )
     p.add_argument("--max-queue-frames", type=int, default=_DEFAULTS.max_queue_frames)
     p.add_argument("--max-queue-bytes", type=int, default=_DEFAULTS.max_queue_bytes)
     p.add_argument("--connect-timeout", type=float, default=30.0)
@@ -189,6 +200,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         compare_timeout=args.compare_timeout,
         checkpoint_retry=args.compare_timeout,
         max_lag=None if args.max_lag_ms is None else args.max_lag_ms / 1000.0,
+        ack_wait=args.ack_wait_ms / 1000.0 if args.ack_wait_ms else None,
         max_queue_frames=args.max_queue_frames,
         max_queue_bytes=args.max_queue_bytes,
     )
@@ -208,6 +220,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         config=config,
         prerelease=prerelease,
         young_to=_host_port(args.young_to) if args.young_to else None,
+        host_receipts=args.host_receipts,
     )
 
 

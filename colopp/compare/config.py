@@ -25,7 +25,11 @@ class CompareConfig:
     skips its backlog instead of replaying it, and nothing waits on it for long.
     ``secondary_gap_wait``: a primary segment that waits this long on bytes the secondary
     skipped (it sent later ones) forces a checkpoint at once, instead of a retransmission
-    timeout later.
+    timeout later. ``ack_wait`` (None: off): a primary segment that waited this long only
+    for the secondary's ACK (the client gets no acknowledgement meanwhile, so an upload
+    stands still until the client's retransmission timeout) forces a checkpoint, reason
+    ``secondary_ack_wait``, once the secondary sent duplicate ACKs (it lacks bytes); below
+    the client's minimum retransmission timeout (200 ms on Linux).
     """
 
     compare_timeout: float = DEFAULT_COMPARE_TIMEOUT_S
@@ -38,6 +42,7 @@ class CompareConfig:
     max_out_of_order_segments: int = 256
     max_lag: float | None = None
     secondary_gap_wait: float = 0.02
+    ack_wait: float | None = 0.1
 
     def __post_init__(self) -> None:
         """Raises ConfigError on a non-positive timer or limit."""
@@ -50,6 +55,8 @@ class CompareConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.ack_wait is not None and not 0 < self.ack_wait <= self.compare_timeout:
+            raise ConfigError("ack_wait must be positive and at most compare_timeout")
         if self.max_lag is not None and not 0 < self.max_lag <= self.compare_timeout:
             raise ConfigError("max_lag must be positive and at most compare_timeout")
         for name in ("max_queue_frames", "max_queue_bytes", "max_out_of_order_segments"):

@@ -19,15 +19,13 @@ while a checkpoint is pending: the secondary is known to differ then.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from colopp.compare.ack_lower import catch_up, settle_all
 from colopp.compare.config import CompareConfig
-from colopp.compare.counters import HOLD_TIME_BUCKETS, Counters
-from colopp.compare.early import offer_early, offer_tail
+from colopp.compare.counters import Counters
+from colopp.compare.early import apply_receipts, offer_early, offer_tail
 from colopp.compare.flows import DatagramFlow
 from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, ReleasePolicy
 from colopp.compare.ipv6 import is_ipv6_key
@@ -41,7 +39,15 @@ from colopp.compare.packet import (
     parse_frame,
     parse_plain_tcp,
 )
-from colopp.compare.tcp import PRERELEASE_MISMATCH, SECONDARY_GAP, TcpConnection
+from colopp.compare.receipts import Receipt
+from colopp.compare.release import release_matched, release_one
+from colopp.compare.sweep import forget, forget_expired, is_empty, oldest_secondary
+from colopp.compare.tcp import (
+    PRERELEASE_MISMATCH,
+    SECONDARY_ACK_WAIT,
+    SECONDARY_GAP,
+    TcpConnection,
+)
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
 from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
 
@@ -286,6 +292,18 @@ class Comparator:
         offer_early(conn, policy, now, pre, force=True)
         return self._finish([], pre, None, now) if pre else []
 
+    def feed_receipts(self, receipts: list[Receipt], now: float) -> list[Action]:
+        """The secondary host's receipts (:mod:`~colopp.compare.receipts`): what leaves
+        early may then acknowledge the client bytes it holds."""
+        pre: list[HeldFrame] = []
+        apply_receipts(self._tcp, receipts, self._live_policy(now), now, pre, self.counters)
+        return self._finish([], pre, None, now) if pre else []
+
+    def forget_receipts(self) -> None:
+        """The secondary's stream restarted: a new relay holds nothing the old one promised."""
+        for conn in self._tcp.values():
+            conn.host_held = None
+
     def client_lost(self) -> None:
         """The copy of the client's frames stopped: the policy must stop relying on it."""
         if self._client_policy is not None:
@@ -326,6 +344,10 @@ class Comparator:
             actions += self._request_checkpoint("secondary_lag", now)
         elif age >= self.config.secondary_gap_wait and self._waits_on_gap(self._held[0]):
             actions += self._request_checkpoint(SECONDARY_GAP, now)
+        elif (wait := self.config.ack_wait) is not None and age >= wait:
+            conn = self._tcp.get(self._held[0].key)
+            if conn is not None and conn.waits_on_ack(now, wait):
+                actions += self._request_checkpoint(SECONDARY_ACK_WAIT, now)
         policy = self._client_policy
         if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
             # Not a divergence: a checkpoint bought to let reads leave early again.
@@ -426,56 +448,10 @@ class Comparator:
         return actions
 
     def _release_matched(self, released: list[HeldFrame], now: float) -> list[Action]:
-        if len(released) == 1 and not released[0].pre_released:
-            return [self._release_one(released[0], now)]
-        c = self.counters
-        observe = c.observe_hold
-        frames: list[bytes] = []
-        size = 0
-        vnet = released[0].vnet_hdr_len
-        uniform = True
-        late = c.observe_late if self._policy is not None else None
-        for held in released:
-            held.released = True
-            observe(now - held.arrival)
-            if late is not None and not held.pre_released and held.payload_end > held.payload_start:
-                late(held.refused, now - held.arrival)
-            size += len(held.frame)
-            if held.pre_released or held.vnet_hdr_len != vnet:
-                uniform = False
-            frames.append(held.frame)
-        c.held_frames -= len(released)
-        c.held_bytes -= size
-        c.matched_frames += len(released)
-        self._drop_released_heads()
-        if uniform:
-            c.released_frames += len(frames)
-            c.released_bytes += size
-            return [Release(frames, vnet)]
-        out = [h for h in released if not h.pre_released]
-        c.released_frames += len(out)
-        c.released_bytes += sum(len(h.frame) for h in out)
-        return group_frames(out, Release)
+        return release_matched(self.counters, self._held, released, now, self._policy is not None)
 
     def _release_one(self, held: HeldFrame, now: float) -> Release:
-        # The common case, kept short: one matched frame that was not pre-released.
-        c = self.counters
-        held.released = True
-        size = len(held.frame)
-        c.held_frames -= 1
-        c.held_bytes -= size
-        c.matched_frames += 1
-        c.released_frames += 1
-        c.released_bytes += size
-        waited = now - held.arrival
-        if self._policy is not None and held.payload_end > held.payload_start:
-            c.observe_late(held.refused, waited)
-        c.hold_time_counts[bisect_left(HOLD_TIME_BUCKETS, waited)] += 1
-        c.hold_time_sum += waited
-        queue = self._held
-        while queue and queue[0].released:
-            queue.popleft()
-        return Release([held.frame], held.vnet_hdr_len)
+        return release_one(self.counters, self._held, held, now, self._policy is not None)
 
     def _request_checkpoint(self, reason: str, now: float) -> list[Action]:
         if self._awaiting_since is not None:
@@ -523,43 +499,14 @@ class Comparator:
         if len(self._tcp) + len(self._flows) < MAX_CONNECTIONS:
             return
         # Like colo-compare's HASHTABLE_MAX_SIZE reset, but only forget idle state.
-        self._forget(_is_empty)
+        forget(self._tcp, self._flows, self.counters, is_empty)
 
     def _sweep(self, now: float) -> list[Action]:
         cfg = self.config
         actions: list[Action] = []
         if cfg.secondary_timeout and not self.awaiting_checkpoint:
-            oldest = min(
-                (t for f in self._all_flows() if (t := f.oldest_secondary()) is not None),
-                default=None,
-            )
+            oldest = oldest_secondary(self._tcp, self._flows)
             if oldest is not None and now - oldest > cfg.compare_timeout:
                 actions += self._request_checkpoint("secondary_timeout", now)
-
-        def expired(f: Flow) -> bool:
-            if not _is_empty(f):
-                return False
-            if isinstance(f, TcpConnection) and f.closed_at is not None:
-                return now - f.closed_at > cfg.closed_linger
-            return now - f.last_seen > cfg.idle_timeout
-
-        self._forget(expired)
+        forget_expired(self._tcp, self._flows, self.counters, cfg, now)
         return actions
-
-    def _forget(self, doomed: Callable[[Flow], bool]) -> None:
-        tcp_gone = [k for k, f in self._tcp.items() if doomed(f)]
-        for key in tcp_gone:
-            del self._tcp[key]
-        for key in [k for k, f in self._flows.items() if doomed(f)]:
-            del self._flows[key]
-        self.counters.connections_closed += len(tcp_gone)
-        self.counters.connections_open = len(self._tcp)
-
-    def _all_flows(self) -> list[Flow]:
-        return [*self._tcp.values(), *self._flows.values()]
-
-
-def _is_empty(flow: Flow) -> bool:
-    if isinstance(flow, TcpConnection):
-        return not flow.queue and flow.secondary_held()[0] == 0
-    return not flow.primary and flow.secondary_held()[0] == 0

@@ -72,6 +72,10 @@ class Counters:
     prerelease_bare_acks: int = 0
     # Times pre-release paused because the secondary lagged past the lag budget.
     prerelease_lag_pauses: int = 0
+    # Receipts from the secondary host (receipts.py), and early frames whose ACK only the
+    # host's receipt covered (the secondary guest had not acknowledged as much yet).
+    host_receipts: int = 0
+    host_covered_frames: int = 0
     client_frames_in: int = 0
     retransmitted_frames: int = 0
     secondary_dropped: int = 0

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from colopp.compare import ack_lower
+from colopp.compare.counters import Counters
 from colopp.compare.held import HeldFrame, ReleasePolicy
-from colopp.compare.packet import ACK, FIN, RST, SYN
+from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey
+from colopp.compare.receipts import Receipt, host_covers
 from colopp.compare.seq import HALF, MASK
 
 if TYPE_CHECKING:  # tcp.py calls offer_early: no import cycle at run time
@@ -95,7 +97,11 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
     lowered = None
     if flags & ACK:
         s_ack = conn.s_max_ack
-        if s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF:
+        if (s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF) and not host_covers(
+            s_ack, conn.host_held, held.ack
+        ):
+            # Neither the secondary guest nor the secondary host holds every client byte
+            # this acknowledges (receipts.py); opt-in, it may leave with its ACK lowered.
             if getattr(policy, "lower_acks", False):
                 lowered = ack_lower.prepare(conn, held)
             if lowered is None:
@@ -116,3 +122,32 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
         return True
     held.refused = REFUSED_POLICY
     return False
+
+
+def apply_receipts(
+    connections: dict[FlowKey, TcpConnection],
+    receipts: list[Receipt],
+    policy: ReleasePolicy | None,
+    now: float,
+    out: list[HeldFrame],
+    counters: Counters,
+) -> None:
+    """Record the secondary host's receipts; with a live ``policy``, offer the waiting
+    frames of each connection they cover again (granted ones appended to ``out``)."""
+    counters.host_receipts += len(receipts)
+    for receipt in receipts:
+        conn = connections.get(receipt.key)
+        if conn is None:
+            continue
+        conn.host_held = (receipt.start, receipt.end)
+        if policy is not None and conn.queue:
+            before = len(out)
+            offer_early(conn, policy, now, out, force=True)
+            counters.host_covered_frames += sum(
+                1 for h in out[before:] if h.flags & ACK and not _guest_covers(conn, h.ack)
+            )
+
+
+def _guest_covers(conn: TcpConnection, ack: int) -> bool:
+    s_ack = conn.s_max_ack
+    return s_ack is not None and not 0 < ((ack - s_ack) & MASK) < HALF

@@ -1,15 +1,21 @@
-"""One socket carrying QEMU-framed primary or secondary output into the comparator shell."""
+"""The comparator shell's sockets: QEMU-framed primary or secondary output in, the copy of
+the client's frames in, released frames out (the outdev)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import socket
 from typing import TYPE_CHECKING
 
 from colopp.compare.framing import FrameDecoder
 
 if TYPE_CHECKING:
     from colopp.compare.shell import ComparatorShell
+
+log = logging.getLogger("colopp.compare.shell")
 
 #: Bytes read per call, and the outdev write buffer's high-water mark.
 READ_LIMIT_HIGH = 4 * 1024 * 1024
@@ -58,3 +64,69 @@ class FrameInput(asyncio.Protocol):
                 return total  # EOF: the transport sees it too and closes
             total += len(data)
             self.data_received(data)
+
+
+class ClientFrames:
+    """The copy of the guest's input, read on readiness and drained on demand."""
+
+    def __init__(self, shell: ComparatorShell, sock: socket.socket) -> None:
+        self.shell = shell
+        self.sock = sock
+        self.decoder = FrameDecoder(shell.options.vnet_hdr)
+        self.open = True
+
+    def drain(self) -> None:
+        """Feed every client frame already queued to the core (never blocks)."""
+        shell = self.shell
+        while self.open:
+            try:
+                data = self.sock.recv(READ_LIMIT_HIGH)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.close(f"client_in failed: {exc}")
+                return
+            if not data:
+                self.close("client_in closed")
+                return
+            before = self.decoder.malformed
+            frames = self.decoder.feed(data)
+            shell.stats["client_framing_errors"] += self.decoder.malformed - before
+            now = shell.clock()
+            for frame, vnet_hdr_len in frames:
+                shell._apply(shell.core.feed_client(frame, now, vnet_hdr_len))
+
+    def on_readable(self) -> None:
+        self.drain()
+        self.shell._flush()
+
+    def close(self, why: str) -> None:
+        # Not fatal: without requests the read rule just grants nothing more.
+        if self.open:
+            self.open = False
+            log.warning("%s; reads are no longer pre-released", why)
+            self.shell.core.client_lost()
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+
+
+class OutdevConnection(asyncio.Protocol):
+    """The outdev connection: write-only; its flow control pauses the inputs."""
+
+    def __init__(self, shell: ComparatorShell) -> None:
+        self.shell = shell
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.set_write_buffer_limits(high=READ_LIMIT_HIGH)
+        self.shell.output_opened(transport)
+
+    def pause_writing(self) -> None:
+        self.shell.pause_inputs(True)
+
+    def resume_writing(self) -> None:
+        self.shell.pause_inputs(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.shell.output_closed()

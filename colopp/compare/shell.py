@@ -38,7 +38,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,11 +53,11 @@ from colopp.compare.framing import (
     LENGTH_HEADER,
     VNET_LENGTH_HEADER,
     DecodedFrame,
-    FrameDecoder,
     encode_frames,
 )
-from colopp.compare.inputs import READ_LIMIT_HIGH, FrameInput
+from colopp.compare.inputs import ClientFrames, FrameInput, OutdevConnection
 from colopp.compare.prerelease import build_policy
+from colopp.compare.receipts import decode_receipts, is_receipt_frame
 from colopp.compare.status import write_status
 from colopp.compare.verdict import Action, Checkpoint, PreRelease, Release
 from colopp.compare.young_send import YoungForwarder
@@ -95,72 +94,7 @@ class ShellOptions:
     config: CompareConfig = field(default_factory=CompareConfig)
     prerelease: PreReleaseConfig = field(default_factory=PreReleaseConfig)
     young_to: tuple[str, int] | None = None  # secondary host's young-offset listener
-
-
-class _ClientFrames:
-    """The copy of the guest's input, read on readiness and drained on demand."""
-
-    def __init__(self, shell: ComparatorShell, sock: socket.socket) -> None:
-        self.shell = shell
-        self.sock = sock
-        self.decoder = FrameDecoder(shell.options.vnet_hdr)
-        self.open = True
-
-    def drain(self) -> None:
-        """Feed every client frame already queued to the core (never blocks)."""
-        shell = self.shell
-        while self.open:
-            try:
-                data = self.sock.recv(READ_LIMIT_HIGH)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self.close(f"client_in failed: {exc}")
-                return
-            if not data:
-                self.close("client_in closed")
-                return
-            before = self.decoder.malformed
-            frames = self.decoder.feed(data)
-            shell.stats["client_framing_errors"] += self.decoder.malformed - before
-            now = shell.clock()
-            for frame, vnet_hdr_len in frames:
-                shell._apply(shell.core.feed_client(frame, now, vnet_hdr_len))
-
-    def on_readable(self) -> None:
-        self.drain()
-        self.shell._flush()
-
-    def close(self, why: str) -> None:
-        # Not fatal: without requests the read rule just grants nothing more.
-        if self.open:
-            self.open = False
-            log.warning("%s; reads are no longer pre-released", why)
-            self.shell.core.client_lost()
-            with contextlib.suppress(ValueError, RuntimeError):
-                asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self.sock.close()
-
-
-class _Output(asyncio.Protocol):
-    """The outdev connection: write-only; its flow control pauses the inputs."""
-
-    def __init__(self, shell: ComparatorShell) -> None:
-        self.shell = shell
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.set_write_buffer_limits(high=READ_LIMIT_HIGH)
-        self.shell.output_opened(transport)
-
-    def pause_writing(self) -> None:
-        self.shell.pause_inputs(True)
-
-    def resume_writing(self) -> None:
-        self.shell.pause_inputs(False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.shell.output_closed()
+    host_receipts: bool = False  # the secondary host's receipts on secondary_in (receipts.py)
 
 
 class ComparatorShell:
@@ -192,10 +126,11 @@ class ComparatorShell:
                 "stop_drained_bytes",
                 "qmp_lost_dropped_frames",
                 "young_held_flushes",
+                "bad_receipt_frames",
             ),
             0,
         )
-        self._client: _ClientFrames | None = None
+        self._client: ClientFrames | None = None
         self._inputs: set[FrameInput] = set()
         self._out: asyncio.Transport | None = None
         self._pending: list[bytes] = []
@@ -243,7 +178,7 @@ class ComparatorShell:
         """Open every socket and the QMP monitor. Raises ColoppError when one cannot be
         reached in time."""
         await self._open(self.options.secondary_in, lambda: FrameInput(self, "secondary"))
-        await self._open(self.options.outdev, lambda: _Output(self))
+        await self._open(self.options.outdev, lambda: OutdevConnection(self))
         if self.options.client_in is not None:
             await self._open_client(self.options.client_in)
         await self._open(self.options.primary_in, lambda: FrameInput(self, "primary"))
@@ -367,7 +302,7 @@ class ComparatorShell:
     async def _open_client(self, endpoint: Endpoint) -> None:
         """Connect to QEMU's client-copy chardev (a server), retrying until it exists."""
         sock = await connect_unix(endpoint, self.options.connect_timeout)
-        self._client = _ClientFrames(self, sock)
+        self._client = ClientFrames(self, sock)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._client.on_readable)
 
     # ---- data path -----------------------------------------------------------------------
@@ -376,9 +311,12 @@ class ComparatorShell:
         self._inputs.add(inp)
         if inp.side == "secondary":
             self.stats["secondary_connections"] += 1
+            self.core.forget_receipts()  # receipts of an older stream promise nothing now
 
     def input_closed(self, inp: FrameInput) -> None:
         self._inputs.discard(inp)
+        if inp.side == "secondary":
+            self.core.forget_receipts()
         if inp.side == "primary" and not self.options.primary_in.listen:
             self.stop(EXIT_PATH_LOST, "primary_in closed")
 
@@ -408,6 +346,8 @@ class ComparatorShell:
             self._client.drain()  # every request this output may answer, first
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
+        if side == "secondary" and self.options.host_receipts:
+            feed = self._secondary_or_receipts
         pending = self._pending
         append = pending.append
         vnet = self.options.vnet_hdr
@@ -431,6 +371,19 @@ class ComparatorShell:
                     self._apply([action])
         self.stats["outdev_frames"] += released
         self._flush()
+
+    def _secondary_or_receipts(
+        self, frame: bytes, now: float, vnet_hdr_len: int = 0
+    ) -> list[Action]:
+        """With ``host_receipts``: the secondary host's receipts ride on its output stream
+        (:mod:`~colopp.compare.receipts`); a malformed one is counted and ignored."""
+        if not is_receipt_frame(frame, vnet_hdr_len):
+            return self.core.feed_secondary(frame, now, vnet_hdr_len)
+        receipts = decode_receipts(frame, vnet_hdr_len)
+        if receipts is None:
+            self.stats["bad_receipt_frames"] += 1
+            return []
+        return self.core.feed_receipts(receipts, now)
 
     def _apply(self, actions: list[Action]) -> None:
         vnet = self.options.vnet_hdr

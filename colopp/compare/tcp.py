@@ -35,18 +35,30 @@ from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
 from colopp.compare.seq import HALF, MASK, seq_after
 from colopp.compare.stream import SecondaryStream
+from colopp.compare.tcp_check import (
+    FIN_MISMATCH,
+    OK,
+    PAYLOAD_MISMATCH,
+    PRERELEASE_MISMATCH,
+    SECONDARY_ACK_WAIT,
+    SECONDARY_GAP,
+    WAIT,
+    check_segment,
+)
 
 if TYPE_CHECKING:
     from colopp.compare.ack_lower import AckLow
 
-OK = "ok"
-WAIT = "wait"
-PAYLOAD_MISMATCH = "tcp_payload_mismatch"
-FIN_MISMATCH = "tcp_fin_mismatch"
-PRERELEASE_MISMATCH = "prerelease_mismatch"
-#: The secondary skipped bytes the primary's head needs (it sent later ones): they come
-#: again only with a retransmission timeout, so a checkpoint is asked at once.
-SECONDARY_GAP = "secondary_gap"
+__all__ = [
+    "FIN_MISMATCH",
+    "OK",
+    "PAYLOAD_MISMATCH",
+    "PRERELEASE_MISMATCH",
+    "SECONDARY_ACK_WAIT",
+    "SECONDARY_GAP",
+    "WAIT",
+    "TcpConnection",
+]
 
 
 def _pos_start(held: HeldFrame) -> int:
@@ -66,6 +78,7 @@ class TcpConnection:
         "delta_pending",
         "diverged",
         "gap_wait",
+        "host_held",
         "key",
         "last_seen",
         "next_epoch",
@@ -79,6 +92,7 @@ class TcpConnection:
         "pre_prefix",
         "queue",
         "s_bare",
+        "s_dup_acks",
         "s_fin_pos",
         "s_gen",
         "s_isn",
@@ -137,11 +151,14 @@ class TcpConnection:
         self.p_fin_pos: int | None = None
         self.p_rst = False
         self.p_max_ack: int | None = None
+        # The secondary host's receipt (start, end) for this incarnation (receipts.py).
+        self.host_held: tuple[int, int] | None = None
 
     def _reset_secondary(self) -> None:
         self.s_isn: int | None = None
         self.s_syn_seen = False
         self.s_max_ack: int | None = None
+        self.s_dup_acks = 0  # bare secondary ACKs that did not move s_max_ack, since it moved
         self.s_fin_pos: int | None = None
         self.s_rst = False
 
@@ -234,6 +251,9 @@ class TcpConnection:
             self._secondary_syn(pkt.seq, flags)
         if flags & ACK and (self.s_max_ack is None or seq_after(pkt.ack, self.s_max_ack)):
             self.s_max_ack = pkt.ack
+            self.s_dup_acks = 0
+        elif flags & ACK and pkt.ack == self.s_max_ack and pkt.payload_end == pkt.payload_start:
+            self.s_dup_acks += 1  # it got something, yet acknowledges no more: a hole
         if flags & SYN:
             return True
         start = self._pos((pkt.seq - self.delta) & MASK)
@@ -338,7 +358,7 @@ class TcpConnection:
             ):
                 verdict = WAIT  # quick exit: none of its bytes came from the secondary yet
             else:
-                verdict = self._check(head, counters)
+                verdict = check_segment(self, head, counters)
             if verdict is OK:
                 queue.popleft()
                 if self.pre_prefix:
@@ -383,80 +403,34 @@ class TcpConnection:
             and self.s_fin_pos is None
         )
 
+    def waits_on_ack(self, now: float, wait: float) -> bool:
+        """True when the head has waited ``wait`` seconds or more only for the secondary's
+        ACK (its payload, if any, matched; the secondary has not acknowledged as much client
+        data as it does) while the secondary sent duplicate ACKs: it lacks client bytes.
+
+        Held that long, the client gets no acknowledgement at all on this connection (every
+        later primary ACK waits behind it), retransmits only on its timeout, one segment at
+        a time with backoff, and an upload stands still until a checkpoint. The likely
+        cause is a client segment the secondary's guest did not take in (past its own
+        receive window, which can be smaller than the primary's): the client re-sends it
+        only on that timeout. A checkpoint gives the secondary the primary's bytes.
+        """
+        queue = self.queue
+        if not queue or self.diverged:
+            return False
+        head = queue[0]
+        if now - head.arrival < wait or not head.flags & ACK or head.flags & (SYN | RST):
+            return False
+        if head.pos_end > head.pos_start and not head.compared:
+            return False  # it waits for payload: the gap and timeout rules apply
+        s_ack = self.s_max_ack
+        # Duplicate ACKs say the secondary is alive and lacks bytes; without them it may
+        # only be slow (max_lag and the compare timeout are for that).
+        return self.s_dup_acks >= 2 and s_ack is not None and 0 < ((head.ack - s_ack) & MASK) < HALF
+
     def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None
         return both_fin or (self.p_rst and self.s_rst)
-
-    def _check(self, seg: HeldFrame, counters: Counters) -> str:
-        if not seg.compared:
-            if seg.flags & SYN and (self.syn_waits_checkpoint or not self.s_syn_seen):
-                return WAIT
-            if (
-                not seg.flags & (ACK | SYN | FIN | RST)
-                and seg.pos_end == seg.pos_start
-                and seg.pos_start not in self.s_bare
-            ):
-                # No payload and none of ACK/SYN/FIN/RST: like colo-compare, never released
-                # without a secondary counterpart (here: the same kind of segment at the same
-                # position); one that never comes is caught by the compare timeout.
-                return WAIT
-            if seg.pos_end > seg.pos_start:
-                verdict = self._compare_payload(seg, counters)
-                fin = self.s_fin_pos
-                if verdict is WAIT and fin is not None and seg.pos_end > fin:
-                    return FIN_MISMATCH  # the secondary's stream already ended
-                if verdict is not OK:
-                    return verdict
-            seg.compared = True
-        flags = seg.flags
-        if flags & FIN:
-            if self.s_fin_pos is None:
-                return WAIT
-            if self.s_fin_pos != seg.pos_end:
-                return FIN_MISMATCH
-        if flags & RST and not self.s_rst:
-            return WAIT
-        if flags & ACK:
-            s_ack = self.s_max_ack
-            if s_ack is None or 0 < ((seg.ack - s_ack) & MASK) < HALF:
-                return WAIT  # the secondary has not acknowledged this much client data
-        return OK
-
-    def _compare_payload(self, seg: HeldFrame, counters: Counters) -> str:
-        stream = self.stream
-        base = stream.base
-        start = seg.pos_start
-        stop = seg.pos_end
-        if base is None:
-            # Nothing below the first payload compared: first seen mid-stream, no SYN.
-            stream.set_base(start, mid_stream=self.p_isn is None)
-            base = start
-        floor = stream.floor
-        if floor is not None and start < floor:
-            low = stop if stop < floor else floor
-            theirs = stream.low_bytes(start, low)
-            if theirs is None:
-                return WAIT
-            off = seg.payload_start
-            if seg.frame[off : off + low - start] != theirs:
-                return PAYLOAD_MISMATCH
-            if stop <= floor:
-                return OK
-        if stop <= base:
-            counters.retransmitted_frames += 1
-            return OK
-        end = stream.end
-        if start > base or end <= base:
-            return WAIT  # a gap in the primary's bytes, or no secondary bytes yet
-        upto = stop if stop < end else end
-        if upto > base:
-            off = seg.payload_start + base - start
-            if seg.frame[off : off + upto - base] != stream.get(base, upto):
-                return PAYLOAD_MISMATCH
-            stream.advance(upto)
-            if upto - self.anchor_pos > 1 << 30:
-                self.rebase(upto)
-        return OK if upto >= stop else WAIT
 
     def rebase(self, pos: int) -> None:
         # Keep unwrapping valid on streams longer than 2 GiB.
@@ -500,6 +474,10 @@ class TcpConnection:
         # What the old secondary acknowledged is gone with it; the new one has what the
         # primary had.
         self.s_max_ack = self.p_max_ack
+        self.s_dup_acks = 0
+        # A receipt of the old epoch may rest on bytes the old secondary acknowledged and
+        # its successor lacks (the primary still queued them at STOP): forget it.
+        self.host_held = None
         self.s_fin_pos = self.p_fin_pos
         self.s_rst = self.p_rst
         self.s_bare.clear()

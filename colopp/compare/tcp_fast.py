@@ -148,7 +148,9 @@ def secondary_in_order(
         return None
     if not frame.startswith(head.frame[head.payload_start : head.payload_end], payload_start):
         return None
-    conn.s_max_ack = s_ack
+    if s_ack != conn.s_max_ack:
+        conn.s_max_ack = s_ack
+        conn.s_dup_acks = 0
     # The bytes arrived and were compared at once: nothing is ever stored.
     stream.base = stream.end = end
     if end - conn.anchor_pos > 1 << 30:

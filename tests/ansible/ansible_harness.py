@@ -122,6 +122,8 @@ class AnsibleSite:
     sshd: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 0
     runs: int = 0
+    #: Fleet mode: both hosts and the controller run an etcd member (group colopp_etcd).
+    fleet: bool = False
 
     # -- paths -----------------------------------------------------------------------------
     def root_of(self, host: str) -> Path:
@@ -138,6 +140,12 @@ class AnsibleSite:
 
     def api_token(self) -> str:
         return (self.tmp / "secrets" / "api.token").read_text().strip()
+
+    def etcd_urls(self) -> list[str]:
+        """The client URLs of the fleet's etcd members (fleet mode)."""
+        assert self.plan is not None
+        nodes = (*HOSTS, Node.CONTROLLER)
+        return [f"http://{self.plan.address(n, Network.MANAGEMENT)}:2379" for n in nodes]
 
     def client_netns(self) -> str:
         assert self.plan is not None
@@ -218,7 +226,7 @@ class AnsibleSite:
                 "colopp_guest_bridge": self.plan.tap(node).bridge,
                 "colopp_guest_tap": GUEST_TAP,
             }
-        return {
+        inventory = {
             "all": {
                 "vars": {
                     "ansible_user": "root",
@@ -253,6 +261,15 @@ class AnsibleSite:
                 },
             }
         }
+        if self.fleet:
+            controller = self.plan.address(Node.CONTROLLER, Network.MANAGEMENT)
+            inventory["all"]["children"]["colopp_etcd"] = {
+                "hosts": {
+                    **{node.value: {} for node in HOSTS},
+                    "controller": {"colopp_etcd_ip": str(controller)},
+                }
+            }
+        return inventory
 
     # -- running ---------------------------------------------------------------------------
     def playbook(self, *args: str, timeout: float = 600) -> PlaybookRun:

@@ -82,6 +82,7 @@ _RENDER_UNITS = """
       loop:
         - {role: colopp_agent, name: colopp-agent}
         - {role: colopp_api, name: colopp-api}
+        - {role: colopp_etcd, name: colopp-etcd}
       vars:
         colopp_host_name: hosta
         colopp_log_dir: "{{ out }}"
@@ -91,6 +92,8 @@ _RENDER_UNITS = """
         colopp_api_launcher: "{{ out }}/colopp-api.sh"
         colopp_api_state_dir: "{{ out }}/api-state"
         colopp_api_lab: false
+        colopp_etcd_name: hosta
+        colopp_etcd_launcher: "{{ out }}/colopp-etcd.sh"
 """
 
 
@@ -99,7 +102,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("no systemd-analyze")
     (tmp_path / "render.yml").write_text(_RENDER_UNITS)
-    for name in ("colopp-agent", "colopp-api"):
+    for name in ("colopp-agent", "colopp-api", "colopp-etcd"):
         launcher = tmp_path / f"{name}.sh"
         launcher.write_text("#!/bin/sh\nexit 0\n")
         launcher.chmod(0o700)
@@ -114,7 +117,8 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    units = [str(tmp_path / f"{name}.service") for name in ("colopp-agent", "colopp-api")]
+    names = ("colopp-agent", "colopp-api", "colopp-etcd")
+    units = [str(tmp_path / f"{name}.service") for name in names]
     verify = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *units],
         capture_output=True,

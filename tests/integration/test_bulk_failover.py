@@ -114,6 +114,36 @@ def site(
     )
 
 
+def test_an_upload_in_colo_never_stands_still(site: Driven, request: pytest.FixtureRequest) -> None:
+    """Before the failover test (same pair): no stall of an upload while both sides run.
+
+    Seen before ``ack_wait`` (colopp's comparator): 2-3 s without progress, every guest ACK
+    held for the secondary's until a periodic checkpoint (docs/architecture.md, "Held
+    ACKs"). colo-compare releases bare ACKs without that check: only reported.
+    """
+    sp = site.sp
+    site.run(sp.next_checkpoint())
+    run = start_iperf(site, reverse=False)
+    try:
+        code = site.run(asyncio.to_thread(run.proc.wait, RUN_S + 60))
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+    assert run.reader is not None
+    run.reader.join(10)
+    if run.proc.stdout is not None:
+        run.proc.stdout.close()
+    what = "\n".join(run.lines)
+    assert code == 0, what
+    status = site.run(sp.pair.agents[sp.pair.primary.name].call("status"))
+    counters = (status.get("comparator") or {}).get("counters") or {}
+    kind = request.node.callspec.params["site"]
+    print(f"{kind}: longest stall {run.longest_stall():.1f} s, {counters.get('divergences')}")
+    if kind is ComparatorKind.COLOPP:
+        assert run.longest_stall() <= MAX_STALL_S, what
+
+
 def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driven) -> None:
     sp = site.sp
     sp.supervise(site.loop)

@@ -10,8 +10,10 @@ from bench.bulk_stats import (
     evaluate_targets,
     format_table,
     format_targets,
+    iperf3_longest_stall_s,
     iperf3_mbit_per_s,
     iperf3_retransmits,
+    max_hold_ms,
     mean_hold_ms,
     shape_problems,
     window_figures,
@@ -107,3 +109,26 @@ def test_shape_and_table() -> None:
     assert "unknown traffic 'sideways'" in problems
     table = format_table(_result(), ("builtin", "colopp"))
     assert "| download_iperf3 | 54.0 (1 ckpt, 2.0 ms hold) | 80.0 (1 ckpt, 2.0 ms hold) |" in table
+
+
+def _intervals(megabytes: list[float], seconds: float = 0.5) -> str:
+    rows = [{"sum": {"seconds": seconds, "bytes": mb * 1e6}} for mb in megabytes]
+    return json.dumps({"intervals": rows})
+
+
+def test_the_longest_stall_is_the_longest_run_of_near_empty_intervals() -> None:
+    # Mean 4 MB per 0.5 s: under 0.4 MB is a stalled interval.
+    text = _intervals([6, 6, 0.1, 6, 0, 0, 0.3, 6, 6, 5.6])
+    assert iperf3_longest_stall_s(text) == 1.5
+    assert iperf3_longest_stall_s(_intervals([5, 5, 5])) == 0.0
+    assert iperf3_longest_stall_s("not json") is None
+    assert iperf3_longest_stall_s(json.dumps({"intervals": []})) is None
+
+
+def test_max_hold_is_the_top_bucket_that_grew_in_the_window() -> None:
+    before = {"hold_time_counts": [5, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]}
+    after = {"hold_time_counts": [9, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0]}
+    assert max_hold_ms(before, after) == 5.0  # the 0.5 s bucket did not grow
+    after["hold_time_counts"][-1] = 1
+    assert max_hold_ms(before, after) == 10_000.0
+    assert max_hold_ms({}, {}) is None

@@ -1,0 +1,157 @@
+"""``python -m colopp.ingress``: the secondary host's relay (issue #22; not started by the
+agent yet, see ``docs/architecture.md``, "Held ACKs").
+
+Example (the secondary QEMU's ``red0``/``red1`` chardevs pointed at the two unix sockets)::
+
+    python -m colopp.ingress --mirror-from tcp:198.18.2.1:9003 \\
+        --mirror-to listen:unix:/run/colopp/vm1/red0.sock \\
+        --output-from listen:unix:/run/colopp/vm1/red1.sock \\
+        --output-to tcp:198.18.2.1:9004 --tap clp-tapb --status /run/colopp/vm1/ingress.json
+
+SIGUSR1 is the failover (the promotion of this host): the relay stops taking the mirror and
+hands the log's unacknowledged frames to the promoted guest on ``--tap`` until it
+acknowledges them (or ``--replay-deadline``), then exits 0. SIGTERM / SIGINT stop it (0).
+The status file (0600) holds the relay's and the log's counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from colopp.compare.addresses import parse_endpoint
+from colopp.compare.status import write_status
+from colopp.errors import ColoppError, ConfigError
+from colopp.ingress.log import DEFAULT_MAX_BYTES
+from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.replay import (
+    DEFAULT_DEADLINE_S,
+    Replayer,
+    guest_frames,
+    open_tap_socket,
+    send_frame,
+)
+
+log = logging.getLogger("colopp.ingress")
+
+
+def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace]:
+    """The relay's options. Raises ConfigError on a bad address or limit."""
+    p = argparse.ArgumentParser(prog="python -m colopp.ingress", description=__doc__)
+    p.add_argument("--mirror-from", required=True, help="the primary's mirror0 (tcp:H:P)")
+    p.add_argument("--mirror-to", required=True, help="for the secondary's red0 (listen:...)")
+    p.add_argument("--output-from", required=True, help="for the secondary's red1 (listen:...)")
+    p.add_argument("--output-to", required=True, help="the comparator's secondary_in")
+    p.add_argument("--vnet-hdr", action="store_true", help="frames carry vnet headers")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="log size bound")
+    p.add_argument("--tap", help="the guest's tap, for the replay at failover")
+    p.add_argument("--replay-deadline", type=float, default=DEFAULT_DEADLINE_S)
+    p.add_argument("--status", type=Path, help="JSON status file (0600)")
+    args = p.parse_args(argv)
+    if args.max_bytes <= 0 or args.replay_deadline <= 0:
+        raise ConfigError("--max-bytes and --replay-deadline must be positive")
+    options = RelayOptions(
+        mirror_from=parse_endpoint(args.mirror_from),
+        mirror_to=parse_endpoint(args.mirror_to),
+        output_from=parse_endpoint(args.output_from),
+        output_to=parse_endpoint(args.output_to),
+        vnet_hdr=args.vnet_hdr,
+        max_bytes=args.max_bytes,
+    )
+    if not (options.mirror_to.listen and options.output_from.listen):
+        raise ConfigError("--mirror-to and --output-from are listen: addresses (QEMU connects)")
+    return options, args
+
+
+async def serve(relay: Relay, args: argparse.Namespace) -> None:
+    """Run until SIGTERM/SIGINT, or until the replay after SIGUSR1 is over."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    promoted = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    loop.add_signal_handler(signal.SIGUSR1, promoted.set)
+    await relay.start()
+    waiters = [asyncio.create_task(done.wait()), asyncio.create_task(promoted.wait())]
+    try:
+        while not done.is_set():
+            _write(relay, args, None)
+            await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if promoted.is_set() and not done.is_set():
+                _write(relay, args, await replay(relay, args, done))
+                return
+    finally:
+        for task in waiters:
+            task.cancel()
+        await relay.stop()
+
+
+async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) -> dict[str, Any]:
+    """Hand the log to the promoted guest on ``--tap``; returns what happened."""
+    frames = relay.promote()
+    if args.tap is None:
+        log.error("promoted without --tap: %d frames not handed over", len(frames))
+        return {"frames": len(frames), "handed_over": False}
+    sock = open_tap_socket(args.tap)
+    loop = asyncio.get_running_loop()
+    replayer = Replayer(
+        relay.log, functools.partial(send_frame, sock), time.monotonic(), args.replay_deadline
+    )
+
+    def readable() -> None:
+        for frame in guest_frames(sock):
+            replayer.guest_frame(frame)
+
+    loop.add_reader(sock.fileno(), readable)
+    try:
+        while not done.is_set():
+            at = replayer.tick(time.monotonic())
+            if at is None:
+                break
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+    finally:
+        loop.remove_reader(sock.fileno())
+        sock.close()
+    left = len(relay.log.unacked())
+    if left:
+        log.error("replay gave up: %d frames not acknowledged by the promoted guest", left)
+    return {"frames": len(frames), "rounds": replayer.rounds, "unacknowledged": left}
+
+
+def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | None) -> None:
+    if args.status is None:
+        return
+    status: dict[str, Any] = {
+        **relay.stats,
+        "bytes_kept": relay.log.bytes_kept,
+        "frames_refused": relay.log.frames_refused,
+        "promoted": relay.promoted,
+        "updated_at": time.time(),
+    }
+    if replayed is not None:
+        status["replay"] = replayed
+    with contextlib.suppress(ColoppError):
+        write_status(args.status, status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        options, args = parse_args(argv)
+        asyncio.run(serve(Relay(options), args))
+    except (ColoppError, OSError) as exc:
+        print(f"ingress relay: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

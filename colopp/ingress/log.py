@@ -1,0 +1,170 @@
+"""The secondary host's log of client bytes its guest has not acknowledged yet. Pure.
+
+Fed every client -> guest frame the primary's mirror delivers (:meth:`ClientLog.client_frame`)
+and every frame the secondary guest sends (:meth:`ClientLog.guest_frame`). Per TCP connection
+it keeps the client's segments until the guest acknowledges their bytes, and knows the
+contiguous range ``[start, end)`` of client bytes it holds: what a receipt may promise
+(:meth:`ClientLog.receipts`). At failover, :meth:`ClientLog.unacked` gives the frames to
+deliver again to the promoted guest, until its ACKs cover them.
+
+Sequence numbers are the client's: ``filter-rewriter`` rewrites the guest's sequence numbers
+and the client's ACK field, never the client's sequence numbers nor the guest's ACK field.
+Positions are unwrapped per connection (see :mod:`~colopp.compare.tcp`). Memory is bounded
+by ``max_bytes``: a frame past it is not kept, so ``end`` stops there (a receipt never
+promises it) until the guest's own ACK passes it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.receipts import Receipt
+from colopp.compare.seq import HALF, MASK
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class _Connection:
+    """One client connection's log; positions relative to ``anchor`` (a client seq)."""
+
+    anchor: int
+    start: int = 0  # every client byte in [start, end) is held (or acknowledged by the guest)
+    end: int = 0
+    guest_ack: int | None = None  # position
+    # (start, end, frame) of kept segments, sorted by start; a FIN counts one position.
+    segments: list[tuple[int, int, bytes]] = field(default_factory=list)
+
+    def pos(self, seq: int) -> int:
+        d = (seq - self.anchor) & MASK
+        return d - (1 << 32) if d >= HALF else d
+
+    def seq(self, pos: int) -> int:
+        return (self.anchor + pos) & MASK
+
+    def extend(self, index: int) -> None:
+        """Move ``end`` over the kept segments from ``index`` on that touch it.
+
+        Invariant kept: no segment that starts at or before ``end`` reaches past it, so a
+        new segment only needs the walk from its own index.
+        """
+        for seg_start, seg_end, _ in self.segments[index:]:
+            if seg_start > self.end:
+                return
+            self.end = max(self.end, seg_end)
+
+    def trim(self, ack: int) -> int:
+        """Forget the segments whose bytes all lie below ``ack``; returns bytes freed."""
+        segments = self.segments
+        i = bisect_left(segments, (ack, -1, b""))
+        keep = [seg for seg in segments[:i] if seg[1] > ack]
+        freed = sum(len(seg[2]) for seg in segments[:i]) - sum(len(seg[2]) for seg in keep)
+        segments[:i] = keep
+        return freed
+
+
+class ClientLog:
+    """The client bytes this host holds, per connection (keyed guest -> client, as the
+    comparator keys them)."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes_kept = 0
+        self.frames_refused = 0  # not kept: over max_bytes
+        self._conns: dict[FlowKey, _Connection] = {}
+        self._dirty: set[FlowKey] = set()
+
+    def client_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> None:
+        """A client -> guest frame as the primary's mirror delivered it."""
+        pkt = parse_frame(frame, vnet_hdr_len)
+        if isinstance(pkt, Malformed) or pkt.kind != TCP:
+            return
+        _, client, guest, cport, gport = pkt.key
+        key = (TCP, guest, client, gport, cport)
+        conn = self._conns.get(key)
+        if pkt.flags & RST:
+            self._drop(key)
+            return
+        if pkt.flags & SYN:
+            if conn is None or conn.seq(0) != (pkt.seq + 1) & MASK:
+                self._drop(key)  # a new incarnation of the 4-tuple
+                self._conns[key] = _Connection((pkt.seq + 1) & MASK)
+            return
+        size = pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)
+        if not size:
+            return
+        if conn is None:  # first seen mid-stream: hold from here on
+            conn = self._conns[key] = _Connection(pkt.seq)
+        start = conn.pos(pkt.seq)
+        end = start + size
+        if end <= conn.start:
+            return  # the guest acknowledged all of it already
+        if self.bytes_kept + len(frame) > self.max_bytes:
+            self.frames_refused += 1
+            return
+        segment = (start, end, frame[vnet_hdr_len:] if vnet_hdr_len else frame)
+        index = bisect_left(conn.segments, segment)
+        conn.segments.insert(index, segment)
+        self.bytes_kept += len(frame)
+        if start <= conn.end < end:
+            conn.extend(index)
+            self._dirty.add(key)
+
+    def guest_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> None:
+        """A frame the secondary guest sent: its ACK releases what it acknowledges."""
+        pkt = parse_frame(frame, vnet_hdr_len)
+        if isinstance(pkt, Malformed) or pkt.kind != TCP:
+            return
+        conn = self._conns.get(pkt.key)
+        if conn is None:
+            return
+        if pkt.flags & RST:
+            self._drop(pkt.key)
+            return
+        if not pkt.flags & ACK or pkt.flags & SYN:
+            return
+        ack = conn.pos(pkt.ack)
+        if conn.guest_ack is not None and ack <= conn.guest_ack:
+            return
+        conn.guest_ack = ack
+        self.bytes_kept -= conn.trim(ack)
+        if ack > conn.start:
+            conn.start = ack
+            if ack > conn.end:
+                # The guest got bytes this host did not keep: hold again from its ACK on.
+                conn.end = ack
+                conn.extend(0)
+            self._dirty.add(pkt.key)
+
+    def receipts(self) -> list[Receipt]:
+        """What changed since the last call: ``(key, start, end)`` per connection, client
+        sequence numbers. Send them after every guest frame already forwarded."""
+        out = [
+            Receipt(key, conn.seq(conn.start), conn.seq(conn.end))
+            for key in sorted(self._dirty)
+            if (conn := self._conns.get(key)) is not None
+        ]
+        self._dirty.clear()
+        return out
+
+    def unacked(self) -> list[bytes]:
+        """Every kept frame (plain Ethernet, no vnet header) with bytes past its guest's
+        ACK, per connection in stream order: what the promoted guest must be given again
+        (it drops what it has)."""
+        out: list[bytes] = []
+        for conn in self._conns.values():
+            ack = conn.guest_ack
+            out += [f for _, end, f in conn.segments if ack is None or end > ack]
+        return out
+
+    def settled(self) -> bool:
+        """True when the guest acknowledged every kept byte."""
+        return not self.unacked()
+
+    def _drop(self, key: FlowKey) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            self.bytes_kept -= sum(len(s[2]) for s in conn.segments)
+        self._dirty.discard(key)
