@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from colopp.compare.config import DEFAULT_LAG_BUDGET_MS
 from colopp.compare.young_send import YOUNG_PORT_OFFSET
 from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
@@ -56,7 +55,6 @@ def comparator_argv(
         argv += ["--max-lag-ms", str(SEMIACTIVE_MAX_LAG_MS)]
     if options.prerelease is not None:
         argv.append(f"--prerelease={options.prerelease}")
-        argv += ["--prerelease-lag-budget-ms", str(DEFAULT_LAG_BUDGET_MS)]
         for prefix in options.read_prefixes:
             argv += ["--prerelease-read-prefix", prefix]
         for port in options.resp_ports:

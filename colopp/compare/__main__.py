@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="MS",
         help="pause pre-release while the secondary lags more than MS (default: never; "
-        f"colopp's agent gives {DEFAULT_LAG_BUDGET_MS})",
+        f"e.g. {DEFAULT_LAG_BUDGET_MS})",
     )
     p.add_argument(
         "--prerelease-ack-lowering",

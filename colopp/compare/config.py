@@ -73,8 +73,7 @@ PRE_RELEASE_RULES: tuple[str, ...] = ("retransmission", "ack_only", "http_read",
 #: Scopes of the read rules (see :mod:`colopp.compare.scope`).
 PRE_RELEASE_SCOPES: tuple[str, ...] = ("global", "key")
 
-#: The lag budget colopp's agent gives a comparator that pre-releases (ms; see
-#: ``PreReleaseConfig.lag_budget_ms``).
+#: A lag budget to try (ms; see ``PreReleaseConfig.lag_budget_ms``): off unless given.
 DEFAULT_LAG_BUDGET_MS = 50
 
 #: Guest TCP ports whose connections speak Redis RESP, by default.
@@ -101,7 +100,7 @@ class PreReleaseConfig:
     :mod:`colopp.compare.ack_lower`): an early answer whose ACK the secondary has not reached
     leaves with its ACK lowered instead of waiting. ``lag_budget_ms``: pre-release pauses
     while the secondary lags more than this (backpressure, :mod:`colopp.compare.prerelease`;
-    None or 0: never, the default here; the agent sets :data:`DEFAULT_LAG_BUDGET_MS`).
+    None or 0: never, the default: its effect is not measured yet, see the README).
     """
 
     rules: frozenset[str] = frozenset()

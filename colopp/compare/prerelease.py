@@ -72,13 +72,14 @@ Enforced by the core for every rule, not left to them (:mod:`~colopp.compare.tcp
   ones, which corrupts that connection's stream. See that module for when it may be used.
 * Never a SYN or RST; payload leaves in stream order (data behind a refused segment waits);
   nothing leaves early on a diverged connection or while a checkpoint is pending.
-* **Lag budget** (``PreReleaseConfig.lag_budget_ms``; colopp's agent sets 50 ms): nothing
+* **Lag budget** (``PreReleaseConfig.lag_budget_ms``, off unless given): nothing
   leaves early while the oldest unmatched primary frame is older than the budget. Without it,
   early answers let a closed-loop client drive the primary faster than the secondary can
   follow: the secondary's backlog grows until a checkpoint, and every answer that must wait
   for its copy (a write's) waits for that backlog (measured: 0.1-0.5 s holds, p99 ~230 ms).
   The budget is backpressure: clients then wait for the secondary, as without pre-release,
-  until it is back within the budget. Not a safety rule; 0 or None turns it off.
+  until it is back within the budget. Not a safety rule; 0 or None turns it off. Off by
+  default: on the bench lab its effect on the tail was not shown (README).
 * Early output is still compared when the secondary's copy arrives. A mismatch forces a
   checkpoint at once (reason ``prerelease_mismatch``, counted in ``prerelease_mismatches``):
   the checkpoint makes the secondary a copy of the primary, which did send those bytes.

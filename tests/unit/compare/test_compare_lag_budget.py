@@ -71,30 +71,3 @@ def test_the_budget_reaches_the_comparator_and_the_agent_sets_it() -> None:
     assert options_from_args(args).prerelease.lag_budget_ms is None
     opts = options_from_args([*args, "--prerelease-lag-budget-ms", "50"])
     assert opts.prerelease.lag_budget_ms == 50
-
-
-def test_the_agent_gives_a_pre_releasing_comparator_the_budget() -> None:
-    import dataclasses
-    from pathlib import Path
-
-    from colopp.agent.comparator_process import comparator_argv
-    from colopp.compare.config import DEFAULT_LAG_BUDGET_MS
-    from colopp.domain import ComparatorKind, ProtectionOptions, Role, SideSpec
-
-    options = ProtectionOptions(comparator=ComparatorKind.COLOPP)
-    spec = SideSpec(
-        Role.PRIMARY,
-        Path("/run/c"),
-        "tap-x",
-        Path("/run/c/disk.qcow2"),
-        "198.18.1.10",
-        "198.18.1.11",
-        options=options,
-    )
-    assert "--prerelease-lag-budget-ms" not in comparator_argv(spec, 2000, python="py")
-    spec = dataclasses.replace(
-        spec, options=dataclasses.replace(options, prerelease="auto", read_prefixes=("/kv/",))
-    )
-    argv = comparator_argv(spec, 2000, python="py")
-    opts = options_from_args(argv[argv.index("colopp.compare") + 1 :])
-    assert opts.prerelease.lag_budget_ms == DEFAULT_LAG_BUDGET_MS == 50
