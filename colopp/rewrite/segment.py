@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from colopp.compare.checksum import adjust32 as _adjust32
 from colopp.rewrite.table import MASK, SYN_REUSE_IDLE_S, ConnKey, Entry, OffsetTable
 
 _ETH_HLEN = 14
@@ -173,16 +174,6 @@ def _translate_sack(
                     csum = _adjust32(csum, old, new)
         pos += length
     return csum, odd
-
-
-def _adjust32(csum: int, old: int, new: int) -> int:
-    """RFC 1624 eqn. 3: the checksum after a 16-bit-aligned 32-bit field went old -> new."""
-    total = (
-        (~csum & 0xFFFF) + (~(old >> 16) & 0xFFFF) + (~old & 0xFFFF) + (new >> 16) + (new & 0xFFFF)
-    )
-    total = (total & 0xFFFF) + (total >> 16)
-    total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _set_checksum(out: bytearray, l4: int, csum: int) -> None:
