@@ -1,24 +1,25 @@
-"""Fleet arbitration figures: ``python -m bench.fleet --json bench/results-fleet.json``.
+"""Fleet figures: ``python -m bench.fleet --json bench/results-fleet.json`` (root, etcd, QEMU).
 
-A skeleton of issue 21's benchmark. It writes every key the issue names. The keys this
-session can measure hold real figures, taken with a real 3-member etcd:
-
-- ``controller_kill.takeover_s``: two bare controller replicas (``python -m colopp.arbiter
-  elect``) on a loopback etcd; the leader is SIGKILLed; seconds until the other leads
-  (worst of ``--trials``). Scope: the election only, not an API finishing a recovery.
+- ``hosts``, ``protections``, ``host_kill.*`` and ``controller_kill.*``
+  (:mod:`bench.fleet_hosts`): ``--protections`` kvd guests placed over a three-host lab by
+  two API replicas on a 3-member etcd, a client workload on each; every link of one host
+  is cut, and the leading replica is SIGKILLed as soon as it reports the first affected
+  protection failed over; the other finishes the recovery. ``takeover_s`` is from the
+  SIGKILL until the follower reports itself leader.
 - ``etcd_partition.dual_primary_observed``: two holders of one protection's right
   (``python -m colopp.arbiter hold``), each beside its own etcd member in a lab network
   namespace. The first holder's namespace is cut off. It is dual when the second one
   acquired before the first one's kill. Scope: holders' own clocks, not a client talking
-  to two VMs. Needs root.
+  to two VMs.
 
-``hosts``, ``protections`` and ``host_kill.*`` need the three-host lab with protected VMs.
-They are written as null and listed under ``not_measured``.
+``--bare`` measures only the election of two bare replicas (``python -m colopp.arbiter
+elect``, no VMs) for ``controller_kill`` and leaves the host keys null.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import tempfile
@@ -111,8 +112,32 @@ def etcd_partition(ttl: int) -> dict[str, Any]:
     }
 
 
-def figures(trials: int, ttl: int) -> dict[str, Any]:
-    """Every key of issue 21's benchmark; null where not measured (see ``not_measured``)."""
+def with_vms(count: int, ttl: int, state: Path) -> dict[str, Any]:
+    """hosts, protections, host_kill and controller_kill from the three-host lab."""
+    from bench.fleet_hosts import host_kill
+    from colopp.fleet.local import LocalFleet
+
+    loop = asyncio.new_event_loop()
+    try:
+        local = loop.run_until_complete(LocalFleet.start(state / "lab", None, "f21bbn", taps=count))
+        try:
+            return host_kill(local, state, count, ttl)
+        finally:
+            loop.run_until_complete(local.close())
+    finally:
+        loop.close()
+
+
+def figures(trials: int, ttl: int, count: int | None = 3) -> dict[str, Any]:
+    """Every key of issue 21's benchmark; null where not measured (see ``not_measured``).
+
+    ``count``: protected VMs on the three-host lab (None: the bare election only)."""
+    if count is not None:
+        with tempfile.TemporaryDirectory(prefix="colopp-fleet-") as tmp:
+            out = with_vms(count, ttl, Path(tmp))
+        out["etcd_partition"] = etcd_partition(ttl)
+        out["loadavg_end"] = list(os.getloadavg())
+        return out
     return {
         "hosts": None,
         "protections": None,
@@ -137,8 +162,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--ttl", type=int, default=3)
+    parser.add_argument("--protections", type=int, default=3, help="protected VMs (1..8)")
+    parser.add_argument("--bare", action="store_true", help="the bare election only, no VMs")
     args = parser.parse_args()
-    text = json.dumps(figures(args.trials, args.ttl), indent=2)
+    if not 1 <= args.protections <= 8:
+        parser.error("--protections must be in 1..8")
+    count = None if args.bare else args.protections
+    text = json.dumps(figures(args.trials, args.ttl, count), indent=2)
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")

@@ -38,6 +38,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench import pair_cpu
 from bench.pair_figures import (
     CONFIGS,
     LABELS,
@@ -162,6 +163,8 @@ async def sample(bench: Bench, pair: PairController, plan: LabPlan, replicated: 
         counters=counters,
         host_process_cpu_s=process_cpu,
         cpu_busy_s=busy,
+        cpu=pair_cpu.take(bench.cpu_plan),
+        loadavg=os.getloadavg(),
     )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.pair_cpu import CpuSample, outside_share
+
 #: Each mix: (protocol, share of writes).
 MIXES: dict[str, tuple[str, float]] = {
     "read_mostly": ("http", 0.05),
@@ -63,6 +65,10 @@ class Sample:
     comparator), by host name."""
     cpu_busy_s: dict[str, float] = field(default_factory=dict)
     """Busy seconds of each host's CPUs (everything that ran there, the client too)."""
+    cpu: CpuSample = field(default_factory=CpuSample)
+    """Per-CPU busy and lab seconds: what ran outside the lab (:mod:`bench.pair_cpu`)."""
+    loadavg: tuple[float, ...] = ()
+    """The machine's load averages (1, 5, 15 min) when sampled."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,24 @@ def prerelease_share(before: dict[str, Any], after: dict[str, Any]) -> float:
     return min(1.0, early / reads)
 
 
+def no_wait_share(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """Answers that did not wait for the comparison / answers, over the window: those that
+    left early plus those whose secondary copy was already there (``matched_on_arrival``).
+
+    ``prerelease_share`` counts only the first; when the secondary's copy usually comes
+    first, an answer leaves as soon as the primary's is read either way. kvd and Redis answer
+    a small request in one segment, so frames stand for answers (approximately).
+    """
+    b, a = before.get("pre_release") or {}, after.get("pre_release") or {}
+    answers = _delta(b, a, "read_requests") + _delta(b, a, "write_requests")
+    if answers <= 0:
+        return 0.0
+    granted_b, granted_a = b.get("granted") or {}, a.get("granted") or {}
+    early = sum(_delta(granted_b, granted_a, rule) for rule in ("http_read", "resp_read"))
+    undelayed = early + _delta(before, after, "matched_on_arrival")
+    return round(min(1.0, undelayed / answers), 3)
+
+
 def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any]:
     """Figures every window carries besides its headline ones."""
     window = after.at - before.at
@@ -125,6 +149,15 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
             for why in ("unoffered", "ack_refused", "policy_refused")
         },
         "host_cpu_busy": busy,
+        # Share of each CPU that processes outside the lab took (other work on the machine).
+        "outside_lab_cpu_busy": outside_share(before.cpu, after.cpu, window),
+        "loadavg": [round(x, 2) for x in after.loadavg],
+        # ACK lowering (colopp.compare.ack_lower) and how long answers were held.
+        "no_wait_share": no_wait_share(before.counters, after.counters),
+        "lag_pauses": _delta(before.counters, after.counters, "prerelease_lag_pauses"),
+        "ack_lowered": _delta(before.counters, after.counters, "prerelease_ack_lowered"),
+        "bare_acks": _delta(before.counters, after.counters, "prerelease_bare_acks"),
+        "hold_time_counts": _hold_deltas(before.counters, after.counters),
         "divergences": {
             k: v
             for k, v in (
@@ -134,6 +167,14 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
             if v
         },
     }
+
+
+def _hold_deltas(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """The comparator's hold-time histogram over the window (upper bound -> frames)."""
+    bounds = after.get("hold_time_buckets") or []
+    new = after.get("hold_time_counts") or []
+    old = before.get("hold_time_counts") or [0] * len(new)
+    return {f"<={b}": int(n) - int(o) for b, n, o in zip(bounds, new, old, strict=False) if n != o}
 
 
 def host_cpu_ms_per_req(before: Sample, after: Sample, host: str, requests: int) -> float | None:

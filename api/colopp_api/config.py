@@ -18,6 +18,9 @@
 ``COLOPP_ETCD_ENDPOINTS``               comma-separated etcd client URLs: fleet mode, replicas
                                         elect a leader that alone supervises (default unset)
 ``COLOPP_API_REPLICA``                  this replica's name in the election (default host:pid)
+``COLOPP_POOL``                         the pool for ``pool`` placements: a JSON list of hosts
+                                        ``{"name", "address", "repl_ip", "port", "slots"}``,
+                                        three or more (``colopp.fleet.pool``; default none)
 ======================================  ==================================================
 
 Every value is validated when the API starts (a pydantic model of the environment): a bad
@@ -51,6 +54,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from colopp.errors import ConfigError
+from colopp.fleet.pool import PoolMember, parse_pool
 from colopp.lab import check_prefix
 from colopp_api.db.retention import DEFAULT_RETENTION, RetentionPolicy, parse_retention
 from colopp_api.netcheck import webhook_networks
@@ -112,6 +116,13 @@ def _prefix(text: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
+def _pool(text: str) -> tuple[PoolMember, ...]:
+    try:
+        return tuple(parse_pool(text))
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+
+
 def _database_url(text: str) -> str:
     try:
         make_url(text)
@@ -155,6 +166,7 @@ class _Environment(BaseModel):
         (), alias="COLOPP_ETCD_ENDPOINTS"
     )
     replica: str | None = Field(None, max_length=200, alias="COLOPP_API_REPLICA")
+    pool: Annotated[tuple[PoolMember, ...], BeforeValidator(_pool)] = Field((), alias="COLOPP_POOL")
 
 
 def _read_environment(env: dict[str, str]) -> _Environment:
@@ -191,6 +203,8 @@ class Settings:
     #: Fleet mode (colopp/arbiter): etcd client URLs; empty = the single-controller default.
     etcd_endpoints: tuple[str, ...] = ()
     replica: str = ""
+    #: The hosts of ``pool`` placements (empty: none configured).
+    pool: tuple[PoolMember, ...] = ()
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -229,6 +243,7 @@ class Settings:
             retention=_retention(env),
             etcd_endpoints=values.etcd_endpoints,
             replica=values.replica or f"{socket.gethostname()}:{os.getpid()}",
+            pool=values.pool,
         )
 
 

@@ -21,6 +21,9 @@ from colopp_api.schemas import (
     ID_PATTERN,
     EventPage,
     MetricSeries,
+    PoolHostOut,
+    PoolOut,
+    PoolSide,
     Problem,
     ProtectionCreate,
     ProtectionList,
@@ -83,8 +86,22 @@ def present(row: dict[str, Any], runner: ProtectionRunner | None) -> ProtectionO
 
 
 def _hosts_refusal(body: ProtectionCreate, settings: Settings) -> dict[str, Any] | None:
-    """Why a ``hosts`` placement cannot be accepted by this server, as a validation error
-    (``loc``, ``msg``, ``type``) naming the field; None when it can."""
+    """Why a ``hosts`` (or ``pool``) placement cannot be accepted by this server, as a
+    validation error (``loc``, ``msg``, ``type``) naming the field; None when it can."""
+    if body.placement == "pool":
+        missing = [
+            name
+            for name, unset in (
+                ("COLOPP_POOL (the pool's hosts)", not settings.pool),
+                ("COLOPP_AGENT_TOKEN_FILE (a 0600 file with the agents' token)",
+                 settings.agent_token_file is None),
+            )
+            if unset
+        ]  # fmt: skip
+        if missing:
+            why = f"placement pool needs {' and '.join(missing)}"
+            return {"loc": ("body", "placement"), "msg": why, "type": "value_error"}
+        return None
     if body.hosts is None:
         return None
     if settings.agent_token_file is None:
@@ -255,6 +272,33 @@ async def metrics_series(
     """Samples (about one a second) newer than ``since``, oldest first."""
     _row(request, protection_id)
     return MetricSeries(samples=_store(request).samples(protection_id, since, limit))
+
+
+@router.get("/v1/pool", responses=ERRORS, tags=["protections"])
+async def get_pool(request: Request, _: Reader) -> PoolOut:
+    """The pool's hosts (``COLOPP_POOL``) and the sides of pool protections on each."""
+    settings: Settings = request.app.state.settings
+    sides: dict[str, list[PoolSide]] = {m.name: [] for m in settings.pool}
+    for row in _store(request).protections():
+        if row["placement"] != "pool" or row["stopped"]:
+            continue
+        for role in ("primary", "secondary"):
+            host = row[f"{role}_host"]
+            if host in sides:
+                sides[host].append(PoolSide(protection=row["id"], name=row["name"], role=role))
+    return PoolOut(
+        hosts=[
+            PoolHostOut(
+                name=m.name,
+                address=m.address,
+                port=m.port,
+                repl_ip=m.repl_ip,
+                slots=m.slots,
+                sides=sides[m.name],
+            )
+            for m in settings.pool
+        ]
+    )
 
 
 @router.get(

@@ -87,7 +87,12 @@ class ProtectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    placement: Literal["lab", "hosts"] = "lab"
+    placement: Literal["lab", "hosts", "pool"] = Field(
+        "lab",
+        description="lab: this machine's lab; hosts: the two hosts given; pool: two hosts of"
+        " the configured pool (COLOPP_POOL) chosen by placement, re-protected onto another"
+        " pool host when one dies",
+    )
     hosts: Hosts | None = None
     base_disk: HostPath | None = Field(None, description="the VM's disk on both hosts")
     running_qmp: HostPath | None = Field(
@@ -153,10 +158,18 @@ class ProtectionCreate(BaseModel):
             raise ValueError("prerelease_rearm_ms needs read_prefixes or resp_ports (a read rule)")
         if any(".." in prefix for prefix in self.read_prefixes):
             raise ValueError("read_prefixes must not contain '..'")
-        if self.placement == "hosts" and self.guest != "kvd":
-            raise ValueError("guest picks the lab's image: placement hosts brings its own VM")
-        if self.placement == "hosts":
-            needed: list[tuple[str, object]] = [("hosts", self.hosts)]
+        if self.placement != "lab" and self.guest != "kvd":
+            raise ValueError(
+                f"guest picks the lab's image: placement {self.placement} brings its own VM"
+            )
+        if self.placement == "pool" and self.hosts is not None:
+            raise ValueError("placement pool chooses the hosts itself: drop hosts")
+        if self.placement == "pool" and self.backend != "qemu":
+            raise ValueError("placement pool runs backend qemu only")
+        if self.placement != "lab":
+            needed: list[tuple[str, object]] = []
+            if self.placement == "hosts":
+                needed.append(("hosts", self.hosts))
             if self.backend == "qemu" and self.running_qmp is None:  # libvirt: its own
                 needed.append(("base_disk", self.base_disk))
                 boot = [
@@ -169,12 +182,37 @@ class ProtectionCreate(BaseModel):
                 # none of them: the firmware boots base_disk (its own bootloader)
             missing = [what for what, value in needed if value is None]
             if missing:
-                raise ValueError(f"placement hosts needs {', '.join(missing)}")
+                raise ValueError(f"placement {self.placement} needs {', '.join(missing)}")
         elif self.hosts is not None or self.base_disk is not None:
             raise ValueError("placement lab builds its own hosts and disk: drop hosts/base_disk")
         if self.running_qmp is not None and (self.placement, self.backend) != ("hosts", "qemu"):
             raise ValueError("running_qmp needs placement hosts and backend qemu")
         return self
+
+
+class PoolSide(BaseModel):
+    """One side of a pool protection on a pool host."""
+
+    protection: str
+    name: str
+    role: Literal["primary", "secondary"]
+
+
+class PoolHostOut(BaseModel):
+    """One host of the pool (``COLOPP_POOL``) and the sides it runs."""
+
+    name: str
+    address: str
+    port: int
+    repl_ip: str
+    slots: int
+    sides: list[PoolSide]
+
+
+class PoolOut(BaseModel):
+    """GET /v1/pool."""
+
+    hosts: list[PoolHostOut]
 
 
 class Side(BaseModel):

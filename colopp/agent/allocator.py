@@ -82,17 +82,33 @@ class SlotTable:
             run_dir=self.state_dir / "protections" / protection,
         )
 
-    def allocate(self, protection: str) -> Allocation:
-        """The protection's slot: the one it holds, else the lowest free one.
+    def allocate(self, protection: str, slot: int | None = None) -> Allocation:
+        """The protection's slot: the one it holds, else ``slot`` when given (a fleet
+        controller numbers protections fleet-wide, so a protection has the same ports and
+        tap on every host), else the lowest free one.
 
         Raises:
-            ConfigError: a bad protection name, or every slot is taken.
+            ConfigError: a bad protection name or slot, a slot held by another protection
+                or differing from the one this protection holds, or every slot is taken.
         """
         if not isinstance(protection, str) or not PROTECTION_RE.match(protection):
             raise ConfigError(f"protection name {protection!r} must match {PROTECTION_RE.pattern}")
+        if slot is not None and (
+            isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot < self.slots
+        ):
+            raise ConfigError(f"slot {slot!r} must be an integer in 0..{self.slots - 1}")
         if protection in self.taken:
-            return self.allocation(protection, self.taken[protection])
+            held = self.taken[protection]
+            if slot is not None and slot != held:
+                raise ConfigError(f"protection {protection} holds slot {held} here, not {slot}")
+            return self.allocation(protection, held)
         used = set(self.taken.values())
+        if slot is not None:
+            if slot in used:
+                owner = next(p for p, k in self.taken.items() if k == slot)
+                raise ConfigError(f"slot {slot} is held by protection {owner} on this host")
+            self.taken[protection] = slot
+            return self.allocation(protection, slot)
         free = next((k for k in range(self.slots) if k not in used), None)
         if free is None:
             raise ConfigError(f"all {self.slots} protection slots of this host are taken")
@@ -117,14 +133,15 @@ class Allocator:
         if self.path.exists():
             self.table.taken = _load(self.path, self.table)
 
-    def allocate(self, protection: str) -> Allocation:
-        """Allocate (idempotent), persist, and create the run directory (0700).
+    def allocate(self, protection: str, slot: int | None = None) -> Allocation:
+        """Allocate (idempotent; ``slot`` as in :meth:`SlotTable.allocate`), persist, and
+        create the run directory (0700).
 
         Raises:
             ConfigError: bad name, no free slot.
             OSError: the state directory cannot be written.
         """
-        allocation = self.table.allocate(protection)
+        allocation = self.table.allocate(protection, slot)
         write_json_atomic(self.path, self.table.taken)
         allocation.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return allocation

@@ -42,6 +42,7 @@ from colopp.agent.steps import run_steps, wait_colo_mode
 from colopp.agent.takeover import take_over
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
+from colopp.agent.translation import describe as describe_translation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
     attach_replication,
@@ -55,6 +56,7 @@ from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
+from colopp.rewrite.splice import promotion_steps
 
 
 class HostAgent:
@@ -143,7 +145,12 @@ class HostAgent:
     def _lease_view(self) -> LeaseView:
         side = self.side
         running = side is not None and side.process.alive()
-        primary = side is not None and side.spec.role is Role.PRIMARY and not side.failed_over
+        primary = (
+            side is not None
+            and side.spec.role is Role.PRIMARY
+            and not side.failed_over
+            and not side.going_alone
+        )
         return LeaseView(running, primary)
 
     async def _peer_reachable(self) -> bool:
@@ -203,6 +210,8 @@ class HostAgent:
             "colo_exit": side.checkpoints.colo_exit,
             "vcpu": side.vcpu.to_status() if side.vcpu is not None else None,
         }
+        if self.translation is not None:
+            out["translation"] = describe_translation(self.translation)
         if side.comparator is not None:
             out["comparator"] = {
                 "pid": side.comparator.pid,
@@ -398,7 +407,7 @@ class HostAgent:
         result = await live_reprotect(
             side, peer_repl_ip, plumbing, checkpoint_delay_ms, timeout, comparator, in_pause
         )
-        side.failed_over = False
+        side.failed_over = side.going_alone = False  # in COLO again: the lease applies
         self.persist()
         return {
             "resync_s": result["resync_s"],
@@ -445,10 +454,18 @@ class HostAgent:
             # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
             last_load = side.checkpoints.last_at
             await restore_vcpus(side)  # full CPUs before it serves
-            await run_steps(side, secondary_failover())
+            # QEMU turns the translator's redirectors off at the failover: back on at once.
+            # (A re-adopted side has its filters but no translator child: its record says.)
+            t = self.translation
+            spliced = t is not None and (t.spliced or bool(t.record))
+            await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
+            # No self-fence from here: without a peer and with the controller waiting on
+            # this call (no heartbeats meanwhile), a sequence slower than the lease would
+            # otherwise kill the very side the controller chose to keep.
+            side.going_alone = True
             await run_steps(side, primary_failover(side.spec.options.comparator))
             await stop_comparator(side)
         side.failed_over = True

@@ -77,9 +77,9 @@ class ProtectionRouter:
         table["release"] = self.release
         return table
 
-    async def allocate(self, protection: str) -> dict[str, Any]:
-        """Reserve ``protection``'s slot here (idempotent)."""
-        return self.allocator.allocate(protection).to_dict()
+    async def allocate(self, protection: str, slot: int | None = None) -> dict[str, Any]:
+        """Reserve ``protection``'s slot here (idempotent); ``slot``: the fleet-wide one."""
+        return self.allocator.allocate(protection, slot).to_dict()
 
     async def release(self, protection: str) -> dict[str, Any]:
         """Stop ``protection``'s side here and free its slot."""

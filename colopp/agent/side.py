@@ -54,6 +54,9 @@ class Side:
     checkpoints: CheckpointLog = field(default_factory=CheckpointLog)
     watcher: asyncio.Task[None] | None = None
     failed_over: bool = False
+    # The controller told this primary to continue alone: it is the designated survivor,
+    # so the lease no longer fences it, even while its failover sequence runs.
+    going_alone: bool = False
     comparator: ComparatorProcess | None = None
     checkpoint_delay_ms: int = 2000
     vcpu: VcpuState | None = None  # the semi-active shrink in force, if any

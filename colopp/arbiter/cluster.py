@@ -8,13 +8,16 @@ the real cluster).
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import queue
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,9 +131,39 @@ class Events:
             self.stdout.close()
 
 
+#: Its namespace names are fixed: two runs at once (two test sessions, a test and
+#: bench.fleet) would delete each other's namespaces mid-run. Held until deleted.
+LAB_LOCK = Path("/run/colopp-etcd-lab.lock")
+_held: list[int] = []  # the lock's descriptor while this process holds it
+
+
+def _lock(timeout: float = 1800.0) -> None:
+    if _held:
+        return
+    fd = os.open(LAB_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _held.append(fd)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise ConfigError(f"another etcd lab holds {LAB_LOCK} for {timeout:.0f}s") from None
+            time.sleep(0.2)  # flock has no timed wait
+
+
+def _unlock() -> None:
+    while _held:
+        os.close(_held.pop())
+
+
 def make_netns_lab(names: list[str]) -> None:
-    """A switch namespace with a bridge, and one namespace per name joined to it."""
-    delete_netns_lab(names)
+    """A switch namespace with a bridge, and one namespace per name joined to it (after
+    waiting for any other run's lab on this machine: :data:`LAB_LOCK`)."""
+    _lock()
+    delete_netns_lab(names, unlock=False)
     run("ip", "netns", "add", SWITCH)
     run("ip", "-n", SWITCH, "link", "add", "br0", "type", "bridge")
     run("ip", "-n", SWITCH, "link", "set", "br0", "up")
@@ -149,6 +182,8 @@ def cut(index: int) -> None:
     run("ip", "-n", SWITCH, "link", "set", f"f21v{index}", "down")
 
 
-def delete_netns_lab(names: list[str]) -> None:
+def delete_netns_lab(names: list[str], unlock: bool = True) -> None:
     for ns in [*names, SWITCH]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+    if unlock:
+        _unlock()

@@ -51,6 +51,7 @@ from pathlib import Path
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.config import (
     DEFAULT_COMPARE_TIMEOUT_S,
+    DEFAULT_LAG_BUDGET_MS,
     DEFAULT_READ_METHODS,
     DEFAULT_RESP_PORTS,
     PRE_RELEASE_RULES,
@@ -138,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="guest TCP port speaking Redis RESP whose reads may be answered early (repeatable)",
     )
+    p.add_argument(
+        "--prerelease-lag-budget-ms",
+        type=int,
+        metavar="MS",
+        help="pause pre-release while the secondary lags more than MS (default: never; "
+        f"e.g. {DEFAULT_LAG_BUDGET_MS})",
+    )
+    p.add_argument(
+        "--prerelease-ack-lowering",
+        action="store_true",
+        help="let an early answer leave before the secondary acknowledged its request, with "
+        "its ACK lowered (off by default: see colopp.compare.ack_lower for the failover risk)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -150,8 +164,11 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
         extra = args.prerelease_scope is not None or args.prerelease_resp_port
         if prefixes or args.prerelease_read_method or args.prerelease_rearm_ms is not None:
             raise ConfigError("--prerelease-read-* given without --prerelease")
-        if extra:
-            raise ConfigError("--prerelease-scope/--prerelease-resp-port without --prerelease")
+        if extra or args.prerelease_ack_lowering or args.prerelease_lag_budget_ms is not None:
+            raise ConfigError(
+                "--prerelease-scope/--prerelease-resp-port/--prerelease-ack-lowering/"
+                "--prerelease-lag-budget-ms without --prerelease"
+            )
         return PreReleaseConfig()
     resp_ports = tuple(args.prerelease_resp_port) or DEFAULT_RESP_PORTS
     if args.prerelease == "auto":
@@ -170,6 +187,8 @@ def prerelease_from_args(args: argparse.Namespace) -> PreReleaseConfig:
         args.prerelease_rearm_ms,
         scope=args.prerelease_scope or "global",
         resp_ports=resp_ports,
+        lower_acks=args.prerelease_ack_lowering,
+        lag_budget_ms=args.prerelease_lag_budget_ms,
     )
 
 

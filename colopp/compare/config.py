@@ -73,6 +73,9 @@ PRE_RELEASE_RULES: tuple[str, ...] = ("retransmission", "ack_only", "http_read",
 #: Scopes of the read rules (see :mod:`colopp.compare.scope`).
 PRE_RELEASE_SCOPES: tuple[str, ...] = ("global", "key")
 
+#: A lag budget to try (ms; see ``PreReleaseConfig.lag_budget_ms``): off unless given.
+DEFAULT_LAG_BUDGET_MS = 50
+
 #: Guest TCP ports whose connections speak Redis RESP, by default.
 DEFAULT_RESP_PORTS: tuple[int, ...] = (6379,)
 
@@ -92,7 +95,12 @@ class PreReleaseConfig:
     write disarms every read until the next checkpoint) or ``key`` (a write disarms only the
     reads of its own resource: the operator's promise in :mod:`colopp.compare.prerelease`).
     ``resp_ports``: guest TCP ports whose requests the ``resp_read`` rule parses as Redis
-    commands (``http_read`` parses every other connection).
+    commands (``http_read`` parses every other connection). ``lower_acks`` (off by default,
+    not safe with writers on other connections across a failover: see
+    :mod:`colopp.compare.ack_lower`): an early answer whose ACK the secondary has not reached
+    leaves with its ACK lowered instead of waiting. ``lag_budget_ms``: pre-release pauses
+    while the secondary lags more than this (backpressure, :mod:`colopp.compare.prerelease`;
+    None or 0: never, the default: its effect is not measured yet, see the README).
     """
 
     rules: frozenset[str] = frozenset()
@@ -101,6 +109,8 @@ class PreReleaseConfig:
     rearm_ms: int | None = None
     scope: str = "global"
     resp_ports: tuple[int, ...] = DEFAULT_RESP_PORTS
+    lower_acks: bool = False
+    lag_budget_ms: int | None = None
 
     def __post_init__(self) -> None:
         """Raises ConfigError on an unknown rule, a missing prefix or a bad method."""
@@ -119,6 +129,8 @@ class PreReleaseConfig:
             raise ConfigError(f"pre-release scope must be one of {', '.join(PRE_RELEASE_SCOPES)}")
         if "resp_read" in self.rules and not self.resp_ports:
             raise ConfigError("the resp_read pre-release rule needs at least one RESP port")
+        if self.lag_budget_ms is not None and self.lag_budget_ms < 0:
+            raise ConfigError("the pre-release lag budget must be >= 0 ms")
         for port in self.resp_ports:
             if not 0 < port < 65536:
                 raise ConfigError(f"RESP port out of range: {port}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from colopp.compare.ack_lower import catch_up, settle_all
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import Counters
 from colopp.compare.early import apply_receipts, offer_early, offer_tail
@@ -78,6 +79,10 @@ class Comparator:
         # The default policy never answers yes: do not even ask it on the hot path.
         self._policy: ReleasePolicy | None = None if policy is None else policy
         self._client_policy = policy if isinstance(policy, ClientAwarePolicy) else None
+        # Pre-release pauses while the oldest unmatched primary frame is older than this
+        # (the secondary lags): see PreReleaseConfig.lag_budget_ms.
+        self._lag_budget: float | None = getattr(policy, "lag_budget_s", None)
+        self._lagging = False
         # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
         # forces the general path everywhere (tests compare the two). With a policy only the
         # primary's segment that matches on arrival takes it: nothing waits, so nothing is
@@ -214,7 +219,7 @@ class Comparator:
                 conn.syn_waits_checkpoint = birth = True
             # Behind a waiting head nothing can move: the head waits for the secondary.
             at_head = conn.add_primary(held, pkt)
-            policy = self._live_policy()
+            policy = self._live_policy(now)
             reason = conn.pump(c, policy, now, released, pre) if at_head else None
             if not at_head and policy is not None and offer_tail(conn, held, policy, now):
                 pre.append(held)
@@ -251,7 +256,11 @@ class Comparator:
             conn.last_seen = now
             if not conn.add_secondary(pkt, frame, now):
                 c.secondary_dropped += 1
-            reason = conn.pump(c, self._live_policy(), now, released, pre)
+            reason = conn.pump(c, self._live_policy(now), now, released, pre)
+            if conn.ack_low is not None:  # the secondary's ACK may let a lowered one up
+                bare = catch_up(conn, released, pre)
+                if bare is not None:
+                    return [*self._finish(released, pre, reason, now), bare]
         else:
             flow = self._flows.get(pkt.key) or self._open_flow(pkt.key, pkt.kind, now)
             flow.last_seen = now
@@ -276,7 +285,7 @@ class Comparator:
             return []
         key = observer.observe_client(pkt, frame, now, vnet_hdr_len)
         conn = self._tcp.get(key) if key is not None else None
-        policy = self._live_policy()
+        policy = self._live_policy(now)
         if conn is None or policy is None or not conn.queue:
             return []
         pre: list[HeldFrame] = []
@@ -287,7 +296,7 @@ class Comparator:
         """The secondary host's receipts (:mod:`~colopp.compare.receipts`): what leaves
         early may then acknowledge the client bytes it holds."""
         pre: list[HeldFrame] = []
-        apply_receipts(self._tcp, receipts, self._live_policy(), now, pre, self.counters)
+        apply_receipts(self._tcp, receipts, self._live_policy(now), now, pre, self.counters)
         return self._finish([], pre, None, now) if pre else []
 
     def forget_receipts(self) -> None:
@@ -300,9 +309,22 @@ class Comparator:
         if self._client_policy is not None:
             self._client_policy.client_lost()
 
-    def _live_policy(self) -> ReleasePolicy | None:
+    def _live_policy(self, now: float) -> ReleasePolicy | None:
         # A pending checkpoint means the secondary is known to differ: nothing leaves early.
-        return None if self._awaiting_since is not None else self._policy
+        if self._awaiting_since is not None:
+            return None
+        budget = self._lag_budget
+        if budget is not None:
+            held = self._held
+            while held and held[0].released:
+                held.popleft()
+            lagging = bool(held) and now - held[0].arrival > budget
+            if lagging != self._lagging:
+                self._lagging = lagging
+                self.counters.prerelease_lag_pauses += lagging
+            if lagging:
+                return None  # backpressure: the primary's clients wait for the secondary
+        return self._policy
 
     # ---- time and checkpoints ------------------------------------------------------------
 
@@ -373,6 +395,7 @@ class Comparator:
         c.flushed_frames += len(flushed)
         stop_seen = self._stop_seen
         self._stop_seen = False
+        owing = {k: conn for k, conn in self._tcp.items() if conn.ack_low is not None}
         for conn in self._tcp.values():
             conn.on_checkpoint(stop_seen)
         for flow in self._flows.values():
@@ -385,7 +408,10 @@ class Comparator:
         out = [h for h in flushed if not h.pre_released]
         c.released_frames += len(out)
         c.released_bytes += sum(len(h.frame) for h in out)
-        return group_frames(out, Release)
+        actions = group_frames(out, Release)
+        if owing:  # the secondary now holds what the primary acknowledged: ACKs still owed
+            actions += settle_all(owing, out)
+        return actions
 
     def snapshot(self) -> dict[str, Any]:
         """Counters plus the core's state, JSON-serialisable."""

@@ -66,6 +66,12 @@ class Counters:
     late_ack_refused: int = 0
     late_policy_refused: int = 0
     rearm_checkpoints: int = 0
+    # Early payload frames whose ACK was lowered to what the secondary acknowledged, and the
+    # bare ACKs sent later to give the client the real one (:mod:`~colopp.compare.ack_lower`).
+    prerelease_ack_lowered: int = 0
+    prerelease_bare_acks: int = 0
+    # Times pre-release paused because the secondary lagged past the lag budget.
+    prerelease_lag_pauses: int = 0
     # Receipts from the secondary host (receipts.py), and early frames whose ACK only the
     # host's receipt covered (the secondary guest had not acknowledged as much yet).
     host_receipts: int = 0

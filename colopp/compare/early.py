@@ -3,13 +3,15 @@
 The policy (:mod:`colopp.compare.prerelease`) says what derives from synchronized state;
 these functions apply the core's own limits first: no SYN/RST, payload in stream order,
 and the absolute rule that nothing leaving early acknowledges client bytes the secondary
-has not acknowledged. Frames that leave early stay queued and are compared later.
+has not acknowledged (a payload segment beyond it may leave with its ACK lowered:
+:mod:`~colopp.compare.ack_lower`). Frames that leave early stay queued and are compared later.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from colopp.compare import ack_lower
 from colopp.compare.counters import Counters
 from colopp.compare.held import HeldFrame, ReleasePolicy
 from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey
@@ -86,19 +88,25 @@ def offer_tail(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, now:
 
 def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, now: float) -> bool:
     """The core's own limits first, then the policy."""
-    # The core's own limits first: no SYN/RST, and the absolute ACK rule.
+    # The core's own limits first: no SYN/RST, and the absolute ACK rule (a payload segment
+    # may leave with its ACK lowered to what the secondary acknowledged, when the policy says
+    # ``lower_acks``: :mod:`~colopp.compare.ack_lower`).
     flags = held.flags
     if flags & (SYN | RST):
         return False
+    lowered = None
     if flags & ACK:
         s_ack = conn.s_max_ack
         if (s_ack is None or 0 < ((held.ack - s_ack) & MASK) < HALF) and not host_covers(
             s_ack, conn.host_held, held.ack
         ):
             # Neither the secondary guest nor the secondary host holds every client byte
-            # this acknowledges (receipts.py).
-            held.refused = REFUSED_ACK
-            return False
+            # this acknowledges (receipts.py); opt-in, it may leave with its ACK lowered.
+            if getattr(policy, "lower_acks", False):
+                lowered = ack_lower.prepare(conn, held)
+            if lowered is None:
+                held.refused = REFUSED_ACK
+                return False
     stream = conn.stream
     if (
         not held.compared
@@ -109,6 +117,8 @@ def may_go_early(conn: TcpConnection, held: HeldFrame, policy: ReleasePolicy, no
         held.compared = True
         stream.counters.retransmitted_frames += 1
     if policy.may_pre_release(held, now):
+        if lowered is not None:
+            ack_lower.lower(conn, held, *lowered)
         return True
     held.refused = REFUSED_POLICY
     return False

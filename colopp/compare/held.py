@@ -12,6 +12,9 @@ class HeldFrame:
 
     ``payload_start``/``payload_end`` index ``frame``; for TCP, ``pos_start``/``pos_end`` are
     the payload's unwrapped stream positions (sequence numbers made monotonic per connection).
+    ``frame`` is what is sent: a segment pre-released with its ACK lowered
+    (:mod:`~colopp.compare.ack_lower`) holds the lowered copy (same payload), while ``ack``
+    stays the guest's own ACK number.
     """
 
     __slots__ = (

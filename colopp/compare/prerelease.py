@@ -60,9 +60,26 @@ Enforced by the core for every rule, not left to them (:mod:`~colopp.compare.tcp
 * **The absolute rule**: an early segment never acknowledges client bytes the secondary has
   not acknowledged on that connection (its ACK number never exceeds the secondary's highest).
   The gain is that a reply leaves once the secondary has *received* the request, not once it
-  has *answered* it.
+  has *answered* it. It also orders the request: the secondary holds it before any write a
+  client sends after the answer left, so after a failover it answers it from the same state.
+  **ACK lowering** (``PreReleaseConfig.lower_acks``, ``--prerelease-ack-lowering``, **off by
+  default**; :mod:`~colopp.compare.ack_lower`): a granted payload segment whose ACK is beyond
+  the secondary's leaves with its ACK field lowered to what the secondary acknowledged, and
+  bare ACKs raise it as the secondary's ACK rises. Every ACK the client sees still obeys the
+  rule; what is lost is the ordering: the secondary may get the request only from the
+  client's retransmission after a failover, behind writes other clients sent meanwhile, and
+  then answer it from a newer state, with bytes (and possibly a length) other than the early
+  ones, which corrupts that connection's stream. See that module for when it may be used.
 * Never a SYN or RST; payload leaves in stream order (data behind a refused segment waits);
   nothing leaves early on a diverged connection or while a checkpoint is pending.
+* **Lag budget** (``PreReleaseConfig.lag_budget_ms``, off unless given): nothing
+  leaves early while the oldest unmatched primary frame is older than the budget. Without it,
+  early answers let a closed-loop client drive the primary faster than the secondary can
+  follow: the secondary's backlog grows until a checkpoint, and every answer that must wait
+  for its copy (a write's) waits for that backlog (measured: 0.1-0.5 s holds, p99 ~230 ms).
+  The budget is backpressure: clients then wait for the secondary, as without pre-release,
+  until it is back within the budget. Not a safety rule; 0 or None turns it off. Off by
+  default: on the bench lab its effect on the tail was not shown (README).
 * Early output is still compared when the secondary's copy arrives. A mismatch forces a
   checkpoint at once (reason ``prerelease_mismatch``, counted in ``prerelease_mismatches``):
   the checkpoint makes the secondary a copy of the primary, which did send those bytes.
@@ -161,8 +178,14 @@ class PreReleasePolicy:
         rules: Sequence[PreReleaseRule],
         classifier: ReadClassifier | None = None,
         rearm_s: float | None = None,
+        lower_acks: bool = False,
+        lag_budget_s: float | None = None,
     ) -> None:
         self.rules = tuple(rules)
+        # Read by the core (early.py): payload may leave with its ACK lowered (ack_lower.py).
+        self.lower_acks = lower_acks
+        # Read by the core: nothing leaves early while the secondary lags more than this.
+        self.lag_budget_s = lag_budget_s
         self.classifier = classifier
         self.granted: Counter[str] = Counter()
         self.rearm_s = rearm_s
@@ -214,6 +237,8 @@ class PreReleasePolicy:
         snap: dict[str, Any] = {
             "rules": [r.name for r in self.rules],
             "granted": dict(self.granted),
+            "lower_acks": self.lower_acks,
+            "lag_budget_s": self.lag_budget_s,
         }
         classifier = self.classifier
         if classifier is not None:
@@ -247,4 +272,5 @@ def build_policy(config: PreReleaseConfig) -> PreReleasePolicy | None:
         )
         rules.append(HttpReadRule(classifier, "http_read" if http else "resp_read"))
     rearm = config.rearm_ms / 1000.0 if config.rearm_ms is not None else None
-    return PreReleasePolicy(rules, classifier, rearm)
+    budget = config.lag_budget_ms / 1000.0 if config.lag_budget_ms else None
+    return PreReleasePolicy(rules, classifier, rearm, config.lower_acks, budget)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
+from typing import TYPE_CHECKING
 
 from colopp.compare.counters import Counters
 from colopp.compare.early import offer_early
@@ -44,6 +45,9 @@ from colopp.compare.tcp_check import (
     WAIT,
     check_segment,
 )
+
+if TYPE_CHECKING:
+    from colopp.compare.ack_lower import AckLow
 
 __all__ = [
     "FIN_MISMATCH",
@@ -65,6 +69,7 @@ class TcpConnection:
     """Comparison state of one guest->client TCP connection (a 5-tuple)."""
 
     __slots__ = (
+        "ack_low",
         "anchor_pos",
         "anchor_seq",
         "closed_at",
@@ -139,6 +144,8 @@ class TcpConnection:
         self._reset_secondary()
 
     def _reset_primary(self) -> None:
+        # Lowered early ACKs still owed to the client (:mod:`~colopp.compare.ack_lower`).
+        self.ack_low: AckLow | None = None
         self.p_isn: int | None = None
         self.p_high: int | None = None
         self.p_fin_pos: int | None = None

@@ -16,6 +16,8 @@ from colopp.tls import agent_client_context
 
 #: How long :meth:`AgentClient.close` waits for the transport to finish closing.
 CLOSE_WAIT_S = 1.0
+#: The longest one connection attempt may take (a TLS handshake included).
+CONNECT_ATTEMPT_S = 2.0
 
 
 class AgentClient:
@@ -55,6 +57,10 @@ class AgentClient:
         Raises:
             AgentError: not reachable within ``within`` seconds.
         """
+        # One attempt never outlasts ``within``: a host whose link is down drops the SYN,
+        # and a heartbeat that waited 2 s for it delayed the next beat to the *other* side
+        # past its lease (a primary whose secondary's host died then fenced itself).
+        attempt_s = min(CONNECT_ATTEMPT_S, max(within, 0.05))
         try:
             self._reader, self._writer = await connect_with_retry(
                 lambda: asyncio.wait_for(
@@ -65,7 +71,7 @@ class AgentClient:
                         ssl=self.tls,
                         server_hostname=self.host if self.tls is not None else None,
                     ),
-                    2.0,
+                    attempt_s,
                 ),
                 within,
             )

@@ -22,7 +22,7 @@ from colopp.controller.agent_client import AgentClient
 from colopp.domain import HostSlot
 from colopp.errors import AgentError
 from colopp.files import write_private
-from colopp.lab import Lab, LabPlan, Network, Node, netns_argv, ns_path, plan_lab
+from colopp.lab import LAB_HOSTS, Lab, LabPlan, Network, Node, netns_argv, ns_path, plan_lab
 from colopp.lab.cpuset import CpuPlan, create_groups, remove_groups
 
 HOSTS = (Node.HOST_A, Node.HOST_B)
@@ -65,6 +65,7 @@ class LocalDeployment:
     agents: dict[str, AgentClient] = field(default_factory=dict)
     # Two hosts on one machine: each host's agent (and its QEMU, comparator) on its CPUs.
     cpu_plan: CpuPlan | None = None
+    hosts: tuple[Node, ...] = HOSTS  # the hosts that get an agent (a fleet lab: three)
 
     def slot(self, node: Node) -> HostSlot:
         """The pair's view of a host: its name, the guest tap, its replication address."""
@@ -86,9 +87,9 @@ class LocalDeployment:
         self.token = secrets.token_urlsafe(32)
         token_file = self.state_dir / "agent.token"
         write_secret(token_file, self.token)
-        for node in HOSTS:
+        for node in self.hosts:
             self._spawn_agent(node, token_file)
-        for node in HOSTS:
+        for node in self.hosts:
             address = str(self.plan.address(node, Network.MANAGEMENT))
             client = AgentClient(node.value, address, DEFAULT_PORT, self.token)
             try:
@@ -174,7 +175,8 @@ class LocalDeployment:
 
 
 def local_deployment(
-    state_dir: Path, qemu_root: Path | None, prefix: str = "colopp"
+    state_dir: Path, qemu_root: Path | None, prefix: str = "colopp", hosts: int = 2
 ) -> LocalDeployment:
-    """A deployment on this machine's lab (not started yet)."""
-    return LocalDeployment(plan_lab(prefix), state_dir, qemu_root)
+    """A deployment on this machine's lab of ``hosts`` hosts (not started yet)."""
+    plan = plan_lab(prefix, hosts)
+    return LocalDeployment(plan, state_dir, qemu_root, hosts=LAB_HOSTS[hosts])

@@ -41,6 +41,7 @@ class PairController:
         self.secondary: HostSlot | None = config.secondary
         self.boot_s: float | None = None  # the guest's boot on the primary, at protect()
         self.standby: HostSlot | None = None  # the host lost at the last failover
+        self.onto: HostSlot | None = None  # the new secondary's host while re-protecting
         self.events: list[dict[str, Any]] = []
 
     @property
@@ -234,6 +235,7 @@ class PairController:
         pa, ta = self.agents[serving.name], self.agents[target.name]
         started = self.clock.monotonic()
         self.lifecycle.move(PairState.LAUNCHING, f"new secondary on {target.name}")
+        self.onto = target
         try:
             await ta.call("stop_vm", timeout=20)
             side = self._side(Role.SECONDARY, target, serving)
@@ -254,6 +256,8 @@ class PairController:
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, f"re-protect failed: {exc}")
             raise
+        finally:
+            self.onto = None
         self.secondary, self.standby = target, None
         result["reprotect_s"] = self.clock.monotonic() - started
         self.lifecycle.move(PairState.PROTECTED, f"{serving.name} primary, {target.name} secondary")
@@ -301,19 +305,28 @@ class PairController:
         return status
 
     async def status(self) -> dict[str, Any]:
-        """State plus each agent's view; unreachable agents are reported, not raised."""
-        sides: dict[str, Any] = {}
-        for name, agent in self.agents.items():
-            try:
-                sides[name] = await agent.call("status", timeout=5)
-            except ColoppError as exc:
-                sides[name] = {"error": str(exc)}
+        """State plus each agent's view; unreachable agents are reported, not raised.
+
+        Asks the pair's hosts only (primary, secondary, standby; a fleet pair's agents are
+        every host of the pool), all at once: a dead host costs one timeout, not one each.
+        """
+        slots = (self.primary, self.secondary, self.standby)
+        names = [n for n in dict.fromkeys(s.name for s in slots if s) if n in self.agents]
+        replies = await asyncio.gather(*(self._status_of(self.agents[n]) for n in names))
         return {
             "state": self.state.value,
             "primary": self.primary.name,
             "secondary": self.secondary.name if self.secondary else None,
-            "sides": sides,
+            "sides": dict(zip(names, replies, strict=True)),
         }
+
+    @staticmethod
+    async def _status_of(agent: Agent) -> dict[str, Any]:
+        try:
+            reply: dict[str, Any] = await agent.call("status", timeout=5)
+        except ColoppError as exc:
+            return {"error": str(exc)}
+        return reply
 
     async def stop(self) -> None:
         """Stop both QEMUs; never raises (teardown must always run to the end)."""

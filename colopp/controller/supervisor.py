@@ -10,7 +10,8 @@ pair's connections never delays a heartbeat), feeds :class:`SideDetector`, and a
   sides answer the controller) → the controller, as witness, keeps the primary (it holds
   the clients and the newest state), fences the secondary and fails over to the primary:
   exactly one side serves;
-- optionally re-protect onto the lost host once it is reachable again.
+- optionally re-protect onto the lost host once it is reachable again or, in a fleet
+  (``elsewhere`` given), onto another host of the pool while the lost one stays unreachable.
 
 An UNREACHABLE side cannot be fenced from here; it is reported and left to the witness
 rules (not in this version).
@@ -19,7 +20,8 @@ rules (not in this version).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +29,10 @@ from colopp.colo.state import PairState
 from colopp.controller.health import Beat, DetectorConfig, Health, SideDetector
 from colopp.controller.pair import PairController
 from colopp.controller.seam import Agent, Clock, SystemClock, fence
-from colopp.domain import Role
+from colopp.domain import HostSlot, Role
 from colopp.errors import ColoppError
+
+log = logging.getLogger(__name__)
 
 QMP_PROBE_TIMEOUT = 0.2
 
@@ -44,6 +48,7 @@ class Incident:
     fenced: bool = False
     failover_ms: float | None = None
     reprotect_s: float | None = None
+    reprotected_onto: str | None = None
     error: str | None = None
 
 
@@ -59,6 +64,11 @@ class PairSupervisor:
     # guest for the switch into COLO.
     reprotect_after: float = 2.0
     lease: float = 1.0  # must match the agents' --lease
+    # Fleet mode: a host ready to take the pair's new secondary (its slot reserved, able to
+    # reach the serving host) when the lost host does not answer, the hosts to avoid given;
+    # None: no such host now (asked again at most every ``elsewhere_period`` seconds).
+    elsewhere: Callable[[PairController, set[str]], Awaitable[HostSlot | None]] | None = None
+    elsewhere_period: float = 1.0
     on_incident: Callable[[Incident], None] = lambda _incident: None
     # Told of every heartbeat: the host and whether its agent answered (metrics).
     on_beat: Callable[[str, bool], None] = lambda _host, _ok: None
@@ -67,6 +77,7 @@ class PairSupervisor:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _detectors: dict[str, SideDetector] = field(default_factory=dict)
 
+    _elsewhere_at: float = 0.0
     _switchover_requested: bool = False
     rounds: int = 0  # heartbeat rounds of a protected pair so far (tests wait on it)
 
@@ -206,22 +217,42 @@ class PairSupervisor:
         last = self.incidents[-1].detected_at if self.incidents else 0.0
         if self.clock.time() - last < self.reprotect_after:
             return
+        target: HostSlot | None = standby
+        if not await self._reaches_serving(standby.name):
+            target = await self._elsewhere(standby.name)
+        if target is None:
+            return  # keep serving alone; ask again on a later round
         try:
-            probe = await self.heartbeat[standby.name].call(
+            result: dict[str, Any] = await self.pair.reprotect(target)
+            if self.incidents:
+                self.incidents[-1].reprotect_s = result.get("reprotect_s")
+                self.incidents[-1].reprotected_onto = target.name
+        except ColoppError as exc:
+            if self.incidents:
+                self.incidents[-1].error = f"re-protect: {exc}"
+            self.stop()
+
+    async def _reaches_serving(self, host: str) -> bool:
+        """Does ``host``'s agent answer, and reach the serving host's agent?"""
+        try:
+            probe = await self.heartbeat[host].call(
                 "probe_tcp",
                 host=self.pair.primary.repl_ip,
                 port=self.heartbeat[self.pair.primary.name].port,
                 timeout=2,
             )
         except ColoppError:
-            return  # the lost host is still unreachable: keep serving alone
-        if not probe["reachable"]:
-            return  # no replication path to the serving host yet
+            return False  # the lost host is still unreachable
+        return bool(probe["reachable"])  # False: no replication path to the serving host
+
+    async def _elsewhere(self, lost: str) -> HostSlot | None:
+        """Another pool host for the new secondary (fleet mode), else None."""
+        now = self.clock.monotonic()
+        if self.elsewhere is None or now < self._elsewhere_at:
+            return None
+        self._elsewhere_at = now + self.elsewhere_period
         try:
-            result: dict[str, Any] = await self.pair.reprotect()
-            if self.incidents:
-                self.incidents[-1].reprotect_s = result.get("reprotect_s")
+            return await self.elsewhere(self.pair, {lost})
         except ColoppError as exc:
-            if self.incidents:
-                self.incidents[-1].error = f"re-protect: {exc}"
-            self.stop()
+            log.warning("%s: no host to re-protect onto yet: %s", self.pair.config.vm.name, exc)
+            return None

@@ -37,12 +37,15 @@ class ClientWorkload:
         writes_out: Path | None = None,
         *,
         ipv6: bool = False,
+        target: str | None = None,
         trace_out: Path | None = None,
     ) -> None:
         """``ipv6``: talk to the guest's IPv6 service address instead of its IPv4 one;
         ``writes_out``: where the workload writes every acknowledged key and value;
+        ``target``: another guest's ``IP:PORT`` (a fleet's);
         ``trace_out``: where it writes each request's send and answer times."""
-        target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
+        if target is None:
+            target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
         argv = [
             sys.executable,
             "-m",

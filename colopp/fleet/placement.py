@@ -6,9 +6,12 @@ Rules, in order:
 3. spread: the host with the fewest sides first, ties broken by fewest primaries for the
    primary and then by name, so the same pool and load always give the same answer.
 
-:func:`replace_lost_host` answers, when a host dies, what happens to every protection that
-had a side there: a lost primary means its secondary takes over (it becomes the primary),
-and every protection gets a new secondary on another healthy host.
+:func:`new_secondary` answers, for one protection whose serving side stays, where its
+next secondary goes (the supervisor of each protection asks it on its own, when the host it
+lost stays unreachable). :func:`replace_lost_host` answers, when a host dies, what
+happens to every protection that had a side there: a lost primary means its secondary
+takes over (it becomes the primary), and every protection gets a new secondary on another
+healthy host.
 """
 
 from __future__ import annotations
@@ -101,6 +104,25 @@ def place(pool: Iterable[PoolHost], placed: Mapping[str, Sides]) -> Sides:
     if not secondaries:
         raise ConfigError("the pool has no second healthy host with a free slot")
     return Sides(primary, secondaries[0])
+
+
+def new_secondary(
+    pool: Iterable[PoolHost],
+    placed: Mapping[str, Sides],
+    protection: str,
+    serving: str,
+    avoid: Iterable[str] = (),
+) -> str | None:
+    """The host for ``protection``'s new secondary, ``serving`` being its serving host.
+
+    ``placed`` is where every protection runs now (this one's entry is replaced by its
+    serving side alone); ``avoid`` names hosts not to use (the lost one, hosts that did
+    not answer). None: no healthy host with a free slot is left.
+    """
+    now = {name: where for name, where in placed.items() if name != protection}
+    now[protection] = Sides(serving, None)
+    choices = _candidates(check_pool(pool), now, {serving, *avoid}, for_primary=False)
+    return choices[0] if choices else None
 
 
 def replace_lost_host(

@@ -11,6 +11,7 @@ integration tests.
 from colopp.lab.lab import LAB_LOCK, Lab, LabState, cleanup_leftovers, host_lock_fd
 from colopp.lab.plan import (
     DEFAULT_PREFIX,
+    LAB_HOSTS,
     LAB_RANGE,
     Cable,
     LabPlan,
@@ -25,6 +26,7 @@ from colopp.lab.plan import (
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "LAB_HOSTS",
     "LAB_LOCK",
     "LAB_RANGE",
     "Cable",

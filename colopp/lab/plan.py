@@ -15,6 +15,7 @@ Topology (``P`` is the prefix, ``colopp`` by default)::
                 mgmt0              198.18.2.11/24  P-sw: mgmt (port mgmt-hostb)
     root        P-mgmt             198.18.2.1/24   P-sw: mgmt (port mgmt-root)
     (guest)     behind tap-pvm / tap-svm: 198.18.0.100/24 on both sides
+    P-hostc     (three-host lab only: a fleet) .12 on every network, tap-c
 
 The service network also carries IPv6: a unique-local prefix (:data:`SERVICE_V6`,
 fd63:6f6c:6f70::/64) with the same host numbers (client ``::20``, hosts ``::10``/``::11``, the
@@ -71,6 +72,7 @@ class Node(StrEnum):
     CLIENT = "client"
     HOST_A = "hosta"
     HOST_B = "hostb"
+    HOST_C = "hostc"  # only in a three-host lab (``plan_lab(prefix, hosts=3)``: a fleet)
     CONTROLLER = "root"
 
 
@@ -93,13 +95,26 @@ _HOST_NUMBERS: dict[tuple[Node, Network], int] = {
     (Node.HOST_A, Network.MANAGEMENT): 10,
     (Node.HOST_B, Network.MANAGEMENT): 11,
     (Node.CONTROLLER, Network.MANAGEMENT): 1,
+    (Node.HOST_C, Network.SERVICE): 12,
+    (Node.HOST_C, Network.REPLICATION): 12,
+    (Node.HOST_C, Network.MANAGEMENT): 12,
+}
+
+#: The hosts of a lab, by how many it has.
+LAB_HOSTS: dict[int, tuple[Node, ...]] = {
+    2: (Node.HOST_A, Node.HOST_B),
+    3: (Node.HOST_A, Node.HOST_B, Node.HOST_C),
 }
 
 #: The protected guest keeps one address on both sides (the SVM takes over the PVM's identity).
 GUEST_HOST_NUMBER = 100
 
 #: The guest's tap on each host: the PVM's on host A, the SVM's on host B.
-_TAP_NAMES: dict[Node, str] = {Node.HOST_A: "tap-pvm", Node.HOST_B: "tap-svm"}
+_TAP_NAMES: dict[Node, str] = {
+    Node.HOST_A: "tap-pvm",
+    Node.HOST_B: "tap-svm",
+    Node.HOST_C: "tap-c",
+}
 
 
 @dataclass(frozen=True)
@@ -219,12 +234,21 @@ def _address6(host_number: int) -> IPv6Interface:
     return IPv6Interface(f"{ip}/{SERVICE_V6.prefixlen}")
 
 
-def plan_lab(prefix: str = DEFAULT_PREFIX) -> LabPlan:
-    """Plan the lab for ``prefix``; raises :class:`ConfigError` for a bad prefix."""
+def plan_lab(prefix: str = DEFAULT_PREFIX, hosts: int = 2) -> LabPlan:
+    """Plan the lab for ``prefix`` with ``hosts`` host namespaces (2, or 3 for a fleet:
+    host C at .12 on every network, tap ``tap-c``).
+
+    Raises:
+        ConfigError: a bad prefix or host count.
+    """
     check_prefix(prefix)
-    node_netns = {node: f"{prefix}-{node}" for node in (Node.CLIENT, Node.HOST_A, Node.HOST_B)}
+    if hosts not in LAB_HOSTS:
+        raise ConfigError(f"a lab has {' or '.join(map(str, LAB_HOSTS))} hosts, not {hosts}")
+    node_netns = {node: f"{prefix}-{node}" for node in (Node.CLIENT, *LAB_HOSTS[hosts])}
     cables = []
     for (node, network), number in _HOST_NUMBERS.items():
+        if node is not Node.CONTROLLER and node not in node_netns:
+            continue
         on_host = node in _TAP_NAMES
         cables.append(
             Cable(
@@ -241,6 +265,7 @@ def plan_lab(prefix: str = DEFAULT_PREFIX) -> LabPlan:
     taps = tuple(
         TapPlan(node=node, netns=node_netns[node], ifname=ifname, bridge=HOST_BRIDGE)
         for node, ifname in _TAP_NAMES.items()
+        if node in node_netns
     )
     guest_ip = SUBNETS[Network.SERVICE].network_address + GUEST_HOST_NUMBER
     return LabPlan(

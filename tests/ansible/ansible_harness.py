@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -122,6 +123,8 @@ class AnsibleSite:
     sshd: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 0
     runs: int = 0
+    #: Fleet mode: both hosts and the controller run an etcd member (group colopp_etcd).
+    fleet: bool = False
 
     # -- paths -----------------------------------------------------------------------------
     def root_of(self, host: str) -> Path:
@@ -134,10 +137,21 @@ class AnsibleSite:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"https://127.0.0.1:{self.api_port}"  # the playbook's default: HTTPS
+
+    @property
+    def api_ca(self) -> Path:
+        """The CA the playbook made; it signs the API's certificate too."""
+        return self.tmp / "secrets" / "pki" / "ca.pem"
 
     def api_token(self) -> str:
         return (self.tmp / "secrets" / "api.token").read_text().strip()
+
+    def etcd_urls(self) -> list[str]:
+        """The client URLs of the fleet's etcd members (fleet mode)."""
+        assert self.plan is not None
+        nodes = (*HOSTS, Node.CONTROLLER)
+        return [f"http://{self.plan.address(n, Network.MANAGEMENT)}:2379" for n in nodes]
 
     def client_netns(self) -> str:
         assert self.plan is not None
@@ -218,7 +232,7 @@ class AnsibleSite:
                 "colopp_guest_bridge": self.plan.tap(node).bridge,
                 "colopp_guest_tap": GUEST_TAP,
             }
-        return {
+        inventory = {
             "all": {
                 "vars": {
                     "ansible_user": "root",
@@ -236,6 +250,11 @@ class AnsibleSite:
                     "colopp_vm_ip": self.plan.guest_address.with_prefixlen,
                     "colopp_vm_accel": "tcg",
                     "colopp_api_port": self.api_port,
+                    # Every host's colopp_root differs here: name the controller's CA for all
+                    # (the rolling waits ask the API from the controller host).
+                    "colopp_api_ca_path": str(
+                        self.root_of("controller") / "etc" / "colopp" / "tls" / "api-ca.pem"
+                    ),
                     "colopp_api_agent_networks": [
                         str(self.plan.cable(Node.CONTROLLER, Network.MANAGEMENT).address.network)
                     ],
@@ -253,6 +272,15 @@ class AnsibleSite:
                 },
             }
         }
+        if self.fleet:
+            controller = self.plan.address(Node.CONTROLLER, Network.MANAGEMENT)
+            inventory["all"]["children"]["colopp_etcd"] = {
+                "hosts": {
+                    **{node.value: {} for node in HOSTS},
+                    "controller": {"colopp_etcd_ip": str(controller)},
+                }
+            }
+        return inventory
 
     # -- running ---------------------------------------------------------------------------
     def playbook(self, *args: str, timeout: float = 600) -> PlaybookRun:
@@ -277,10 +305,12 @@ class AnsibleSite:
         output = done.stdout + done.stderr
         return PlaybookRun(done.returncode, output, recap(done.stdout), time.monotonic() - started)
 
-    def api(self) -> httpx.Client:
+    def api(self, token: str | None = None) -> httpx.Client:
+        """A client of the deployed API over HTTPS, trusting the playbook's CA."""
         return httpx.Client(
             base_url=self.api_url,
-            headers={"Authorization": f"Bearer {self.api_token()}"},
+            headers={"Authorization": f"Bearer {token or self.api_token()}"},
+            verify=ssl.create_default_context(cafile=str(self.api_ca)),
             timeout=10,
         )
 

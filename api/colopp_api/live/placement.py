@@ -5,6 +5,7 @@
   A small holder process keeps the host-wide lab lock while the lab exists, so that the
   lock outlives a killed API (the agents and QEMUs do too) until the lab is torn down.
 - ``hosts``: agents already running on two hosts (e.g. deployed by Ansible).
+- ``pool``: two hosts of the configured pool (:mod:`colopp_api.live.pool`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from rich.console import Console
 
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.local import LocalDeployment
+from colopp.controller.seam import Agent
 from colopp.controller.setup import prepare_local_pair
 from colopp.domain import Backend, ComparatorKind, HostSlot, PairConfig, VmSpec
 from colopp.errors import ConfigError
@@ -38,11 +41,20 @@ class Placement:
     """A pair's configuration plus the agents to drive it."""
 
     config: PairConfig
-    agents: dict[str, AgentClient]
+    agents: Mapping[str, Agent]
     token: str
     token_file: Path
     runtime: dict[str, Any]
     deployment: LocalDeployment | None = None
+    #: Where each host's agent listens (default: the AgentClients' own addresses).
+    addresses: dict[str, tuple[str, int]] | None = None
+
+    def agent_addresses(self) -> dict[str, tuple[str, int]]:
+        if self.addresses is not None:
+            return self.addresses
+        return {
+            name: (a.host, a.port) for name, a in self.agents.items() if isinstance(a, AgentClient)
+        }
 
 
 def with_colopp_plus(config: PairConfig, spec: ProtectionCreate) -> PairConfig:

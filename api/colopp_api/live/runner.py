@@ -21,20 +21,23 @@ from colopp.colo.state import PairState, Transition
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.local import LocalDeployment
 from colopp.controller.pair import PairController
-from colopp.controller.seam import fence
+from colopp.controller.seam import Agent, fence
 from colopp.controller.store import pair_record
 from colopp.controller.supervisor import Incident, PairSupervisor
-from colopp.domain import Role
+from colopp.domain import HostSlot, Role
 from colopp.errors import ColoppError
+from colopp.fleet.routed import ProtectionAgent
 from colopp_api.config import Settings
 from colopp_api.db.store import Store
 from colopp_api.db.writer import SampleWrite, SampleWriter
-from colopp_api.live import placement
+from colopp_api.live import placement, pool
 from colopp_api.live.sampler import SamplerMemory, Tally, digest, read_cpu_seconds
 from colopp_api.schemas import ProtectionCreate
 from colopp_api.states import ApiState, from_pair
 
 log = logging.getLogger("colopp_api")
+
+Elsewhere = Callable[[PairController, set[str]], Awaitable[HostSlot | None]]
 
 
 class ProtectionRunner:
@@ -72,8 +75,10 @@ class ProtectionRunner:
         self.tally = Tally()
         self.memory = SamplerMemory()
         self.pids: dict[str, int] = {}
-        self._beat: dict[str, AgentClient] = {}
-        self._probe: dict[str, AgentClient] = {}
+        self._beat: dict[str, Agent] = {}
+        self._probe: dict[str, Agent] = {}
+        # A pool protection's way to a host for its new secondary (set by the manager).
+        self.elsewhere: Elsewhere | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     # -- state -------------------------------------------------------------------------
@@ -155,9 +160,11 @@ class ProtectionRunner:
                 self.reason = "waiting for the host's lab (one lab per host at a time)"
                 self._persist()
                 made = await placement.lab_placement(spec, self.settings, state_dir, self._progress)
+            elif self.placement == "pool":
+                made = await pool.pool_placement(spec, self.settings, self.runtime)
             else:
                 made = await placement.hosts_placement(spec, self.settings)
-            self._adopt(made.agents, made.token, made.token_file, made.deployment)
+            self._adopt(made.agent_addresses(), made.token, made.token_file, made.deployment)
             self.runtime |= made.runtime
             self.pair = PairController(
                 made.config, made.agents, progress=self._progress, on_change=self._on_transition
@@ -180,19 +187,22 @@ class ProtectionRunner:
 
     def _adopt(
         self,
-        agents: dict[str, AgentClient],
+        addresses: dict[str, tuple[str, int]],
         token: str,
         token_file: Path,
         deployment: LocalDeployment | None,
     ) -> None:
         self.token, self.token_file, self.deployment = token, token_file, deployment
-        self.addresses = {name: (a.host, a.port) for name, a in agents.items()}
-        self._beat = {
-            n: AgentClient(f"{n}-hb", h, p, token) for n, (h, p) in self.addresses.items()
-        }
-        self._probe = {
-            n: AgentClient(f"{n}-metrics", h, p, token) for n, (h, p) in self.addresses.items()
-        }
+        self.addresses = addresses
+        self._beat = {n: self._client(f"{n}-hb", h, p) for n, (h, p) in addresses.items()}
+        self._probe = {n: self._client(f"{n}-metrics", h, p) for n, (h, p) in addresses.items()}
+
+    def _client(self, name: str, host: str, port: int) -> Agent:
+        """A client of one host's agent; a pool protection's calls name the protection."""
+        client = AgentClient(name, host, port, self.token)
+        if self.placement != "pool":
+            return client
+        return ProtectionAgent(client, self.runtime["protection"], int(self.runtime["slot"]))
 
     def attach(
         self, pair: PairController, agents: dict[str, AgentClient], record: dict[str, Any]
@@ -204,7 +214,10 @@ class ProtectionRunner:
         if self.placement == "lab":
             deployment = placement.lab_deployment(self.runtime, self.settings, token)
             deployment.agents = agents
-        self._adopt(agents, token, token_file, deployment)
+        self._adopt({n: (a.host, a.port) for n, a in agents.items()}, token, token_file, deployment)
+        if self.placement == "pool":  # every call names the protection
+            name, slot = self.runtime["protection"], int(self.runtime["slot"])
+            pair.agents = {n: ProtectionAgent(a, name, slot) for n, a in agents.items()}
         self.pair = pair
         pair.lifecycle.on_change = self._on_transition
 
@@ -220,6 +233,7 @@ class ProtectionRunner:
                 on_incident=self._on_incident,
                 on_beat=lambda host, ok: self.tally.observe_agent(host, ok, time.time()),
                 incidents=self.incidents,
+                elsewhere=self.elsewhere,
             )
             self._spawn("supervise", self.supervisor.run())
         if "sample" not in self._tasks:
@@ -260,7 +274,10 @@ class ProtectionRunner:
         if pair is None:
             return
         statuses: dict[str, dict[str, Any]] = {}
+        hosts = {s.name for s in (pair.primary, pair.secondary, pair.standby) if s is not None}
         for name, client in self._probe.items():
+            if name not in hosts:  # a pool protection's other pool hosts run none of it
+                continue
             try:
                 statuses[name] = await client.call("status", timeout=5)
             except ColoppError as exc:
@@ -381,6 +398,7 @@ class ProtectionRunner:
             if self.pair is not None:
                 self.pair.lifecycle.on_change = None
                 await self.pair.stop()
+                await self._release_slots(self.pair)
             if self.deployment is not None:
                 await self.deployment.stop()
                 placement.release_lock_holder(self.runtime.get("lock_holder"))
@@ -393,6 +411,13 @@ class ProtectionRunner:
             self.event("error", message=error)
         else:
             self._set_phase(ApiState.UNPROTECTED, "stopped")
+
+    async def _release_slots(self, pair: PairController) -> None:
+        """A pool protection frees its slot on every host (its sides are stopped)."""
+        for agent in pair.agents.values():
+            if isinstance(agent, ProtectionAgent):
+                with contextlib.suppress(ColoppError):
+                    await agent.release(timeout=10)
 
     async def close(self) -> None:
         """Stop watching (the pair keeps running: the agents own it)."""

@@ -131,3 +131,22 @@ def test_one_agent_is_primary_for_one_protection_and_secondary_for_another(
             await server.close()
 
     asyncio.run(body())
+
+
+def test_a_fleet_slot_is_taken_as_given_and_conflicts_are_refused(tmp_path: Path) -> None:
+    table = SlotTable(tmp_path)
+    web = table.allocate("web", slot=5)
+    assert (web.slot, web.tap, web.ports.mirror) == (5, "cpp5", 9120)
+    assert table.allocate("web") == web == table.allocate("web", slot=5)
+    assert table.allocate("db").slot == 0  # without a slot: the lowest free one
+    with pytest.raises(ConfigError, match="slot 5 is held by protection web"):
+        table.allocate("mail", slot=5)
+    with pytest.raises(ConfigError, match="holds slot 5 here, not 6"):
+        table.allocate("web", slot=6)
+    assert "mail" not in table.taken  # nothing half-allocated
+
+
+@pytest.mark.parametrize("slot", [-1, 64, True, "3", 1.0])
+def test_bad_slots_are_refused(tmp_path: Path, slot: Any) -> None:
+    with pytest.raises(ConfigError, match="slot"):
+        SlotTable(tmp_path).allocate("web", slot=slot)

@@ -21,6 +21,7 @@ from colopp.compare import (
     Release,
     build_policy,
 )
+from colopp.compare.packet import Packet, parse_frame
 
 SEQ = 0xFFFF_F000
 Event = tuple[str, bytes]  # ("p" | "s" | "c" | "tick" | "done", frame)
@@ -51,13 +52,23 @@ def replay(make: object, events: list[Event]) -> Trace:
             out = c.checkpoint_done(now)
         for action in out:
             if isinstance(action, Release | PreRelease):
-                trace.append((type(action).__name__, [ids[f] for f in action.frames]))
+                trace.append((type(action).__name__, [_name(ids, f) for f in action.frames]))
             elif isinstance(action, Checkpoint):
                 # The one allowed difference: ICMPv6 divergences are named so.
                 trace.append(("checkpoint", action.reason.replace("icmpv6_", "icmp_")))
             elif isinstance(action, Drop):
                 trace.append(("drop", action.reason))
     return trace
+
+
+def _name(ids: dict[bytes, int], frame: bytes) -> object:
+    """A frame fed in: its index; one the core made (an ACK lowered, a bare ACK: see
+    ack_lower.py): its TCP fields and payload, the same over both families."""
+    if frame in ids:
+        return ids[frame]
+    pkt = parse_frame(frame)
+    assert isinstance(pkt, Packet)
+    return (pkt.seq, pkt.ack, pkt.flags, frame[pkt.payload_start : pkt.payload_end])
 
 
 def both(make: object, events: list[Event], extensions: tuple[int, ...]) -> None:

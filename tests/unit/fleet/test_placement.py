@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colopp.errors import ConfigError
-from colopp.fleet.placement import PoolHost, Sides, place, replace_lost_host
+from colopp.fleet.placement import PoolHost, Sides, new_secondary, place, replace_lost_host
 
 POOL = [PoolHost("hosta"), PoolHost("hostb"), PoolHost("hostc")]
 
@@ -108,3 +108,47 @@ def test_placement_invariants(pool: list[PoolHost], count: int, lost: int) -> No
         assert move.sides.primary != move.sides.secondary
     final = Counter(h for w in placed.values() for h in (w.primary, w.secondary) if h)
     assert all(final[h.name] <= h.slots for h in pool)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pool=pools,
+    count=st.integers(1, 10),
+    pick=st.integers(0, 9),
+    avoid=st.sets(st.integers(0, 5), max_size=3),
+)
+def test_a_new_secondary_is_healthy_free_least_loaded_and_never_the_serving_host(
+    pool: list[PoolHost], count: int, pick: int, avoid: set[int]
+) -> None:
+    placed: dict[str, Sides] = {}
+    for i in range(count):
+        try:
+            placed[f"vm{i}"] = place(pool, placed)
+        except ConfigError:
+            break
+    if not placed:
+        return
+    name = sorted(placed)[pick % len(placed)]
+    serving = placed[name].primary
+    avoided = {pool[k % len(pool)].name for k in avoid}
+    host = new_secondary(pool, placed, name, serving, avoided)
+    others = {n: w for n, w in placed.items() if n != name}
+    load = Counter(h for w in others.values() for h in (w.primary, w.secondary))
+    load[serving] += 1
+    eligible = [
+        h.name
+        for h in pool
+        if h.healthy and h.name != serving and h.name not in avoided and load[h.name] < h.slots
+    ]
+    if not eligible:
+        assert host is None
+        return
+    assert host in eligible
+    assert load[host] == min(load[n] for n in eligible)
+
+
+def test_a_new_secondary_ignores_the_protection_s_own_old_secondary_in_the_load() -> None:
+    placed = {"vm0": Sides("hosta", "hostb"), "vm1": Sides("hostc", "hostb")}
+    # vm0 lost hostb: hostc carries one side (vm1's primary), hostb is avoided.
+    assert new_secondary(POOL, placed, "vm0", "hosta", {"hostb"}) == "hostc"
+    assert new_secondary(POOL, placed, "vm0", "hosta", {"hostb", "hostc"}) is None

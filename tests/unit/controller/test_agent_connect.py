@@ -1,0 +1,34 @@
+"""A call to an agent whose host drops every packet (link down: no RST, the SYN is lost)
+fails within the call's own timeout, not the 2 s of a connection attempt: found on the
+three-host lab, where each heartbeat round waited 2 s on the dead secondary's host and the
+primary, beaten too late, fenced itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from colopp.controller.agent_client import AgentClient
+from colopp.errors import AgentError
+
+
+def test_a_call_to_a_host_that_drops_the_syn_ends_within_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.Event().wait()  # the SYN is never answered
+
+    monkeypatch.setattr(asyncio, "open_connection", never)
+
+    async def main() -> float:
+        client = AgentClient("hosta-hb", "198.18.2.10", 7400, "t", tls=None)
+        started = time.monotonic()
+        with pytest.raises(AgentError, match="unreachable"):
+            await client.call("ping", timeout=0.3)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert took < 1.5  # 0.3 s asked; an attempt of 2 s was the bug
