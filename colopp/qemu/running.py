@@ -56,6 +56,7 @@ HARMLESS = frozenset(
         "runas",
         "S",
         "serial",
+        "L",  # where QEMU finds its firmware files (colopp's runtime passes its own)
     }
 )
 #: Options colopp reads and reproduces.

@@ -159,3 +159,7 @@ def test_the_options_follow_the_emulator_even_behind_a_loader() -> None:
     assert qemu_options(["qemu-system-x86_64", "-m", "1G"]) == ["-m", "1G"]
     with pytest.raises(ConfigError, match="not a qemu-system"):
         qemu_options(["/usr/bin/python3", "-m", "http.server"])
+
+
+def test_a_firmware_search_path_is_no_machine_change() -> None:
+    assert inspect_argv(["-L", "/r/usr/share/qemu", *GOOD]).memory_mb == 256
