@@ -32,7 +32,7 @@ from colopp.lab.netlink import Rtnl
 from colopp.qemu.argv import template_values
 from colopp.qemu.qemu_process import QemuProcess
 from colopp.qemu.render import render_files
-from colopp.qemu.running import RunningVm, inspect_argv, pci_slots, with_disk
+from colopp.qemu.running import RunningVm, inspect_argv, pci_slots, qemu_options, with_disk
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
 
@@ -110,7 +110,7 @@ async def take_over(
     """
     started = time.monotonic()
     pid = await asyncio.to_thread(peer_pid, qmp_socket)
-    running = inspect_argv((await asyncio.to_thread(read_cmdline, pid))[1:])
+    running = inspect_argv(qemu_options(await asyncio.to_thread(read_cmdline, pid)))
     source = Monitor("colopp-takeover", qmp_socket)
     await source.connect(QMP_TIMEOUT)
     try:

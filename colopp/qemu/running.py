@@ -56,6 +56,7 @@ HARMLESS = frozenset(
         "runas",
         "S",
         "serial",
+        "L",  # where QEMU finds its firmware files (colopp's runtime passes its own)
     }
 )
 #: Options colopp reads and reproduces.
@@ -104,6 +105,19 @@ class RunningVm:
         )
         spec.validate()
         return spec
+
+
+def qemu_options(cmdline: list[str]) -> list[str]:
+    """The options of a QEMU command line: what follows the ``qemu-system-*`` binary (a
+    runtime may start it through a loader, whose own arguments come first).
+
+    Raises:
+        ConfigError: no QEMU system emulator on that command line.
+    """
+    for index, token in enumerate(cmdline):
+        if Path(token).name.startswith("qemu-system-"):
+            return cmdline[index + 1 :]
+    raise ConfigError("the process behind the QMP socket is not a qemu-system-* emulator")
 
 
 def split_options(argv: list[str]) -> list[tuple[str, str | None]]:

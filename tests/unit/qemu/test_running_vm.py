@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from colopp.errors import ConfigError
-from colopp.qemu.running import inspect_argv, keyvals, memory_mb, pci_slots, with_disk
+from colopp.qemu.running import (
+    inspect_argv,
+    keyvals,
+    memory_mb,
+    pci_slots,
+    qemu_options,
+    with_disk,
+)
 
 TAP = "tap,id=n1,ifname=tap-web1,script=no,downscript=no,vhost=off,vnet_hdr=off"
 NIC = "virtio-net-pci,netdev=n1,mac=52:54:00:AA:00:01,romfile="
@@ -139,3 +146,20 @@ def test_colopps_copy_waits_for_the_vm_on_its_disk_file_without_filters() -> Non
     assert "mac=52:54:00:aa:00:01,romfile=,addr=0x2" in argv and "addr=0x5" in argv
     assert "ifname=colopp123" in argv and "-incoming defer" in argv
     assert "filter-" not in argv and "-kernel /boot/vmlinuz" in argv
+
+
+def test_the_options_follow_the_emulator_even_behind_a_loader() -> None:
+    loader = [
+        "/r/lib64/ld-linux-x86-64.so.2",
+        "--library-path",
+        "/r/lib",
+        "/r/usr/bin/qemu-system-x86_64",
+    ]
+    assert qemu_options([*loader, *GOOD]) == GOOD
+    assert qemu_options(["qemu-system-x86_64", "-m", "1G"]) == ["-m", "1G"]
+    with pytest.raises(ConfigError, match="not a qemu-system"):
+        qemu_options(["/usr/bin/python3", "-m", "http.server"])
+
+
+def test_a_firmware_search_path_is_no_machine_change() -> None:
+    assert inspect_argv(["-L", "/r/usr/share/qemu", *GOOD]).memory_mb == 256
