@@ -68,6 +68,34 @@ def _client(sp: SupervisedPair, args: argparse.Namespace) -> subprocess.Popen[st
     )
 
 
+def _capture(sp: SupervisedPair, path: Path) -> subprocess.Popen[bytes]:
+    """tcpdump of the service port in the client's namespace (diagnostics)."""
+    argv = ["tcpdump", "-i", "any", "-s", "128", "-w", str(path), "tcp", "port", "80"]
+    return subprocess.Popen(
+        netns_argv(sp.plan.netns(Node.CLIENT), argv),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _record(sp: SupervisedPair) -> list[list[int]]:
+    """The serving side's table of record: [client port, delta] per translated connection."""
+    rows = await sp.pair.agents[sp.pair.primary.name].call("translation_record")
+    return [[int(row["peer"][1]), int(row["delta"])] for row in rows]
+
+
+def _young_status(status: dict[str, Any]) -> dict[str, Any]:
+    counters = (status.get("comparator") or {}).get("counters") or {}
+    return dict((counters.get("shell") or {}).get("young") or {})
+
+
+def _numbers(status: dict[str, Any]) -> dict[str, Any]:
+    """The comparator's non-zero numeric counters (why it checkpointed, what it held)."""
+    counters = (status.get("comparator") or {}).get("counters") or {}
+    out = {k: v for k, v in counters.items() if isinstance(v, int | float) and v}
+    return out | {"divergences": counters.get("divergences")}
+
+
 def _classify(cmdline: str) -> str | None:
     """This bench's processes by role (see bench.cpu_sample)."""
     if "bench.churn_client" in cmdline:
@@ -103,6 +131,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     client: subprocess.Popen[str] | None = None
     sampler = CpuSampler(_classify).start()
     phases: dict[str, tuple[float, float]] = {}
+    events_log: list[dict[str, Any]] = []
+    capture = _capture(sp, args.capture) if args.capture is not None else None
     try:
         await sp.next_checkpoint()
         sp.supervise()
@@ -114,8 +144,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         if events:
             _say(client, "idle")
         for event in range(1, events + 1):
+            status = await sp.pair.agents[sp.pair.primary.name].call("status")
+            at, wall = time.monotonic(), time.time()
             if args.failovers:
-                status = await sp.pair.agents[sp.pair.primary.name].call("status")
                 os.kill(int(status["pid"]), signal.SIGKILL)
             else:
                 sp.supervisor.request_switchover()
@@ -128,6 +159,19 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             if incident.error:
                 raise RuntimeError(f"event {event}: {incident.error}")
             console.log(f"event {event}: failover {incident.failover_ms} ms, protected again")
+            serving = await sp.pair.agents[sp.pair.primary.name].call("status")
+            events_log.append(
+                {
+                    "event": event,
+                    "at": at,
+                    "wall": wall,
+                    "comparator_young_before": _young_status(status),
+                    "checkpoints_before": status.get("checkpoints"),
+                    "comparator_before": _numbers(status),
+                    "promotion": (serving.get("translation") or {}).get("promotion"),
+                    "record": await _record(sp),
+                }
+            )
             await asyncio.sleep(args.between)  # new young connections before the next one
         if events:
             await asyncio.sleep(max(0.0, 65.0 - args.between * events))  # the idle's silence
@@ -140,6 +184,9 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         await sp.unsupervise()
     finally:
         sampler.stop()
+        if capture is not None:
+            capture.terminate()
+            capture.wait()
         if client is not None and client.poll() is None:
             client.kill()
             client.communicate()
@@ -154,6 +201,7 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "pacing": args.pacing,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         **summary,
+        "events": _relative(events_log, summary.get("started_monotonic")),
         "cpu": {name: sampler.summary(*span) for name, span in phases.items()},
         "checkpoints": {
             "count": serving.get("checkpoints"),
@@ -161,6 +209,13 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "pause_ms_max": round(pauses[-1], 1),
         },
     }
+
+
+def _relative(events: list[dict[str, Any]], started: float | None) -> list[dict[str, Any]]:
+    """Event times in the client's clock (seconds since it started; same monotonic clock)."""
+    if started is None:
+        return events
+    return [e | {"at": round(e["at"] - started, 2)} for e in events]
 
 
 def main() -> int:
@@ -181,6 +236,7 @@ def main() -> int:
     parser.add_argument("--lifetime", type=float, default=30.0)
     parser.add_argument("--between", type=float, default=5.0, help="seconds between events")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--capture", type=Path, help="tcpdump of port 80 in the client netns")
     args = parser.parse_args()
     console = Console(stderr=True)
     result = asyncio.run(run(args, console))

@@ -43,6 +43,7 @@ class Churn:
     opened: int = 0
     broken: int = 0
     requests_ok: int = 0
+    requests_sent: int = 0
     writes: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     broken_at: list[float] = field(default_factory=list)
@@ -50,6 +51,9 @@ class Churn:
     put_latencies: list[float] = field(default_factory=list)
     idle_opened: int = 0
     idle_broken: int = 0
+    # Per broken connection: id, client port, opened/broken at (s), requests answered.
+    broken_detail: list[dict[str, Any]] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)  # connection id -> client port
 
 
 class Connection(asyncio.Protocol):
@@ -69,11 +73,16 @@ class Connection(asyncio.Protocol):
         self.sent_at = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.waiting = False
+        self.port = 0  # the client's port: the key to the pair's translation records
+        self.opened_at = time.monotonic()
 
     # ---- protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sockname = transport.get_extra_info("sockname")
+        self.port = int(sockname[1]) if sockname else 0
+        self.churn.ports[self.cid] = self.port
         self._send()
 
     def data_received(self, data: bytes) -> None:
@@ -97,6 +106,7 @@ class Connection(asyncio.Protocol):
         else:
             self.transport.write(f"GET /kv/{self.key} HTTP/1.1\r\nHost: g\r\n\r\n".encode())
         self.sent_at = time.monotonic()
+        self.churn.requests_sent += 1
         self.waiting = True
         self.timer = self.loop.call_later(self.churn.timeout, self._timed_out)
         if self.buffer:
@@ -160,6 +170,15 @@ class Connection(asyncio.Protocol):
         churn = self.churn
         churn.errors.append(f"{self.cid}: {why}"[:200])
         churn.broken_at.append(round(time.monotonic() - churn.started, 1))
+        churn.broken_detail.append(
+            {
+                "cid": self.cid,
+                "port": self.port,
+                "opened_s": round(self.opened_at - churn.started, 2),
+                "broken_s": round(time.monotonic() - churn.started, 2),
+                "answered": self.n,
+            }
+        )
         self._finish(False)
 
     def _finish(self, ok: bool) -> None:
@@ -231,6 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.wait_for(stop.wait(), max(0.0, next_open - time.monotonic()))
     await asyncio.gather(*tasks)
     reader_task.cancel()
+    elapsed = max(time.monotonic() - churn.started, 1e-9)  # before the read-back
     lost = await asyncio.to_thread(verify_writes, host, int(port), churn.writes, 60.0)
     lat = churn.latencies
     return {
@@ -239,6 +259,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle_connections": churn.idle_opened,
         "idle_broken": churn.idle_broken,
         "requests_ok": churn.requests_ok,
+        "requests_sent": churn.requests_sent,
+        # Offered (sent) and served (answered) rates over the client's whole run.
+        "requests_per_s": {
+            "offered": round(churn.requests_sent / elapsed, 1),
+            "served": round(churn.requests_ok / elapsed, 1),
+        },
         "writes_acked": len(churn.writes),
         "writes_lost": len(lost),
         "lost_keys": lost[:20],
@@ -251,6 +277,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "broken_at_s": churn.broken_at[:50],
         "errors": churn.errors[:20],
+        "broken_detail": churn.broken_detail[:50],
+        "started_monotonic": churn.started,
+        "ports": churn.ports,
     }
 
 

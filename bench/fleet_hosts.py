@@ -78,6 +78,16 @@ class Replica:
         self.proc.wait(timeout=30)
 
 
+def protected(replica: Replica, pid: str) -> bool:
+    """Is protection ``pid`` protected? Raises RuntimeError when it ended in error."""
+    for row in replica.protections():
+        if row["id"] == pid and row["state"] == "error":
+            raise RuntimeError(f"{row['name']}: {row['reason']}")
+        if row["id"] == pid and row["state"] == "protected":
+            return True
+    return False
+
+
 def body(local: LocalFleet, slot: int) -> dict[str, Any]:
     image = local.image
     six = f"fd63:6f6c:6f70::{100 + slot}/64"
@@ -134,14 +144,7 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
             )
             made.raise_for_status()
             pid = made.json()["id"]
-            wait(
-                f"vm{slot} protected",
-                lambda pid=pid: any(  # type: ignore[misc]
-                    r["id"] == pid and r["state"] == "protected" for r in first.protections()
-                ),
-                600,
-                period=0.5,
-            )
+            wait(f"vm{slot} protected", lambda pid=pid: protected(first, pid), 600, period=0.5)
         protect_s = time.monotonic() - started
         rows = {r["name"]: r for r in first.protections()}
         placed = {name: sides(row) for name, row in rows.items()}
@@ -176,11 +179,17 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
                 for n in affected
             )
 
-        wait("every affected protection re-protected elsewhere", recovered, 600, period=0.2)
-        recovered_s = time.monotonic() - cut_at
+        recovered_s: float | None = None
+        failure = None
+        try:
+            wait("every affected protection re-protected elsewhere", recovered, 600, period=0.2)
+            recovered_s = time.monotonic() - cut_at
+            for load in loads:
+                load.served(10)
+        except TimeoutError as exc:  # reported, with every figure that exists
+            failure = str(exc)
         after = {r["name"]: sides(r) for r in second.protections()}
-        for load in loads:
-            load.served(10)
+        states = {r["name"]: (r["state"], r["reason"]) for r in second.protections()}
         summaries = [load.finish() for load in loads]
         load_after = os.getloadavg()
     finally:
@@ -191,7 +200,11 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
         for replica in replicas:
             replica.kill()
         cluster.stop()
-    elsewhere = sum(1 for n in affected if lost not in after[n] and None not in after[n])
+    elsewhere = sum(
+        1
+        for n in affected
+        if lost not in after[n] and None not in after[n] and states[n][0] == "protected"
+    )
     return {
         "hosts": len(members),
         "protections": count,
@@ -199,7 +212,9 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
             "lost_host": lost,
             "protections_affected": len(affected),
             "reprotected_elsewhere": elsewhere,
-            "recovered_s": round(recovered_s, 2),
+            "recovered_s": None if recovered_s is None else round(recovered_s, 2),
+            "failure": failure,
+            "states_after": states,
             "requests_failed": sum(s["requests_failed"] for s in summaries),
             "writes_lost": sum(s["writes_lost"] for s in summaries),
             "placed_before": placed,

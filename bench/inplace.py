@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -26,8 +27,11 @@ from typing import Any
 from rich.console import Console
 
 from bench.inplace_disk import keys_missing_on_disk
+from bench.inplace_running import protect_running_trial
+from bench.inplace_trace import Captures
 from colopp.colo.state import PairState
 from colopp.demo.harness import ClientWorkload, SupervisedPair
+from colopp.lab.plan import Network, Node
 from colopp.qemu.argv import ComparatorKind
 
 STATE = Path("/var/lib/colopp/bench-inplace")
@@ -47,15 +51,60 @@ async def _kill_primary(sp: SupervisedPair, incident: int) -> None:
         raise RuntimeError(f"failover {incident}: {error}")
 
 
-async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict[str, Any]:
-    """One guest size: kill, fail over, live re-protect (measured), kill again, check."""
+def _start_captures(sp: SupervisedPair, captures: Captures) -> None:
+    """Capture the client's link, the serving host's guest tap and its replication link
+    (only the mirror and compare ports: the migration stream would drown them)."""
+    plan = sp.plan
+    serving = Node(sp.pair.primary.name)
+    ports = sp.local.config.ports
+    captures.start(plan.netns(Node.CLIENT), "svc0", "client")
+    captures.start(plan.netns(serving), plan.tap(serving).ifname, "tap")
+    bpf = f"tcp port {ports.mirror} or tcp port {ports.compare}"
+    captures.start(plan.netns(serving), "repl0", "repl", bpf)
+    lost = Node.HOST_A if serving is Node.HOST_B else Node.HOST_B
+    captures.start(plan.netns(lost), plan.tap(lost).ifname, "sectap", "")
+
+
+def _keep_trace(
+    sp: SupervisedPair, state: Path, trace: Path, result: dict[str, Any], status: dict[str, Any]
+) -> None:
+    serving = sp.pair.primary.name
+    for log in (state / serving).glob("*/*/compare.log"):
+        shutil.copy(log, trace / "compare.log")
+    for log in state.glob("agent-*.log"):
+        shutil.copy(log, trace / log.name)
+    doc = {
+        "timeline": result.get("timeline", []),
+        "guest": str(sp.plan.guest_address.ip),
+        "client": str(sp.plan.address(Node.CLIENT, Network.SERVICE)),
+        "comparator": status.get("comparator", {}).get("counters", {}),
+        "pauses_ms": status.get("checkpoint_pauses_ms", []),
+    }
+    (trace / "trace.json").write_text(json.dumps(doc, indent=1))
+
+
+async def reprotect_trial(
+    memory_mb: int, prefix: str, console: Console, trace: Path | None = None
+) -> dict[str, Any]:
+    """One guest size: kill, fail over, live re-protect (measured), kill again, check.
+
+    ``trace``: keep packet captures, per-request times and the re-protection's timeline
+    there (bench.inplace_trace)."""
     state = STATE / f"reprotect-{memory_mb}"
     sp = await SupervisedPair.protect(
         state, None, prefix, ComparatorKind.COLOPP, console, memory_mb=memory_mb
     )
+    if trace is not None:
+        trace.mkdir(parents=True, exist_ok=True)
+    captures = Captures(trace) if trace is not None else None
     with tempfile.TemporaryDirectory(prefix="colopp-inplace-") as tmp:
         writes_file = Path(tmp) / "writes.json"
-        workload = ClientWorkload(sp.plan, connections=3, writes_out=writes_file)
+        workload = ClientWorkload(
+            sp.plan,
+            connections=3,
+            writes_out=writes_file,
+            trace_out=trace / "requests.json" if trace is not None else None,
+        )
         try:
             await sp.next_checkpoint()
             await sp.next_checkpoint()
@@ -64,13 +113,25 @@ async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict
             await sp.heartbeats()
             await _kill_primary(sp, 1)
             await asyncio.to_thread(workload.served, 20)
+            if captures is not None:
+                _start_captures(sp, captures)
             workload.mark()
             result = await sp.pair.reprotect()
             await sp.next_checkpoint()
             workload.mark()
             primary = await sp.pair.agents[sp.pair.primary.name].call("status")
             result["pauses_ms"] = primary["checkpoint_pauses_ms"][-6:]
+            if captures is not None and trace is not None:
+                await asyncio.to_thread(workload.served, 10)
+                captures.stop()
+                _keep_trace(sp, state, trace, result, primary)
             console.log(f"{memory_mb} MiB: re-protected {result}")
+            # The same measure in steady COLO (two checkpoint periods): what clients see
+            # anyway on this machine, without a re-protection.
+            workload.mark()
+            await sp.next_checkpoint()
+            await sp.next_checkpoint()
+            workload.mark()
             await asyncio.to_thread(workload.served, 20)
             await _kill_primary(sp, 2)  # the secondary re-protection filled now serves
             await asyncio.to_thread(workload.served, 20)
@@ -88,11 +149,14 @@ async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict
                 else None
             )
         finally:
+            if captures is not None:
+                captures.stop()
             workload.kill()
             await sp.close()
     gaps = summary["window_gaps_ms"]
     return {
         "max_gap_ms": round(gaps[0], 1) if gaps and gaps[0] is not None else None,
+        "steady_max_gap_ms": round(gaps[1], 1) if len(gaps) > 1 and gaps[1] is not None else None,
         "writes_lost": summary["writes_lost"] + len(on_disk or []),
         "writes_lost_http": summary["writes_lost"],
         "writes_lost_disk": len(on_disk) if on_disk is not None else None,
@@ -115,12 +179,28 @@ async def reprotect_trial(memory_mb: int, prefix: str, console: Console) -> dict
     }
 
 
-async def run(sizes: list[int], console: Console) -> dict[str, Any]:
-    out: dict[str, Any] = {"reprotect": {}}
+def machine() -> dict[str, Any]:
+    """How the CPUs were shared while measuring (the figures depend on it)."""
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()),
+        "pinned": False,  # lab hosts, client and other users' work share every CPU
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+    }
+
+
+async def run(
+    sizes: list[int], console: Console, trace: Path | None = None, running: bool = True
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"machine_before": machine(), "reprotect": {}}
+    if running:
+        out["protect_running"] = await protect_running_trial(console)
+        out["machine_after_protect_running"] = machine()
     for index, memory_mb in enumerate(sizes):
         out["reprotect"][str(memory_mb)] = await reprotect_trial(
-            memory_mb, f"clpip{index}", console
+            memory_mb, f"clpip{index}", console, trace / str(memory_mb) if trace else None
         )
+        out[f"machine_after_{memory_mb}"] = machine()
     return out
 
 
@@ -128,9 +208,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.inplace", description=__doc__)
     parser.add_argument("--memory", type=int, action="append", help="MiB (repeatable)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--trace", type=Path, help="keep captures and timelines here")
+    parser.add_argument("--no-running", action="store_true", help="skip protect_running")
+    parser.add_argument("--no-reprotect", action="store_true", help="skip the reprotect trials")
     args = parser.parse_args()
     console = Console(stderr=True)
-    result = asyncio.run(run(args.memory or [256, 1024], console))
+    sizes = [] if args.no_reprotect else (args.memory or [256, 1024])
+    result = asyncio.run(run(sizes, console, args.trace, not args.no_running))
     print(json.dumps(result, indent=2))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -13,13 +13,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from colopp.errors import ConfigError
+from colopp.tls import agent_client_context
 from colopp_api.config import Settings
 from colopp_api.dashboard import router as dashboard_router
 from colopp_api.db.store import Store, make_engine, migrate
 from colopp_api.guard import RequestGuard
 from colopp_api.live.manager import ProtectionManager
 from colopp_api.routes import router
-from colopp_api.tls import TlsFiles
+from colopp_api.tls import TlsFiles, transport_notices
 from colopp_api.webhooks.routes import router as webhooks_router
 
 log = logging.getLogger("colopp_api")
@@ -122,8 +123,8 @@ def serve(host: str, port: int, log_level: str = "info", tls: TlsFiles | None = 
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     raise_open_files_limit()  # clients, agents (three connections per host and pair)
-    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning("serving plain HTTP on %s: bearer tokens cross the network in clear", host)
+    for level, notice in transport_notices(host, tls, agent_client_context() is not None):
+        log.log(level, "%s", notice)
     app = create_app()
     check_database(app.state.settings.database_url)
     uvicorn.run(

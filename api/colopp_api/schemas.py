@@ -95,6 +95,13 @@ class ProtectionCreate(BaseModel):
     )
     hosts: Hosts | None = None
     base_disk: HostPath | None = Field(None, description="the VM's disk on both hosts")
+    running_qmp: HostPath | None = Field(
+        None,
+        description="placement hosts, backend qemu: protect the VM already running on the"
+        " primary host, reached through this QMP socket, without restarting it (its disk"
+        " file, memory and boot come from it; README 'Protecting a running VM' says what it"
+        " must look like)",
+    )
     vm: VmOptions = Field(default_factory=lambda: VmOptions.model_validate({}))
     comparator: Literal["builtin", "colopp"] = "colopp"
     prerelease: (
@@ -163,7 +170,7 @@ class ProtectionCreate(BaseModel):
             needed: list[tuple[str, object]] = []
             if self.placement == "hosts":
                 needed.append(("hosts", self.hosts))
-            if self.backend == "qemu":  # a libvirt domain has its own disk and boot
+            if self.backend == "qemu" and self.running_qmp is None:  # libvirt: its own
                 needed.append(("base_disk", self.base_disk))
                 boot = [
                     ("vm.kernel", self.vm.kernel),
@@ -178,6 +185,8 @@ class ProtectionCreate(BaseModel):
                 raise ValueError(f"placement {self.placement} needs {', '.join(missing)}")
         elif self.hosts is not None or self.base_disk is not None:
             raise ValueError("placement lab builds its own hosts and disk: drop hosts/base_disk")
+        if self.running_qmp is not None and (self.placement, self.backend) != ("hosts", "qemu"):
+            raise ValueError("running_qmp needs placement hosts and backend qemu")
         return self
 
 

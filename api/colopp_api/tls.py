@@ -8,6 +8,7 @@ certificate is a clear :class:`~colopp.errors.ConfigError` at start, not a trace
 
 from __future__ import annotations
 
+import logging
 import ssl
 import stat
 from dataclasses import dataclass
@@ -48,3 +49,43 @@ def tls_files(cert: str | None, key: str | None) -> TlsFiles | None:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"TLS certificate {cert} with key {key}: {exc}") from exc
     return files
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def transport_notices(host: str, tls: TlsFiles | None, agents_tls: bool) -> list[tuple[int, str]]:
+    """What the API says at start about its two wires (pure): (logging level, message).
+
+    Plain HTTP, and plain TCP to the agents, stay possible for the local lab only, and say so.
+    """
+    notices: list[tuple[int, str]] = []
+    if tls is not None:
+        notices.append((logging.INFO, f"HTTPS on {host} with {tls.cert}"))
+    elif host in LOOPBACK:
+        notices.append(
+            (
+                logging.WARNING,
+                f"plain HTTP on {host}: for a local lab only (bearer tokens are not "
+                "encrypted; give --tls-cert/--tls-key)",
+            )
+        )
+    else:
+        notices.append(
+            (
+                logging.WARNING,
+                f"plain HTTP on {host}: bearer tokens cross the network in clear text "
+                "(give --tls-cert/--tls-key)",
+            )
+        )
+    if agents_tls:
+        notices.append((logging.INFO, "agents over mutual TLS (COLOPP_AGENT_TLS_*)"))
+    else:
+        notices.append(
+            (
+                logging.WARNING,
+                "agents over plain TCP: the agent token crosses the network in clear text; "
+                "for a local lab only (set COLOPP_AGENT_TLS_CERT/KEY/CA)",
+            )
+        )
+    return notices

@@ -23,11 +23,13 @@ from typing import Any
 
 from colopp.agent import state_file
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
+from colopp.agent.semiactive import readopt_vcpus
 from colopp.agent.side import Side
 from colopp.agent.state_file import ProcessIdentity, SideRecord, identity_of
 from colopp.domain import Backend, ComparatorKind, Role
-from colopp.errors import ColoppError, QemuStartError
+from colopp.errors import ColoppError, LibvirtError, QemuStartError
 from colopp.qmp.monitor import Monitor
+from colopp.vcpu.keep import cap_record
 from colopp.vcpu.shrink import VcpuState
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,7 @@ def record_of(host: str, side: Side) -> SideRecord:
         host=host,
         vm=side.vm,
         spec=side.spec,
-        qemu=identity_of_pid(side.process.pid) if side.backend is Backend.QEMU else None,
+        qemu=identity_of_pid(side.process.pid),
         comparator=identity_of_pid(comparator.pid) if comparator and comparator.alive() else None,
         comparator_restarts=comparator.restarts if comparator is not None else 0,
         failed_over=side.failed_over,
@@ -210,11 +212,13 @@ def _vcpu_record(state: VcpuState | None) -> dict[str, Any] | None:
         "before": {str(t): sorted(c) for t, c in state.before.items()},
         "after": {str(t): sorted(c) for t, c in state.after.items()},
         "quota": state.quota,
+        "cap": cap_record(state.cap) if state.cap is not None else None,
     }
 
 
 def vcpu_from_record(data: dict[str, Any] | None) -> VcpuState | None:
-    """The shrink in force, as recorded (its affinities; a cgroup cap is not re-adopted)."""
+    """The shrink in force, as recorded (its affinities and quota; the cgroup cap itself is
+    found and checked by :func:`colopp.agent.semiactive.readopt_vcpus`)."""
     if not data:
         return None
     try:
@@ -247,12 +251,24 @@ async def adopt_qemu_side(record: SideRecord) -> Side | None:
 
 async def adopt_libvirt_side(record: SideRecord, uri: str) -> Side | None:
     """The side of a libvirt record: its domain looked up by name; None when it is not
-    running (see :func:`colopp.virt.libvirt_adopt.adopt_domain` for what it raises)."""
+    running (see :func:`colopp.virt.libvirt_adopt.adopt_domain` for what it raises).
+
+    Raises:
+        LibvirtError: the domain runs another QEMU than the one recorded (it was destroyed
+            and started again meanwhile: not the COLO side this agent ran).
+    """
     from colopp.virt.libvirt_adopt import adopt_domain
 
     launched = await adopt_domain(record.vm, record.spec, record.host, uri)
     if launched is None:
         return None
+    pid = launched.process.pid
+    if record.qemu is not None and identity_of_pid(pid) != record.qemu:
+        await launched.monitor.close()
+        raise LibvirtError(
+            f"libvirt domain {launched.process.name} runs QEMU pid {pid}, not the one "
+            f"recorded (pid {record.qemu.pid}): not adopted"
+        )
     return Side(launched.vm, record.spec, launched.process, launched.monitor)
 
 
@@ -277,6 +293,7 @@ async def adopt_side(
     side.failed_over = record.failed_over
     side.checkpoint_delay_ms = record.checkpoint_delay_ms
     side.vcpu = vcpu_from_record(record.vcpu)
+    readopt_vcpus(side, record.vcpu)
     spec = side.spec
     if spec.options.comparator is ComparatorKind.COLOPP and spec.role is Role.PRIMARY:
         argv = comparator_argv(spec, side.checkpoint_delay_ms)

@@ -32,8 +32,13 @@ def overlay_argv(img: list[str], overlay: Path, size: str) -> list[str]:
     return [*img, "create", "-q", "-f", "qcow2", str(overlay), size]
 
 
-def prepare_disks(runtime: QemuRuntime, spec: SideSpec, base: Path) -> None:
+def prepare_disks(
+    runtime: QemuRuntime, spec: SideSpec, base: Path | None, blank_size: int | None = None
+) -> None:
     """A fresh ``run_dir`` (0700) with this side's disk (and a secondary's overlays).
+
+    The disk is a copy of ``base``, or (``base`` None) a blank one of ``blank_size``
+    bytes: a secondary whose disk the primary's live mirror fills.
 
     Raises:
         QemuNotFound: qemu-img cannot be run. QemuError: it failed (stderr quoted).
@@ -42,9 +47,15 @@ def prepare_disks(runtime: QemuRuntime, spec: SideSpec, base: Path) -> None:
         shutil.rmtree(spec.run_dir)
     spec.run_dir.mkdir(parents=True, mode=0o700)
     img = runtime.tool_argv("qemu-img")
-    _qemu_img(runtime, convert_argv(img, base, spec.disk), "convert")
+    if base is None:
+        size = str(blank_size)
+        _qemu_img(runtime, overlay_argv(img, spec.disk, size), "create")
+    else:
+        _qemu_img(runtime, convert_argv(img, base, spec.disk), "convert")
     if spec.role is Role.SECONDARY:
-        if disk_format(base) == "raw":
+        if base is None:
+            pass
+        elif disk_format(base) == "raw":
             size = str(os.path.getsize(base))
         else:
             info = _qemu_img(runtime, [*img, "info", "--output=json", str(base)], "info")

@@ -39,12 +39,14 @@ from colopp.agent.replies import (
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_colo_mode
+from colopp.agent.takeover import take_over
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
+from colopp.agent.translation import describe as describe_translation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.sequence import (
+    attach_replication,
     primary_failover,
-    primary_start,
     resume_replication,
     secondary_failover,
     secondary_prepare,
@@ -54,6 +56,7 @@ from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
+from colopp.rewrite.splice import promotion_steps
 
 
 class HostAgent:
@@ -207,6 +210,8 @@ class HostAgent:
             "colo_exit": side.checkpoints.colo_exit,
             "vcpu": side.vcpu.to_status() if side.vcpu is not None else None,
         }
+        if self.translation is not None:
+            out["translation"] = describe_translation(self.translation)
         if side.comparator is not None:
             out["comparator"] = {
                 "pid": side.comparator.pid,
@@ -224,8 +229,16 @@ class HostAgent:
         return out
 
     # ----- lifecycle -----------------------------------------------------------------
-    async def launch(self, vm: dict[str, Any], side: dict[str, Any], base_disk: str) -> LaunchReply:
-        """Prepare disks and start this side's QEMU; returns its pid.
+    async def launch(
+        self,
+        vm: dict[str, Any],
+        side: dict[str, Any],
+        base_disk: str,
+        blank_size: int | None = None,
+    ) -> LaunchReply:
+        """Prepare disks and start this side's QEMU; returns its pid. With ``blank_size``
+        (bytes) the disk is blank instead of a copy of ``base_disk`` (a secondary that
+        the primary's live mirror fills).
 
         Raises:
             StateError: a VM already runs here.
@@ -243,15 +256,17 @@ class HostAgent:
             if spec.options.backend is Backend.LIBVIRT:
                 user = await read_libvirt_domain(vm_spec, self.host, self.libvirt_uri)
                 base_disk = str(user.disk or base_disk)
-            base = Path(base_disk)
-            if not base.is_file() and user is not None:
+            base: Path | None = Path(base_disk)
+            if blank_size is not None and user is None:
+                if blank_size <= 0 or request.role is not Role.SECONDARY:
+                    raise ConfigError("a blank disk needs a secondary and a size > 0 bytes")
+                base = None
+            elif not Path(base_disk).is_file():
                 raise ConfigError(
-                    f"libvirt domain {vm_spec.name!r} has no file-backed <disk> and base disk "
-                    f"{base} does not exist on {self.host}: give the domain its disk"
+                    f"base disk {base_disk} does not exist on {self.host}"
+                    + (": give the libvirt domain a file-backed <disk>" if user else "")
                 )
-            if not base.is_file():
-                raise ConfigError(f"base disk {base} does not exist on {self.host}")
-            await asyncio.to_thread(prepare_disks, self.runtime, spec, base)
+            await asyncio.to_thread(prepare_disks, self.runtime, spec, base, blank_size)
             if user is not None:  # the domain's own disk (if any) is the one replicated
                 self.side = await start_libvirt_side(user, spec, self.host)
             else:
@@ -260,6 +275,28 @@ class HostAgent:
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
             self.persist()
             return {"pid": process.pid, "run_dir": str(run_dir)}
+
+    async def take_over(self, name: str, qmp_socket: str, side: dict[str, Any]) -> dict[str, Any]:
+        """Move a VM that runs here in a QEMU colopp did not start (reached through
+        ``qmp_socket``) into a QEMU of this agent's, on the same disk file, without a
+        restart (colopp.agent.takeover); it then serves alone until protected.
+
+        Raises:
+            StateError: a VM already runs here. ConfigError: the VM cannot be taken over
+                (what to change is named). QmpError: the migration failed (the VM runs on).
+        """
+        path = Path(qmp_socket)
+        if not path.is_absolute():
+            raise ConfigError(f"QMP socket {qmp_socket!r} must be an absolute path")
+        async with self._lock:
+            if self.side is not None and self.side.process.alive():
+                raise StateError(f"{self.host} already runs {self.side.vm.name}")
+            request = SideRequest.from_dict(side)
+            self.runtime.require_present()
+            self.side, reply = await take_over(self.runtime, self.state_dir, name, path, request)
+            self.side.watcher = asyncio.create_task(self._watch_events(self.side))
+            self.persist()
+            return reply
 
     async def _watch_events(self, side: Side) -> None:
         listener = side.monitor.listen(["STOP", "RESUME", "COLO_EXIT"])
@@ -303,14 +340,24 @@ class HostAgent:
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
-        """Attach replication and migrate into COLO (primary only)."""
+        """Copy the disk and RAM to the prepared secondary and enter COLO (primary only).
+
+        The same live path as re-protection (colopp.colo.live): the secondary's disk is
+        filled by a mirror of this one, so writes the guest made before protection (its
+        boot, its service) are on both disks, not only here.
+        """
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
-        if side.comparator is None:
-            await start_comparator(side, self._comparator_restarted)
-        self.persist()
-        steps = primary_start(side.spec.peer_repl_ip, side.spec.ports, checkpoint_delay_ms)
-        await run_steps(side, steps)
+
+        async def comparator() -> None:
+            if side.comparator is None:
+                await start_comparator(side, self._comparator_restarted)
+            self.persist()
+
+        plumbing = attach_replication(side.spec.peer_repl_ip, side.spec.ports)
+        await live_reprotect(
+            side, side.spec.peer_repl_ip, plumbing, checkpoint_delay_ms, 300.0, comparator
+        )
         return {"started": True}
 
     async def resume_replication(
@@ -370,6 +417,7 @@ class HostAgent:
             "linked_wait_s": result["linked_wait_s"],
             "colo_after_continue_ms": result["colo_after_continue_ms"],
             "took_s": time.monotonic() - started,
+            "timeline": result["timeline"],
         }
 
     async def _force_checkpoint(self) -> None:
@@ -406,7 +454,11 @@ class HostAgent:
             # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
             last_load = side.checkpoints.last_at
             await restore_vcpus(side)  # full CPUs before it serves
-            await run_steps(side, secondary_failover())
+            # QEMU turns the translator's redirectors off at the failover: back on at once.
+            # (A re-adopted side has its filters but no translator child: its record says.)
+            t = self.translation
+            spliced = t is not None and (t.spliced or bool(t.record))
+            await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
@@ -473,6 +525,7 @@ RPC_METHODS = (
     "probe_qemu",
     "status",
     "launch",
+    "take_over",
     "wait_guest",
     "prepare_secondary",
     "start_colo",

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from colopp.agent.side import Side
+from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps, wait_block_job
 from colopp.colo.live import (
     COLO_STARTED,
@@ -81,6 +81,15 @@ async def _migration_reaches(side: Side, listener: Any, status: str, timeout: fl
             raise QmpError("migrate", f"migration {now} before {status}: {desc}")
 
 
+async def _resumed(listener: Any, timeout: float) -> None:
+    """Wait for QEMU's RESUME event (TimeoutError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await asyncio.wait_for(listener.get(), max(deadline - time.monotonic(), 0.001))
+        if event.get("event") == "RESUME":
+            return
+
+
 async def _mirror_done(side: Side, listener: Any, timeout: float) -> None:
     """Wait until the mirror job ended (its completion event), naming a failure."""
     deadline = time.monotonic() + timeout
@@ -106,7 +115,7 @@ async def live_reprotect(
     timeout: float,
     start_comparator: Callable[[], Awaitable[None]],
     in_pause: Callable[[], Awaitable[None]] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Make this running side the primary of the prepared secondary at ``peer_repl_ip``,
     following :func:`colopp.colo.live.live_plan`.
 
@@ -121,11 +130,16 @@ async def live_reprotect(
             unprotected); QmpTimeout: the mirror or the pre-copy did not converge.
     """
     marks = {"start": time.monotonic()}
+    # Wall-clock moments of each plan point and QEMU's run-state events, to line the
+    # switch up with what clients saw (bench.inplace); QEMU stamps its own events.
+    timeline: list[tuple[str, float]] = [("start", time.time())]
     plan = live_plan(peer_repl_ip, side.spec.ports, plumbing, checkpoint_delay_ms)
     migration = side.monitor.listen(["MIGRATION"])
     jobs = side.monitor.listen(list(JOB_DONE))
+    runstate = side.monitor.listen(["STOP", "RESUME"])
     try:
         for point in plan:
+            timeline.append((point.name, time.time()))
             if point.step is not None:
                 await run_steps(side, [point.step])
                 if point.step.command == "migrate-continue":
@@ -147,14 +161,23 @@ async def live_reprotect(
             elif point is COLO_STARTED:
                 await _migration_reaches(side, migration, "colo", 60.0)
                 marks["colo"] = time.monotonic()
+                # QEMU reports COLO before the secondary is ready; the guest runs again
+                # only once it is (the event stamps say when).
+                with contextlib.suppress(TimeoutError):
+                    await _resumed(runstate, 30.0)
     except QmpError:
         await _abandon(side)
         raise
+        timeline.append(("done", time.time()))
     finally:
         side.monitor.unlisten(migration)
         side.monitor.unlisten(jobs)
+        side.monitor.unlisten(runstate)
+    for event in runstate.history:
+        timeline.append((f"qemu:{event.get('event')}", event_stamp(dict(event))))
     info = await side.monitor.execute("query-migrate", timeout=5.0)
     return {
+        "timeline": sorted(timeline, key=lambda mark: mark[1]),
         "linked_wait_s": marks.get("linked_wait_s", 0.0),
         "downtime_ms": float(info.get("downtime", -1)) if isinstance(info, dict) else -1.0,
         "colo_after_continue_ms": (marks["colo"] - marks["continued"]) * 1000,

@@ -56,6 +56,8 @@ class ResumeReply(TypedDict):
     linked_wait_s: float  # waiting for the new secondary's network links
     colo_after_continue_ms: float
     took_s: float
+    # (plan point or ``qemu:STOP``/``qemu:RESUME``, wall-clock seconds), in time order
+    timeline: list[tuple[str, float]]
 
 
 class FailoverReply(TypedDict):
@@ -98,6 +100,7 @@ class StatusReply(TypedDict, total=False):
     colo_exit: dict[str, Any] | None
     vcpu: dict[str, Any] | None
     comparator: ComparatorStatus
+    translation: dict[str, Any]
     colo: Any
     migration: Any
     qmp_error: str

@@ -1,15 +1,18 @@
 """The semi-active secondary on an agent: shrink its vCPUs once in COLO, restore them in
-full before it is promoted (or stopped)."""
+full before it is promoted (or stopped), and keep the cap across an agent restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from colopp.agent.side import Side
 from colopp.domain import Backend
 from colopp.errors import ConfigError, QmpError
 from colopp.vcpu import VcpuError
+from colopp.vcpu.cgroup import find_cpu_controller
+from colopp.vcpu.keep import keep_cap
 from colopp.vcpu.shrink import restore, shrink
 
 if TYPE_CHECKING:
@@ -38,10 +41,51 @@ async def shrink_secondary(side: Side) -> None:
             None,
             SEMIACTIVE_QUOTA,
             fraction=SEMIACTIVE_FRACTION,
-            cgroup_name=f"{side.vm.name}-secondary-{side.process.pid}",
+            cgroup_name=cap_name(side),
         )
     except (VcpuError, ConfigError, QmpError, OSError) as exc:
         log.warning("semi-active shrink failed: %s", exc)
+
+
+def cap_name(side: Side) -> str:
+    """The cgroup of a QEMU-direct secondary's cap (under ``colopp/``)."""
+    return f"{side.vm.name}-secondary-{side.process.pid}"
+
+
+def readopt_vcpus(side: Side, recorded: dict[str, Any] | None) -> None:
+    """A restarted agent's view of the shrink in force (``side.vcpu``, from the state file):
+    the cgroup cap of a QEMU-direct secondary found, checked and put back where something
+    moved (libvirt keeps its own pins and quota in the live domain). Never raises: a cap
+    that cannot be re-adopted is logged, and the secondary runs on."""
+    state = side.vcpu
+    if state is None or state.quota is None or side.backend is Backend.LIBVIRT:
+        return
+    try:
+        controller = find_cpu_controller()
+        kept = None
+        if controller is not None:
+            kept = keep_cap(
+                controller,
+                cap_name(side),
+                state.pid,
+                state.thread_ids,
+                state.quota,
+                (recorded or {}).get("cap"),
+            )
+    except (VcpuError, ConfigError) as exc:
+        log.warning("semi-active cap of %s not re-adopted: %s", side.vm.name, exc)
+        return
+    if kept is None:
+        log.warning("semi-active cap of %s not re-adopted: no cgroup cpu controller", side.vm.name)
+        return
+    cap, repaired = kept
+    side.vcpu = dataclasses.replace(state, cap=cap)
+    if repaired:
+        log.warning("semi-active cap in %s put back: %s", cap.limited, ", ".join(repaired))
+    else:
+        log.info(
+            "semi-active cap in %s kept (%d us per %d us)", cap.limited, cap.quota_us, cap.period_us
+        )
 
 
 async def restore_vcpus(side: Side) -> None:

@@ -104,7 +104,7 @@ class SideRecord:
     host: str
     vm: VmSpec
     spec: SideSpec
-    qemu: ProcessIdentity | None  # None: a libvirt domain (libvirt owns the process)
+    qemu: ProcessIdentity | None  # a libvirt domain's too: libvirt owns it, we check it
     comparator: ProcessIdentity | None
     comparator_restarts: int
     failed_over: bool

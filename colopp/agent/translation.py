@@ -54,6 +54,8 @@ class SideTranslation:
         self._sink: asyncio.Server | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        #: How the last promotion sorted the young offsets (YoungOffsets.census).
+        self.promotion: dict[str, int] = {}
 
     @property
     def spliced(self) -> bool:
@@ -90,7 +92,15 @@ class SideTranslation:
             self.young.run,
             len(self.young.live()),
         )
-        self.record = self.young.table_of_record(self.record, time.time(), last_load)
+        self.promotion = self.young.census(last_load)
+        # The translator's own table, when one runs: it has decided pending entries since.
+        base = self.record
+        if self.spliced:
+            try:
+                base = load_state(self.run_dir / TABLE_FILE)
+            except ConfigError as exc:
+                log.warning("translator table unreadable, using the record: %s", exc)
+        self.record = self.young.table_of_record(base, time.time(), last_load)
         save_state(self.run_dir / RECORD_FILE, self.record)
         if self._sink is not None:
             self._sink.close()
@@ -169,4 +179,5 @@ def describe(translation: SideTranslation | None) -> dict[str, Any]:
         "record": len(translation.record),
         "young": len(translation.young),
         "translator": translation.spliced,
+        "promotion": dict(translation.promotion),
     }

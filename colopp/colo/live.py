@@ -15,17 +15,28 @@ acknowledged writes are gone (the guest's page cache on the secondary may hide i
 the blocks are read back from disk).
 
 The live plan closes that window instead of avoiding it by freezing the guest:
-1. ``drive-mirror`` in active mode (``copy-mode: write-blocking``): from the moment it is
-   ready every guest write is acknowledged only once it reached the secondary's export too;
+1. ``drive-mirror`` (background copy mode, see below) copies the disk and keeps copying
+   what the guest writes while it runs;
 2. ``migrate`` with ``pause-before-switchover``: RAM is pre-copied while the guest runs;
    QEMU stops the guest for the last pass and waits in ``pre-switchover``;
 3. in that pause (guest stopped, nothing writes): the mirror is completed
-   (``block-job-cancel`` of a ready mirror = complete without pivot: target == source),
-   the replication child is attached and the network filters go in; then
-   ``migrate-continue`` and QEMU starts replication before the guest runs again.
-So at every instant the guest runs, each write reaches the secondary's disk: through the
-mirror before the pause, through replication after it. :func:`unreplicated_steps` checks
-exactly that on a plan.
+   (``block-job-cancel`` of a ready mirror = complete without pivot: it copies what is
+   still dirty, then target == source), the replication child is attached and the
+   network filters go in; then ``migrate-continue`` and QEMU starts replication before
+   the guest runs again.
+So every write the guest made while it ran is on the secondary's disk before COLO starts
+(the mirror completes with the guest stopped), and every later one reaches it through
+replication. :func:`unreplicated_steps` checks exactly that on a plan.
+
+Why the background copy mode, not ``write-blocking`` (active mirror): before COLO starts
+the secondary is no failover target (it has no RAM state yet), so nothing gains from a
+guest write waiting for the secondary's disk; but the RAM pre-copy fills the replication
+link, and an active mirror made every guest write wait behind the migration stream. A
+service that fsyncs (kvd: two per PUT, one thread) then stalled for the whole pre-copy:
+the 0.6-2 s client gaps ``bench.inplace`` measured, growing with RAM. In background mode
+writes complete locally; the price is that the switch pause includes copying what the
+guest wrote since the mirror last caught up (small unless the guest writes faster than the
+link).
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from colopp.colo.sequence import QmpStep
 from colopp.domain import Ports
 
 MIRROR_JOB = "resync"
+# How the mirror copies while the guest runs (module doc: why not write-blocking).
+COPY_MODE = "background"
 # What QEMU may leave for the stopped final pass of the RAM pre-copy. The guest is
 # stopped for this plus the COLO switch; the pre-copy runs until the rest fits in it.
 DOWNTIME_LIMIT_MS = 60
@@ -45,8 +58,9 @@ MAX_BANDWIDTH = 4 << 30
 
 
 def live_mirror(peer_repl_ip: str, ports: Ports) -> QmpStep:
-    """Copy the whole disk to the new secondary's NBD export; active mode: once ready,
-    each guest write completes only after it reached the target as well."""
+    """Copy the whole disk to the new secondary's NBD export, then what the guest writes
+    (background mode: guest writes never wait for the secondary; the job completes, with
+    the guest stopped, in :func:`cancel_mirror`)."""
     return QmpStep(
         "drive-mirror",
         {
@@ -56,7 +70,7 @@ def live_mirror(peer_repl_ip: str, ports: Ports) -> QmpStep:
             "mode": "existing",
             "format": "raw",
             "sync": "full",
-            "copy-mode": "write-blocking",
+            "copy-mode": COPY_MODE,
         },
     )
 

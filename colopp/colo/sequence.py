@@ -82,11 +82,19 @@ def replication_drive(peer_repl_ip: str, ports: Ports) -> str:
     )
 
 
-def primary_start(peer_repl_ip: str, ports: Ports, checkpoint_delay_ms: int) -> list[QmpStep]:
-    """Attach the replication child to the quorum and migrate into COLO."""
+def attach_replication(peer_repl_ip: str, ports: Ports) -> list[QmpStep]:
+    """Add the replication child (NBD to the secondary's export) to the quorum."""
     return [
         QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
         QmpStep("x-blockdev-change", {"parent": "colo-disk0", "node": "replication0"}),
+    ]
+
+
+def primary_start(peer_repl_ip: str, ports: Ports, checkpoint_delay_ms: int) -> list[QmpStep]:
+    """Attach the replication child to the quorum and migrate into COLO (the guest's
+    writes until the switch reach only this side's disk: colopp.colo.live)."""
+    return [
+        *attach_replication(peer_repl_ip, ports),
         _caps(),
         QmpStep("migrate-set-parameters", {"x-checkpoint-delay": checkpoint_delay_ms}),
         QmpStep("migrate", {"uri": f"tcp:{peer_repl_ip}:{ports.migration}"}),

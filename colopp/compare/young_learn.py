@@ -15,7 +15,7 @@ the secondary host first.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.compare.seq import MASK
@@ -34,6 +34,9 @@ class Learned:
 
     key: ConnKey
     delta: int
+    # The primary's ISN, the one its client saw if it saw any (not part of equality: the
+    # translation is key and delta).
+    isn_client: int = field(default=0, compare=False)
 
 
 class IsnLearner:
@@ -59,7 +62,7 @@ class IsnLearner:
         if other is None:
             _remember(self._primary, key, isn_client & MASK, self._max_pending)
             return None
-        return Learned(key, (other - isn_client) & MASK)
+        return Learned(key, (other - isn_client) & MASK, isn_client & MASK)
 
     def secondary_isn(self, key: ConnKey, isn: int) -> Learned | None:
         """The secondary opened ``key`` with ``isn`` (its own, untranslated)."""
@@ -69,7 +72,7 @@ class IsnLearner:
         if other is None:
             _remember(self._secondary, key, isn & MASK, self._max_pending)
             return None
-        return Learned(key, (isn - other) & MASK)
+        return Learned(key, (isn - other) & MASK, other)
 
     def clear(self) -> None:
         """A checkpoint: the secondary became the primary's copy, so a connection half-learned

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from colopp.compare.framing import DecodedFrame
-from colopp.compare.young_tap import YoungMessage, YoungTap
+from colopp.compare.young_tap import YoungMessage, YoungTap, adopted_json
 from colopp.errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class YoungForwarder:
         self.sent = 0
         self.failures = 0
         self.hold_expired = 0  # holds cut by HOLD_LIMIT_S (offsets not acknowledged in time)
+        self.adopted = 0  # offsets proven taken by their client (see young_tap)
         #: Called when the gate opens (every offset of the epoch acknowledged).
         self.on_settled: Callable[[], None] | None = None
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -80,6 +81,7 @@ class YoungForwarder:
         """Every frame one guest sent, before the comparator's core sees it (``now``: the
         comparator's clock, which starts a hold)."""
         learn = self.tap.primary if side == "primary" else self.tap.secondary
+        tap = self.tap
         for data, vnet_hdr_len in frames:
             message = learn(data, vnet_hdr_len)
             if message is not None:
@@ -87,6 +89,11 @@ class YoungForwarder:
                 self._holds.append(_Hold(message.epoch, now))
                 self._was_holding = True
                 self._put(message.to_json())
+            elif tap.awaiting:
+                key = tap.adoption(data, vnet_hdr_len)
+                if key is not None:  # not gated: the offset itself is already there
+                    self.adopted += 1
+                    self._put(adopted_json(key, tap.epoch))
 
     def holding(self, now: float) -> bool:
         """Must the comparator hold its output now (see the module doc)?"""
@@ -112,7 +119,12 @@ class YoungForwarder:
         return max([0.0, *ends])
 
     def status(self) -> dict[str, int]:
-        return {"sent": self.sent, "failures": self.failures, "hold_expired": self.hold_expired}
+        return {
+            "sent": self.sent,
+            "failures": self.failures,
+            "hold_expired": self.hold_expired,
+            "adopted": self.adopted,
+        }
 
     def checkpoint_completed(self) -> None:
         self.tap.checkpoint_completed()
@@ -155,7 +167,7 @@ class YoungForwarder:
                     self.failures += 1
                     self._link_down = True
                     log.warning("young offset: %s", exc)
-                    if body["op"] == "young" and body["epoch"] < self.tap.epoch:
+                    if body["op"] in ("young", "adopted") and body["epoch"] < self.tap.epoch:
                         break  # a later checkpoint made it moot
                     await asyncio.sleep(0.2)  # the secondary host is restarting: retry
             if body["op"] == "young":

@@ -6,15 +6,27 @@ than one byte test. :meth:`YoungTap.checkpoint_completed` is called when the pri
 after a checkpoint (the comparator's epoch boundary). Each learned offset comes back as a
 :class:`YoungMessage` to send to the secondary host (:mod:`colopp.compare.young_send`)
 *before* that connection's SYN-ACK is released.
+
+*Adoption* (issue 18). A learned offset is right only if the client took the primary's
+SYN-ACK. If the primary dies after the offset reached the secondary host but before its
+SYN-ACK reached the client, the client retransmits its SYN to the promoted secondary, takes
+*its* ISN, and the connection needs no translation: an offset kept in the promoted side's
+record would shift it wrongly after the next re-protection (measured: the churn bench's
+connection opened at the kill). A guest sends nothing but SYN-ACKs until the client's ACK of
+its SYN-ACK arrived, so the first ACK-carrying, non-SYN, non-RST segment of a learned
+connection from *either* guest proves the client took the primary's ISN:
+:meth:`YoungTap.adoption` reports it (only while some learned offset awaits it), and the
+secondary host keeps in the record only adopted offsets.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from colopp.compare.packet import SYN, parse_plain_tcp
-from colopp.compare.young_learn import IsnLearner, Learned
+from colopp.compare.packet import ACK, RST, SYN, parse_plain_tcp
+from colopp.compare.young_learn import MAX_PENDING, ConnKey, IsnLearner, Learned
 
 # Offset of the TCP flags byte in an untagged IPv4 frame without IP options.
 _FLAGS_AT = 14 + 20 + 13
@@ -33,17 +45,28 @@ class YoungMessage:
             "peer": [p, pp],
             "delta": self.learned.delta,
             "epoch": self.epoch,
+            "adoption": True,  # an "adopted" message will follow once the client took it
+            "isn": self.learned.isn_client,
         }
+
+
+def adopted_json(key: ConnKey, epoch: int) -> dict[str, Any]:
+    """The message saying the client took the primary's ISN for ``key``."""
+    g, gp, p, pp = key
+    return {"op": "adopted", "guest": [g, gp], "peer": [p, pp], "epoch": epoch}
 
 
 class YoungTap:
     """Learns young connections' offsets from both guests' opening segments."""
 
-    __slots__ = ("epoch", "learner")
+    __slots__ = ("awaiting", "epoch", "learner")
 
     def __init__(self) -> None:
         self.learner = IsnLearner()
         self.epoch = 0  # checkpoints completed since COLO started
+        # Learned offsets whose adoption is not proven yet (bounded, oldest dropped: an
+        # offset never proven adopted is left out of the record, the safe side).
+        self.awaiting: OrderedDict[ConnKey, int] = OrderedDict()
 
     def primary(self, frame: bytes, vnet_hdr_len: int = 0) -> YoungMessage | None:
         isn = _opening_isn(frame, vnet_hdr_len)
@@ -57,14 +80,32 @@ class YoungTap:
             return None
         return self._message(self.learner.secondary_isn(isn[0], isn[1]))
 
+    def adoption(self, frame: bytes, vnet_hdr_len: int = 0) -> ConnKey | None:
+        """The key of a learned offset that this guest frame proves adopted (once), else
+        None. Call it only while :attr:`awaiting` is not empty (it parses every frame)."""
+        parsed = parse_plain_tcp(frame, vnet_hdr_len)
+        if parsed is None:
+            return None
+        (_, src, dst, sport, dport), _seq, _ack, flags, _, _ = parsed
+        if flags & (SYN | RST) or not flags & ACK:
+            return None
+        key = (src, sport, dst, dport)
+        return key if self.awaiting.pop(key, None) is not None else None
+
     def checkpoint_completed(self) -> None:
-        """The secondary is the primary's copy again: half-learned pairs are void."""
+        """The secondary is the primary's copy again: half-learned pairs are void, and so
+        are the offsets still awaiting adoption (the next load voids them anyway)."""
         self.epoch += 1
         self.learner.clear()
+        self.awaiting.clear()
 
     def _message(self, learned: Learned | None) -> YoungMessage | None:
         if learned is None or learned.delta == 0:
             return None
+        self.awaiting[learned.key] = self.epoch
+        self.awaiting.move_to_end(learned.key)
+        while len(self.awaiting) > MAX_PENDING:
+            self.awaiting.popitem(last=False)
         return YoungMessage(learned, self.epoch)
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from colopp.colo.state import PairLifecycle, PairState, Transition
 from colopp.controller.seam import Agent, Clock, SystemClock, fence
-from colopp.domain import HostSlot, PairConfig, Role
+from colopp.domain import HostSlot, PairConfig, Role, VmSpec
 from colopp.errors import ColoppError, StateError
 
 Progress = Callable[[str], None]
@@ -106,7 +108,11 @@ class PairController:
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")
-            await pa.call("start_colo", checkpoint_delay_ms=cfg.options.checkpoint_delay_ms)
+            await pa.call(
+                "start_colo",
+                timeout=cfg.colo_timeout + 300,
+                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
+            )
             self.progress("migrating into COLO (RAM and disk)")
             await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
             await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
@@ -117,6 +123,77 @@ class PairController:
         self.lifecycle.move(PairState.PROTECTED, "COLO on both sides")
         self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
         self.progress("COLO state reached on both sides")
+
+    async def protect_running(self, qmp_socket: str) -> dict[str, Any]:
+        """Protect a VM that already runs on the primary host, in a QEMU colopp did not
+        start (reached through ``qmp_socket``), without restarting it: the primary's agent
+        takes it over by a local live migration onto the same disk file
+        (colopp.agent.takeover), the secondary starts on a blank disk, and the live
+        protection (colopp.colo.live) mirrors the disk and pre-copies the RAM to it while
+        the guest serves.
+
+        Raises:
+            ColoppError: a step failed; the pair is left in ERROR. A ConfigError from the
+                take-over names what to change on the VM (nothing was changed on it).
+        """
+        cfg, secondary = self.config, self.secondary
+        if secondary is None:
+            raise StateError("no secondary host to protect onto")
+        pa, sa = self.agents[cfg.primary.name], self.agents[secondary.name]
+        self.lifecycle.move(PairState.LAUNCHING, f"take over the VM behind {qmp_socket}")
+        try:
+            side_p = self._side(Role.PRIMARY, cfg.primary, secondary)
+            taken: dict[str, Any] = await pa.call(
+                "take_over", name=cfg.vm.name, qmp_socket=qmp_socket, side=side_p, timeout=330
+            )
+            self.progress(f"{pa.name}: VM taken over by pid {taken['pid']} on {taken['disk']}")
+            self.config = cfg = replace(
+                cfg, vm=VmSpec.from_dict(taken["vm"]), base_disk=Path(taken["disk"])
+            )
+            side_s = self._side(Role.SECONDARY, secondary, cfg.primary)
+            await sa.call(
+                "launch",
+                vm=cfg.vm.to_dict(),
+                side=side_s,
+                base_disk=str(cfg.base_disk),
+                blank_size=int(taken["disk_size"]),
+                timeout=60,
+            )
+            await sa.call("prepare_secondary")
+            self.lifecycle.move(PairState.SYNCING, "disk mirror and RAM pre-copy")
+            result: dict[str, Any] = await pa.call(
+                "resume_replication",
+                peer_repl_ip=secondary.repl_ip,
+                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
+                timeout=cfg.colo_timeout + 300,
+            )
+            await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+        except ColoppError as exc:
+            self.lifecycle.move(PairState.ERROR, str(exc))
+            self._event("error", message=str(exc))
+            raise
+        self.lifecycle.move(PairState.PROTECTED, "COLO on both sides (taken over)")
+        self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
+        return {"take_over": taken, **result}
+
+    async def unprotect(self) -> dict[str, Any]:
+        """Stop protecting: the secondary stops, the primary drops its replication child,
+        filters and comparator and serves alone on its disk (the pair ends FAILED_OVER,
+        with no host to re-protect onto).
+
+        Raises:
+            StateError: the pair is not protected. ColoppError: the primary's sequence
+                failed (pair → ERROR).
+        """
+        self.lifecycle.require(PairState.PROTECTED)
+        assert self.secondary is not None
+        with contextlib.suppress(ColoppError):
+            await self.agents[self.secondary.name].call("stop_vm", timeout=30)
+        result = await self.failover(Role.SECONDARY)
+        self.standby = None
+        self._event("unprotected", primary=self.primary.name)
+        return result
 
     async def failover(self, lost: Role = Role.PRIMARY) -> dict[str, Any]:
         """Make the surviving side serve alone; ``lost`` names the side that is gone.
@@ -143,8 +220,8 @@ class PairController:
     async def reprotect(self, onto: HostSlot | None = None) -> dict[str, Any]:
         """Start a new secondary (default: on the host lost last) and return to COLO.
 
-        The serving side keeps serving; it pauses only for the switch to the replication
-        driver and the RAM migration into COLO.
+        The serving side keeps serving through the disk mirror and the RAM pre-copy; it
+        pauses only for the switch into COLO (colopp.colo.live).
 
         Raises:
             StateError: the pair is not failed over, or no host is named.
@@ -202,7 +279,7 @@ class PairController:
         await fence(self.agents[old.name], self.clock, timeout=10.0, call_timeout=30.0)
         result = await self.failover(Role.PRIMARY)
         # As after an unplanned failover: let clients' retransmissions reach the new
-        # primary before re-protection briefly freezes the guest for the RAM migration.
+        # primary before re-protection pauses the guest for the switch into COLO.
         await self.clock.sleep(settle)
         result |= await self.reprotect(old)
         self._event("switchover", primary=self.primary.name, secondary=old.name)

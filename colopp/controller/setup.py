@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from colopp.controller.local import LocalDeployment, local_deployment
-from colopp.domain import ComparatorKind, PairConfig, ProtectionOptions, VmSpec
+from colopp.domain import Backend, ComparatorKind, PairConfig, ProtectionOptions, VmSpec
 from colopp.errors import ConfigError
 from colopp.image.builder import GuestImage, build_image
 from colopp.image.cmdline import kernel_cmdline
@@ -51,8 +51,13 @@ async def prepare_local_pair(
     resp_ports: tuple[int, ...] = (),
     guest: str = "kvd",
     memory_mb: int | None = None,
+    backend: Backend = Backend.QEMU,
+    vm_name: str = "demo",
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
+
+    ``backend`` libvirt: the agents run libvirt domains; a domain named ``vm_name`` must be
+    defined in the hosts' libvirtd (see :mod:`colopp.virt.libvirt_domain`).
 
     Raises:
         ColoppError: provisioning, the image build or the lab plan failed.
@@ -93,7 +98,7 @@ async def prepare_local_pair(
     cpu = "host" if accel == "kvm" else "qemu64"
     if isinstance(image, DebianImage):  # boots its own disk through SeaBIOS and extlinux
         vm = VmSpec(
-            "demo",
+            vm_name,
             None,
             None,
             "",
@@ -104,7 +109,7 @@ async def prepare_local_pair(
         )
     else:
         vm = VmSpec(
-            "demo",
+            vm_name,
             image.vmlinuz,
             image.initrd,
             append,
@@ -127,6 +132,7 @@ async def prepare_local_pair(
             prerelease_rearm_ms=prerelease_rearm_ms,
             prerelease_scope=prerelease_scope,
             resp_ports=resp_ports,
+            backend=backend,
         ),
     )
     config.options.validate()

@@ -60,8 +60,8 @@ class PairSupervisor:
     heartbeat: Mapping[str, Agent]
     config: DetectorConfig = field(default_factory=DetectorConfig)
     auto_reprotect: bool = True
-    # Let clients' retransmissions reach the survivor before re-protection briefly freezes
-    # the guest and migrates its RAM.
+    # Let clients' retransmissions reach the survivor before re-protection pauses the
+    # guest for the switch into COLO.
     reprotect_after: float = 2.0
     lease: float = 1.0  # must match the agents' --lease
     # Fleet mode: a host ready to take the pair's new secondary (its slot reserved, able to

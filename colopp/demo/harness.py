@@ -38,10 +38,12 @@ class ClientWorkload:
         *,
         ipv6: bool = False,
         target: str | None = None,
+        trace_out: Path | None = None,
     ) -> None:
         """``ipv6``: talk to the guest's IPv6 service address instead of its IPv4 one;
         ``writes_out``: where the workload writes every acknowledged key and value;
-        ``target``: another guest's ``IP:PORT`` (a fleet's)."""
+        ``target``: another guest's ``IP:PORT`` (a fleet's);
+        ``trace_out``: where it writes each request's send and answer times."""
         if target is None:
             target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
         argv = [
@@ -54,6 +56,7 @@ class ClientWorkload:
             str(connections),
             *(["--read-only", str(read_only)] if read_only is not None else []),
             *(["--writes-out", str(writes_out)] if writes_out is not None else []),
+            *(["--trace-out", str(trace_out)] if trace_out is not None else []),
         ]
         self.proc = subprocess.Popen(
             netns_argv(plan.netns(Node.CLIENT), argv),

@@ -44,6 +44,8 @@ class Tally:
     counter_regressions: int = 0
     completions: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # (connection, method, sent at, answered or failed at, "ok" or the error) when traced
+    trace: list[tuple[int, str, float, float, str]] | None = None
 
     def success(self) -> None:
         with self.lock:
@@ -82,6 +84,27 @@ def _request(
     return response.status, response.read()
 
 
+def _traced(
+    tally: Tally,
+    cid: int,
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+) -> tuple[int, bytes]:
+    """:func:`_request`, timed into ``tally.trace`` when the run is traced."""
+    if tally.trace is None:
+        return _request(conn, method, path, body)
+    sent = time.time()
+    try:
+        answer = _request(conn, method, path, body)
+    except BaseException as exc:
+        tally.trace.append((cid, method, sent, time.time(), type(exc).__name__))
+        raise
+    tally.trace.append((cid, method, sent, time.time(), "ok"))
+    return answer
+
+
 def _expect_ok(status: int, what: str) -> None:
     if status != 200:
         raise RuntimeError(f"{what} -> {status}")
@@ -98,10 +121,11 @@ def run_connection(
         i += 1
         key, value = f"c{cid}-{i}", f"value-{cid}-{i}-" + "x" * (i % 64)
         try:
-            _expect_ok(_request(conn, "PUT", f"/kv/{key}", value.encode())[0], f"PUT {key}")
+            put = _traced(tally, cid, conn, "PUT", f"/kv/{key}", value.encode())
+            _expect_ok(put[0], f"PUT {key}")
             tally.acked(cid, key, value)
-            tally.read(*_request(conn, "GET", f"/kv/{key}"), value)
-            status, body = _request(conn, "POST", "/counter", b"")
+            tally.read(*_traced(tally, cid, conn, "GET", f"/kv/{key}"), value)
+            status, body = _traced(tally, cid, conn, "POST", "/counter", b"")
             _expect_ok(status, "POST /counter")
             counter = int(body.strip() or b"-1")
             with tally.lock:
@@ -240,11 +264,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--writes-out", type=Path, help="write every acknowledged key and value here (JSON)"
     )
+    parser.add_argument(
+        "--trace-out", type=Path, help="write each request's send and answer times here (JSON)"
+    )
     args = parser.parse_args(argv)
     host, _, port_text = args.target.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")  # an IPv6 address in brackets
     port = int(port_text)
     stop, tally = threading.Event(), Tally()
+    if args.trace_out is not None:
+        tally.trace = []
     marks: list[float] = []
 
     def read_stdin() -> None:
@@ -286,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     lost = verify_writes(host, port, dict(tally.writes_acked), args.timeout)
     if args.writes_out is not None:
         args.writes_out.write_text(json.dumps(tally.writes_acked))
+    if args.trace_out is not None:
+        args.trace_out.write_text(json.dumps({"marks": marks, "requests": tally.trace}))
     _emit(
         {
             "type": "summary",

@@ -146,6 +146,9 @@ class Relay:
                 self.translated += moved is not data
                 out.append(moved)
             self.frames += len(frames)
+            if self.table.decided:  # a pending entry was decided: the record must say so
+                self.table.decided = False
+                save_state(self.options.state_file, self.table)
             # One vnet header length per batch: QEMU uses the netdev's, the same for all.
             writer.write(encode_frames(out, vlen, vnet_hdr=vnet))
             await writer.drain()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 from colopp.compare.checksum import adjust32 as _adjust32
-from colopp.rewrite.table import MASK, SYN_REUSE_IDLE_S, ConnKey, OffsetTable
+from colopp.rewrite.table import MASK, SYN_REUSE_IDLE_S, ConnKey, Entry, OffsetTable
 
 _ETH_HLEN = 14
 _TCP = 6
@@ -70,7 +70,7 @@ def translate_guest_output(
         return frame
     l4, doff, end, src, dst, sport, dport, seq, ack, flags = fields
     entry = table.get((src, sport, dst, dport))
-    if entry is None:
+    if entry is None or entry.isn_client is not None:  # pending: undecided, untouched
         return frame
     new_seq = (seq - entry.delta) & MASK
     out = bytearray(frame)
@@ -103,6 +103,13 @@ def translate_client_input(
     if flags & (_SYN | _ACK) == _SYN and (entry.ended or now - entry.last_seen >= SYN_REUSE_IDLE_S):
         table.forget(key)
         return frame
+    if entry.isn_client is not None:
+        if not _adopted(entry, flags, ack):
+            if flags & (_SYN | _ACK):  # decided: the client took the promoted guest's ISN
+                table.forget(key)
+                table.decided = True
+            return frame
+        table.decided = True
     delta = entry.delta
     out = bytearray(frame)
     csum = _U16.unpack_from(out, l4 + 16)[0]
@@ -119,6 +126,23 @@ def translate_client_input(
         _set_checksum(out, l4, csum)
     entry.observe_peer(seq, ack, flags, end - l4 - doff, now)
     return bytes(out)
+
+
+def _adopted(entry: Entry, flags: int, ack: int) -> bool:
+    """Decide a pending entry from a client segment: True (and the entry is settled) when
+    its acknowledgement lies nearer after the primary's ISN than after the promoted guest's.
+    A SYN without ACK (the client restarted its handshake: it never got the primary's
+    SYN-ACK) or a segment without ACK decides nothing in favour of the offset."""
+    isn = entry.isn_client
+    assert isn is not None
+    if flags & _SYN or not flags & _ACK:
+        return False
+    from_client_isn = (ack - 1 - isn) & MASK
+    from_guest_isn = (ack - 1 - isn - entry.delta) & MASK
+    if from_client_isn <= from_guest_isn:
+        entry.isn_client = None
+        return True
+    return False
 
 
 def _translate_sack(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from colopp.colo.sequence import GENERIC_ERROR, QmpStep
+from colopp.colo.sequence import DEVICE_NOT_FOUND, GENERIC_ERROR, QmpStep
 from colopp.rewrite.relay import RelayOptions
 
 # Tolerated by QEMU error class (never message text, see QmpStep.tolerates): a duplicate
@@ -99,6 +99,43 @@ def splice_steps(run_dir: Path, *, before: str | None) -> list[QmpStep]:
             args |= {"insert": "before", "position": f"id={before}"}
         steps.append(QmpStep("object-add", args, tolerate=_EXISTS))
     return steps
+
+
+def resume_steps() -> list[QmpStep]:
+    """Turn the translator's filters back on after a secondary's failover.
+
+    ``x-colo-lost-heartbeat`` on a secondary sends ``COLO_EVENT_FAILOVER`` to every filter of
+    every netdev, and QEMU's default handler (``net/filter.c`` ``default_handle_event``, used
+    by every filter that has none of its own: ``filter-redirector`` and ``filter-mirror``
+    included; only ``filter-rewriter`` has its own) sets the filter's ``status`` to ``off``.
+    Off, the four redirectors pass frames untranslated: the promoted guest's inherited
+    connections would reach the client in the guest's sequence space and hang (issue 18:
+    connections young at failover N broke at failover N+1; silent ones survived until
+    re-protection re-created the filters).
+    """
+    return [
+        QmpStep(
+            "qom-set",
+            {"path": f"/objects/{fid}", "property": "status", "value": "on"},
+            # A side whose filters are gone must still fail over.
+            tolerate=(GENERIC_ERROR, DEVICE_NOT_FOUND),
+        )
+        for fid, _, _ in FILTERS
+    ]
+
+
+def promotion_steps(failover: list[QmpStep], *, spliced: bool) -> list[QmpStep]:
+    """A secondary's ``failover`` steps, with :func:`resume_steps` right after
+    ``x-colo-lost-heartbeat`` when a translator is spliced (frames pass untranslated only
+    between those two commands)."""
+    if not spliced:
+        return list(failover)
+    out: list[QmpStep] = []
+    for step in failover:
+        out.append(step)
+        if step.command == "x-colo-lost-heartbeat":
+            out += resume_steps()
+    return out
 
 
 def unsplice_steps() -> list[QmpStep]:

@@ -51,6 +51,11 @@ class Entry:
     peer_fin_acked: bool = False
     reset: bool = False
     ended_at: float | None = None
+    # Pending (not proven adopted at the promotion that recorded it): the client-visible
+    # ISN. The client's first ACK decides: near ``isn_client`` the client took the primary's
+    # ISN (translate from then on), near ``isn_client + delta`` it took the promoted
+    # guest's own (no translation: the entry is dropped). See colopp.rewrite.segment.
+    isn_client: int | None = None
 
     def observe_guest(self, seq_client: int, ack: int, flags: int, length: int, now: float) -> None:
         """Record a guest segment (``seq_client`` already translated; ``length`` of payload)."""
@@ -117,10 +122,12 @@ def _after_eq(a: int, b: int) -> bool:
 class OffsetTable:
     """Connections whose guest sequence space differs from the client's, keyed by 4-tuple."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "decided")
 
     def __init__(self, entries: Mapping[ConnKey, Entry] | None = None) -> None:
         self._entries: dict[ConnKey, Entry] = dict(entries or {})
+        #: A pending entry was decided since the owner last saved the table.
+        self.decided = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -145,6 +152,14 @@ class OffsetTable:
             self._entries.pop(key, None)
             return
         self._entries[key] = Entry(delta=delta, last_seen=now)
+
+    def set_pending(self, key: ConnKey, delta: int, isn_client: int, now: float) -> None:
+        """Translate ``key`` by ``delta`` once its client is seen to use ``isn_client``."""
+        delta &= MASK
+        if delta == 0:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = Entry(delta=delta, last_seen=now, isn_client=isn_client & MASK)
 
     def forget(self, key: ConnKey) -> None:
         """Drop ``key`` (a new connection reuses the 4-tuple)."""
@@ -180,6 +195,7 @@ class OffsetTable:
                 "peer_fin_acked": entry.peer_fin_acked,
                 "reset": entry.reset,
                 "ended_at": entry.ended_at,
+                "isn_client": entry.isn_client,
             }
             for key, entry in self._entries.items()
         ]
@@ -221,6 +237,7 @@ def _row_entry(row: object) -> tuple[ConnKey, Entry]:
         peer_fin_acked=bool(row.get("peer_fin_acked", False)),
         reset=bool(row.get("reset", False)),
         ended_at=None if row.get("ended_at") is None else float(row["ended_at"]),
+        isn_client=_opt_u32(row.get("isn_client")),
     )
     return key, entry
 

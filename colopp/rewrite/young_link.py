@@ -4,6 +4,9 @@ JSON lines over TCP on the replication network; one reply line per request:
 
 - ``{"op": "young", "guest": [a, p], "peer": [a, p], "delta": D, "epoch": E}`` → ``{"ok": true}``
   once stored (the comparator releases that connection's SYN-ACK only then);
+- ``{"op": "adopted", "guest": [a, p], "peer": [a, p], "epoch": E}``: the client took the
+  primary's ISN for that young connection (without it the offset stays out of the record;
+  a ``young`` request with ``"adoption": true`` announces one);
 - ``{"op": "completed", "epoch": N}``: N checkpoints completed; older entries are dropped.
 
 :func:`handle_young_request` is the pure part; :func:`serve_young` the listener (in the
@@ -18,7 +21,7 @@ import time
 from typing import Any
 
 from colopp.errors import ConfigError
-from colopp.rewrite.table import OffsetTable
+from colopp.rewrite.table import MASK, OffsetTable
 from colopp.rewrite.young import YoungOffsets
 
 MAX_LINE = 64 * 1024
@@ -53,12 +56,24 @@ def _apply(young: YoungOffsets, request: Any, now: float) -> dict[str, Any]:
         row = {k: request.get(k) for k in ("guest", "peer", "delta")} | {"last_seen": 0.0}
         table = OffsetTable.from_snapshot([row])
         key = next(iter(table))
-        young.learned(key, table.delta(key), epoch, now)
+        awaits = request.get("adoption", False)
+        isn = request.get("isn")
+        if not isinstance(awaits, bool):
+            raise ConfigError("adoption must be true or false")
+        if isn is not None and (
+            not isinstance(isn, int) or isinstance(isn, bool) or not 0 <= isn <= MASK
+        ):
+            raise ConfigError("isn must be a 32-bit unsigned integer")
+        young.learned(key, table.delta(key), epoch, now, awaits_adoption=awaits, isn=isn)
+        return {"ok": True}
+    if op == "adopted":
+        row = {k: request.get(k) for k in ("guest", "peer")} | {"delta": 1, "last_seen": 0.0}
+        young.adopted(next(iter(OffsetTable.from_snapshot([row]))), epoch)
         return {"ok": True}
     if op == "completed":
         young.completed(epoch)
         return {"ok": True}
-    raise ConfigError(f"unknown op {op!r}: expected young or completed")
+    raise ConfigError(f"unknown op {op!r}: expected young, adopted or completed")
 
 
 async def serve_young(young: YoungOffsets, host: str, port: int) -> asyncio.Server:

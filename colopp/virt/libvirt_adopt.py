@@ -2,7 +2,9 @@
 
 libvirtd, not the agent, owns a libvirt side's QEMU, so a restarted agent finds it by name,
 checks that it runs (and that it is the domain colopp defined: same name, running), and
-drives it again through libvirt's QMP passthrough.
+drives it again through libvirt's QMP passthrough. The agent then checks that the domain's
+QEMU is the process it recorded (:func:`colopp.agent.adopt.adopt_libvirt_side`): a domain
+destroyed and started again under the same name is not the COLO side it ran.
 """
 
 from __future__ import annotations

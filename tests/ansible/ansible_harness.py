@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -136,7 +137,12 @@ class AnsibleSite:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"https://127.0.0.1:{self.api_port}"  # the playbook's default: HTTPS
+
+    @property
+    def api_ca(self) -> Path:
+        """The CA the playbook made; it signs the API's certificate too."""
+        return self.tmp / "secrets" / "pki" / "ca.pem"
 
     def api_token(self) -> str:
         return (self.tmp / "secrets" / "api.token").read_text().strip()
@@ -244,6 +250,11 @@ class AnsibleSite:
                     "colopp_vm_ip": self.plan.guest_address.with_prefixlen,
                     "colopp_vm_accel": "tcg",
                     "colopp_api_port": self.api_port,
+                    # Every host's colopp_root differs here: name the controller's CA for all
+                    # (the rolling waits ask the API from the controller host).
+                    "colopp_api_ca_path": str(
+                        self.root_of("controller") / "etc" / "colopp" / "tls" / "api-ca.pem"
+                    ),
                     "colopp_api_agent_networks": [
                         str(self.plan.cable(Node.CONTROLLER, Network.MANAGEMENT).address.network)
                     ],
@@ -294,10 +305,12 @@ class AnsibleSite:
         output = done.stdout + done.stderr
         return PlaybookRun(done.returncode, output, recap(done.stdout), time.monotonic() - started)
 
-    def api(self) -> httpx.Client:
+    def api(self, token: str | None = None) -> httpx.Client:
+        """A client of the deployed API over HTTPS, trusting the playbook's CA."""
         return httpx.Client(
             base_url=self.api_url,
-            headers={"Authorization": f"Bearer {self.api_token()}"},
+            headers={"Authorization": f"Bearer {token or self.api_token()}"},
+            verify=ssl.create_default_context(cafile=str(self.api_ca)),
             timeout=10,
         )
 

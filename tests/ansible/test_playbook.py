@@ -139,6 +139,45 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     assert "ProtectSystem=strict" in api and "ReadWritePaths=" in api
 
 
+_SETTINGS = """
+- name: Check colopp's settings as every play does
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Check the settings
+      ansible.builtin.include_role:
+        name: colopp
+        tasks_from: settings
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({}, False),
+        ({"colopp_tls": False}, True),
+        ({"colopp_api_tls": False}, True),
+        ({"colopp_tls": False, "colopp_plaintext_lab": True}, False),
+    ],
+)
+def test_plain_tcp_or_http_only_for_a_lab(
+    tmp_path: Path, extra: dict[str, bool], refused: bool
+) -> None:
+    (tmp_path / "settings.yml").write_text(_SETTINGS)
+    env = ansible_env(tmp_path) | {"ANSIBLE_ROLES_PATH": str(ANSIBLE_DIR / "roles")}
+    done = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-e", json.dumps(extra), "settings.yml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode != 0) == refused, done.stdout + done.stderr
+    assert ("for a local lab only" in done.stdout) == refused, done.stdout
+
+
 @pytest.fixture
 def site() -> Iterator[AnsibleSite]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
@@ -179,6 +218,7 @@ import socket, sys, time
 needle, port, seconds = sys.argv[1].encode(), int(sys.argv[2]), float(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
 s.settimeout(0.2)
+print("ready", flush=True)
 end, on_port, found = time.monotonic() + seconds, 0, 0
 while time.monotonic() < end:
     try:
@@ -236,9 +276,44 @@ def _check_mutual_tls(site: AnsibleSite) -> None:
         timeout=30,
         check=True,
     )
-    on_port, found = (int(n) for n in capture.stdout.split())
+    on_port, found = (int(n) for n in capture.stdout.split()[-2:])
     assert on_port > 20, capture.stdout  # the API's heartbeats (every 50 ms) were captured
     assert found == 0, "the agent token crossed the network in clear text"
+
+
+def _check_api_https(site: AnsibleSite) -> None:
+    """The API serves HTTPS only, with a certificate from the playbook's CA: a client that
+    does not trust that CA is refused, plain HTTP gets no answer, and a packet capture on
+    the controller (the root namespace, every interface) while a client uses the token sees
+    the API port's traffic and never the token. The playbook's own API calls (the rolling
+    waits, the protect role) went to the same port: over HTTPS, or they would have failed."""
+    etc = site.root_of("controller") / "etc" / "colopp"
+    launcher = (etc / "colopp-api.sh").read_text()
+    assert "--tls-cert" in launcher and "--tls-key" in launcher
+    assert _mode(etc / "tls" / "api.key") == 0o600
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{site.api_url}/healthz", timeout=5)  # the system's CAs do not know it
+    with pytest.raises(httpx.HTTPError):  # no plain HTTP on that port (and no token sent)
+        httpx.get(f"http://127.0.0.1:{site.api_port}/healthz", timeout=5)
+    token = site.api_token()
+    capture = subprocess.Popen(
+        [sys.executable, "-c", _CAPTURE, token, str(site.api_port), "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert capture.stdout is not None and capture.stdout.readline() == "ready\n"
+        with site.api() as api:
+            for _ in range(10):
+                assert api.get("/v1/protections").status_code == 200
+        out, _ = capture.communicate(timeout=30)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+            capture.communicate()
+    on_port, found = (int(n) for n in out.split()[-2:])
+    assert on_port > 20, out  # ten authenticated requests were captured
+    assert found == 0, "the API token crossed the network in clear text"
 
 
 @pytest.mark.integration
@@ -287,6 +362,7 @@ def test_playbook_protects_a_vm_and_is_idempotent(site: AnsibleSite) -> None:
         ).stdout
         assert "master br0" in links and ",UP" in links, links
     _check_mutual_tls(site)
+    _check_api_https(site)
     controller_etc = site.root_of("controller") / "etc" / "colopp"
     assert _mode(controller_etc / "api.token") == 0o600
     assert _mode(controller_etc / "agent.token") == 0o600
@@ -315,9 +391,7 @@ def test_playbook_protects_a_vm_and_is_idempotent(site: AnsibleSite) -> None:
     assert third.recap["controller"]["changed"] >= 2, third.tail()
     assert api_pidfile.read_text().strip() != api_pid
     assert _mode(controller_etc / "api-read.token") == 0o600
-    with httpx.Client(
-        base_url=site.api_url, headers={"Authorization": f"Bearer {read_token}"}, timeout=10
-    ) as reader:
+    with site.api(read_token) as reader:
         again = reader.get(f"/v1/protections/{protection['id']}").json()
         assert reader.delete(f"/v1/protections/{protection['id']}").status_code == 403
     assert again["state"] == "protected", again

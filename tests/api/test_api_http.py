@@ -213,3 +213,20 @@ def test_hosts_placement_boots_its_disk_without_a_kernel() -> None:
     direct = hosts_vm(ProtectionCreate.model_validate(HOSTS_BODY))
     assert direct.kernel is not None and direct.append == "console=ttyS0"
     assert DISK_BOOT_TIMEOUT_S >= 300
+
+
+def test_a_running_vm_is_named_by_its_qmp_socket() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from colopp_api.schemas import ProtectionCreate
+
+    body = {k: v for k, v in HOSTS_BODY.items() if k not in ("base_disk", "vm")}
+    spec = ProtectionCreate.model_validate(body | {"running_qmp": "/run/vms/web1.qmp"})
+    assert spec.running_qmp == "/run/vms/web1.qmp" and spec.base_disk is None
+    with pytest.raises(ValidationError, match="placement hosts needs base_disk"):
+        ProtectionCreate.model_validate(body)
+    with pytest.raises(ValidationError, match="running_qmp needs placement hosts"):
+        ProtectionCreate.model_validate({"name": "lab-1", "running_qmp": "/run/x.qmp"})
+    with pytest.raises(ValidationError, match="running_qmp"):
+        ProtectionCreate.model_validate(body | {"running_qmp": "relative/x.qmp"})

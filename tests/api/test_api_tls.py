@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
 import subprocess
@@ -21,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from colopp.errors import ConfigError
 from colopp_api.client import ApiClient
-from colopp_api.tls import tls_files
+from colopp_api.tls import TlsFiles, tls_files, transport_notices
 from tests.api.conftest import READ, ApiServer, wait_until
 
 
@@ -177,3 +178,28 @@ def test_bad_tls_files_are_refused_with_a_reason(tmp_path: Path) -> None:
         [*argv, "--tls-key", str(key)], env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 2 and "must be mode 0600" in done.stderr
+
+
+def test_start_notices_name_each_wire() -> None:
+    files = TlsFiles(Path("/etc/colopp/tls/api.pem"), Path("/etc/colopp/tls/api.key"))
+    assert transport_notices("127.0.0.1", files, True) == [
+        (logging.INFO, "HTTPS on 127.0.0.1 with /etc/colopp/tls/api.pem"),
+        (logging.INFO, "agents over mutual TLS (COLOPP_AGENT_TLS_*)"),
+    ]
+    lab = transport_notices("127.0.0.1", None, False)
+    assert [level for level, _ in lab] == [logging.WARNING, logging.WARNING]
+    assert "plain HTTP on 127.0.0.1: for a local lab only" in lab[0][1]
+    assert "agents over plain TCP" in lab[1][1] and "local lab only" in lab[1][1]
+    assert "in clear text" in transport_notices("0.0.0.0", None, True)[0][1]
+
+
+def test_each_server_says_at_start_how_it_is_reached(tls_api: TlsApiServer, tmp_path: Path) -> None:
+    assert "HTTPS on 127.0.0.1 with" in tls_api.log.read_text()
+    plain = ApiServer(tmp_path / "state", f"sqlite:///{tmp_path / 'api.db'}")
+    try:
+        plain.start()
+        text = plain.log.read_text()
+    finally:
+        plain.kill()
+    assert "plain HTTP on 127.0.0.1: for a local lab only" in text
+    assert "agents over plain TCP" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from colopp.demo.harness import ClientWorkload, SupervisedPair
+from colopp.errors import AgentError
 
 
 class Driven:
@@ -32,6 +33,20 @@ class Driven:
             workload.kill()
             raise
         return workload
+
+
+async def agent_status(site: Driven, name: str, within: float = 20.0) -> dict[str, Any]:
+    """The agent's status, retried while a new agent starts (its old connection broke)."""
+    agent = site.sp.pair.agents[name]
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            result: dict[str, Any] = await agent.call("status", timeout=5)
+            return result
+        except AgentError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)  # the next agent is starting: retry
 
 
 def driven_pair(state_dir: Path, qemu_root: Path, prefix: str, **options: Any) -> Iterator[Driven]:

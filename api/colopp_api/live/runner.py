@@ -171,7 +171,10 @@ class ProtectionRunner:
             )
             self.phase, self.reason = None, None
             self._persist()
-            await self.pair.protect()
+            if spec.running_qmp is not None:  # a VM that runs already: no restart
+                await self.pair.protect_running(spec.running_qmp)
+            else:
+                await self.pair.protect()
         except ColoppError as exc:
             log.warning("protection %s failed: %s", self.id, exc)
             await self._teardown(f"protect failed: {exc}")

@@ -167,3 +167,46 @@ def test_fencing_tokens_survive_an_agent_restart(tmp_path: Path) -> None:
     (tmp_path / TOKENS_FILE).write_text("[1, 2]")
     with pytest.raises(ConfigError, match="JSON object"):
         PersistentTokenGate(tmp_path)
+
+
+def test_a_libvirt_domain_running_another_qemu_is_not_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The domain is found by name; its QEMU must be the process recorded (a domain destroyed
+    and started again under that name is not the COLO side the agent ran)."""
+    pytest.importorskip("libvirt")
+    import dataclasses
+    from types import SimpleNamespace
+
+    from colopp.agent.adopt import adopt_libvirt_side
+    from colopp.domain import Backend
+    from colopp.errors import LibvirtError
+    from colopp.virt import libvirt_adopt
+
+    closed: list[bool] = []
+
+    class Monitor:
+        async def close(self) -> None:
+            closed.append(True)
+
+    record = a_record(tmp_path)
+    options = dataclasses.replace(record.spec.options, backend=Backend.LIBVIRT)
+    record = dataclasses.replace(record, spec=dataclasses.replace(record.spec, options=options))
+    domain = SimpleNamespace(
+        vm=record.vm,
+        process=SimpleNamespace(pid=os.getpid(), name="colopp-demo-hosta"),
+        monitor=Monitor(),
+    )
+
+    async def adopt_domain(*_args: object) -> object:
+        return domain
+
+    monkeypatch.setattr(libvirt_adopt, "adopt_domain", adopt_domain)
+    other = identity_of(os.getppid())
+    assert other is not None
+    with pytest.raises(LibvirtError, match="not the one recorded"):
+        asyncio.run(adopt_libvirt_side(dataclasses.replace(record, qemu=other), "qemu:///x"))
+    assert closed == [True]
+    ours = dataclasses.replace(record, qemu=identity_of(os.getpid()))
+    side = asyncio.run(adopt_libvirt_side(ours, "qemu:///x"))
+    assert side is not None and side.process is domain.process

@@ -32,7 +32,7 @@ class Outdev:
     def write(self, data: bytes) -> None:
         self.data.append(data)
         if self.young is not None:
-            self.seen_by_secondary.append(GUEST_KEY in self.young.live())
+            self.seen_by_secondary.append(GUEST_KEY in self.young)
         self.written.set()
 
 
