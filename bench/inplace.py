@@ -194,7 +194,11 @@ async def run(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"machine_before": machine(), "reprotect": {}}
     if running:
-        out["protect_running"] = await protect_running_trial(console)
+        try:
+            out["protect_running"] = await protect_running_trial(console)
+        except Exception as exc:  # recorded: the reprotect trials still run
+            console.print_exception()
+            out["protect_running"] = {"error": f"{type(exc).__name__}: {exc}"}
         out["machine_after_protect_running"] = machine()
     for index, memory_mb in enumerate(sizes):
         out["reprotect"][str(memory_mb)] = await reprotect_trial(

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,7 +98,9 @@ async def protect_running_trial(console: Console, memory_mb: int = 256) -> dict[
         await agent.call("ping")
     plan = sp.plan
     folder = state / "plain"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder.exists():  # an old serial log would say "ready" before this VM booted
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, mode=0o700)
     disk = folder / "web.qcow2"
     img = local.runtime.tool_argv("qemu-img")
     convert = [*img, "convert", "-O", "qcow2", str(local.config.base_disk), str(disk)]

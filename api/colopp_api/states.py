@@ -87,11 +87,13 @@ def reconcile(
     modes: tuple[str | None, str | None],
     survivor_failed_over: bool,
     reprotecting: bool,
+    primary_alone: bool = False,
 ) -> tuple[PairState, str]:
     """The true pair state after a restart, from the recorded one and what the agents say.
 
     ``modes`` are the COLO modes of the recorded primary and secondary (or standby, during
-    a re-protection); ``survivor_failed_over`` is the recorded secondary's ``failed_over``.
+    a re-protection); ``survivor_failed_over`` is the recorded secondary's ``failed_over``;
+    ``primary_alone`` is the recorded primary's (a lost secondary's failover).
     A PROTECTED or FAILED_OVER pair is kept: the supervisor detects a dead side on its
     first heartbeat and acts, as it would have without the restart.
     """
@@ -103,6 +105,8 @@ def reconcile(
             return PairState.FAILED_OVER, "the API restarted during a re-protection"
         return PairState.ERROR, "the API restarted before the pair reached COLO"
     if recorded is PairState.FAILING_OVER:
+        if primary_alone:  # the failover of a lost secondary: the primary went on alone
+            return PairState.FAILED_OVER, "the primary continues alone (found after a restart)"
         if survivor_failed_over:
             return PairState.FAILED_OVER, "failover completed (found after a restart)"
         return PairState.ERROR, "the API restarted during a failover; state unknown"

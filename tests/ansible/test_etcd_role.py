@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +47,9 @@ def test_the_playbook_deploys_etcd_and_the_api_leads_on_it(site: AnsibleSite) ->
         assert httpx.get(f"{url}/health", timeout=5).json() == {"health": "true"}
     listed = httpx.post(f"{members[0]}/v3/cluster/member/list", json={}, timeout=5).json()
     assert len(listed["members"]) == 3
-    assert httpx.get(f"{site.api_url}/healthz", timeout=5).json()["role"] == "leader"
+    trusted = ssl.create_default_context(cafile=str(site.api_ca))  # the API serves HTTPS
+    health = httpx.get(f"{site.api_url}/healthz", verify=trusted, timeout=5).json()
+    assert health["role"] == "leader"
     with site.api() as api:
         (protection,) = api.get("/v1/protections").json()["protections"]
     assert protection["state"] == "protected"

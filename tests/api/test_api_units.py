@@ -49,6 +49,13 @@ def test_reconcile_after_a_restart() -> None:
     assert reconcile(PairState.FAILING_OVER, colo, False, False)[0] is PairState.ERROR
 
 
+def test_a_leader_killed_while_a_lost_secondary_was_failed_over_finds_the_primary_alone() -> None:
+    """Found by bench.fleet: the replica that took the lead put such a pair in error (and
+    tore the serving VM down), since only the recorded secondary was asked."""
+    got = reconcile(PairState.FAILING_OVER, ("primary", None), False, False, primary_alone=True)
+    assert got[0] is PairState.FAILED_OVER and "alone" in got[1]
+
+
 def test_cpu_seconds_from_proc_stat() -> None:
     line = "1234 (qemu-system-x86 (x)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 99 1 2"
     assert cpu_seconds_from_stat(line, 100) == 3.0

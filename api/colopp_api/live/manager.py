@@ -181,13 +181,25 @@ class ProtectionManager:
             sides.get(other.name, {}).get("colo", {}).get("mode") if other else None,
         )
         survivor = sides.get(pair.secondary.name, {}) if pair.secondary else {}
+        # A leader killed while a lost *secondary* was being failed over: the primary
+        # reports failed_over (it continues alone), the secondary's host may not answer.
+        primary_alone = pair.secondary is not None and bool(
+            sides.get(pair.primary.name, {}).get("failed_over")
+        )
         truth, why = reconcile(
-            pair.state, modes, bool(survivor.get("failed_over")), pair.standby is not None
+            pair.state,
+            modes,
+            bool(survivor.get("failed_over")),
+            pair.standby is not None,
+            primary_alone=primary_alone,
         )
         if truth is PairState.PROTECTED and pair.standby is not None:
             pair.secondary, pair.standby = pair.standby, None
         if truth is PairState.FAILED_OVER and pair.secondary is not None and pair.standby is None:
-            pair.primary, pair.secondary, pair.standby = pair.secondary, None, pair.primary
+            if primary_alone:
+                pair.secondary, pair.standby = None, pair.secondary
+            else:
+                pair.primary, pair.secondary, pair.standby = pair.secondary, None, pair.primary
         pair.lifecycle = PairLifecycle(state=truth, on_change=runner._on_transition)
         recorded = ApiState(row["state"])
         if recorded in (ApiState.UNPROTECTING,) or truth is PairState.ERROR:
