@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -30,8 +28,8 @@ from colopp.image.cmdline import kernel_cmdline
 from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.runtime import DEFAULT_ROOT
-from colopp.virt.libvirt_host import install, plan
 from tests.api.conftest import ApiServer, get_protection, in_state, lab_api_server, wait_until
+from tests.integration.libvirt_lab import running_libvirtd, user_domain_xml
 
 libvirt = pytest.importorskip("libvirt")
 libvirt_qemu = pytest.importorskip("libvirt_qemu")
@@ -39,67 +37,22 @@ libvirt_qemu = pytest.importorskip("libvirt_qemu")
 PREFIX = "clplv"
 DOMAIN = "lvm"
 URI = "qemu:///system"
-PIDFILE = Path("/run/colopp-test-libvirtd.pid")
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.timeout(900)]
-
-
-def _libvirtd_answers() -> bool:
-    try:
-        conn = libvirt.open(URI)
-    except libvirt.libvirtError:
-        return False
-    conn.close()
-    return True
 
 
 @pytest.fixture(scope="module")
 def libvirtd() -> Iterator[None]:
     """Debian's libvirtd after `colopp libvirt setup`, started as a daemon (no systemd)."""
-    if os.geteuid() != 0 or shutil.which("libvirtd") is None:
-        pytest.skip("needs root and Debian's libvirt-daemon-system (scripts/setup.sh)")
     root = Path(os.environ.get("COLOPP_QEMU_ROOT", DEFAULT_ROOT))
     if not (root / "usr/bin/qemu-system-x86_64").exists():
         pytest.skip(f"no QEMU runtime at {root}: run `colopp qemu install`")
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    install(plan(root))
-    owned = not _libvirtd_answers()
-    if owned:
-        subprocess.run(["libvirtd", "--daemon", "--pid-file", str(PIDFILE)], check=True)
-        wait_until("libvirtd answers on qemu:///system", _libvirtd_answers, 30, 0.1)
-    try:
+    with running_libvirtd(root):
         conn = libvirt.open(URI)
         # Never the default network (virbr0, 192.168.122.0/24).
         assert conn.listNetworks() == []
         assert not Path("/sys/class/net/virbr0").exists()
         conn.close()
         yield
-    finally:
-        if owned:
-            pid = int(PIDFILE.read_text())
-            os.kill(pid, signal.SIGTERM)
-            wait_until("libvirtd exited", lambda: not Path(f"/proc/{pid}").exists(), 30, 0.1)
-
-
-def _user_domain_xml(name: str, image: Any, append: str, driver: str = "qemu") -> str:
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><kernel>{image.vmlinuz}</kernel>
-    <initrd>{image.initrd}</initrd><cmdline>{append}</cmdline></os>
-  <features><acpi/></features>
-  <devices>
-    <emulator>/usr/local/bin/colopp-qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/><source file='{image.disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='ethernet'>
-      <mac address='52:54:00:c0:10:01'/><target dev='{PREFIX}-tap' managed='no'/>
-      <model type='virtio'/><driver name='{driver}'/>
-    </interface>
-  </devices>
-</domain>"""
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +61,10 @@ def user_domain(libvirtd: None) -> Iterator[str]:
     image = build_image(None, console=Console(quiet=True))
     append = kernel_cmdline(plan_lab(PREFIX).guest_address.with_prefixlen)
     conn = libvirt.open(URI)
-    domain = conn.defineXML(_user_domain_xml(DOMAIN, image, append))
-    vhost = conn.defineXML(_user_domain_xml("lvm-vhost", image, append, driver="vhost"))
+    domain = conn.defineXML(user_domain_xml(DOMAIN, image, append, f"{PREFIX}-tap"))
+    vhost = conn.defineXML(
+        user_domain_xml("lvm-vhost", image, append, f"{PREFIX}-tap", driver="vhost")
+    )
     try:
         yield DOMAIN
     finally:

@@ -62,8 +62,9 @@ def running_libvirtd(qemu_root: Path) -> Iterator[Any]:
             wait_until("libvirtd exited", lambda: not Path(f"/proc/{pid}").exists(), 30)
 
 
-def user_domain_xml(name: str, image: Any, append: str, tap: str) -> str:
-    """A direct-booting domain with one ethernet NIC (colopp runs its sides, not this)."""
+def user_domain_xml(name: str, image: Any, append: str, tap: str, driver: str = "qemu") -> str:
+    """A direct-booting domain with one ethernet NIC (colopp runs its sides, not this);
+    ``driver`` ``vhost`` makes one colopp must refuse."""
     return f"""<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>256</memory>
@@ -79,7 +80,7 @@ def user_domain_xml(name: str, image: Any, append: str, tap: str) -> str:
     </disk>
     <interface type='ethernet'>
       <mac address='52:54:00:c0:10:01'/><target dev='{tap}' managed='no'/>
-      <model type='virtio'/><driver name='qemu'/>
+      <model type='virtio'/><driver name='{driver}'/>
     </interface>
   </devices>
 </domain>"""
