@@ -161,14 +161,7 @@ class PairController:
             )
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "disk mirror and RAM pre-copy")
-            result: dict[str, Any] = await pa.call(
-                "resume_replication",
-                peer_repl_ip=secondary.repl_ip,
-                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
-                timeout=cfg.colo_timeout + 300,
-            )
-            await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
-            await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            result = await self._replicate_to(pa, sa, secondary.repl_ip)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, str(exc))
             self._event("error", message=str(exc))
@@ -176,6 +169,20 @@ class PairController:
         self.lifecycle.move(PairState.PROTECTED, "COLO on both sides (taken over)")
         self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
         return {"take_over": taken, **result}
+
+    async def _replicate_to(self, pa: Any, sa: Any, peer_repl_ip: str) -> dict[str, Any]:
+        """The live copy onto the prepared secondary at ``peer_repl_ip``, then COLO on both
+        sides (``pa``/``sa``: the primary's and the secondary's agents)."""
+        cfg = self.config
+        result: dict[str, Any] = await pa.call(
+            "resume_replication",
+            peer_repl_ip=peer_repl_ip,
+            checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
+            timeout=cfg.colo_timeout + 300,
+        )
+        await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+        await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+        return result
 
     async def unprotect(self) -> dict[str, Any]:
         """Stop protecting: the secondary stops, the primary drops its replication child,
@@ -245,14 +252,7 @@ class PairController:
             record = await pa.call("translation_record")
             await ta.call("prepare_secondary", translation=record)
             self.lifecycle.move(PairState.SYNCING, "disk resync and RAM migration")
-            result: dict[str, Any] = await pa.call(
-                "resume_replication",
-                peer_repl_ip=target.repl_ip,
-                checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
-                timeout=cfg.colo_timeout + 300,
-            )
-            await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
-            await ta.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            result = await self._replicate_to(pa, ta, target.repl_ip)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, f"re-protect failed: {exc}")
             raise
