@@ -4,7 +4,8 @@ Every failed request is placed on its protection's timeline (times in seconds af
 host's links were cut, wall clock of this machine for both the client and the API):
 
 - ``served_again``: the protection's first ``failed_over`` state after the cut (its
-  survivor releases output again); ``reprotected``: its first ``protected`` state after
+  survivor releases output again), from a ``state`` event or from what a replica taking
+  the lead found (``reattached``); ``reprotected``: its first ``protected`` state after
   that (re-protected, here onto another host).
 
 The documented window (README, "A protected fleet"): a request to a protection whose
@@ -20,6 +21,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+#: The rule, as the bench's JSON states it.
+WINDOW_RULE = (
+    "in the window: a request to a protection whose primary ran on the lost host, in flight"
+    " at the cut or sent after it, and sent before its survivor served again"
+    " (timelines_s.served_again)"
+)
 
 #: The phases, in time order.
 PHASES = ("before_cut", "failover", "reprotection", "after")
@@ -51,9 +59,11 @@ def timeline(events: Iterable[Mapping[str, Any]], cut: float, lost_role: str | N
     served = reprotected = None
     for event in sorted(events, key=lambda e: float(e["t"])):
         t = float(event["t"]) - cut
-        if t < 0 or event["type"] != "state":
+        if t < 0 or event["type"] not in ("state", "reattached"):
             continue
-        target = event["data"].get("target")
+        # A replica taking the lead reports what it found as "reattached" (``state``).
+        data = event["data"]
+        target = data.get("target") if event["type"] == "state" else data.get("state")
         if target == "failed_over" and served is None:
             served = t
         elif target == "protected" and served is not None and reprotected is None:
@@ -126,6 +136,7 @@ def classify(
 def summary(placed: Sequence[Failure], timelines: Mapping[str, Timeline]) -> dict[str, Any]:
     """The bench's JSON for the failures: counts, each failure, each timeline."""
     return {
+        "window_rule": WINDOW_RULE,
         "requests_failed_in_window": sum(f.in_window for f in placed),
         "requests_failed_outside_window": sum(not f.in_window for f in placed),
         "failures": [asdict(f) for f in placed],

@@ -26,6 +26,11 @@ def test_the_timeline_takes_the_first_failed_over_then_protected_after_the_cut()
     assert timeline([state(3, "failing_over")], CUT, "secondary") == Timeline(
         "secondary", None, None
     )
+    # A replica that took the lead found it failed over, then re-protected it.
+    found = [{"t": CUT + 10, "type": "reattached", "data": {"state": "failed_over"}}]
+    assert timeline([*found, state(25, "protected")], CUT, "secondary") == Timeline(
+        "secondary", 10.0, 25.0
+    )
 
 
 def test_phases_follow_the_timeline() -> None:
