@@ -19,6 +19,7 @@ from conftest_pairs import Driven, driven_pair
 from colopp.colo.converge import LiveBudget
 from colopp.colo.state import PairState
 
+FIGURES = ("fallbacks", "precopy_s", "switch_ms", "took_s", "reprotect_s")
 SLOW_LINK = LiveBudget(
     precopy_bandwidth=2 << 20, widen_s=2.0, stop_s=4.0, give_up_s=60.0, per_gib_s=0.1
 )
@@ -48,6 +49,7 @@ def test_reprotection_falls_back_to_stop_and_copy_within_its_bound(site: Driven)
         (event,) = [e for e in sp.pair.events if e["kind"] == "reprotected"]
         assert [stage for stage, _ in event["fallbacks"]] == ["widen", "stop-and-copy"]
         assert event["stage"] == "stop-and-copy"
+        print("re-protected by the fallback:", {k: event[k] for k in FIGURES})
         # Ended by the fallback, not by a timeout: well inside the pre-copy's give-up time.
         assert event["precopy_s"] < SLOW_LINK.give_up_s
         sides = site.run(sp.pair.status())["sides"]
