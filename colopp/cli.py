@@ -132,7 +132,7 @@ def demo(
         asyncio.run(run_demo(options, out, report))
     except ColoppError as exc:
         raise _fail(exc) from exc
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM
         console.print("stopped")
     raise typer.Exit(EXIT_OK if told and demo_ok(told) else EXIT_FAILURE)
 
