@@ -4,6 +4,8 @@ through the stop-and-copy fallback (colopp.colo.converge), with clients served t
 The pre-copy is capped at 2 MiB/s (a 256 MiB guest would need two minutes for its first
 pass alone): the agent widens the downtime limit, then lets QEMU stop the guest and send
 the rest at full speed. Client load runs across the kill, the failover and the fallback.
+Marked slow (about 200 s here, most of it the pair's setup): the unit tier checks the same
+decisions and the agent's escalation against a scripted QEMU on every run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from colopp.colo.converge import LiveBudget
 from colopp.colo.state import PairState
 
 FIGURES = ("fallbacks", "precopy_s", "switch_ms", "took_s", "reprotect_s")
+pytestmark = pytest.mark.slow
+
 SLOW_LINK = LiveBudget(
     precopy_bandwidth=2 << 20, widen_s=2.0, stop_s=4.0, give_up_s=60.0, per_gib_s=0.1
 )
