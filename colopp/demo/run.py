@@ -178,10 +178,28 @@ async def run_demo(
 def stop_on_sigterm() -> None:
     """SIGTERM (systemd, a test's timeout, ``kill``) stops the demo as Ctrl-C does: the
     running task is cancelled, so teardown (QEMU, agents, namespaces, the lab lock) runs
-    instead of leaving a pair behind."""
+    instead of leaving a pair behind.
+
+    Not ``loop.add_signal_handler``: that routes signals through a wakeup fd that forked
+    children share, and pyroute2 forks a Python child for namespace work and SIGTERMs it
+    when done (``pyroute2.process.ChildProcess.stop``): the child's SIGTERM then arrived
+    here as the demo's own and cancelled it while building the lab ("stopped" under
+    load). The handler below acts only in this process; in a forked child it restores
+    the default and lets SIGTERM end the child as it would have.
+    """
     task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if task is None:
+        return
+    loop, owner = asyncio.get_running_loop(), os.getpid()
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        loop.call_soon_threadsafe(task.cancel)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @contextlib.asynccontextmanager
