@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from colopp.agent.adopt import persist_side, readopt
-from colopp.agent.comparing import start_comparator, stop_comparator
+from colopp.agent.comparing import start_comparator, stop_comparator, stop_ingress
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
 from colopp.agent.lease import LeaseView, LeaseWatchdog
@@ -459,6 +459,7 @@ class HostAgent:
             t = self.translation
             spliced = t is not None and (t.spliced or bool(t.record))
             await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
+            await stop_ingress(side)  # red0/red1 are gone: nothing left to relay
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
@@ -506,6 +507,7 @@ class HostAgent:
             side.watcher.cancel()
         await restore_vcpus(side)
         await stop_comparator(side)
+        await stop_ingress(side)
         if self.translation is not None:
             await self.translation.stop()
             self.translation = None
