@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.replies import ComparatorStatus
 from colopp.compare.young_send import YOUNG_PORT_OFFSET
 from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
@@ -139,6 +140,15 @@ class ComparatorProcess:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
+
+    def status(self) -> ComparatorStatus:
+        """For the agent's status: pid, alive, restarts and the last counters."""
+        return {
+            "pid": self.pid,
+            "alive": self.alive(),
+            "restarts": self.restarts,
+            "counters": self.counters(),
+        }
 
     def counters(self) -> dict[str, Any]:
         """The comparator's last status snapshot (empty when none was written yet)."""

@@ -213,12 +213,9 @@ class HostAgent:
         if self.translation is not None:
             out["translation"] = describe_translation(self.translation)
         if side.comparator is not None:
-            out["comparator"] = {
-                "pid": side.comparator.pid,
-                "alive": side.comparator.alive(),
-                "restarts": side.comparator.restarts,
-                "counters": side.comparator.counters(),
-            }
+            out["comparator"] = side.comparator.status()
+        if side.ingress is not None:
+            out["ingress"] = side.ingress.status()
         if side.process.alive():
             try:
                 out["colo"] = await side.monitor.execute("query-colo-status", timeout=2.0)
