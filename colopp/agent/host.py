@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from colopp.agent.adopt import persist_side, readopt
-from colopp.agent.comparing import start_comparator, stop_comparator
+from colopp.agent.comparing import start_comparator, stop_comparator, stop_ingress
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
 from colopp.agent.lease import LeaseView, LeaseWatchdog
@@ -214,12 +214,9 @@ class HostAgent:
         if self.translation is not None:
             out["translation"] = describe_translation(self.translation)
         if side.comparator is not None:
-            out["comparator"] = {
-                "pid": side.comparator.pid,
-                "alive": side.comparator.alive(),
-                "restarts": side.comparator.restarts,
-                "counters": side.comparator.counters(),
-            }
+            out["comparator"] = side.comparator.status()
+        if side.ingress is not None:
+            out["ingress"] = side.ingress.status()
         if side.process.alive():
             try:
                 out["colo"] = await side.monitor.execute("query-colo-status", timeout=2.0)
@@ -476,6 +473,7 @@ class HostAgent:
             t = self.translation
             spliced = t is not None and (t.spliced or bool(t.record))
             await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
+            await stop_ingress(side)  # red0/red1 are gone: nothing left to relay
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:
@@ -523,6 +521,7 @@ class HostAgent:
             side.watcher.cancel()
         await restore_vcpus(side)
         await stop_comparator(side)
+        await stop_ingress(side)
         if self.translation is not None:
             await self.translation.stop()
             self.translation = None

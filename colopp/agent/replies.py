@@ -104,6 +104,7 @@ class StatusReply(TypedDict, total=False):
     colo_exit: dict[str, Any] | None
     vcpu: dict[str, Any] | None
     comparator: ComparatorStatus
+    ingress: ComparatorStatus  # a secondary's relay (agent/comparing.py)
     translation: dict[str, Any]
     colo: Any
     migration: Any
