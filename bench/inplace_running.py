@@ -195,6 +195,8 @@ async def protect_running_trial(
         "failover_gap_ms": round(gaps[1], 1)
         if failover and len(gaps) > 1 and gaps[1] is not None
         else None,
+        "gap_at_ms": summary["window_gap_at_ms"][0] if summary["window_gap_at_ms"] else None,
+        "primary_pauses_ms": primary.get("checkpoint_pauses_ms", [])[-6:],
         "writes_acked": summary["writes_acked"],
         "requests_ok": summary["requests_ok"],
         "take_over_downtime_ms": result["take_over"]["downtime_ms"],
