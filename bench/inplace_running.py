@@ -123,12 +123,13 @@ async def protect_running_trial(
     prefix: str = "clpir",
     qemu_root: Path | None = None,
     failover: bool = False,
+    comparator: ComparatorKind = ComparatorKind.COLOPP,
 ) -> dict[str, Any]:
     """The ``protect_running`` keys (see the module docstring). With ``failover`` the
     primary is SIGKILLed instead of unprotected, and the writes are read back from the
     disk of the secondary that the live mirror filled (``failover_gap_ms``)."""
     local = await prepare_local_pair(
-        state, qemu_root, ComparatorKind.COLOPP, console, prefix=prefix, memory_mb=memory_mb
+        state, qemu_root, comparator, console, prefix=prefix, memory_mb=memory_mb
     )
     await local.deployment.start()
     sp = SupervisedPair(local)
