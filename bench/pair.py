@@ -145,6 +145,10 @@ async def sample(bench: Bench, pair: PairController, plan: LabPlan, replicated: 
     """The pair now: comparator counters, checkpoints, per-host CPU."""
     primary = await pair.agents[pair.primary.name].call("status")
     counters = (primary.get("comparator") or {}).get("counters") or {}
+    ingress: dict[str, Any] = {}
+    if replicated and pair.secondary is not None:
+        secondary = await pair.agents[pair.secondary.name].call("status")
+        ingress = (secondary.get("ingress") or {}).get("counters") or {}
     hosts = {"hosta": Node.HOST_A, "hostb": Node.HOST_B}
     process_cpu = {
         name: process_cpu_seconds(processes_in_netns(plan.netns(node)))
@@ -165,6 +169,7 @@ async def sample(bench: Bench, pair: PairController, plan: LabPlan, replicated: 
         cpu_busy_s=busy,
         cpu=pair_cpu.take(bench.cpu_plan),
         loadavg=os.getloadavg(),
+        ingress=ingress,
     )
 
 

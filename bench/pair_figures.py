@@ -69,6 +69,8 @@ class Sample:
     """Per-CPU busy and lab seconds: what ran outside the lab (:mod:`bench.pair_cpu`)."""
     loadavg: tuple[float, ...] = ()
     """The machine's load averages (1, 5, 15 min) when sampled."""
+    ingress: dict[str, Any] = field(default_factory=dict)
+    """The secondary host's relay counters (the ACK gate; empty without a relay)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,14 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
         "ack_lowered": _delta(before.counters, after.counters, "prerelease_ack_lowered"),
         "bare_acks": _delta(before.counters, after.counters, "prerelease_bare_acks"),
         "hold_time_counts": _hold_deltas(before.counters, after.counters),
+        # The ACK gate on host B (colopp.ingress.ackgate): client frames it held, and why
+        # each went on (the secondary caught up, max_wait passed, a checkpoint).
+        "ack_gate": {
+            key: _delta(before.ingress, after.ingress, f"gate_{key}")
+            for key in ("holds", "released_late", "released_expired", "released_checkpoint")
+        }
+        if after.ingress
+        else {},
         "divergences": {
             k: v
             for k, v in (

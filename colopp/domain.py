@@ -280,6 +280,27 @@ class SideSpec:
         return self.run_dir / "compare_out.sock"
 
     @property
+    def red0_socket(self) -> Path:
+        """Secondary with the ingress relay: where its QEMU takes the client's frames."""
+        return self.run_dir / "red0.sock"
+
+    @property
+    def red1_socket(self) -> Path:
+        """Secondary with the ingress relay: where its QEMU sends the guest's output."""
+        return self.run_dir / "red1.sock"
+
+    @property
+    def ingress_relay(self) -> bool:
+        """Does this secondary's replication go through the relay on its host
+        (``python -m colopp.ingress``: the ACK gate)? Yes when answers may leave early,
+        the read rule of pre-release (issue #15), with QEMU started by colopp."""
+        return (
+            self.role is Role.SECONDARY
+            and self.options.client_frames
+            and self.options.backend is Backend.QEMU
+        )
+
+    @property
     def active_disk(self) -> Path:
         return self.run_dir / "active.qcow2"
 

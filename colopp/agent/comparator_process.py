@@ -1,4 +1,5 @@
 """colopp's comparator as a child of the primary's agent: argv, start, supervise, stop.
+(The secondary's ingress relay, :mod:`colopp.agent.comparing`, is supervised the same way.)
 
 If the comparator dies, the primary's output has nowhere to go (QEMU drops frames written
 to an unconnected chardev), so the agent restarts it at once and forces a checkpoint: the
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.replies import ComparatorStatus
 from colopp.compare.young_send import YOUNG_PORT_OFFSET
 from colopp.domain import SideSpec
 from colopp.errors import QemuStartError
@@ -82,11 +84,13 @@ class ComparatorProcess:
         run_dir: Path,
         on_restart: Callable[[], Awaitable[None]],
         should_run: Callable[[], bool] = lambda: True,
+        name: str = "compare",
     ) -> None:
         self.argv = argv
         self.run_dir = run_dir
-        self.status_path = run_dir / "compare.json"
-        self.log_path = run_dir / "compare.log"
+        self.name = name
+        self.status_path = run_dir / f"{name}.json"
+        self.log_path = run_dir / f"{name}.log"
         self.restarts = 0
         self._on_restart = on_restart
         self._should_run = should_run
@@ -114,7 +118,7 @@ class ComparatorProcess:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise QemuStartError(f"cannot start the comparator: {exc.strerror}") from exc
+            raise QemuStartError(f"cannot start the {self.name} process: {exc.strerror}") from exc
         finally:
             logfile.close()
 
@@ -125,7 +129,7 @@ class ComparatorProcess:
             if self._stopping or not self._should_run():
                 return  # QEMU is gone too: nothing to compare
             self.restarts += 1
-            log.warning("comparator exited (%s); restart %d", code, self.restarts)
+            log.warning("%s process exited (%s); restart %d", self.name, code, self.restarts)
             await self._spawn()
             with contextlib.suppress(Exception):
                 await self._on_restart()
@@ -136,6 +140,15 @@ class ComparatorProcess:
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
+
+    def status(self) -> ComparatorStatus:
+        """For the agent's status: pid, alive, restarts and the last counters."""
+        return {
+            "pid": self.pid,
+            "alive": self.alive(),
+            "restarts": self.restarts,
+            "counters": self.counters(),
+        }
 
     def counters(self) -> dict[str, Any]:
         """The comparator's last status snapshot (empty when none was written yet)."""
@@ -161,6 +174,12 @@ class ComparatorProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the process if it runs; never raises."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signum)
 
     def kill(self) -> None:
         """Fault injection: SIGKILL the comparator (the supervisor restarts it)."""

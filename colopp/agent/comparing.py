@@ -1,13 +1,28 @@
 """Comparator supervision on a primary side: start colopp's comparator process for the
-side's current spec and checkpoint period (replacing one that runs), and stop it."""
+side's current spec and checkpoint period (replacing one that runs), and stop it.
+
+On a secondary whose answers may leave early (:attr:`SideSpec.ingress_relay`), the ingress
+relay (``python -m colopp.ingress --no-receipts``) sits between the primary's mirror and the
+secondary QEMU's ``red0``, and between its ``red1`` and the comparator: its ACK gate holds a
+client frame that acknowledges answer bytes this secondary guest has not sent yet (the
+guest's Linux would discard it, request and all, and the client would wait for its
+retransmission timeout). Started right after QEMU (its chardevs retry every second), told
+of each checkpoint the secondary loads (SIGUSR2), stopped at promotion and with the VM; it
+also exits by itself when QEMU is gone.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.side import Side
-from colopp.domain import ComparatorKind
+from colopp.domain import ComparatorKind, SideSpec
+
+log = logging.getLogger(__name__)
 
 
 async def start_comparator(side: Side, force_checkpoint: Callable[[], Awaitable[None]]) -> None:
@@ -35,3 +50,55 @@ async def stop_comparator(side: Side) -> None:
     """Stop the side's comparator, if any (its last counters stay readable); never raises."""
     if side.comparator is not None:
         await side.comparator.stop()
+
+
+def ingress_argv(spec: SideSpec, qemu_pid: int, python: str = sys.executable) -> list[str]:
+    """The ingress relay's command line for one secondary (pure)."""
+    return [
+        python,
+        "-m",
+        "colopp.ingress",
+        "--mirror-from",
+        f"tcp:{spec.peer_repl_ip}:{spec.ports.mirror}",
+        "--mirror-to",
+        f"listen:unix:{spec.red0_socket}",
+        "--output-from",
+        f"listen:unix:{spec.red1_socket}",
+        "--output-to",
+        f"tcp:{spec.peer_repl_ip}:{spec.ports.compare}",
+        "--no-receipts",
+        "--parent-pid",
+        str(qemu_pid),
+        "--status",
+        str(spec.run_dir / "ingress.json"),
+    ]
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def start_ingress(side: Side) -> None:
+    """Start the secondary's ingress relay when its spec wants one (a no-op otherwise).
+
+    Raises:
+        QemuStartError: the relay cannot be executed.
+    """
+    pid = side.process.pid
+    if not side.spec.ingress_relay or pid is None:
+        return
+    await stop_ingress(side)
+    relay = ComparatorProcess(
+        ingress_argv(side.spec, pid), side.spec.run_dir, _nothing, side.process.alive, "ingress"
+    )
+    await relay.start()
+    side.ingress = relay
+    side.checkpoints.on_resume = lambda: relay.signal(signal.SIGUSR2)
+
+
+async def stop_ingress(side: Side) -> None:
+    """Stop the side's ingress relay, if any; never raises."""
+    relay, side.ingress = side.ingress, None
+    side.checkpoints.on_resume = None
+    if relay is not None:
+        await relay.stop()

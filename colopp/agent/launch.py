@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from colopp.agent.comparing import start_ingress
 from colopp.agent.side import Side
 from colopp.domain import SideSpec, VmSpec
-from colopp.errors import QmpError
+from colopp.errors import QemuStartError, QmpError
 from colopp.qemu.argv import qemu_argv
 from colopp.qemu.qemu_process import QemuProcess
 from colopp.qemu.runtime import QemuRuntime
@@ -36,7 +37,14 @@ async def start_qemu_side(runtime: QemuRuntime, vm: VmSpec, spec: SideSpec) -> S
             raise process.start_error("exited at start") from exc
         await process.stop()
         raise process.start_error(f"never answered on QMP ({exc})") from exc
-    return Side(vm, spec, process, monitor)
+    side = Side(vm, spec, process, monitor)
+    try:
+        await start_ingress(side)  # a secondary whose answers may leave early: its relay
+    except QemuStartError:
+        await monitor.close()
+        await process.stop()
+        raise
+    return side
 
 
 async def read_libvirt_domain(vm: VmSpec, host: str, uri: str) -> LibvirtVm:

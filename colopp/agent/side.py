@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class CheckpointLog:
     pauses_ms: list[float] = field(default_factory=list)
     colo_exit: dict[str, Any] | None = None
     _stopped_at: float | None = None
+    #: Called at each RESUME after a STOP (a checkpoint loaded; the secondary's relay).
+    on_resume: Callable[[], None] | None = None
 
     def on_event(self, name: str, stamp: float) -> None:
         """Feed one QMP event (name, QEMU's timestamp)."""
@@ -32,6 +35,8 @@ class CheckpointLog:
             self.pauses_ms.append((stamp - self._stopped_at) * 1000.0)
             del self.pauses_ms[:-256]
             self._stopped_at = None
+            if self.on_resume is not None:
+                self.on_resume()
 
     def stalled_for(self, now: float) -> float:
         """Seconds the current checkpoint has kept the VM stopped (0 when running)."""
@@ -58,6 +63,7 @@ class Side:
     # so the lease no longer fences it, even while its failover sequence runs.
     going_alone: bool = False
     comparator: ComparatorProcess | None = None
+    ingress: ComparatorProcess | None = None  # a secondary's relay (agent/comparing.py)
     checkpoint_delay_ms: int = 2000
     vcpu: VcpuState | None = None  # the semi-active shrink in force, if any
 

@@ -1,5 +1,6 @@
-"""``python -m colopp.ingress``: the secondary host's relay (issue #22; not started by the
-agent yet, see ``docs/architecture.md``, "Held ACKs").
+"""``python -m colopp.ingress``: the secondary host's relay (issues #15, #22). The agent
+starts it with ``--no-receipts`` (the ACK gate only) for a secondary whose answers may leave
+early; receipts are not turned on by the agent yet (``docs/architecture.md``, "Held ACKs").
 
 Example (the secondary QEMU's ``red0``/``red1`` chardevs pointed at the two unix sockets)::
 
@@ -10,7 +11,9 @@ Example (the secondary QEMU's ``red0``/``red1`` chardevs pointed at the two unix
 
 SIGUSR1 is the failover (the promotion of this host): the relay stops taking the mirror and
 hands the log's unacknowledged frames to the promoted guest on ``--tap`` until it
-acknowledges them (or ``--replay-deadline``), then exits 0. SIGTERM / SIGINT stop it (0).
+acknowledges them (or ``--replay-deadline``), then exits 0. SIGUSR2: the secondary loaded
+a checkpoint (the ACK gate forgets the old guest's output). SIGTERM / SIGINT stop it (0), and
+so does the end of ``--parent-pid`` (the secondary QEMU: the relay never outlives it).
 The status file (0600) holds the relay's and the log's counters.
 """
 
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -55,6 +59,8 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
     p.add_argument("--tap", help="the guest's tap, for the replay at failover")
     p.add_argument("--replay-deadline", type=float, default=DEFAULT_DEADLINE_S)
     p.add_argument("--status", type=Path, help="JSON status file (0600)")
+    p.add_argument("--no-receipts", action="store_true", help="the ACK gate only")
+    p.add_argument("--parent-pid", type=int, help="exit when this process (QEMU) is gone")
     args = p.parse_args(argv)
     if args.max_bytes <= 0 or args.replay_deadline <= 0:
         raise ConfigError("--max-bytes and --replay-deadline must be positive")
@@ -65,6 +71,7 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         output_to=parse_endpoint(args.output_to),
         vnet_hdr=args.vnet_hdr,
         max_bytes=args.max_bytes,
+        receipts=not args.no_receipts,
     )
     if not (options.mirror_to.listen and options.output_from.listen):
         raise ConfigError("--mirror-to and --output-from are listen: addresses (QEMU connects)")
@@ -79,11 +86,15 @@ async def serve(relay: Relay, args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
     loop.add_signal_handler(signal.SIGUSR1, promoted.set)
+    loop.add_signal_handler(signal.SIGUSR2, relay.checkpoint)
     await relay.start()
     waiters = [asyncio.create_task(done.wait()), asyncio.create_task(promoted.wait())]
     try:
         while not done.is_set():
             _write(relay, args, None)
+            if args.parent_pid is not None and not _alive(args.parent_pid):
+                log.info("process %d is gone: stopping", args.parent_pid)
+                return
             await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             if promoted.is_set() and not done.is_set():
                 _write(relay, args, await replay(relay, args, done))
@@ -131,6 +142,7 @@ def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | No
         return
     status: dict[str, Any] = {
         **relay.stats,
+        **relay.gate.counters(),
         "bytes_kept": relay.log.bytes_kept,
         "frames_refused": relay.log.frames_refused,
         "promoted": relay.promoted,
@@ -140,6 +152,16 @@ def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | No
         status["replay"] = replayed
     with contextlib.suppress(ColoppError):
         write_status(args.status, status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,16 @@ the primary's answer waits (the absolute rule) until the client re-sends the req
 retransmission timeout. The relay sees both streams, so it holds such a client frame
 (and every later one of its connection, to keep their order) until the secondary's own
 output reaches that ACK, or ``max_wait`` passes. Pure.
+
+Two things make the secondary's own output an unreliable witness, and the gate handles both:
+
+- its SYN-ACK carries the secondary guest's own initial sequence number: ``filter-rewriter``
+  translates only the segments after the handshake into the primary's (the client's) sequence
+  space, so a SYN is not counted (were it, a secondary ISN above the primary's would make
+  every later ACK look covered, and the gate would never hold anything);
+- a checkpoint replaces the secondary guest by a copy of the primary, which has sent what
+  the primary sent: :meth:`AckGate.checkpoint` forgets what the old guest sent and lets every
+  held frame go (the agent signals each checkpoint the secondary loads).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ class AckGate:
         self.held_frames = 0
         self.released_late = 0  # held, then forwarded once the secondary caught up
         self.released_expired = 0  # held max_wait, forwarded anyway
+        self.released_checkpoint = 0  # held, then forwarded at a checkpoint
+        self.holds = 0  # client frames held (counted once each)
         self._sent_end: dict[FlowKey, int] = {}
         # Per connection (guest -> client key): (arrival, ack, frame, vnet_hdr_len) in order.
         self._held: dict[FlowKey, deque[tuple[float, int, bytes, int]]] = {}
@@ -39,10 +51,10 @@ class AckGate:
     def guest_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> list[tuple[bytes, int]]:
         """A frame the secondary guest sent; returns the held client frames it releases."""
         pkt = parse_frame(frame, vnet_hdr_len)
-        if isinstance(pkt, Malformed) or pkt.kind != TCP:
-            return []
+        if isinstance(pkt, Malformed) or pkt.kind != TCP or pkt.flags & SYN:
+            return []  # a SYN-ACK's sequence number is the guest's own (not rewritten)
         size = pkt.payload_end - pkt.payload_start
-        end = (pkt.seq + size + (1 if pkt.flags & (SYN | FIN) else 0)) & MASK
+        end = (pkt.seq + size + (1 if pkt.flags & FIN else 0)) & MASK
         old = self._sent_end.get(pkt.key)
         if old is None or 0 < ((end - old) & MASK) < HALF:
             self._sent_end[pkt.key] = end
@@ -64,8 +76,28 @@ class AckGate:
         if (queue or ahead) and self.held_frames < self.max_frames:
             self._held.setdefault(key, deque()).append((now, pkt.ack, frame, vnet_hdr_len))
             self.held_frames += 1
+            self.holds += 1
             return []
         return [(frame, vnet_hdr_len)]
+
+    def checkpoint(self) -> list[tuple[bytes, int]]:
+        """The secondary guest is now a copy of the primary: what the old one sent tells
+        nothing; every held frame goes (in order per connection)."""
+        self._sent_end.clear()
+        out = [(frame, vnet) for queue in self._held.values() for _, _, frame, vnet in queue]
+        self.released_checkpoint += len(out)
+        self.held_frames = 0
+        self._held.clear()
+        return out
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "gate_held_frames": self.held_frames,
+            "gate_released_late": self.released_late,
+            "gate_released_expired": self.released_expired,
+            "gate_released_checkpoint": self.released_checkpoint,
+            "gate_holds": self.holds,
+        }
 
     def due(self, now: float) -> list[tuple[bytes, int]]:
         """Held frames whose wait passed ``max_wait`` (with those behind them that may go)."""

@@ -10,7 +10,11 @@ and each batch is followed by the receipts it made possible (``receipts.py``), i
 stream. At failover, :meth:`Relay.promote` stops taking the mirror and hands the log's
 unacknowledged frames to :class:`~colopp.ingress.replay.Replayer`.
 
-Not wired into the agent yet (``docs/architecture.md``, "Held ACKs").
+The agent starts it for a secondary whose answers may leave early (pre-release with the
+read rule), as the ACK gate only: ``receipts=False`` (``--no-receipts``), so nothing but
+the secondary's own output reaches the comparator; :meth:`Relay.checkpoint` (SIGUSR2) at
+each checkpoint the secondary loads. Receipts are not turned on by the agent yet
+(``docs/architecture.md``, "Held ACKs").
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class RelayOptions:
     output_to: Endpoint
     vnet_hdr: bool = False
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: Follow guest frames with the receipts they made possible (False: the gate only).
+    receipts: bool = True
 
 
 class _Side(asyncio.Protocol):
@@ -148,11 +154,17 @@ class Relay:
             self.stats["guest_frames"] += len(frames)
             self._to_guest(released)
             out = [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames]
-            receipts = encode_receipts(self.log.receipts())
-            self.stats["receipt_frames"] += len(receipts)
-            out += [encode_frame(r, 0, vnet_hdr=vnet) for r in receipts]
+            if self.options.receipts:
+                receipts = encode_receipts(self.log.receipts())
+                self.stats["receipt_frames"] += len(receipts)
+                out += [encode_frame(r, 0, vnet_hdr=vnet) for r in receipts]
             self._send("comparator", out, len(out))
         # Nothing is expected from red0 or the comparator: ignored.
+
+    def checkpoint(self) -> None:
+        """The secondary loaded a checkpoint: the gate forgets the old guest's output and
+        lets what it held go."""
+        self._to_guest(self.gate.checkpoint())
 
     def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
         if frames:

@@ -25,7 +25,8 @@ __all__ = [
 def template_names(side: SideSpec) -> list[str]:
     """Which templates make up one side's command line."""
     if side.role is Role.SECONDARY:
-        return ["vm.conf", "secondary.conf"]
+        red = "secondary-relay.conf" if side.ingress_relay else "secondary-red.conf"
+        return ["vm.conf", red, "secondary.conf"]
     if side.standalone:
         return ["vm.conf", "standalone.conf"]
     names = ["vm.conf", "primary.conf"]
@@ -63,6 +64,8 @@ def template_values(vm: VmSpec, side: SideSpec) -> dict[str, object]:
         "peer_repl_ip": side.peer_repl_ip,
         "mirror_port": side.ports.mirror,
         "compare_port": side.ports.compare,
+        "red0_socket": side.red0_socket,
+        "red1_socket": side.red1_socket,
     }
 
 

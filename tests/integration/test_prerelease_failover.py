@@ -59,12 +59,15 @@ def test_kill_while_pre_releasing_keeps_the_client_consistent(site: Driven) -> N
         before = counters(site)["pre_released_frames"]
         while counters(site)["pre_released_frames"] == before:
             workload.stats()
+        relay = site.run(sp.pair.agents[secondary.name].call("status"))["ingress"]
+        assert relay["alive"] and relay["counters"]["client_frames"] > 0, "the ACK gate relays"
         pid = site.run(sp.pair.agents[old_primary.name].call("status"))["pid"]
         os.kill(pid, signal.SIGKILL)
         workload.mark()
         site.run(sp.wait_for("failover", lambda: sp.handled(1) and sp.pair.secondary is None, 60))
         promoted = site.run(sp.pair.agents[secondary.name].call("status"))
         assert promoted["vcpu"] is None, "vCPUs restored before promotion"
+        assert "ingress" not in promoted, "the relay stops at the promotion"
         for tid, cpus in shrunk["cpus_before"].items():
             assert os.sched_getaffinity(int(tid)) == set(cpus)
         reads_then = workload.stats()["reads"]

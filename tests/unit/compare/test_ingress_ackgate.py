@@ -57,3 +57,27 @@ def test_the_gate_is_bounded() -> None:
     gate.guest_frame(_guest(GSEQ, 10))
     frames = [_client(GSEQ + 5000 + n) for n in range(3)]
     assert [gate.client_frame(f, 0.0) for f in frames] == [[], [], [(frames[2], 0)]]
+
+
+def test_the_secondary_syn_ack_does_not_count_as_sent() -> None:
+    """Its sequence number is the secondary guest's own (filter-rewriter translates only the
+    segments after it): a secondary ISN far above the primary's made every later client
+    ACK look covered, and the gate never held anything (seen in a capture on host B)."""
+    gate = AckGate()
+    gate.guest_frame(tcp_frame(GSEQ + 500_000, CSEQ, "SA"))  # the guest's own ISN
+    gate.guest_frame(_guest(GSEQ, 208))  # rewritten into the client's sequence space
+    request = _client(GSEQ + 416, b"GET /kv/k1 HTTP/1.1\r\n\r\n")
+    assert gate.client_frame(request, 0.0) == []
+    assert gate.guest_frame(_guest(GSEQ + 208, 208)) == [(request, 0)]
+
+
+def test_a_checkpoint_forgets_what_the_old_secondary_sent_and_lets_everything_go() -> None:
+    gate = AckGate()
+    gate.guest_frame(_guest(GSEQ, 100))
+    held = [_client(GSEQ + 300), _client(GSEQ + 300, b"GET /kv/k2 HTTP/1.1\r\n\r\n")]
+    assert [gate.client_frame(f, 0.0) for f in held] == [[], []]
+    assert gate.checkpoint() == [(f, 0) for f in held]
+    assert gate.held_frames == 0 and gate.counters()["gate_released_checkpoint"] == 2
+    # The new secondary (the primary's copy) sent what the primary sent: nothing known.
+    later = _client(GSEQ + 900, b"GET /kv/k3 HTTP/1.1\r\n\r\n")
+    assert gate.client_frame(later, 0.01) == [(later, 0)]

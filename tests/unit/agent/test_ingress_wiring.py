@@ -1,0 +1,72 @@
+"""The secondary's ingress relay (issue #15): which secondaries get one, how its QEMU and
+the relay are pointed at each other, and that each loaded checkpoint reaches it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from colopp.agent.comparing import ingress_argv
+from colopp.agent.side import CheckpointLog
+from colopp.domain import Backend, ComparatorKind, ProtectionOptions, Role, SideSpec, VmSpec
+from colopp.qemu.argv import qemu_argv, template_names
+from colopp.qemu.runtime import QemuRuntime
+
+EARLY = ProtectionOptions(
+    comparator=ComparatorKind.COLOPP, prerelease="auto", read_prefixes=("/kv/",)
+)
+VM = VmSpec("demo", Path("/img/vmlinuz"), Path("/img/initrd"), "console=ttyS0")
+
+
+def spec(role: Role, options: ProtectionOptions) -> SideSpec:
+    return SideSpec(
+        role, Path("/run/c"), "tap-x", Path("/run/c/d.qcow2"), "198.18.1.11", "198.18.1.10",
+        options=options,
+    )  # fmt: skip
+
+
+def test_only_a_secondary_whose_answers_may_leave_early_gets_a_relay() -> None:
+    assert spec(Role.SECONDARY, EARLY).ingress_relay
+    assert not spec(Role.PRIMARY, EARLY).ingress_relay
+    assert not spec(
+        Role.SECONDARY, ProtectionOptions(comparator=ComparatorKind.COLOPP)
+    ).ingress_relay
+    acks_only = ProtectionOptions(comparator=ComparatorKind.COLOPP, prerelease="ack_only")
+    assert not spec(Role.SECONDARY, acks_only).ingress_relay
+    libvirt = ProtectionOptions(
+        comparator=ComparatorKind.COLOPP, prerelease="auto", read_prefixes=("/kv/",),
+        backend=Backend.LIBVIRT,
+    )  # fmt: skip
+    assert not spec(Role.SECONDARY, libvirt).ingress_relay
+
+
+def test_the_secondary_qemu_and_its_relay_meet_on_unix_sockets_in_the_run_dir() -> None:
+    side = spec(Role.SECONDARY, EARLY)
+    assert template_names(side) == ["vm.conf", "secondary-relay.conf", "secondary.conf"]
+    argv = qemu_argv(QemuRuntime(Path("/nonexistent")), VM, side)
+    chardevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-chardev"]
+    assert "socket,id=red0,path=/run/c/red0.sock,reconnect-ms=1000" in chardevs
+    assert "socket,id=red1,path=/run/c/red1.sock,reconnect-ms=1000" in chardevs
+    relay = ingress_argv(side, 4242, python="py")
+    pairs = dict(zip(relay[3::2], relay[4::2], strict=False))
+    assert pairs["--mirror-from"] == "tcp:198.18.1.10:9003"  # the primary's mirror0
+    assert pairs["--mirror-to"] == "listen:unix:/run/c/red0.sock"
+    assert pairs["--output-from"] == "listen:unix:/run/c/red1.sock"
+    assert pairs["--output-to"] == "tcp:198.18.1.10:9004"  # the comparator
+    assert "--no-receipts" in relay and relay[relay.index("--parent-pid") + 1] == "4242"
+
+
+def test_without_a_relay_the_secondary_connects_to_the_primary_as_before() -> None:
+    side = spec(Role.SECONDARY, ProtectionOptions(comparator=ComparatorKind.COLOPP))
+    assert template_names(side) == ["vm.conf", "secondary-red.conf", "secondary.conf"]
+    argv = qemu_argv(QemuRuntime(Path("/nonexistent")), VM, side)
+    chardevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-chardev"]
+    assert "socket,id=red0,host=198.18.1.10,port=9003,reconnect-ms=1000" in chardevs
+
+
+def test_each_loaded_checkpoint_is_signalled_once() -> None:
+    log = CheckpointLog()
+    seen: list[int] = []
+    log.on_resume = lambda: seen.append(log.count)
+    for name, stamp in [("RESUME", 1.0), ("STOP", 2.0), ("RESUME", 2.05), ("STOP", 3.0)]:
+        log.on_event(name, stamp)
+    assert seen == [1]
