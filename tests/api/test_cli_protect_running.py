@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ def lab(needs_root: None, qemu_root: Path) -> Iterator[tuple[LocalPair, asyncio.
     finally:
         loop.run_until_complete(local.deployment.stop())
         loop.close()
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def _hosts(local: LocalPair) -> dict[str, Any]:
