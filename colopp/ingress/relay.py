@@ -11,10 +11,8 @@ stream. At failover, :meth:`Relay.promote` stops taking the mirror and hands the
 unacknowledged frames to :class:`~colopp.ingress.replay.Replayer`.
 
 The agent starts it for a secondary whose answers may leave early (pre-release with the
-read rule), as the ACK gate only: ``receipts=False`` (``--no-receipts``), so nothing but
-the secondary's own output reaches the comparator; :meth:`Relay.checkpoint` (SIGUSR2) at
-each checkpoint the secondary loads. Receipts are not turned on by the agent yet
-(``docs/architecture.md``, "Held ACKs").
+read rule), receipts on (``--no-receipts`` leaves the gate only); :meth:`Relay.checkpoint`
+(SIGUSR2) at each checkpoint the secondary loads (``docs/architecture.md``, "Held ACKs").
 """
 
 from __future__ import annotations
