@@ -144,6 +144,10 @@ class Relay:
                 passing += self.gate.client_frame(data, now, vnet_hdr_len)
             self.stats["client_frames"] += len(frames)
             self._to_guest(passing)
+            # What this host now holds, at once: an uploading client's bytes need not wait
+            # for the guest's next output (the log's start moves only on guest ACKs already
+            # forwarded, so a receipt here still follows every frame it relies on).
+            self._send_receipts([])
         elif side.name == "red1":
             released: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
@@ -151,13 +155,17 @@ class Relay:
                 released += self.gate.guest_frame(data, vnet_hdr_len)
             self.stats["guest_frames"] += len(frames)
             self._to_guest(released)
-            out = [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames]
-            if self.options.receipts:
-                receipts = encode_receipts(self.log.receipts())
-                self.stats["receipt_frames"] += len(receipts)
-                out += [encode_frame(r, 0, vnet_hdr=vnet) for r in receipts]
-            self._send("comparator", out, len(out))
+            self._send_receipts([encode_frame(d, n, vnet_hdr=vnet) for d, n in frames])
         # Nothing is expected from red0 or the comparator: ignored.
+
+    def _send_receipts(self, out: list[bytes]) -> None:
+        """``out`` (encoded guest frames), then the receipts they made possible."""
+        if self.options.receipts:
+            receipts = encode_receipts(self.log.receipts())
+            self.stats["receipt_frames"] += len(receipts)
+            out += [encode_frame(r, 0, vnet_hdr=self.options.vnet_hdr) for r in receipts]
+        if out:
+            self._send("comparator", out, len(out))
 
     def checkpoint(self) -> None:
         """The secondary loaded a checkpoint: the gate forgets the old guest's output and
