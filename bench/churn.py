@@ -201,7 +201,8 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "pacing": args.pacing,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         **summary,
-        "events": _relative(events_log, summary.get("started_monotonic")),
+        "events": (events := _relative(events_log, summary.get("started_monotonic"))),
+        "broken_diagnosis": _diagnose(summary.get("broken_detail") or [], events),
         "cpu": {name: sampler.summary(*span) for name, span in phases.items()},
         "checkpoints": {
             "count": serving.get("checkpoints"),
@@ -209,6 +210,17 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "pause_ms_max": round(pauses[-1], 1),
         },
     }
+
+
+def _diagnose(broken: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per broken connection: the first event after it opened (where it was young, if it
+    was), and the events whose table of record carried its client port."""
+    out = []
+    for row in broken:
+        after = [e["event"] for e in events if e["at"] >= row.get("opened_s", 0.0)]
+        held = [e["event"] for e in events if row.get("port") in {r[0] for r in e["record"]}]
+        out.append(row | {"first_event_after_open": min(after, default=None), "in_record": held})
+    return out
 
 
 def _relative(events: list[dict[str, Any]], started: float | None) -> list[dict[str, Any]]:

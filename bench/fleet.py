@@ -6,11 +6,10 @@
   is cut, and the leading replica is SIGKILLed as soon as it reports the first affected
   protection failed over; the other finishes the recovery. ``takeover_s`` is from the
   SIGKILL until the follower reports itself leader.
-- ``etcd_partition.dual_primary_observed``: two holders of one protection's right
-  (``python -m colopp.arbiter hold``), each beside its own etcd member in a lab network
-  namespace. The first holder's namespace is cut off. It is dual when the second one
-  acquired before the first one's kill. Scope: holders' own clocks, not a client talking
-  to two VMs.
+- ``etcd_partition.dual_primary_observed`` (:mod:`bench.fleet_partition`): two sides of one
+  protection's right to serve, each beside its own etcd member; the first side's host is
+  cut off from the etcd network only, and a client on the service network that asks both
+  sides records whether the isolated side answered after the other one started serving.
 
 ``--bare`` measures only the election of two bare replicas (``python -m colopp.arbiter
 elect``, no VMs) for ``controller_kill`` and leaves the host keys null.
@@ -27,18 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from colopp.arbiter.cluster import (
-    SUBNET,
-    EtcdCluster,
-    Events,
-    Member,
-    cut,
-    delete_netns_lab,
-    free_port,
-    make_netns_lab,
-)
-
-HOSTS = ["f21h1", "f21h2", "f21h3"]
+from bench.fleet_partition import etcd_partition
+from colopp.arbiter.cluster import EtcdCluster, Events, Member, free_port
 
 
 def controller_kill(trials: int, ttl: int) -> dict[str, Any]:
@@ -74,44 +63,6 @@ def controller_kill(trials: int, ttl: int) -> dict[str, Any]:
     }
 
 
-def etcd_partition(ttl: int) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        return {"dual_primary_observed": None, "skipped": "needs root (network namespaces)"}
-    make_netns_lab(HOSTS)
-    with tempfile.TemporaryDirectory() as tmp:
-        members = [
-            Member(f"m{i}", f"{SUBNET}.{i}", 2379, 2380, ns) for i, ns in enumerate(HOSTS, 1)
-        ]
-        cluster = EtcdCluster(members, Path(tmp))
-        holders: list[Events] = []
-        try:
-            cluster.start()
-            key = ["--key", "colopp/protection/bench", "--ttl", str(ttl)]
-            a = Events(["hold", "--endpoint", members[0].client_url, "--name", "a", *key], HOSTS[0])
-            holders.append(a)
-            a.wait_for("acquired", timeout=60)
-            b = Events(["hold", "--endpoint", members[1].client_url, "--name", "b", *key], HOSTS[1])
-            holders.append(b)
-            b.wait_for("started", timeout=30)
-            cut_at = time.monotonic()
-            cut(1)
-            stop = a.wait_for("stop-output", timeout=30)
-            kill = a.wait_for("kill-qemu", timeout=30)
-            got_b = b.wait_for("acquired", timeout=60)
-        finally:
-            for holder in holders:
-                holder.kill()
-            cluster.stop()
-            delete_netns_lab(HOSTS)
-    return {
-        "dual_primary_observed": got_b["t"] <= kill["t"],
-        "cut_to_stop_output_s": round(stop["t"] - cut_at, 3),
-        "kill_to_other_serves_s": round(got_b["t"] - kill["t"], 3),
-        "ttl_s": ttl,
-        "scope": "holders' fencing timestamps (CLOCK_MONOTONIC), not a client of two VMs",
-    }
-
-
 def with_vms(count: int, ttl: int, state: Path) -> dict[str, Any]:
     """hosts, protections, host_kill and controller_kill from the three-host lab."""
     from bench.fleet_hosts import host_kill
@@ -128,13 +79,21 @@ def with_vms(count: int, ttl: int, state: Path) -> dict[str, Any]:
         loop.close()
 
 
-def figures(trials: int, ttl: int, count: int | None = 3) -> dict[str, Any]:
+def figures(
+    trials: int, ttl: int, count: int | None = 3, keep: Path | None = None
+) -> dict[str, Any]:
     """Every key of issue 21's benchmark; null where not measured (see ``not_measured``).
 
-    ``count``: protected VMs on the three-host lab (None: the bare election only)."""
+    ``count``: protected VMs on the three-host lab (None: the bare election only);
+    ``keep``: leave the lab's state (API logs, client traces) there instead of a temporary
+    directory."""
     if count is not None:
-        with tempfile.TemporaryDirectory(prefix="colopp-fleet-") as tmp:
-            out = with_vms(count, ttl, Path(tmp))
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True, mode=0o700)
+            out = with_vms(count, ttl, keep)
+        else:
+            with tempfile.TemporaryDirectory(prefix="colopp-fleet-") as tmp:
+                out = with_vms(count, ttl, Path(tmp))
         out["etcd_partition"] = etcd_partition(ttl)
         out["loadavg_end"] = list(os.getloadavg())
         return out
@@ -164,11 +123,12 @@ def main() -> None:
     parser.add_argument("--ttl", type=int, default=3)
     parser.add_argument("--protections", type=int, default=3, help="protected VMs (1..8)")
     parser.add_argument("--bare", action="store_true", help="the bare election only, no VMs")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the lab's state here")
     args = parser.parse_args()
     if not 1 <= args.protections <= 8:
         parser.error("--protections must be in 1..8")
     count = None if args.bare else args.protections
-    text = json.dumps(figures(args.trials, args.ttl, count), indent=2)
+    text = json.dumps(figures(args.trials, args.ttl, count, args.keep), indent=2)
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")

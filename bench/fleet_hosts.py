@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench.fleet_window import Timeline, classify, sent_times, summary, timeline
 from colopp.arbiter.cluster import EtcdCluster, Member, free_port
 from colopp.demo.harness import ClientWorkload
 from colopp.fleet.local import LocalFleet, guest_address
@@ -71,6 +72,22 @@ class Replica:
         except (httpx.HTTPError, ValueError, KeyError):
             return []
         return listed
+
+    def events(self, pid: str) -> list[dict[str, Any]]:
+        """Every event of protection ``pid`` (state, failover, reprotected, ...)."""
+        out: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            got = httpx.get(
+                f"{self.url}/v1/protections/{pid}/events",
+                params={"after": after, "limit": 1000},
+                headers=HEADERS,
+                timeout=10,
+            ).json()
+            out += got["events"]
+            if got.get("next") is None:
+                return out
+            after = got["next"]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -152,14 +169,16 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
         secondaries = {s for _, s in placed.values()}
         lost = sorted(primaries & secondaries)[0]  # primary for one VM, secondary for another
         affected = {n for n, (p, s) in placed.items() if lost in (p, s)}
+        traces = [state / f"trace-vm{slot}.json" for slot in range(count)]
         loads = [
-            ClientWorkload(plan, target=f"{guest_address(slot).ip}:80") for slot in range(count)
+            ClientWorkload(plan, target=f"{guest_address(slot).ip}:80", trace_out=traces[slot])
+            for slot in range(count)
         ]
         for load in loads:
             load.served(20)
         load_before = os.getloadavg()
         local.cut(lost)
-        cut_at = time.monotonic()
+        cut_at, cut_wall = time.monotonic(), time.time()
 
         def reacted() -> bool:
             return any(
@@ -167,10 +186,11 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
             )
 
         wait("the leader reacts to the host kill", reacted, 120, period=0.05)
-        killed_at = time.monotonic()
+        killed_at, killed_wall = time.monotonic(), time.time()
         first.kill()  # SIGKILL during the recovery: no revoke, the lease expires at etcd
         wait("r2 leads", lambda: second.role() == "leader", 60, period=0.05)
         takeover_s = time.monotonic() - killed_at
+        leads_wall = time.time()
 
         def recovered() -> bool:
             now = {r["name"]: r for r in second.protections()}
@@ -192,6 +212,7 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
         states = {r["name"]: (r["state"], r["reason"]) for r in second.protections()}
         summaries = [load.finish() for load in loads]
         load_after = os.getloadavg()
+        events = {name: second.events(row["id"]) for name, row in rows.items()}
     finally:
         for load in loads:
             load.kill()
@@ -200,6 +221,18 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
         for replica in replicas:
             replica.kill()
         cluster.stop()
+    lines: dict[str, Timeline] = {}
+    placed_failures = []
+    for slot, load_summary in enumerate(summaries):
+        name = f"vm{slot}"
+        primary, secondary = placed[name]
+        role = "primary" if primary == lost else "secondary" if secondary == lost else None
+        lines[name] = timeline(events.get(name, []), cut_wall, role)
+        failures = load_summary.get("failures", [])
+        trace = json.loads(traces[slot].read_text())["requests"] if traces[slot].exists() else []
+        sent = sent_times(trace or [], failures, cut_wall)
+        placed_failures += classify(name, failures, sent, cut_wall, lines[name])
+    window = summary(placed_failures, lines)
     elsewhere = sum(
         1
         for n in affected
@@ -217,6 +250,10 @@ def host_kill(local: LocalFleet, state: Path, count: int, ttl: int) -> dict[str,
             "states_after": states,
             "requests_failed": sum(s["requests_failed"] for s in summaries),
             "writes_lost": sum(s["writes_lost"] for s in summaries),
+            **window,
+            "controller_killed_s": round(killed_wall - cut_wall, 3),
+            "controller_leads_s": round(leads_wall - cut_wall, 3),
+            "client_timeout_s": 15.0,
             "placed_before": placed,
             "placed_after": after,
             "protect_s": round(protect_s, 1),

@@ -86,11 +86,16 @@ def _opened(pid: int) -> set[tuple[int, int]]:
     return out
 
 
-async def protect_running_trial(console: Console, memory_mb: int = 256) -> dict[str, Any]:
+async def protect_running_trial(
+    console: Console,
+    memory_mb: int = 256,
+    state: Path = STATE / "running",
+    prefix: str = "clpir",
+    qemu_root: Path | None = None,
+) -> dict[str, Any]:
     """The ``protect_running`` keys (see the module docstring)."""
-    state = STATE / "running"
     local = await prepare_local_pair(
-        state, None, ComparatorKind.COLOPP, console, prefix="clpir", memory_mb=memory_mb
+        state, qemu_root, ComparatorKind.COLOPP, console, prefix=prefix, memory_mb=memory_mb
     )
     await local.deployment.start()
     sp = SupervisedPair(local)

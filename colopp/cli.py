@@ -132,7 +132,7 @@ def demo(
         asyncio.run(run_demo(options, out, report))
     except ColoppError as exc:
         raise _fail(exc) from exc
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM
         console.print("stopped")
     raise typer.Exit(EXIT_OK if told and demo_ok(told) else EXIT_FAILURE)
 
@@ -335,10 +335,29 @@ def protect(
         Backend,
         typer.Option(help="Who runs QEMU: the agent, or libvirtd (the domain NAME; API only)."),
     ] = Backend.QEMU,
+    running_qmp: Annotated[
+        Path | None,
+        typer.Option(
+            help="Protect the VM already running behind this QMP socket on the primary "
+            "host, without a restart (API only, with --hosts; README 'Protecting a "
+            "running VM' says what the VM must look like)."
+        ),
+    ] = None,
+    hosts: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --running-qmp: JSON {primary: {name, agent, tap, repl_ip}, "
+            "secondary: {...}}; the primary is the VM's host."
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Protect the demo VM on the local lab and keep serving until Ctrl-C (with
-    COLOPP_API_URL: ask the API to protect it on its lab and wait until protected)."""
+    COLOPP_API_URL: ask the API to protect it on its lab and wait until protected;
+    with --running-qmp and --hosts: protect a VM that already runs)."""
+    if running_qmp is not None:
+        _protect_running(name, running_qmp, hosts, comparator, timeout, json_out)
+        return
     if cli_api.configured():
         body = {
             "name": name,
@@ -358,6 +377,31 @@ def protect(
         raise _fail(exc) from exc
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+def _protect_running(
+    name: str,
+    running_qmp: Path,
+    hosts: Path | None,
+    comparator: ComparatorKind,
+    timeout: float,
+    json_out: bool,
+) -> None:
+    from colopp import cli_running
+
+    try:
+        if hosts is None:
+            raise ConfigError("--running-qmp needs --hosts (the VM's host and the secondary)")
+        body = cli_running.running_body(
+            name, running_qmp, cli_running.read_hosts(hosts), comparator.value
+        )
+        checked = cli_running.precheck(running_qmp)
+    except ColoppError as exc:
+        raise _fail(exc) from exc
+    if checked is not None:
+        console.log(f"the VM behind {running_qmp} can be taken over ({checked})")
+    _need_api("protect --running-qmp")
+    cli_api.protect(body, timeout, json_out)
 
 
 @app.command()

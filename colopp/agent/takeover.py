@@ -173,19 +173,17 @@ async def _start_copy(
         QemuStartError: QEMU did not start.
     """
     argv = takeover_argv(runtime, vm, spec, running, slots)
-    with Rtnl(None) as rtnl:
-        bridge = rtnl.master_of(running.tap)
-        if bridge is None:
-            raise ConfigError(f"the VM's tap {running.tap} is on no bridge: colopp needs one")
-        rtnl.delete_link(spec.tap)
-        rtnl.add_tap(spec.tap)
-        rtnl.set_master(spec.tap, bridge)
-        rtnl.set_up(spec.tap)
+    # pyroute2's IPRoute runs an event loop of its own: never on the agent's loop.
+    await asyncio.to_thread(add_tap_beside, running.tap, spec.tap)
     if spec.run_dir.exists():
         shutil.rmtree(spec.run_dir)
     spec.run_dir.mkdir(parents=True, mode=0o700)
     process = QemuProcess(argv, runtime.env(), spec.run_dir)
-    await process.start()
+    try:
+        await process.start()
+    except BaseException:
+        await asyncio.to_thread(delete_tap, spec.tap)
+        raise
     monitor = Monitor("colopp-primary", spec.qmp_socket)
     side = Side(vm, spec, process, monitor)
     try:
@@ -251,10 +249,31 @@ def _same_qemu(theirs: Any, ours: Any) -> None:
         )
 
 
+def add_tap_beside(theirs: str, tap: str) -> None:
+    """Create ``tap`` (up) on the bridge of the VM's tap ``theirs`` (blocking netlink).
+
+    Raises:
+        ConfigError: ``theirs`` is on no bridge.
+    """
+    with Rtnl(None) as rtnl:
+        bridge = rtnl.master_of(theirs)
+        if bridge is None:
+            raise ConfigError(f"the VM's tap {theirs} is on no bridge: colopp needs one")
+        rtnl.delete_link(tap)
+        rtnl.add_tap(tap)
+        rtnl.set_master(tap, bridge)
+        rtnl.set_up(tap)
+
+
+def delete_tap(tap: str) -> None:
+    """Remove ``tap`` (blocking netlink; gone already is fine)."""
+    with Rtnl(None) as rtnl:
+        rtnl.delete_link(tap)
+
+
 async def _discard(side: Side, tap: str) -> None:
     """Stop colopp's copy and remove its tap (the VM itself is untouched)."""
     with contextlib.suppress(QmpError):
         await side.monitor.close()
     await side.process.stop()
-    with Rtnl(None) as rtnl:
-        rtnl.delete_link(tap)
+    await asyncio.to_thread(delete_tap, tap)

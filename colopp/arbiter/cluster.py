@@ -177,8 +177,32 @@ def make_netns_lab(names: list[str]) -> None:
         run("ip", "-n", ns, "link", "set", "eth0", "up")
 
 
+#: The service network of :func:`add_service_net` (not cut by :func:`cut`).
+SERVICE_SUBNET = "198.19.22"
+CLIENT_INDEX = 9
+
+
+def add_service_net(names: list[str], client: str) -> None:
+    """A second network beside the etcd one (bridge ``br1`` of the switch namespace): host
+    ``i`` of ``names`` gets ``eth1`` at ``SERVICE_SUBNET.i``, and a namespace ``client`` at
+    ``SERVICE_SUBNET.9``. :func:`cut` leaves it up: a host cut off from etcd still reaches
+    its peer and its clients. ``client`` is deleted with the lab (pass it to
+    :func:`delete_netns_lab`)."""
+    run("ip", "-n", SWITCH, "link", "add", "br1", "type", "bridge")
+    run("ip", "-n", SWITCH, "link", "set", "br1", "up")
+    run("ip", "netns", "add", client)
+    run("ip", "-n", client, "link", "set", "lo", "up")
+    for i, ns in [*enumerate(names, start=1), (CLIENT_INDEX, client)]:
+        dev = "eth0" if ns == client else "eth1"
+        run("ip", "link", "add", f"f21s{i}", "netns", SWITCH, "type", "veth",
+            "peer", "name", dev, "netns", ns)  # fmt: skip
+        run("ip", "-n", SWITCH, "link", "set", f"f21s{i}", "master", "br1", "up")
+        run("ip", "-n", ns, "addr", "add", f"{SERVICE_SUBNET}.{i}/24", "dev", dev)
+        run("ip", "-n", ns, "link", "set", dev, "up")
+
+
 def cut(index: int) -> None:
-    """Cut namespace ``index`` (1-based) off from every other one."""
+    """Cut namespace ``index`` (1-based) off from every other one on the etcd network."""
     run("ip", "-n", SWITCH, "link", "set", f"f21v{index}", "down")
 
 

@@ -223,6 +223,8 @@ class ComparatorShell:
             self._client.drain()
         for inp in sorted(self._inputs, key=lambda i: i.side != "secondary"):
             self.stats["stop_drained_bytes"] += inp.drain()
+        if self.young is not None:
+            self.young.checkpoint_started()  # the young tap's epoch boundary, as the core's
         self.core.checkpoint_started(self.clock())
         self.stats["checkpoints_started"] += 1
         self._flush()

@@ -424,6 +424,13 @@ class TcpConnection:
         if head.pos_end > head.pos_start and not head.compared:
             return False  # it waits for payload: the gap and timeout rules apply
         s_ack = self.s_max_ack
+        if self.s_rst and not self.p_rst:
+            # The secondary's guest reset a connection the primary keeps: it will never
+            # acknowledge (issue 18: QEMU's filter-rewriter, which saw a handshake straddle a
+            # checkpoint, shifts the client's first ACK by minus the primary's ISN and the
+            # guest answers with RSTs). Only a checkpoint heals it; a failover before that
+            # one keeps the shift on the promoted side and the connection hangs.
+            return s_ack is None or 0 < ((head.ack - s_ack) & MASK) < HALF
         # Duplicate ACKs say the secondary is alive and lacks bytes; without them it may
         # only be slow (max_lag and the compare timeout are for that).
         return self.s_dup_acks >= 2 and s_ack is not None and 0 < ((head.ack - s_ack) & MASK) < HALF

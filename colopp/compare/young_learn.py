@@ -42,7 +42,7 @@ class Learned:
 class IsnLearner:
     """Pairs the primary's and the secondary's ISN per connection; see the module doc."""
 
-    __slots__ = ("_max_pending", "_primary", "_secondary", "_straddling")
+    __slots__ = ("_max_pending", "_primary", "_secondary", "_straddling", "straddled")
 
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._primary: OrderedDict[ConnKey, int] = OrderedDict()
@@ -50,6 +50,7 @@ class IsnLearner:
         # Half-learned when a checkpoint came: never young (see clear()).
         self._straddling: OrderedDict[ConnKey, None] = OrderedDict()
         self._max_pending = max_pending
+        self.straddled = 0  # opening segments ignored because their key straddled a checkpoint
 
     def __len__(self) -> int:
         return len(self._primary) + len(self._secondary)
@@ -57,6 +58,7 @@ class IsnLearner:
     def primary_isn(self, key: ConnKey, isn_client: int) -> Learned | None:
         """The primary opened ``key`` with ``isn_client`` (as the client sees it)."""
         if key in self._straddling:
+            self.straddled += 1
             return None
         other = self._secondary.pop(key, None)
         if other is None:
@@ -67,6 +69,7 @@ class IsnLearner:
     def secondary_isn(self, key: ConnKey, isn: int) -> Learned | None:
         """The secondary opened ``key`` with ``isn`` (its own, untranslated)."""
         if key in self._straddling:
+            self.straddled += 1
             return None
         other = self._primary.pop(key, None)
         if other is None:

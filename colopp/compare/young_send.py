@@ -66,6 +66,10 @@ class YoungForwarder:
         self.adopted = 0  # offsets proven taken by their client (see young_tap)
         #: Called when the gate opens (every offset of the epoch acknowledged).
         self.on_settled: Callable[[], None] | None = None
+        # The tap's epoch at the last completed checkpoint: offsets of older epochs are void
+        # (the secondary loaded a newer state) and gate nothing; those of the epoch that a
+        # STOP has just closed still gate until the checkpoint completes.
+        self._completed = 0
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._unacked: Counter[int] = Counter()  # epoch -> offsets not acknowledged yet
@@ -90,10 +94,10 @@ class YoungForwarder:
                 self._was_holding = True
                 self._put(message.to_json())
             elif tap.awaiting:
-                key = tap.adoption(data, vnet_hdr_len)
-                if key is not None:  # not gated: the offset itself is already there
+                adopted = tap.adoption(data, vnet_hdr_len)
+                if adopted is not None:  # not gated: the offset itself is already there
                     self.adopted += 1
-                    self._put(adopted_json(key, tap.epoch))
+                    self._put(adopted_json(*adopted))
 
     def holding(self, now: float) -> bool:
         """Must the comparator hold its output now (see the module doc)?"""
@@ -101,7 +105,7 @@ class YoungForwarder:
             return False
         held = False
         for hold in self._holds:
-            if hold.epoch != self.tap.epoch:
+            if hold.epoch < self._completed:
                 continue
             if now - hold.since < HOLD_LIMIT_S:
                 held = True
@@ -115,7 +119,7 @@ class YoungForwarder:
 
     def hold_left(self, now: float) -> float:
         """Seconds until every current hold has expired (0 when not holding)."""
-        ends = [h.since + HOLD_LIMIT_S - now for h in self._holds if h.epoch == self.tap.epoch]
+        ends = [h.since + HOLD_LIMIT_S - now for h in self._holds if h.epoch >= self._completed]
         return max([0.0, *ends])
 
     def status(self) -> dict[str, int]:
@@ -124,10 +128,16 @@ class YoungForwarder:
             "failures": self.failures,
             "hold_expired": self.hold_expired,
             "adopted": self.adopted,
+            "straddled": self.tap.learner.straddled,
         }
+
+    def checkpoint_started(self) -> None:
+        """The primary's STOP, once every frame sent before it was read (young_tap)."""
+        self.tap.checkpoint_started()
 
     def checkpoint_completed(self) -> None:
         self.tap.checkpoint_completed()
+        self._completed = self.tap.epoch
         self._settle()
         self._put({"op": "completed", "epoch": self.tap.epoch})
 
@@ -143,7 +153,7 @@ class YoungForwarder:
 
     def _settle(self) -> None:
         # Older epochs' offsets no longer gate anything: a completed checkpoint voided them.
-        if self._unacked[self.tap.epoch]:
+        if any(n > 0 for epoch, n in self._unacked.items() if epoch >= self._completed):
             return
         was_holding, self._was_holding = self._was_holding, False
         if was_holding and self.on_settled is not None:
@@ -167,7 +177,7 @@ class YoungForwarder:
                     self.failures += 1
                     self._link_down = True
                     log.warning("young offset: %s", exc)
-                    if body["op"] in ("young", "adopted") and body["epoch"] < self.tap.epoch:
+                    if body["op"] in ("young", "adopted") and body["epoch"] < self._completed:
                         break  # a later checkpoint made it moot
                     await asyncio.sleep(0.2)  # the secondary host is restarting: retry
             if body["op"] == "young":

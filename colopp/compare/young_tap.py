@@ -2,8 +2,15 @@
 
 The comparator calls :meth:`YoungTap.primary` and :meth:`YoungTap.secondary` with every
 frame it reads from each guest (before its own core); only segments carrying SYN cost more
-than one byte test. :meth:`YoungTap.checkpoint_completed` is called when the primary resumes
-after a checkpoint (the comparator's epoch boundary). Each learned offset comes back as a
+than one byte test. The epoch boundary is the primary's STOP (:meth:`YoungTap.checkpoint_started`,
+called once every frame sent before it has been read): whatever either guest sends after it
+is the next epoch's, as in the comparator's core. :meth:`YoungTap.checkpoint_completed` (the
+primary resumed) only confirms it. Until session 6 the boundary was the RESUME: frames the
+primary sent right after resuming (the SYN-ACK of a SYN queued during the checkpoint pause)
+were read before the comparator processed the RESUME event, so that connection was taken
+for one half-learned across the checkpoint and never learned, although both guests opened it
+after the load and the secondary's ``filter-rewriter`` translated it (issue 18, the one
+connection broken at a connection every 0.1 s). Each learned offset comes back as a
 :class:`YoungMessage` to send to the secondary host (:mod:`colopp.compare.young_send`)
 *before* that connection's SYN-ACK is released.
 
@@ -59,11 +66,12 @@ def adopted_json(key: ConnKey, epoch: int) -> dict[str, Any]:
 class YoungTap:
     """Learns young connections' offsets from both guests' opening segments."""
 
-    __slots__ = ("awaiting", "epoch", "learner")
+    __slots__ = ("_stopped", "awaiting", "epoch", "learner")
 
     def __init__(self) -> None:
         self.learner = IsnLearner()
-        self.epoch = 0  # checkpoints completed since COLO started
+        self.epoch = 0  # checkpoints started (STOP seen) since COLO started
+        self._stopped = False  # between a STOP and its RESUME
         # Learned offsets whose adoption is not proven yet (bounded, oldest dropped: an
         # offset never proven adopted is left out of the record, the safe side).
         self.awaiting: OrderedDict[ConnKey, int] = OrderedDict()
@@ -80,9 +88,10 @@ class YoungTap:
             return None
         return self._message(self.learner.secondary_isn(isn[0], isn[1]))
 
-    def adoption(self, frame: bytes, vnet_hdr_len: int = 0) -> ConnKey | None:
-        """The key of a learned offset that this guest frame proves adopted (once), else
-        None. Call it only while :attr:`awaiting` is not empty (it parses every frame)."""
+    def adoption(self, frame: bytes, vnet_hdr_len: int = 0) -> tuple[ConnKey, int] | None:
+        """The key and epoch of a learned offset that this guest frame proves adopted
+        (once), else None. Call it only while :attr:`awaiting` is not empty (it parses
+        every frame)."""
         parsed = parse_plain_tcp(frame, vnet_hdr_len)
         if parsed is None:
             return None
@@ -90,14 +99,27 @@ class YoungTap:
         if flags & (SYN | RST) or not flags & ACK:
             return None
         key = (src, sport, dst, dport)
-        return key if self.awaiting.pop(key, None) is not None else None
+        epoch = self.awaiting.pop(key, None)
+        return None if epoch is None else (key, epoch)
+
+    def checkpoint_started(self) -> None:
+        """The primary stopped for a checkpoint and everything it sent before is read: what
+        either guest sends from now on is the next epoch's. A pair half-learned now straddles
+        the checkpoint and is void (see :meth:`IsnLearner.clear`)."""
+        if not self._stopped:
+            self._stopped = True
+            self.epoch += 1
+            self.learner.clear()
 
     def checkpoint_completed(self) -> None:
-        """The secondary is the primary's copy again: half-learned pairs are void, and so
-        are the offsets still awaiting adoption (the next load voids them anyway)."""
-        self.epoch += 1
-        self.learner.clear()
-        self.awaiting.clear()
+        """The secondary is the primary's copy again (the primary resumed). Offsets of older
+        epochs no longer await adoption (the load voided them); those learned since the
+        STOP are the new epoch's and stay. Without a STOP (no QMP monitor) this is the
+        boundary too."""
+        self.checkpoint_started()
+        self._stopped = False
+        for key in [k for k, epoch in self.awaiting.items() if epoch < self.epoch]:
+            del self.awaiting[key]
 
     def _message(self, learned: Learned | None) -> YoungMessage | None:
         if learned is None or learned.delta == 0:

@@ -134,6 +134,7 @@ async def run_demo(
     """
     if os.geteuid() != 0:
         raise ConfigError("the demo needs root (network namespaces, taps, QEMU)")
+    stop_on_sigterm()
     live = DemoLive()
     summary: dict[str, Any] = {
         "comparator": options.comparator.value,
@@ -172,6 +173,15 @@ async def run_demo(
             console.log(f"try: ip netns exec {netns} curl http://{guest}/kv/r0-0")
             await asyncio.Event().wait()
     return summary
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (systemd, a test's timeout, ``kill``) stops the demo as Ctrl-C does: the
+    running task is cancelled, so teardown (QEMU, agents, namespaces, the lab lock) runs
+    instead of leaving a pair behind."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 @contextlib.asynccontextmanager

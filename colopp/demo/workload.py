@@ -44,6 +44,8 @@ class Tally:
     counter_regressions: int = 0
     completions: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # (when it failed, wall clock; the error) for the first 200 failures
+    failures: list[tuple[float, str]] = field(default_factory=list)
     # (connection, method, sent at, answered or failed at, "ok" or the error) when traced
     trace: list[tuple[int, str, float, float, str]] | None = None
 
@@ -73,6 +75,8 @@ class Tally:
             self.resets += int(reset)
             if len(self.errors) < 20:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
+            if len(self.failures) < 200:
+                self.failures.append((time.time(), f"{type(exc).__name__}: {exc}"))
 
 
 def _request(
@@ -342,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 for a, b in zip(marks[::2], marks[1::2], strict=False)
             ],
             "errors": tally.errors,
+            "failures": tally.failures,
         }
     )
     return 0

@@ -67,6 +67,8 @@ READ = frozenset(
 NIC_MODEL = "virtio-net-pci"
 DISK_MODEL = "virtio-blk-pci"
 FORMATS = ("qcow2", "raw")
+#: Where colopp's secondary (secondary.conf: the NIC, then the disk) has its devices.
+SECONDARY_SLOTS = {"nic": 2, "disk": 3}
 
 
 @dataclass(frozen=True)
@@ -309,4 +311,12 @@ def pci_slots(pci: list[dict[str, Any]]) -> dict[str, int]:
                 slots["disk"] = int(dev["slot"])
     if set(slots) != {"nic", "disk"}:
         raise ConfigError("query-pci shows no virtio NIC and disk: is this the VM colopp read?")
+    if slots != SECONDARY_SLOTS:
+        # The secondary colopp starts has them there (NIC first, then the disk), and COLO's
+        # migration matches devices by PCI address.
+        raise ConfigError(
+            f"the VM's NIC is in PCI slot {slots['nic']} and its disk in slot "
+            f"{slots['disk']}; colopp's secondary has them in slots 2 and 3: give the NIC's "
+            "-device first and the disk's second (or addr=0x2 and addr=0x3)"
+        )
     return slots

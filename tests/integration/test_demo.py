@@ -6,7 +6,7 @@
 - ``--guest debian`` (slow): the Debian server guest, with redis-benchmark and wrk against
   its redis and nginx across the kill.
 - ``--dashboard --hold``: the API and its dashboard answer with the printed read token while
-  the pair is held; Ctrl-C tears everything down.
+  the pair is held; SIGTERM (as Ctrl-C) tears everything down.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,6 +39,28 @@ def short_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def run_bounded(argv: list[str], timeout: float, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` whose timeout stops the demo with SIGTERM (it tears its pair down)
+    and kills it only if teardown hangs: a demo that overruns must not leave agents, QEMUs
+    or the lab lock to the tests after it."""
+    kw.pop("check", None)
+    kw.pop("capture_output", None)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            pytest.fail(
+                f"the demo overran {timeout:.0f}s and was stopped: {out[-3000:]}{err[-2000:]}"
+            )
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def lab_namespaces() -> set[str]:
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     return {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("colopp-")}
@@ -45,7 +68,7 @@ def lab_namespaces() -> set[str]:
 
 def test_demo_summary(qemu_root: Path, short_dir: Path) -> None:
     summary_path = short_dir / "demo.json"
-    done = subprocess.run(
+    done = run_bounded(
         [
             sys.executable,
             "-m",
@@ -92,7 +115,7 @@ def test_demo_summary(qemu_root: Path, short_dir: Path) -> None:
 def test_demo_debian_guest_summary(qemu_root: Path, short_dir: Path) -> None:
     """`colopp demo --guest debian`: redis-benchmark and wrk across the kill, 0 errors."""
     summary_path = short_dir / "demo.json"
-    done = subprocess.run(
+    done = run_bounded(
         [
             *(sys.executable, "-m", "colopp.cli", "demo", "--guest", "debian"),
             *("--json", str(summary_path), "--state-dir", str(short_dir / "run")),
@@ -178,7 +201,7 @@ def test_demo_dashboard_and_hold(qemu_root: Path, short_dir: Path) -> None:
             assert "failover" in {e["type"] for e in events.json()["events"]}
             refused = c.post(f"/v1/protections/{protection['id']}/failover")
             assert refused.status_code == 403  # a read token cannot act
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as systemd stops it; Ctrl-C takes the same path
         until(r"and the API stopped", timeout=180)
         assert proc.wait(timeout=60) == 0, "".join(seen[-40:])
     finally:

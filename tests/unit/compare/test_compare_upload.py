@@ -118,3 +118,18 @@ def test_ack_wait_reaches_the_comparator_from_its_command_line() -> None:
     assert options_from_args(base).config.ack_wait == 0.1
     assert options_from_args([*base, "--ack-wait-ms", "150"]).config.ack_wait == 0.15
     assert options_from_args([*base, "--ack-wait-ms", "0"]).config.ack_wait is None
+
+
+def test_a_secondary_reset_the_primary_does_not_share_asks_a_checkpoint_after_ack_wait() -> None:
+    # Issue 18: the secondary's filter-rewriter saw a handshake straddle a checkpoint and
+    # shifts the client's ACK by minus the primary's ISN; its guest answers with an RST
+    # (sequence 1) and never acknowledges. Before the fix: nothing until the compare
+    # timeout (3 s), a window in which a failover keeps the shift and the connection hangs.
+    c = Comparator()
+    _synced(c)
+    held = _ack(CLIENT_SEQ + 66)
+    assert c.feed_primary(held, 0.2) == []
+    assert c.feed_secondary(tcp_frame(1, 0, "R"), 0.21) == []
+    assert checkpoints(c.tick(0.29)) == []
+    assert checkpoints(c.tick(0.31)) == ["secondary_ack_wait"]
+    assert released(c.checkpoint_done(0.4)) == [held]

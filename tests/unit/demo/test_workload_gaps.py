@@ -20,3 +20,20 @@ def test_no_success_after_the_window_is_unknown() -> None:
 
 def test_no_success_before_counts_from_the_window_start() -> None:
     assert max_gap_between([2.0, 2.1], 1.5, 2.05) == pytest.approx(500.0)
+
+
+def test_each_failure_is_recorded_with_its_time_and_error() -> None:
+    import time
+
+    from colopp.demo.workload import Tally
+
+    tally = Tally()
+    before = time.time()
+    tally.failure(TimeoutError("timed out"), reset=False)
+    tally.failure(ConnectionResetError("reset"), reset=True)
+    assert [e for _, e in tally.failures] == [
+        "TimeoutError: timed out",
+        "ConnectionResetError: reset",
+    ]
+    assert all(before <= t <= time.time() for t, _ in tally.failures)
+    assert tally.failed == 2 and tally.resets == 1

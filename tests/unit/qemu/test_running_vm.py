@@ -128,6 +128,19 @@ def test_pci_slots_of_the_nic_and_the_disk() -> None:
         pci_slots([{"devices": []}])
 
 
+def test_a_disk_before_the_nic_is_refused_the_secondary_would_not_match() -> None:
+    swapped = [
+        {
+            "devices": [
+                {"slot": 2, "class_info": {"class": 0x0100}},
+                {"slot": 3, "class_info": {"class": 0x0200}},
+            ]
+        }
+    ]
+    with pytest.raises(ConfigError, match="give the NIC's -device first"):
+        pci_slots(swapped)
+
+
 def test_colopps_copy_waits_for_the_vm_on_its_disk_file_without_filters() -> None:
     from colopp.agent.takeover import takeover_argv
     from colopp.domain import Role, SideSpec

@@ -151,7 +151,7 @@ def test_tap_reports_adoption_once_from_either_guest() -> None:
     assert tap.adoption(tcp(1000, 77, "SA")) is None  # a SYN-ACK retransmission proves nothing
     assert tap.adoption(tcp(1001, 77, "R")) is None  # nor an RST
     assert tap.adoption(tcp(1001, 78, "A", port_client=40001)) is None  # another connection
-    assert tap.adoption(tcp(1501, 78, "PA", b"hello")) == GUEST_KEY  # the secondary answered
+    assert tap.adoption(tcp(1501, 78, "PA", b"hello")) == (GUEST_KEY, 0)  # the secondary answered
     assert tap.adoption(tcp(1001, 78, "A")) is None  # once
     assert not tap.awaiting
 
