@@ -53,13 +53,14 @@ async def _kill_primary(sp: SupervisedPair, incident: int) -> None:
 
 def _start_captures(sp: SupervisedPair, captures: Captures) -> None:
     """Capture the client's link, the serving host's guest tap and its replication link
-    (only the mirror and compare ports: the migration stream would drown them)."""
+    (the mirror, compare and NBD ports: the migration stream would drown them; NBD shows
+    whether the guest's writes wait on the new secondary's disk)."""
     plan = sp.plan
     serving = Node(sp.pair.primary.name)
     ports = sp.local.config.ports
     captures.start(plan.netns(Node.CLIENT), "svc0", "client")
     captures.start(plan.netns(serving), plan.tap(serving).ifname, "tap")
-    bpf = f"tcp port {ports.mirror} or tcp port {ports.compare}"
+    bpf = f"tcp port {ports.mirror} or tcp port {ports.compare} or tcp port {ports.nbd}"
     captures.start(plan.netns(serving), "repl0", "repl", bpf)
     lost = Node.HOST_A if serving is Node.HOST_B else Node.HOST_B
     captures.start(plan.netns(lost), plan.tap(lost).ifname, "sectap", "")
@@ -76,6 +77,7 @@ def _keep_trace(
     doc = {
         "timeline": result.get("timeline", []),
         "guest": str(sp.plan.guest_address.ip),
+        "nbd_port": sp.local.config.ports.nbd,
         "client": str(sp.plan.address(Node.CLIENT, Network.SERVICE)),
         "comparator": status.get("comparator", {}).get("counters", {}),
         "pauses_ms": status.get("checkpoint_pauses_ms", []),

@@ -6,7 +6,8 @@ own disk file and the lab's tap (the shape :mod:`colopp.qemu.running` documents)
 client load a write is made, the pair protects the running VM (take-over on the same
 disk, live protection onto host B), serves, is unprotected, serves alone; then the VM is
 stopped cleanly and every acknowledged write (the one made before protection included)
-is read back from the VM's original disk file.
+is read back from the VM's original disk file. (``failover``: the primary is SIGKILLed
+instead of unprotected, and the writes are read back from the secondary's disk.)
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from rich.console import Console
 from bench.inplace_disk import keys_missing_on_disk
 from colopp.controller.setup import prepare_local_pair
 from colopp.demo.harness import ClientWorkload, SupervisedPair
-from colopp.domain import VmSpec
+from colopp.domain import Role, VmSpec
 from colopp.lab.plan import Node, netns_argv
 from colopp.qemu.argv import ComparatorKind
 from colopp.qemu.qemu_process import READY_LINE
@@ -92,8 +93,11 @@ async def protect_running_trial(
     state: Path = STATE / "running",
     prefix: str = "clpir",
     qemu_root: Path | None = None,
+    failover: bool = False,
 ) -> dict[str, Any]:
-    """The ``protect_running`` keys (see the module docstring)."""
+    """The ``protect_running`` keys (see the module docstring). With ``failover`` the
+    primary is SIGKILLed instead of unprotected, and the writes are read back from the
+    disk of the secondary that the live mirror filled (``failover_gap_ms``)."""
     local = await prepare_local_pair(
         state, qemu_root, ComparatorKind.COLOPP, console, prefix=prefix, memory_mb=memory_mb
     )
@@ -134,13 +138,23 @@ async def protect_running_trial(
             same_disk = (original.st_dev, original.st_ino) in _opened(int(primary["pid"]))
             console.log(f"protected the running VM: {result}")
             await asyncio.to_thread(workload.served, 20)
-            await sp.pair.unprotect()
+            checked = disk
+            if failover:  # the secondary the live mirror filled serves, from its own disk
+                workload.mark()
+                await sp.pair.agents[sp.pair.primary.name].call("kill_vm")
+                await sp.pair.failover(Role.PRIMARY)
+                await asyncio.to_thread(workload.served, 20)
+                workload.mark()
+                vm_dir = state / sp.pair.primary.name / sp.pair.config.vm.name
+                checked = vm_dir / Role.SECONDARY.value / "disk.qcow2"
+            else:
+                await sp.pair.unprotect()
             await asyncio.to_thread(workload.served, 20)
             summary = await asyncio.to_thread(workload.finish, 300)
             stopped = await sp.pair.agents[sp.pair.primary.name].call("stop_vm", timeout=30)
             writes: dict[str, str] = json.loads(writes_file.read_text())
             writes[BEFORE_KEY] = BEFORE_VALUE
-            missing = await asyncio.to_thread(keys_missing_on_disk, local.runtime, disk, writes)
+            missing = await asyncio.to_thread(keys_missing_on_disk, local.runtime, checked, writes)
         finally:
             if workload is not None:
                 workload.kill()
@@ -158,6 +172,9 @@ async def protect_running_trial(
         "before_protection_read_back": BEFORE_KEY not in missing,
         "same_disk": same_disk and BEFORE_KEY not in missing,
         "opened_original_disk": same_disk,
+        "failover_gap_ms": round(gaps[1], 1)
+        if failover and len(gaps) > 1 and gaps[1] is not None
+        else None,
         "writes_acked": summary["writes_acked"],
         "requests_ok": summary["requests_ok"],
         "take_over_downtime_ms": result["take_over"]["downtime_ms"],

@@ -142,6 +142,24 @@ def retransmissions(segments: list[Segment], src: str) -> list[Segment]:
     return again
 
 
+def nbd_waits(segments: list[Segment], port: int, t0: float) -> list[list[float]]:
+    """NBD requests to the secondary's export that waited more than :data:`SLOW_S` for the
+    next reply from it: [sent, waited] in seconds after ``t0`` (the guest's writes, once
+    replication runs, and the mirror's before)."""
+    waits: list[list[float]] = []
+    pending: float | None = None
+    for seg in segments:
+        if not seg.size:
+            continue
+        if seg.dport == port and pending is None:
+            pending = seg.at
+        elif seg.sport == port and pending is not None:
+            if seg.at - pending > SLOW_S:
+                waits.append([round(pending - t0, 3), round(seg.at - pending, 3)])
+            pending = None
+    return waits[:40]
+
+
 def summarise(trace: Path) -> dict[str, Any]:
     """The trace's timeline, slow requests and retransmissions, seconds after ``start``."""
     info = json.loads((trace / "trace.json").read_text())
@@ -172,6 +190,9 @@ def summarise(trace: Path) -> dict[str, Any]:
             for who, addr in (("client", client), ("guest", guest))
             if addr
         }
+    if info.get("nbd_port"):
+        nbd = [s for s in read_pcap(trace / "repl.pcap") if s.at > t0 - 2]
+        out["nbd_slow_replies"] = nbd_waits(nbd, int(info["nbd_port"]), t0)
     seen = [f for f in frames(trace / "sectap.pcap") if f[0] > t0 - 2]
     out["sectap_frames"] = len(seen)
     out["sectap_first"] = [[round(at - t0, 3), src, dst, kind] for at, src, dst, kind in seen[:15]]

@@ -49,6 +49,7 @@ from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
 from colopp.agent.translation import describe as describe_translation
 from colopp.clock import Clock, SystemClock
+from colopp.colo.converge import LiveBudget
 from colopp.colo.sequence import (
     attach_replication,
     primary_failover,
@@ -341,13 +342,21 @@ class HostAgent:
             )
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
-    async def start_colo(self, checkpoint_delay_ms: int = 2000) -> StartedReply:
+    async def start_colo(
+        self, checkpoint_delay_ms: int = 2000, budget: dict[str, Any] | None = None
+    ) -> StartedReply:
         """Copy the disk and RAM to the prepared secondary and enter COLO (primary only).
 
         The same live path as re-protection (colopp.colo.live): the secondary's disk is
         filled by a mirror of this one, so writes the guest made before protection (its
-        boot, its service) are on both disks, not only here.
+        boot, its service) are on both disks, not only here. ``budget``: a
+        :class:`~colopp.colo.converge.LiveBudget` as a dict (None: the defaults).
+
+        Raises:
+            ConfigError: a bad ``budget``. QmpError: a step failed or the copy did not
+                finish within the budget (the guest runs on, unprotected).
         """
+        live_budget = LiveBudget.from_dict(budget)
         side = self._require(Role.PRIMARY)
         side.checkpoint_delay_ms = checkpoint_delay_ms
 
@@ -357,24 +366,30 @@ class HostAgent:
             self.persist()
 
         plumbing = attach_replication(side.spec.peer_repl_ip, side.spec.ports)
-        await live_reprotect(
-            side, side.spec.peer_repl_ip, plumbing, checkpoint_delay_ms, 300.0, comparator
+        result = await live_reprotect(
+            side, side.spec.peer_repl_ip, plumbing, checkpoint_delay_ms, live_budget, comparator
         )
-        return {"started": True}
+        return {"started": True, "fallbacks": result["fallbacks"], "stage": result["stage"]}
 
     async def resume_replication(
-        self, peer_repl_ip: str, checkpoint_delay_ms: int = 2000, timeout: float = 300.0
+        self,
+        peer_repl_ip: str,
+        checkpoint_delay_ms: int = 2000,
+        budget: dict[str, Any] | None = None,
     ) -> ResumeReply:
         """Re-protect: make this serving side the primary of a new, prepared secondary.
 
         The disk is mirrored (active mode) to the new secondary's NBD export and the RAM
         pre-copied while the guest runs; the guest pauses only for the switch: the mirror
         ends, the replication child and the primary's filters go in, COLO starts.
+        ``budget``: a :class:`~colopp.colo.converge.LiveBudget` as a dict (None: defaults).
 
         Raises:
-            StateError: this side is not serving alone.
-            QmpError: a step failed (named); QmpTimeout: the resync did not converge.
+            StateError: this side is not serving alone. ConfigError: a bad ``budget``.
+            QmpError: a step failed (named); QmpTimeout: the copy did not finish within
+                the budget even stopped (either way the guest serves on, unprotected).
         """
+        live_budget = LiveBudget.from_dict(budget)
         side = self._require()
         if not side.failed_over:
             raise StateError(f"{self.host} is not serving alone; nothing to re-protect")
@@ -407,7 +422,7 @@ class HostAgent:
         # the switch into COLO (colopp.colo.live explains the writes an earlier resume
         # lost, and why this plan cannot).
         result = await live_reprotect(
-            side, peer_repl_ip, plumbing, checkpoint_delay_ms, timeout, comparator, in_pause
+            side, peer_repl_ip, plumbing, checkpoint_delay_ms, live_budget, comparator, in_pause
         )
         side.failed_over = side.going_alone = False  # in COLO again: the lease applies
         self.persist()
@@ -420,6 +435,8 @@ class HostAgent:
             "colo_after_continue_ms": result["colo_after_continue_ms"],
             "took_s": time.monotonic() - started,
             "timeline": result["timeline"],
+            "fallbacks": result["fallbacks"],
+            "stage": result["stage"],
         }
 
     async def _force_checkpoint(self) -> None:

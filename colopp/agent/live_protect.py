@@ -4,18 +4,26 @@ The guest keeps running while the disk is mirrored (active mode) and its RAM pre
 to the new secondary; QEMU stops it for the last pass and waits in ``pre-switchover``;
 in that pause the mirror is completed and the replication child and network filters go
 in, then ``migrate-continue`` lets QEMU start replication and resume the guest in COLO.
+
+Every wait is bounded (colopp.colo.converge, :class:`LiveBudget`): a mirror or pre-copy
+that does not converge falls back to copying with the guest stopped, and one that still
+does not finish is cancelled, the guest running on unprotected, with an error that says
+what was left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from colopp.agent.live_converge import wait_mirror_ready, wait_pre_switchover
 from colopp.agent.side import Side, event_stamp
-from colopp.agent.steps import run_steps, wait_block_job
+from colopp.agent.steps import run_steps
+from colopp.colo.converge import LiveBudget, Stage
 from colopp.colo.live import (
     COLO_STARTED,
     COMPARATOR,
@@ -32,7 +40,11 @@ from colopp.colo.sequence import QmpStep
 from colopp.domain import ComparatorKind
 from colopp.errors import QmpError, QmpTimeout
 
+log = logging.getLogger(__name__)
+
 FAILED = frozenset({"failed", "cancelled", "cancelling"})
+ENDED = frozenset({"failed", "cancelled", "completed", "none"})  # no migration runs
+ABANDON_WAIT = 15.0  # seconds for a cancelled migration and mirror to end
 JOB_DONE = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 LINK_WAIT = 5.0  # seconds; the secondary reconnects every second (qemu-configs/secondary.conf)
 
@@ -112,7 +124,7 @@ async def live_reprotect(
     peer_repl_ip: str,
     plumbing: list[QmpStep],
     checkpoint_delay_ms: int,
-    timeout: float,
+    budget: LiveBudget,
     start_comparator: Callable[[], Awaitable[None]],
     in_pause: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
@@ -123,17 +135,24 @@ async def live_reprotect(
     (:func:`colopp.colo.sequence.resume_replication`); ``in_pause`` runs with the guest
     stopped, after them and before COLO starts. Returns the seconds the disk took
     to be in sync (``resync_s``), the pre-copy (``precopy_s``) and the milliseconds spent
-    in the pause before QEMU was told to continue (``switch_ms``).
+    in the pause before QEMU was told to continue (``switch_ms``), and the fallbacks
+    taken (``fallbacks``: stage names with the seconds into their wait; ``stage``: the
+    pre-copy's last stage, ``"live"`` when it converged by itself).
 
     Raises:
-        QmpError: a step failed (named; the migration is cancelled and the guest runs on,
-            unprotected); QmpTimeout: the mirror or the pre-copy did not converge.
+        QmpError: a step failed (named); QmpTimeout: the mirror or the pre-copy did not
+            finish within ``budget`` even with the guest stopped. Either way the
+            migration and the mirror are cancelled and the guest runs on, unprotected.
     """
     marks = {"start": time.monotonic()}
     # Wall-clock moments of each plan point and QEMU's run-state events, to line the
     # switch up with what clients saw (bench.inplace); QEMU stamps its own events.
     timeline: list[tuple[str, float]] = [("start", time.time())]
-    plan = live_plan(peer_repl_ip, side.spec.ports, plumbing, checkpoint_delay_ms)
+    plan = live_plan(
+        peer_repl_ip, side.spec.ports, plumbing, checkpoint_delay_ms, budget.precopy_bandwidth
+    )
+    fallbacks: list[tuple[str, float]] = []
+    stage = Stage.LIVE
     migration = side.monitor.listen(["MIGRATION"])
     jobs = side.monitor.listen(list(JOB_DONE))
     runstate = side.monitor.listen(["STOP", "RESUME"])
@@ -145,14 +164,14 @@ async def live_reprotect(
                 if point.step.command == "migrate-continue":
                     marks["continued"] = time.monotonic()
             elif point is MIRROR_READY:
-                await wait_block_job(side, MIRROR_JOB, lambda j: bool(j.get("ready")), timeout)
+                await wait_mirror_ready(side, budget, fallbacks)
                 marks["synced"] = time.monotonic()
             elif point is COMPARATOR:
                 await start_comparator()
             elif point is SECONDARY_LINKED:
                 marks["linked_wait_s"] = await _secondary_linked(side, LINK_WAIT)
             elif point is PRE_SWITCHOVER:
-                await _migration_reaches(side, migration, "pre-switchover", timeout)
+                stage = await wait_pre_switchover(side, migration, budget, fallbacks)
                 marks["paused"] = time.monotonic()
             elif point is IN_PAUSE and in_pause is not None:
                 await in_pause()
@@ -165,10 +184,10 @@ async def live_reprotect(
                 # only once it is (the event stamps say when).
                 with contextlib.suppress(TimeoutError):
                     await _resumed(runstate, 30.0)
-    except QmpError:
+    except QmpError as exc:
+        log.warning("%s: live protection abandoned: %s", side.vm.name, exc)
         await _abandon(side)
         raise
-        timeline.append(("done", time.time()))
     finally:
         side.monitor.unlisten(migration)
         side.monitor.unlisten(jobs)
@@ -185,15 +204,37 @@ async def live_reprotect(
         "precopy_s": marks["paused"] - marks["synced"],
         "switch_ms": (marks["continued"] - marks["paused"]) * 1000,
         "took_s": time.monotonic() - marks["start"],
+        "fallbacks": fallbacks,
+        "stage": stage.name.lower().replace("_", "-"),
     }
 
 
 async def _abandon(side: Side) -> None:
-    """After a failed step: cancel the migration and the mirror, keep the guest running."""
-    for command, args in (
-        ("migrate_cancel", {}),
-        ("block-job-cancel", {"device": MIRROR_JOB, "force": True}),
-        ("cont", {}),
-    ):
+    """After a failed step: cancel the migration and the mirror, wait (bounded) until both
+    ended, and make sure the guest runs. Never raises: the caller re-raises the cause."""
+    with contextlib.suppress(QmpError):
+        await side.monitor.execute("migrate_cancel", timeout=5.0)
+    with contextlib.suppress(QmpError):
+        await side.monitor.execute(
+            "block-job-cancel", {"device": MIRROR_JOB, "force": True}, timeout=5.0
+        )
+    deadline = time.monotonic() + ABANDON_WAIT
+    migration: Any = None
+    jobs: Any = None
+    while time.monotonic() < deadline:
         with contextlib.suppress(QmpError):
-            await side.monitor.execute(command, args, timeout=5.0)
+            migration = await side.monitor.execute("query-migrate", timeout=5.0)
+            jobs = await side.monitor.execute("query-block-jobs", timeout=5.0)
+            status = migration.get("status", "none") if isinstance(migration, dict) else "none"
+            if status in ENDED and not any(j.get("device") == MIRROR_JOB for j in jobs or []):
+                break
+        await asyncio.sleep(0.1)  # QEMU ends both in its own threads; it reports when asked
+    else:
+        log.error("%s: migration or mirror still running after cancel: %s %s",
+                  side.vm.name, migration, jobs)  # fmt: skip
+    # QEMU resumes a guest it stopped for a migration it cancels; this covers a guest
+    # stopped at the switch (pre-switchover) whatever the migration's state.
+    with contextlib.suppress(QmpError):
+        status = await side.monitor.execute("query-status", timeout=5.0)
+        if isinstance(status, dict) and not status.get("running"):
+            await side.monitor.execute("cont", timeout=5.0)

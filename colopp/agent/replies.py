@@ -46,6 +46,8 @@ class PrepareReply(TypedDict):
 
 class StartedReply(TypedDict):
     started: bool
+    fallbacks: list[tuple[str, float]]  # colopp.colo.converge stages taken, seconds in
+    stage: str  # the pre-copy's last stage ("live": it converged by itself)
 
 
 class ResumeReply(TypedDict):
@@ -58,6 +60,8 @@ class ResumeReply(TypedDict):
     took_s: float
     # (plan point or ``qemu:STOP``/``qemu:RESUME``, wall-clock seconds), in time order
     timeline: list[tuple[str, float]]
+    fallbacks: list[tuple[str, float]]  # colopp.colo.converge stages taken, seconds in
+    stage: str  # the pre-copy's last stage ("live": it converged by itself)
 
 
 class FailoverReply(TypedDict):

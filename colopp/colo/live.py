@@ -75,11 +75,13 @@ def live_mirror(peer_repl_ip: str, ports: Ports) -> QmpStep:
     )
 
 
-def live_migration_setup(checkpoint_delay_ms: int) -> list[QmpStep]:
+def live_migration_setup(checkpoint_delay_ms: int, bandwidth: int = MAX_BANDWIDTH) -> list[QmpStep]:
     """Capabilities and parameters for a pre-copy that pauses before the switchover.
 
     ``events`` makes QEMU report each migration state (the agent waits for
-    ``pre-switchover`` on the event, not by polling)."""
+    ``pre-switchover`` on the event, not by polling). Every parameter a fallback may
+    change (colopp.colo.converge) is set again: a QEMU keeps them from its last migration.
+    ``bandwidth``: the pre-copy's cap in bytes/s."""
     return [
         QmpStep(
             "migrate-set-capabilities",
@@ -97,7 +99,8 @@ def live_migration_setup(checkpoint_delay_ms: int) -> list[QmpStep]:
             {
                 "x-checkpoint-delay": checkpoint_delay_ms,
                 "downtime-limit": DOWNTIME_LIMIT_MS,
-                "max-bandwidth": MAX_BANDWIDTH,
+                "max-bandwidth": bandwidth,
+                "avail-switchover-bandwidth": 0,  # 0: QEMU uses the rate it measures
             },
         ),
     ]
@@ -154,12 +157,17 @@ COLO_STARTED = PlanPoint("<colo>")
 
 
 def live_plan(
-    peer_repl_ip: str, ports: Ports, plumbing: list[QmpStep], checkpoint_delay_ms: int
+    peer_repl_ip: str,
+    ports: Ports,
+    plumbing: list[QmpStep],
+    checkpoint_delay_ms: int,
+    bandwidth: int = MAX_BANDWIDTH,
 ) -> list[PlanPoint]:
     """The live re-protection, in order: QMP steps, and the points where the agent waits
     for QEMU (mirror ready, pre-switchover, mirror done, COLO) or starts the comparator.
 
-    ``plumbing``: :func:`colopp.colo.sequence.resume_replication`'s steps."""
+    ``plumbing``: :func:`colopp.colo.sequence.resume_replication`'s steps; ``bandwidth``:
+    the pre-copy's cap (bytes/s)."""
     early, late = split_plumbing(plumbing)
     return [
         *as_points([live_mirror(peer_repl_ip, ports)]),
@@ -167,7 +175,7 @@ def live_plan(
         *as_points(early),
         COMPARATOR,
         SECONDARY_LINKED,
-        *as_points(live_migration_setup(checkpoint_delay_ms)),
+        *as_points(live_migration_setup(checkpoint_delay_ms, bandwidth)),
         *as_points([QmpStep("migrate", {"uri": f"tcp:{peer_repl_ip}:{ports.migration}"})]),
         PRE_SWITCHOVER,
         *as_points([cancel_mirror()]),

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from colopp.colo.converge import LiveBudget
 from colopp.colo.state import PairLifecycle, PairState, Transition
 from colopp.controller.seam import Agent, Clock, SystemClock, fence
 from colopp.domain import HostSlot, PairConfig, Role, VmSpec
@@ -43,6 +44,8 @@ class PairController:
         self.standby: HostSlot | None = None  # the host lost at the last failover
         self.onto: HostSlot | None = None  # the new secondary's host while re-protecting
         self.events: list[dict[str, Any]] = []
+        # Bounds of the live copy (colopp.colo.converge); tests narrow them.
+        self.live_budget = LiveBudget()
 
     @property
     def state(self) -> PairState:
@@ -108,11 +111,13 @@ class PairController:
             self.progress(f"guest booted on the primary in {boot['boot_s']:.1f}s")
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "replication started")
-            await pa.call(
+            started = await pa.call(
                 "start_colo",
-                timeout=cfg.colo_timeout + 300,
+                timeout=self._live_timeout(),
                 checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
+                budget=self.live_budget.to_dict(),
             )
+            self._report_fallbacks(started)
             self.progress("migrating into COLO (RAM and disk)")
             await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
             await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
@@ -178,11 +183,21 @@ class PairController:
             "resume_replication",
             peer_repl_ip=peer_repl_ip,
             checkpoint_delay_ms=cfg.options.checkpoint_delay_ms,
-            timeout=cfg.colo_timeout + 300,
+            budget=self.live_budget.to_dict(),
+            timeout=self._live_timeout(),
         )
+        self._report_fallbacks(result)
         await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
         await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
         return result
+
+    def _live_timeout(self) -> float:
+        """The RPC timeout of a live copy: the agent ends it (done or failed) sooner."""
+        return self.live_budget.bound_s(self.config.vm.memory_mb) + self.config.colo_timeout
+
+    def _report_fallbacks(self, result: dict[str, Any]) -> None:
+        for stage, at_s in result.get("fallbacks") or []:
+            self.progress(f"live copy not converging after {at_s:.0f}s: {stage}")
 
     async def unprotect(self) -> dict[str, Any]:
         """Stop protecting: the secondary stops, the primary drops its replication child,

@@ -3,10 +3,11 @@
 While QEMU's ``filter-rewriter`` translates the secondary's young connections (those opened
 since the last checkpoint), colopp cannot read its table. So the comparator, which sees both
 guests' SYN-ACKs, learns each young offset (:class:`~colopp.compare.young_learn.IsnLearner`) and
-sends it here tagged with its *epoch*: the number of checkpoints the primary had completed
-when it learned it. The secondary's agent counts the checkpoints its QEMU has *loaded*
-(``loaded``). ``filter-rewriter`` zeroes its offsets at every loaded checkpoint
-(``COLO_EVENT_CHECKPOINT``), so an entry is still live in it exactly when
+sends it here tagged with its *epoch*: the number of checkpoints the primary had begun
+(STOP) when the comparator read the frames it learned it from (whatever a guest sends after
+a STOP is the next epoch's; ``colopp.compare.young_tap``). The secondary's agent counts the
+checkpoints its QEMU has *loaded* (``loaded``). ``filter-rewriter`` zeroes its offsets at every
+loaded checkpoint (``COLO_EVENT_CHECKPOINT``), so an entry is still live in it exactly when
 ``epoch >= loaded``.
 
 At failover the promoted guest's table of record -- what the next secondary and every later
@@ -71,7 +72,7 @@ class YoungOffsets:
         awaits_adoption: bool = False,
         isn: int | None = None,
     ) -> None:
-        """The comparator learned ``key``'s offset after ``epoch`` completed checkpoints;
+        """The comparator learned ``key``'s offset after ``epoch`` begun checkpoints;
         ``arrived``: when it reached this host (wall clock, the clock of QEMU's events).
         ``awaits_adoption``: the comparator will say when the client took the primary's
         ISN (:meth:`adopted`); until then the offset is not part of the record."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,20 +22,21 @@ from colopp.fleet.local import LocalFleet
 pytestmark = pytest.mark.slow
 
 
-def test_the_follower_replica_takes_over_and_finishes_the_recovery(
-    qemu_root: Path, tmp_path: Path
-) -> None:
+def test_the_follower_replica_takes_over_and_finishes_the_recovery(qemu_root: Path) -> None:
     if shutil.which("etcd") is None:
         pytest.skip("etcd-server is not installed (scripts/setup.sh installs it)")
     loop = asyncio.new_event_loop()
-    try:
-        local = loop.run_until_complete(LocalFleet.start(tmp_path / "lab", qemu_root, "f21ckl", 2))
+    # A short directory: QEMU's sockets live under it (UNIX socket paths < 108 bytes).
+    with tempfile.TemporaryDirectory(prefix="f21ck") as tmp:
+        state = Path(tmp)
         try:
-            out = host_kill(local, tmp_path, count=2, ttl=3)
+            local = loop.run_until_complete(LocalFleet.start(state / "lab", qemu_root, "f21ckl", 2))
+            try:
+                out = host_kill(local, state, count=2, ttl=3)
+            finally:
+                loop.run_until_complete(local.close())
         finally:
-            loop.run_until_complete(local.close())
-    finally:
-        loop.close()
+            loop.close()
     kill, took = out["host_kill"], out["controller_kill"]
     print(kill["timelines_s"], kill["failures"], took)
     assert kill["failure"] is None, kill["states_after"]

@@ -5,7 +5,14 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from bench.inplace_trace import PCAP_HEADER, RECORD_HEADER, frames, read_pcap, retransmissions
+from bench.inplace_trace import (
+    PCAP_HEADER,
+    RECORD_HEADER,
+    frames,
+    nbd_waits,
+    read_pcap,
+    retransmissions,
+)
 
 
 def _frame(src: str, dst: str, sport: int, dport: int, seq: int, payload: bytes) -> bytes:
@@ -42,3 +49,18 @@ def test_a_segment_sent_twice_is_a_retransmission(tmp_path: Path) -> None:
     assert retransmissions(segments, g) == []
     assert len(frames(tmp_path / "c.pcap")) == 4
     assert read_pcap(tmp_path / "missing.pcap") == []
+
+
+def test_nbd_requests_that_waited_for_their_reply(tmp_path: Path) -> None:
+    p, s = "198.18.1.1", "198.18.1.10"
+    _pcap(
+        tmp_path / "r.pcap",
+        [
+            (100.0, _frame(p, s, 40000, 9999, 1, b"w" * 32)),
+            (100.05, _frame(s, p, 9999, 40000, 1, b"r" * 16)),  # answered in 50 ms
+            (101.0, _frame(p, s, 40000, 9999, 33, b"w" * 32)),
+            (101.1, _frame(p, s, 40000, 9999, 65, b"w" * 32)),  # queued behind it
+            (102.5, _frame(s, p, 9999, 40000, 17, b"r" * 16)),  # 1.5 s later
+        ],
+    )
+    assert nbd_waits(read_pcap(tmp_path / "r.pcap"), 9999, 100.0) == [[1.0, 1.5]]
