@@ -180,20 +180,18 @@ def stop_on_sigterm() -> None:
     running task is cancelled, so teardown (QEMU, agents, namespaces, the lab lock) runs
     instead of leaving a pair behind.
 
-    Not ``loop.add_signal_handler``: that routes signals through a wakeup fd that forked
-    children share, and pyroute2 forks a Python child for namespace work and SIGTERMs it
-    when done (``pyroute2.process.ChildProcess.stop``): the child's SIGTERM then arrived
-    here as the demo's own and cancelled it while building the lab ("stopped" under
-    load). The handler below acts only in this process; in a forked child it restores
-    the default and lets SIGTERM end the child as it would have.
-    """
+    A plain handler, not ``loop.add_signal_handler``: that one acts on the signal numbers
+    written to the loop's wakeup socket, which a forked child that has not exec'd shares,
+    so a SIGTERM sent to such a child (teardown kills them; pyroute2 forks) cancelled the
+    demo. Here a handler running in another process restores the default and dies."""
     task = asyncio.current_task()
     if task is None:
         return
-    loop, owner = asyncio.get_running_loop(), os.getpid()
+    loop = asyncio.get_running_loop()
+    demo_pid = os.getpid()
 
     def on_sigterm(signum: int, _frame: object) -> None:
-        if os.getpid() != owner:
+        if os.getpid() != demo_pid:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
