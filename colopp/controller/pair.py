@@ -21,6 +21,8 @@ from colopp.domain import HostSlot, PairConfig, Role, VmSpec
 from colopp.errors import ColoppError, StateError
 
 Progress = Callable[[str], None]
+#: How long a status call may take to connect (a live agent's kernel accepts at once).
+STATUS_CONNECT_S = 1.0
 
 
 class PairController:
@@ -358,7 +360,11 @@ class PairController:
     @staticmethod
     async def _status_of(agent: Agent) -> dict[str, Any]:
         try:
-            reply: dict[str, Any] = await agent.call("status", timeout=5)
+            # A dead host's SYN is dropped: it costs the short connect budget, not the
+            # whole timeout (a new leader's re-attach waited 5 s on the host just lost).
+            reply: dict[str, Any] = await agent.call(
+                "status", timeout=5, connect_within=STATUS_CONNECT_S
+            )
         except ColoppError as exc:
             return {"error": str(exc)}
         return reply
