@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.inplace_disk import keys_missing_on_disk
-from colopp.controller.setup import prepare_local_pair
+from colopp.controller.setup import LocalPair, prepare_local_pair
 from colopp.demo.harness import ClientWorkload, SupervisedPair
 from colopp.domain import Role, VmSpec
 from colopp.lab.plan import Node, netns_argv
@@ -59,7 +59,25 @@ def plain_argv(runtime: QemuRuntime, vm: VmSpec, folder: Path, tap: str) -> list
     return argv
 
 
-def _wait_ready(serial: Path, proc: subprocess.Popen[bytes]) -> None:
+async def start_plain_vm(local: LocalPair, folder: Path) -> subprocess.Popen[bytes]:
+    """Start the lab's guest as a plain QEMU in host A's namespace, on its own disk file
+    ``folder/web.qcow2`` (a copy of the lab's image) and QMP socket ``folder/qmp.sock``
+    (then :func:`wait_ready` on ``folder/serial.log``)."""
+    if folder.exists():  # an old serial log would say "ready" before this VM booted
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, mode=0o700)
+    disk = folder / "web.qcow2"
+    img = local.runtime.tool_argv("qemu-img")
+    convert = [*img, "convert", "-O", "qcow2", str(local.config.base_disk), str(disk)]
+    await asyncio.to_thread(
+        subprocess.run, convert, check=True, timeout=120, env=local.runtime.env()
+    )
+    plan = local.deployment.plan
+    argv = plain_argv(local.runtime, local.config.vm, folder, plan.tap(Node.HOST_A).ifname)
+    return subprocess.Popen(netns_argv(plan.netns(Node.HOST_A), argv), env=local.runtime.env())
+
+
+def wait_ready(serial: Path, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + BOOT_TIMEOUT
     while READY_LINE not in (serial.read_bytes() if serial.exists() else b""):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -67,7 +85,7 @@ def _wait_ready(serial: Path, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.2)  # a boot: polled, nothing to wait on
 
 
-def _client_put(netns: str, address: str, key: str, value: str) -> None:
+def client_put(netns: str, address: str, key: str, value: str) -> None:
     code = (
         "import http.client,sys;c=http.client.HTTPConnection(sys.argv[1],80,timeout=10);"
         "c.request('PUT','/kv/'+sys.argv[2],body=sys.argv[3].encode());"
@@ -75,6 +93,17 @@ def _client_put(netns: str, address: str, key: str, value: str) -> None:
     )
     argv = netns_argv(netns, [sys.executable, "-c", code, address, key, value])
     subprocess.run(argv, check=True, timeout=30)
+
+
+def client_get(netns: str, address: str, key: str) -> str:
+    """The guest's value of ``key`` (GET /kv/KEY from the client's namespace)."""
+    code = (
+        "import http.client,sys;c=http.client.HTTPConnection(sys.argv[1],80,timeout=10);"
+        "c.request('GET','/kv/'+sys.argv[2]);r=c.getresponse();b=r.read();"
+        "sys.stdout.write(b.decode());sys.exit(0 if r.status==200 else 1)"
+    )
+    argv = netns_argv(netns, [sys.executable, "-c", code, address, key])
+    return subprocess.run(argv, check=True, timeout=30, capture_output=True, text=True).stdout
 
 
 def _opened(pid: int) -> set[tuple[int, int]]:
@@ -94,12 +123,13 @@ async def protect_running_trial(
     prefix: str = "clpir",
     qemu_root: Path | None = None,
     failover: bool = False,
+    comparator: ComparatorKind = ComparatorKind.COLOPP,
 ) -> dict[str, Any]:
     """The ``protect_running`` keys (see the module docstring). With ``failover`` the
     primary is SIGKILLed instead of unprotected, and the writes are read back from the
     disk of the secondary that the live mirror filled (``failover_gap_ms``)."""
     local = await prepare_local_pair(
-        state, qemu_root, ComparatorKind.COLOPP, console, prefix=prefix, memory_mb=memory_mb
+        state, qemu_root, comparator, console, prefix=prefix, memory_mb=memory_mb
     )
     await local.deployment.start()
     sp = SupervisedPair(local)
@@ -107,25 +137,16 @@ async def protect_running_trial(
         await agent.call("ping")
     plan = sp.plan
     folder = state / "plain"
-    if folder.exists():  # an old serial log would say "ready" before this VM booted
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, mode=0o700)
     disk = folder / "web.qcow2"
-    img = local.runtime.tool_argv("qemu-img")
-    convert = [*img, "convert", "-O", "qcow2", str(local.config.base_disk), str(disk)]
-    await asyncio.to_thread(
-        subprocess.run, convert, check=True, timeout=120, env=local.runtime.env()
-    )
-    argv = plain_argv(local.runtime, local.config.vm, folder, plan.tap(Node.HOST_A).ifname)
-    plain = subprocess.Popen(netns_argv(plan.netns(Node.HOST_A), argv), env=local.runtime.env())
+    plain = await start_plain_vm(local, folder)
     with tempfile.TemporaryDirectory(prefix="colopp-inplace-") as tmp:
         writes_file = Path(tmp) / "writes.json"
         workload: ClientWorkload | None = None
         try:
-            await asyncio.to_thread(_wait_ready, folder / "serial.log", plain)
+            await asyncio.to_thread(wait_ready, folder / "serial.log", plain)
             address = str(plan.guest_address.ip)
             await asyncio.to_thread(
-                _client_put, plan.netns(Node.CLIENT), address, BEFORE_KEY, BEFORE_VALUE
+                client_put, plan.netns(Node.CLIENT), address, BEFORE_KEY, BEFORE_VALUE
             )
             workload = ClientWorkload(plan, connections=3, writes_out=writes_file)
             await asyncio.to_thread(workload.served, 20)
@@ -175,6 +196,8 @@ async def protect_running_trial(
         "failover_gap_ms": round(gaps[1], 1)
         if failover and len(gaps) > 1 and gaps[1] is not None
         else None,
+        "gap_at_ms": summary["window_gap_at_ms"][0] if summary["window_gap_at_ms"] else None,
+        "primary_pauses_ms": primary.get("checkpoint_pauses_ms", [])[-6:],
         "writes_acked": summary["writes_acked"],
         "requests_ok": summary["requests_ok"],
         "take_over_downtime_ms": result["take_over"]["downtime_ms"],

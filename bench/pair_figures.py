@@ -164,7 +164,13 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
         # each went on (the secondary caught up, max_wait passed, a checkpoint).
         "ack_gate": {
             key: _delta(before.ingress, after.ingress, f"gate_{key}")
-            for key in ("holds", "released_late", "released_expired", "released_checkpoint")
+            for key in (
+                "holds",
+                "released_late",
+                "released_expired",
+                "released_checkpoint",
+                "checkpoints",
+            )
         }
         if after.ingress
         else {},

@@ -356,6 +356,13 @@ def protect(
     COLOPP_API_URL: ask the API to protect it on its lab and wait until protected;
     with --running-qmp and --hosts: protect a VM that already runs)."""
     if running_qmp is not None:
+        if backend is not Backend.QEMU:
+            raise _fail(
+                ConfigError(
+                    "--running-qmp takes over a plain QEMU (backend qemu); a running libvirt "
+                    "domain cannot be taken over live (README 'Protecting a running VM')"
+                )
+            )
         _protect_running(name, running_qmp, hosts, comparator, timeout, json_out)
         return
     if cli_api.configured():

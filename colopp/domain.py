@@ -180,6 +180,14 @@ class ProtectionOptions:
             return bool(self.read_prefixes or self.resp_ports)
         return self.prerelease == "all" or bool(_CLIENT_RULES & set(self.prerelease.split(",")))
 
+    @property
+    def ingress_relay(self) -> bool:
+        """Does the secondary's replication go through the relay on its host
+        (``python -m colopp.ingress``: the ACK gate, and receipts the comparator takes with
+        ``--host-receipts``)? Yes when answers may leave early (pre-release's read rule,
+        issues #15/#22), with QEMU started by colopp."""
+        return self.client_frames and self.backend is Backend.QEMU
+
     def validate(self) -> None:
         """Raise ConfigError naming the first bad option."""
         if not 1 <= self.checkpoint_delay_ms <= 3_600_000:
@@ -292,13 +300,8 @@ class SideSpec:
     @property
     def ingress_relay(self) -> bool:
         """Does this secondary's replication go through the relay on its host
-        (``python -m colopp.ingress``: the ACK gate)? Yes when answers may leave early,
-        the read rule of pre-release (issue #15), with QEMU started by colopp."""
-        return (
-            self.role is Role.SECONDARY
-            and self.options.client_frames
-            and self.options.backend is Backend.QEMU
-        )
+        (``python -m colopp.ingress``)? See :attr:`ProtectionOptions.ingress_relay`."""
+        return self.role is Role.SECONDARY and self.options.ingress_relay
 
     @property
     def active_disk(self) -> Path:

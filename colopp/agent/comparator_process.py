@@ -67,6 +67,8 @@ def comparator_argv(
             argv += ["--prerelease-rearm-ms", str(options.prerelease_rearm_ms)]
         if options.client_frames:
             argv += ["--client-in", f"unix:{side.client_socket}"]
+        if options.ingress_relay:  # the secondary host's receipts ride on its output
+            argv.append("--host-receipts")
     return argv
 
 
@@ -174,6 +176,11 @@ class ComparatorProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+    def finish(self, signum: int) -> None:
+        """Ask the process to finish by itself (``signum``), without a restart after."""
+        self._stopping = True
+        self.signal(signum)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the process if it runs; never raises."""

@@ -2,13 +2,18 @@
 side's current spec and checkpoint period (replacing one that runs), and stop it.
 
 On a secondary whose answers may leave early (:attr:`SideSpec.ingress_relay`), the ingress
-relay (``python -m colopp.ingress --no-receipts``) sits between the primary's mirror and the
-secondary QEMU's ``red0``, and between its ``red1`` and the comparator: its ACK gate holds a
-client frame that acknowledges answer bytes this secondary guest has not sent yet (the
-guest's Linux would discard it, request and all, and the client would wait for its
-retransmission timeout). Started right after QEMU (its chardevs retry every second), told
-of each checkpoint the secondary loads (SIGUSR2), stopped at promotion and with the VM; it
-also exits by itself when QEMU is gone.
+relay (``python -m colopp.ingress``) sits between the primary's mirror and the secondary
+QEMU's ``red0``, and between its ``red1`` and the comparator. Its ACK gate holds a client
+frame that acknowledges answer bytes this secondary guest has not sent yet (the guest's
+Linux would discard it, request and all, and the client would wait for its retransmission
+timeout). Its log keeps every client segment until this guest acknowledges it, and its
+receipts tell the comparator (``--host-receipts``) which client bytes this host holds, so
+early output need not wait for this guest's ACK (issue #22, ``docs/architecture.md``, "Held
+ACKs"). Started right after QEMU (its chardevs retry every second), told of each checkpoint
+the secondary loads (SIGUSR2); at promotion (:func:`promote_ingress`, before the
+redirectors go) it stops taking the mirror, hands what the guest has not acknowledged to
+the promoted guest on its tap, and exits; stopped with the VM; it also exits by itself when
+QEMU is gone.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ def ingress_argv(spec: SideSpec, qemu_pid: int, python: str = sys.executable) ->
         f"listen:unix:{spec.red1_socket}",
         "--output-to",
         f"tcp:{spec.peer_repl_ip}:{spec.ports.compare}",
-        "--no-receipts",
+        "--tap",
+        spec.tap,
         "--parent-pid",
         str(qemu_pid),
         "--status",
@@ -94,6 +100,15 @@ async def start_ingress(side: Side) -> None:
     await relay.start()
     side.ingress = relay
     side.checkpoints.on_resume = lambda: relay.signal(signal.SIGUSR2)
+
+
+def promote_ingress(side: Side) -> None:
+    """This secondary takes over: the relay stops taking the mirror, hands the log's
+    unacknowledged client frames to the promoted guest on its tap, then exits by itself
+    (SIGUSR1; not restarted). Call before the redirectors go; never raises."""
+    side.checkpoints.on_resume = None
+    if side.ingress is not None:
+        side.ingress.finish(signal.SIGUSR1)
 
 
 async def stop_ingress(side: Side) -> None:

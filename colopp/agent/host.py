@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from colopp.agent.adopt import persist_side, readopt
-from colopp.agent.comparing import start_comparator, stop_comparator, stop_ingress
+from colopp.agent.comparing import (
+    promote_ingress,
+    start_comparator,
+    stop_comparator,
+    stop_ingress,
+)
 from colopp.agent.disks import prepare_disks
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
 from colopp.agent.lease import LeaseView, LeaseWatchdog
@@ -472,8 +477,8 @@ class HostAgent:
             # (A re-adopted side has its filters but no translator child: its record says.)
             t = self.translation
             spliced = t is not None and (t.spliced or bool(t.record))
+            promote_ingress(side)  # hands what it holds to the guest, then exits
             await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
-            await stop_ingress(side)  # red0/red1 are gone: nothing left to relay
             if self.translation is not None:
                 self.translation.promoted(last_load)
         else:

@@ -178,10 +178,26 @@ async def run_demo(
 def stop_on_sigterm() -> None:
     """SIGTERM (systemd, a test's timeout, ``kill``) stops the demo as Ctrl-C does: the
     running task is cancelled, so teardown (QEMU, agents, namespaces, the lab lock) runs
-    instead of leaving a pair behind."""
+    instead of leaving a pair behind.
+
+    A plain handler, not ``loop.add_signal_handler``: that one acts on the signal numbers
+    written to the loop's wakeup socket, which a forked child that has not exec'd shares,
+    so a SIGTERM sent to such a child (teardown kills them; pyroute2 forks) cancelled the
+    demo. Here a handler running in another process restores the default and dies."""
     task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if task is None:
+        return
+    loop = asyncio.get_running_loop()
+    demo_pid = os.getpid()
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        if os.getpid() != demo_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        loop.call_soon_threadsafe(task.cancel)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @contextlib.asynccontextmanager

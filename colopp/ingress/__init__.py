@@ -6,7 +6,7 @@ primary's mirror, what it may promise the comparator it holds
 replication streams (the primary's mirror to the secondary QEMU, the secondary's output to
 the comparator); :mod:`~colopp.ingress.replay` hands the log to the promoted guest;
 ``python -m colopp.ingress`` runs them; the agent starts it for a secondary whose answers
-may leave early, as the ACK gate only (:mod:`~colopp.ingress.ackgate`; receipts off), see
+may leave early (the ACK gate, :mod:`~colopp.ingress.ackgate`, and receipts), see
 :mod:`colopp.agent.comparing` and ``docs/architecture.md``, "Held ACKs, uploads, and early
 ACKs from the secondary host's receipts".
 """

@@ -1,6 +1,6 @@
 """``python -m colopp.ingress``: the secondary host's relay (issues #15, #22). The agent
-starts it with ``--no-receipts`` (the ACK gate only) for a secondary whose answers may leave
-early; receipts are not turned on by the agent yet (``docs/architecture.md``, "Held ACKs").
+starts it for a secondary whose answers may leave early (``docs/architecture.md``, "Held
+ACKs"); ``--no-receipts`` leaves the ACK gate only.
 
 Example (the secondary QEMU's ``red0``/``red1`` chardevs pointed at the two unix sockets)::
 

@@ -44,6 +44,7 @@ class AckGate:
         self.released_expired = 0  # held max_wait, forwarded anyway
         self.released_checkpoint = 0  # held, then forwarded at a checkpoint
         self.holds = 0  # client frames held (counted once each)
+        self.checkpoints = 0  # checkpoints the gate was told of
         self._sent_end: dict[FlowKey, int] = {}
         # Per connection (guest -> client key): (arrival, ack, frame, vnet_hdr_len) in order.
         self._held: dict[FlowKey, deque[tuple[float, int, bytes, int]]] = {}
@@ -84,6 +85,7 @@ class AckGate:
         """The secondary guest is now a copy of the primary: what the old one sent tells
         nothing; every held frame goes (in order per connection)."""
         self._sent_end.clear()
+        self.checkpoints += 1
         out = [(frame, vnet) for queue in self._held.values() for _, _, frame, vnet in queue]
         self.released_checkpoint += len(out)
         self.held_frames = 0
@@ -97,6 +99,7 @@ class AckGate:
             "gate_released_expired": self.released_expired,
             "gate_released_checkpoint": self.released_checkpoint,
             "gate_holds": self.holds,
+            "gate_checkpoints": self.checkpoints,
         }
 
     def due(self, now: float) -> list[tuple[bytes, int]]:

@@ -11,10 +11,8 @@ stream. At failover, :meth:`Relay.promote` stops taking the mirror and hands the
 unacknowledged frames to :class:`~colopp.ingress.replay.Replayer`.
 
 The agent starts it for a secondary whose answers may leave early (pre-release with the
-read rule), as the ACK gate only: ``receipts=False`` (``--no-receipts``), so nothing but
-the secondary's own output reaches the comparator; :meth:`Relay.checkpoint` (SIGUSR2) at
-each checkpoint the secondary loads. Receipts are not turned on by the agent yet
-(``docs/architecture.md``, "Held ACKs").
+read rule), receipts on (``--no-receipts`` leaves the gate only); :meth:`Relay.checkpoint`
+(SIGUSR2) at each checkpoint the secondary loads (``docs/architecture.md``, "Held ACKs").
 """
 
 from __future__ import annotations
@@ -146,6 +144,10 @@ class Relay:
                 passing += self.gate.client_frame(data, now, vnet_hdr_len)
             self.stats["client_frames"] += len(frames)
             self._to_guest(passing)
+            # What this host now holds, at once: an uploading client's bytes need not wait
+            # for the guest's next output (the log's start moves only on guest ACKs already
+            # forwarded, so a receipt here still follows every frame it relies on).
+            self._send_receipts([])
         elif side.name == "red1":
             released: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
@@ -153,13 +155,17 @@ class Relay:
                 released += self.gate.guest_frame(data, vnet_hdr_len)
             self.stats["guest_frames"] += len(frames)
             self._to_guest(released)
-            out = [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames]
-            if self.options.receipts:
-                receipts = encode_receipts(self.log.receipts())
-                self.stats["receipt_frames"] += len(receipts)
-                out += [encode_frame(r, 0, vnet_hdr=vnet) for r in receipts]
-            self._send("comparator", out, len(out))
+            self._send_receipts([encode_frame(d, n, vnet_hdr=vnet) for d, n in frames])
         # Nothing is expected from red0 or the comparator: ignored.
+
+    def _send_receipts(self, out: list[bytes]) -> None:
+        """``out`` (encoded guest frames), then the receipts they made possible."""
+        if self.options.receipts:
+            receipts = encode_receipts(self.log.receipts())
+            self.stats["receipt_frames"] += len(receipts)
+            out += [encode_frame(r, 0, vnet_hdr=self.options.vnet_hdr) for r in receipts]
+        if out:
+            self._send("comparator", out, len(out))
 
     def checkpoint(self) -> None:
         """The secondary loaded a checkpoint: the gate forgets the old guest's output and

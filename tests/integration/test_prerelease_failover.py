@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ def counters(site: Driven) -> dict[str, Any]:
     return found
 
 
+def relay_counters(site: Driven, host: str) -> dict[str, Any]:
+    status = site.run(site.sp.pair.agents[host].call("status"))
+    found: dict[str, Any] = (status.get("ingress") or {}).get("counters") or {}
+    return found
+
+
 def test_kill_while_pre_releasing_keeps_the_client_consistent(site: Driven) -> None:
     sp = site.sp
     old_primary, secondary = sp.pair.primary, sp.pair.secondary
@@ -67,12 +74,19 @@ def test_kill_while_pre_releasing_keeps_the_client_consistent(site: Driven) -> N
         site.run(sp.wait_for("failover", lambda: sp.handled(1) and sp.pair.secondary is None, 60))
         promoted = site.run(sp.pair.agents[secondary.name].call("status"))
         assert promoted["vcpu"] is None, "vCPUs restored before promotion"
-        assert "ingress" not in promoted, "the relay stops at the promotion"
         for tid, cpus in shrunk["cpus_before"].items():
             assert os.sched_getaffinity(int(tid)) == set(cpus)
         reads_then = workload.stats()["reads"]
         while workload.stats()["reads"] < reads_then + 200:
             pass  # the promoted secondary answers reads
+        # The relay hands the promoted guest what it had not acknowledged, then ends (its
+        # replay deadline is 60 s).
+        deadline = time.monotonic() + 75
+        while "replay" not in relay_counters(site, secondary.name):
+            assert time.monotonic() < deadline, "the relay never finished its replay"
+            workload.stats()  # one stats line every half second
+        replay = relay_counters(site, secondary.name)["replay"]
+        assert replay.get("unacknowledged", 0) == 0, replay
         summary = workload.finish()
     finally:
         workload.kill()

@@ -117,3 +117,10 @@ def test_without_the_api_it_says_how_to_reach_one(hosts_file: Path) -> None:
     done = _protect("--running-qmp", "/nonexistent/vm.qmp", "--hosts", str(hosts_file))
     assert done.exit_code == Exit.USAGE
     assert "COLOPP_API_URL" in done.output
+
+
+def test_a_running_libvirt_domain_is_refused_by_name(hosts_file: Path) -> None:
+    done = _protect("--running-qmp", "/run/vm.qmp", "--hosts", str(hosts_file),
+                    "--backend", "libvirt")  # fmt: skip
+    assert done.exit_code == Exit.USAGE
+    assert "a running libvirt domain cannot be taken over live" in " ".join(done.output.split())

@@ -3,8 +3,10 @@ the relay are pointed at each other, and that each loaded checkpoint reaches it.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from colopp.agent.comparator_process import comparator_argv
 from colopp.agent.comparing import ingress_argv
 from colopp.agent.side import CheckpointLog
 from colopp.domain import Backend, ComparatorKind, ProtectionOptions, Role, SideSpec, VmSpec
@@ -52,7 +54,13 @@ def test_the_secondary_qemu_and_its_relay_meet_on_unix_sockets_in_the_run_dir() 
     assert pairs["--mirror-to"] == "listen:unix:/run/c/red0.sock"
     assert pairs["--output-from"] == "listen:unix:/run/c/red1.sock"
     assert pairs["--output-to"] == "tcp:198.18.1.10:9004"  # the comparator
-    assert "--no-receipts" in relay and relay[relay.index("--parent-pid") + 1] == "4242"
+    assert pairs["--tap"] == "tap-x"  # the replay to the promoted guest
+    assert "--no-receipts" not in relay and relay[relay.index("--parent-pid") + 1] == "4242"
+    # ... and the comparator takes the receipts that ride on the secondary's output.
+    primary = dataclasses.replace(side, role=Role.PRIMARY)
+    assert "--host-receipts" in comparator_argv(primary, 2000)
+    plain = spec(Role.PRIMARY, ProtectionOptions(comparator=ComparatorKind.COLOPP))
+    assert "--host-receipts" not in comparator_argv(plain, 2000)
 
 
 def test_without_a_relay_the_secondary_connects_to_the_primary_as_before() -> None:

@@ -78,6 +78,7 @@ def test_a_checkpoint_forgets_what_the_old_secondary_sent_and_lets_everything_go
     assert [gate.client_frame(f, 0.0) for f in held] == [[], []]
     assert gate.checkpoint() == [(f, 0) for f in held]
     assert gate.held_frames == 0 and gate.counters()["gate_released_checkpoint"] == 2
+    assert gate.counters()["gate_checkpoints"] == 1
     # The new secondary (the primary's copy) sent what the primary sent: nothing known.
     later = _client(GSEQ + 900, b"GET /kv/k3 HTTP/1.1\r\n\r\n")
     assert gate.client_frame(later, 0.01) == [(later, 0)]

@@ -47,6 +47,11 @@ async def scenario(tmp: Path) -> None:
         frames = [_client(i) for i in range(3)]
         m_writer.write(encode_frames(frames))
         assert await read_frames(red0[0], FrameDecoder(), 3) == frames
+        # What the host holds goes to the comparator at once, before any guest output.
+        held = await read_frames(c_reader, FrameDecoder(), 1)
+        assert [(r.start, r.end) for r in decode_receipts(held[0]) or []] == [
+            (CSEQ, CSEQ + 3 * MSS)
+        ]
         ack = tcp_frame(SEQ, CSEQ + MSS, "A")
         red1.write(encode_frames([ack]))
         got = await read_frames(c_reader, FrameDecoder(), 2)
@@ -54,7 +59,7 @@ async def scenario(tmp: Path) -> None:
         receipts = decode_receipts(got[1]) or []
         assert [(r.start, r.end) for r in receipts] == [(CSEQ + MSS, CSEQ + 3 * MSS)]
         assert relay.promote() == frames[1:]
-        assert relay.stats["receipt_frames"] == 1
+        assert relay.stats["receipt_frames"] == 2
     finally:
         await relay.stop()
         red0[1].close()
