@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from colopp.agent.live_converge import wait_mirror_ready, wait_pre_switchover
+from colopp.agent.live_converge import FAILED, wait_mirror_ready, wait_pre_switchover
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps
 from colopp.colo.converge import LiveBudget, Stage
@@ -38,11 +38,10 @@ from colopp.colo.live import (
 )
 from colopp.colo.sequence import QmpStep
 from colopp.domain import ComparatorKind
-from colopp.errors import QmpError, QmpTimeout
+from colopp.errors import ColoppError, QmpError, QmpTimeout
 
 log = logging.getLogger(__name__)
 
-FAILED = frozenset({"failed", "cancelled", "cancelling"})
 ENDED = frozenset({"failed", "cancelled", "completed", "none"})  # no migration runs
 ABANDON_WAIT = 15.0  # seconds for a cancelled migration and mirror to end
 JOB_DONE = ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
@@ -141,8 +140,9 @@ async def live_reprotect(
 
     Raises:
         QmpError: a step failed (named); QmpTimeout: the mirror or the pre-copy did not
-            finish within ``budget`` even with the guest stopped. Either way the
-            migration and the mirror are cancelled and the guest runs on, unprotected.
+            finish within ``budget`` even with the guest stopped; QemuStartError: the
+            comparator did not start. In every case the migration and the mirror are
+            cancelled and the guest runs on, unprotected.
     """
     marks = {"start": time.monotonic()}
     # Wall-clock moments of each plan point and QEMU's run-state events, to line the
@@ -184,7 +184,7 @@ async def live_reprotect(
                 # only once it is (the event stamps say when).
                 with contextlib.suppress(TimeoutError):
                     await _resumed(runstate, 30.0)
-    except QmpError as exc:
+    except ColoppError as exc:  # QMP, or the comparator that would not start
         log.warning("%s: live protection abandoned: %s", side.vm.name, exc)
         await _abandon(side)
         raise

@@ -15,7 +15,7 @@ from colopp.agent.side import Side
 from colopp.colo.converge import LiveBudget
 from colopp.colo.sequence import attach_replication
 from colopp.domain import ComparatorKind, ProtectionOptions, Role, SideSpec, VmSpec
-from colopp.errors import QmpError, QmpTimeout
+from colopp.errors import QemuStartError, QmpError, QmpTimeout
 
 
 class Listener:
@@ -222,3 +222,19 @@ def test_a_mirror_that_ends_before_it_is_ready_is_an_error() -> None:
     with pytest.raises(QmpError, match="ended before it was ready"):
         asyncio.run(_protect(qemu, FAST))
     assert "migrate" not in qemu.commands and "migrate_cancel" in qemu.commands
+
+
+def test_a_comparator_that_does_not_start_cancels_the_mirror() -> None:
+    qemu = NonConvergingQemu()
+
+    async def comparator() -> None:
+        raise QemuStartError("colopp-compare exited at once")
+
+    async def run() -> dict[str, Any]:
+        plumbing = attach_replication("10.0.0.2", _side(qemu).spec.ports)
+        return await live_reprotect(_side(qemu), "10.0.0.2", plumbing, 2000, FAST, comparator)
+
+    with pytest.raises(QemuStartError):
+        asyncio.run(run())
+    assert "block-job-cancel:force" in qemu.commands and not qemu.mirror
+    assert "migrate" not in qemu.commands
