@@ -17,6 +17,9 @@
 ``COLOPP_API_RETENTION_PERIOD``         seconds between retention passes (default 300)
 ``COLOPP_ETCD_ENDPOINTS``               comma-separated etcd client URLs: fleet mode, replicas
                                         elect a leader that alone supervises (default unset)
+``COLOPP_RIGHT_ENDPOINTS``              etcd client URLs as the pool's agents reach them: with
+                                        fleet mode, each pool protection's serving side holds
+                                        its right to serve there (default unset: not held)
 ``COLOPP_API_REPLICA``                  this replica's name in the election (default host:pid)
 ``COLOPP_POOL``                         the pool for ``pool`` placements: a JSON list of hosts
                                         ``{"name", "address", "repl_ip", "port", "slots"}``,
@@ -165,6 +168,9 @@ class _Environment(BaseModel):
     etcd_endpoints: Annotated[tuple[str, ...], BeforeValidator(_endpoints)] = Field(
         (), alias="COLOPP_ETCD_ENDPOINTS"
     )
+    right_endpoints: Annotated[tuple[str, ...], BeforeValidator(_endpoints)] = Field(
+        (), alias="COLOPP_RIGHT_ENDPOINTS"
+    )
     replica: str | None = Field(None, max_length=200, alias="COLOPP_API_REPLICA")
     pool: Annotated[tuple[PoolMember, ...], BeforeValidator(_pool)] = Field((), alias="COLOPP_POOL")
 
@@ -202,6 +208,8 @@ class Settings:
     retention: RetentionPolicy = field(default_factory=lambda: parse_retention(DEFAULT_RETENTION))
     #: Fleet mode (colopp/arbiter): etcd client URLs; empty = the single-controller default.
     etcd_endpoints: tuple[str, ...] = ()
+    #: etcd as the pool's agents reach it (fleet mode): serving sides hold their right.
+    right_endpoints: tuple[str, ...] = ()
     replica: str = ""
     #: The hosts of ``pool`` placements (empty: none configured).
     pool: tuple[PoolMember, ...] = ()
@@ -242,6 +250,7 @@ class Settings:
             webhook_networks=webhook_networks(env.get("COLOPP_API_WEBHOOK_NETWORKS", "")),
             retention=_retention(env),
             etcd_endpoints=values.etcd_endpoints,
+            right_endpoints=values.right_endpoints if values.etcd_endpoints else (),
             replica=values.replica or f"{socket.gethostname()}:{os.getpid()}",
             pool=values.pool,
         )

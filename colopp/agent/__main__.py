@@ -16,7 +16,7 @@ from colopp.agent.host import RPC_METHODS, HostAgent
 from colopp.agent.protections import ProtectionRouter
 from colopp.agent.restart import RESTART_GRACE, exit_for_restart, readopt_protections
 from colopp.agent.server import AgentServer, raise_open_files_limit
-from colopp.agent.serving import RIGHT_METHODS, ServingRight
+from colopp.agent.serving import RIGHT_METHODS, SERVE_METHODS, ServingRight
 from colopp.agent.state_file import PersistentTokenGate
 from colopp.errors import ColoppError, ConfigError
 from colopp.qemu.runtime import runtime_from
@@ -110,6 +110,8 @@ async def serve(args: argparse.Namespace) -> None:
 
     def methods_of(side: HostAgent) -> dict[str, Any]:
         own = {name: getattr(side, name) for name in RPC_METHODS}
+        # A command to serve that carries a fencing token needs this side's right.
+        own |= {name: rights[side].guard(own[name]) for name in SERVE_METHODS}
         return own | {name: getattr(rights[side], name) for name in RIGHT_METHODS}
 
     agent = make_agent(args.state_dir)

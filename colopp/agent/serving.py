@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from colopp.arbiter.etcd import EtcdGateway
@@ -26,11 +26,15 @@ from colopp.arbiter.keeper import Etcd, RightKeeper
 from colopp.arbiter.right import FenceAction
 from colopp.arbiter.timing import LeaseTiming
 from colopp.clock import Clock, SystemClock
-from colopp.errors import ConfigError, StateError
+from colopp.errors import ConfigError, StaleToken, StateError
 
 log = logging.getLogger(__name__)
 
 RIGHT_METHODS = ("hold_right", "right_status", "release_right")
+#: The commands that make a side serve: with :data:`RIGHT_PARAM` they need its right.
+SERVE_METHODS = ("failover",)
+#: The parameter carrying the fencing token (``colopp.controller.rights.RIGHT_PARAM``).
+RIGHT_PARAM = "right_token"
 
 
 class _Process(Protocol):
@@ -112,6 +116,36 @@ class ServingRight:
         if self.keeper is not None:
             await self.keeper.release()
         return await self.right_status()
+
+    def check_token(self, token: object) -> None:
+        """Refuse a command to serve unless ``token`` is this side's current right.
+
+        Raises:
+            ConfigError: not a positive integer.
+            StaleToken: this side holds no right, or holds it under another token (an
+                older one: a controller that does not know the right moved; a newer one
+                cannot exist here).
+        """
+        if isinstance(token, bool) or not isinstance(token, int) or token <= 0:
+            raise ConfigError(f"{RIGHT_PARAM} must be a positive integer, got {token!r}")
+        keeper = self.keeper
+        if keeper is None or keeper.done.is_set() or not keeper.may_release():
+            raise StaleToken(f"fencing token {token}: this side holds no right to serve")
+        if token != keeper.token:
+            raise StaleToken(
+                f"fencing token {token} is not this side's right to serve (token {keeper.token})"
+            )
+
+    def guard(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``method`` (one of :data:`SERVE_METHODS`), refused unless the token it carries
+        is this side's right; a call without one (single-controller mode) passes."""
+
+        async def guarded(**params: Any) -> Any:
+            if RIGHT_PARAM in params:
+                self.check_token(params.pop(RIGHT_PARAM))
+            return await method(**params)
+
+        return guarded
 
     async def fence(self, action: FenceAction) -> None:
         """One fencing step on this side's QEMU and comparator."""

@@ -80,8 +80,16 @@ class AgentClient:
                 f"agent {self.name} at {self.host}:{self.port} unreachable: {exc.last}"
             ) from exc.last
 
-    async def call(self, method: str, timeout: float = 30.0, **params: Any) -> Any:
-        """Call ``method`` on the agent and return its result.
+    async def call(
+        self,
+        method: str,
+        timeout: float = 30.0,
+        connect_within: float | None = None,
+        **params: Any,
+    ) -> Any:
+        """Call ``method`` on the agent and return its result. ``connect_within``: how long
+        a new connection may take (default: the call's timeout, at most 15 s); a host whose
+        kernel does not even accept the connection in that time is not there.
 
         Raises:
             ColoppError subclass: the agent's error, re-raised with its class.
@@ -92,7 +100,10 @@ class AgentClient:
             if self._writer is None or self._reader is None:
                 # Bounded by the call's own timeout: a heartbeat must never wait 15 s
                 # on a host whose link is down.
-                await self.connect(within=min(timeout, 15.0))
+                within = min(timeout, 15.0)
+                if connect_within is not None:
+                    within = min(within, connect_within)
+                await self.connect(within)
             assert self._writer is not None and self._reader is not None
             rid = next(self._ids)
             if AgentClient.controller_token:

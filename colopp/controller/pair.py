@@ -15,11 +15,14 @@ from typing import Any
 
 from colopp.colo.converge import LiveBudget
 from colopp.colo.state import PairLifecycle, PairState, Transition
+from colopp.controller.rights import RIGHT_PARAM, PairRights
 from colopp.controller.seam import Agent, Clock, SystemClock, fence
 from colopp.domain import HostSlot, PairConfig, Role, VmSpec
 from colopp.errors import ColoppError, StateError
 
 Progress = Callable[[str], None]
+#: How long a status call may take to connect (a live agent's kernel accepts at once).
+STATUS_CONNECT_S = 1.0
 
 
 class PairController:
@@ -46,6 +49,8 @@ class PairController:
         self.events: list[dict[str, Any]] = []
         # Bounds of the live copy (colopp.colo.converge); tests narrow them.
         self.live_budget = LiveBudget()
+        # Fleet etcd mode: the serving side holds the right to serve (controller.rights).
+        self.rights: PairRights | None = None
 
     @property
     def state(self) -> PairState:
@@ -121,6 +126,8 @@ class PairController:
             self.progress("migrating into COLO (RAM and disk)")
             await pa.call("wait_colo", timeout=cfg.colo_timeout + 5)
             await sa.call("wait_colo", timeout=cfg.colo_timeout + 5)
+            if self.rights is not None:
+                await self.rights.hold(pa, self.clock)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, str(exc))
             self._event("error", message=str(exc))
@@ -229,7 +236,8 @@ class PairController:
         survivor = self.secondary if lost is Role.PRIMARY else self.primary
         self.lifecycle.move(PairState.FAILING_OVER, f"{lost.value} lost")
         try:
-            result: dict[str, Any] = await self.agents[survivor.name].call("failover")
+            params = await self._serving_token(lost, survivor)
+            result: dict[str, Any] = await self.agents[survivor.name].call("failover", **params)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, f"failover failed: {exc}")
             raise
@@ -238,6 +246,20 @@ class PairController:
         self.lifecycle.move(PairState.FAILED_OVER, f"{survivor.name} serves alone")
         self._event("failover", lost=lost.value, survivor=survivor.name, took_ms=result["took_ms"])
         return result
+
+    async def _serving_token(self, lost: Role, survivor: HostSlot) -> dict[str, Any]:
+        """Fleet etcd mode: the survivor's right to serve, taken before it serves (the old
+        primary gives it up first when it still can); the ``failover`` parameter carrying
+        its token. Single-controller mode: nothing."""
+        if self.rights is None:
+            return {}
+        agent = self.agents[survivor.name]
+        if lost is Role.PRIMARY:
+            await self.rights.give_up(self.agents[self.primary.name])
+            token = await self.rights.hold(agent, self.clock)
+        else:
+            token = await self.rights.current(agent)
+        return {RIGHT_PARAM: token}
 
     async def reprotect(self, onto: HostSlot | None = None) -> dict[str, Any]:
         """Start a new secondary (default: on the host lost last) and return to COLO.
@@ -338,7 +360,11 @@ class PairController:
     @staticmethod
     async def _status_of(agent: Agent) -> dict[str, Any]:
         try:
-            reply: dict[str, Any] = await agent.call("status", timeout=5)
+            # A dead host's SYN is dropped: it costs the short connect budget, not the
+            # whole timeout (a new leader's re-attach waited 5 s on the host just lost).
+            reply: dict[str, Any] = await agent.call(
+                "status", timeout=5, connect_within=STATUS_CONNECT_S
+            )
         except ColoppError as exc:
             return {"error": str(exc)}
         return reply

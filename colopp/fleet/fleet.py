@@ -24,6 +24,7 @@ from pathlib import Path
 from colopp.clock import Clock, SystemClock
 from colopp.controller.agent_client import AgentClient
 from colopp.controller.pair import PairController
+from colopp.controller.rights import PairRights, right_key
 from colopp.controller.seam import Agent
 from colopp.controller.supervisor import Incident, PairSupervisor
 from colopp.domain import HostSlot, PairConfig, ProtectionOptions, VmSpec
@@ -73,8 +74,12 @@ class Fleet:
         minimum: int = 3,
         clock: Clock | None = None,
         client: ClientFactory | None = None,
+        etcd_endpoints: list[str] | None = None,
     ) -> None:
-        """``client``: how to reach a host's agent (default: an AgentClient with ``token``)."""
+        """``client``: how to reach a host's agent (default: an AgentClient with ``token``).
+        ``etcd_endpoints``: etcd as the agents reach it; set, each protection's serving
+        side holds its right to serve there (:mod:`colopp.controller.rights`)."""
+        self.etcd_endpoints = list(etcd_endpoints or [])
         self.members = {m.name: m for m in check_members(members, minimum)}
         self.token = token
         self.clock: Clock = clock or SystemClock()
@@ -144,6 +149,8 @@ class Fleet:
             agents,
             self._agents(name, slot, "hb"),
         )
+        if self.etcd_endpoints:
+            made.pair.rights = PairRights(self.etcd_endpoints, right_key(name))
         self.protections[name] = made
         for host in (where.primary, where.secondary):
             await agents[host].allocate()

@@ -181,3 +181,23 @@ def test_the_manager_re_protects_a_pool_pair_onto_the_least_loaded_answering_hos
         assert pool[got.name].sides[name].slot == slot  # reserved there
 
     asyncio.run(main())
+
+
+def test_pool_pairs_hold_a_right_to_serve_only_in_fleet_mode_with_agent_endpoints(
+    tmp_path: Path,
+) -> None:
+    from colopp_api.live.pool import pair_rights
+
+    base = {"COLOPP_API_STATE_DIR": str(tmp_path), "COLOPP_API_TOKEN": "w"}
+    base["COLOPP_POOL"] = json.dumps(POOL)
+    runtime = {"protection": "p7", "slot": 0}
+    assert pair_rights(Settings.from_env(base), runtime) is None
+    agents = {"COLOPP_RIGHT_ENDPOINTS": "http://198.18.9.1:2379,http://198.18.9.2:2379"}
+    # Without fleet mode (no election) the right is not held: one controller decides.
+    assert pair_rights(Settings.from_env({**base, **agents}), runtime) is None
+    fleet = {**base, **agents, "COLOPP_ETCD_ENDPOINTS": "http://127.0.0.1:2379"}
+    rights = pair_rights(Settings.from_env(fleet), runtime)
+    assert rights is not None and rights.key == "colopp/right/p7"
+    assert rights.endpoints == ["http://198.18.9.1:2379", "http://198.18.9.2:2379"]
+    with pytest.raises(ConfigError, match="COLOPP_RIGHT_ENDPOINTS"):
+        Settings.from_env({**fleet, "COLOPP_RIGHT_ENDPOINTS": "ftp://x"})

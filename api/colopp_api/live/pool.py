@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from colopp.controller.agent_client import AgentClient
+from colopp.controller.rights import PairRights, right_key
 from colopp.domain import ComparatorKind, PairConfig
 from colopp.errors import ConfigError
 from colopp.fleet.placement import PoolHost, Sides, place
@@ -65,6 +66,14 @@ def pool_agents(
         )
         for m in settings.pool
     }
+
+
+def pair_rights(settings: Settings, runtime: Mapping[str, Any]) -> PairRights | None:
+    """The protection's right to serve at etcd (fleet mode with ``COLOPP_RIGHT_ENDPOINTS``;
+    :mod:`colopp.controller.rights`), else None."""
+    if not settings.right_endpoints:
+        return None
+    return PairRights(list(settings.right_endpoints), right_key(str(runtime["protection"])))
 
 
 def agent_token(settings: Settings) -> str:

@@ -169,6 +169,8 @@ class ProtectionRunner:
             self.pair = PairController(
                 made.config, made.agents, progress=self._progress, on_change=self._on_transition
             )
+            if self.placement == "pool":
+                self.pair.rights = pool.pair_rights(self.settings, self.runtime)
             self.phase, self.reason = None, None
             self._persist()
             if spec.running_qmp is not None:  # a VM that runs already: no restart
@@ -218,6 +220,7 @@ class ProtectionRunner:
         if self.placement == "pool":  # every call names the protection
             name, slot = self.runtime["protection"], int(self.runtime["slot"])
             pair.agents = {n: ProtectionAgent(a, name, slot) for n, a in agents.items()}
+            pair.rights = pool.pair_rights(self.settings, self.runtime)
         self.pair = pair
         pair.lifecycle.on_change = self._on_transition
 

@@ -13,7 +13,7 @@ import pytest
 from colopp.agent.serving import ServingRight
 from colopp.arbiter.right import FenceAction
 from colopp.clock import FakeClock
-from colopp.errors import ConfigError, NotAcquired, StateError
+from colopp.errors import ConfigError, NotAcquired, StaleToken, StateError
 from colopp.qemu.qemu_process import QemuProcess
 from tests.unit.arbiter.scripted_etcd import ScriptedEtcd, T
 
@@ -120,6 +120,40 @@ def test_a_second_side_cannot_take_a_held_right_and_release_lets_it() -> None:
         assert (await a.release_right())["state"] == "released"
         second = await b.hold_right(["http://e"], "colopp/protection/web")
         assert second["token"] > first["token"]
+        await b.release_right()
+
+    asyncio.run(scenario())
+
+
+def test_a_command_to_serve_needs_this_sides_current_token() -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        etcd = ScriptedEtcd(clock)
+        a = ServingRight(lambda: None, clock, lambda urls, timeout: etcd)
+        b = ServingRight(lambda: None, clock, lambda urls, timeout: etcd)
+        served: list[dict[str, Any]] = []
+
+        async def failover(**params: Any) -> dict[str, Any]:
+            served.append(params)
+            return {"took_ms": 1.0}
+
+        guarded_a, guarded_b = a.guard(failover), b.guard(failover)
+        with pytest.raises(StaleToken, match="holds no right"):
+            await guarded_b(right_token=5)
+        old = (await a.hold_right(["http://e"], "colopp/protection/web"))["token"]
+        await guarded_a(right_token=old)
+        await a.release_right()
+        new = (await b.hold_right(["http://e"], "colopp/protection/web"))["token"]
+        # The old holder, released, refuses its own old token; the new one refuses it too.
+        with pytest.raises(StaleToken, match="holds no right"):
+            await guarded_a(right_token=old)
+        with pytest.raises(StaleToken, match=f"not this side's right .*token {new}"):
+            await guarded_b(right_token=old)
+        with pytest.raises(ConfigError):
+            await guarded_b(right_token="1")
+        await guarded_b(right_token=new)
+        await guarded_b()  # single-controller mode: no token, no check
+        assert served == [{}, {}, {}]
         await b.release_right()
 
     asyncio.run(scenario())

@@ -32,3 +32,26 @@ def test_a_call_to_a_host_that_drops_the_syn_ends_within_its_timeout(
 
     took = asyncio.run(main())
     assert took < 1.5  # 0.3 s asked; an attempt of 2 s was the bug
+
+
+def test_a_status_of_a_host_that_drops_the_syn_costs_the_connect_budget_not_its_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new leader's re-attach asked the host just lost for its status and waited the
+    whole 5 s timeout; the status's connection now gets STATUS_CONNECT_S."""
+    from colopp.controller.pair import STATUS_CONNECT_S, PairController
+
+    async def never(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(asyncio, "open_connection", never)
+
+    async def main() -> tuple[float, dict[str, Any]]:
+        client = AgentClient("hosta-pair", "198.18.2.10", 7400, "t", tls=None)
+        started = time.monotonic()
+        reply = await PairController._status_of(client)
+        return time.monotonic() - started, reply
+
+    took, reply = asyncio.run(main())
+    assert "unreachable" in reply["error"]
+    assert took < STATUS_CONNECT_S + 1.0  # was 5 s: the status call's whole timeout
