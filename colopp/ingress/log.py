@@ -19,7 +19,17 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.packet import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    TCP,
+    FlowKey,
+    Malformed,
+    Packet,
+    parse_frame,
+)
 from colopp.compare.receipts import Receipt
 from colopp.compare.seq import HALF, MASK
 
@@ -76,9 +86,13 @@ class ClientLog:
         self._conns: dict[FlowKey, _Connection] = {}
         self._dirty: set[FlowKey] = set()
 
-    def client_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> None:
-        """A client -> guest frame as the primary's mirror delivered it."""
-        pkt = parse_frame(frame, vnet_hdr_len)
+    def client_frame(
+        self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
+    ) -> None:
+        """A client -> guest frame as the primary's mirror delivered it (``pkt``: the frame
+        parsed already, by the caller)."""
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
             return
         _, client, guest, cport, gport = pkt.key
@@ -112,9 +126,17 @@ class ClientLog:
             conn.extend(index)
             self._dirty.add(key)
 
-    def guest_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> None:
-        """A frame the secondary guest sent: its ACK releases what it acknowledges."""
-        pkt = parse_frame(frame, vnet_hdr_len)
+    def guest_frame(
+        self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
+    ) -> None:
+        """A frame the secondary guest sent: its ACK releases what it acknowledges.
+
+        A receipt follows only when ``end`` moved: one whose ``start`` alone moved (to the
+        guest's ACK) promises the comparator nothing new, since coverage asks ``start <=``
+        the secondary guest's ACK, which the old ``start`` already met (receipts.py).
+        """
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
             return
         conn = self._conns.get(pkt.key)
@@ -136,7 +158,7 @@ class ClientLog:
                 # The guest got bytes this host did not keep: hold again from its ACK on.
                 conn.end = ack
                 conn.extend(0)
-            self._dirty.add(pkt.key)
+                self._dirty.add(pkt.key)
 
     def receipts(self) -> list[Receipt]:
         """What changed since the last call: ``(key, start, end)`` per connection, client

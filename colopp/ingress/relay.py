@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import DecodedFrame, FrameDecoder, encode_frame
+from colopp.compare.packet import parse_frame
 from colopp.compare.receipts import encode_receipts
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
@@ -134,14 +135,19 @@ class Relay:
             del self._sides[side.name]
 
     def frames(self, side: _Side, frames: list[DecodedFrame]) -> None:
-        """Log, then forward: client frames to red0, guest frames (and receipts) onward."""
+        """Log, then forward: client frames to red0, guest frames (and receipts) onward.
+
+        Each frame is parsed once, for the log and the gate alike.
+        """
         vnet = self.options.vnet_hdr
+        log, gate = self.log, self.gate
         if side.name == "mirror":
             now = asyncio.get_running_loop().time()
             passing: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
-                self.log.client_frame(data, vnet_hdr_len)
-                passing += self.gate.client_frame(data, now, vnet_hdr_len)
+                pkt = parse_frame(data, vnet_hdr_len)
+                log.client_frame(data, vnet_hdr_len, pkt)
+                passing += gate.client_frame(data, now, vnet_hdr_len, pkt)
             self.stats["client_frames"] += len(frames)
             self._to_guest(passing)
             # What this host now holds, at once: an uploading client's bytes need not wait
@@ -151,8 +157,9 @@ class Relay:
         elif side.name == "red1":
             released: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
-                self.log.guest_frame(data, vnet_hdr_len)
-                released += self.gate.guest_frame(data, vnet_hdr_len)
+                pkt = parse_frame(data, vnet_hdr_len)
+                log.guest_frame(data, vnet_hdr_len, pkt)
+                released += gate.guest_frame(data, vnet_hdr_len, pkt)
             self.stats["guest_frames"] += len(frames)
             self._to_guest(released)
             self._send_receipts([encode_frame(d, n, vnet_hdr=vnet) for d, n in frames])
