@@ -87,6 +87,7 @@ class Relay:
         self._sides: dict[str, _Side] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._gate_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Listen for the secondary QEMU; keep connecting to the primary and comparator."""
@@ -102,13 +103,18 @@ class Relay:
             ("comparator", self.options.output_to),
         ):
             self._tasks.append(asyncio.create_task(self._keep_connected(name, endpoint)))
-        self._tasks.append(asyncio.create_task(self._gate_ticker()))
 
-    async def _gate_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(GATE_TICK_S)
-            self._to_guest(self.gate.due(loop.time()))
+    def _arm_gate_timer(self) -> None:
+        """Look at held client frames again in :data:`GATE_TICK_S`, while the gate holds
+        some (a timer only then: no wake-up of this host's CPU when nothing waits)."""
+        if self._gate_timer is None and self.gate.held_frames:
+            loop = asyncio.get_running_loop()
+            self._gate_timer = loop.call_later(GATE_TICK_S, self._gate_due)
+
+    def _gate_due(self) -> None:
+        self._gate_timer = None
+        self._to_guest(self.gate.due(asyncio.get_running_loop().time()))
+        self._arm_gate_timer()
 
     def _factory(self, name: str) -> Callable[[], asyncio.Protocol]:
         return lambda: _Side(self, name, self.options.vnet_hdr)
@@ -150,6 +156,7 @@ class Relay:
                 passing += gate.client_frame(data, now, vnet_hdr_len, pkt)
             self.stats["client_frames"] += len(frames)
             self._to_guest(passing)
+            self._arm_gate_timer()
             # What this host now holds, at once: an uploading client's bytes need not wait
             # for the guest's next output (the log's start moves only on guest ACKs already
             # forwarded, so a receipt here still follows every frame it relies on).
@@ -200,6 +207,8 @@ class Relay:
         return self.log.unacked()
 
     async def stop(self) -> None:
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
