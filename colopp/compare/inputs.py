@@ -74,13 +74,15 @@ EAGER_BYTES = 64 * 1024
 class ClientFrames:
     """The copy of the guest's input, drained on demand.
 
-    Read only when it matters, not on readiness: before the shell decides on primary output
-    (every request that output may answer is then in the socket: QEMU writes the copy before
-    the guest sees the frame), at a checkpoint's STOP and at every tick. That spares the
-    primary host a wake-up of the comparator per client frame, taken while the primary guest
-    needs the CPU to answer. Reading later never lets anything leave that reading at once
-    would not: the read rule only grants more as it sees more requests. A client that sends
-    much while the guest answers little (more than :data:`EAGER_BYTES` between two ticks)
+    Read only when the shell is awake anyway, not on readiness: before it decides on primary
+    output (every request that output may answer is then in the socket: QEMU writes the copy
+    before the guest sees the frame), before secondary output and receipts (which usually
+    come before the primary's answer: the request is then classified off its path), at a
+    checkpoint's STOP and at every tick. That spares the primary host a wake-up of the
+    comparator per client frame, taken while the primary guest needs the CPU to answer.
+    Reading later never lets anything leave that reading at once would not: the read rule
+    only grants more as it sees more requests. A client that sends much while the guest
+    answers little (more than :data:`EAGER_BYTES` between two ticks)
     would fill the socket and block QEMU's filter-mirror: then the copy is also read on
     readiness, until a tick finds the flow small again.
     """
