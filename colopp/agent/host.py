@@ -107,6 +107,8 @@ class HostAgent:
             self.translation = SideTranslation(spec.run_dir)
             if spec.role is Role.SECONDARY and not self.side.failed_over:
                 await self.translation.readopted_secondary(spec)
+                if spec.rewriter_relay:
+                    await self.translation.learn_here(self.side)
         self.persist()
         return True
 
@@ -335,11 +337,15 @@ class HostAgent:
         the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
         side = self._require(Role.SECONDARY)
         await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
-        if side.spec.options.comparator is ComparatorKind.COLOPP:
+        if side.spec.options.comparator is ComparatorKind.COLOPP or side.spec.rewriter_relay:
+            if self.translation is not None:
+                await self.translation.stop()
             self.translation = SideTranslation(side.spec.run_dir)
             await self.translation.as_secondary(
                 side.spec, translation, functools.partial(run_steps, side)
             )
+            if side.spec.rewriter_relay:  # QEMU's colo-compare: learn the offsets here
+                await self.translation.learn_here(side)
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(
@@ -480,6 +486,7 @@ class HostAgent:
             promote_ingress(side)  # hands what it holds to the guest, then exits
             await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
             if self.translation is not None:
+                await self.translation.stop_learning(side)
                 self.translation.promoted(last_load)
         else:
             # No self-fence from here: without a peer and with the controller waiting on
