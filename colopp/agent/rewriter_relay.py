@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between connection attempts to the primary's chardev servers.
 RECONNECT_S = 0.2
-#: Each stream: (name of the end QEMU connects to, name of the primary's end).
+#: The primary's end of each stream -> the secondary QEMU's end it is opened for.
 _PARTNER = {"mirror": "red0", "comparator": "red1"}
+#: Where the frames read from an end go.
 _TARGET = {"mirror": "red0", "red1": "comparator"}
 
 
