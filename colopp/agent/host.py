@@ -251,7 +251,8 @@ class HostAgent:
 
     async def prepare_secondary(self, translation: list[Any] | None = None) -> PrepareReply:
         """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
-        the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
+        the serving side's table of record (docs/rewrite.md). With QEMU's colo-compare the
+        agent relays the replication streams and learns the young offsets here."""
         side = self._require(Role.SECONDARY)
         await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
         if side.spec.options.comparator is ComparatorKind.COLOPP or side.spec.rewriter_relay:
