@@ -34,6 +34,19 @@ class _Primary:
         return server, server.sockets[0].getsockname()[1]
 
 
+def _spec(tmp_path: Path, mirror_port: int, compare_port: int) -> SideSpec:
+    return SideSpec(
+        Role.SECONDARY,
+        tmp_path,
+        "tap0",
+        tmp_path / "d.qcow2",
+        "127.0.0.1",
+        "127.0.0.1",
+        Ports(mirror=mirror_port, compare=compare_port),
+        ProtectionOptions(comparator=ComparatorKind.BUILTIN),
+    )
+
+
 async def _frames(reader: asyncio.StreamReader, count: int) -> list[bytes]:
     decoder, out = FrameDecoder(), []
     while len(out) < count:
@@ -47,16 +60,7 @@ async def _scenario(tmp_path: Path) -> None:
     mirror, comparator = _Primary(), _Primary()
     mirror_server, mirror_port = await mirror.serve()
     compare_server, compare_port = await comparator.serve()
-    spec = SideSpec(
-        Role.SECONDARY,
-        tmp_path,
-        "tap0",
-        tmp_path / "d.qcow2",
-        "127.0.0.1",
-        "127.0.0.1",
-        Ports(mirror=mirror_port, compare=compare_port),
-        ProtectionOptions(comparator=ComparatorKind.BUILTIN),
-    )
+    spec = _spec(tmp_path, mirror_port, compare_port)
     assert spec.rewriter_relay
     ticks = iter(float(n) for n in range(1, 1000))
     young = YoungOffsets()
@@ -104,3 +108,34 @@ async def _scenario(tmp_path: Path) -> None:
 
 def test_frames_pass_unchanged_and_the_offset_is_learned(tmp_path: Path) -> None:
     asyncio.run(_scenario(tmp_path))
+
+
+async def _unlink_scenario(tmp_path: Path) -> None:
+    mirror, comparator = _Primary(), _Primary()
+    mirror_server, mirror_port = await mirror.serve()
+    compare_server, compare_port = await comparator.serve()
+    spec = _spec(tmp_path, mirror_port, compare_port)
+    relay = RewriterRelay(spec, YoungOffsets())
+    await relay.start()
+    try:
+        _, red0_writer = await asyncio.open_unix_connection(str(spec.red0_socket))
+        await asyncio.wait_for(mirror.connected.wait(), TIMEOUT)
+        assert not comparator.connected.is_set()  # QEMU's red1 end is not there
+        red0_writer.close()
+        await red0_writer.wait_closed()
+        assert mirror.reader is not None
+        assert await asyncio.wait_for(mirror.reader.read(), TIMEOUT) == b""  # closed too
+    finally:
+        await relay.stop()
+        for primary in (mirror, comparator):
+            if primary.writer is not None:
+                primary.writer.close()
+                await primary.writer.wait_closed()
+        for server in (mirror_server, compare_server):
+            server.close()
+            await server.wait_closed()
+
+
+def test_the_primarys_end_follows_qemus(tmp_path: Path) -> None:
+    """The primary sees the secondary linked only while QEMU holds its end."""
+    asyncio.run(_unlink_scenario(tmp_path))
