@@ -23,14 +23,17 @@ firewall rule in its namespace: it still reaches its peer, the controller and th
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.fleet_dual import verdict
-from colopp.arbiter.cluster import Events
+from colopp.arbiter.cluster import EtcdCluster, Events, Member, free_port
+from colopp.controller.rights import PairRights
 from colopp.demo.harness import ClientWorkload
 from colopp.domain import Role
 from colopp.errors import ColoppError
@@ -166,3 +169,39 @@ async def _serve_twice(local: LocalFleet, name: str, old: str) -> str | None:
     except ColoppError as exc:  # reported: the control then shows what it shows
         return str(exc)
     return None
+
+
+async def _on_lab(state: Path) -> dict[str, Any]:
+    loadavg = [list(os.getloadavg())]
+    local = await LocalFleet.start(state / "lab", None, "f21bpt", taps=1)
+    root = str(local.deployment.plan.address(Node.CONTROLLER, Network.MANAGEMENT))
+    members = [Member(f"m{i}", root, free_port(), free_port()) for i in range(3)]
+    (state / "etcd").mkdir()
+    cluster = EtcdCluster(members, state / "etcd")
+    try:
+        cluster.start()
+        local.fleet.etcd_endpoints = [m.client_url for m in members]
+        ports = [m.client_port for m in members]
+        fenced = await partition(local, ports, "vm0", fence=True)
+        control = await partition(local, ports, "vm1", fence=False)
+    finally:
+        await local.close()
+        cluster.stop()
+    keys = ("dual_primary_observed", "late_frames", "intervals_both", "old_right")
+    return {
+        **fenced,
+        "ttl_s": PairRights.ttl,
+        "loadavg_start_end": [*loadavg, list(os.getloadavg())],
+        "control": {k: control[k] for k in keys} | {"fencing": False},
+    }
+
+
+def etcd_partition(state: Path) -> dict[str, Any]:
+    """``etcd_partition`` for ``bench.fleet``: the fenced run, and the control's verdict
+    under ``control`` (root, etcd, QEMU; takes the lab lock)."""
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_on_lab(state))
+    finally:
+        loop.close()
