@@ -185,5 +185,6 @@ def test_unsafe_no_fence_loses_the_right_but_leaves_the_side_running(tmp_path: P
                 )
         finally:
             process.kill()
+            await asyncio.wait_for(process.exited.wait(), 10)  # reaped before the loop ends
 
     asyncio.run(scenario())
