@@ -85,6 +85,10 @@ class ClientLog:
         self.frames_refused = 0  # not kept: over max_bytes
         self._conns: dict[FlowKey, _Connection] = {}
         self._dirty: set[FlowKey] = set()
+        # Connections whose last receipt the comparator may have forgotten (a checkpoint, a
+        # new stream to it): their next guest ACK is followed by a receipt even if only
+        # ``start`` moved, as every ACK's was before receipts were sent only on ``end``.
+        self._forgotten: set[FlowKey] = set()
 
     def client_frame(
         self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
@@ -159,6 +163,14 @@ class ClientLog:
                 conn.end = ack
                 conn.extend(0)
                 self._dirty.add(pkt.key)
+            elif pkt.key in self._forgotten:
+                self._dirty.add(pkt.key)
+            self._forgotten.discard(pkt.key)
+
+    def receipts_forgotten(self) -> None:
+        """The comparator forgot every receipt (a checkpoint, or a new stream to it): the
+        next guest ACK on each connection is followed by a receipt again."""
+        self._forgotten = set(self._conns)
 
     def receipts(self) -> list[Receipt]:
         """What changed since the last call: ``(key, start, end)`` per connection, client
@@ -190,3 +202,4 @@ class ClientLog:
         if conn is not None:
             self.bytes_kept -= sum(len(s[2]) for s in conn.segments)
         self._dirty.discard(key)
+        self._forgotten.discard(key)

@@ -135,6 +135,8 @@ class Relay:
             side.transport.close()
             return
         self._sides[side.name] = side
+        if side.name == "comparator":
+            self.log.receipts_forgotten()  # a new stream promises nothing (forget_receipts)
 
     def closed(self, side: _Side) -> None:
         if self._sides.get(side.name) is side:
@@ -183,7 +185,8 @@ class Relay:
 
     def checkpoint(self) -> None:
         """The secondary loaded a checkpoint: the gate forgets the old guest's output and
-        lets what it held go."""
+        lets what it held go; the comparator forgot every receipt."""
+        self.log.receipts_forgotten()
         self._to_guest(self.gate.checkpoint())
 
     def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
