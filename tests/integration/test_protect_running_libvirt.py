@@ -36,11 +36,18 @@ PREFIX = "clplrn"
 DOMAIN = "lvrunning"
 TAP = "clplrnvm0"
 FAILOVER_KEY, FAILOVER_VALUE = "before-failover", "acked-by-the-taken-over-primary"
+COUNTERS = ("matched_frames", "malformed_total", "divergences", "checkpoints_done")
 pytestmark = pytest.mark.timeout(900)
 
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, timeout=30)
+
+
+def _tap_flags(netns: str, tap: str) -> str:
+    """``ip -d link`` of ``tap`` in ``netns``: its tun flags (``vnet_hdr on``...)."""
+    argv = ["ip", "-d", "-n", netns, "link", "show", "dev", tap]
+    return subprocess.run(argv, check=True, timeout=30, capture_output=True, text=True).stdout
 
 
 def _opened(pid: int) -> set[tuple[int, int]]:
@@ -96,6 +103,7 @@ async def _trial(libvirt: Any, qemu_root: Path, state: Path) -> dict[str, Any]:
         _ip("link", "set", "dev", TAP, "netns", netns)
         _ip("-n", netns, "link", "set", "dev", TAP, "master", bridge, "up")
         await asyncio.to_thread(_wait_domain_ready, serial, dom)
+        domain_tap = await asyncio.to_thread(_tap_flags, netns, TAP)
         address = str(plan.guest_address.ip)
         client = plan.netns(Node.CLIENT)
         await asyncio.to_thread(client_put, client, address, BEFORE_KEY, BEFORE_VALUE)
@@ -109,7 +117,11 @@ async def _trial(libvirt: Any, qemu_root: Path, state: Path) -> dict[str, Any]:
         original = os.stat(disk)
         same_disk = (original.st_dev, original.st_ino) in _opened(int(primary["pid"]))
         domain_active = bool(dom.isActive())
+        copy_argv = Path(f"/proc/{primary['pid']}/cmdline").read_bytes().split(b"\0")
+        copy_tap = await asyncio.to_thread(_tap_flags, netns, result["take_over"]["tap"])
         await asyncio.to_thread(workload.served, 20)
+        run_dir = state / "hosta" / local.config.vm.name / Role.PRIMARY.value
+        compared = json.loads((run_dir / "compare.json").read_text())
         await asyncio.to_thread(client_put, client, address, FAILOVER_KEY, FAILOVER_VALUE)
         await sp.pair.agents[sp.pair.primary.name].call("kill_vm")
         await sp.pair.failover(Role.PRIMARY)
@@ -146,6 +158,10 @@ async def _trial(libvirt: Any, qemu_root: Path, state: Path) -> dict[str, Any]:
         "source_pid": source_pid,
         "take_over": result["take_over"],
         "same_disk": same_disk,
+        "domain_tap_flags": domain_tap,
+        "copy_tap_flags": copy_tap,
+        "copy_netdev": [a.decode() for a in copy_argv if a.startswith(b"tap,")],
+        "compared": {k: compared.get(k) for k in COUNTERS},
         "domain_active_after": domain_active,
         "served_by": serving,
         "reprotect_s": reprotected.get("reprotect_s"),
@@ -174,6 +190,13 @@ def test_a_running_libvirt_domain_is_protected_failed_over_reprotected_and_unpro
     assert taken["vm"]["vnet_hdr"] is True, taken
     assert out["same_disk"], out  # the primary had the domain's own file open
     assert out["domain_active_after"] is False  # its old QEMU is gone, the VM is not
+    # libvirt opened the domain's tap with a virtio-net header; colopp's copy opened its
+    # own with one too, and the comparator parsed the filters' frames (header length word).
+    assert "vnet_hdr on" in out["domain_tap_flags"], out["domain_tap_flags"]
+    assert "vnet_hdr on" in out["copy_tap_flags"], out["copy_tap_flags"]
+    assert all("vnet_hdr=on" in a for a in out["copy_netdev"]) and out["copy_netdev"], out
+    compared = out["compared"]
+    assert compared["matched_frames"] > 100 and compared["malformed_total"] == 0, compared
     summary = out["summary"]
     assert summary["writes_acked"] > 0, summary
     assert summary["writes_lost"] == 0, summary["lost_keys"]

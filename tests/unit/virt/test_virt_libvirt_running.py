@@ -120,5 +120,7 @@ def test_every_problem_is_listed_at_once() -> None:
     xml = live_xml(
         nic=NIC.replace("<rom enabled='no'/>", ""), disk=DISK.replace("bus='virtio'", "bus='sata'")
     )
-    message = str(pytest.raises(ConfigError, inspect_domain, xml).value)
+    with pytest.raises(ConfigError) as refused:
+        inspect_domain(xml)
+    message = str(refused.value)
     assert "<rom enabled='no'/>" in message and "bus='virtio'" in message
