@@ -149,9 +149,8 @@ def inspect_domain(xml: str) -> RunningVm:
         problems += _nic_problems(nic)
     problems += _disk_problems(devices.findall("disk"))
     problems += _device_problems(devices)
-    machine = (
-        str(root.find("os/type").get("machine", "pc")) if root.find("os/type") is not None else "pc"
-    )
+    os_type = root.find("os/type")
+    machine = "pc" if os_type is None else str(os_type.get("machine", "pc"))
     if machine != "pc" and not machine.startswith("pc-i440fx"):
         problems.append(f"machine {machine!r}: use <type machine='pc'> (colopp runs i440fx)")
     if problems:
