@@ -7,7 +7,6 @@ one VM side per host in this version.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import os
 import signal
@@ -16,16 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from colopp.agent.adopt import persist_side, readopt
-from colopp.agent.comparing import (
-    promote_ingress,
-    start_comparator,
-    stop_comparator,
-    stop_ingress,
-)
+from colopp.agent.comparing import start_comparator, stop_comparator, stop_ingress
 from colopp.agent.disks import prepare_disks
+from colopp.agent.failover import serve_alone
+from colopp.agent.heartbeat import heartbeat_reply, lease_view, probe_tcp
 from colopp.agent.launch import read_libvirt_domain, start_libvirt_side, start_qemu_side
-from colopp.agent.lease import LeaseView, LeaseWatchdog
-from colopp.agent.live_protect import live_reprotect
+from colopp.agent.lease import LeaseWatchdog
+from colopp.agent.live_protect import live_reprotect, resume_protection
 from colopp.agent.replies import (
     BootReply,
     FailoverReply,
@@ -43,27 +39,20 @@ from colopp.agent.replies import (
 )
 from colopp.agent.semiactive import restore_vcpus, shrink_secondary
 from colopp.agent.side import Side, event_stamp
+from colopp.agent.status import side_status
 from colopp.agent.steps import run_steps, wait_colo_mode
 from colopp.agent.takeover import take_over
 from colopp.agent.takeover_libvirt import take_over_domain
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
-from colopp.agent.translation import describe as describe_translation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.converge import LiveBudget
-from colopp.colo.sequence import (
-    attach_replication,
-    primary_failover,
-    resume_replication,
-    secondary_failover,
-    secondary_prepare,
-)
+from colopp.colo.sequence import attach_replication, secondary_prepare
 from colopp.domain import Backend, ComparatorKind, Role, SideRequest, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
-from colopp.rewrite.splice import promotion_steps
 
 
 class HostAgent:
@@ -85,7 +74,11 @@ class HostAgent:
         self._lock = asyncio.Lock()
         # Self-fencing (see colopp.agent.lease): renewed by the controller's heartbeats.
         self.lease = LeaseWatchdog(
-            lease, clock or SystemClock(), self._lease_view, self._peer_reachable, self._self_fence
+            lease,
+            clock or SystemClock(),
+            lambda: lease_view(self.side),
+            self._peer_reachable,
+            self._self_fence,
         )
         # The libvirt backend's daemon (a protection picks the backend at launch).
         self.libvirt_uri = os.environ.get("COLOPP_LIBVIRT_URI", "qemu:///system")
@@ -125,72 +118,26 @@ class HostAgent:
         """
         if heartbeat:
             self.lease.renew()
-        side = self.side
-        alive = bool(side and side.process.alive())
-        qmp_ok = alive
-        if side is not None and alive and qmp_timeout > 0:
-            try:
-                await side.monitor.execute("query-status", timeout=qmp_timeout)
-            except QmpError:
-                qmp_ok = False
-        stalled = self._replication_stall(side, time.time()) if side is not None else 0.0
-        reply: PingReply = {
-            "host": self.host,
-            "time": time.time(),
-            "vm_alive": alive,
-            "qmp_ok": qmp_ok,
-            "checkpoint_stalled_s": stalled,
-            "self_fenced": self.lease.self_fenced,
-            "role": side.spec.role.value if side else None,
-        }
-        if self.restart_grace is not None:
-            reply["restarting_s"] = self.restart_grace
-        return reply
+        return await heartbeat_reply(
+            self.host, self.side, qmp_timeout, self.lease.self_fenced, self.restart_grace
+        )
 
     agent_port = 7400
-
-    def _lease_view(self) -> LeaseView:
-        side = self.side
-        running = side is not None and side.process.alive()
-        primary = (
-            side is not None
-            and side.spec.role is Role.PRIMARY
-            and not side.failed_over
-            and not side.going_alone
-        )
-        return LeaseView(running, primary)
 
     async def _peer_reachable(self) -> bool:
         if self.side is None:
             return False
-        reply = await self.probe_tcp(self.side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
+        reply = await probe_tcp(self.side.spec.peer_repl_ip, self.agent_port, timeout=0.2)
         return bool(reply["reachable"])
 
     def _self_fence(self) -> None:
         if self.side is not None:
             self.side.process.kill()
 
-    @staticmethod
-    def _replication_stall(side: Side, now: float) -> float:
-        """Seconds replication has been stuck: a checkpoint that keeps the VM stopped, or
-        (primary in COLO) a checkpoint overdue past its period: QEMU waits for the
-        secondary's reply before stopping the VM, so a cut link shows up as silence."""
-        stopped = side.checkpoints.stalled_for(now)
-        last = side.checkpoints.last_at
-        if side.spec.role is not Role.PRIMARY or side.failed_over or last is None:
-            return stopped
-        overdue = now - last - side.checkpoint_delay_ms / 1000.0
-        return max(stopped, overdue, 0.0)
-
     async def probe_tcp(self, host: str, port: int, timeout: float = 0.5) -> ProbeTcpReply:
         """Can this host open a TCP connection to ``host:port`` (e.g. the peer's agent on
         the replication network)?"""
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, TimeoutError) as exc:
-            return {"reachable": False, "error": str(exc) or type(exc).__name__}
-        writer.close()
-        return {"reachable": True}
+        return await probe_tcp(host, port, timeout)
 
     async def probe_qemu(self, accel: str = "tcg") -> ProbeQemuReply:
         """The QEMU version here; raises QemuUnsupported for a known-broken one."""
@@ -200,37 +147,7 @@ class HostAgent:
 
     async def status(self) -> StatusReply:
         """Role, process, COLO and checkpoint state of this side."""
-        side = self.side
-        if side is None:
-            return {"host": self.host, "role": None, "vm_alive": False}
-        out: StatusReply = {
-            "host": self.host,
-            "role": side.spec.role.value,
-            "backend": side.backend.value,
-            "pid": side.process.pid,
-            "vm_alive": side.process.alive(),
-            "returncode": side.process.returncode,
-            "failed_over": side.failed_over,
-            "checkpoints": side.checkpoints.count,
-            "last_checkpoint_at": side.checkpoints.last_at,
-            "checkpoint_pauses_ms": side.checkpoints.pauses_ms[-32:],
-            "colo_exit": side.checkpoints.colo_exit,
-            "vcpu": side.vcpu.to_status() if side.vcpu is not None else None,
-        }
-        if self.translation is not None:
-            out["translation"] = describe_translation(self.translation)
-        if side.comparator is not None:
-            out["comparator"] = side.comparator.status()
-        if side.ingress is not None:
-            out["ingress"] = side.ingress.status()
-        if side.process.alive():
-            try:
-                out["colo"] = await side.monitor.execute("query-colo-status", timeout=2.0)
-                migrate = await side.monitor.execute("query-migrate", timeout=2.0)
-                out["migration"] = migrate.get("status") if isinstance(migrate, dict) else None
-            except QmpError as exc:
-                out["qmp_error"] = str(exc)
-        return out
+        return await side_status(self.host, self.side, self.translation)
 
     # ----- lifecycle -----------------------------------------------------------------
     async def launch(
@@ -405,21 +322,6 @@ class HostAgent:
         if not side.failed_over:
             raise StateError(f"{self.host} is not serving alone; nothing to re-protect")
         started = time.monotonic()
-        has_rewriter = side.spec.role is Role.SECONDARY
-        side.spec = dataclasses.replace(side.spec, role=Role.PRIMARY, peer_repl_ip=peer_repl_ip)
-        spec = side.spec
-        sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
-        plumbing = resume_replication(
-            spec.local_repl_ip,
-            peer_repl_ip,
-            spec.ports,
-            sockets,
-            spec.options.comparator,
-            has_rewriter,
-            client_socket=str(spec.client_socket) if spec.options.client_frames else None,
-            vnet_hdr=side.vm.vnet_hdr,
-        )
-        side.checkpoint_delay_ms = checkpoint_delay_ms
         translation = self.translation
 
         async def in_pause() -> None:
@@ -430,11 +332,8 @@ class HostAgent:
             await start_comparator(side, self._comparator_restarted)
             self.persist()
 
-        # The guest runs through the disk mirror and the RAM pre-copy and pauses only for
-        # the switch into COLO (colopp.colo.live explains the writes an earlier resume
-        # lost, and why this plan cannot).
-        result = await live_reprotect(
-            side, peer_repl_ip, plumbing, checkpoint_delay_ms, live_budget, comparator, in_pause
+        result = await resume_protection(
+            side, peer_repl_ip, checkpoint_delay_ms, live_budget, comparator, in_pause
         )
         side.failed_over = side.going_alone = False  # in COLO again: the lease applies
         self.persist()
@@ -480,27 +379,7 @@ class HostAgent:
         """Serve alone: the secondary takes over, or the primary drops its peer."""
         side = self._require()
         started = time.monotonic()
-        if side.spec.role is Role.SECONDARY:
-            # The last checkpoint this secondary loaded, before anything here can make its
-            # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
-            last_load = side.checkpoints.last_at
-            await restore_vcpus(side)  # full CPUs before it serves
-            # QEMU turns the translator's redirectors off at the failover: back on at once.
-            # (A re-adopted side has its filters but no translator child: its record says.)
-            t = self.translation
-            spliced = t is not None and (t.spliced or bool(t.record))
-            promote_ingress(side)  # hands what it holds to the guest, then exits
-            await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
-            if self.translation is not None:
-                self.translation.promoted(last_load)
-        else:
-            # No self-fence from here: without a peer and with the controller waiting on
-            # this call (no heartbeats meanwhile), a sequence slower than the lease would
-            # otherwise kill the very side the controller chose to keep.
-            side.going_alone = True
-            await run_steps(side, primary_failover(side.spec.options.comparator))
-            await stop_comparator(side)
-        side.failed_over = True
+        await serve_alone(side, self.translation)
         self.persist()
         return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
 

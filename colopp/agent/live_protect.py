@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,8 +37,8 @@ from colopp.colo.live import (
     live_plan,
     peer_links_up,
 )
-from colopp.colo.sequence import QmpStep
-from colopp.domain import ComparatorKind
+from colopp.colo.sequence import QmpStep, resume_replication
+from colopp.domain import ComparatorKind, Role
 from colopp.errors import ColoppError, QmpError, QmpTimeout
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,42 @@ async def live_reprotect(
         "fallbacks": fallbacks,
         "stage": stage.name.lower().replace("_", "-"),
     }
+
+
+async def resume_protection(
+    side: Side,
+    peer_repl_ip: str,
+    checkpoint_delay_ms: int,
+    budget: LiveBudget,
+    start_comparator: Callable[[], Awaitable[None]],
+    in_pause: Callable[[], Awaitable[None]],
+) -> dict[str, Any]:
+    """Make this side, serving alone, the primary of the prepared secondary at
+    ``peer_repl_ip`` (re-protection): its spec says so from now on, and
+    :func:`live_reprotect` adds the replication plumbing this side lacks (a promoted
+    secondary still has its rewriter). Returns and raises as :func:`live_reprotect`.
+    """
+    has_rewriter = side.spec.role is Role.SECONDARY
+    side.spec = dataclasses.replace(side.spec, role=Role.PRIMARY, peer_repl_ip=peer_repl_ip)
+    spec = side.spec
+    sockets = (str(spec.compare0_socket), str(spec.compare_out_socket))
+    plumbing = resume_replication(
+        spec.local_repl_ip,
+        peer_repl_ip,
+        spec.ports,
+        sockets,
+        spec.options.comparator,
+        has_rewriter,
+        client_socket=str(spec.client_socket) if spec.options.client_frames else None,
+        vnet_hdr=side.vm.vnet_hdr,
+    )
+    side.checkpoint_delay_ms = checkpoint_delay_ms
+    # The guest runs through the disk mirror and the RAM pre-copy and pauses only for
+    # the switch into COLO (colopp.colo.live explains the writes an earlier resume
+    # lost, and why this plan cannot).
+    return await live_reprotect(
+        side, peer_repl_ip, plumbing, checkpoint_delay_ms, budget, start_comparator, in_pause
+    )
 
 
 async def _abandon(side: Side) -> None:

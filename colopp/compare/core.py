@@ -41,22 +41,15 @@ from colopp.compare.packet import (
 )
 from colopp.compare.receipts import Receipt
 from colopp.compare.release import release_matched, release_one
-from colopp.compare.sweep import forget, forget_expired, is_empty, oldest_secondary
-from colopp.compare.tcp import (
-    PRERELEASE_MISMATCH,
-    SECONDARY_ACK_WAIT,
-    SECONDARY_GAP,
-    TcpConnection,
-)
+from colopp.compare.sweep import forget_expired, make_room
+from colopp.compare.tcp import TcpConnection
+from colopp.compare.tcp_check import PRERELEASE_MISMATCH
 from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, secondary_in_order
-from colopp.compare.verdict import Action, Checkpoint, Drop, PreRelease, Release, group_frames
+from colopp.compare.tcp_waits import head_waits
+from colopp.compare.triggers import CheckpointTrigger, held_too_long, secondary_overdue
+from colopp.compare.verdict import Action, Drop, PreRelease, Release, group_frames
 
 SWEEP_INTERVAL_S = 1.0
-#: The reason of the checkpoint a new IPv6 connection's opening segment waits for.
-IPV6_NEW_CONNECTION = "ipv6_new_connection"
-MAX_CONNECTIONS = 65536
-
-Flow = TcpConnection | DatagramFlow
 
 
 class Comparator:
@@ -96,7 +89,7 @@ class Comparator:
         self._flows: dict[FlowKey, DatagramFlow] = {}
         # Every held primary frame in arrival order (released ones are skipped lazily).
         self._held: deque[HeldFrame] = deque()
-        self._awaiting_since: float | None = None
+        self._trigger = CheckpointTrigger(self.counters)
         # A checkpoint started (STOP) and has not ended: secondary output is the next epoch's.
         self._stop_seen = False
         self._last_sweep = float("-inf")
@@ -104,7 +97,7 @@ class Comparator:
     @property
     def awaiting_checkpoint(self) -> bool:
         """True between a requested checkpoint and :meth:`checkpoint_done`."""
-        return self._awaiting_since is not None
+        return self._trigger.since is not None
 
     # ---- input ---------------------------------------------------------------------------
 
@@ -142,7 +135,7 @@ class Comparator:
             c.held_bytes += size
             actions = []
         if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
-            actions += self._request_checkpoint("queue_overflow", now)
+            actions += self._trigger.request("queue_overflow", now)
         return actions
 
     def feed_secondary(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
@@ -169,7 +162,7 @@ class Comparator:
             or c.held_secondary_bytes + len(frame) > self._max_bytes
         ):
             c.secondary_dropped += 1
-            return self._request_checkpoint("queue_overflow", now)
+            return self._trigger.request("queue_overflow", now)
         if fields is not None:
             key, seq, ack, flags, payload_start, payload_end = fields
             conn = self._tcp.get(key)
@@ -180,7 +173,7 @@ class Comparator:
                 )
             if head is not None and conn is not None:
                 conn.last_seen = now
-                if not conn.queue or conn.head_waits():
+                if not conn.queue or head_waits(conn):
                     # The next segment (if any) waits: pump would stop at once.
                     return [self._release_one(head, now)]
                 released = [head]
@@ -230,20 +223,10 @@ class Comparator:
             reason = flow.pump(released)
         actions = self._finish(released, pre, reason, now) if released or pre or reason else []
         if birth:
-            actions += self._request_birth_checkpoint(now)
+            actions += self._trigger.request_birth(now)
         if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
-            actions += self._request_checkpoint("queue_overflow", now)
+            actions += self._trigger.request("queue_overflow", now)
         return actions
-
-    def _request_birth_checkpoint(self, now: float) -> list[Action]:
-        """A checkpoint for a new IPv6 connection's opening segment (not a divergence): the
-        secondary then holds its sequence numbers before the client sees them."""
-        self.counters.ipv6_birth_checkpoints += 1
-        if self._awaiting_since is not None:
-            return []
-        self._awaiting_since = now
-        self.counters.checkpoints_requested += 1
-        return [Checkpoint(IPV6_NEW_CONNECTION)]
 
     def _compare_secondary(self, frame: bytes, now: float, pkt: Packet) -> list[Action]:
         """The general path of :meth:`feed_secondary`, after parsing and the queue check."""
@@ -311,13 +294,12 @@ class Comparator:
 
     def _live_policy(self, now: float) -> ReleasePolicy | None:
         # A pending checkpoint means the secondary is known to differ: nothing leaves early.
-        if self._awaiting_since is not None:
+        if self._trigger.since is not None:
             return None
         budget = self._lag_budget
         if budget is not None:
+            self._drop_released_heads()
             held = self._held
-            while held and held[0].released:
-                held.popleft()
             lagging = bool(held) and now - held[0].arrival > budget
             if lagging != self._lagging:
                 self._lagging = lagging
@@ -330,34 +312,21 @@ class Comparator:
 
     def tick(self, now: float) -> list[Action]:
         """Check timers: compare timeouts, checkpoint retries, idle connection cleanup."""
-        actions: list[Action] = []
-        since = self._awaiting_since
-        if since is not None and now - since >= self.config.checkpoint_retry:
-            self._awaiting_since = now
-            self.counters.checkpoints_requested += 1
-            actions.append(Checkpoint("checkpoint_retry"))
+        trigger = self._trigger
+        actions = trigger.retry_due(now, self.config.checkpoint_retry)
         self._drop_released_heads()
-        age, lag = (now - self._held[0].arrival if self._held else 0.0), self.config.max_lag
-        if age > self.config.compare_timeout:
-            actions += self._request_checkpoint("compare_timeout", now)
-        elif lag is not None and age > lag:  # a lagging secondary skips its backlog
-            actions += self._request_checkpoint("secondary_lag", now)
-        elif age >= self.config.secondary_gap_wait and self._waits_on_gap(self._held[0]):
-            actions += self._request_checkpoint(SECONDARY_GAP, now)
-        elif (wait := self.config.ack_wait) is not None and age >= wait:
-            conn = self._tcp.get(self._held[0].key)
-            if conn is not None and conn.waits_on_ack(now, wait):
-                actions += self._request_checkpoint(SECONDARY_ACK_WAIT, now)
+        reason = held_too_long(self.config, self._tcp, self._held[0] if self._held else None, now)
+        if reason is not None:
+            actions += trigger.request(reason, now)
         policy = self._client_policy
-        if policy is not None and self._awaiting_since is None and policy.rearm_due(now):
-            # Not a divergence: a checkpoint bought to let reads leave early again.
-            self._awaiting_since = now
-            self.counters.checkpoints_requested += 1
-            self.counters.rearm_checkpoints += 1
-            actions.append(Checkpoint("prerelease_rearm"))
+        if policy is not None and trigger.since is None and policy.rearm_due(now):
+            actions += trigger.request_rearm(now)
         if now - self._last_sweep >= SWEEP_INTERVAL_S:
             self._last_sweep = now
-            actions += self._sweep(now)
+            tcp, flows, cfg = self._tcp, self._flows, self.config
+            if trigger.since is None and secondary_overdue(cfg, tcp, flows, now):
+                actions += trigger.request("secondary_timeout", now)
+            forget_expired(tcp, flows, self.counters, cfg, now)
         return actions
 
     def checkpoint_started(self, now: float) -> None:
@@ -402,7 +371,7 @@ class Comparator:
             flow.on_checkpoint()
         c.held_frames = c.held_bytes = 0
         c.checkpoints_done += 1
-        self._awaiting_since = None
+        self._trigger.done()
         if self._client_policy is not None:
             self._client_policy.on_checkpoint()
         out = [h for h in flushed if not h.pre_released]
@@ -444,7 +413,7 @@ class Comparator:
         if reason is not None:
             if reason == PRERELEASE_MISMATCH:
                 c.prerelease_mismatches += 1
-            actions += self._request_checkpoint(reason, now)
+            actions += self._trigger.request(reason, now)
         return actions
 
     def _release_matched(self, released: list[HeldFrame], now: float) -> list[Action]:
@@ -453,30 +422,13 @@ class Comparator:
     def _release_one(self, held: HeldFrame, now: float) -> Release:
         return release_one(self.counters, self._held, held, now, self._policy is not None)
 
-    def _request_checkpoint(self, reason: str, now: float) -> list[Action]:
-        if self._awaiting_since is not None:
-            if reason.endswith("mismatch"):
-                self.counters.divergences[reason] += 1
-            return []
-        self.counters.divergences[reason] += 1
-        self.counters.checkpoints_requested += 1
-        self._awaiting_since = now
-        return [Checkpoint(reason)]
-
-    def _waits_on_gap(self, held: HeldFrame) -> bool:
-        # Only the connection of the oldest held frame is looked at: one lookup per tick.
-        conn = self._tcp.get(held.key)
-        if conn is None or not conn.queue or not conn.stream.pending_bytes:
-            return False
-        return conn.waits_on_gap(conn.queue[0])
-
     def _drop_released_heads(self) -> None:
         held = self._held
         while held and held[0].released:
             held.popleft()
 
     def _open_tcp(self, key: FlowKey, now: float) -> TcpConnection:
-        self._make_room()
+        make_room(self._tcp, self._flows, self.counters)
         cfg = self.config
         conn = TcpConnection(
             key, now, self.counters, cfg.max_out_of_order_segments, cfg.secondary_gap_wait
@@ -488,25 +440,9 @@ class Comparator:
         return conn
 
     def _open_flow(self, key: FlowKey, kind: int, now: float) -> DatagramFlow:
-        self._make_room()
+        make_room(self._tcp, self._flows, self.counters)
         flow = DatagramFlow(key, kind, now, self.counters)
         if self._stop_seen:
             flow.on_stop()
         self._flows[key] = flow
         return flow
-
-    def _make_room(self) -> None:
-        if len(self._tcp) + len(self._flows) < MAX_CONNECTIONS:
-            return
-        # Like colo-compare's HASHTABLE_MAX_SIZE reset, but only forget idle state.
-        forget(self._tcp, self._flows, self.counters, is_empty)
-
-    def _sweep(self, now: float) -> list[Action]:
-        cfg = self.config
-        actions: list[Action] = []
-        if cfg.secondary_timeout and not self.awaiting_checkpoint:
-            oldest = oldest_secondary(self._tcp, self._flows)
-            if oldest is not None and now - oldest > cfg.compare_timeout:
-                actions += self._request_checkpoint("secondary_timeout", now)
-        forget_expired(self._tcp, self._flows, self.counters, cfg, now)
-        return actions

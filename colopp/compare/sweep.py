@@ -16,6 +16,8 @@ from colopp.compare.packet import FlowKey
 from colopp.compare.tcp import TcpConnection
 
 Flow = TcpConnection | DatagramFlow
+#: Flows (TCP connections and datagram flows) kept at most.
+MAX_CONNECTIONS = 65536
 
 
 def is_empty(flow: Flow) -> bool:
@@ -47,6 +49,15 @@ def forget(
         del flows[key]
     counters.connections_closed += len(tcp_gone)
     counters.connections_open = len(tcp)
+
+
+def make_room(
+    tcp: dict[FlowKey, TcpConnection], flows: dict[FlowKey, DatagramFlow], counters: Counters
+) -> None:
+    """Before a new flow: at :data:`MAX_CONNECTIONS`, forget every empty one (like
+    colo-compare's HASHTABLE_MAX_SIZE reset, but only idle state is forgotten)."""
+    if len(tcp) + len(flows) >= MAX_CONNECTIONS:
+        forget(tcp, flows, counters, is_empty)
 
 
 def forget_expired(

@@ -36,29 +36,16 @@ from colopp.compare.packet import ACK, FIN, RST, SYN, FlowKey, Packet
 from colopp.compare.seq import HALF, MASK, seq_after
 from colopp.compare.stream import SecondaryStream
 from colopp.compare.tcp_check import (
-    FIN_MISMATCH,
     OK,
-    PAYLOAD_MISMATCH,
     PRERELEASE_MISMATCH,
-    SECONDARY_ACK_WAIT,
     SECONDARY_GAP,
     WAIT,
     check_segment,
 )
+from colopp.compare.tcp_waits import waits_on_gap
 
 if TYPE_CHECKING:
     from colopp.compare.ack_lower import AckLow
-
-__all__ = [
-    "FIN_MISMATCH",
-    "OK",
-    "PAYLOAD_MISMATCH",
-    "PRERELEASE_MISMATCH",
-    "SECONDARY_ACK_WAIT",
-    "SECONDARY_GAP",
-    "WAIT",
-    "TcpConnection",
-]
 
 
 def _pos_start(held: HeldFrame) -> int:
@@ -298,17 +285,6 @@ class TcpConnection:
             if not self.add_secondary(pkt, frame, arrival):
                 self.stream.counters.secondary_dropped += 1
 
-    def head_waits(self) -> bool:
-        """True when :meth:`pump` surely releases nothing now: the head of the (non-empty)
-        queue was not compared and none of its bytes came from the secondary yet."""
-        head = self.queue[0]
-        return (
-            not head.compared
-            and head.pos_end > head.pos_start >= self.stream.end
-            and self.stream.base is not None
-            and self.s_fin_pos is None
-        )
-
     def _secondary_syn(self, seq: int, flags: int) -> None:
         if self.s_isn != seq:
             self._reset_secondary()
@@ -369,7 +345,7 @@ class TcpConnection:
                 verdict is WAIT
                 and stream.pending_bytes
                 and now - head.arrival >= self.gap_wait
-                and self.waits_on_gap(head)
+                and waits_on_gap(self, head)
             ):
                 # Not a divergence: the bytes past the gap stay (see on_checkpoint).
                 return SECONDARY_GAP
@@ -382,58 +358,6 @@ class TcpConnection:
         if not queue and self.closed_at is None and self.is_closed():
             self.closed_at = now
         return None
-
-    def waits_on_gap(self, head: HeldFrame) -> bool:
-        """True when ``head`` needs secondary bytes at :attr:`SecondaryStream.end` while the
-        secondary already sent bytes past them (parked behind a gap).
-
-        The secondary's output arrives in order over one socket and is never lost on the way,
-        so it sends those bytes again only on a retransmission timeout: a segment the
-        comparator had to drop, or bytes the checkpointed state counts as sent (primary
-        output still in flight at the checkpoint). Nothing the client could see moves
-        meanwhile (every later primary segment waits behind the head), so the connection
-        would stall for at least one retransmission timeout, with backoff. The secondary
-        may still reorder a little (tests do): :attr:`gap_wait` seconds of grace first.
-        """
-        stream = self.stream
-        return (
-            stream.base is not None
-            and not head.compared
-            and head.pos_start <= stream.end < head.pos_end
-            and self.s_fin_pos is None
-        )
-
-    def waits_on_ack(self, now: float, wait: float) -> bool:
-        """True when the head has waited ``wait`` seconds or more only for the secondary's
-        ACK (its payload, if any, matched; the secondary has not acknowledged as much client
-        data as it does) while the secondary sent duplicate ACKs: it lacks client bytes.
-
-        Held that long, the client gets no acknowledgement at all on this connection (every
-        later primary ACK waits behind it), retransmits only on its timeout, one segment at
-        a time with backoff, and an upload stands still until a checkpoint. The likely
-        cause is a client segment the secondary's guest did not take in (past its own
-        receive window, which can be smaller than the primary's): the client re-sends it
-        only on that timeout. A checkpoint gives the secondary the primary's bytes.
-        """
-        queue = self.queue
-        if not queue or self.diverged:
-            return False
-        head = queue[0]
-        if now - head.arrival < wait or not head.flags & ACK or head.flags & (SYN | RST):
-            return False
-        if head.pos_end > head.pos_start and not head.compared:
-            return False  # it waits for payload: the gap and timeout rules apply
-        s_ack = self.s_max_ack
-        if self.s_rst and not self.p_rst:
-            # The secondary's guest reset a connection the primary keeps: it will never
-            # acknowledge (issue 18: QEMU's filter-rewriter, which saw a handshake straddle a
-            # checkpoint, shifts the client's first ACK by minus the primary's ISN and the
-            # guest answers with RSTs). Only a checkpoint heals it; a failover before that
-            # one keeps the shift on the promoted side and the connection hangs.
-            return s_ack is None or 0 < ((head.ack - s_ack) & MASK) < HALF
-        # Duplicate ACKs say the secondary is alive and lacks bytes; without them it may
-        # only be slow (max_lag and the compare timeout are for that).
-        return self.s_dup_acks >= 2 and s_ack is not None and 0 < ((head.ack - s_ack) & MASK) < HALF
 
     def is_closed(self) -> bool:
         both_fin = self.p_fin_pos is not None and self.s_fin_pos is not None

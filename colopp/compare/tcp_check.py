@@ -28,7 +28,7 @@ PRERELEASE_MISMATCH = "prerelease_mismatch"
 #: again only with a retransmission timeout, so a checkpoint is asked at once.
 SECONDARY_GAP = "secondary_gap"
 #: The primary's ACK waited ``ack_wait`` for the secondary's (see
-#: :meth:`~colopp.compare.tcp.TcpConnection.waits_on_ack`).
+#: :func:`~colopp.compare.tcp_waits.waits_on_ack`).
 SECONDARY_ACK_WAIT = "secondary_ack_wait"
 
 

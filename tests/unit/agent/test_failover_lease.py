@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from colopp.agent import host as host_module
+from colopp.agent import failover as failover_module
 from colopp.agent.host import HostAgent
 from colopp.agent.side import Side
 from colopp.clock import FakeClock
@@ -53,8 +53,8 @@ def test_the_lease_does_not_fence_a_primary_during_its_own_failover(
             clock.advance(3.0)  # a loaded machine: the sequence outlasts the lease
             fenced.append(await agent.lease.check())
 
-        monkeypatch.setattr(host_module, "run_steps", slow_steps)
-        monkeypatch.setattr(host_module, "stop_comparator", no_comparator)
+        monkeypatch.setattr(failover_module, "run_steps", slow_steps)
+        monkeypatch.setattr(failover_module, "stop_comparator", no_comparator)
         monkeypatch.setattr(agent, "persist", lambda: None)
         agent.lease.renew()  # heartbeats flowed before the secondary's host died
         try:
