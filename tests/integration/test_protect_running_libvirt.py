@@ -36,7 +36,15 @@ PREFIX = "clplrn"
 DOMAIN = "lvrunning"
 TAP = "clplrnvm0"
 FAILOVER_KEY, FAILOVER_VALUE = "before-failover", "acked-by-the-taken-over-primary"
-COUNTERS = ("primary_frames_in", "matched_frames", "malformed_total", "checkpoints_done")
+COUNTERS = (
+    "primary_frames_in",
+    "secondary_frames_in",
+    "matched_frames",
+    "flushed_frames",
+    "passthrough_frames",
+    "malformed_total",
+    "checkpoints_done",
+)
 pytestmark = pytest.mark.timeout(900)
 
 
