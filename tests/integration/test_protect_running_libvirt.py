@@ -131,6 +131,7 @@ async def _trial(libvirt: Any, qemu_root: Path, state: Path) -> dict[str, Any]:
         await asyncio.to_thread(client_put, client, address, FAILOVER_KEY, FAILOVER_VALUE)
         run_dir = state / "hosta" / local.config.vm.name / Role.PRIMARY.value
         compared = await asyncio.to_thread(_compared, run_dir / "compare.json")
+        workload.mark()  # windows: protection, protected, failover, re-protection, unprotect
         await sp.pair.agents[sp.pair.primary.name].call("kill_vm")
         await sp.pair.failover(Role.PRIMARY)
         await asyncio.to_thread(workload.served, 20)
