@@ -131,17 +131,22 @@ async def _trial(libvirt: Any, qemu_root: Path, state: Path) -> dict[str, Any]:
         await asyncio.to_thread(client_put, client, address, FAILOVER_KEY, FAILOVER_VALUE)
         run_dir = state / "hosta" / local.config.vm.name / Role.PRIMARY.value
         compared = await asyncio.to_thread(_compared, run_dir / "compare.json")
-        workload.mark()  # windows: protection, protected, failover, re-protection, unprotect
+        # Windows (pairs of marks): protection, failover, re-protection, unprotect.
+        workload.mark()
         await sp.pair.agents[sp.pair.primary.name].call("kill_vm")
         await sp.pair.failover(Role.PRIMARY)
         await asyncio.to_thread(workload.served, 20)
         workload.mark()
+        await asyncio.to_thread(workload.served, 20)
+        workload.mark()
         reprotected = await sp.pair.reprotect()
         await sp.next_checkpoint()
+        workload.mark()
         await asyncio.to_thread(workload.served, 20)
         workload.mark()
         await sp.pair.unprotect()
         await asyncio.to_thread(workload.served, 20)
+        workload.mark()
         summary = await asyncio.to_thread(workload.finish, 300)
         serving = sp.pair.primary.name
         stopped = await sp.pair.agents[serving].call("stop_vm", timeout=30)
@@ -216,6 +221,7 @@ def test_a_running_libvirt_domain_is_protected_failed_over_reprotected_and_unpro
     figures |= {
         "writes_lost": summary["writes_lost"],
         "window_gaps_ms": summary["window_gaps_ms"],
+        "window_gap_at_ms": summary["window_gap_at_ms"],
         "take_over_downtime_ms": out["take_over"]["downtime_ms"],
         "take_over_s": out["take_over"]["took_s"],
         "reprotect_s": out["reprotect_s"],
