@@ -16,8 +16,9 @@ from ansible_harness import AnsibleSite
 
 from colopp.qemu.runtime import DEFAULT_ROOT
 
-# Minutes of QEMU (or a full playbook run): out of CI's budget.
-pytestmark = pytest.mark.slow
+# ~5 min (a full playbook run in the fleet mode and one protected VM): out of CI's 45-minute
+# budget, run with `pytest -m slow tests/ansible/test_etcd_role.py` (README, "Fleet").
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PREFIX = "clpetc"
 
