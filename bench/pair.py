@@ -121,6 +121,8 @@ class Bench:
     #: Where to keep the figures so far after each configuration (a long run cut short on
     #: a shared machine still leaves what it measured; ``meta.partial`` says so).
     partial: Path | None = None
+    #: ``--open-rates``: skip the closed loop and offer these rates (mix -> req/s).
+    open_rates: dict[str, float] | None = None
 
     def save_partial(self, result: dict[str, Any]) -> None:
         if self.partial is not None:
@@ -163,6 +165,10 @@ async def sample(bench: Bench, pair: PairController, plan: LabPlan, replicated: 
         }
     return Sample(
         at=time.monotonic(),
+        role_cpu_s={
+            name: pair_cpu.role_cpu_seconds(processes_in_netns(plan.netns(node)))
+            for name, node in hosts.items()
+        },
         checkpoints=int(primary.get("checkpoints") or 0) if replicated else 0,
         counters=counters,
         host_process_cpu_s=process_cpu,
@@ -331,7 +337,7 @@ async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, A
         "closed_loop": {m: {} for m in mixes},
         "open_loop": {m: {} for m in mixes},
     }
-    for name in configs:
+    for name in configs if bench.open_rates is None else ():
         try:
             figures = await measure_config(name, mixes, bench, None)
         except Exception as exc:  # one broken configuration must not lose the others
@@ -341,7 +347,10 @@ async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, A
         for mix, f in figures.items():
             result["closed_loop"][mix][name] = f
         bench.save_partial(result)
-    rates = {m: r for m in mixes if (r := open_rate(result["closed_loop"][m])) is not None}
+    if bench.open_rates is not None:  # --open-rates: no closed loop, these rates
+        rates = {m: r for m, r in bench.open_rates.items() if m in mixes}
+    else:
+        rates = {m: r for m in mixes if (r := open_rate(result["closed_loop"][m])) is not None}
     bench.meta["open_loop_rates"] = rates
     for name in configs:
         try:
@@ -354,6 +363,20 @@ async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, A
             result["open_loop"][mix][name] = f
         bench.save_partial(result)
     return result
+
+
+def parse_rates(text: str, parser: argparse.ArgumentParser) -> dict[str, float]:
+    """``mix=rate,...`` -> {mix: rate}; exits through ``parser`` on a bad item."""
+    rates: dict[str, float] = {}
+    for item in text.split(","):
+        mix, sep, rate = item.partition("=")
+        try:
+            rates[mix] = float(rate)
+        except ValueError:
+            parser.error(f"--open-rates: {item!r} is not mix=req/s")
+        if not sep or mix not in MIXES:
+            parser.error(f"--open-rates: {item!r} is not mix=req/s")
+    return rates
 
 
 def main() -> int:
@@ -371,6 +394,10 @@ def main() -> int:
     parser.add_argument("--shared-cpus", action="store_true", help="do not model two hosts")
     parser.add_argument("--configs", help="comma-separated subset")
     parser.add_argument("--mixes", help="comma-separated subset")
+    parser.add_argument(
+        "--open-rates",
+        help="open loop only, at these rates (e.g. read_mostly=76.7,redis_read_mostly=172.6)",
+    )
     parser.add_argument("--replot", action="store_true", help="only redraw and reprint --json")
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -409,6 +436,9 @@ def main() -> int:
         bench = Bench(
             load, args.checkpoint_delay_ms, cpu_plan, console, meta, args.guest, args.json
         )
+        if args.open_rates:
+            bench.open_rates = parse_rates(args.open_rates, parser)
+            meta["open_only"] = True
         result = asyncio.run(run(configs, mixes, bench))
         meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         result["targets"] = evaluate_targets(result)

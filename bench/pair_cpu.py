@@ -74,3 +74,32 @@ def outside_share(before: CpuSample, after: CpuSample, window_s: float) -> dict[
             lab += children / len(client)
         out[f"cpu{cpu}"] = round(max(0.0, busy - before.busy_s[cpu] - lab) / window_s, 3)
     return out
+
+
+def process_role(cmdline: bytes) -> str:
+    """What a lab process is, from its ``/proc/<pid>/cmdline``: ``qemu``, ``comparator``,
+    ``relay``, ``agent`` or ``other`` (for the per-process split of a host's CPU)."""
+    args = cmdline.split(b"\0")
+    if any(a.endswith(b"qemu-system-x86_64") for a in args[:4]):
+        return "qemu"
+    for name, role in (
+        (b"colopp.compare", "comparator"),
+        (b"colopp.ingress", "relay"),
+        (b"colopp.agent", "agent"),
+    ):
+        if name in args:
+            return role
+    return "other"
+
+
+def role_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by ``pids``, summed per :func:`process_role` (processes that
+    vanished count 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            used = proc_cpu_seconds(Path(f"/proc/{pid}/stat").read_text(), ticks)
+            role = process_role(Path(f"/proc/{pid}/cmdline").read_bytes())
+            out[role] = out.get(role, 0.0) + used
+    return out

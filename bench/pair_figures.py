@@ -71,6 +71,8 @@ class Sample:
     """The machine's load averages (1, 5, 15 min) when sampled."""
     ingress: dict[str, Any] = field(default_factory=dict)
     """The secondary host's relay counters (the ACK gate; empty without a relay)."""
+    role_cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``host_process_cpu_s`` split by process (qemu, comparator, relay, agent, other)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ def window_context(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any
             for why in ("unoffered", "ack_refused", "policy_refused")
         },
         "host_cpu_busy": busy,
+        # Each host's CPU ms per request split by process (where the CPU per request goes).
+        "process_cpu_ms_per_req": role_ms_per_req(before, after, run.requests),
         # Share of each CPU that processes outside the lab took (other work on the machine).
         "outside_lab_cpu_busy": outside_share(before.cpu, after.cpu, window),
         "loadavg": [round(x, 2) for x in after.loadavg],
@@ -200,6 +204,20 @@ def host_cpu_ms_per_req(before: Sample, after: Sample, host: str, requests: int)
     if host not in after.host_process_cpu_s:
         return None
     return (after.host_process_cpu_s[host] - before.host_process_cpu_s[host]) * 1000 / requests
+
+
+def role_ms_per_req(before: Sample, after: Sample, requests: int) -> dict[str, dict[str, float]]:
+    """Host -> process role -> CPU milliseconds per request over the window."""
+    if requests <= 0:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for host, roles in after.role_cpu_s.items():
+        old = before.role_cpu_s.get(host, {})
+        out[host] = {
+            role: round((used - old.get(role, 0.0)) * 1000 / requests, 3)
+            for role, used in sorted(roles.items())
+        }
+    return out
 
 
 def closed_figures(before: Sample, after: Sample, run: LoadRun) -> dict[str, Any]:

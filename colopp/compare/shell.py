@@ -13,7 +13,9 @@ Data paths (see :mod:`~colopp.compare.addresses` for the address syntax):
   (queue=tx, outdev=client0) copies the guest's input to a chardev server; the shell
   connects. QEMU writes each copy before the guest sees the frame, so the shell drains this
   socket before it decides on any primary output: every request that output can answer
-  has been seen.
+  has been seen. It is read only when the shell is awake anyway (any frames read), at each
+  tick and at a checkpoint's STOP, not on readiness
+  (:class:`~colopp.compare.inputs.ClientFrames`).
 
 Checkpoints go through a :class:`~colopp.compare.checkpoint.CheckpointTrigger` (QMP
 ``x-checkpoint-delay``, or only counted without ``--qmp``). The core learns that a checkpoint
@@ -304,8 +306,7 @@ class ComparatorShell:
     async def _open_client(self, endpoint: Endpoint) -> None:
         """Connect to QEMU's client-copy chardev (a server), retrying until it exists."""
         sock = await connect_unix(endpoint, self.options.connect_timeout)
-        self._client = ClientFrames(self, sock)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._client.on_readable)
+        self._client = ClientFrames(self, sock)  # drained on demand and at every tick
 
     # ---- data path -----------------------------------------------------------------------
 
@@ -344,8 +345,11 @@ class ComparatorShell:
             return
         if self.young is not None:
             self.young.frames(side, frames, self.clock())  # learn young offsets (gate)
-        if side == "primary" and self._client is not None:
-            self._client.drain()  # every request this output may answer, first
+        if self._client is not None:
+            # Before primary output: every request it may answer, first (safety). Before
+            # secondary output and receipts too: the process is awake anyway, so requests
+            # are classified off the path of the primary's answer, which usually comes later.
+            self._client.drain()
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
         if side == "secondary" and self.options.host_receipts:
@@ -444,6 +448,8 @@ class ComparatorShell:
         while True:
             await asyncio.sleep(self.options.tick_interval)
             if not self._blind:
+                if self._client is not None:
+                    self._client.tick()
                 self._apply(self.core.tick(self.clock()))
                 self._flush()
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from colopp.compare.packet import ACK, FIN, SYN, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.packet import ACK, FIN, SYN, TCP, FlowKey, Malformed, Packet, parse_frame
 from colopp.compare.seq import HALF, MASK
 
 DEFAULT_MAX_WAIT_S = 0.2
@@ -49,9 +49,13 @@ class AckGate:
         # Per connection (guest -> client key): (arrival, ack, frame, vnet_hdr_len) in order.
         self._held: dict[FlowKey, deque[tuple[float, int, bytes, int]]] = {}
 
-    def guest_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> list[tuple[bytes, int]]:
-        """A frame the secondary guest sent; returns the held client frames it releases."""
-        pkt = parse_frame(frame, vnet_hdr_len)
+    def guest_frame(
+        self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
+    ) -> list[tuple[bytes, int]]:
+        """A frame the secondary guest sent (``pkt``: parsed already, by the caller);
+        returns the held client frames it releases."""
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind != TCP or pkt.flags & SYN:
             return []  # a SYN-ACK's sequence number is the guest's own (not rewritten)
         size = pkt.payload_end - pkt.payload_start
@@ -62,11 +66,16 @@ class AckGate:
         return self._release(pkt.key, None)
 
     def client_frame(
-        self, frame: bytes, now: float, vnet_hdr_len: int = 0
+        self,
+        frame: bytes,
+        now: float,
+        vnet_hdr_len: int = 0,
+        pkt: Packet | Malformed | None = None,
     ) -> list[tuple[bytes, int]]:
-        """A client frame from the mirror; returns what may go to the secondary now (this
-        frame, or nothing when it must wait)."""
-        pkt = parse_frame(frame, vnet_hdr_len)
+        """A client frame from the mirror (``pkt``: parsed already, by the caller); returns
+        what may go to the secondary now (this frame, or nothing when it must wait)."""
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind != TCP or not pkt.flags & ACK:
             return [(frame, vnet_hdr_len)]
         _, client, guest, cport, gport = pkt.key

@@ -19,7 +19,17 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.packet import (
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    TCP,
+    FlowKey,
+    Malformed,
+    Packet,
+    parse_frame,
+)
 from colopp.compare.receipts import Receipt
 from colopp.compare.seq import HALF, MASK
 
@@ -75,10 +85,18 @@ class ClientLog:
         self.frames_refused = 0  # not kept: over max_bytes
         self._conns: dict[FlowKey, _Connection] = {}
         self._dirty: set[FlowKey] = set()
+        # Connections whose last receipt the comparator may have forgotten (a checkpoint, a
+        # new stream to it): their next guest ACK is followed by a receipt even if only
+        # ``start`` moved, as every ACK's was before receipts were sent only on ``end``.
+        self._forgotten: set[FlowKey] = set()
 
-    def client_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> None:
-        """A client -> guest frame as the primary's mirror delivered it."""
-        pkt = parse_frame(frame, vnet_hdr_len)
+    def client_frame(
+        self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
+    ) -> None:
+        """A client -> guest frame as the primary's mirror delivered it (``pkt``: the frame
+        parsed already, by the caller)."""
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
             return
         _, client, guest, cport, gport = pkt.key
@@ -112,9 +130,17 @@ class ClientLog:
             conn.extend(index)
             self._dirty.add(key)
 
-    def guest_frame(self, frame: bytes, vnet_hdr_len: int = 0) -> None:
-        """A frame the secondary guest sent: its ACK releases what it acknowledges."""
-        pkt = parse_frame(frame, vnet_hdr_len)
+    def guest_frame(
+        self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
+    ) -> None:
+        """A frame the secondary guest sent: its ACK releases what it acknowledges.
+
+        A receipt follows only when ``end`` moved: one whose ``start`` alone moved (to the
+        guest's ACK) promises the comparator nothing new, since coverage asks ``start <=``
+        the secondary guest's ACK, which the old ``start`` already met (receipts.py).
+        """
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
             return
         conn = self._conns.get(pkt.key)
@@ -136,7 +162,15 @@ class ClientLog:
                 # The guest got bytes this host did not keep: hold again from its ACK on.
                 conn.end = ack
                 conn.extend(0)
-            self._dirty.add(pkt.key)
+                self._dirty.add(pkt.key)
+            elif pkt.key in self._forgotten:
+                self._dirty.add(pkt.key)
+            self._forgotten.discard(pkt.key)
+
+    def receipts_forgotten(self) -> None:
+        """The comparator forgot every receipt (a checkpoint, or a new stream to it): the
+        next guest ACK on each connection is followed by a receipt again."""
+        self._forgotten = set(self._conns)
 
     def receipts(self) -> list[Receipt]:
         """What changed since the last call: ``(key, start, end)`` per connection, client
@@ -168,3 +202,4 @@ class ClientLog:
         if conn is not None:
             self.bytes_kept -= sum(len(s[2]) for s in conn.segments)
         self._dirty.discard(key)
+        self._forgotten.discard(key)

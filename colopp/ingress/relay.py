@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import DecodedFrame, FrameDecoder, encode_frame
+from colopp.compare.packet import parse_frame
 from colopp.compare.receipts import encode_receipts
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
@@ -86,6 +87,7 @@ class Relay:
         self._sides: dict[str, _Side] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._gate_timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Listen for the secondary QEMU; keep connecting to the primary and comparator."""
@@ -101,13 +103,18 @@ class Relay:
             ("comparator", self.options.output_to),
         ):
             self._tasks.append(asyncio.create_task(self._keep_connected(name, endpoint)))
-        self._tasks.append(asyncio.create_task(self._gate_ticker()))
 
-    async def _gate_ticker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(GATE_TICK_S)
-            self._to_guest(self.gate.due(loop.time()))
+    def _arm_gate_timer(self) -> None:
+        """Look at held client frames again in :data:`GATE_TICK_S`, while the gate holds
+        some (a timer only then: no wake-up of this host's CPU when nothing waits)."""
+        if self._gate_timer is None and self.gate.held_frames:
+            loop = asyncio.get_running_loop()
+            self._gate_timer = loop.call_later(GATE_TICK_S, self._gate_due)
+
+    def _gate_due(self) -> None:
+        self._gate_timer = None
+        self._to_guest(self.gate.due(asyncio.get_running_loop().time()))
+        self._arm_gate_timer()
 
     def _factory(self, name: str) -> Callable[[], asyncio.Protocol]:
         return lambda: _Side(self, name, self.options.vnet_hdr)
@@ -128,22 +135,30 @@ class Relay:
             side.transport.close()
             return
         self._sides[side.name] = side
+        if side.name == "comparator":
+            self.log.receipts_forgotten()  # a new stream promises nothing (forget_receipts)
 
     def closed(self, side: _Side) -> None:
         if self._sides.get(side.name) is side:
             del self._sides[side.name]
 
     def frames(self, side: _Side, frames: list[DecodedFrame]) -> None:
-        """Log, then forward: client frames to red0, guest frames (and receipts) onward."""
+        """Log, then forward: client frames to red0, guest frames (and receipts) onward.
+
+        Each frame is parsed once, for the log and the gate alike.
+        """
         vnet = self.options.vnet_hdr
+        log, gate = self.log, self.gate
         if side.name == "mirror":
             now = asyncio.get_running_loop().time()
             passing: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
-                self.log.client_frame(data, vnet_hdr_len)
-                passing += self.gate.client_frame(data, now, vnet_hdr_len)
+                pkt = parse_frame(data, vnet_hdr_len)
+                log.client_frame(data, vnet_hdr_len, pkt)
+                passing += gate.client_frame(data, now, vnet_hdr_len, pkt)
             self.stats["client_frames"] += len(frames)
             self._to_guest(passing)
+            self._arm_gate_timer()
             # What this host now holds, at once: an uploading client's bytes need not wait
             # for the guest's next output (the log's start moves only on guest ACKs already
             # forwarded, so a receipt here still follows every frame it relies on).
@@ -151,8 +166,9 @@ class Relay:
         elif side.name == "red1":
             released: list[tuple[bytes, int]] = []
             for data, vnet_hdr_len in frames:
-                self.log.guest_frame(data, vnet_hdr_len)
-                released += self.gate.guest_frame(data, vnet_hdr_len)
+                pkt = parse_frame(data, vnet_hdr_len)
+                log.guest_frame(data, vnet_hdr_len, pkt)
+                released += gate.guest_frame(data, vnet_hdr_len, pkt)
             self.stats["guest_frames"] += len(frames)
             self._to_guest(released)
             self._send_receipts([encode_frame(d, n, vnet_hdr=vnet) for d, n in frames])
@@ -169,7 +185,8 @@ class Relay:
 
     def checkpoint(self) -> None:
         """The secondary loaded a checkpoint: the gate forgets the old guest's output and
-        lets what it held go."""
+        lets what it held go; the comparator forgot every receipt."""
+        self.log.receipts_forgotten()
         self._to_guest(self.gate.checkpoint())
 
     def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
@@ -193,6 +210,8 @@ class Relay:
         return self.log.unacked()
 
     async def stop(self) -> None:
+        if self._gate_timer is not None:
+            self._gate_timer.cancel()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -31,3 +31,26 @@ def test_no_wait_share_counts_early_and_matched_on_arrival() -> None:
     }
     assert no_wait_share(before, after) == 0.8  # (20 + 60) / (90 + 10)
     assert no_wait_share({}, {}) == 0.0
+
+
+def test_process_role_from_cmdline() -> None:
+    from bench.pair_cpu import process_role
+
+    qemu = b"/r/lib64/ld-linux-x86-64.so.2\0--library-path\0/r/lib\0/r/usr/bin/qemu-system-x86_64\0"
+    assert process_role(qemu) == "qemu"
+    assert process_role(b"/v/bin/python\0-m\0colopp.compare\0--primary-in\0x\0") == "comparator"
+    assert process_role(b"/v/bin/python\0-m\0colopp.ingress\0") == "relay"
+    assert process_role(b"/v/bin/python\0-m\0colopp.agent\0--host\0hosta\0") == "agent"
+    assert process_role(b"sleep\0001\0") == "other"
+
+
+def test_role_ms_per_req_splits_each_host() -> None:
+    from bench.pair_figures import Sample, role_ms_per_req
+
+    before = Sample(0.0, 0, {}, role_cpu_s={"hosta": {"qemu": 1.0, "comparator": 0.5}})
+    after = Sample(
+        10.0, 0, {}, role_cpu_s={"hosta": {"qemu": 3.0, "comparator": 0.7, "relay": 0.1}}
+    )
+    split = role_ms_per_req(before, after, 100)
+    assert split == {"hosta": {"comparator": 2.0, "qemu": 20.0, "relay": 1.0}}
+    assert role_ms_per_req(before, after, 0) == {}

@@ -88,3 +88,20 @@ def test_shape_and_report() -> None:
     assert shape_problems(result, quick=True) == []
     report = format_report(result)
     assert "(e) (d) + semi-active secondary" in report and "met" in report
+
+
+def test_open_rates_option_parses_mix_rates() -> None:
+    import argparse
+
+    import pytest
+
+    from bench.pair import parse_rates
+
+    parser = argparse.ArgumentParser()
+    assert parse_rates("read_mostly=76.7,redis_read_mostly=172.6", parser) == {
+        "read_mostly": 76.7,
+        "redis_read_mostly": 172.6,
+    }
+    for bad in ("read_mostly", "nomix=3", "read_mostly=x"):
+        with pytest.raises(SystemExit):
+            parse_rates(bad, parser)

@@ -116,12 +116,29 @@ def test_the_log_promises_only_contiguous_bytes_and_frees_what_the_guest_acked()
     log.client_frame(_client(CSEQ + MSS))
     assert log.receipts() == [Receipt(_key(), CSEQ, (CSEQ + 3 * MSS) & 0xFFFFFFFF)]
     log.guest_frame(_guest_ack(CSEQ + 2 * MSS))
-    assert log.receipts() == [
-        Receipt(_key(), (CSEQ + 2 * MSS) & 0xFFFFFFFF, (CSEQ + 3 * MSS) & 0xFFFFFFFF)
-    ]
+    assert log.receipts() == []  # only the start moved: nothing new to promise
     assert log.unacked() == [_client(CSEQ + 2 * MSS)]
-    log.guest_frame(_guest_ack(CSEQ + 3 * MSS))
+    log.client_frame(_client(CSEQ + 3 * MSS))
+    assert log.receipts() == [
+        Receipt(_key(), (CSEQ + 2 * MSS) & 0xFFFFFFFF, (CSEQ + 4 * MSS) & 0xFFFFFFFF)
+    ]
+    log.guest_frame(_guest_ack(CSEQ + 4 * MSS))
     assert log.settled() and log.bytes_kept == 0
+
+
+def test_after_the_comparator_forgot_receipts_the_next_guest_ack_brings_one() -> None:
+    log = ClientLog()
+    log.client_frame(tcp_frame(CSEQ - 1, 0, "S", src=CLIENT, dst=GUEST, sport=40000, dport=80))
+    log.client_frame(_client(CSEQ))
+    log.client_frame(_client(CSEQ + MSS))
+    assert log.receipts() == [Receipt(_key(), CSEQ, (CSEQ + 2 * MSS) & 0xFFFFFFFF)]
+    log.receipts_forgotten()  # a checkpoint: the comparator dropped that receipt
+    log.guest_frame(_guest_ack(CSEQ + MSS))
+    assert log.receipts() == [
+        Receipt(_key(), (CSEQ + MSS) & 0xFFFFFFFF, (CSEQ + 2 * MSS) & 0xFFFFFFFF)
+    ]
+    log.guest_frame(_guest_ack(CSEQ + 2 * MSS))
+    assert log.receipts() == []  # once: later ACKs that move only the start bring none
 
 
 def test_a_full_log_stops_promising_until_the_guest_acks_past_the_gap() -> None:

@@ -54,11 +54,17 @@ async def scenario(tmp: Path) -> None:
         ]
         ack = tcp_frame(SEQ, CSEQ + MSS, "A")
         red1.write(encode_frames([ack]))
-        got = await read_frames(c_reader, FrameDecoder(), 2)
-        assert got[0] == ack and is_receipt_frame(got[1])
-        receipts = decode_receipts(got[1]) or []
-        assert [(r.start, r.end) for r in receipts] == [(CSEQ + MSS, CSEQ + 3 * MSS)]
-        assert relay.promote() == frames[1:]
+        # The guest's ACK moved only the start of what the host holds: no new promise for
+        # the comparator (the old receipt's start is below that ACK), so no receipt.
+        assert await read_frames(c_reader, FrameDecoder(), 1) == [ack]
+        more = _client(3)
+        m_writer.write(encode_frames([more]))
+        assert await read_frames(red0[0], FrameDecoder(), 1) == [more]
+        got = await read_frames(c_reader, FrameDecoder(), 1)
+        assert is_receipt_frame(got[0])
+        receipts = decode_receipts(got[0]) or []
+        assert [(r.start, r.end) for r in receipts] == [(CSEQ + MSS, CSEQ + 4 * MSS)]
+        assert relay.promote() == [*frames[1:], more]
         assert relay.stats["receipt_frames"] == 2
     finally:
         await relay.stop()
@@ -166,3 +172,46 @@ async def promote_scenario(tmp: Path) -> None:
 def test_sigusr1_promotes_and_reports_what_it_could_not_hand_over(tmp_path: Path) -> None:
     # Without --tap (no CAP_NET_RAW in the unit tier) nothing is handed over: said so.
     asyncio.run(asyncio.wait_for(promote_scenario(tmp_path), 3 * TIMEOUT))
+
+
+async def gate_scenario(tmp: Path) -> None:
+    mirror = FakeQemuSide(tmp / "mirror0.sock")
+    comparator = FakeQemuSide(tmp / "secondary_in.sock")
+    await mirror.start()
+    await comparator.start()
+    relay = Relay(
+        RelayOptions(
+            mirror_from=parse_endpoint(f"unix:{mirror.path}"),
+            mirror_to=parse_endpoint(f"listen:unix:{tmp / 'red0.sock'}"),
+            output_from=parse_endpoint(f"listen:unix:{tmp / 'red1.sock'}"),
+            output_to=parse_endpoint(f"unix:{comparator.path}"),
+        )
+    )
+    await relay.start()
+    red0 = await asyncio.open_unix_connection(str(tmp / "red0.sock"))
+    red1 = await connect_when_ready(tmp / "red1.sock")
+    try:
+        _, m_writer = await asyncio.wait_for(mirror.conn, TIMEOUT)
+        c_reader, _ = await asyncio.wait_for(comparator.conn, TIMEOUT)
+        assert relay._gate_timer is None  # nothing held: no timer wakes this host
+        sent = tcp_frame(SEQ, CSEQ, "AP", b"x" * 10, sport=80, dport=40000)
+        red1.write(encode_frames([sent]))
+        assert await read_frames(c_reader, FrameDecoder(), 1) == [sent]
+        # The client acknowledges 100 bytes the secondary guest has not sent: held.
+        ahead = tcp_frame(CSEQ, SEQ + 110, "A", src=CLIENT, dst=GUEST, sport=40000, dport=80)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        m_writer.write(encode_frames([ahead]))
+        assert await read_frames(red0[0], FrameDecoder(), 1) == [ahead]
+        assert loop.time() - start >= 0.15  # released by the timer, max_wait later
+        assert relay.gate.released_expired == 1 and relay._gate_timer is None
+    finally:
+        await relay.stop()
+        red0[1].close()
+        red1.close()
+        await mirror.close()
+        await comparator.close()
+
+
+def test_the_gate_timer_runs_only_while_frames_are_held(tmp_path: Path) -> None:
+    asyncio.run(asyncio.wait_for(gate_scenario(tmp_path), 3 * TIMEOUT))
