@@ -54,9 +54,9 @@ def test_without_pre_release_every_answer_has_the_one_bound() -> None:
 
 
 def test_the_quota_and_its_override(caplog: pytest.LogCaptureFixture) -> None:
-    assert SEMIACTIVE_QUOTA == 0.25
+    assert SEMIACTIVE_QUOTA == 0.5
     assert semiactive_quota({}) == SEMIACTIVE_QUOTA
-    assert semiactive_quota({QUOTA_ENV: "0.4"}) == 0.4
+    assert semiactive_quota({QUOTA_ENV: "0.25"}) == 0.25
     with caplog.at_level(logging.WARNING):
         for bad in ("", "x", "0", "-1", "nan", "100"):
             assert semiactive_quota({QUOTA_ENV: bad}) == SEMIACTIVE_QUOTA
