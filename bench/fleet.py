@@ -6,13 +6,17 @@
   is cut, and the leading replica is SIGKILLed as soon as it reports the first affected
   protection failed over; the other finishes the recovery. ``takeover_s`` is from the
   SIGKILL until the follower reports itself leader.
-- ``etcd_partition.dual_primary_observed`` (:mod:`bench.fleet_partition`): two sides of one
-  protection's right to serve, each beside its own etcd member; the first side's host is
-  cut off from the etcd network only, and a client on the service network that asks both
-  sides records whether the isolated side answered after the other one started serving.
+- ``etcd_partition.*`` (:mod:`bench.fleet_paths`): a real COLO pair on the three-host lab,
+  its right to serve at a 3-member etcd, the client workload on it; the primary's host is
+  cut off from etcd only. Cable watchers on every host's service uplink and an ARP probe
+  that every serving side answers (:mod:`bench.fleet_dual`) decide
+  ``dual_primary_observed``: frames from the guest left the isolated host after the other
+  host's began. ``etcd_partition.control``: the same with fencing disabled (tests only),
+  which must observe two primaries.
 
 ``--bare`` measures only the election of two bare replicas (``python -m colopp.arbiter
-elect``, no VMs) for ``controller_kill`` and leaves the host keys null.
+elect``, no VMs) for ``controller_kill``, the partition on stand-in services
+(:mod:`bench.fleet_partition`), and leaves the host keys null.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet_partition import etcd_partition
+from bench.fleet_paths import etcd_partition as colo_partition
 from colopp.arbiter.cluster import EtcdCluster, Events, Member, free_port
 
 
@@ -91,10 +96,11 @@ def figures(
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True, mode=0o700)
             out = with_vms(count, ttl, keep)
+            out["etcd_partition"] = colo_partition(keep / "partition")
         else:
             with tempfile.TemporaryDirectory(prefix="colopp-fleet-") as tmp:
                 out = with_vms(count, ttl, Path(tmp))
-        out["etcd_partition"] = etcd_partition(ttl)
+                out["etcd_partition"] = colo_partition(Path(tmp) / "partition")
         out["loadavg_end"] = list(os.getloadavg())
         return out
     return {

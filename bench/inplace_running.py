@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.inplace_disk import keys_missing_on_disk
+from colopp.controller.rights import PairRights, right_key
 from colopp.controller.setup import LocalPair, prepare_local_pair
 from colopp.demo.harness import ClientWorkload, SupervisedPair
 from colopp.domain import Role, VmSpec
@@ -124,15 +125,22 @@ async def protect_running_trial(
     qemu_root: Path | None = None,
     failover: bool = False,
     comparator: ComparatorKind = ComparatorKind.COLOPP,
+    etcd_endpoints: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``protect_running`` keys (see the module docstring). With ``failover`` the
     primary is SIGKILLed instead of unprotected, and the writes are read back from the
-    disk of the secondary that the live mirror filled (``failover_gap_ms``)."""
+    disk of the secondary that the live mirror filled (``failover_gap_ms``). With
+    ``etcd_endpoints`` the pair holds its right to serve there (fleet etcd mode,
+    :mod:`colopp.controller.rights`): ``right_tokens`` are the serving side's tokens after
+    the protection and (with ``failover``) after the failover."""
     local = await prepare_local_pair(
         state, qemu_root, comparator, console, prefix=prefix, memory_mb=memory_mb
     )
     await local.deployment.start()
     sp = SupervisedPair(local)
+    if etcd_endpoints is not None:
+        sp.pair.rights = PairRights(etcd_endpoints, right_key(local.config.vm.name))
+    tokens: list[int] = []
     for agent in sp.pair.agents.values():  # authenticate now: an idle connection is dropped
         await agent.call("ping")
     plan = sp.plan
@@ -158,12 +166,16 @@ async def protect_running_trial(
             original = os.stat(disk)
             same_disk = (original.st_dev, original.st_ino) in _opened(int(primary["pid"]))
             console.log(f"protected the running VM: {result}")
+            if sp.pair.rights is not None:
+                tokens.append(sp.pair.rights.token)
             await asyncio.to_thread(workload.served, 20)
             checked = disk
             if failover:  # the secondary the live mirror filled serves, from its own disk
                 workload.mark()
                 await sp.pair.agents[sp.pair.primary.name].call("kill_vm")
                 await sp.pair.failover(Role.PRIMARY)
+                if sp.pair.rights is not None:
+                    tokens.append(sp.pair.rights.token)
                 await asyncio.to_thread(workload.served, 20)
                 workload.mark()
                 vm_dir = state / sp.pair.primary.name / sp.pair.config.vm.name
@@ -208,4 +220,5 @@ async def protect_running_trial(
         "stopped_returncode": stopped.get("returncode"),
         "lost_keys": missing[:20] + summary["lost_keys"][:20],
         "errors": summary["errors"],
+        "right_tokens": tokens,
     }

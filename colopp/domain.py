@@ -304,6 +304,17 @@ class SideSpec:
         return self.role is Role.SECONDARY and self.options.ingress_relay
 
     @property
+    def rewriter_relay(self) -> bool:
+        """Does this secondary's replication go through the agent's learning relay
+        (:mod:`colopp.agent.rewriter_relay`)? Yes on QEMU's ``colo-compare`` with QEMU
+        started by colopp: no colopp comparator learns the young offsets there."""
+        return (
+            self.role is Role.SECONDARY
+            and self.options.comparator is ComparatorKind.BUILTIN
+            and self.options.backend is Backend.QEMU
+        )
+
+    @property
     def active_disk(self) -> Path:
         return self.run_dir / "active.qcow2"
 

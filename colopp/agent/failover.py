@@ -44,4 +44,5 @@ async def promote_secondary(side: Side, translation: SideTranslation | None) -> 
     promote_ingress(side)  # hands what it holds to the guest, then exits
     await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
     if translation is not None:
+        await translation.stop_learning(side)  # colo-compare's relay: the primary is gone
         translation.promoted(last_load)

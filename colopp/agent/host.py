@@ -100,6 +100,8 @@ class HostAgent:
             self.translation = SideTranslation(spec.run_dir)
             if spec.role is Role.SECONDARY and not self.side.failed_over:
                 await self.translation.readopted_secondary(spec)
+                if spec.rewriter_relay:
+                    await self.translation.learn_here(self.side)
         self.persist()
         return True
 
@@ -249,14 +251,19 @@ class HostAgent:
 
     async def prepare_secondary(self, translation: list[Any] | None = None) -> PrepareReply:
         """Export parent0 over NBD and wait for the incoming migration; ``translation`` is
-        the serving side's table of record (colopp's comparator; docs/rewrite.md)."""
+        the serving side's table of record (docs/rewrite.md). With QEMU's colo-compare the
+        agent relays the replication streams and learns the young offsets here."""
         side = self._require(Role.SECONDARY)
         await run_steps(side, secondary_prepare(side.spec.local_repl_ip, side.spec.ports))
-        if side.spec.options.comparator is ComparatorKind.COLOPP:
+        if side.spec.options.comparator is ComparatorKind.COLOPP or side.spec.rewriter_relay:
+            if self.translation is not None:
+                await self.translation.stop()
             self.translation = SideTranslation(side.spec.run_dir)
             await self.translation.as_secondary(
                 side.spec, translation, functools.partial(run_steps, side)
             )
+            if side.spec.rewriter_relay:  # QEMU's colo-compare: learn the offsets here
+                await self.translation.learn_here(side)
         return {"nbd": side.spec.ports.nbd, "migration": side.spec.ports.migration}
 
     async def start_colo(

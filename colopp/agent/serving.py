@@ -71,8 +71,13 @@ class ServingRight:
         self._etcd_for = etcd_for or (lambda urls, timeout: EtcdGateway(urls, timeout=timeout))
         self.keeper: RightKeeper | None = None
 
-    async def hold_right(self, endpoints: list[str], key: str, ttl: int = 3) -> dict[str, Any]:
+    async def hold_right(
+        self, endpoints: list[str], key: str, ttl: int = 3, unsafe_no_fence: bool = False
+    ) -> dict[str, Any]:
         """Take ``key`` for this side and keep it; returns the fencing token.
+
+        ``unsafe_no_fence`` (tests only: the control that shows two primaries serving when
+        nothing fences) keeps the right's bookkeeping but makes every fencing step a no-op.
 
         Raises:
             ConfigError: bad endpoints, key or TTL.
@@ -85,6 +90,8 @@ class ServingRight:
             raise ConfigError(f"right key {key!r} must start with 'colopp/'")
         if isinstance(ttl, bool) or not isinstance(ttl, int):
             raise ConfigError("ttl must be an integer")
+        if not isinstance(unsafe_no_fence, bool):
+            raise ConfigError("unsafe_no_fence must be a boolean")
         if self.keeper is not None and not self.keeper.done.is_set():
             raise StateError(f"this side already holds {self.keeper.key}")
         timing = LeaseTiming(ttl=ttl)
@@ -94,7 +101,7 @@ class ServingRight:
             "agent",
             timing,
             self.clock,
-            self.fence,
+            self._not_fencing if unsafe_no_fence else self.fence,
         )
         token = await keeper.acquire()
         self.keeper = keeper
@@ -146,6 +153,9 @@ class ServingRight:
             return await method(**params)
 
         return guarded
+
+    async def _not_fencing(self, action: FenceAction) -> None:
+        log.warning("NOT fencing (unsafe_no_fence, tests only): %s skipped", action.value)
 
     async def fence(self, action: FenceAction) -> None:
         """One fencing step on this side's QEMU and comparator."""

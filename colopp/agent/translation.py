@@ -3,7 +3,9 @@
 Per side it keeps:
 
 - on a secondary: the young offsets the comparator sends (a listener on the replication
-  network, :func:`~colopp.rewrite.young_link.serve_young`);
+  network, :func:`~colopp.rewrite.young_link.serve_young`), or, with QEMU's
+  ``colo-compare``, those learned on this host from the replication streams
+  (:class:`~colopp.agent.rewriter_relay.RewriterRelay`);
 - the side's *table of record*: every connection whose sequence space in this guest differs
   from its client's. Empty until a failover promotes a secondary that had young
   connections; then inherited by every later secondary and promoted side;
@@ -23,9 +25,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.rewriter_relay import RewriterRelay
+from colopp.agent.side import Side
 from colopp.colo.sequence import QmpStep
 from colopp.compare.young_send import YOUNG_PORT_OFFSET
-from colopp.domain import SideSpec
+from colopp.domain import ComparatorKind, SideSpec
 from colopp.errors import ConfigError
 from colopp.rewrite.relay import load_state, save_state
 from colopp.rewrite.splice import FILTERS, TABLE_FILE, splice_steps
@@ -54,6 +58,7 @@ class SideTranslation:
         self._sink: asyncio.Server | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self.relay: RewriterRelay | None = None  # QEMU's colo-compare: learning here
         #: How the last promotion sorted the young offsets (YoungOffsets.census).
         self.promotion: dict[str, int] = {}
 
@@ -66,14 +71,37 @@ class SideTranslation:
         offsets. Raises ConfigError for a bad record (nothing started)."""
         self.record = OffsetTable.from_snapshot(rows if rows is not None else [])
         save_state(self.run_dir / RECORD_FILE, self.record)
-        self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
+        if spec.options.comparator is ComparatorKind.COLOPP:
+            self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
         if self.record:
             await self._start_translator(self.record, run_steps)
 
     async def readopted_secondary(self, spec: SideSpec) -> None:
         """After an agent restart: listen for young offsets again (the record is reloaded
         from disk by the constructor; offsets sent while no agent listened are lost)."""
-        self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
+        if spec.options.comparator is ComparatorKind.COLOPP:
+            self._sink = await serve_young(self.young, spec.local_repl_ip, young_port(spec))
+
+    async def learn_here(self, side: Side) -> None:
+        """QEMU's ``colo-compare`` (:attr:`SideSpec.rewriter_relay`): relay the secondary's
+        replication streams and learn its young offsets from them, each checkpoint load
+        (QEMU's RESUME stamp) voiding the older ones. Replaces a relay that runs.
+
+        Raises:
+            ColoppError: the relay's sockets cannot be listened on.
+        """
+        await self.stop_learning(side)
+        relay = RewriterRelay(side.spec, self.young)
+        await relay.start()
+        self.relay = relay
+        side.checkpoints.on_resume = lambda: relay.checkpoint_loaded(side.checkpoints.last_at)
+
+    async def stop_learning(self, side: Side) -> None:
+        """Stop the relay (promotion: the primary is gone); never raises."""
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            side.checkpoints.on_resume = None
+            await relay.stop()
 
     def promoted(self, last_load: float | None) -> None:
         """This secondary serves now: its record gains the young connections that its
@@ -155,7 +183,10 @@ class SideTranslation:
             await self._spawn()
 
     async def stop(self) -> None:
-        """Stop the translator and the listener; never raises."""
+        """Stop the translator, the listener and the relay; never raises."""
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            await relay.stop()
         if self._sink is not None:
             self._sink.close()
             self._sink = None
@@ -175,9 +206,12 @@ def describe(translation: SideTranslation | None) -> dict[str, Any]:
     """For the agent's status."""
     if translation is None:
         return {}
-    return {
+    out: dict[str, Any] = {
         "record": len(translation.record),
         "young": len(translation.young),
         "translator": translation.spliced,
         "promotion": dict(translation.promotion),
     }
+    if translation.relay is not None:
+        out["relay"] = translation.relay.describe()
+    return out

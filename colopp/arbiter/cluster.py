@@ -50,14 +50,25 @@ class Member:
     client_port: int
     peer_port: int
     netns: str | None = None
+    #: where the member listens, when not on ``host`` only (e.g. ``0.0.0.0`` before the
+    #: lab's address ``host`` exists)
+    listen: str | None = None
 
     @property
     def client_url(self) -> str:
         return f"http://{self.host}:{self.client_port}"
 
     @property
+    def listen_url(self) -> str:
+        return f"http://{self.listen or self.host}:{self.client_port}"
+
+    @property
     def peer_url(self) -> str:
         return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def listen_peer_url(self) -> str:
+        return f"http://{self.listen or self.host}:{self.peer_port}"
 
 
 @dataclass
@@ -75,9 +86,9 @@ class EtcdCluster:
                 "etcd",
                 f"--name={m.name}",
                 f"--data-dir={self.data / m.name}",
-                f"--listen-client-urls={m.client_url}",
+                f"--listen-client-urls={m.listen_url}",
                 f"--advertise-client-urls={m.client_url}",
-                f"--listen-peer-urls={m.peer_url}",
+                f"--listen-peer-urls={m.listen_peer_url}",
                 f"--initial-advertise-peer-urls={m.peer_url}",
                 f"--initial-cluster={initial}",
                 "--initial-cluster-state=new",

@@ -174,6 +174,8 @@ class PairController:
             await sa.call("prepare_secondary")
             self.lifecycle.move(PairState.SYNCING, "disk mirror and RAM pre-copy")
             result = await self._replicate_to(pa, sa, secondary.repl_ip)
+            if self.rights is not None:  # fleet etcd mode: as protect() does
+                await self.rights.hold(pa, self.clock)
         except ColoppError as exc:
             self.lifecycle.move(PairState.ERROR, str(exc))
             self._event("error", message=str(exc))

@@ -60,6 +60,9 @@ class PairRights:
     key: str
     ttl: int = 3
     token: int = 0  # the serving side's fencing token (0: not known yet)
+    #: Tests only: the holder does not fence itself when it loses the right (the control
+    #: scenario that must show two primaries; ``hold_right``'s ``unsafe_no_fence``).
+    unsafe_no_fence: bool = False
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -77,8 +80,14 @@ class PairRights:
         deadline = clock.monotonic() + (acquire_within(self.ttl) if within is None else within)
         while True:
             try:
+                unsafe = {"unsafe_no_fence": True} if self.unsafe_no_fence else {}
                 reply = await agent.call(
-                    "hold_right", timeout=5.0, endpoints=self.endpoints, key=self.key, ttl=self.ttl
+                    "hold_right",
+                    timeout=5.0,
+                    endpoints=self.endpoints,
+                    key=self.key,
+                    ttl=self.ttl,
+                    **unsafe,
                 )
             except NotAcquired:
                 if clock.monotonic() + RETRY_S > deadline:

@@ -80,6 +80,8 @@ class Fleet:
         ``etcd_endpoints``: etcd as the agents reach it; set, each protection's serving
         side holds its right to serve there (:mod:`colopp.controller.rights`)."""
         self.etcd_endpoints = list(etcd_endpoints or [])
+        #: Tests only: sides hold their right without fencing themselves (PairRights).
+        self.unsafe_no_fence = False
         self.members = {m.name: m for m in check_members(members, minimum)}
         self.token = token
         self.clock: Clock = clock or SystemClock()
@@ -150,7 +152,9 @@ class Fleet:
             self._agents(name, slot, "hb"),
         )
         if self.etcd_endpoints:
-            made.pair.rights = PairRights(self.etcd_endpoints, right_key(name))
+            made.pair.rights = PairRights(
+                self.etcd_endpoints, right_key(name), unsafe_no_fence=self.unsafe_no_fence
+            )
         self.protections[name] = made
         for host in (where.primary, where.secondary):
             await agents[host].allocate()

@@ -25,7 +25,8 @@ __all__ = [
 def template_names(side: SideSpec) -> list[str]:
     """Which templates make up one side's command line."""
     if side.role is Role.SECONDARY:
-        red = "secondary-relay.conf" if side.ingress_relay else "secondary-red.conf"
+        relayed = side.ingress_relay or side.rewriter_relay
+        red = "secondary-relay.conf" if relayed else "secondary-red.conf"
         return ["vm.conf", red, "secondary.conf"]
     if side.standalone:
         return ["vm.conf", "standalone.conf"]

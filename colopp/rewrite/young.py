@@ -97,6 +97,13 @@ class YoungOffsets:
         self.loaded = max(self.loaded, count)
         self.prune(self.loaded)
 
+    def loaded_at(self, stamp: float) -> None:
+        """This secondary loaded a checkpoint and resumed at ``stamp`` (QEMU's RESUME time):
+        entries that arrived by then are void. With QEMU's ``colo-compare`` there is no
+        comparator to count epochs; offsets learned on this host
+        (:mod:`colopp.rewrite.rewriter_learn`) are dated by the same clock instead."""
+        self._entries = {k: v for k, v in self._entries.items() if v[2] > stamp}
+
     def prune(self, completed: int) -> None:
         """Forget entries older than checkpoint ``completed`` (no longer live anywhere)."""
         self._entries = {k: v for k, v in self._entries.items() if v[1] >= completed}

@@ -157,3 +157,34 @@ def test_a_command_to_serve_needs_this_sides_current_token() -> None:
         await b.release_right()
 
     asyncio.run(scenario())
+
+
+def test_unsafe_no_fence_loses_the_right_but_leaves_the_side_running(tmp_path: Path) -> None:
+    """The tests-only control: the bookkeeping runs (the right lapses), nothing is fenced."""
+
+    async def scenario() -> None:
+        clock = FakeClock(start=0.0)
+        etcd = ScriptedEtcd(clock)
+        process = QemuProcess(["sleep", "600"], {}, tmp_path)
+        await process.start()
+        side = StandIn(process, FakeComparator())
+        right = ServingRight(lambda: side, clock, lambda urls, timeout: etcd)
+        try:
+            await right.hold_right(["http://e"], "colopp/protection/web", unsafe_no_fence=True)
+            etcd.cut = True
+            assert right.keeper is not None
+            await asyncio.wait_for(right.keeper.done.wait(), 10)
+            status = await right.right_status()
+            assert status["state"] == "fenced" and not status["may_release"]
+            assert process.alive() and process.pid is not None
+            assert proc_state(process.pid) != "T"  # never stopped
+            assert side.comparator is not None and not side.comparator.killed
+            with pytest.raises(ConfigError):
+                await ServingRight(lambda: None, clock, lambda u, t: etcd).hold_right(
+                    ["http://e"], "colopp/protection/x", unsafe_no_fence="yes"
+                )
+        finally:
+            process.kill()
+            await asyncio.wait_for(process.exited.wait(), 10)  # reaped before the loop ends
+
+    asyncio.run(scenario())

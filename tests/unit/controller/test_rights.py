@@ -134,3 +134,43 @@ def test_protect_has_the_primary_hold_the_right_once_colo_runs() -> None:
     assert fresh.state is PairState.PROTECTED
     assert log[-3:] == [("hosta", "wait_colo"), ("hostb", "wait_colo"), ("hosta", "hold_right")]
     assert fresh.rights is not None and fresh.rights.token == 11
+
+
+def test_protect_running_has_the_taken_over_primary_hold_the_right_once_colo_runs() -> None:
+    log: list[tuple[str, str]] = []
+    vm = VmSpec("web1", None, None, "").to_dict()
+    taken = {"pid": 7, "disk": "/vms/web1.qcow2", "disk_size": 1 << 30, "vm": vm}
+    agents = {}
+    for name in ("hosta", "hostb"):
+        plain = _agent(name, log)
+
+        def handler(method: str, params: dict[str, Any], plain: ScriptedAgent = plain) -> Any:
+            if method == "take_over":
+                log.append((plain.name, method))
+                return taken
+            if method == "resume_replication":
+                log.append((plain.name, method))
+                return {"fallbacks": []}
+            return plain.handler(method, params)
+
+        agents[name] = ScriptedAgent(name, handler)
+    pair, _, _ = _pair()
+    fresh = PairController(pair.config, agents, clock=FakeClock())
+    fresh.rights = pair.rights
+    asyncio.run(fresh.protect_running("/run/vms/web1.qmp"))
+    assert fresh.state is PairState.PROTECTED
+    assert log[0] == ("hosta", "take_over")
+    assert log[-3:] == [("hosta", "wait_colo"), ("hostb", "wait_colo"), ("hosta", "hold_right")]
+    assert fresh.rights is not None and fresh.rights.token == 11
+
+
+def test_unsafe_no_fence_is_asked_of_the_holder_only_when_set() -> None:
+    pair, agents, _ = _pair()
+    assert pair.rights is not None
+    asyncio.run(pair.failover(Role.PRIMARY))
+    assert "unsafe_no_fence" not in _params(agents["hostb"], "hold_right")
+    pair, agents, _ = _pair()
+    assert pair.rights is not None
+    pair.rights.unsafe_no_fence = True
+    asyncio.run(pair.failover(Role.PRIMARY))
+    assert _params(agents["hostb"], "hold_right")["unsafe_no_fence"] is True

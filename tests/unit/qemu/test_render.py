@@ -73,9 +73,14 @@ def test_secondary_waits_for_incoming_and_rewrites() -> None:
     argv = qemu_argv(QemuRuntime(), VM, side(Role.SECONDARY))
     assert option_values(argv, "-incoming") == ["defer"]
     assert "filter-rewriter,id=rew0,netdev=hn0,queue=all" in option_values(argv, "-object")
+    # QEMU's colo-compare: replication through the agent's learning relay (rewriter_relay).
     chardevs = option_values(argv, "-chardev")
-    assert "socket,id=red0,host=198.18.1.11,port=9003,reconnect-ms=1000" in chardevs
+    assert "socket,id=red0,path=/run/c/red0.sock,reconnect-ms=1000" in chardevs
     assert any("driver=replication,mode=secondary" in d for d in option_values(argv, "-drive"))
+    colopp = option_values(
+        qemu_argv(QemuRuntime(), VM, side(Role.SECONDARY, ComparatorKind.COLOPP)), "-chardev"
+    )
+    assert "socket,id=red0,host=198.18.1.11,port=9003,reconnect-ms=1000" in colopp
 
 
 def test_two_qmp_monitors_one_per_client() -> None:
