@@ -14,6 +14,7 @@ comparator's command line), so a long bench run's intervals can be told apart.
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import json
 import os
@@ -82,14 +83,48 @@ def interval(
     return {k: round(v, 4) for k, v in sorted(sums.items()) if v > 0}
 
 
+def summarize(
+    rows: list[dict[str, Any]], start: float, end: float, requests: int
+) -> dict[str, float]:
+    """CPU ms per request of each kind/thread over the samples taken in ``[start, end]``
+    (wall-clock seconds; pure). Processes other than QEMU are summed per kind."""
+    sums: dict[str, float] = defaultdict(float)
+    for row in rows:
+        if start <= row["t"] <= end:
+            for key, used in row["cpu_s"].items():
+                kind = key.split("/", 1)[0]
+                sums[key if kind == "qemu" else kind] += used
+    if requests <= 0:
+        return {}
+    out = {k: round(v * 1000.0 / requests, 3) for k, v in sorted(sums.items(), key=lambda x: -x[1])}
+    out["total"] = round(sum(sums.values()) * 1000.0 / requests, 3)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.semiactive_cpu", description=__doc__)
+    parser.add_argument(
+        "--summarize",
+        nargs=3,
+        metavar=("START", "END", "REQUESTS"),
+        help="print ms/request per thread of --json's samples between two UTC times "
+        "(HH:MM:SS, today) for REQUESTS requests, instead of sampling",
+    )
     parser.add_argument("--netns", default="clpbnch-hostb")
     parser.add_argument("--primary-netns", default="clpbnch-hosta")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--interval", type=float, default=2.0)
     args = parser.parse_args()
+    if args.summarize:
+        start, end, requests = args.summarize
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        bounds = [
+            calendar.timegm(time.strptime(f"{day} {t}", "%Y-%m-%d %H:%M:%S")) for t in (start, end)
+        ]
+        rows = json.loads(args.json.read_text())
+        print(json.dumps(summarize(rows, bounds[0], bounds[1], int(requests)), indent=1))
+        return 0
     rows: list[dict[str, Any]] = []
     end = time.monotonic() + args.seconds
     before = threads(args.netns)
