@@ -343,10 +343,16 @@ def protect(
             "running VM' says what the VM must look like)."
         ),
     ] = None,
+    running_domain: Annotated[
+        str | None,
+        typer.Option(
+            help="Protect this running libvirt domain without a restart (as --running-qmp)."
+        ),
+    ] = None,
     hosts: Annotated[
         Path | None,
         typer.Option(
-            help="With --running-qmp: JSON {primary: {name, agent, tap, repl_ip}, "
+            help="With --running-qmp/--running-domain: JSON {primary: {name, agent, tap, repl_ip}, "
             "secondary: {...}}; the primary is the VM's host."
         ),
     ] = None,
@@ -355,15 +361,15 @@ def protect(
     """Protect the demo VM on the local lab and keep serving until Ctrl-C (with
     COLOPP_API_URL: ask the API to protect it on its lab and wait until protected;
     with --running-qmp and --hosts: protect a VM that already runs)."""
-    if running_qmp is not None:
+    if running_qmp is not None or running_domain is not None:
         if backend is not Backend.QEMU:
             raise _fail(
                 ConfigError(
-                    "--running-qmp takes over a plain QEMU (backend qemu); a running libvirt "
-                    "domain cannot be taken over live (README 'Protecting a running VM')"
+                    "--running-qmp/--running-domain: colopp's QEMU takes the VM over (backend "
+                    "qemu; backend libvirt restarts a stopped domain as its own side domains)"
                 )
             )
-        _protect_running(name, running_qmp, hosts, comparator, timeout, json_out)
+        _protect_running(name, running_qmp, hosts, comparator, timeout, json_out, running_domain)
         return
     if cli_api.configured():
         body = {
@@ -388,11 +394,12 @@ def protect(
 
 def _protect_running(
     name: str,
-    running_qmp: Path,
+    running_qmp: Path | None,
     hosts: Path | None,
     comparator: ComparatorKind,
     timeout: float,
     json_out: bool,
+    domain: str | None = None,
 ) -> None:
     from colopp import cli_running
 
@@ -400,9 +407,9 @@ def _protect_running(
         if hosts is None:
             raise ConfigError("--running-qmp needs --hosts (the VM's host and the secondary)")
         body = cli_running.running_body(
-            name, running_qmp, cli_running.read_hosts(hosts), comparator.value
+            name, running_qmp, cli_running.read_hosts(hosts), comparator.value, domain
         )
-        checked = cli_running.precheck(running_qmp)
+        checked = None if running_qmp is None else cli_running.precheck(running_qmp)
     except ColoppError as exc:
         raise _fail(exc) from exc
     if checked is not None:

@@ -41,13 +41,28 @@ def read_hosts(path: Path) -> dict[str, Any]:
 
 
 def running_body(
-    name: str, running_qmp: Path, hosts: dict[str, Any], comparator: str
+    name: str,
+    running_qmp: Path | None,
+    hosts: dict[str, Any],
+    comparator: str,
+    domain: str | None = None,
 ) -> dict[str, Any]:
-    """POST /v1/protections for the VM behind ``running_qmp`` (pure).
+    """POST /v1/protections for the VM behind ``running_qmp``, or the running libvirt
+    ``domain`` on the primary host (pure).
 
     Raises:
         ConfigError: the socket path is not absolute (the agent opens it on its host).
     """
+    if domain is not None:
+        return {
+            "name": name,
+            "placement": "hosts",
+            "backend": "qemu",
+            "comparator": comparator,
+            "hosts": hosts,
+            "running_domain": domain,
+        }
+    assert running_qmp is not None
     if not running_qmp.is_absolute():
         raise ConfigError(
             f"--running-qmp {running_qmp}: give the absolute path of the VM's QMP socket "

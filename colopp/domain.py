@@ -113,6 +113,13 @@ class VmSpec:
     vcpus: int = 1
     accel: str = "tcg"
     cpu: str = "qemu64"
+    # The NIC's tap carries a virtio-net header (a running libvirt domain's does: libvirt
+    # opens its tap with IFF_VNET_HDR, and the guest state migrates only into a QEMU whose
+    # tap has one too). Every QEMU of the protection then opens its tap with vnet_hdr=on,
+    # the COLO filters and colopp's relays carry the header (vnet_hdr_support), and the
+    # NIC has every checksum/segmentation offload off, so the header stays inert: frames
+    # are whole, with complete checksums, as without it.
+    vnet_hdr: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""

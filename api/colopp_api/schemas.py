@@ -102,6 +102,13 @@ class ProtectionCreate(BaseModel):
         " file, memory and boot come from it; README 'Protecting a running VM' says what it"
         " must look like)",
     )
+    running_domain: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = Field(
+        None,
+        description="placement hosts, backend qemu: protect the libvirt domain running on the"
+        " primary host (started with virsh start) without restarting it: colopp's QEMU takes"
+        " it over by a live migration onto its own disk file (README 'Protecting a running"
+        " libvirt domain' says what the domain must look like)",
+    )
     vm: VmOptions = Field(default_factory=lambda: VmOptions.model_validate({}))
     comparator: Literal["builtin", "colopp"] = "colopp"
     prerelease: (
@@ -170,7 +177,8 @@ class ProtectionCreate(BaseModel):
             needed: list[tuple[str, object]] = []
             if self.placement == "hosts":
                 needed.append(("hosts", self.hosts))
-            if self.backend == "qemu" and self.running_qmp is None:  # libvirt: its own
+            running = self.running_qmp is not None or self.running_domain is not None
+            if self.backend == "qemu" and not running:  # libvirt: its own
                 needed.append(("base_disk", self.base_disk))
                 boot = [
                     ("vm.kernel", self.vm.kernel),
@@ -187,6 +195,14 @@ class ProtectionCreate(BaseModel):
             raise ValueError("placement lab builds its own hosts and disk: drop hosts/base_disk")
         if self.running_qmp is not None and (self.placement, self.backend) != ("hosts", "qemu"):
             raise ValueError("running_qmp needs placement hosts and backend qemu")
+        if self.running_domain is not None:
+            if (self.placement, self.backend) != ("hosts", "qemu"):
+                raise ValueError(
+                    "running_domain needs placement hosts and backend qemu (colopp's QEMU "
+                    "takes the domain over; backend libvirt restarts a stopped domain)"
+                )
+            if self.running_qmp is not None:
+                raise ValueError("give running_qmp or running_domain, not both")
         return self
 
 

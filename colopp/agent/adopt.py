@@ -296,7 +296,7 @@ async def adopt_side(
     readopt_vcpus(side, record.vcpu)
     spec = side.spec
     if spec.options.comparator is ComparatorKind.COLOPP and spec.role is Role.PRIMARY:
-        argv = comparator_argv(spec, side.checkpoint_delay_ms)
+        argv = comparator_argv(spec, side.checkpoint_delay_ms, vnet_hdr=side.vm.vnet_hdr)
         # A comparator recorded but gone is started again by its supervisor at once.
         if record.comparator is not None:
             side.comparator = AdoptedComparator(

@@ -29,9 +29,14 @@ log = logging.getLogger(__name__)
 
 
 def comparator_argv(
-    side: SideSpec, checkpoint_delay_ms: int, python: str = sys.executable
+    side: SideSpec,
+    checkpoint_delay_ms: int,
+    python: str = sys.executable,
+    *,
+    vnet_hdr: bool = False,
 ) -> list[str]:
-    """The comparator's command line for one primary side (pure)."""
+    """The comparator's command line for one primary side (pure); ``vnet_hdr``: its frames
+    carry the tap's virtio-net header (:attr:`colopp.domain.VmSpec.vnet_hdr`)."""
     argv = [
         python,
         "-m",
@@ -52,6 +57,8 @@ def comparator_argv(
         "--young-to",
         f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
     ]
+    if vnet_hdr:
+        argv.append("--vnet-hdr")
     options = side.options
     if options.semiactive and options.prerelease is not None:
         # Early answers are off the clients' path: the secondary may lag far behind them,

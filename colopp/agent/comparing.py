@@ -43,7 +43,7 @@ async def start_comparator(side: Side, force_checkpoint: Callable[[], Awaitable[
         return
     await stop_comparator(side)
     side.comparator = ComparatorProcess(
-        comparator_argv(spec, side.checkpoint_delay_ms),
+        comparator_argv(spec, side.checkpoint_delay_ms, vnet_hdr=side.vm.vnet_hdr),
         spec.run_dir,
         force_checkpoint,
         side.process.alive,
@@ -57,7 +57,9 @@ async def stop_comparator(side: Side) -> None:
         await side.comparator.stop()
 
 
-def ingress_argv(spec: SideSpec, qemu_pid: int, python: str = sys.executable) -> list[str]:
+def ingress_argv(
+    spec: SideSpec, qemu_pid: int, python: str = sys.executable, *, vnet_hdr: bool = False
+) -> list[str]:
     """The ingress relay's command line for one secondary (pure)."""
     return [
         python,
@@ -77,6 +79,7 @@ def ingress_argv(spec: SideSpec, qemu_pid: int, python: str = sys.executable) ->
         str(qemu_pid),
         "--status",
         str(spec.run_dir / "ingress.json"),
+        *(["--vnet-hdr"] if vnet_hdr else []),
     ]
 
 
@@ -95,7 +98,11 @@ async def start_ingress(side: Side) -> None:
         return
     await stop_ingress(side)
     relay = ComparatorProcess(
-        ingress_argv(side.spec, pid), side.spec.run_dir, _nothing, side.process.alive, "ingress"
+        ingress_argv(side.spec, pid, vnet_hdr=side.vm.vnet_hdr),
+        side.spec.run_dir,
+        _nothing,
+        side.process.alive,
+        "ingress",
     )
     await relay.start()
     side.ingress = relay

@@ -42,6 +42,7 @@ from colopp.agent.side import Side, event_stamp
 from colopp.agent.status import side_status
 from colopp.agent.steps import run_steps, wait_colo_mode
 from colopp.agent.takeover import take_over
+from colopp.agent.takeover_libvirt import take_over_domain
 from colopp.agent.translation import RECORD_FILE as TRANSLATION_RECORD
 from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
@@ -97,7 +98,7 @@ class HostAgent:
         self.side.watcher = asyncio.create_task(self._watch_events(self.side))
         spec = self.side.spec
         if (spec.run_dir / TRANSLATION_RECORD).exists():
-            self.translation = SideTranslation(spec.run_dir)
+            self.translation = SideTranslation(spec.run_dir, self.side.vm.vnet_hdr)
             if spec.role is Role.SECONDARY and not self.side.failed_over:
                 await self.translation.readopted_secondary(spec)
                 if spec.rewriter_relay:
@@ -198,24 +199,34 @@ class HostAgent:
             self.persist()
             return {"pid": process.pid, "run_dir": str(run_dir)}
 
-    async def take_over(self, name: str, qmp_socket: str, side: dict[str, Any]) -> dict[str, Any]:
+    async def take_over(
+        self, name: str, qmp_socket: str | None, side: dict[str, Any], domain: str | None = None
+    ) -> dict[str, Any]:
         """Move a VM that runs here in a QEMU colopp did not start (reached through
-        ``qmp_socket``) into a QEMU of this agent's, on the same disk file, without a
-        restart (colopp.agent.takeover); it then serves alone until protected.
+        ``qmp_socket``, or the running libvirt ``domain``) into a QEMU of this agent's, on
+        the same disk file, without a restart (colopp.agent.takeover, takeover_libvirt);
+        it then serves alone until protected.
 
         Raises:
             StateError: a VM already runs here. ConfigError: the VM cannot be taken over
                 (what to change is named). QmpError: the migration failed (the VM runs on).
         """
-        path = Path(qmp_socket)
-        if not path.is_absolute():
+        path = Path(qmp_socket or "")
+        if domain is None and not path.is_absolute():
             raise ConfigError(f"QMP socket {qmp_socket!r} must be an absolute path")
         async with self._lock:
             if self.side is not None and self.side.process.alive():
                 raise StateError(f"{self.host} already runs {self.side.vm.name}")
             request = SideRequest.from_dict(side)
             self.runtime.require_present()
-            self.side, reply = await take_over(self.runtime, self.state_dir, name, path, request)
+            if domain is not None:
+                self.side, reply = await take_over_domain(
+                    self.runtime, self.state_dir, name, domain, request, self.libvirt_uri
+                )
+            else:
+                self.side, reply = await take_over(
+                    self.runtime, self.state_dir, name, path, request
+                )
             self.side.watcher = asyncio.create_task(self._watch_events(self.side))
             self.persist()
             return reply
@@ -258,7 +269,7 @@ class HostAgent:
         if side.spec.options.comparator is ComparatorKind.COLOPP or side.spec.rewriter_relay:
             if self.translation is not None:
                 await self.translation.stop()
-            self.translation = SideTranslation(side.spec.run_dir)
+            self.translation = SideTranslation(side.spec.run_dir, side.vm.vnet_hdr)
             await self.translation.as_secondary(
                 side.spec, translation, functools.partial(run_steps, side)
             )

@@ -235,6 +235,7 @@ async def resume_protection(
         spec.options.comparator,
         has_rewriter,
         client_socket=str(spec.client_socket) if spec.options.client_frames else None,
+        vnet_hdr=side.vm.vnet_hdr,
     )
     side.checkpoint_delay_ms = checkpoint_delay_ms
     # The guest runs through the disk mirror and the RAM pre-copy and pauses only for

@@ -82,6 +82,8 @@ def takeover_argv(
     names = ["vm.conf", "takeover.conf"]
     if vm.kernel is not None:
         names.insert(1, "kernel.conf")
+    if vm.vnet_hdr:
+        names.append("vnet-hdr.conf")
     values = template_values(vm, spec) | {
         "disk_format": running.disk_format,
         "nic_addr": f"0x{slots['nic']:x}",
@@ -114,36 +116,60 @@ async def take_over(
     source = Monitor("colopp-takeover", qmp_socket)
     await source.connect(QMP_TIMEOUT)
     try:
-        status = await source.execute("query-status", timeout=QMP_TIMEOUT)
-        if status.get("status") != "running":
-            raise StateError(f"the VM behind {qmp_socket} is {status.get('status')}, not running")
-        running = with_disk(running, await source.execute("query-block", timeout=QMP_TIMEOUT))
-        slots = pci_slots(await source.execute("query-pci", timeout=QMP_TIMEOUT))
-        version = await source.execute("query-version", timeout=QMP_TIMEOUT)
-        vm = running.vm_spec(name)
-        assert running.disk is not None
-        run_dir = state_dir / name / Role.PRIMARY.value
-        spec = SideSpec(
-            Role.PRIMARY,
-            run_dir,
-            tap_name(pid),
-            running.disk,
-            request.local_repl_ip,
-            request.peer_repl_ip,
-            request.ports,
-            request.options,
+        side, reply = await take_over_from(
+            runtime, state_dir, name, request, source, running, pid, started
         )
-        spec.validate()
-        side = await _start_copy(runtime, vm, spec, running, slots, version)
-        try:
-            downtime = await _migrate(source, side, run_dir / "takeover.sock")
-        except BaseException:
-            await _discard(side, spec.tap)
-            raise
         with contextlib.suppress(QmpError):
             await source.execute("quit", timeout=QMP_TIMEOUT)
     finally:
         await source.close()
+    return side, reply
+
+
+async def take_over_from(
+    runtime: QemuRuntime,
+    state_dir: Path,
+    name: str,
+    request: SideRequest,
+    source: Any,
+    running: RunningVm,
+    pid: int,
+    started: float,
+) -> tuple[Side, dict[str, Any]]:
+    """The take-over through ``source`` (the running VM's QMP: a :class:`Monitor`, or
+    libvirt's passthrough), ``running`` read from its command line or domain XML; the
+    caller ends the old QEMU (``quit``, or libvirt's destroy) once this returned.
+
+    Raises:
+        ConfigError / StateError: the VM cannot be taken over (nothing changed on it).
+        QmpError / QmpTimeout: the migration failed; the VM runs on in its own QEMU.
+    """
+    status = await source.execute("query-status", timeout=QMP_TIMEOUT)
+    if status.get("status") != "running":
+        raise StateError(f"the VM {name} is {status.get('status')}, not running")
+    running = with_disk(running, await source.execute("query-block", timeout=QMP_TIMEOUT))
+    slots = pci_slots(await source.execute("query-pci", timeout=QMP_TIMEOUT))
+    version = await source.execute("query-version", timeout=QMP_TIMEOUT)
+    vm = running.vm_spec(name)
+    assert running.disk is not None
+    run_dir = state_dir / name / Role.PRIMARY.value
+    spec = SideSpec(
+        Role.PRIMARY,
+        run_dir,
+        tap_name(pid),
+        running.disk,
+        request.local_repl_ip,
+        request.peer_repl_ip,
+        request.ports,
+        request.options,
+    )
+    spec.validate()
+    side = await _start_copy(runtime, vm, spec, running, slots, version)
+    try:
+        downtime = await _migrate(source, side, run_dir / "takeover.sock")
+    except BaseException:
+        await _discard(side, spec.tap)
+        raise
     side.failed_over = True  # serving alone: the live protection makes it a primary
     return side, {
         "source_pid": pid,
@@ -195,7 +221,7 @@ async def _start_copy(
     return side
 
 
-async def _migrate(source: Monitor, side: Side, path: Path) -> float:
+async def _migrate(source: Any, side: Side, path: Path) -> float:
     """Migrate the VM from ``source`` into ``side`` over the unix socket ``path``; returns
     QEMU's downtime (ms). On failure the migration is cancelled (the VM runs on)."""
     uri = f"unix:{path}"
@@ -215,7 +241,7 @@ async def _migrate(source: Monitor, side: Side, path: Path) -> float:
         raise
 
 
-async def _finished(source: Monitor, side: Side, deadline: float) -> float:
+async def _finished(source: Any, side: Side, deadline: float) -> float:
     """Wait until the migration completed and colopp's QEMU runs; QEMU's downtime (ms).
 
     Raises:

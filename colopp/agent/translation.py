@@ -51,8 +51,9 @@ def young_port(spec: SideSpec) -> int:
 class SideTranslation:
     """Young offsets, table of record and translator of the side in ``run_dir``."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, vnet_hdr: bool = False) -> None:
         self.run_dir = run_dir
+        self.vnet_hdr = vnet_hdr  # the tap carries a virtio-net header (VmSpec.vnet_hdr)
         self.young = YoungOffsets()
         self.record = load_state(run_dir / RECORD_FILE)
         self._sink: asyncio.Server | None = None
@@ -143,7 +144,11 @@ class SideTranslation:
             return
         ids = [fid for fid, _, _ in FILTERS]
         steps = [QmpStep("object-del", {"id": fid}) for fid in ids]
-        steps += [s for s in splice_steps(self.run_dir, before="rew0") if s.command == "object-add"]
+        steps += [
+            s
+            for s in splice_steps(self.run_dir, before="rew0", vnet_hdr=self.vnet_hdr)
+            if s.command == "object-add"
+        ]
         await run_steps(steps)
 
     def record_rows(self) -> list[dict[str, Any]]:
@@ -151,7 +156,7 @@ class SideTranslation:
 
     async def _start_translator(self, table: OffsetTable, run_steps: RunSteps) -> None:
         save_state(self.run_dir / TABLE_FILE, table)
-        await run_steps(splice_steps(self.run_dir, before="rew0"))
+        await run_steps(splice_steps(self.run_dir, before="rew0", vnet_hdr=self.vnet_hdr))
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise())
 
@@ -166,6 +171,7 @@ class SideTranslation:
                 "colopp.rewrite",
                 "--run-dir",
                 str(self.run_dir),
+                *(["--vnet-hdr"] if self.vnet_hdr else []),
                 stdout=log_file,
                 stderr=log_file,
             )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.domain import ComparatorKind, Ports
-from colopp.errors import HMP_ERROR_CLASS, QmpError
+from colopp.errors import HMP_ERROR_CLASS, ConfigError, QmpError
 from colopp.qmp.monitor import hmp_command
 
 # QEMU's error classes (qapi/error.json) for the errors a step may meet on a side whose
@@ -218,8 +218,12 @@ def _unix(path: str) -> dict[str, Any]:
     return {"type": "unix", "data": {"path": path}}
 
 
-def _filter(kind: str, fid: str, before_rewriter: bool, **props: str) -> QmpStep:
+def _filter(
+    kind: str, fid: str, before_rewriter: bool, vnet_hdr: bool = False, **props: str
+) -> QmpStep:
     args: dict[str, Any] = {"qom-type": kind, "id": fid, "netdev": "hn0", **props}
+    if vnet_hdr:  # the tap carries a virtio-net header (VmSpec.vnet_hdr)
+        args["vnet_hdr_support"] = True
     if before_rewriter:
         # A promoted secondary keeps its filter-rewriter (it still translates sequence
         # numbers of connections opened before failover); new filters go in front of it.
@@ -235,14 +239,21 @@ def resume_replication(
     comparator: ComparatorKind,
     has_rewriter: bool,
     client_socket: str | None = None,
+    vnet_hdr: bool = False,
 ) -> list[QmpStep]:
     """After the disk resync: attach replication, rebuild the primary's network path.
 
     ``sockets`` are the (compare0, compare_out) unix socket paths; ``client_socket``, when
     colopp's comparator follows client requests, is where a copy of the guest's input goes.
     Chardevs and objects that already exist (a primary that only lost its secondary keeps
-    its chardevs) are fine.
+    its chardevs) are fine. ``vnet_hdr``: the filters carry the tap's virtio-net header
+    (``vnet_hdr_support``); QEMU's colo-compare has no such property, so it is refused.
     """
+    if vnet_hdr and comparator is ComparatorKind.BUILTIN:
+        raise ConfigError(
+            "QEMU's colo-compare cannot take frames with a virtio-net header: protect a VM "
+            "whose tap has vnet_hdr=on with colopp's comparator"
+        )
     compare0, compare_out = sockets
     steps = [
         QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
@@ -258,14 +269,18 @@ def resume_replication(
             _chardev("compare_out0", _unix(compare_out), server=False),
         ]
     steps += [
-        _filter("filter-mirror", "m0", has_rewriter, queue="tx", outdev="mirror0"),
-        _filter("filter-redirector", "redire0", has_rewriter, queue="rx", indev="compare_out"),
-        _filter("filter-redirector", "redire1", has_rewriter, queue="rx", outdev="compare0"),
+        _filter("filter-mirror", "m0", has_rewriter, vnet_hdr, queue="tx", outdev="mirror0"),
+        _filter(
+            "filter-redirector", "redire0", has_rewriter, vnet_hdr, queue="rx", indev="compare_out"
+        ),
+        _filter(
+            "filter-redirector", "redire1", has_rewriter, vnet_hdr, queue="rx", outdev="compare0"
+        ),
     ]
     if client_socket is not None and comparator is ComparatorKind.COLOPP:
         steps += [
             _chardev("client0", _unix(client_socket), server=True),
-            _filter("filter-mirror", "mc0", has_rewriter, queue="tx", outdev="client0"),
+            _filter("filter-mirror", "mc0", has_rewriter, vnet_hdr, queue="tx", outdev="client0"),
         ]
     if comparator is ComparatorKind.BUILTIN:
         steps += [

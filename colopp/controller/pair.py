@@ -136,9 +136,12 @@ class PairController:
         self._event("protected", primary=cfg.primary.name, secondary=secondary.name)
         self.progress("COLO state reached on both sides")
 
-    async def protect_running(self, qmp_socket: str) -> dict[str, Any]:
+    async def protect_running(
+        self, qmp_socket: str | None = None, *, domain: str | None = None
+    ) -> dict[str, Any]:
         """Protect a VM that already runs on the primary host, in a QEMU colopp did not
-        start (reached through ``qmp_socket``), without restarting it: the primary's agent
+        start (reached through ``qmp_socket``, or a running libvirt ``domain`` on the
+        primary host), without restarting it: the primary's agent
         takes it over by a local live migration onto the same disk file
         (colopp.agent.takeover), the secondary starts on a blank disk, and the live
         protection (colopp.colo.live) mirrors the disk and pre-copies the RAM to it while
@@ -152,11 +155,17 @@ class PairController:
         if secondary is None:
             raise StateError("no secondary host to protect onto")
         pa, sa = self.agents[cfg.primary.name], self.agents[secondary.name]
-        self.lifecycle.move(PairState.LAUNCHING, f"take over the VM behind {qmp_socket}")
+        what = f"libvirt domain {domain}" if domain else f"the VM behind {qmp_socket}"
+        self.lifecycle.move(PairState.LAUNCHING, f"take over {what}")
         try:
             side_p = self._side(Role.PRIMARY, cfg.primary, secondary)
             taken: dict[str, Any] = await pa.call(
-                "take_over", name=cfg.vm.name, qmp_socket=qmp_socket, side=side_p, timeout=330
+                "take_over",
+                name=cfg.vm.name,
+                qmp_socket=qmp_socket,
+                side=side_p,
+                domain=domain,
+                timeout=330,
             )
             self.progress(f"{pa.name}: VM taken over by pid {taken['pid']} on {taken['disk']}")
             self.config = cfg = replace(

@@ -50,6 +50,7 @@ def template_values(vm: VmSpec, side: SideSpec) -> dict[str, object]:
         "initrd": vm.initrd,
         "append": vm.append,
         "mac": vm.mac,
+        "vnet_hdr": "on" if vm.vnet_hdr else "off",
         "tap": side.tap,
         "disk": side.disk,
         "active_disk": side.active_disk,
@@ -83,5 +84,7 @@ def qemu_argv(
     names = template_names(side)
     if vm.kernel is not None:  # direct kernel boot; without it SeaBIOS boots the disk
         names.insert(1, "kernel.conf")
+    if vm.vnet_hdr:  # the NIC's offloads off (its tap's virtio-net header stays inert)
+        names.append("vnet-hdr.conf")
     body = render_files(names, template_values(vm, side), folder)
     return [*runtime.system_argv(), *body]

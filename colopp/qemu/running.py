@@ -87,6 +87,7 @@ class RunningVm:
     disk: Path | None = None  # from query-block (see :func:`with_disk`)
     disk_format: str = "qcow2"
     disk_size: int = 0  # virtual size, bytes
+    vnet_hdr: bool = False  # its tap carries a virtio-net header (a libvirt domain's does)
 
     def vm_spec(self, name: str) -> VmSpec:
         """The :class:`VmSpec` both sides of the protection run (validated).
@@ -104,6 +105,7 @@ class RunningVm:
             vcpus=self.vcpus,
             accel=self.accel,
             cpu=self.cpu,
+            vnet_hdr=self.vnet_hdr,
         )
         spec.validate()
         return spec

@@ -66,9 +66,10 @@ def relay_options(run_dir: Path, *, vnet_hdr: bool = False) -> RelayOptions:
     )
 
 
-def splice_steps(run_dir: Path, *, before: str | None) -> list[QmpStep]:
+def splice_steps(run_dir: Path, *, before: str | None, vnet_hdr: bool = False) -> list[QmpStep]:
     """Create the translator's chardevs and filters; ``before`` is the filter id to insert
-    them in front of (``"rew0"``), or None for the tail of the chain."""
+    them in front of (``"rew0"``), or None for the tail of the chain; ``vnet_hdr``: the
+    tap carries a virtio-net header (the redirectors pass it, ``vnet_hdr_support``)."""
     steps = [
         QmpStep(
             "chardev-add",
@@ -95,6 +96,8 @@ def splice_steps(run_dir: Path, *, before: str | None) -> list[QmpStep]:
             "queue": queue,
             **dev,
         }
+        if vnet_hdr:
+            args["vnet_hdr_support"] = True
         if before is not None:
             args |= {"insert": "before", "position": f"id={before}"}
         steps.append(QmpStep("object-add", args, tolerate=_EXISTS))

@@ -113,11 +113,10 @@ def read_template(conn: Any, vm: VmSpec, uri: str, host: str) -> tuple[VmSpec, D
         raise ConfigError(
             f"libvirt domain {vm.name!r} is running: shut it down (`virsh shutdown "
             f"{vm.name}`); colopp runs it as {side_domain_name(vm.name, host)} here and as "
-            "a domain of the same kind on the peer host. (A running domain cannot be taken "
-            "over live yet: libvirt opens its <interface>'s tap with a virtio-net header, "
-            "and QEMU refuses to load that NIC's state into a copy without one, which "
-            "COLO's filters need. To protect a VM without a restart, run it as a plain "
-            "QEMU and give its QMP socket: README 'Protecting a running VM')"
+            "a domain of the same kind on the peer host. Or protect it without a restart: "
+            f"backend qemu with running_domain={vm.name} (`colopp protect --running-domain "
+            f"{vm.name}`), which takes it over live into colopp's QEMU on its own disk file "
+            "(README 'Protecting a running libvirt domain' says what it must look like)"
         )
     template = check_protectable(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     return vm_from_template(vm, template), template

@@ -230,3 +230,14 @@ def test_a_running_vm_is_named_by_its_qmp_socket() -> None:
         ProtectionCreate.model_validate({"name": "lab-1", "running_qmp": "/run/x.qmp"})
     with pytest.raises(ValidationError, match="running_qmp"):
         ProtectionCreate.model_validate(body | {"running_qmp": "relative/x.qmp"})
+    # A running libvirt domain, by name (taken over by colopp's QEMU: backend qemu).
+    spec = ProtectionCreate.model_validate(body | {"running_domain": "web_1.prod"})
+    assert spec.running_domain == "web_1.prod" and spec.base_disk is None
+    with pytest.raises(ValidationError, match="running_domain needs placement hosts"):
+        ProtectionCreate.model_validate({"name": "lab-1", "running_domain": "web1"})
+    with pytest.raises(ValidationError, match="not both"):
+        ProtectionCreate.model_validate(
+            body | {"running_domain": "web1", "running_qmp": "/run/vms/web1.qmp"}
+        )
+    with pytest.raises(ValidationError, match="running_domain"):
+        ProtectionCreate.model_validate(body | {"running_domain": "web 1; rm"})

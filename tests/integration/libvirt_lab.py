@@ -94,3 +94,39 @@ def discard_sides(libvirt: Any, conn: Any, vm_name: str) -> None:
             if dom.isActive():
                 dom.destroy()
             dom.undefine()
+
+
+def running_domain_xml(name: str, vm: Any, disk: Path, tap: str, serial: Path) -> str:
+    """A domain an operator starts with `virsh start` and colopp can take over live
+    (colopp.virt.libvirt_running): one virtio NIC without vhost, offloads or option ROM
+    in PCI slot 2, one qcow2 file disk in slot 3, no USB controller or balloon, one
+    serial port (a file, which says when the guest is ready)."""
+    off = "csum='off' tso4='off' tso6='off' ecn='off' ufo='off'"
+    return f"""<domain type='{"kvm" if vm.accel == "kvm" else "qemu"}'>
+  <name>{name}</name>
+  <memory unit='MiB'>{vm.memory_mb}</memory>
+  <vcpu>{vm.vcpus}</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{vm.kernel}</kernel>
+    <initrd>{vm.initrd}</initrd><cmdline>{vm.append}</cmdline></os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>{vm.cpu}</model></cpu>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/local/bin/colopp-qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/><source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>
+    </disk>
+    <interface type='ethernet'>
+      <mac address='{vm.mac}'/><target dev='{tap}' managed='no'/>
+      <model type='virtio'/>
+      <driver name='qemu'><host gso='off' {off}/><guest {off}/></driver>
+      <rom enabled='no'/>
+      <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>
+    </interface>
+    <serial type='file'><source path='{serial}'/></serial>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>"""

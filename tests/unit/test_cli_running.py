@@ -119,8 +119,20 @@ def test_without_the_api_it_says_how_to_reach_one(hosts_file: Path) -> None:
     assert "COLOPP_API_URL" in done.output
 
 
-def test_a_running_libvirt_domain_is_refused_by_name(hosts_file: Path) -> None:
+def test_backend_libvirt_is_refused_naming_who_takes_the_vm_over(hosts_file: Path) -> None:
     done = _protect("--running-qmp", "/run/vm.qmp", "--hosts", str(hosts_file),
                     "--backend", "libvirt")  # fmt: skip
     assert done.exit_code == Exit.USAGE
-    assert "a running libvirt domain cannot be taken over live" in " ".join(done.output.split())
+    assert "colopp's QEMU takes the VM over (backend qemu" in " ".join(done.output.split())
+
+
+def test_a_running_libvirt_domain_is_protected_by_name_through_the_api(
+    hosts_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[dict[str, Any]] = []
+    monkeypatch.setattr(cli_api, "configured", lambda: True)
+    monkeypatch.setattr(cli_api, "protect", lambda body, *_: asked.append(body))
+    done = _protect("--running-domain", "web1", "--hosts", str(hosts_file), "--name", "web1")
+    assert done.exit_code == 0, done.output
+    assert asked == [running_body("web1", None, HOSTS, "builtin", "web1")]
+    assert asked[0]["running_domain"] == "web1" and "running_qmp" not in asked[0]

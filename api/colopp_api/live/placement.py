@@ -193,7 +193,7 @@ async def hosts_placement(spec: ProtectionCreate, settings: Settings) -> Placeme
         AgentError: an agent is unreachable.
     """
     assert spec.hosts is not None
-    if spec.backend == "qemu" and spec.running_qmp is None:
+    if spec.backend == "qemu" and spec.running_qmp is None and spec.running_domain is None:
         assert spec.base_disk is not None
     if settings.agent_token_file is None:
         raise ConfigError("placement hosts needs COLOPP_AGENT_TOKEN_FILE (the agents' token)")

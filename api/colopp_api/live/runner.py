@@ -173,8 +173,9 @@ class ProtectionRunner:
                 self.pair.rights = pool.pair_rights(self.settings, self.runtime)
             self.phase, self.reason = None, None
             self._persist()
-            if spec.running_qmp is not None:  # a VM that runs already: no restart
-                await self.pair.protect_running(spec.running_qmp)
+            if spec.running_qmp is not None or spec.running_domain is not None:
+                # a VM that runs already: no restart
+                await self.pair.protect_running(spec.running_qmp, domain=spec.running_domain)
             else:
                 await self.pair.protect()
         except ColoppError as exc:

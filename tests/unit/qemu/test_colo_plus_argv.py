@@ -60,7 +60,7 @@ def test_client_copy_only_for_the_read_rule(
 ) -> None:
     spec = with_options(BASE, prerelease=prerelease, read_prefixes=prefixes)
     assert spec.options.client_frames is client
-    mirror = "filter-mirror,id=mc0,netdev=hn0,queue=tx,outdev=client0"
+    mirror = "filter-mirror,id=mc0,netdev=hn0,queue=tx,outdev=client0,vnet_hdr_support=off"
     assert (mirror in objects(spec)) is client
     argv = comparator_argv(spec, 2000, python="py")
     assert ("--client-in" in argv) is client

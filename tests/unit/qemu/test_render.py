@@ -54,7 +54,7 @@ def test_primary_with_builtin_comparator_has_colo_compare() -> None:
     argv = qemu_argv(QemuRuntime(), VM, side(Role.PRIMARY))
     objects = option_values(argv, "-object")
     assert any(o.startswith("colo-compare,id=comp0") for o in objects)
-    assert "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0" in objects
+    assert "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0,vnet_hdr_support=off" in objects
     assert option_values(argv, "-netdev") == [
         "tap,id=hn0,ifname=tap-x,script=no,downscript=no,vhost=off,vnet_hdr=off"
     ]
@@ -72,7 +72,9 @@ def test_primary_with_colopp_comparator_has_no_colo_compare() -> None:
 def test_secondary_waits_for_incoming_and_rewrites() -> None:
     argv = qemu_argv(QemuRuntime(), VM, side(Role.SECONDARY))
     assert option_values(argv, "-incoming") == ["defer"]
-    assert "filter-rewriter,id=rew0,netdev=hn0,queue=all" in option_values(argv, "-object")
+    assert "filter-rewriter,id=rew0,netdev=hn0,queue=all,vnet_hdr_support=off" in option_values(
+        argv, "-object"
+    )
     # QEMU's colo-compare: replication through the agent's learning relay (rewriter_relay).
     chardevs = option_values(argv, "-chardev")
     assert "socket,id=red0,path=/run/c/red0.sock,reconnect-ms=1000" in chardevs

@@ -1,5 +1,5 @@
-"""A running libvirt domain is refused, saying what to do and why it cannot be taken over
-live (the NIC's virtio-net header)."""
+"""The libvirt backend (which restarts a domain as its own side domains) refuses a running
+domain, naming the shutdown and the take-over path that protects it without a restart."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ class _Conn:
         return _Running()
 
 
-def test_a_running_domain_is_refused_naming_the_shutdown_and_the_plain_qemu_path() -> None:
+def test_a_running_domain_is_refused_naming_the_shutdown_and_the_take_over_path() -> None:
     vm = VmSpec("web1", None, None, "")
     with pytest.raises(ConfigError) as refused:
         read_template(_Conn(), vm, "qemu:///system", "hosta")
     message = str(refused.value)
     assert "virsh shutdown web1" in message and "colopp-web1-hosta" in message
-    assert "virtio-net header" in message and "QMP socket" in message
+    assert "running_domain=web1" in message and "--running-domain web1" in message
