@@ -60,7 +60,12 @@ def comparator_argv(
     if vnet_hdr:
         argv.append("--vnet-hdr")
     options = side.options
-    if options.semiactive:
+    if options.semiactive and options.prerelease is not None:
+        # Early answers are off the clients' path: the secondary may lag far behind them,
+        # while an answer that must wait (a write's) gets a checkpoint soon.
+        argv += ["--max-lag-ms", str(SEMIACTIVE_PRERELEASE_MAX_LAG_MS)]
+        argv += ["--max-lag-early-ms", str(SEMIACTIVE_MAX_LAG_EARLY_MS)]
+    elif options.semiactive:
         argv += ["--max-lag-ms", str(SEMIACTIVE_MAX_LAG_MS)]
     if options.prerelease is not None:
         argv.append(f"--prerelease={options.prerelease}")
@@ -82,6 +87,12 @@ def comparator_argv(
 #: A semi-active secondary may lag (it has less CPU); when a primary frame has waited this
 #: long for it, a checkpoint lets it skip its backlog (issue 15: bound the lag).
 SEMIACTIVE_MAX_LAG_MS = 250
+#: With pre-release: an answer that did not leave early (a write's) waits at most this long
+#: for a lagging secondary before a checkpoint lets it skip its backlog...
+SEMIACTIVE_PRERELEASE_MAX_LAG_MS = 40
+#: ...while answers that left early wait for it up to this long (below the comparator's
+#: compare timeout, 3 s; the periodic checkpoint usually comes first).
+SEMIACTIVE_MAX_LAG_EARLY_MS = 1500
 
 
 class ComparatorProcess:

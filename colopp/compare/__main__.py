@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint when a primary frame waits this long for a lagging secondary",
     )
     p.add_argument(
+        "--max-lag-early-ms",
+        type=int,
+        help="frames that left early (pre-release) may wait this long instead of --max-lag-ms",
+    )
+    p.add_argument(
         "--ack-wait-ms",
         type=int,
         default=None if _DEFAULTS.ack_wait is None else round(_DEFAULTS.ack_wait * 1000),
@@ -200,6 +205,7 @@ def options_from_args(argv: list[str]) -> ShellOptions:
         compare_timeout=args.compare_timeout,
         checkpoint_retry=args.compare_timeout,
         max_lag=None if args.max_lag_ms is None else args.max_lag_ms / 1000.0,
+        max_lag_early=None if args.max_lag_early_ms is None else args.max_lag_early_ms / 1000.0,
         ack_wait=args.ack_wait_ms / 1000.0 if args.ack_wait_ms else None,
         max_queue_frames=args.max_queue_frames,
         max_queue_bytes=args.max_queue_bytes,

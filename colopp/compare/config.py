@@ -23,6 +23,9 @@ class CompareConfig:
     colo-compare does). ``max_lag`` (None: off): a primary frame still unmatched this long
     means a lagging (semi-active) secondary: checkpoint (reason ``secondary_lag``) so it
     skips its backlog instead of replaying it, and nothing waits on it for long.
+    ``max_lag_early`` (None: ``max_lag`` for every frame): with pre-release, frames that left
+    early are off the clients' path, so they may wait this long instead; ``max_lag`` then
+    bounds only the oldest frame that still holds a client back (a write's answer).
     ``secondary_gap_wait``: a primary segment that waits this long on bytes the secondary
     skipped (it sent later ones) forces a checkpoint at once, instead of a retransmission
     timeout later. ``ack_wait`` (None: off): a primary segment that waited this long only
@@ -41,6 +44,7 @@ class CompareConfig:
     secondary_timeout: bool = True
     max_out_of_order_segments: int = 256
     max_lag: float | None = None
+    max_lag_early: float | None = None
     secondary_gap_wait: float = 0.02
     ack_wait: float | None = 0.1
 
@@ -59,6 +63,11 @@ class CompareConfig:
             raise ConfigError("ack_wait must be positive and at most compare_timeout")
         if self.max_lag is not None and not 0 < self.max_lag <= self.compare_timeout:
             raise ConfigError("max_lag must be positive and at most compare_timeout")
+        early = self.max_lag_early
+        if early is not None and (
+            self.max_lag is None or not self.max_lag <= early <= self.compare_timeout
+        ):
+            raise ConfigError("max_lag_early needs max_lag, and lies in max_lag..compare_timeout")
         for name in ("max_queue_frames", "max_queue_bytes", "max_out_of_order_segments"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -315,7 +315,8 @@ class Comparator:
         trigger = self._trigger
         actions = trigger.retry_due(now, self.config.checkpoint_retry)
         self._drop_released_heads()
-        reason = held_too_long(self.config, self._tcp, self._held[0] if self._held else None, now)
+        held = self._held
+        reason = held_too_long(self.config, self._tcp, held[0] if held else None, now, held)
         if reason is not None:
             actions += trigger.request(reason, now)
         policy = self._client_policy

@@ -12,6 +12,8 @@ pending; an unanswered one is asked again after ``checkpoint_retry``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import Counters
 from colopp.compare.flows import DatagramFlow
@@ -22,6 +24,10 @@ from colopp.compare.tcp import TcpConnection
 from colopp.compare.tcp_check import SECONDARY_ACK_WAIT, SECONDARY_GAP
 from colopp.compare.tcp_waits import waits_on_ack, waits_on_gap
 from colopp.compare.verdict import Action, Checkpoint
+
+#: Held frames a tick looks through for the oldest one that did not leave early (bounds the
+#: work; past it, only ``max_lag_early`` applies).
+WAITING_SCAN = 4096
 
 #: The reason of the checkpoint a new IPv6 connection's opening segment waits for.
 IPV6_NEW_CONNECTION = "ipv6_new_connection"
@@ -76,16 +82,21 @@ class CheckpointTrigger:
 
 
 def held_too_long(
-    config: CompareConfig, tcp: dict[FlowKey, TcpConnection], head: HeldFrame | None, now: float
+    config: CompareConfig,
+    tcp: dict[FlowKey, TcpConnection],
+    head: HeldFrame | None,
+    now: float,
+    held: Iterable[HeldFrame] = (),
 ) -> str | None:
     """Why the oldest held primary frame ``head`` (None: nothing is held) forces a
-    checkpoint now, or None."""
+    checkpoint now, or None. ``held``: every held frame in arrival order (``head`` first),
+    looked at only when ``max_lag_early`` lets frames that left early wait longer."""
     age = now - head.arrival if head is not None else 0.0
     lag = config.max_lag
     if age > config.compare_timeout:
         return "compare_timeout"
-    if lag is not None and age > lag:  # a lagging secondary skips its backlog
-        return "secondary_lag"
+    if lag is not None and age > lag and lag_passed(config, held, age, now):
+        return "secondary_lag"  # a lagging secondary skips its backlog
     if head is None:
         return None
     # Only the connection of the oldest held frame is looked at: one lookup per tick.
@@ -103,6 +114,22 @@ def held_too_long(
     if wait is not None and age >= wait and waits_on_ack(conn, now, wait):
         return SECONDARY_ACK_WAIT
     return None
+
+
+def lag_passed(config: CompareConfig, held: Iterable[HeldFrame], age: float, now: float) -> bool:
+    """The head is ``age`` old, past ``max_lag``: is a lag bound passed? Without
+    ``max_lag_early`` yes; with it, when the head is older than that, or the oldest frame
+    that did not leave early (a client waits for it) is older than ``max_lag``."""
+    early, lag = config.max_lag_early, config.max_lag
+    if early is None or age > early:
+        return True
+    assert lag is not None
+    for index, frame in enumerate(held):
+        if index >= WAITING_SCAN:
+            break
+        if not frame.released and not frame.pre_released:
+            return now - frame.arrival > lag
+    return False
 
 
 def secondary_overdue(

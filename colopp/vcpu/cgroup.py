@@ -38,7 +38,7 @@ PRIVATE_MOUNT = Path("/run/colopp-cgroup")
 MOUNTS = Path("/proc/self/mounts")
 # Short periods: a capped secondary is throttled for at most a few ms at a time, so its
 # guest's ACKs (which early answers wait for) are never held back for a whole 100 ms period.
-DEFAULT_PERIOD_US = 10_000
+DEFAULT_PERIOD_US = 5_000
 # The kernel refuses quotas below 1 ms per period (both v1 and v2).
 MIN_QUOTA_US = 1_000
 GROUP_PARENT = "colopp"

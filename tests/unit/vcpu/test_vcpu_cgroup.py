@@ -65,7 +65,7 @@ def test_find_controller_prefers_v2_when_it_offers_cpu(tmp_path: Path) -> None:
 
 
 def test_quota_and_cpu_max_lines() -> None:
-    assert quota_us_for(0.5) == 5_000  # of a 10 ms period: never throttled for long
+    assert quota_us_for(0.5) == 2_500  # of a 5 ms period: never throttled for long
     assert quota_us_for(1.5, 200_000) == 300_000
     assert quota_us_for(0.000001) == 1_000  # the kernel's minimum
     assert cpu_max_line(50_000, 100_000) == "50000 100000"
@@ -123,10 +123,10 @@ def test_v1_cap_writes_period_quota_and_tasks_then_lifts(tmp_path: Path) -> None
     group = mount / "colopp" / "svm"
     assert cap.group == group.resolve()
     assert cap.limited == cap.group
-    assert (group / "cpu.cfs_period_us").read_text() == "10000"
-    assert (group / "cpu.cfs_quota_us").read_text() == "2500"
+    assert (group / "cpu.cfs_period_us").read_text() == "5000"
+    assert (group / "cpu.cfs_quota_us").read_text() == "1250"
     assert (group / "tasks").read_text() == str(TIDS[-1])  # one write per thread
-    assert read_limit(cap) == (2_500, 10_000)
+    assert read_limit(cap) == (1_250, 5_000)
     assert cap.origins == ((501, "/machine"), (502, "/machine"))
     with pytest.raises(VcpuError, match="already exists"):
         apply_cap(controller, "svm", PID, TIDS, quota=0.25, proc=proc)
@@ -136,7 +136,7 @@ def test_v1_cap_writes_period_quota_and_tasks_then_lifts(tmp_path: Path) -> None
         remove_cap(cap)
     assert caught.value.operation == "remove cgroup"
     assert (group / "cpu.cfs_quota_us").read_text() == "-1"
-    assert read_limit(cap) == (None, 10_000)
+    assert read_limit(cap) == (None, 5_000)
     assert (mount / "machine" / "tasks").read_text() == str(TIDS[-1])
 
 

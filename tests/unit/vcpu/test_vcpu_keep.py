@@ -50,12 +50,12 @@ def test_the_record_names_the_group_not_its_path(tmp_path: Path) -> None:
     assert record == {
         "version": "v1",
         "name": "demo-secondary-500",
-        "period_us": 10_000,
+        "period_us": 5_000,
         "origins": [[501, "/machine"], [502, "/machine"]],
     }
     assert recorded_cap(record) == (
         "demo-secondary-500",
-        10_000,
+        5_000,
         ((501, "/machine"), (502, "/machine")),
     )
     for bad in (None, [], {"name": "x"}, {"name": "x", "period_us": "y", "origins": []}):
@@ -73,7 +73,7 @@ def test_an_intact_cap_is_kept_untouched(tmp_path: Path) -> None:
     assert cap.group == group.resolve()
     assert cap.origins == ((501, "/machine"), (502, "/machine"))
     assert (group / "tasks").read_text() == "untouched"
-    assert read_limit(cap) == (5_000, 10_000)
+    assert read_limit(cap) == (2_500, 5_000)
     # ...and it is the cap that restore lifts: the tasks go back where they came from.
     state = VcpuState(PID, TIDS, {}, {}, 0.5, cap)
     assert state.to_status()["cgroup"] == str(group.resolve())
@@ -90,8 +90,8 @@ def test_a_lifted_limit_and_a_moved_thread_are_put_back(tmp_path: Path) -> None:
     (proc / str(PID) / "task" / "502" / "cgroup").write_text("1:cpu:/machine\n")
     (group / "tasks").write_text("")
     cap, repaired = keep_cap(controller, "demo-secondary-500", PID, TIDS, 0.5, record, proc)
-    assert repaired == ["limit 5000/10000 us", "thread 502"]
-    assert read_limit(cap) == (5_000, 10_000)
+    assert repaired == ["limit 2500/5000 us", "thread 502"]
+    assert read_limit(cap) == (2_500, 5_000)
     assert (group / "tasks").read_text() == "502"
 
 
@@ -103,7 +103,7 @@ def test_a_vanished_cap_is_made_again(tmp_path: Path) -> None:
     cap, repaired = keep_cap(controller, "demo-secondary-500", PID, TIDS, 0.5, None, proc)
     group = mount / "colopp" / "demo-secondary-500"
     assert repaired == [f"cgroup {group.resolve()} re-created"]
-    assert (group / "vcpus" / "cpu.max").read_text() == "5000 10000"
+    assert (group / "vcpus" / "cpu.max").read_text() == "2500 5000"
     assert (group / "cgroup.procs").read_text() == str(PID)
     assert cap.origins == ((PID, "/system.slice"),)
 
@@ -114,7 +114,7 @@ def test_an_older_record_without_the_cap_is_rebuilt_from_the_name(tmp_path: Path
     mount = tmp_path / "unified"
     group = mount / "colopp" / "demo-secondary-500"
     (group / "vcpus").mkdir(parents=True)
-    (group / "vcpus" / "cpu.max").write_text("5000 10000")
+    (group / "vcpus" / "cpu.max").write_text("2500 5000")
     proc = fake_proc(
         tmp_path,
         "0::/colopp/demo-secondary-500\n",

@@ -178,7 +178,7 @@ def test_quota_is_applied_through_the_given_controller(proc: Path, tmp_path: Pat
     assert state.cap is not None
     assert state.to_status()["cgroup"] == str(mount.resolve() / "colopp" / f"qemu-{PID}")
     assert state.to_status()["cgroup_version"] == "v1"
-    assert (mount / "colopp" / f"qemu-{PID}" / "cpu.cfs_quota_us").read_text() == "5000"
+    assert (mount / "colopp" / f"qemu-{PID}" / "cpu.cfs_quota_us").read_text() == "2500"
     with pytest.raises(VcpuError, match="remove cgroup"):  # tmp dirs are not cgroupfs
         run(restore(FakeMonitor(), state, affinity=host.affinity()))
     assert (mount / "colopp" / f"qemu-{PID}" / "cpu.cfs_quota_us").read_text() == "-1"
