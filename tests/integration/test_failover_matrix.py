@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def site(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def test_failover_matrix_under_load(site: Driven) -> None:
     sp = site.sp
     workload = ClientWorkload(sp.plan)
+    phases: list[tuple[str, float]] = []  # (phase, wall clock at its start): for the report
     try:
         # Connections must live across one checkpoint before a failover (README: limits).
         site.run(sp.next_checkpoint())
@@ -48,6 +50,7 @@ def test_failover_matrix_under_load(site: Driven) -> None:
             slot = sp.pair.primary if role == "primary" else sp.pair.secondary
             assert slot is not None
             agent = sp.pair.agents[slot.name]
+            phases.append((f"cycle {cycle}: {role} {sig.name}", time.time()))
             if after is None:
                 os.kill(site.run(agent.call("status"))["pid"], sig)
             else:
@@ -69,6 +72,7 @@ def test_failover_matrix_under_load(site: Driven) -> None:
         # Planned switchover (supervisor paused so it does not race the planned fence).
         site.run(sp.unsupervise())
         before = sp.pair.primary.name
+        phases.append(("switchover", time.time()))
         site.run(sp.pair.switchover())
         assert sp.pair.state is PairState.PROTECTED
         assert sp.pair.secondary is not None and sp.pair.secondary.name == before
@@ -77,7 +81,19 @@ def test_failover_matrix_under_load(site: Driven) -> None:
     finally:
         workload.kill()
     assert summary["requests_ok"] > 100
-    assert summary["requests_failed"] == 0, summary["errors"]
+    assert summary["requests_failed"] == 0, (summary["errors"], _when(summary, phases))
     assert summary["connections_reset"] == 0
     assert summary["writes_lost"] == 0, summary["lost_keys"]
     assert summary["counter_regressions"] == 0
+
+
+def _when(summary: dict[str, object], phases: list[tuple[str, float]]) -> list[str]:
+    """Where in the run the first and last recorded failures fell (diagnosis only)."""
+    failures = summary.get("failures") or []
+    assert isinstance(failures, list)
+    out = []
+    for at, error in failures[:3] + failures[-3:]:
+        before = [(name, start) for name, start in phases if start <= at]
+        name, start = before[-1] if before else ("before cycle 1", at)
+        out.append(f"{error} at {at - start:+.2f} s into {name}")
+    return out
