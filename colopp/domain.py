@@ -14,6 +14,7 @@ share lives here, together with its one JSON form (``to_dict`` / ``from_dict``; 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
@@ -251,6 +252,12 @@ def _bool(value: Any, what: str) -> bool:
     return value
 
 
+#: The longest socket file name colopp puts in a side's run directory (the translator's).
+LONGEST_SOCKET_NAME = "xlate-out-from.sock"
+#: sun_path holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
 @dataclass(frozen=True)
 class SideSpec:
     """One side's local resources (the agent resolves paths under ``run_dir``)."""
@@ -331,6 +338,15 @@ class SideSpec:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
+        longest = self.run_dir / LONGEST_SOCKET_NAME
+        if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+            # QEMU refuses the socket with a GenericError that would surface much later
+            # (a redirector's chardev "not found" at re-protection), so refuse it here.
+            raise ConfigError(
+                f"run directory {self.run_dir} is too long for UNIX sockets: {longest} is "
+                f"{len(os.fsencode(longest))} bytes, the limit is {MAX_SOCKET_PATH}; "
+                "use a shorter state directory"
+            )
         if not _IFNAME_RE.match(self.tap):
             raise ConfigError(f"tap name {self.tap!r} is not a valid interface name")
         self.ports.validate()

@@ -174,6 +174,7 @@ class HostAgent:
             request = SideRequest.from_dict(side)
             run_dir = self.state_dir / vm_spec.name / request.role.value
             spec = request.spec(run_dir)
+            spec.validate()
             self.runtime.require_present()
             user = None
             if spec.options.backend is Backend.LIBVIRT:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A short per-test directory in place of pytest's: agents put UNIX sockets under it,
+    and a long test name under ``/tmp/pytest-of-root/pytest-NNN/`` pushed one past
+    sun_path's 108 bytes (session 8's CI). Removed after the test."""
+    path = Path(tempfile.mkdtemp(prefix="clp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
