@@ -32,6 +32,8 @@ from bench.bulk_stats import (
     iperf3_longest_stall_s,
     iperf3_mbit_per_s,
     iperf3_retransmits,
+    process_cpu_delta,
+    relay_delta,
     shape_problems,
     window_figures,
     wrk_mbit_per_s,
@@ -160,6 +162,10 @@ async def measure_traffic(
     figures["host_cpu_busy_s"] = {
         h: round(after.cpu_busy_s[h] - before.cpu_busy_s.get(h, 0.0), 2) for h in after.cpu_busy_s
     }
+    # Who used each host's CPU (what limits a configuration when a host is saturated),
+    # and what host B's relay carried (pre-release configurations only).
+    figures["process_cpu_s"] = process_cpu_delta(before.role_cpu_s, after.role_cpu_s)
+    figures["relay"] = relay_delta(before.ingress, after.ingress)
     if replicated:
         status = await pair.agents[pair.primary.name].call("status")
         figures["colo_mode"] = (status.get("colo") or {}).get("mode")
@@ -211,7 +217,7 @@ def main() -> int:
         "duration_s": args.duration,
         "checkpoint_delay_ms": args.checkpoint_delay_ms,
         "value_size": VALUE_SIZE,
-        "configurations": {c: LABELS[c] for c in configs},
+        "configurations": {c: LABELS.get(c, c) for c in configs},
         "two_hosts": None if cpu_plan is None else cpu_plan.describe(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "errors": {},

@@ -56,14 +56,21 @@ class AckGate:
         returns the held client frames it releases."""
         if pkt is None:
             pkt = parse_frame(frame, vnet_hdr_len)
-        if isinstance(pkt, Malformed) or pkt.kind != TCP or pkt.flags & SYN:
-            return []  # a SYN-ACK's sequence number is the guest's own (not rewritten)
+        if isinstance(pkt, Malformed) or pkt.kind != TCP:
+            return []
         size = pkt.payload_end - pkt.payload_start
-        end = (pkt.seq + size + (1 if pkt.flags & FIN else 0)) & MASK
-        old = self._sent_end.get(pkt.key)
+        return self.guest_sent(pkt.key, pkt.flags, pkt.seq, size)
+
+    def guest_sent(self, key: FlowKey, flags: int, seq: int, size: int) -> list[tuple[bytes, int]]:
+        """:meth:`guest_frame` on fields read already (``key`` guest -> client, ``size``
+        the payload's)."""
+        if flags & SYN:
+            return []  # a SYN-ACK's sequence number is the guest's own (not rewritten)
+        end = (seq + size + (1 if flags & FIN else 0)) & MASK
+        old = self._sent_end.get(key)
         if old is None or 0 < ((end - old) & MASK) < HALF:
-            self._sent_end[pkt.key] = end
-        return self._release(pkt.key, None)
+            self._sent_end[key] = end
+        return self._release(key, None) if key in self._held else []
 
     def client_frame(
         self,
@@ -80,15 +87,27 @@ class AckGate:
             return [(frame, vnet_hdr_len)]
         _, client, guest, cport, gport = pkt.key
         key = (TCP, guest, client, gport, cport)
-        queue = self._held.get(key)
-        sent = self._sent_end.get(key)
-        ahead = sent is not None and 0 < ((pkt.ack - sent) & MASK) < HALF
-        if (queue or ahead) and self.held_frames < self.max_frames:
-            self._held.setdefault(key, deque()).append((now, pkt.ack, frame, vnet_hdr_len))
-            self.held_frames += 1
-            self.holds += 1
+        if self.must_hold(key, pkt.ack):
+            self.hold(key, pkt.ack, frame, vnet_hdr_len, now)
             return []
         return [(frame, vnet_hdr_len)]
+
+    def must_hold(self, key: FlowKey, ack: int) -> bool:
+        """True when a client frame of ``key`` (guest -> client) carrying ACK ``ack`` must
+        wait: it acknowledges bytes the secondary guest has not sent, or frames of its
+        connection wait already (and there is room)."""
+        if self.held_frames >= self.max_frames:
+            return False
+        if key in self._held:
+            return True
+        sent = self._sent_end.get(key)
+        return sent is not None and 0 < ((ack - sent) & MASK) < HALF
+
+    def hold(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int, now: float) -> None:
+        """Keep a client frame :meth:`must_hold` said must wait."""
+        self._held.setdefault(key, deque()).append((now, ack, frame, vnet_hdr_len))
+        self.held_frames += 1
+        self.holds += 1
 
     def checkpoint(self) -> list[tuple[bytes, int]]:
         """The secondary guest is now a copy of the primary: what the old one sent tells
