@@ -191,6 +191,10 @@ class ClientLog:
         next guest ACK on each connection is followed by a receipt again."""
         self._forgotten = set(self._conns)
 
+    def has_receipts(self) -> bool:
+        """True when :meth:`receipts` has something to say."""
+        return bool(self._dirty)
+
     def receipts(self) -> list[Receipt]:
         """What changed since the last call: ``(key, start, end)`` per connection, client
         sequence numbers. Send them after every guest frame already forwarded."""

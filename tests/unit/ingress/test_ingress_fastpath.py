@@ -31,7 +31,7 @@ class _Transport:
         pass
 
 
-def _relay(vnet: bool = False) -> tuple[Relay, dict[str, _Side]]:
+def _relay(vnet: bool = False, interval: float = 0.0) -> tuple[Relay, dict[str, _Side]]:
     relay = Relay(
         RelayOptions(
             parse_endpoint("unix:/nonexistent/mirror"),
@@ -39,6 +39,7 @@ def _relay(vnet: bool = False) -> tuple[Relay, dict[str, _Side]]:
             parse_endpoint("listen:unix:/nonexistent/red1"),
             parse_endpoint("unix:/nonexistent/comparator"),
             vnet_hdr=vnet,
+            receipt_interval=interval,
         )
     )
     sides = {}
@@ -192,5 +193,46 @@ def test_frames_go_on_as_the_very_bytes_that_came_with_vnet_headers() -> None:
         # headers are not kept, so they must not be counted either).
         assert relay.log.unacked() == []
         assert relay.log.bytes_kept == 0
+
+    asyncio.run(run())
+
+
+def _receipts(side: _Side) -> list[tuple[int, int]]:
+    return [(r.start, r.end) for f in _frames(side) for r in decode_receipts(f) or []]
+
+
+def test_receipts_after_client_reads_are_spaced_by_the_interval() -> None:
+    async def run() -> None:
+        relay, sides = _relay(interval=0.05)
+        comparator = sides["comparator"]
+        sides["mirror"].data_received(encode_frames([_client(0)]))
+        assert _receipts(comparator) == [(CSEQ, CSEQ + MSS)]  # the first goes at once
+        sides["mirror"].data_received(encode_frames([_client(1)]))
+        sides["mirror"].data_received(encode_frames([_client(2)]))
+        assert _receipts(comparator) == [(CSEQ, CSEQ + MSS)]  # the next ones wait...
+        assert relay._receipt_timer is not None
+        await asyncio.sleep(0.1)
+        # ... and go together, once the interval is over.
+        assert _receipts(comparator) == [(CSEQ, CSEQ + MSS), (CSEQ, CSEQ + 3 * MSS)]
+        assert relay.stats["receipt_frames"] == 2
+
+    asyncio.run(run())
+
+
+def test_guest_frames_take_pending_receipts_along() -> None:
+    async def run() -> None:
+        relay, sides = _relay(interval=10.0)
+        sides["mirror"].data_received(encode_frames([_client(0)]))
+        sides["mirror"].data_received(encode_frames([_client(1)]))
+        assert relay._receipt_timer is not None
+        ack = _guest(1)
+        sides["red1"].data_received(encode_frames([ack]))
+        frames = _frames(sides["comparator"])
+        assert frames[1] == ack  # after the first receipt, in the guest frames' write
+        assert [(r.start, r.end) for r in decode_receipts(frames[2]) or []] == [
+            (CSEQ + MSS, CSEQ + 2 * MSS)
+        ]
+        assert relay._receipt_timer is None  # nothing left to wait for
+        await relay.stop()
 
     asyncio.run(run())
