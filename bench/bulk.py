@@ -24,6 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench import pair_cpu
 from bench.bulk_stats import (
     TRAFFICS,
     evaluate_targets,
@@ -166,6 +167,9 @@ async def measure_traffic(
     # and what host B's relay carried (pre-release configurations only).
     figures["process_cpu_s"] = process_cpu_delta(before.role_cpu_s, after.role_cpu_s)
     figures["relay"] = relay_delta(before.ingress, after.ingress)
+    # CPU that processes outside the lab took from each CPU (other work on the machine):
+    # a window where it is high measured who was disturbed, not the configuration.
+    figures["outside_lab_cpu"] = pair_cpu.outside_share(before.cpu, after.cpu, figures["window_s"])
     if replicated:
         status = await pair.agents[pair.primary.name].call("status")
         figures["colo_mode"] = (status.get("colo") or {}).get("mode")
