@@ -197,6 +197,8 @@ RELAY_COUNTERS: tuple[str, ...] = (
     "dropped_frames",
     "gate_holds",
     "gate_released_expired",
+    "gate_lowered",
+    "gate_acks_sent",
 )
 
 

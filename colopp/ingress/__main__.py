@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
     p.add_argument("--status", type=Path, help="JSON status file (0600)")
     p.add_argument("--no-receipts", action="store_true", help="the ACK gate only")
     p.add_argument(
+        "--no-gate-lowering",
+        action="store_true",
+        help="hold client frames that run ahead of the secondary instead of lowering their ACK",
+    )
+    p.add_argument(
         "--receipt-interval-ms",
         type=float,
         default=RECEIPT_INTERVAL_S * 1000,
@@ -81,6 +86,7 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         max_bytes=args.max_bytes,
         receipts=not args.no_receipts,
         receipt_interval=args.receipt_interval_ms / 1000,
+        gate_lowering=not args.no_gate_lowering,
     )
     if not (options.mirror_to.listen and options.output_from.listen):
         raise ConfigError("--mirror-to and --output-from are listen: addresses (QEMU connects)")

@@ -26,6 +26,7 @@ from collections import deque
 
 from colopp.compare.packet import ACK, FIN, SYN, TCP, FlowKey, Malformed, Packet, parse_frame
 from colopp.compare.seq import HALF, MASK
+from colopp.ingress.wire import pure_ack
 
 DEFAULT_MAX_WAIT_S = 0.2
 DEFAULT_MAX_FRAMES = 4096
@@ -35,10 +36,21 @@ class AckGate:
     """Per connection: the end of what the secondary guest sent, and the held client frames."""
 
     def __init__(
-        self, max_wait: float = DEFAULT_MAX_WAIT_S, max_frames: int = DEFAULT_MAX_FRAMES
+        self,
+        max_wait: float = DEFAULT_MAX_WAIT_S,
+        max_frames: int = DEFAULT_MAX_FRAMES,
+        lowering: bool = False,
     ) -> None:
         self.max_wait = max_wait
         self.max_frames = max_frames
+        #: The relay may send a frame that runs ahead on at once with its ACK lowered
+        #: (:meth:`lowered`) rather than hold it: see the module's docstring.
+        self.lowering = lowering
+        self.lowered_frames = 0  # sent on with their ACK lowered to the secondary's output
+        self.acks_sent = 0  # bare ACKs owed for lowered frames, sent once it caught up
+        #: Per connection (guest -> client key): (ACK owed, the newest client frame of the
+        #: connection, its vnet header length), for :func:`~colopp.ingress.wire.pure_ack`.
+        self.owed: dict[FlowKey, tuple[int, bytes, int]] = {}
         self.held_frames = 0
         self.released_late = 0  # held, then forwarded once the secondary caught up
         self.released_expired = 0  # held max_wait, forwarded anyway
@@ -69,8 +81,14 @@ class AckGate:
         end = (seq + size + (1 if flags & FIN else 0)) & MASK
         old = self._sent_end.get(key)
         if old is None or 0 < ((end - old) & MASK) < HALF:
-            self._sent_end[key] = end
-        return self._release(key, None) if key in self._held else []
+            self._sent_end[key] = old = end
+        out = self._release(key, None) if key in self._held else []
+        owed = self.owed.get(key) if self.owed else None
+        if owed is not None and not 0 < ((owed[0] - old) & MASK) < HALF:
+            del self.owed[key]  # the secondary sent as far: the client's own ACK may go
+            out.append((pure_ack(owed[1], owed[2], owed[0]), owed[2]))
+            self.acks_sent += 1
+        return out
 
     def client_frame(
         self,
@@ -103,6 +121,35 @@ class AckGate:
         sent = self._sent_end.get(key)
         return sent is not None and 0 < ((ack - sent) & MASK) < HALF
 
+    def lowered_ack(self, key: FlowKey) -> int | None:
+        """With :attr:`lowering`, for a frame :meth:`must_hold` said must wait: the ACK
+        it may go on with now (what the secondary guest sent), or None (it waits: frames of
+        its connection wait already)."""
+        if not self.lowering or key in self._held:
+            return None
+        return self._sent_end.get(key)
+
+    def lowered(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int) -> None:
+        """A client frame acknowledging ``ack`` went on with its ACK lowered: the client's
+        own ACK is owed to the secondary once its output reaches it (:meth:`guest_sent`)."""
+        owed = self.owed.get(key)
+        if owed is not None and 0 < ((owed[0] - ack) & MASK) < HALF:
+            ack = owed[0]
+        self.owed[key] = (ack, frame, vnet_hdr_len)
+        self.lowered_frames += 1
+
+    def passed(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int) -> None:
+        """A client frame of a connection that is owed an ACK went on as it came: it pays
+        the debt when it acknowledges as much; otherwise the owed ACK, built later, takes
+        this newer frame's sequence number and options."""
+        owed = self.owed.get(key)
+        if owed is None:
+            return
+        if not 0 < ((owed[0] - ack) & MASK) < HALF:
+            del self.owed[key]
+        else:
+            self.owed[key] = (owed[0], frame, vnet_hdr_len)
+
     def hold(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int, now: float) -> None:
         """Keep a client frame :meth:`must_hold` said must wait."""
         self._held.setdefault(key, deque()).append((now, ack, frame, vnet_hdr_len))
@@ -113,6 +160,7 @@ class AckGate:
         """The secondary guest is now a copy of the primary: what the old one sent tells
         nothing; every held frame goes (in order per connection)."""
         self._sent_end.clear()
+        self.owed.clear()  # the new secondary has every ACK the primary got
         self.checkpoints += 1
         out = [(frame, vnet) for queue in self._held.values() for _, _, frame, vnet in queue]
         self.released_checkpoint += len(out)
@@ -128,6 +176,8 @@ class AckGate:
             "gate_released_checkpoint": self.released_checkpoint,
             "gate_holds": self.holds,
             "gate_checkpoints": self.checkpoints,
+            "gate_lowered": self.lowered_frames,
+            "gate_acks_sent": self.acks_sent,
         }
 
     def due(self, now: float) -> list[tuple[bytes, int]]:

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import encode_frame
-from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, parse_frame
+from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
 from colopp.compare.receipts import encode_receipts
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
-from colopp.ingress.wire import Span, Splitter, plain_tcp, wire_runs
+from colopp.ingress.wire import Span, Splitter, lower_ack, plain_tcp, rewritable, wire_runs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class RelayOptions:
     receipts: bool = True
     #: Least seconds between receipt writes of their own (0: after every client read).
     receipt_interval: float = RECEIPT_INTERVAL_S
+    #: A client frame that acknowledges more than the secondary sent goes on at once with
+    #: its ACK lowered (the client's own ACK follows once the secondary caught up); False:
+    #: it waits (at most 0.2 s), and those behind it on its connection (``ackgate.py``).
+    gate_lowering: bool = True
 
 
 class _Side(asyncio.Protocol):
@@ -89,7 +93,7 @@ class Relay:
     def __init__(self, options: RelayOptions) -> None:
         self.options = options
         self.log = ClientLog(options.max_bytes)
-        self.gate = AckGate()
+        self.gate = AckGate(lowering=options.gate_lowering)
         self.stats = dict.fromkeys(
             ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
         )
@@ -175,6 +179,7 @@ class Relay:
         run_from = run_to = -1  # the bytes of the frames passing in a row
         passed = 0
         for header_start, start, end, vnet in spans:
+            lowered: bytes | None = None
             f = plain_tcp(buf, start, end, vnet)
             if f is not None:
                 src, dst, sport, dport, seq, ack, flags, size = f
@@ -185,7 +190,10 @@ class Relay:
                     )
                 held = bool(flags & ACK) and gate.must_hold(key, ack)
                 if held:
-                    gate.hold(key, ack, buf[start:end], vnet, now)
+                    lowered = self._ahead(key, ack, flags, buf, start, end, vnet, now)
+                    held = lowered is None
+                elif gate.owed and key in gate.owed:
+                    gate.passed(key, ack, buf[start:end], vnet)
             else:
                 frame = buf[start:end]
                 pkt = parse_frame(frame, vnet)
@@ -194,6 +202,12 @@ class Relay:
             if held:
                 continue
             passed += 1
+            if lowered is not None:  # not as it came: a run of its own
+                if run_from >= 0:
+                    out.append(view[run_from:run_to])
+                run_from = run_to = -1
+                out.append(lowered)
+                continue
             if run_to != header_start:
                 if run_from >= 0:
                     out.append(view[run_from:run_to])
@@ -205,9 +219,12 @@ class Relay:
         if out:
             self._send("red0", out, passed)
         self._arm_gate_timer()
-        # What this host now holds, soon: an uploading client's bytes need not wait for
-        # the guest's next output (the log's start moves only on guest ACKs already
-        # forwarded, so a receipt here still follows every frame it relies on).
+        self._receipts_soon(now)
+
+    def _receipts_soon(self, now: float) -> None:
+        """What this host now holds, soon: an uploading client's bytes need not wait for
+        the guest's next output (the log's start moves only on guest ACKs already
+        forwarded, so a receipt here still follows every frame it relies on)."""
         if self.options.receipts and self.log.has_receipts() and self._receipt_timer is None:
             wait = self._receipts_sent_at + self.options.receipt_interval - now
             if wait <= 0:
@@ -219,6 +236,29 @@ class Relay:
     def _receipts_due(self) -> None:
         self._receipt_timer = None
         self._send_receipts([], 0)
+
+    def _ahead(
+        self,
+        key: FlowKey,
+        ack: int,
+        flags: int,
+        buf: bytes,
+        start: int,
+        end: int,
+        vnet: int,
+        now: float,
+    ) -> bytes | None:
+        """A client frame that must not reach the secondary as it is (ACK ahead of its
+        output): the frame to send instead (ACK lowered, framed), or None: the gate holds
+        it."""
+        gate = self.gate
+        sent = gate.lowered_ack(key)
+        if sent is not None and not flags & (SYN | RST) and rewritable(buf, start, vnet):
+            frame = buf[start:end]
+            gate.lowered(key, ack, frame, vnet)
+            return encode_frame(lower_ack(frame, vnet, sent), vnet, vnet_hdr=self.options.vnet_hdr)
+        gate.hold(key, ack, buf[start:end], vnet, now)
+        return None
 
     def _guest_frames(self, buf: bytes, spans: list[Span]) -> None:
         log, gate = self.log, self.gate

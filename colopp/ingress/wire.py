@@ -125,3 +125,71 @@ def plain_tcp(data: bytes, start: int, end: int, vnet_hdr_len: int) -> PlainTcp 
     ):
         return None
     return src, dst, sport, dport, seq, ack, off_flags & 0x3F, total - 20 - doff
+
+
+#: Offsets in an IPv4 frame without IP options, from the Ethernet header on.
+_IP_TOTAL, _IP_CSUM, _TCP_SEQ, _TCP_ACK, _TCP_FLAGS, _TCP_CSUM = 16, 24, 38, 42, 47, 50
+_TCP_OFF = 34
+_ACK_FLAG = 0x10
+_FIN_FLAG = 0x01
+#: virtio-net header flag: the TCP checksum field holds only the pseudo-header's sum.
+_VNET_NEEDS_CSUM = 0x01
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _checksum(data: bytes | bytearray) -> int:
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    return ~_fold(sum(struct.unpack(f"!{len(data) // 2}H", data))) & 0xFFFF
+
+
+def rewritable(data: bytes, start: int, vnet_hdr_len: int) -> bool:
+    """True when :func:`lower_ack` and :func:`pure_ack` may rewrite the frame at ``start``
+    (one :func:`plain_tcp` read): its TCP checksum is a full one, not one a device
+    completes (a virtio-net header asking for it)."""
+    return not (vnet_hdr_len and data[start] & _VNET_NEEDS_CSUM)
+
+
+def lower_ack(frame: bytes, vnet_hdr_len: int, ack: int) -> bytes:
+    """``frame`` (a :func:`rewritable` plain IPv4/TCP frame) with its ACK field set to
+    ``ack``, its TCP checksum updated to match (RFC 1624)."""
+    out = bytearray(frame)
+    eth = vnet_hdr_len
+    old = int.from_bytes(out[eth + _TCP_ACK : eth + _TCP_ACK + 4], "big")
+    csum = int.from_bytes(out[eth + _TCP_CSUM : eth + _TCP_CSUM + 2], "big")
+    total = (~csum & 0xFFFF) + (~(old >> 16) & 0xFFFF) + (~old & 0xFFFF)
+    total += (ack >> 16) + (ack & 0xFFFF)
+    out[eth + _TCP_ACK : eth + _TCP_ACK + 4] = ack.to_bytes(4, "big")
+    out[eth + _TCP_CSUM : eth + _TCP_CSUM + 2] = (~_fold(total) & 0xFFFF).to_bytes(2, "big")
+    return bytes(out)
+
+
+def pure_ack(frame: bytes, vnet_hdr_len: int, ack: int) -> bytes:
+    """The bare ACK the client of ``frame`` (a :func:`rewritable` plain IPv4/TCP frame)
+    would send after it: the same headers and TCP options, no payload, sequence number
+    past the frame's payload (and FIN), flags ACK only, acknowledging ``ack``."""
+    eth = vnet_hdr_len
+    doff = (frame[eth + _TCP_OFF + 12] >> 4) << 2
+    total = int.from_bytes(frame[eth + _IP_TOTAL : eth + _IP_TOTAL + 2], "big")
+    payload = total - 20 - doff
+    flags = frame[eth + _TCP_FLAGS]
+    seq = int.from_bytes(frame[eth + _TCP_SEQ : eth + _TCP_SEQ + 4], "big")
+    seq = (seq + payload + (flags & _FIN_FLAG)) & 0xFFFFFFFF
+    ip = bytearray(frame[eth + _ETH_HLEN : eth + _ETH_HLEN + 20])
+    ip[2:4] = (20 + doff).to_bytes(2, "big")
+    ip[10:12] = b"\0\0"
+    ip[10:12] = _checksum(ip).to_bytes(2, "big")
+    tcp = bytearray(frame[eth + _TCP_OFF : eth + _TCP_OFF + doff])
+    tcp[4:8] = seq.to_bytes(4, "big")
+    tcp[8:12] = ack.to_bytes(4, "big")
+    tcp[13] = _ACK_FLAG
+    tcp[16:18] = b"\0\0"
+    pseudo = ip[12:20] + bytes((0, _TCP)) + doff.to_bytes(2, "big")
+    tcp[16:18] = _checksum(pseudo + tcp).to_bytes(2, "big")
+    vnet = bytes(vnet_hdr_len)  # no offload asked of anyone
+    return vnet + frame[eth : eth + _ETH_HLEN] + bytes(ip) + bytes(tcp)

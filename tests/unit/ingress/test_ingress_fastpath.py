@@ -31,7 +31,9 @@ class _Transport:
         pass
 
 
-def _relay(vnet: bool = False, interval: float = 0.0) -> tuple[Relay, dict[str, _Side]]:
+def _relay(
+    vnet: bool = False, interval: float = 0.0, lowering: bool = False
+) -> tuple[Relay, dict[str, _Side]]:
     relay = Relay(
         RelayOptions(
             parse_endpoint("unix:/nonexistent/mirror"),
@@ -40,6 +42,7 @@ def _relay(vnet: bool = False, interval: float = 0.0) -> tuple[Relay, dict[str, 
             parse_endpoint("unix:/nonexistent/comparator"),
             vnet_hdr=vnet,
             receipt_interval=interval,
+            gate_lowering=lowering,
         )
     )
     sides = {}
