@@ -48,9 +48,10 @@ class AckGate:
         self.lowering = lowering
         self.lowered_frames = 0  # sent on with their ACK lowered to the secondary's output
         self.acks_sent = 0  # bare ACKs owed for lowered frames, sent once it caught up
-        #: Per connection (guest -> client key): (ACK owed, the newest client frame of the
-        #: connection, its vnet header length), for :func:`~colopp.ingress.wire.pure_ack`.
-        self.owed: dict[FlowKey, tuple[int, bytes, int]] = {}
+        #: Per connection (guest -> client key): (ACK owed, the client frame furthest in
+        #: sequence, its vnet header length, the sequence number past its payload), for
+        #: :func:`~colopp.ingress.wire.pure_ack`.
+        self.owed: dict[FlowKey, tuple[int, bytes, int, int]] = {}
         self.held_frames = 0
         self.released_late = 0  # held, then forwarded once the secondary caught up
         self.released_expired = 0  # held max_wait, forwarded anyway
@@ -129,26 +130,37 @@ class AckGate:
             return None
         return self._sent_end.get(key)
 
-    def lowered(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int) -> None:
-        """A client frame acknowledging ``ack`` went on with its ACK lowered: the client's
-        own ACK is owed to the secondary once its output reaches it (:meth:`guest_sent`)."""
-        owed = self.owed.get(key)
-        if owed is not None and 0 < ((owed[0] - ack) & MASK) < HALF:
-            ack = owed[0]
-        self.owed[key] = (ack, frame, vnet_hdr_len)
+    def lowered(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int, end: int) -> None:
+        """A client frame acknowledging ``ack`` went on with its ACK lowered (``end``: the
+        sequence number past its payload): the client's own ACK is owed to the secondary
+        once its output reaches it (:meth:`guest_sent`)."""
+        self._owe(key, ack, frame, vnet_hdr_len, end)
         self.lowered_frames += 1
 
-    def passed(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int) -> None:
+    def passed(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int, end: int) -> None:
         """A client frame of a connection that is owed an ACK went on as it came: it pays
         the debt when it acknowledges as much; otherwise the owed ACK, built later, takes
-        this newer frame's sequence number and options."""
+        this frame's sequence number and options, when they are the newest."""
         owed = self.owed.get(key)
         if owed is None:
             return
         if not 0 < ((owed[0] - ack) & MASK) < HALF:
             del self.owed[key]
         else:
-            self.owed[key] = (owed[0], frame, vnet_hdr_len)
+            self._owe(key, ack, frame, vnet_hdr_len, end)
+
+    def _owe(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int, end: int) -> None:
+        """The owed ACK: the highest ACK; the frame with the furthest sequence number (an
+        owed ACK behind the secondary's receive point would be dropped as old)."""
+        owed = self.owed.get(key)
+        if owed is None:
+            self.owed[key] = (ack, frame, vnet_hdr_len, end)
+            return
+        if 0 < ((owed[0] - ack) & MASK) < HALF:
+            ack = owed[0]
+        if 0 < ((owed[3] - end) & MASK) < HALF:
+            frame, vnet_hdr_len, end = owed[1], owed[2], owed[3]
+        self.owed[key] = (ack, frame, vnet_hdr_len, end)
 
     def hold(self, key: FlowKey, ack: int, frame: bytes, vnet_hdr_len: int, now: float) -> None:
         """Keep a client frame :meth:`must_hold` said must wait."""

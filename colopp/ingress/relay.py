@@ -28,6 +28,7 @@ from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import encode_frame
 from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
 from colopp.compare.receipts import encode_receipts
+from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
 from colopp.ingress.wire import Span, Splitter, lower_ack, plain_tcp, rewritable, wire_runs
@@ -190,10 +191,11 @@ class Relay:
                     )
                 held = bool(flags & ACK) and gate.must_hold(key, ack)
                 if held:
-                    lowered = self._ahead(key, ack, flags, buf, start, end, vnet, now)
+                    seq_end = (seq + size + (flags & FIN)) & MASK
+                    lowered = self._ahead(key, ack, flags, seq_end, buf, start, end, vnet, now)
                     held = lowered is None
                 elif gate.owed and key in gate.owed:
-                    gate.passed(key, ack, buf[start:end], vnet)
+                    gate.passed(key, ack, buf[start:end], vnet, (seq + size + (flags & FIN)) & MASK)
             else:
                 frame = buf[start:end]
                 pkt = parse_frame(frame, vnet)
@@ -242,6 +244,7 @@ class Relay:
         key: FlowKey,
         ack: int,
         flags: int,
+        seq_end: int,
         buf: bytes,
         start: int,
         end: int,
@@ -255,7 +258,7 @@ class Relay:
         sent = gate.lowered_ack(key)
         if sent is not None and not flags & (SYN | RST) and rewritable(buf, start, vnet):
             frame = buf[start:end]
-            gate.lowered(key, ack, frame, vnet)
+            gate.lowered(key, ack, frame, vnet, seq_end)
             return encode_frame(lower_ack(frame, vnet, sent), vnet, vnet_hdr=self.options.vnet_hdr)
         gate.hold(key, ack, buf[start:end], vnet, now)
         return None

@@ -124,3 +124,20 @@ def test_a_frame_whose_checksum_a_device_completes_is_held_not_rewritten() -> No
         assert relay.gate.held_frames == 1 and relay.gate.lowered_frames == 0
 
     asyncio.run(run())
+
+
+def test_the_owed_ack_keeps_the_furthest_sequence_number() -> None:
+    async def run() -> None:
+        _, sides = _relay(lowering=True)
+        sides["red1"].data_received(encode_frames([_guest(MSS)]))
+        newer = _client(50, GSEQ + 2 * MSS, "AP", b"z" * 10)
+        older = _client(0, GSEQ + 3 * MSS, "AP", b"z" * 10)  # a retransmission, later
+        sides["mirror"].data_received(encode_frames([newer, older]))
+        sides["red1"].data_received(
+            encode_frames([tcp_frame(GSEQ + MSS, CSEQ, "A", b"g" * 2 * MSS)])
+        )
+        owed = parse_frame(_frames(sides["red0"])[-1])
+        assert isinstance(owed, Packet)
+        assert (owed.seq, owed.ack) == (CSEQ + 60, GSEQ + 3 * MSS)
+
+    asyncio.run(run())
