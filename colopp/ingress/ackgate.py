@@ -5,9 +5,17 @@ guest has sent the same bytes. Linux discards any segment whose ACK runs past it
 ``snd_nxt`` (``tcp_ack``: "ACK of unsent data"), with the data it carries: the client's next
 request riding on that ACK is lost to the secondary, which then never acknowledges it, and
 the primary's answer waits (the absolute rule) until the client re-sends the request on its
-retransmission timeout. The relay sees both streams, so it holds such a client frame
-(and every later one of its connection, to keep their order) until the secondary's own
-output reaches that ACK, or ``max_wait`` passes. Pure.
+retransmission timeout. The relay sees both streams. With :attr:`AckGate.lowering` (the
+relay's default) such a client frame goes on at once with its ACK lowered to the end of
+the secondary's output (``wire.lower_ack``): its data is taken, and the secondary is not
+starved of ACKs (holding every ACK of a connection until the secondary sent as far stops a
+secondary whose send window is full: it waits for those very ACKs, until its
+retransmission timeout). The client's own ACK is owed (:attr:`AckGate.owed`) and goes, as
+the bare ACK the client would send (``wire.pure_ack``), once the secondary's output
+reaches it, unless a later client frame acknowledged as much. Without lowering (or for a
+frame it cannot rewrite: not plain IPv4, or a checksum a device completes) the gate holds
+such a frame (and every later one of its connection, to keep their order) until the
+secondary's own output reaches that ACK, or ``max_wait`` passes. Pure.
 
 Two things make the secondary's own output an unreliable witness, and the gate handles both:
 
@@ -16,8 +24,9 @@ Two things make the secondary's own output an unreliable witness, and the gate h
   space, so a SYN is not counted (were it, a secondary ISN above the primary's would make
   every later ACK look covered, and the gate would never hold anything);
 - a checkpoint replaces the secondary guest by a copy of the primary, which has sent what
-  the primary sent: :meth:`AckGate.checkpoint` forgets what the old guest sent and lets every
-  held frame go (the agent signals each checkpoint the secondary loads).
+  the primary sent: :meth:`AckGate.checkpoint` forgets what the old guest sent and
+  what was owed to it, and lets every held frame go (the agent signals each checkpoint the
+  secondary loads).
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 ``client``: the primary's ``mirror0`` (it connects, retrying) -> the secondary QEMU's
 ``red0`` (it listens; QEMU connects): every client frame is logged, then forwarded as is,
 unless it acknowledges bytes the secondary guest has not sent yet (``ackgate.py``: it then
-waits for them, at most 0.2 s).
+goes on with its ACK lowered, the client's own ACK following once the secondary caught up;
+or, with ``gate_lowering`` off, it waits for them, at most 0.2 s). Frames are read in
+place and forwarded as the bytes they came in (``wire.py``); receipts after client frames
+go at most once per ``receipt_interval``.
 ``output``: the secondary QEMU's ``red1`` (it listens) -> the comparator's ``secondary_in``
 (it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded,
 and each batch is followed by the receipts it made possible (``receipts.py``), in the same
