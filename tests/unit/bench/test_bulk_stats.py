@@ -154,3 +154,17 @@ def test_relay_delta_only_with_a_relay() -> None:
     assert got["client_frames"] == 100
     assert got["gate_holds"] == 2
     assert got["receipt_frames"] == 0
+
+
+def test_each_configuration_gets_a_fresh_state_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bench.bulk import ACCEL_CACHE, fresh_state_dir
+
+    (tmp_path / ACCEL_CACHE).write_text('{"accel": "tcg"}')
+    one = fresh_state_dir(tmp_path, "colopp_prerelease_semiactive")
+    two = fresh_state_dir(tmp_path, "colopp_prerelease_semiactive")
+    assert one != two and one.parent == two.parent == tmp_path
+    assert (one / ACCEL_CACHE).read_text() == '{"accel": "tcg"}'  # no probe again
+    assert list(one.iterdir()) == [one / ACCEL_CACHE]  # nothing of an earlier pair
+    # Room for the agents' unix sockets below it (108 bytes with the real base).
+    tail = "/hostb/demo/secondary/red1.sock"
+    assert len("/var/lib/colopp/bench-bulk/" + one.name + tail) < 100
