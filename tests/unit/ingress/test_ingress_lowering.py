@@ -8,6 +8,8 @@ import asyncio
 import struct
 
 from compare_frames import CLIENT, GUEST, tcp_frame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_ingress_fastpath import CSEQ, GSEQ, MSS, _frames, _relay
 
 from colopp.compare.framing import encode_frames
@@ -139,5 +141,58 @@ def test_the_owed_ack_keeps_the_furthest_sequence_number() -> None:
         owed = parse_frame(_frames(sides["red0"])[-1])
         assert isinstance(owed, Packet)
         assert (owed.seq, owed.ack) == (CSEQ + 60, GSEQ + 3 * MSS)
+
+    asyncio.run(run())
+
+
+# One step: ("c", data index, ack offset, payload?) from the client, or ("g", bytes the
+# secondary sent so far) from the secondary, on one connection.
+LOWERING_STEP = st.one_of(
+    st.tuples(st.just("c"), st.integers(0, 20), st.integers(0, 8 * MSS), st.booleans()),
+    st.tuples(st.just("g"), st.integers(0, 8 * MSS)),
+    st.tuples(st.just("k")),  # the secondary loaded a checkpoint
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(LOWERING_STEP, max_size=30))
+def test_lowering_never_acks_unsent_bytes_and_loses_no_client_data(steps: list) -> None:  # type: ignore[type-arg]
+    async def run() -> None:
+        relay, sides = _relay(lowering=True)
+        sent_end: int | None = None  # what the secondary sent, as the test knows it
+        client_data: list[tuple[int, bytes]] = []
+        seen = 0
+        for step in steps:
+            if step[0] == "c":
+                _, i, ack_off, has_data = step
+                payload = bytes([i]) * 10 if has_data else b""
+                frame = _client(i * 10, GSEQ + ack_off, "AP" if has_data else "A", payload)
+                sides["mirror"].data_received(encode_frames([frame]))
+                if has_data:
+                    client_data.append((CSEQ + i * 10, payload))
+            elif step[0] == "g":
+                sent = step[1]
+                sides["red1"].data_received(
+                    encode_frames([tcp_frame(GSEQ, CSEQ, "A", b"g" * sent)])
+                )
+                if sent_end is None or GSEQ + sent > sent_end:
+                    sent_end = GSEQ + sent
+            else:
+                relay.checkpoint()
+                sent_end = None
+            out = _frames(sides["red0"])
+            for frame in out[seen:]:
+                pkt = parse_frame(frame)
+                assert isinstance(pkt, Packet) and _valid(frame)
+                if sent_end is not None and step[0] != "k":
+                    assert pkt.ack <= sent_end  # never ahead of the secondary's output
+            seen = len(out)
+        delivered = [
+            (p.seq, f[p.payload_start : p.payload_end])
+            for f in _frames(sides["red0"])
+            if isinstance(p := parse_frame(f), Packet) and p.payload_end > p.payload_start
+        ]
+        assert delivered == client_data  # every client byte, once, in order
+        assert relay.gate.held_frames == 0
 
     asyncio.run(run())
