@@ -163,6 +163,7 @@ class RewriterRelay:
             **self.stats,
             "learned": self.learner.learned,
             "zeroed": self.learner.zeroed,
+            "garbage": self.learner.garbage,
             "handshakes": len(self.learner),
         }
 
