@@ -374,6 +374,7 @@ class Story:
         first = sp.incidents[0]
         if first.error is not None:
             raise ColoppError(f"the supervisor's failover failed: {first.error}")
+        out["killed_wall"] = killed_wall
         out["failover_verdict"] = first.health
         out["failover_detect_ms"] = (first.detected_at - killed_wall) * 1000
         out["failover_sequence_ms"] = first.failover_ms
@@ -469,3 +470,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             shown = f"{value:.0f}" if isinstance(value, float) else str(value)
         table.add_row(key, shown)
     console.print(table)
+    killed = summary.get("killed_wall")
+    for when, error in (summary.get("failures") or [])[:10]:  # what the client saw fail
+        at = f"{when - killed:+.2f} s from the kill" if isinstance(killed, float) else "?"
+        console.print(f"[red]client request failed[/] ({at}): {error}")

@@ -117,9 +117,13 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
         relay.log, functools.partial(send_frame, sock), time.monotonic(), args.replay_deadline
     )
 
+    wake = asyncio.Event()  # a push moved the next round earlier
+
     def readable() -> None:
         for frame in guest_frames(sock):
             replayer.guest_frame(frame)
+        if replayer.push(time.monotonic()):
+            wake.set()
 
     loop.add_reader(sock.fileno(), readable)
     try:
@@ -127,14 +131,21 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
             at = replayer.tick(time.monotonic())
             if at is None:
                 break
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), max(0.0, at - time.monotonic()))
     finally:
         loop.remove_reader(sock.fileno())
         sock.close()
     left = len(relay.log.unacked())
     if left:
         log.error("replay gave up: %d frames not acknowledged by the promoted guest", left)
-    return {"frames": len(frames), "rounds": replayer.rounds, "unacknowledged": left}
+    return {
+        "frames": len(frames),
+        "rounds": replayer.rounds,
+        "pushed": replayer.pushed,
+        "unacknowledged": left,
+    }
 
 
 def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | None) -> None:

@@ -17,6 +17,8 @@ import contextlib
 import socket
 from collections.abc import Callable
 
+from colopp.compare.packet import ACK, FIN, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.seq import HALF, MASK
 from colopp.ingress.log import ClientLog
 
 FIRST_PAUSE_S = 0.05
@@ -25,8 +27,24 @@ DEFAULT_DEADLINE_S = 60.0
 _ETH_P_ALL = 0x0003
 
 
+def _ahead(a: int, b: int) -> bool:
+    """Sequence number ``a`` lies past ``b`` (modulo 2**32)."""
+    return 0 < ((a - b) & MASK) < HALF
+
+
 class Replayer:
-    """When to send what; the socket is the caller's (``send``, :meth:`guest_frame`)."""
+    """When to send what; the socket is the caller's (``send``, :meth:`guest_frame`).
+
+    A promoted semi-active guest may lag the dead primary by a second or more: the client
+    was answered (and acknowledged the answers) far past what this guest has sent. Linux
+    discards a segment whose ACK runs past its ``snd_nxt``, so the log's frames cannot go
+    all at once: per connection, in order, a frame goes only once the guest has sent what
+    it acknowledges (as the relay's ACK gate does before the failover), the next one as
+    soon as the guest's output covers it (:meth:`push`, called after each batch of guest
+    frames), not at the next round. Before the guest sent anything on a connection, its
+    frames go optimistically (the guest keeps what it can). Rounds at doubling pauses send
+    again what a full receive window dropped.
+    """
 
     def __init__(
         self,
@@ -42,10 +60,32 @@ class Replayer:
         self.next_at = now
         self.rounds = 0
         self.frames_sent = 0
+        self.pushed = 0  # frames sent as soon as the guest's output covered their ACK
+        # Per connection (guest -> client key): the end of what the promoted guest sent.
+        self._sent_end: dict[FlowKey, int] = {}
+        # Per connection: the end of the last frame sent while its ACK was known covered.
+        self._covered_to: dict[FlowKey, int] = {}
 
     def guest_frame(self, frame: bytes) -> None:
-        """A frame the promoted guest sent (plain Ethernet): its ACKs settle the log."""
+        """A frame the promoted guest sent (plain Ethernet): its ACKs settle the log, its
+        sequence numbers say which client frames it can take now."""
         self.log.guest_frame(frame)
+        pkt = parse_frame(frame)
+        if isinstance(pkt, Malformed) or pkt.kind != TCP:
+            return
+        end = (pkt.seq + pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)) & MASK
+        old = self._sent_end.get(pkt.key)
+        if old is None or _ahead(end, old):
+            self._sent_end[pkt.key] = end
+
+    def push(self, now: float) -> int:
+        """Send the frames the guest's output newly covers; returns how many."""
+        sent = self._send(everything=False)
+        if sent:
+            self.pushed += sent
+            self.pause = FIRST_PAUSE_S  # progress: look again soon for what a window dropped
+            self.next_at = min(self.next_at, now + self.pause)
+        return sent
 
     def tick(self, now: float) -> float | None:
         """Send what is due; returns when to call again, or None when done (settled, or
@@ -54,14 +94,43 @@ class Replayer:
         if self.log.settled() or now >= self.deadline:
             return None
         if now >= self.next_at:
-            frames = self.log.unacked()
-            for frame in frames:
-                self.send(frame)
-            self.frames_sent += len(frames)
+            self._send(everything=True)
             self.rounds += 1
             self.next_at = now + self.pause
             self.pause = min(self.pause * 2, MAX_PAUSE_S)
         return self.next_at
+
+    def _send(self, *, everything: bool) -> int:
+        """Per connection in order: every frame the guest can take (``everything``), or
+        only those past the last one sent known covered; stops at the first frame whose
+        ACK runs past what the guest sent."""
+        count = 0
+        blocked: set[FlowKey] = set()
+        for frame in self.log.unacked():
+            pkt = parse_frame(frame)
+            if isinstance(pkt, Malformed) or pkt.kind != TCP:
+                continue
+            _, client, guest, cport, gport = pkt.key
+            key = (TCP, guest, client, gport, cport)
+            if key in blocked:
+                continue
+            size = pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)
+            end = (pkt.seq + size) & MASK
+            sent_end = self._sent_end.get(key)
+            known = sent_end is not None
+            if sent_end is not None and pkt.flags & ACK and _ahead(pkt.ack, sent_end):
+                blocked.add(key)  # not yet, nor any later frame of this connection
+                continue
+            covered_to = self._covered_to.get(key)
+            already = covered_to is not None and not _ahead(end, covered_to)
+            if not everything and (not known or already):
+                continue
+            self.send(frame)
+            count += 1
+            if known:
+                self._covered_to[key] = end
+        self.frames_sent += count
+        return count
 
 
 def open_tap_socket(tap: str) -> socket.socket:
