@@ -169,6 +169,7 @@ class RewriterRelay:
 
     async def stop(self) -> None:
         """Close every end and stop listening; never raises."""
+        log.info("rewriter relay stops: %s", self.describe())
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
