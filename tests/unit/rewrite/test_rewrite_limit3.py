@@ -7,6 +7,8 @@ primary's (the loaded copy's)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrite_frames import GUEST_KEY, fields, tcp
@@ -90,10 +92,8 @@ def test_promotion_switches_the_rewriter_off_tolerating_a_side_without_one() -> 
     assert set(step.tolerate) == {GENERIC_ERROR, DEVICE_NOT_FOUND}
 
 
-def test_splicing_is_chardevs_then_filters(tmp_path: object) -> None:
-    from pathlib import Path
-
-    run_dir = Path(str(tmp_path))
+def test_splicing_is_chardevs_then_filters(tmp_path: Path) -> None:
+    run_dir = tmp_path
     whole = splice_steps(run_dir, before="rew0", vnet_hdr=True)
     assert whole == chardev_steps(run_dir) + filter_steps(before="rew0", vnet_hdr=True)
     assert [s.command for s in chardev_steps(run_dir)] == ["chardev-add"] * 4
