@@ -46,3 +46,5 @@ async def promote_secondary(side: Side, translation: SideTranslation | None) -> 
     if translation is not None:
         await translation.stop_learning(side)  # colo-compare's relay: the primary is gone
         translation.promoted(last_load)
+        # filter-rewriter off, the translator applies the whole record (limit (3)).
+        await translation.take_over(lambda steps: run_steps(side, steps))

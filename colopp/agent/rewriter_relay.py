@@ -163,11 +163,13 @@ class RewriterRelay:
             **self.stats,
             "learned": self.learner.learned,
             "zeroed": self.learner.zeroed,
+            "garbage": self.learner.garbage,
             "handshakes": len(self.learner),
         }
 
     async def stop(self) -> None:
         """Close every end and stop listening; never raises."""
+        log.info("rewriter relay stops: %s", self.describe())
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -30,9 +30,18 @@ from colopp.agent.side import Side
 from colopp.colo.sequence import QmpStep
 from colopp.compare.young_send import YOUNG_PORT_OFFSET
 from colopp.domain import ComparatorKind, SideSpec
-from colopp.errors import ConfigError
+from colopp.errors import ColoppError, ConfigError
+from colopp.rewrite.control_client import load_table, wait_ready
 from colopp.rewrite.relay import load_state, save_state
-from colopp.rewrite.splice import FILTERS, TABLE_FILE, splice_steps
+from colopp.rewrite.splice import (
+    CONTROL_SOCKET,
+    FILTERS,
+    TABLE_FILE,
+    chardev_steps,
+    filter_steps,
+    rewriter_off_steps,
+    splice_steps,
+)
 from colopp.rewrite.table import OffsetTable
 from colopp.rewrite.young import YoungOffsets
 from colopp.rewrite.young_link import serve_young
@@ -41,6 +50,8 @@ log = logging.getLogger(__name__)
 
 RunSteps = Callable[[list[QmpStep]], Awaitable[None]]
 RECORD_FILE = "xlate-record.json"
+#: How long a promotion waits for its translator to take the record over.
+TAKE_OVER_TIMEOUT_S = 5.0
 
 
 def young_port(spec: SideSpec) -> int:
@@ -62,6 +73,8 @@ class SideTranslation:
         self.relay: RewriterRelay | None = None  # QEMU's colo-compare: learning here
         #: How the last promotion sorted the young offsets (YoungOffsets.census).
         self.promotion: dict[str, int] = {}
+        #: The promotion switched filter-rewriter off: the translator applies the record.
+        self.rewriter_off = False
 
     @property
     def spliced(self) -> bool:
@@ -135,6 +148,36 @@ class SideTranslation:
             self._sink.close()
             self._sink = None
         log.info("promoted with %d translated connections of record", len(self.record))
+
+    async def take_over(self, run_steps: RunSteps) -> None:
+        """After :meth:`promoted`: the translator applies the whole table of record and
+        ``filter-rewriter`` is switched off, so none of its garbage offsets (a handshake
+        that straddled a checkpoint load, docs/rewrite.md "Limit (3)") survives the
+        failover. A side without a translator gets one, connected before any frame is
+        diverted to it. If the translator cannot take the record in time the rewriter
+        stays on (young connections then keep its offsets, garbage ones included)."""
+        control = self.run_dir / CONTROL_SOCKET
+        undo = False  # a translator started here that no filter diverts to yet
+        try:
+            if self.record and self.spliced:
+                await load_table(control, self.record.snapshot(), TAKE_OVER_TIMEOUT_S)
+            elif self.record:
+                save_state(self.run_dir / TABLE_FILE, self.record)
+                await run_steps(chardev_steps(self.run_dir))
+                await self._spawn()
+                self._supervisor = asyncio.create_task(self._supervise())
+                undo = True
+                await wait_ready(control, TAKE_OVER_TIMEOUT_S)
+                undo = False
+                await run_steps(filter_steps(before="rew0", vnet_hdr=self.vnet_hdr))
+        except ColoppError as exc:
+            log.warning("translator did not take the record over, rewriter stays on: %s", exc)
+            if undo:
+                await self.stop()
+            return
+        await run_steps(rewriter_off_steps())
+        self.rewriter_off = True
+        log.info("filter-rewriter off; the translator applies %d connections", len(self.record))
 
     async def as_primary(self, run_steps: RunSteps) -> None:
         """After re-protection rebuilt the primary's filters (in front of ``rew0``): move the
@@ -217,6 +260,7 @@ def describe(translation: SideTranslation | None) -> dict[str, Any]:
         "young": len(translation.young),
         "translator": translation.spliced,
         "promotion": dict(translation.promotion),
+        "rewriter_off": translation.rewriter_off,
     }
     if translation.relay is not None:
         out["relay"] = translation.relay.describe()

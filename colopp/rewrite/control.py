@@ -8,7 +8,9 @@ One JSON object per line on the translator's 0600 unix socket; one reply per req
 - ``{"op": "load", "rows": [...]}``: replace the whole table (re-protection, switchover);
 - ``{"op": "merge", "rows": [...]}``: add rows, keeping the others;
 - ``{"op": "snapshot"}``: the table's rows (what moves to the other host);
-- ``{"op": "expire"}``: drop ended and idle entries now.
+- ``{"op": "expire"}``: drop ended and idle entries now;
+- ``{"op": "ready"}`` (answered by the process, :data:`READY_REQUEST`): whether it is
+  connected to QEMU's four chardevs, i.e. frames diverted to it are relayed.
 
 Replies are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; a bad request
 changes nothing.
@@ -24,6 +26,8 @@ from colopp.rewrite.table import OffsetTable
 
 #: The longest request line accepted (a snapshot of ~100k connections fits).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: The one request about the process rather than its table.
+READY_REQUEST = b'{"op":"ready"}\n'
 
 
 def handle_request(table: OffsetTable, line: bytes, now: float) -> tuple[OffsetTable, bytes, bool]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from colopp.compare.framing import FrameDecoder, encode_frames
 from colopp.errors import ConfigError
-from colopp.rewrite.control import MAX_REQUEST_BYTES, handle_request
+from colopp.rewrite.control import MAX_REQUEST_BYTES, READY_REQUEST, handle_request
 from colopp.rewrite.segment import translate_client_input, translate_guest_output
 from colopp.rewrite.table import OffsetTable
 
@@ -84,6 +84,8 @@ class Relay:
         self.table = load_state(options.state_file)
         self.frames = 0
         self.translated = 0
+        #: Connected to all four chardevs: frames diverted to it from now on are relayed.
+        self.ready = False
 
     async def run(self) -> None:
         """Connect to QEMU's four chardevs, serve control requests, relay frames.
@@ -107,6 +109,7 @@ class Relay:
                 writers.append(writer)
                 _, in_writer = await self._connect(opts.client_in_to)
                 writers.append(in_writer)
+                self.ready = True
                 await asyncio.gather(
                     self._pump(out_reader, out_writer, translate_guest_output),
                     self._pump(in_reader, in_writer, translate_client_input),
@@ -159,6 +162,10 @@ class Relay:
     ) -> None:
         try:
             while line := await reader.readline():
+                if line.strip() == READY_REQUEST.strip():
+                    writer.write(b'{"ok":true,"ready":%s}\n' % str(self.ready).lower().encode())
+                    await writer.drain()
+                    continue
                 self.table, reply, changed = handle_request(self.table, line, self.clock())
                 if changed:
                     save_state(self.options.state_file, self.table)

@@ -14,8 +14,13 @@ all of which pass the secondary host's two replication streams:
 
 A checkpoint the secondary loads (``COLO_EVENT_CHECKPOINT``) sets every offset to 0 and keeps
 the states: a handshake whose SYN-ACK came before the load then learns
-``offset = -(ack - 1)`` (QEMU's garbage offset, docs/rewrite.md cause 4). This module repeats
-that too: the record must say what the promoted guest's ``filter-rewriter`` really does.
+``offset = -(ack - 1)`` (QEMU's garbage offset, docs/rewrite.md cause 4). The record does
+*not* repeat that one: it holds each connection's true offset (the promoted guest's sequence
+space minus the client's), and promotion switches ``filter-rewriter`` off and lets colopp's
+translator apply the whole record (docs/rewrite.md, "Limit (3) closed"). A handshake with no
+secondary SYN-ACK since its SYN or since the last load is run, after that load, by the
+primary's copy, which holds the ISN the client acknowledges: its true offset is 0
+(counted in ``garbage``: ``filter-rewriter`` holds ``-(ack - 1)`` for it until the next load).
 
 Order. The relay reads a client frame *before* QEMU gets it and a guest frame *after*
 ``filter-rewriter`` handled it, so a SYN-ACK read before a client ACK also passed the
@@ -66,13 +71,14 @@ class _Handshake:
 class RewriterLearner:
     """Repeats ``filter-rewriter``'s offset learning from the two replication streams."""
 
-    __slots__ = ("_handshakes", "_max_pending", "learned", "zeroed")
+    __slots__ = ("_handshakes", "_max_pending", "garbage", "learned", "zeroed")
 
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._handshakes: OrderedDict[ConnKey, _Handshake] = OrderedDict()
         self._max_pending = max_pending
         self.learned = 0  # non-zero offsets learned
         self.zeroed = 0  # half-learned offsets a checkpoint load zeroed
+        self.garbage = 0  # handshakes filter-rewriter completed from offset 0 (true offset 0)
 
     def __len__(self) -> int:
         return len(self._handshakes)
@@ -99,6 +105,12 @@ class RewriterLearner:
             return None
         handshake = self._handshakes.pop(key, None)
         if handshake is None:
+            return None
+        if handshake.synack_at is None:
+            # No SYN-ACK of the secondary since the SYN or the last load: filter-rewriter
+            # now holds -(ack - 1), but the guest runs the connection with the ISN the
+            # client took (the loaded primary's): nothing to translate once it is off.
+            self.garbage += 1
             return None
         isn_client = (ack - 1) & MASK
         delta = (handshake.offset - isn_client) & MASK

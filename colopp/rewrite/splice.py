@@ -70,7 +70,12 @@ def splice_steps(run_dir: Path, *, before: str | None, vnet_hdr: bool = False) -
     """Create the translator's chardevs and filters; ``before`` is the filter id to insert
     them in front of (``"rew0"``), or None for the tail of the chain; ``vnet_hdr``: the
     tap carries a virtio-net header (the redirectors pass it, ``vnet_hdr_support``)."""
-    steps = [
+    return chardev_steps(run_dir) + filter_steps(before=before, vnet_hdr=vnet_hdr)
+
+
+def chardev_steps(run_dir: Path) -> list[QmpStep]:
+    """The translator's four server chardevs (it can connect before any frame is diverted)."""
+    return [
         QmpStep(
             "chardev-add",
             {
@@ -88,6 +93,11 @@ def splice_steps(run_dir: Path, *, before: str | None, vnet_hdr: bool = False) -
         )
         for cid, name in CHARDEVS.items()
     ]
+
+
+def filter_steps(*, before: str | None, vnet_hdr: bool = False) -> list[QmpStep]:
+    """The translator's four redirectors (see :func:`splice_steps`)."""
+    steps: list[QmpStep] = []
     for fid, queue, dev in FILTERS:
         args: dict[str, Any] = {
             "qom-type": "filter-redirector",
@@ -139,6 +149,27 @@ def promotion_steps(failover: list[QmpStep], *, spliced: bool) -> list[QmpStep]:
         if step.command == "x-colo-lost-heartbeat":
             out += resume_steps()
     return out
+
+
+def rewriter_off_steps(rewriter: str = "rew0") -> list[QmpStep]:
+    """Switch the promoted side's ``filter-rewriter`` off (docs/rewrite.md, "Limit (3)").
+
+    After ``x-colo-lost-heartbeat`` QEMU's rewriter keeps translating every connection it
+    holds a non-zero offset for, garbage ones included: a handshake whose client ACK reached
+    it after a checkpoint load holds ``-(ack - 1)``, and the promoted guest answers that
+    connection with ``RST seq 1`` for good. Off, it passes frames untouched (``net/filter.c``
+    skips a filter whose ``status`` is off) and colopp's translator applies the whole table
+    of record, which holds each connection's true offset. Run only once the translator has
+    that table (a side without young connections has nothing to lose either way).
+    """
+    return [
+        QmpStep(
+            "qom-set",
+            {"path": f"/objects/{rewriter}", "property": "status", "value": "off"},
+            # A side without a rewriter (never a COLO secondary) must still fail over.
+            tolerate=(GENERIC_ERROR, DEVICE_NOT_FOUND),
+        )
+    ]
 
 
 def unsplice_steps() -> list[QmpStep]:

@@ -32,9 +32,16 @@ FAULTS = [
 ]
 
 
+#: The pair's state directory (its sides' serial logs), for the failure report.
+STATE: dict[str, Path] = {}
+#: What a guest kernel prints when its service cannot run (session 8's unexplained failure).
+ALARMS = ("soft lockup", "Out of memory", "oom-kill", "Kernel panic", "BUG:", "hung_task")
+
+
 @pytest.fixture(scope="module")
 def site(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driven]:
-    yield from driven_pair(tmp_path_factory.mktemp("mtx"), qemu_root, "clpmtx")
+    STATE["dir"] = tmp_path_factory.mktemp("mtx")
+    yield from driven_pair(STATE["dir"], qemu_root, "clpmtx")
 
 
 def test_failover_matrix_under_load(site: Driven) -> None:
@@ -81,10 +88,23 @@ def test_failover_matrix_under_load(site: Driven) -> None:
     finally:
         workload.kill()
     assert summary["requests_ok"] > 100
-    assert summary["requests_failed"] == 0, (summary["errors"], _when(summary, phases))
+    assert summary["requests_failed"] == 0, (
+        summary["errors"],
+        _when(summary, phases),
+        _guest_alarms(STATE["dir"]),
+    )
     assert summary["connections_reset"] == 0
     assert summary["writes_lost"] == 0, summary["lost_keys"]
     assert summary["counter_regressions"] == 0
+
+
+def _guest_alarms(state_dir: Path) -> list[str]:
+    """The guest kernels' alarming console lines, per serial log (diagnosis only)."""
+    out = []
+    for log in sorted(state_dir.rglob("serial.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        out += [f"{log.parent.name}: {line}" for line in lines if any(a in line for a in ALARMS)]
+    return out[-20:]
 
 
 def _when(summary: dict[str, object], phases: list[tuple[str, float]]) -> list[str]:
