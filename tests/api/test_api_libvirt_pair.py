@@ -61,6 +61,9 @@ def user_domain(libvirtd: None) -> Iterator[str]:
     image = build_image(None, console=Console(quiet=True))
     append = kernel_cmdline(plan_lab(PREFIX).guest_address.with_prefixlen)
     conn = libvirt.open(URI)
+    for name in (DOMAIN, "lvm-vhost"):  # a previous run's leftover (a killed test run)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.lookupByName(name).undefine()
     domain = conn.defineXML(user_domain_xml(DOMAIN, image, append, f"{PREFIX}-tap"))
     vhost = conn.defineXML(
         user_domain_xml("lvm-vhost", image, append, f"{PREFIX}-tap", driver="vhost")
