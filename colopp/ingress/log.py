@@ -193,6 +193,14 @@ class ClientLog:
             out += [f for _, end, f in conn.segments if ack is None or end > ack]
         return out
 
+    def unacked_of(self, key: FlowKey) -> list[bytes]:
+        """:meth:`unacked` for one connection (keyed guest -> client)."""
+        conn = self._conns.get(key)
+        if conn is None:
+            return []
+        ack = conn.guest_ack
+        return [f for _, end, f in conn.segments if ack is None or end > ack]
+
     def settled(self) -> bool:
         """True when the guest acknowledged every kept byte."""
         return not self.unacked()

@@ -65,6 +65,12 @@ class Replayer:
         self._sent_end: dict[FlowKey, int] = {}
         # Per connection: the end of the last frame sent while its ACK was known covered.
         self._covered_to: dict[FlowKey, int] = {}
+        # Connections whose guest output moved since the last push: only these are walked.
+        self._moved: set[FlowKey] = set()
+        # A logged frame's (connection key, ack or None, end), parsed once: the log may hold
+        # tens of thousands of frames and a push follows every batch of guest frames.
+        self._parsed: dict[bytes, tuple[FlowKey, int | None, int] | None] = {}
+        self.parsed_frames = 0
 
     def guest_frame(self, frame: bytes) -> None:
         """A frame the promoted guest sent (plain Ethernet): its ACKs settle the log, its
@@ -77,10 +83,14 @@ class Replayer:
         old = self._sent_end.get(pkt.key)
         if old is None or _ahead(end, old):
             self._sent_end[pkt.key] = end
+            self._moved.add(pkt.key)
 
     def push(self, now: float) -> int:
         """Send the frames the guest's output newly covers; returns how many."""
-        sent = self._send(everything=False)
+        moved, self._moved = self._moved, set()
+        sent = 0
+        for key in moved:
+            sent += self._send(self.log.unacked_of(key), everything=False)
         if sent:
             self.pushed += sent
             self.pause = FIRST_PAUSE_S  # progress: look again soon for what a window dropped
@@ -94,40 +104,53 @@ class Replayer:
         if self.log.settled() or now >= self.deadline:
             return None
         if now >= self.next_at:
-            self._send(everything=True)
+            frames = self.log.unacked()
+            self._parsed = {f: self._parsed[f] for f in frames if f in self._parsed}
+            self._send(frames, everything=True)
             self.rounds += 1
             self.next_at = now + self.pause
             self.pause = min(self.pause * 2, MAX_PAUSE_S)
         return self.next_at
 
-    def _send(self, *, everything: bool) -> int:
-        """Per connection in order: every frame the guest can take (``everything``), or
-        only those past the last one sent known covered; stops at the first frame whose
-        ACK runs past what the guest sent."""
+    def _fields(self, frame: bytes) -> tuple[FlowKey, int | None, int] | None:
+        """(connection key guest -> client, ACK if any, end) of a logged client frame."""
+        if frame in self._parsed:
+            return self._parsed[frame]
+        self.parsed_frames += 1
+        pkt = parse_frame(frame)
+        fields = None
+        if not isinstance(pkt, Malformed) and pkt.kind == TCP:
+            _, client, guest, cport, gport = pkt.key
+            size = pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)
+            ack = pkt.ack if pkt.flags & ACK else None
+            fields = ((TCP, guest, client, gport, cport), ack, (pkt.seq + size) & MASK)
+        self._parsed[frame] = fields
+        return fields
+
+    def _send(self, frames: list[bytes], *, everything: bool) -> int:
+        """Per connection in order: every frame of ``frames`` the guest can take
+        (``everything``), or only those past the last one sent known covered; stops at a
+        connection's first frame whose ACK runs past what the guest sent."""
         count = 0
         blocked: set[FlowKey] = set()
-        for frame in self.log.unacked():
-            pkt = parse_frame(frame)
-            if isinstance(pkt, Malformed) or pkt.kind != TCP:
+        for frame in frames:
+            fields = self._fields(frame)
+            if fields is None:
                 continue
-            _, client, guest, cport, gport = pkt.key
-            key = (TCP, guest, client, gport, cport)
+            key, ack, end = fields
             if key in blocked:
                 continue
-            size = pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)
-            end = (pkt.seq + size) & MASK
             sent_end = self._sent_end.get(key)
-            known = sent_end is not None
-            if sent_end is not None and pkt.flags & ACK and _ahead(pkt.ack, sent_end):
+            if sent_end is not None and ack is not None and _ahead(ack, sent_end):
                 blocked.add(key)  # not yet, nor any later frame of this connection
                 continue
             covered_to = self._covered_to.get(key)
             already = covered_to is not None and not _ahead(end, covered_to)
-            if not everything and (not known or already):
+            if not everything and (sent_end is None or already):
                 continue
             self.send(frame)
             count += 1
-            if known:
+            if sent_end is not None:
                 self._covered_to[key] = end
         self.frames_sent += count
         return count
