@@ -18,18 +18,13 @@ import socket
 from collections.abc import Callable
 
 from colopp.compare.packet import ACK, FIN, TCP, FlowKey, Malformed, parse_frame
-from colopp.compare.seq import HALF, MASK
+from colopp.compare.seq import MASK, seq_after
 from colopp.ingress.log import ClientLog
 
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 1.0
 DEFAULT_DEADLINE_S = 60.0
 _ETH_P_ALL = 0x0003
-
-
-def _ahead(a: int, b: int) -> bool:
-    """Sequence number ``a`` lies past ``b`` (modulo 2**32)."""
-    return 0 < ((a - b) & MASK) < HALF
 
 
 class Replayer:
@@ -75,13 +70,13 @@ class Replayer:
     def guest_frame(self, frame: bytes) -> None:
         """A frame the promoted guest sent (plain Ethernet): its ACKs settle the log, its
         sequence numbers say which client frames it can take now."""
-        self.log.guest_frame(frame)
         pkt = parse_frame(frame)
+        self.log.guest_frame(frame, 0, pkt)
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
             return
         end = (pkt.seq + pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)) & MASK
         old = self._sent_end.get(pkt.key)
-        if old is None or _ahead(end, old):
+        if old is None or seq_after(end, old):
             self._sent_end[pkt.key] = end
             self._moved.add(pkt.key)
 
@@ -141,11 +136,11 @@ class Replayer:
             if key in blocked:
                 continue
             sent_end = self._sent_end.get(key)
-            if sent_end is not None and ack is not None and _ahead(ack, sent_end):
+            if sent_end is not None and ack is not None and seq_after(ack, sent_end):
                 blocked.add(key)  # not yet, nor any later frame of this connection
                 continue
             covered_to = self._covered_to.get(key)
-            already = covered_to is not None and not _ahead(end, covered_to)
+            already = covered_to is not None and not seq_after(end, covered_to)
             if not everything and (sent_end is None or already):
                 continue
             self.send(frame)
