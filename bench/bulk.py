@@ -16,7 +16,9 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench import pair_cpu
 from bench.bulk_stats import (
     TRAFFICS,
     evaluate_targets,
@@ -32,6 +35,8 @@ from bench.bulk_stats import (
     iperf3_longest_stall_s,
     iperf3_mbit_per_s,
     iperf3_retransmits,
+    process_cpu_delta,
+    relay_delta,
     shape_problems,
     window_figures,
     wrk_mbit_per_s,
@@ -47,6 +52,27 @@ from colopp.lab.cpuset import plan_cpus
 #: Its own lab prefix and state directory: never the namespaces of a bench.pair run.
 PREFIX = "clpbulk"
 STATE_DIR = Path("/var/lib/colopp/bench-bulk")
+#: The accelerator probe's verdict, kept in :data:`STATE_DIR` across configurations.
+ACCEL_CACHE = "accel.json"
+
+
+def fresh_state_dir(base: Path, name: str) -> Path:
+    """A new state directory under ``base`` for one configuration's pair, seeded with the
+    accelerator probe's cached verdict.
+
+    Every configuration (and every run) gets its own: the agents' status files of the
+    previous pair (``compare.json``, ``ingress.json``, same paths) were read as the new
+    pair's first sample before its processes wrote theirs (session 9: negative counter
+    deltas, missing hold times), and two runs at once shared one token file and state.
+    """
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(tempfile.mkdtemp(prefix=f"{name[:12]}-", dir=base))
+    cached = base / ACCEL_CACHE
+    if cached.exists():
+        shutil.copy2(cached, path / ACCEL_CACHE)
+    return path
+
+
 VALUE_SIZE = 65536
 KEYS = 4
 MIX_SCRIPT = Path(__file__).with_name("pair-mix.lua")
@@ -58,8 +84,9 @@ INTERVAL_S = 0.5
 async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, PairController]]:
     """Build the lab and start the configuration's VM(s); tear everything down after."""
     setup = SETUPS[name]
+    state_dir = fresh_state_dir(STATE_DIR, name)
     local = await prepare_local_pair(
-        STATE_DIR,
+        state_dir,
         None,
         setup.comparator or ComparatorKind.COLOPP,
         bench.console,
@@ -67,6 +94,8 @@ async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, Pai
         prefix=PREFIX,
         **setup.options,
     )
+    with contextlib.suppress(OSError):
+        shutil.copy2(state_dir / ACCEL_CACHE, STATE_DIR / ACCEL_CACHE)
     local.deployment.cpu_plan = bench.cpu_plan
     pair: PairController | None = None
     try:
@@ -81,6 +110,8 @@ async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, Pai
         if pair is not None:
             await pair.stop()
         await local.deployment.stop()
+    # Gone only after a configuration that went well: a failed one keeps its logs.
+    shutil.rmtree(state_dir, ignore_errors=True)
 
 
 async def traffic_run(
@@ -160,6 +191,13 @@ async def measure_traffic(
     figures["host_cpu_busy_s"] = {
         h: round(after.cpu_busy_s[h] - before.cpu_busy_s.get(h, 0.0), 2) for h in after.cpu_busy_s
     }
+    # Who used each host's CPU (what limits a configuration when a host is saturated),
+    # and what host B's relay carried (pre-release configurations only).
+    figures["process_cpu_s"] = process_cpu_delta(before.role_cpu_s, after.role_cpu_s)
+    figures["relay"] = relay_delta(before.ingress, after.ingress)
+    # CPU that processes outside the lab took from each CPU (other work on the machine):
+    # a window where it is high measured who was disturbed, not the configuration.
+    figures["outside_lab_cpu"] = pair_cpu.outside_share(before.cpu, after.cpu, figures["window_s"])
     if replicated:
         status = await pair.agents[pair.primary.name].call("status")
         figures["colo_mode"] = (status.get("colo") or {}).get("mode")
@@ -211,7 +249,7 @@ def main() -> int:
         "duration_s": args.duration,
         "checkpoint_delay_ms": args.checkpoint_delay_ms,
         "value_size": VALUE_SIZE,
-        "configurations": {c: LABELS[c] for c in configs},
+        "configurations": {c: LABELS.get(c, c) for c in configs},
         "two_hosts": None if cpu_plan is None else cpu_plan.describe(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "errors": {},

@@ -174,6 +174,41 @@ def window_figures(
     }
 
 
+def process_cpu_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """host -> process role (``qemu``, ``comparator``, ``relay``, ``agent``, ``other``) ->
+    CPU seconds used over the window, 0.01 s resolution (a process gone or new counts from
+    what was seen)."""
+    return {
+        host: {
+            role: round(used - before.get(host, {}).get(role, 0.0), 2)
+            for role, used in sorted(roles.items())
+        }
+        for host, roles in after.items()
+    }
+
+
+#: The relay's counters a bulk window reports (its status file, ``colopp.ingress``).
+RELAY_COUNTERS: tuple[str, ...] = (
+    "client_frames",
+    "guest_frames",
+    "receipt_frames",
+    "dropped_frames",
+    "gate_holds",
+    "gate_released_expired",
+    "gate_lowered",
+    "gate_acks_sent",
+)
+
+
+def relay_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int] | None:
+    """How the relay's counters grew over the window; None without a relay."""
+    if not after:
+        return None
+    return {name: counter_delta(before, after, name) for name in RELAY_COUNTERS}
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target's ratio and whether it is met (``met`` None when a side is missing)."""
     out: list[dict[str, Any]] = []

@@ -35,7 +35,7 @@ from colopp.compare.addresses import parse_endpoint
 from colopp.compare.status import write_status
 from colopp.errors import ColoppError, ConfigError
 from colopp.ingress.log import DEFAULT_MAX_BYTES
-from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.relay import RECEIPT_INTERVAL_S, Relay, RelayOptions
 from colopp.ingress.replay import (
     DEFAULT_DEADLINE_S,
     Replayer,
@@ -60,10 +60,23 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
     p.add_argument("--replay-deadline", type=float, default=DEFAULT_DEADLINE_S)
     p.add_argument("--status", type=Path, help="JSON status file (0600)")
     p.add_argument("--no-receipts", action="store_true", help="the ACK gate only")
+    p.add_argument(
+        "--no-gate-lowering",
+        action="store_true",
+        help="hold client frames that run ahead of the secondary instead of lowering their ACK",
+    )
+    p.add_argument(
+        "--receipt-interval-ms",
+        type=float,
+        default=RECEIPT_INTERVAL_S * 1000,
+        help="least time between receipt writes after client frames (0: after every read)",
+    )
     p.add_argument("--parent-pid", type=int, help="exit when this process (QEMU) is gone")
     args = p.parse_args(argv)
     if args.max_bytes <= 0 or args.replay_deadline <= 0:
         raise ConfigError("--max-bytes and --replay-deadline must be positive")
+    if not 0 <= args.receipt_interval_ms <= 1000:
+        raise ConfigError("--receipt-interval-ms must be within 0..1000")
     options = RelayOptions(
         mirror_from=parse_endpoint(args.mirror_from),
         mirror_to=parse_endpoint(args.mirror_to),
@@ -72,6 +85,8 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         vnet_hdr=args.vnet_hdr,
         max_bytes=args.max_bytes,
         receipts=not args.no_receipts,
+        receipt_interval=args.receipt_interval_ms / 1000,
+        gate_lowering=not args.no_gate_lowering,
     )
     if not (options.mirror_to.listen and options.output_from.listen):
         raise ConfigError("--mirror-to and --output-from are listen: addresses (QEMU connects)")

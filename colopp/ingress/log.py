@@ -69,8 +69,11 @@ class _Connection:
         """Forget the segments whose bytes all lie below ``ack``; returns bytes freed."""
         segments = self.segments
         i = bisect_left(segments, (ack, -1, b""))
-        keep = [seg for seg in segments[:i] if seg[1] > ack]
-        freed = sum(len(seg[2]) for seg in segments[:i]) - sum(len(seg[2]) for seg in keep)
+        if not i:
+            return 0
+        below = segments[:i]
+        keep = [seg for seg in below if seg[1] > ack]
+        freed = sum(len(seg[2]) for seg in below if seg[1] <= ack)
         segments[:i] = keep
         return freed
 
@@ -100,31 +103,42 @@ class ClientLog:
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
             return
         _, client, guest, cport, gport = pkt.key
-        key = (TCP, guest, client, gport, cport)
+        size = pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)
+        plain = frame[vnet_hdr_len:] if vnet_hdr_len else frame
+        self.client_segment((TCP, guest, client, gport, cport), pkt.flags, pkt.seq, size, plain)
+
+    def client_segment(self, key: FlowKey, flags: int, seq: int, size: int, frame: bytes) -> None:
+        """:meth:`client_frame` on fields read already: ``key`` guest -> client, ``size``
+        the payload plus one for a FIN, ``frame`` plain Ethernet (no vnet header). The
+        relay's hot path calls it only for frames with a SYN, RST or FIN, or payload."""
         conn = self._conns.get(key)
-        if pkt.flags & RST:
+        if flags & RST:
             self._drop(key)
             return
-        if pkt.flags & SYN:
-            if conn is None or conn.seq(0) != (pkt.seq + 1) & MASK:
+        if flags & SYN:
+            if conn is None or conn.seq(0) != (seq + 1) & MASK:
                 self._drop(key)  # a new incarnation of the 4-tuple
-                self._conns[key] = _Connection((pkt.seq + 1) & MASK)
+                self._conns[key] = _Connection((seq + 1) & MASK)
             return
-        size = pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)
         if not size:
             return
         if conn is None:  # first seen mid-stream: hold from here on
-            conn = self._conns[key] = _Connection(pkt.seq)
-        start = conn.pos(pkt.seq)
+            conn = self._conns[key] = _Connection(seq)
+        start = conn.pos(seq)
         end = start + size
         if end <= conn.start:
             return  # the guest acknowledged all of it already
         if self.bytes_kept + len(frame) > self.max_bytes:
             self.frames_refused += 1
             return
-        segment = (start, end, frame[vnet_hdr_len:] if vnet_hdr_len else frame)
-        index = bisect_left(conn.segments, segment)
-        conn.segments.insert(index, segment)
+        segment = (start, end, frame)
+        segments = conn.segments
+        if not segments or segments[-1] < segment:  # in order: the common case
+            index = len(segments)
+            segments.append(segment)
+        else:
+            index = bisect_left(segments, segment)
+            segments.insert(index, segment)
         self.bytes_kept += len(frame)
         if start <= conn.end < end:
             conn.extend(index)
@@ -133,44 +147,53 @@ class ClientLog:
     def guest_frame(
         self, frame: bytes, vnet_hdr_len: int = 0, pkt: Packet | Malformed | None = None
     ) -> None:
-        """A frame the secondary guest sent: its ACK releases what it acknowledges.
+        """A frame the secondary guest sent: its ACK releases what it acknowledges."""
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
+        if isinstance(pkt, Malformed) or pkt.kind != TCP:
+            return
+        self.guest_ack(pkt.key, pkt.flags, pkt.ack)
+
+    def guest_ack(self, key: FlowKey, flags: int, ack: int) -> None:
+        """:meth:`guest_frame` on fields read already (``key`` guest -> client).
 
         A receipt follows only when ``end`` moved: one whose ``start`` alone moved (to the
         guest's ACK) promises the comparator nothing new, since coverage asks ``start <=``
         the secondary guest's ACK, which the old ``start`` already met (receipts.py).
         """
-        if pkt is None:
-            pkt = parse_frame(frame, vnet_hdr_len)
-        if isinstance(pkt, Malformed) or pkt.kind != TCP:
-            return
-        conn = self._conns.get(pkt.key)
+        conn = self._conns.get(key)
         if conn is None:
             return
-        if pkt.flags & RST:
-            self._drop(pkt.key)
+        if flags & RST:
+            self._drop(key)
             return
-        if not pkt.flags & ACK or pkt.flags & SYN:
+        if not flags & ACK or flags & SYN:
             return
-        ack = conn.pos(pkt.ack)
+        ack = conn.pos(ack)
         if conn.guest_ack is not None and ack <= conn.guest_ack:
             return
         conn.guest_ack = ack
-        self.bytes_kept -= conn.trim(ack)
+        if conn.segments:
+            self.bytes_kept -= conn.trim(ack)
         if ack > conn.start:
             conn.start = ack
             if ack > conn.end:
                 # The guest got bytes this host did not keep: hold again from its ACK on.
                 conn.end = ack
                 conn.extend(0)
-                self._dirty.add(pkt.key)
-            elif pkt.key in self._forgotten:
-                self._dirty.add(pkt.key)
-            self._forgotten.discard(pkt.key)
+                self._dirty.add(key)
+            elif key in self._forgotten:
+                self._dirty.add(key)
+            self._forgotten.discard(key)
 
     def receipts_forgotten(self) -> None:
         """The comparator forgot every receipt (a checkpoint, or a new stream to it): the
         next guest ACK on each connection is followed by a receipt again."""
         self._forgotten = set(self._conns)
+
+    def has_receipts(self) -> bool:
+        """True when :meth:`receipts` has something to say."""
+        return bool(self._dirty)
 
     def receipts(self) -> list[Receipt]:
         """What changed since the last call: ``(key, start, end)`` per connection, client

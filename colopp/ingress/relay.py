@@ -3,7 +3,10 @@
 ``client``: the primary's ``mirror0`` (it connects, retrying) -> the secondary QEMU's
 ``red0`` (it listens; QEMU connects): every client frame is logged, then forwarded as is,
 unless it acknowledges bytes the secondary guest has not sent yet (``ackgate.py``: it then
-waits for them, at most 0.2 s).
+goes on with its ACK lowered, the client's own ACK following once the secondary caught up;
+or, with ``gate_lowering`` off, it waits for them, at most 0.2 s). Frames are read in
+place and forwarded as the bytes they came in (``wire.py``); receipts after client frames
+go at most once per ``receipt_interval``.
 ``output``: the secondary QEMU's ``red1`` (it listens) -> the comparator's ``secondary_in``
 (it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded,
 and each batch is followed by the receipts it made possible (``receipts.py``), in the same
@@ -25,11 +28,13 @@ from dataclasses import dataclass
 
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
-from colopp.compare.framing import DecodedFrame, FrameDecoder, encode_frame
-from colopp.compare.packet import parse_frame
+from colopp.compare.framing import encode_frame
+from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
 from colopp.compare.receipts import encode_receipts
+from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
+from colopp.ingress.wire import Span, Splitter, lower_ack, plain_tcp, rewritable, wire_runs
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,11 @@ log = logging.getLogger(__name__)
 RECONNECT_S = 0.2
 #: Seconds between looks at client frames held by the ACK gate past their wait.
 GATE_TICK_S = 0.05
+#: Least seconds between two receipt writes of their own (after client frames): an upload
+#: brings a few client frames per read, thousands of reads a second, and each receipt
+#: write costs host B a send through the network stack and host A a comparator wake-up.
+#: Receipts after guest frames ride in the guest frames' write, at no extra cost.
+RECEIPT_INTERVAL_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +61,20 @@ class RelayOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     #: Follow guest frames with the receipts they made possible (False: the gate only).
     receipts: bool = True
+    #: Least seconds between receipt writes of their own (0: after every client read).
+    receipt_interval: float = RECEIPT_INTERVAL_S
+    #: A client frame that acknowledges more than the secondary sent goes on at once with
+    #: its ACK lowered (the client's own ACK follows once the secondary caught up); False:
+    #: it waits (at most 0.2 s), and those behind it on its connection (``ackgate.py``).
+    gate_lowering: bool = True
 
 
 class _Side(asyncio.Protocol):
-    """One connection of a stream; frames read go to ``on_frames``."""
+    """One connection of a stream; the frames read go to :meth:`Relay.frames`."""
 
     def __init__(self, relay: Relay, name: str, vnet_hdr: bool) -> None:
         self.relay, self.name = relay, name
-        self.decoder = FrameDecoder(vnet_hdr)
+        self.splitter = Splitter(vnet_hdr)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,7 +83,9 @@ class _Side(asyncio.Protocol):
         self.relay.opened(self)
 
     def data_received(self, data: bytes) -> None:
-        self.relay.frames(self, self.decoder.feed(data))
+        buf, spans = self.splitter.feed(data)
+        if spans:
+            self.relay.frames(self, buf, spans)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.closed(self)
@@ -79,7 +97,7 @@ class Relay:
     def __init__(self, options: RelayOptions) -> None:
         self.options = options
         self.log = ClientLog(options.max_bytes)
-        self.gate = AckGate()
+        self.gate = AckGate(lowering=options.gate_lowering)
         self.stats = dict.fromkeys(
             ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
         )
@@ -88,6 +106,8 @@ class Relay:
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._gate_timer: asyncio.TimerHandle | None = None
+        self._receipt_timer: asyncio.TimerHandle | None = None
+        self._receipts_sent_at = float("-inf")
 
     async def start(self) -> None:
         """Listen for the secondary QEMU; keep connecting to the primary and comparator."""
@@ -142,46 +162,153 @@ class Relay:
         if self._sides.get(side.name) is side:
             del self._sides[side.name]
 
-    def frames(self, side: _Side, frames: list[DecodedFrame]) -> None:
+    def frames(self, side: _Side, buf: bytes, spans: list[Span]) -> None:
         """Log, then forward: client frames to red0, guest frames (and receipts) onward.
 
-        Each frame is parsed once, for the log and the gate alike.
+        Each frame is read once, for the log and the gate alike, in place (plain IPv4/TCP:
+        :func:`~colopp.ingress.wire.plain_tcp`; anything else through ``parse_frame``), and
+        forwarded as the bytes it came in (``wire_runs``), never re-encoded.
         """
-        vnet = self.options.vnet_hdr
-        log, gate = self.log, self.gate
         if side.name == "mirror":
-            now = asyncio.get_running_loop().time()
-            passing: list[tuple[bytes, int]] = []
-            for data, vnet_hdr_len in frames:
-                pkt = parse_frame(data, vnet_hdr_len)
-                log.client_frame(data, vnet_hdr_len, pkt)
-                passing += gate.client_frame(data, now, vnet_hdr_len, pkt)
-            self.stats["client_frames"] += len(frames)
-            self._to_guest(passing)
-            self._arm_gate_timer()
-            # What this host now holds, at once: an uploading client's bytes need not wait
-            # for the guest's next output (the log's start moves only on guest ACKs already
-            # forwarded, so a receipt here still follows every frame it relies on).
-            self._send_receipts([])
+            self._client_frames(buf, spans)
         elif side.name == "red1":
-            released: list[tuple[bytes, int]] = []
-            for data, vnet_hdr_len in frames:
-                pkt = parse_frame(data, vnet_hdr_len)
-                log.guest_frame(data, vnet_hdr_len, pkt)
-                released += gate.guest_frame(data, vnet_hdr_len, pkt)
-            self.stats["guest_frames"] += len(frames)
-            self._to_guest(released)
-            self._send_receipts([encode_frame(d, n, vnet_hdr=vnet) for d, n in frames])
+            self._guest_frames(buf, spans)
         # Nothing is expected from red0 or the comparator: ignored.
 
-    def _send_receipts(self, out: list[bytes]) -> None:
-        """``out`` (encoded guest frames), then the receipts they made possible."""
-        if self.options.receipts:
-            receipts = encode_receipts(self.log.receipts())
-            self.stats["receipt_frames"] += len(receipts)
-            out += [encode_frame(r, 0, vnet_hdr=self.options.vnet_hdr) for r in receipts]
+    def _client_frames(self, buf: bytes, spans: list[Span]) -> None:
+        log, gate = self.log, self.gate
+        now = asyncio.get_running_loop().time()
+        out: list[bytes | memoryview] = []
+        view = memoryview(buf)
+        run_from = run_to = -1  # the bytes of the frames passing in a row
+        passed = 0
+        for header_start, start, end, vnet in spans:
+            lowered: bytes | None = None
+            f = plain_tcp(buf, start, end, vnet)
+            if f is not None:
+                src, dst, sport, dport, seq, ack, flags, size = f
+                key = (TCP, dst, src, dport, sport)
+                if size or flags & (SYN | RST | FIN):
+                    log.client_segment(
+                        key, flags, seq, size + (flags & FIN), buf[start + vnet : end]
+                    )
+                held = bool(flags & ACK) and gate.must_hold(key, ack)
+                if held:
+                    seq_end = (seq + size + (flags & FIN)) & MASK
+                    lowered = self._ahead(key, ack, flags, seq_end, buf, start, end, vnet, now)
+                    held = lowered is None
+                elif gate.owed and key in gate.owed:
+                    gate.passed(key, ack, buf[start:end], vnet, (seq + size + (flags & FIN)) & MASK)
+            else:
+                frame = buf[start:end]
+                pkt = parse_frame(frame, vnet)
+                log.client_frame(frame, vnet, pkt)
+                held = not gate.client_frame(frame, now, vnet, pkt)
+            if held:
+                continue
+            passed += 1
+            if lowered is not None:  # not as it came: a run of its own
+                if run_from >= 0:
+                    out.append(view[run_from:run_to])
+                run_from = run_to = -1
+                out.append(lowered)
+                continue
+            if run_to != header_start:
+                if run_from >= 0:
+                    out.append(view[run_from:run_to])
+                run_from = header_start
+            run_to = end
+        if run_from >= 0:
+            out.append(buf if (run_from, run_to) == (0, len(buf)) else view[run_from:run_to])
+        self.stats["client_frames"] += len(spans)
         if out:
-            self._send("comparator", out, len(out))
+            self._send("red0", out, passed)
+        self._arm_gate_timer()
+        self._receipts_soon(now)
+
+    def _receipts_soon(self, now: float) -> None:
+        """What this host now holds, soon: an uploading client's bytes need not wait for
+        the guest's next output (the log's start moves only on guest ACKs already
+        forwarded, so a receipt here still follows every frame it relies on)."""
+        if self.options.receipts and self.log.has_receipts() and self._receipt_timer is None:
+            wait = self._receipts_sent_at + self.options.receipt_interval - now
+            if wait <= 0:
+                self._send_receipts([], 0)
+            else:
+                loop = asyncio.get_running_loop()
+                self._receipt_timer = loop.call_later(wait, self._receipts_due)
+
+    def _receipts_due(self) -> None:
+        self._receipt_timer = None
+        self._send_receipts([], 0)
+
+    def _ahead(
+        self,
+        key: FlowKey,
+        ack: int,
+        flags: int,
+        seq_end: int,
+        buf: bytes,
+        start: int,
+        end: int,
+        vnet: int,
+        now: float,
+    ) -> bytes | None:
+        """A client frame that must not reach the secondary as it is (ACK ahead of its
+        output): the frame to send instead (ACK lowered, framed), or None: the gate holds
+        it."""
+        gate = self.gate
+        sent = gate.lowered_ack(key)
+        if sent is not None and not flags & (SYN | RST) and rewritable(buf, start, vnet):
+            frame = buf[start:end]
+            gate.lowered(key, ack, frame, vnet, seq_end)
+            return encode_frame(lower_ack(frame, vnet, sent), vnet, vnet_hdr=self.options.vnet_hdr)
+        gate.hold(key, ack, buf[start:end], vnet, now)
+        return None
+
+    def _guest_frames(self, buf: bytes, spans: list[Span]) -> None:
+        log, gate = self.log, self.gate
+        released: list[tuple[bytes, int]] = []
+        for _, start, end, vnet in spans:
+            f = plain_tcp(buf, start, end, vnet)
+            if f is not None:
+                src, dst, sport, dport, seq, ack, flags, size = f
+                key = (TCP, src, dst, sport, dport)
+                log.guest_ack(key, flags, ack)
+                more = gate.guest_sent(key, flags, seq, size)
+            else:
+                frame = buf[start:end]
+                pkt = parse_frame(frame, vnet)
+                log.guest_frame(frame, vnet, pkt)
+                more = gate.guest_frame(frame, vnet, pkt)
+            if more:
+                released += more
+        self.stats["guest_frames"] += len(spans)
+        self._to_guest(released)
+        runs = wire_runs(spans)
+        if len(runs) == 1 and runs[0] == (0, len(buf)):
+            out: list[bytes | memoryview] = [buf]
+        else:
+            view = memoryview(buf)
+            out = [view[a:b] for a, b in runs]
+        self._send_receipts(out, len(spans))
+
+    def _send_receipts(self, out: list[bytes | memoryview], count: int) -> None:
+        """``out`` (``count`` guest frames as they came), then the receipts they made
+        possible, in one write."""
+        if self.options.receipts:
+            if self._receipt_timer is not None:  # these go now
+                self._receipt_timer.cancel()
+                self._receipt_timer = None
+            receipts = encode_receipts(self.log.receipts())
+            if receipts:
+                self._receipts_sent_at = asyncio.get_running_loop().time()
+                self.stats["receipt_frames"] += len(receipts)
+                vnet = self.options.vnet_hdr
+                out += [encode_frame(r, 0, vnet_hdr=vnet) for r in receipts]
+                count += len(receipts)
+        if out:
+            self._send("comparator", out, count)
 
     def checkpoint(self) -> None:
         """The secondary loaded a checkpoint: the gate forgets the old guest's output and
@@ -192,14 +319,17 @@ class Relay:
     def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
         if frames:
             vnet = self.options.vnet_hdr
-            self._send("red0", [encode_frame(d, n, vnet_hdr=vnet) for d, n in frames], len(frames))
+            chunks: list[bytes | memoryview] = [
+                encode_frame(d, n, vnet_hdr=vnet) for d, n in frames
+            ]
+            self._send("red0", chunks, len(frames))
 
-    def _send(self, name: str, chunks: list[bytes], count: int) -> None:
+    def _send(self, name: str, chunks: list[bytes | memoryview], count: int) -> None:
         side = self._sides.get(name)
         if side is None or side.transport is None:
             self.stats["dropped_frames"] += count  # as QEMU drops into a closed chardev
             return
-        side.transport.write(b"".join(chunks))
+        side.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def promote(self) -> list[bytes]:
         """Failover: the mirror is gone for good; the frames the promoted guest must get."""
@@ -210,8 +340,9 @@ class Relay:
         return self.log.unacked()
 
     async def stop(self) -> None:
-        if self._gate_timer is not None:
-            self._gate_timer.cancel()
+        for timer in (self._gate_timer, self._receipt_timer):
+            if timer is not None:
+                timer.cancel()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -132,3 +132,39 @@ def test_max_hold_is_the_top_bucket_that_grew_in_the_window() -> None:
     after["hold_time_counts"][-1] = 1
     assert max_hold_ms(before, after) == 10_000.0
     assert max_hold_ms({}, {}) is None
+
+
+def test_process_cpu_delta_per_host_and_role() -> None:
+    from bench.bulk_stats import process_cpu_delta
+
+    before = {"hostb": {"qemu": 10.0, "relay": 1.0}}
+    after = {"hostb": {"qemu": 15.5, "relay": 3.25, "agent": 0.1}, "hosta": {"qemu": 2.0}}
+    assert process_cpu_delta(before, after) == {
+        "hostb": {"agent": 0.1, "qemu": 5.5, "relay": 2.25},
+        "hosta": {"qemu": 2.0},
+    }
+
+
+def test_relay_delta_only_with_a_relay() -> None:
+    from bench.bulk_stats import relay_delta
+
+    assert relay_delta({}, {}) is None
+    got = relay_delta({"client_frames": 5}, {"client_frames": 105, "gate_holds": 2})
+    assert got is not None
+    assert got["client_frames"] == 100
+    assert got["gate_holds"] == 2
+    assert got["receipt_frames"] == 0
+
+
+def test_each_configuration_gets_a_fresh_state_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bench.bulk import ACCEL_CACHE, fresh_state_dir
+
+    (tmp_path / ACCEL_CACHE).write_text('{"accel": "tcg"}')
+    one = fresh_state_dir(tmp_path, "colopp_prerelease_semiactive")
+    two = fresh_state_dir(tmp_path, "colopp_prerelease_semiactive")
+    assert one != two and one.parent == two.parent == tmp_path
+    assert (one / ACCEL_CACHE).read_text() == '{"accel": "tcg"}'  # no probe again
+    assert list(one.iterdir()) == [one / ACCEL_CACHE]  # nothing of an earlier pair
+    # Room for the agents' unix sockets below it (108 bytes with the real base).
+    tail = "/hostb/demo/secondary/red1.sock"
+    assert len("/var/lib/colopp/bench-bulk/" + one.name + tail) < 100

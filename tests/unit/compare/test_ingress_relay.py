@@ -185,6 +185,7 @@ async def gate_scenario(tmp: Path) -> None:
             mirror_to=parse_endpoint(f"listen:unix:{tmp / 'red0.sock'}"),
             output_from=parse_endpoint(f"listen:unix:{tmp / 'red1.sock'}"),
             output_to=parse_endpoint(f"unix:{comparator.path}"),
+            gate_lowering=False,  # the gate holds (lowering: tests/unit/ingress)
         )
     )
     await relay.start()
