@@ -153,13 +153,21 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
         loop.remove_reader(sock.fileno())
         sock.close()
     left = len(relay.log.unacked())
-    if left:
-        log.error("replay gave up: %d frames not acknowledged by the promoted guest", left)
+    owed = len(relay.log.owed_acks)
+    if left or owed:
+        log.error(
+            "replay gave up: %d frames not acknowledged by the promoted guest, %d client"
+            " ACKs its output never reached",
+            left,
+            owed,
+        )
     return {
         "frames": len(frames),
         "rounds": replayer.rounds,
         "pushed": replayer.pushed,
+        "acks_sent": replayer.acks_sent,
         "unacknowledged": left,
+        "acks_owed": owed,
     }
 
 

@@ -35,6 +35,7 @@ from collections import deque
 
 from colopp.compare.packet import ACK, FIN, SYN, TCP, FlowKey, Malformed, Packet, parse_frame
 from colopp.compare.seq import HALF, MASK
+from colopp.ingress.log import OwedAck
 from colopp.ingress.wire import pure_ack
 
 DEFAULT_MAX_WAIT_S = 0.2
@@ -188,6 +189,15 @@ class AckGate:
         self.held_frames = 0
         self._held.clear()
         return out
+
+    def handover(self) -> dict[FlowKey, OwedAck]:
+        """At failover: per connection still owed the client's ACK, what the promoted guest
+        must be given (:class:`~colopp.ingress.log.OwedAck`; the replay sends it as that
+        guest's output reaches it)."""
+        return {
+            key: OwedAck(ack, frame[vnet:], self._sent_end.get(key))
+            for key, (ack, frame, vnet, _) in self.owed.items()
+        }
 
     def counters(self) -> dict[str, int]:
         return {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from colopp.compare.packet import (
     ACK,
@@ -34,6 +35,15 @@ from colopp.compare.receipts import Receipt
 from colopp.compare.seq import HALF, MASK
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+class OwedAck(NamedTuple):
+    """A client ACK the secondary guest was not given yet (the relay lowered it: the guest
+    had not sent that far), handed to the replay at failover."""
+
+    ack: int  # the client's ACK (a guest sequence number)
+    frame: bytes  # the client frame furthest in sequence (plain Ethernet): the bare ACK's model
+    sent_end: int | None  # the end of what the guest had sent, as the relay saw it
 
 
 @dataclass
@@ -87,6 +97,9 @@ class ClientLog:
         self.bytes_kept = 0
         self.frames_refused = 0  # not kept: over max_bytes
         self._conns: dict[FlowKey, _Connection] = {}
+        #: Set at failover (:meth:`~colopp.ingress.relay.Relay.promote`): the client ACKs
+        #: the guest still needs, per connection (guest -> client); the replay's to send.
+        self.owed_acks: dict[FlowKey, OwedAck] = {}
         self._dirty: set[FlowKey] = set()
         # Connections whose last receipt the comparator may have forgotten (a checkpoint, a
         # new stream to it): their next guest ACK is followed by a receipt even if only

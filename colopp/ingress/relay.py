@@ -332,8 +332,12 @@ class Relay:
         side.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def promote(self) -> list[bytes]:
-        """Failover: the mirror is gone for good; the frames the promoted guest must get."""
+        """Failover: the mirror is gone for good; the frames the promoted guest must get.
+        The client ACKs the gate lowered and still owes go into the log too
+        (:attr:`ClientLog.owed_acks`): the promoted guest, behind the dead primary, gets no
+        others until its output reaches what the client acknowledged."""
         self.promoted = True
+        self.log.owed_acks = self.gate.handover()
         mirror = self._sides.pop("mirror", None)
         if mirror is not None and mirror.transport is not None:
             mirror.transport.close()

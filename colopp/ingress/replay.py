@@ -20,6 +20,7 @@ from collections.abc import Callable
 from colopp.compare.packet import ACK, FIN, TCP, FlowKey, Malformed, parse_frame
 from colopp.compare.seq import MASK, seq_after
 from colopp.ingress.log import ClientLog
+from colopp.ingress.wire import pure_ack
 
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 1.0
@@ -39,6 +40,13 @@ class Replayer:
     frames), not at the next round. Before the guest sent anything on a connection, its
     frames go optimistically (the guest keeps what it can). Rounds at doubling pauses send
     again what a full receive window dropped.
+
+    The client ACKs the relay lowered and still owed (:attr:`ClientLog.owed_acks`) go the
+    same way: the guest took those requests already, but its answers, which the client
+    acknowledged long ago through the dead primary, fill its send window, and every client
+    segment acknowledging as far is discarded. After each batch of its output (and each
+    round) the guest is given, as a bare ACK, the client's ACK as far as its output
+    reaches (:meth:`_ack_owed`), until it reaches the client's own.
     """
 
     def __init__(
@@ -56,6 +64,7 @@ class Replayer:
         self.rounds = 0
         self.frames_sent = 0
         self.pushed = 0  # frames sent as soon as the guest's output covered their ACK
+        self.acks_sent = 0  # bare ACKs given for the owed client ACKs
         # Per connection (guest -> client key): the end of what the promoted guest sent.
         self._sent_end: dict[FlowKey, int] = {}
         # Per connection: the end of the last frame sent while its ACK was known covered.
@@ -86,8 +95,10 @@ class Replayer:
         sent = 0
         for key in moved:
             sent += self._send(self.log.unacked_of(key), everything=False)
+        self.pushed += sent
+        if self.log.owed_acks:
+            sent += sum(self._ack_owed(key) for key in moved)
         if sent:
-            self.pushed += sent
             self.pause = FIRST_PAUSE_S  # progress: look again soon for what a window dropped
             self.next_at = min(self.next_at, now + self.pause)
         return sent
@@ -96,16 +107,40 @@ class Replayer:
         """Send what is due; returns when to call again, or None when done (settled, or
         the deadline passed: the log's frames are then given up, and counted by the
         caller from :meth:`ClientLog.unacked`)."""
-        if self.log.settled() or now >= self.deadline:
+        if (self.log.settled() and not self.log.owed_acks) or now >= self.deadline:
             return None
         if now >= self.next_at:
             frames = self.log.unacked()
             self._parsed = {f: self._parsed[f] for f in frames if f in self._parsed}
             self._send(frames, everything=True)
+            for key in list(self.log.owed_acks):
+                self._ack_owed(key)
             self.rounds += 1
             self.next_at = now + self.pause
             self.pause = min(self.pause * 2, MAX_PAUSE_S)
         return self.next_at
+
+    def _ack_owed(self, key: FlowKey) -> int:
+        """Give the guest the owed client ACK of ``key`` as far as its output reaches (what
+        it sent since the failover, or before, as the relay saw it); returns 1 when a bare
+        ACK went. Once the output reaches the client's ACK itself, that ACK goes and
+        nothing is owed any more: the client's own segments are taken from then on."""
+        owed = self.log.owed_acks.get(key)
+        if owed is None:
+            return 0
+        sent_end = self._sent_end.get(key)
+        if sent_end is None or (owed.sent_end is not None and seq_after(owed.sent_end, sent_end)):
+            sent_end = owed.sent_end
+        if sent_end is None:
+            return 0  # nothing known sent: nothing to acknowledge yet
+        ack = owed.ack
+        if seq_after(ack, sent_end):
+            ack = sent_end
+        else:
+            del self.log.owed_acks[key]
+        self.send(pure_ack(owed.frame, 0, ack))
+        self.acks_sent += 1
+        return 1
 
     def _fields(self, frame: bytes) -> tuple[FlowKey, int | None, int] | None:
         """(connection key guest -> client, ACK if any, end) of a logged client frame."""
