@@ -17,7 +17,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 
-from colopp.compare.packet import ACK, FIN, TCP, FlowKey, Malformed, parse_frame
+from colopp.compare.packet import ACK, FIN, RST, TCP, FlowKey, Malformed, parse_frame
 from colopp.compare.seq import MASK, seq_after
 from colopp.ingress.log import ClientLog
 from colopp.ingress.wire import pure_ack
@@ -82,6 +82,9 @@ class Replayer:
         pkt = parse_frame(frame)
         self.log.guest_frame(frame, 0, pkt)
         if isinstance(pkt, Malformed) or pkt.kind != TCP:
+            return
+        if pkt.flags & RST:
+            self.log.owed_acks.pop(pkt.key, None)  # the connection is gone: nothing owed
             return
         end = (pkt.seq + pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)) & MASK
         old = self._sent_end.get(pkt.key)

@@ -141,3 +141,33 @@ def test_the_promoted_guest_catches_up_whatever_its_lag_and_window(
     assert guest.sent == guest.received == total
     assert replayer.log.settled() and not replayer.log.owed_acks
     assert finished <= 2 * FIRST_PAUSE_S
+
+
+def test_an_owed_ack_is_given_as_far_as_the_output_reaches_and_dropped_on_a_reset() -> None:
+    async def run() -> None:
+        relay, sides = _relay(lowering=True)
+        sides["red1"].data_received(encode_frames([tcp_frame(ISN_G, ISN_C, "AP", b"A" * ANS)]))
+        sides["mirror"].data_received(encode_frames([_request(5)]))  # acknowledges 5 answers
+        relay.promote()
+        (owed,) = relay.log.owed_acks.values()
+        assert (owed.ack, owed.sent_end) == (ISN_G + 5 * ANS, ISN_G + ANS)
+        sent: list[bytes] = []
+        replayer = Replayer(relay.log, sent.append, now=0.0)
+        replayer.tick(0.0)
+        pkts = [p for p in map(parse_frame, sent) if isinstance(p, Packet)]
+        # The logged request (optimistically: nothing seen from the guest yet), then the
+        # owed ACK as far as the relay saw the guest send.
+        assert [(p.flags, p.ack) for p in pkts] == [
+            (ACK | 0x08, ISN_G + 5 * ANS),
+            (ACK, ISN_G + ANS),
+        ]
+        replayer.guest_frame(tcp_frame(ISN_G + ANS, ISN_C + 6 * REQ, "AP", b"A" * ANS))
+        assert replayer.push(0.01) == 1
+        last = parse_frame(sent[-1])
+        assert isinstance(last, Packet) and last.ack == ISN_G + 2 * ANS
+        assert last.seq == ISN_C + 6 * REQ  # past the client's newest request
+        replayer.guest_frame(tcp_frame(ISN_G + 2 * ANS, ISN_C + 6 * REQ, "R"))
+        assert not relay.log.owed_acks
+        assert replayer.tick(1.0) is None  # settled: nothing logged, nothing owed
+
+    asyncio.run(run())
