@@ -48,6 +48,7 @@ class IsnLearner:
         "_secondary",
         "_stale_secondary",
         "_straddling",
+        "reopened",
         "straddled",
     )
 
@@ -61,6 +62,7 @@ class IsnLearner:
         self._stale_secondary: OrderedDict[ConnKey, int] = OrderedDict()
         self._max_pending = max_pending
         self.straddled = 0  # opening segments ignored because their key straddled a checkpoint
+        self.reopened = 0  # offsets learned after the secondary's first opening died in a load
 
     def __len__(self) -> int:
         return len(self._primary) + len(self._secondary)
@@ -74,7 +76,7 @@ class IsnLearner:
         if other is None:
             _remember(self._primary, key, isn_client & MASK, self._max_pending)
             return None
-        return Learned(key, (other - isn_client) & MASK, isn_client & MASK)
+        return self._learned(key, other, isn_client)
 
     def secondary_isn(self, key: ConnKey, isn: int) -> Learned | None:
         """The secondary opened ``key`` with ``isn`` (its own, untranslated)."""
@@ -90,7 +92,12 @@ class IsnLearner:
         if other is None:
             _remember(self._secondary, key, isn & MASK, self._max_pending)
             return None
-        return Learned(key, (isn - other) & MASK, other)
+        return self._learned(key, isn, other)
+
+    def _learned(self, key: ConnKey, secondary: int, primary: int) -> Learned:
+        if key in self._stale_secondary:
+            self.reopened += 1
+        return Learned(key, (secondary - primary) & MASK, primary & MASK)
 
     def clear(self) -> None:
         """A checkpoint (the primary's STOP, every frame either guest sent before it read).

@@ -108,7 +108,7 @@ def test_both_guests_answering_a_syn_left_in_the_snapshot_is_young() -> None:
         assert first is None and message is not None
         assert message.learned.delta == 8000 and message.learned.isn_client == 1000
         assert message.epoch == 1 and tap.awaiting == {GUEST_KEY: 1}
-        assert tap.learner.straddled == 0
+        assert tap.learner.straddled == 0 and tap.learner.reopened == 1
 
 
 def test_offsets_learned_between_stop_and_resume_are_the_new_epochs() -> None:
