@@ -42,15 +42,27 @@ class Learned:
 class IsnLearner:
     """Pairs the primary's and the secondary's ISN per connection; see the module doc."""
 
-    __slots__ = ("_max_pending", "_primary", "_secondary", "_straddling", "straddled")
+    __slots__ = (
+        "_max_pending",
+        "_primary",
+        "_secondary",
+        "_stale_secondary",
+        "_straddling",
+        "reopened",
+        "straddled",
+    )
 
     def __init__(self, max_pending: int = MAX_PENDING) -> None:
         self._primary: OrderedDict[ConnKey, int] = OrderedDict()
         self._secondary: OrderedDict[ConnKey, int] = OrderedDict()
         # Half-learned when a checkpoint came: never young (see clear()).
         self._straddling: OrderedDict[ConnKey, None] = OrderedDict()
+        # The secondary opened these before a checkpoint, the primary not yet: that ISN died
+        # with the load (see clear()); a fresh secondary opening after it is learned.
+        self._stale_secondary: OrderedDict[ConnKey, int] = OrderedDict()
         self._max_pending = max_pending
         self.straddled = 0  # opening segments ignored because their key straddled a checkpoint
+        self.reopened = 0  # offsets learned after the secondary's first opening died in a load
 
     def __len__(self) -> int:
         return len(self._primary) + len(self._secondary)
@@ -64,27 +76,55 @@ class IsnLearner:
         if other is None:
             _remember(self._primary, key, isn_client & MASK, self._max_pending)
             return None
-        return Learned(key, (other - isn_client) & MASK, isn_client & MASK)
+        return self._learned(key, other, isn_client)
 
     def secondary_isn(self, key: ConnKey, isn: int) -> Learned | None:
         """The secondary opened ``key`` with ``isn`` (its own, untranslated)."""
         if key in self._straddling:
             self.straddled += 1
             return None
+        if self._stale_secondary.get(key) == isn & MASK:
+            # A retransmission of the opening the load voided (another ISN is the loaded
+            # state's own; the entry stays, as a late copy may still come after it).
+            self.straddled += 1
+            return None
         other = self._primary.pop(key, None)
         if other is None:
             _remember(self._secondary, key, isn & MASK, self._max_pending)
             return None
-        return Learned(key, (isn - other) & MASK, other)
+        return self._learned(key, isn, other)
+
+    def _learned(self, key: ConnKey, secondary: int, primary: int) -> Learned:
+        if key in self._stale_secondary:
+            self.reopened += 1
+        return Learned(key, (secondary - primary) & MASK, primary & MASK)
 
     def clear(self) -> None:
-        """A checkpoint: the secondary became the primary's copy, so a connection half-learned
-        now exists in both guests with the primary's ISN and needs no offset. Its remaining
-        opening segments (a primary SYN-ACK retransmission, a secondary SYN-ACK sent before
-        the checkpoint but read after it) must not pair up into a bogus offset: such keys
-        are ignored from now on (bounded, oldest forgotten first)."""
-        for key in (*self._primary, *self._secondary):
+        """A checkpoint (the primary's STOP, every frame either guest sent before it read).
+
+        Half-learned on the *primary's* side: the primary's guest opened the connection
+        before the snapshot, so after the load the secondary holds the same request socket
+        with the primary's ISN and needs no offset. Its remaining opening segments (a
+        primary SYN-ACK retransmission, a secondary SYN-ACK sent before the load but read
+        after the STOP) must not pair up into a bogus offset: such keys are ignored from now
+        on (bounded, oldest forgotten first).
+
+        Half-learned on the *secondary's* side: the secondary answered before it stopped
+        (it stops first), the primary had not answered yet. The load voids the secondary's
+        ISN, but it does not make the two guests agree: if the client's SYN was still
+        unprocessed in the snapshot (in the guest's receive ring), both guests answer it
+        after the checkpoint, each with its own ISN, and the secondary's ``filter-rewriter``
+        translates the connection from then on (it re-learns from the fresh SYN-ACK), so the
+        offset must be learned and carried like any young one (issue 18, session 10: a
+        connection broken at the switchover after such a checkpoint, once `rew0` no longer
+        translated the promoted side). Only the stale ISN is ignored; a secondary opening
+        with another ISN is the loaded state's own and pairs with the primary's.
+        """
+        for key in self._primary:
             _remember(self._straddling, key, None, self._max_pending)
+        for key, isn in self._secondary.items():
+            if key not in self._straddling:
+                _remember(self._stale_secondary, key, isn, self._max_pending)
         self._primary.clear()
         self._secondary.clear()
 

@@ -129,6 +129,7 @@ class YoungForwarder:
             "hold_expired": self.hold_expired,
             "adopted": self.adopted,
             "straddled": self.tap.learner.straddled,
+            "reopened": self.tap.learner.reopened,
         }
 
     def checkpoint_started(self) -> None:

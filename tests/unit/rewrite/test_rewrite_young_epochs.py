@@ -67,16 +67,48 @@ def test_an_opening_read_before_the_resume_event_is_still_learned_and_kept() -> 
     asyncio.run(_resume_read_late())
 
 
-def test_an_opening_half_seen_before_the_stop_straddles_the_checkpoint() -> None:
-    # The secondary's SYN-ACK was sent before the checkpoint; after the load the secondary
-    # is the primary's copy: whatever the primary sends after the STOP pairs with nothing.
+def test_an_opening_the_primary_sent_before_the_stop_straddles_the_checkpoint() -> None:
+    # The primary answered before its snapshot: after the load the secondary holds that
+    # request socket with the primary's ISN; a secondary SYN-ACK read now pairs with nothing.
+    tap = YoungTap()
+    assert tap.primary(SYN_ACK_P) is None
+    tap.checkpoint_started()
+    assert tap.secondary(SYN_ACK_S) is None
+    tap.checkpoint_completed()
+    assert tap.primary(SYN_ACK_P) is None
+    assert tap.learner.straddled == 2 and tap.epoch == 1
+
+
+def test_the_secondarys_opening_voided_by_the_load_is_ignored() -> None:
+    # The secondary answered before the checkpoint, the primary after it. The load voided
+    # the secondary's ISN: a retransmission of it must not pair with the primary's.
     tap = YoungTap()
     assert tap.secondary(SYN_ACK_S) is None
     tap.checkpoint_started()
     assert tap.primary(SYN_ACK_P) is None
     tap.checkpoint_completed()
-    assert tap.primary(SYN_ACK_P) is None
-    assert tap.learner.straddled == 2 and tap.epoch == 1
+    assert tap.secondary(SYN_ACK_S) is None
+    assert tap.learner.straddled == 1 and not tap.awaiting
+
+
+def test_both_guests_answering_a_syn_left_in_the_snapshot_is_young() -> None:
+    # Session 10 (port 56954 of bench/results-churn-s2-s9.json, 1 `straddled` opening at
+    # that switchover): the secondary answered the SYN before it stopped, the primary's
+    # guest had not processed it yet; after the load both guests answer it from the
+    # snapshot, each with its own ISN. The secondary's filter-rewriter translates that
+    # connection, so the record must carry it; before the fix it was ignored as straddling.
+    fresh = tcp(9000, 77, "SA")
+    for order in (("primary", "secondary"), ("secondary", "primary")):
+        tap = YoungTap()
+        assert tap.secondary(SYN_ACK_S) is None
+        tap.checkpoint_started()
+        frames = {"primary": SYN_ACK_P, "secondary": fresh}
+        first = getattr(tap, order[0])(frames[order[0]])
+        message = getattr(tap, order[1])(frames[order[1]])
+        assert first is None and message is not None
+        assert message.learned.delta == 8000 and message.learned.isn_client == 1000
+        assert message.epoch == 1 and tap.awaiting == {GUEST_KEY: 1}
+        assert tap.learner.straddled == 0 and tap.learner.reopened == 1
 
 
 def test_offsets_learned_between_stop_and_resume_are_the_new_epochs() -> None:
