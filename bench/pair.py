@@ -53,6 +53,7 @@ from bench.pair_figures import (
     shape_problems,
 )
 from bench.pair_stats import proc_cpu_seconds
+from colopp.agent.semiactive import semiactive_quota
 from colopp.controller.local import processes_in_netns
 from colopp.controller.pair import PairController
 from colopp.controller.setup import GUESTS, LocalPair, prepare_local_pair
@@ -427,6 +428,8 @@ def main() -> int:
             "value_size": args.value_size,
             "mixes": {m: {"protocol": MIXES[m][0], "write_share": MIXES[m][1]} for m in mixes},
             "checkpoint_delay_ms": args.checkpoint_delay_ms,
+            # the agents inherit this environment: COLOPP_SEMIACTIVE_QUOTA reaches them
+            "semiactive_quota": semiactive_quota(),
             "two_hosts": None if cpu_plan is None else cpu_plan.describe(),
             "configurations": {c: LABELS[c] for c in configs},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

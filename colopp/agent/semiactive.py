@@ -29,7 +29,9 @@ SEMIACTIVE_FRACTION = 0.5
 # Half a CPU: enough for the secondary to keep up under the bench's read-mostly load. A
 # lower cap (0.25, measured in session 8) makes it lag: every write's answer then waits for
 # a checkpoint, the pair answers fewer requests and the CPU per request rises (README, "The
-# backup host's CPU"). ``COLOPP_SEMIACTIVE_QUOTA`` (the agent's environment) overrides it.
+# backup host's CPU"); measured again after the replay fix (session 10: 0.25 and 0.3 raise the
+# early share but not the CPU saved per request; README, "A binding cap after the replay fix").
+# ``COLOPP_SEMIACTIVE_QUOTA`` (the agent's environment) overrides it.
 SEMIACTIVE_QUOTA = 0.5
 QUOTA_ENV = "COLOPP_SEMIACTIVE_QUOTA"
 

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import pytest
 
-from colopp.agent.semiactive import SEMIACTIVE_QUOTA
+from colopp.agent.semiactive import semiactive_quota
 
 ENV = {**os.environ, "COLUMNS": "250"}  # no wrapped URLs or tokens in rich's output
 
@@ -96,7 +96,7 @@ def test_demo_summary(qemu_root: Path, short_dir: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     assert summary["comparator"] == "colopp"
-    assert summary["semiactive"] is True and summary["secondary_cpu_quota"] == SEMIACTIVE_QUOTA
+    assert summary["semiactive"] is True and summary["secondary_cpu_quota"] == semiactive_quota()
     assert summary["prerelease_ratio"] > 0
     assert summary["reprotected"] is True and summary["reprotect_s"] > 0
     assert summary["failover_verdict"] == "dead"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest_pairs import Driven, driven_pair
 
-from colopp.agent.semiactive import SEMIACTIVE_QUOTA
+from colopp.agent.semiactive import semiactive_quota
 from colopp.colo.state import PairState
 from colopp.demo.harness import ClientWorkload
 
@@ -56,7 +56,7 @@ def test_kill_while_pre_releasing_keeps_the_client_consistent(site: Driven) -> N
     old_primary, secondary = sp.pair.primary, sp.pair.secondary
     assert secondary is not None
     shrunk = site.run(sp.pair.agents[secondary.name].call("status"))["vcpu"]
-    assert shrunk is not None and shrunk["quota"] == SEMIACTIVE_QUOTA, (
+    assert shrunk is not None and shrunk["quota"] == semiactive_quota(), (
         "the secondary is semi-active"
     )
     workload = ClientWorkload(sp.plan, connections=3, read_only=SEED)
