@@ -15,30 +15,15 @@ from __future__ import annotations
 
 import asyncio
 
-from compare_frames import CLIENT, GUEST, tcp_frame
+from compare_frames import tcp_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ingress_fastpath import _frames, _relay
+from test_ingress_replay_lag import ANS, ISN_C, ISN_G, REQ, _request
 
 from colopp.compare.framing import encode_frames
 from colopp.compare.packet import ACK, Packet, parse_frame
 from colopp.ingress.replay import FIRST_PAUSE_S, Replayer
-
-ISN_C, ISN_G, REQ, ANS = 1_000_000, 5_000, 72, 94
-
-
-def _request(i: int) -> bytes:
-    """The client's request ``i``, sent once the primary answered 0..i-1."""
-    return tcp_frame(
-        ISN_C + i * REQ,
-        ISN_G + i * ANS,
-        "AP",
-        b"G" * REQ,
-        src=CLIENT,
-        dst=GUEST,
-        sport=40000,
-        dport=80,
-    )
 
 
 class WindowedGuest:
