@@ -44,8 +44,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from colopp.compare.addresses import parse_endpoint
@@ -63,6 +66,10 @@ from colopp.compare.shell import ComparatorShell, ShellOptions
 from colopp.errors import ColoppError, ConfigError
 
 _DEFAULTS = CompareConfig()
+
+
+#: Set to a path prefix: the comparator runs under cProfile and dumps ``PREFIX.<pid>`` at exit.
+PROFILE_ENV = "COLOPP_COMPARE_PROFILE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparator until stopped; return the process exit code."""
     try:
         options = options_from_args(sys.argv[1:] if argv is None else argv)
+        profile = os.environ.get(PROFILE_ENV)
+        if profile:  # where the CPU goes on a live pair (bench work; cProfile slows it ~2x)
+            profiler = cProfile.Profile(time.thread_time)  # CPU, not wall-clock time
+            try:
+                return profiler.runcall(asyncio.run, ComparatorShell(options).run())
+            finally:
+                profiler.dump_stats(f"{profile}.{os.getpid()}")
         return asyncio.run(ComparatorShell(options).run())
     except ColoppError as exc:
         print(f"colopp.compare: {exc}", file=sys.stderr)
