@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
@@ -55,7 +56,7 @@ class _End(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
         self.transport = transport
         self.relay.opened(self)
 

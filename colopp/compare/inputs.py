@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from colopp.compare.framing import FrameDecoder
 
@@ -31,7 +31,7 @@ class FrameInput(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
         self.transport = transport
         self.shell.input_opened(self)
 
@@ -156,7 +156,7 @@ class OutdevConnection(asyncio.Protocol):
         self.shell = shell
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
         transport.set_write_buffer_limits(high=READ_LIMIT_HIGH)
         self.shell.output_opened(transport)
 
