@@ -28,6 +28,10 @@ QMP monitor was lost (it can no longer checkpoint: it releases nothing from then
 2 s later unless SIGTERM or a lost path ends it first; the agent restarts it, which forces a
 checkpoint). Every exit writes the status file a last time and removes listen sockets.
 
+Environment: ``COLOPP_COMPARE_LOOP=asyncio|uvloop`` picks the event loop (asyncio by default;
+uvloop must be installed; anything else exits 2), ``COLOPP_COMPARE_PROFILE=PREFIX`` runs
+under a CPU-clock cProfile and dumps ``PREFIX.<pid>`` at exit.
+
 Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``
 and at exit): the core's counters at top level (``primary_frames_in``,
 ``secondary_frames_in``, ``released_frames``, ``matched_frames``, ``passthrough_frames``,
