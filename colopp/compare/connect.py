@@ -16,7 +16,7 @@ RETRY_S = 0.05
 
 
 async def open_endpoint(
-    endpoint: Endpoint, factory: Callable[[], asyncio.Protocol], connect_timeout: float
+    endpoint: Endpoint, factory: Callable[[], asyncio.BaseProtocol], connect_timeout: float
 ) -> asyncio.Server | None:
     """Listen on ``endpoint`` (a unix socket gets mode 0600; returns the server) or connect
     to it, retrying for ``connect_timeout`` seconds (returns None).

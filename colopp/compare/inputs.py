@@ -11,20 +11,22 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from colopp.compare.framing import FrameDecoder
+from colopp.compare.reads import READ_SIZE, SmallReadProtocol
 
 if TYPE_CHECKING:
     from colopp.compare.shell import ComparatorShell
 
 log = logging.getLogger("colopp.compare.shell")
 
-#: Bytes read per call, and the outdev write buffer's high-water mark.
-READ_LIMIT_HIGH = 4 * 1024 * 1024
+#: The outdev write buffer's high-water mark.
+WRITE_LIMIT_HIGH = 4 * 1024 * 1024
 
 
-class FrameInput(asyncio.Protocol):
+class FrameInput(SmallReadProtocol):
     """One connection carrying primary or secondary frames."""
 
     def __init__(self, shell: ComparatorShell, side: str) -> None:
+        super().__init__()
         self.shell = shell
         self.side = side
         self.decoder = FrameDecoder(shell.options.vnet_hdr)
@@ -57,7 +59,7 @@ class FrameInput(asyncio.Protocol):
         total = 0
         while True:
             try:
-                data = os.read(sock.fileno(), READ_LIMIT_HIGH)
+                data = os.read(sock.fileno(), READ_SIZE)
             except (BlockingIOError, InterruptedError, OSError):
                 return total
             if not data:
@@ -100,7 +102,7 @@ class ClientFrames:
         shell = self.shell
         while self.open:
             try:
-                data = self.sock.recv(READ_LIMIT_HIGH)
+                data = self.sock.recv(READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -116,7 +118,7 @@ class ClientFrames:
             now = shell.clock()
             for frame, vnet_hdr_len in frames:
                 shell._apply(shell.core.feed_client(frame, now, vnet_hdr_len))
-            if len(data) < READ_LIMIT_HIGH:
+            if len(data) < READ_SIZE:
                 # A unix stream socket's recv returns everything queued, up to the limit:
                 # the next one would only say EAGAIN (one system call per drain, not two).
                 return
@@ -157,7 +159,7 @@ class OutdevConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
-        transport.set_write_buffer_limits(high=READ_LIMIT_HIGH)
+        transport.set_write_buffer_limits(high=WRITE_LIMIT_HIGH)
         self.shell.output_opened(transport)
 
     def pause_writing(self) -> None:

@@ -298,7 +298,7 @@ class ComparatorShell:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
 
-    async def _open(self, endpoint: Endpoint, factory: Callable[[], asyncio.Protocol]) -> None:
+    async def _open(self, endpoint: Endpoint, factory: Callable[[], asyncio.BaseProtocol]) -> None:
         server = await open_endpoint(endpoint, factory, self.options.connect_timeout)
         if server is not None:
             self._servers.append(server)

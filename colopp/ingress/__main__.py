@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import functools
 import logging
 import os
@@ -198,10 +199,23 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Set to a path prefix: the relay runs under cProfile and dumps ``PREFIX.<pid>`` at exit
+#: (as ``COLOPP_COMPARE_PROFILE`` does for the comparator).
+PROFILE_ENV = "COLOPP_INGRESS_PROFILE"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         options, args = parse_args(argv)
+        profile = os.environ.get(PROFILE_ENV)
+        if profile:  # where host B's CPU goes (bench work; cProfile slows it ~2x)
+            profiler = cProfile.Profile(time.thread_time)  # CPU, not wall-clock time
+            try:
+                profiler.runcall(asyncio.run, serve(Relay(options), args))
+            finally:
+                profiler.dump_stats(f"{profile}.{os.getpid()}")
+            return 0
         asyncio.run(serve(Relay(options), args))
     except (ColoppError, OSError) as exc:
         print(f"ingress relay: {exc}", file=sys.stderr)

@@ -31,6 +31,7 @@ from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import encode_frame
 from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
+from colopp.compare.reads import SmallReadProtocol
 from colopp.compare.receipts import encode_receipts
 from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
@@ -70,10 +71,11 @@ class RelayOptions:
     gate_lowering: bool = True
 
 
-class _Side(asyncio.Protocol):
+class _Side(SmallReadProtocol):
     """One connection of a stream; the frames read go to :meth:`Relay.frames`."""
 
     def __init__(self, relay: Relay, name: str, vnet_hdr: bool) -> None:
+        super().__init__()
         self.relay, self.name = relay, name
         self.splitter = Splitter(vnet_hdr)
         self.transport: asyncio.Transport | None = None
@@ -137,7 +139,7 @@ class Relay:
         self._to_guest(self.gate.due(asyncio.get_running_loop().time()))
         self._arm_gate_timer()
 
-    def _factory(self, name: str) -> Callable[[], asyncio.Protocol]:
+    def _factory(self, name: str) -> Callable[[], asyncio.BaseProtocol]:
         return lambda: _Side(self, name, self.options.vnet_hdr)
 
     async def _keep_connected(self, name: str, endpoint: Endpoint) -> None:
