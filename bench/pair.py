@@ -13,7 +13,10 @@ Two passes, each configuration on a freshly started pair (comparators cannot be 
 a running pair): the **closed loop** (:mod:`bench.loadgen` ``--closed``, keep-alive
 connections), then the **open loop** (:mod:`bench.loadgen`, wrk2-style fixed schedule) at
 half of the lowest closed-loop rate measured on that mix, the same rate for every
-configuration. Every window is preceded by a warm-up that also stores every key. Around each
+configuration. After the closed loop, the first configuration's closed loop runs once more
+(``closed_loop_repeat``, ``drift``: its rate at the end over its rate at the start; not with
+``--quick`` or ``--no-repeat``): the closed-loop figures of a run whose drift strays far from 1
+are not comparable. Every window is preceded by a warm-up that also stores every key. Around each
 window: the comparator's counters, each host's process CPU and each host's CPU busy. Needs
 root. ``--quick``: 5 s windows, configurations (a), (c), (e), mixes read_mostly and
 redis_read_mostly.
@@ -46,6 +49,7 @@ from bench.pair_figures import (
     LoadRun,
     Sample,
     closed_figures,
+    drift,
     evaluate_targets,
     format_report,
     open_figures,
@@ -124,6 +128,9 @@ class Bench:
     partial: Path | None = None
     #: ``--open-rates``: skip the closed loop and offer these rates (mix -> req/s).
     open_rates: dict[str, float] | None = None
+    #: Repeat the first configuration's closed loop at the end (``drift``; off with
+    #: ``--quick`` and ``--no-repeat``).
+    repeat_first: bool = False
 
     def save_partial(self, result: dict[str, Any]) -> None:
         if self.partial is not None:
@@ -348,6 +355,19 @@ async def run(configs: list[str], mixes: list[str], bench: Bench) -> dict[str, A
         for mix, f in figures.items():
             result["closed_loop"][mix][name] = f
         bench.save_partial(result)
+    if bench.repeat_first and bench.open_rates is None and len(configs) > 1:
+        # The first configuration again, last: how far the machine drifted in between.
+        first = configs[0]
+        bench.meta["repeated_config"] = first
+        try:
+            again = await measure_config(first, mixes, bench, None)
+        except Exception as exc:
+            bench.console.log(f"[red]{first} (repeat) failed: {type(exc).__name__}: {exc}")
+            bench.meta["errors"][f"closed_loop_repeat.{first}"] = f"{type(exc).__name__}: {exc}"
+        else:
+            result["closed_loop_repeat"] = {mix: {first: f} for mix, f in again.items()}
+            result["drift"] = drift({m: result["closed_loop"][m].get(first) for m in mixes}, again)
+            bench.save_partial(result)
     if bench.open_rates is not None:  # --open-rates: no closed loop, these rates
         rates = {m: r for m, r in bench.open_rates.items() if m in mixes}
     else:
@@ -399,6 +419,11 @@ def main() -> int:
         "--open-rates",
         help="open loop only, at these rates (e.g. read_mostly=76.7,redis_read_mostly=172.6)",
     )
+    parser.add_argument(
+        "--no-repeat",
+        action="store_true",
+        help="do not repeat the first configuration's closed loop at the end (drift check)",
+    )
     parser.add_argument("--replot", action="store_true", help="only redraw and reprint --json")
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -439,6 +464,7 @@ def main() -> int:
         bench = Bench(
             load, args.checkpoint_delay_ms, cpu_plan, console, meta, args.guest, args.json
         )
+        bench.repeat_first = not (args.quick or args.no_repeat)
         if args.open_rates:
             bench.open_rates = parse_rates(args.open_rates, parser)
             meta["open_only"] = True

@@ -361,6 +361,21 @@ def shape_problems(result: dict[str, Any], quick: bool = False) -> list[str]:
     return problems
 
 
+def drift(first: dict[str, Any], repeat: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per mix, the first configuration's closed-loop rate at the start of the run against
+    its repeat at the end (``repeat_rps / first_rps``). On a machine whose speed drifts, the
+    closed-loop ratios between configurations measured minutes apart mean little when this
+    strays far from 1 (session 14: the same unreplicated guest did 1363 and 2543 req/s an
+    hour apart)."""
+    out: dict[str, dict[str, Any]] = {}
+    for mix, again in repeat.items():
+        rps, rps_again = (first.get(mix) or {}).get("rps"), (again or {}).get("rps")
+        if not rps or rps_again is None:
+            continue
+        out[mix] = {"first_rps": rps, "repeat_rps": rps_again, "ratio": rps_again / rps}
+    return out
+
+
 def format_report(result: dict[str, Any]) -> str:
     """Markdown tables of both loops, then the targets."""
     lines = [
@@ -390,6 +405,12 @@ def format_report(result: dict[str, Any]) -> str:
                 f"| {num(o.get('p999_ms'), '.0f')} |"
             )
     lines.append("")
+    repeated = result.get("meta", {}).get("repeated_config")
+    for mix, d in result.get("drift", {}).items():
+        lines.append(
+            f"- drift, {mix} closed loop, {repeated} at the start and at the end: "
+            f"{d['first_rps']:.0f} then {d['repeat_rps']:.0f} req/s ({d['ratio']:.2f}x)"
+        )
     for t in result.get("targets", []):
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
