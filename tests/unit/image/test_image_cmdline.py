@@ -7,7 +7,7 @@ from colopp.image.builder import GUEST_SOURCES_DIR
 
 def test_cmdline_with_gateway():
     assert kernel_cmdline("198.18.0.100/24", "198.18.0.1") == (
-        "console=ttyS0 quiet panic=-1 colopp.ip=198.18.0.100/24 colopp.gw=198.18.0.1"
+        "console=ttyS0 quiet panic=-1 tsc=reliable colopp.ip=198.18.0.100/24 colopp.gw=198.18.0.1"
     )
 
 
@@ -17,6 +17,7 @@ def test_cmdline_without_gateway_and_with_shell():
         "console=ttyS0",
         "quiet",
         "panic=-1",
+        "tsc=reliable",
         "colopp.ip=198.18.1.7/16",
         "colopp.shell=1",
     ]
