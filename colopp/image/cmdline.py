@@ -19,10 +19,10 @@ FAILED_MARKER = "COLOPP-GUEST-FAILED"
 #: ``panic=-1`` reboots at once instead of hanging on a kernel panic. ``tsc=reliable``
 #: turns off the clocksource watchdog's check of the TSC. Under TCG the watchdog compares
 #: the emulated TSC with the emulated HPET, sees them drift, and marks the TSC unstable at a
-#: random moment (session 14: 16 s after boot on one guest of a pair, never on the other).
-#: The kernel then reads the clock from the HPET, an emulated device access each time, and
-#: the same guest serves half as many requests: the bench's closed loop swung by 1.9x between
-#: runs. On KVM the guest prefers kvm-clock, and the flag changes nothing.
+#: random moment (session 14: 16 s after boot on one guest of a pair, not on the other).
+#: The kernel then reads the clock from the HPET, an emulated device access each time. It is
+#: a suspect, not a proven cause, for the bench's 1.9x closed-loop swing between two runs.
+#: On KVM the guest prefers kvm-clock, and the flag changes nothing.
 _BASE_ARGS = ("console=ttyS0", "quiet", "panic=-1", "tsc=reliable")
 
 
