@@ -89,7 +89,7 @@ class ClientWorkload:
         """Record a wall-clock mark (the outage around it is reported)."""
         self._send("mark")
 
-    def finish(self, timeout: float = 180) -> dict[str, Any]:
+    def finish(self, timeout: float = 300) -> dict[str, Any]:
         """Stop, let it read every acknowledged write back, return its summary."""
         self._send("stop")
         out, _ = self.proc.communicate(timeout=timeout)

@@ -6,7 +6,7 @@ Each connection is one long-lived HTTP/1.1 keep-alive TCP connection that loops:
 key, GET it back, POST the in-RAM counter. A write counts as acknowledged when its PUT got
 200. On stdin, ``mark`` records a wall-clock mark (the demo writes it right after killing
 the primary) and ``stop`` (or EOF) ends the run; then every acknowledged write is read
-back on a fresh connection. ``--read-only SEED`` is read-mostly instead: each connection
+back, over as many fresh connections. ``--read-only SEED`` is read-mostly instead: each connection
 PUTs SEED keys once, then only GETs them (what COLO++ pre-release speeds up). One JSON
 object per line goes to stdout: ``{"type": "stats", ...}`` every half second and a final
 ``{"type": "summary", ...}``.
@@ -186,11 +186,11 @@ def run_reader(
     conn.close()
 
 
-def verify_writes(host: str, port: int, writes: dict[str, str], timeout: float) -> list[str]:
-    """Read every acknowledged write back; returns ``key: why`` for each missing or wrong one."""
-    lost: list[str] = []
+def _verify_some(
+    host: str, port: int, writes: list[tuple[str, str]], timeout: float, lost: list[str]
+) -> None:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    for key, value in writes.items():
+    for key, value in writes:
         for attempt in range(3):
             try:
                 status, body = _request(conn, "GET", f"/kv/{key}")
@@ -205,7 +205,32 @@ def verify_writes(host: str, port: int, writes: dict[str, str], timeout: float) 
                 if attempt == 2:
                     lost.append(f"{key}: unreadable ({exc!r})")
     conn.close()
-    return lost
+
+
+def verify_writes(
+    host: str, port: int, writes: dict[str, str], timeout: float, connections: int = 1
+) -> list[str]:
+    """Read every acknowledged write back; returns ``key: why`` for each missing or wrong one.
+
+    ``connections`` fresh connections share the keys (each reads every ``connections``-th):
+    one connection reads back at one replicated round trip per key, which for the thousands
+    of writes a long run acknowledges takes minutes.
+    """
+    items = list(writes.items())
+    shares: list[list[str]] = [[] for _ in range(max(1, connections))]
+    threads = [
+        threading.Thread(
+            target=_verify_some,
+            args=(host, port, items[i :: len(shares)], timeout, shares[i]),
+            daemon=True,
+        )
+        for i in range(len(shares))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [why for share in shares for why in share]
 
 
 def outage_around(completions: list[float], mark: float | None) -> float | None:
@@ -316,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
     for worker in workers:
         worker.join(args.timeout + 5)
-    lost = verify_writes(host, port, dict(tally.writes_acked), args.timeout)
+    lost = verify_writes(
+        host, port, dict(tally.writes_acked), args.timeout, max(1, args.connections)
+    )
     if args.writes_out is not None:
         args.writes_out.write_text(json.dumps(tally.writes_acked))
     if args.trace_out is not None:

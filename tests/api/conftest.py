@@ -213,7 +213,8 @@ def lab_api_server(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         cleanup_leftovers(prefix)
-        shutil.rmtree(short, ignore_errors=True)
+        if not os.environ.get("COLOPP_KEEP_LAB_STATE"):  # set to read the logs afterwards
+            shutil.rmtree(short, ignore_errors=True)
 
 
 def get_protection(c: httpx.Client, pid: str) -> dict[str, Any]:
