@@ -92,8 +92,18 @@ class ClientWorkload:
     def finish(self, timeout: float = 300) -> dict[str, Any]:
         """Stop, let it read every acknowledged write back, return its summary."""
         self._send("stop")
-        out, _ = self.proc.communicate(timeout=timeout)
+        started = time.monotonic()
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.kill()
+            lines = (exc.output or b"").decode(errors="replace").strip().splitlines()
+            raise WorkloadStuck(
+                f"the workload did not read its writes back within {timeout:.0f} s of stop"
+                f" (the service answers too slowly or not at all); its last lines: {lines[-3:]}"
+            ) from exc
         summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        summary["finish_s"] = round(time.monotonic() - started, 2)
         return summary
 
     def kill(self) -> None:
@@ -101,6 +111,10 @@ class ClientWorkload:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+class WorkloadStuck(RuntimeError):
+    """The workload did not finish (stop its connections, read every write back) in time."""
 
 
 class Watched:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from test_api_webhooks import SECRET, Receiver
 
-from colopp.demo.harness import ClientWorkload
+from colopp.demo.harness import ClientWorkload, WorkloadStuck
 from colopp.lab import plan_lab
 from colopp.lab.netlink import list_namespaces
 from colopp.qemu.runtime import DEFAULT_ROOT
@@ -156,7 +156,15 @@ def _protect_kill_api_failover_unprotect(
             300,
             0.5,
         )
-        summary = workload.finish()
+        try:
+            summary = workload.finish()
+        except WorkloadStuck as exc:  # say what the pair was doing meanwhile
+            got = get_protection(c, pid)
+            events = c.get(f"/v1/protections/{pid}/events").json()["events"][-8:]
+            raise AssertionError(
+                f"{exc}; protection: state {got['state']}, {got['checkpoints']} checkpoints,"
+                f" last events {events}"
+            ) from exc
     finally:
         workload.kill()
     assert summary["requests_ok"] > 0
@@ -170,7 +178,8 @@ def _protect_kill_api_failover_unprotect(
         f" {reprotected_s:.1f}s, workload {summary['requests_ok']} ok /"
         f" {summary['requests_failed']} failed / {summary['connections_reset']} reset /"
         f" {summary['writes_lost']} lost of {summary.get('writes_acked')}, outage"
-        f" {summary['failover_outage_ms']} ms, failover webhook {webhook_s * 1000:.0f} ms"
+        f" {summary['failover_outage_ms']} ms, read back in {summary['finish_s']} s,"
+        f" failover webhook {webhook_s * 1000:.0f} ms"
         " after the failover event"
     )
     types = _event_types(c, pid)
