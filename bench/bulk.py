@@ -92,6 +92,8 @@ async def running(name: str, bench: Bench) -> AsyncIterator[tuple[LocalPair, Pai
         bench.console,
         checkpoint_delay_ms=bench.checkpoint_delay_ms,
         prefix=PREFIX,
+        rx_offload=bench.rx_offload and setup.comparator is not ComparatorKind.BUILTIN,
+        tx_offload=bench.tx_offload and setup.comparator is not ComparatorKind.BUILTIN,
         **setup.options,
     )
     with contextlib.suppress(OSError):
@@ -236,7 +238,17 @@ def main() -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset")
     parser.add_argument("--traffics", default=",".join(TRAFFICS), help="comma-separated subset")
     parser.add_argument("--shared-cpus", action="store_true", help="do not model two hosts")
+    parser.add_argument(
+        "--rx-offload",
+        action="store_true",
+        help="the guest receives coalesced frames (not in (b): colo-compare takes no vnet header)",
+    )
+    parser.add_argument(
+        "--tx-offload", action="store_true", help="with --rx-offload: the guest sends them too"
+    )
     args = parser.parse_args()
+    if args.tx_offload and not args.rx_offload:
+        parser.error("--tx-offload needs --rx-offload")
     configs = [c for c in args.configs.split(",") if c]
     traffics = [t for t in args.traffics.split(",") if t]
     unknown = [c for c in configs if c not in SETUPS] + [t for t in traffics if t not in TRAFFICS]
@@ -251,11 +263,15 @@ def main() -> int:
         "value_size": VALUE_SIZE,
         "configurations": {c: LABELS.get(c, c) for c in configs},
         "two_hosts": None if cpu_plan is None else cpu_plan.describe(),
+        "rx_offload": args.rx_offload,
+        "tx_offload": args.tx_offload,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "errors": {},
     }
     load = Load(args.duration, 0, 4, KEYS, VALUE_SIZE)
     bench = Bench(load, args.checkpoint_delay_ms, cpu_plan, Console(stderr=True), meta)
+    bench.rx_offload = args.rx_offload
+    bench.tx_offload = args.tx_offload
     result = asyncio.run(run(configs, traffics, bench, args.json))
     meta["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     meta["loadavg_at_finish"] = os.getloadavg()

@@ -131,6 +131,11 @@ class Bench:
     #: Repeat the first configuration's closed loop at the end (``drift``; off with
     #: ``--quick`` and ``--no-repeat``).
     repeat_first: bool = False
+    #: ``--rx-offload``: the guest receives coalesced frames (VmSpec.rx_offload) in every
+    #: configuration but QEMU's colo-compare, which cannot take a virtio-net header.
+    rx_offload: bool = False
+    #: ``--tx-offload`` (with ``--rx-offload``): it also sends them (VmSpec.tx_offload).
+    tx_offload: bool = False
 
     def save_partial(self, result: dict[str, Any]) -> None:
         if self.partial is not None:

@@ -121,9 +121,25 @@ class VmSpec:
     # NIC has every checksum/segmentation offload off, so the header stays inert: frames
     # are whole, with complete checksums, as without it.
     vnet_hdr: bool = False
+    # With vnet_hdr: the guest *receives* offloaded frames (virtio-net guest_csum,
+    # guest_tso4/6): the client's TCP segments reach it as the sender's GSO super-frames
+    # (up to 64 KiB, checksum left to the receiver), one frame where there were up to 45,
+    # through the tap, the mirror to the secondary and the comparator's copy alike. What
+    # the guest sends stays whole with complete checksums (its send offloads stay off), so
+    # the comparison and every rewrite of the guest's output are unchanged.
+    rx_offload: bool = False
+    # With rx_offload: the guest also *sends* offloaded frames (csum, host_tso4/6): its TCP
+    # output leaves as GSO super-frames with the checksum left to the device. The
+    # comparator compares byte streams, so both guests may cut them differently; every
+    # rewrite of such a frame leaves its checksum field (the pseudo-header's sum) alone.
+    tx_offload: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
+        if self.rx_offload and not self.vnet_hdr:
+            raise ConfigError("rx_offload needs vnet_hdr (the offload travels in that header)")
+        if self.tx_offload and not self.rx_offload:
+            raise ConfigError("tx_offload needs rx_offload (and vnet_hdr)")
         if not _NAME_RE.match(self.name):
             raise ConfigError(f"VM name {self.name!r} must match {_NAME_RE.pattern}")
         if not _MAC_RE.match(self.mac):

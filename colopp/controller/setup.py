@@ -53,8 +53,14 @@ async def prepare_local_pair(
     memory_mb: int | None = None,
     backend: Backend = Backend.QEMU,
     vm_name: str = "demo",
+    rx_offload: bool = False,
+    tx_offload: bool = False,
 ) -> LocalPair:
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
+
+    ``rx_offload``: the guest receives the client's segments coalesced
+    (:attr:`colopp.domain.VmSpec.rx_offload`; colopp's comparator only); ``tx_offload``:
+    it also sends them so (:attr:`~colopp.domain.VmSpec.tx_offload`).
 
     ``backend`` libvirt: the agents run libvirt domains; a domain named ``vm_name`` must be
     defined in the hosts' libvirtd (see :mod:`colopp.virt.libvirt_domain`).
@@ -106,6 +112,9 @@ async def prepare_local_pair(
             vcpus=image.vcpus,
             accel=accel,
             cpu=cpu,
+            vnet_hdr=rx_offload,
+            rx_offload=rx_offload,
+            tx_offload=tx_offload,
         )
     else:
         vm = VmSpec(
@@ -115,6 +124,9 @@ async def prepare_local_pair(
             append,
             accel=accel,
             cpu=cpu,
+            vnet_hdr=rx_offload,
+            rx_offload=rx_offload,
+            tx_offload=tx_offload,
             memory_mb=memory_mb or 256,
         )
     config = PairConfig(

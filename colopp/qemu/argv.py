@@ -85,6 +85,12 @@ def qemu_argv(
     if vm.kernel is not None:  # direct kernel boot; without it SeaBIOS boots the disk
         names.insert(1, "kernel.conf")
     if vm.vnet_hdr:  # the NIC's offloads off (its tap's virtio-net header stays inert)
-        names.append("vnet-hdr.conf")
+        names.append(
+            "vnet-hdr-rxtx.conf"
+            if vm.tx_offload
+            else "vnet-hdr-rx.conf"
+            if vm.rx_offload
+            else "vnet-hdr.conf"
+        )
     body = render_files(names, template_values(vm, side), folder)
     return [*runtime.system_argv(), *body]

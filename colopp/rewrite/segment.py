@@ -11,8 +11,11 @@ back as the very same ``bytes`` object, untouched: that is the hot path. Both fu
 never raise: a frame they cannot parse passes unchanged. They also feed the entry's FIN/RST
 tracking (see :class:`~colopp.rewrite.table.Entry`).
 
-The checksum must be complete, as the guest computes it with ``vnet_hdr=off`` on the tap
-(colopp's templates): a partial (offloaded) checksum would be left wrong.
+A frame whose virtio-net header asks for checksum offload (``NEEDS_CSUM``: a guest with
+send offloads, or a client's segment passed to a guest with ``rx_offload``) holds only the
+pseudo-header's sum in its checksum field; the device sums the TCP bytes, rewritten ones
+included, when it completes it. So such a frame's checksum field is left as it is: the
+rewrite changes neither the addresses nor the length that sum covers.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ _NOP = 1
 _IP_HEAD = struct.Struct(">HBxHxxHxBxxII")  # ethertype, ver/ihl, total, frag, proto, src, dst
 _TCP_HEAD = struct.Struct(">HHIIH")  # sport, dport, seq, ack, offset/flags
 _U32 = struct.Struct(">I")
+_NEEDS_CSUM = 0x01  # VIRTIO_NET_HDR_F_NEEDS_CSUM
 _U16 = struct.Struct(">H")
 
 
@@ -75,7 +79,8 @@ def translate_guest_output(
     new_seq = (seq - entry.delta) & MASK
     out = bytearray(frame)
     _U32.pack_into(out, l4 + 4, new_seq)
-    _set_checksum(out, l4, _adjust32(_U16.unpack_from(out, l4 + 16)[0], seq, new_seq))
+    if not _partial(frame, vnet_hdr_len):
+        _set_checksum(out, l4, _adjust32(_U16.unpack_from(out, l4 + 16)[0], seq, new_seq))
     entry.observe_guest(new_seq, ack, flags, end - l4 - doff, now)
     return bytes(out)
 
@@ -120,7 +125,9 @@ def translate_client_input(
         csum = _adjust32(csum, ack, new_ack)
     if doff > 20:
         csum, odd = _translate_sack(out, l4 + 20, l4 + doff, delta, csum)
-    if odd:
+    if _partial(frame, vnet_hdr_len):
+        pass  # the device sums the rewritten bytes itself
+    elif odd:
         _set_checksum(out, l4, tcp_checksum(bytes(out), l4, end, src, dst))
     else:
         _set_checksum(out, l4, csum)
@@ -174,6 +181,11 @@ def _translate_sack(
                     csum = _adjust32(csum, old, new)
         pos += length
     return csum, odd
+
+
+def _partial(frame: bytes, vnet_hdr_len: int) -> bool:
+    """Does the frame's virtio-net header leave its checksum to the device?"""
+    return bool(vnet_hdr_len) and bool(frame[0] & _NEEDS_CSUM)
 
 
 def _set_checksum(out: bytearray, l4: int, csum: int) -> None:

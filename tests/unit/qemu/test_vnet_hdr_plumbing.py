@@ -107,3 +107,41 @@ def test_colopps_relays_are_told_of_the_header() -> None:
     assert "--vnet-hdr" not in ingress_argv(side(Role.SECONDARY), 42, "py")
     redirectors = [s.arguments for s in splice_steps(Path("/run/c"), before="rew0", vnet_hdr=True)]
     assert all(a["vnet_hdr_support"] is True for a in redirectors if "qom-type" in a)
+
+
+RX = dataclasses.replace(VNET, rx_offload=True)
+SEND_OFFLOADS = ("csum", "gso", "host_tso4", "host_tso6", "host_ecn", "host_ufo")
+
+
+@pytest.mark.parametrize("role", [Role.PRIMARY, Role.SECONDARY])
+def test_rx_offload_lets_the_guest_receive_coalesced_frames_and_send_whole_ones(
+    role: Role,
+) -> None:
+    argv = qemu_argv(QemuRuntime(), RX, side(role))
+    assert "vnet_hdr=on" in values(argv, "-netdev")[0]
+    offloads = set(values(argv, "-global"))
+    # what the guest sends: whole frames, complete checksums (compared and rewritten as ever)
+    assert {f"virtio-net-pci.{name}=off" for name in SEND_OFFLOADS} <= offloads
+    # what it receives: the sender's GSO super-frames, checksum left to the receiver
+    on = {"guest_csum", "guest_tso4", "guest_tso6"}
+    assert {f"virtio-net-pci.{name}=on" for name in on} <= offloads
+    assert not any(o.endswith("=on") for o in offloads - {f"virtio-net-pci.{n}=on" for n in on})
+    assert VmSpec.from_dict(RX.to_dict()) == RX
+
+
+def test_rx_offload_without_the_header_is_refused() -> None:
+    with pytest.raises(ConfigError, match="rx_offload needs vnet_hdr"):
+        dataclasses.replace(VM, rx_offload=True).validate()
+    with pytest.raises(ConfigError, match="rx_offload needs vnet_hdr"):
+        VmSpec.from_dict({**VM.to_dict(), "rx_offload": True})
+
+
+def test_tx_offload_lets_the_guest_send_super_frames_too() -> None:
+    vm = dataclasses.replace(RX, tx_offload=True)
+    offloads = set(values(qemu_argv(QemuRuntime(), vm, side(Role.PRIMARY)), "-global"))
+    on = {"csum", "host_tso4", "host_tso6", "guest_csum", "guest_tso4", "guest_tso6"}
+    assert {f"virtio-net-pci.{name}=on" for name in on} <= offloads
+    assert {f"virtio-net-pci.{n}=off" for n in ("gso", "host_ecn", "host_ufo")} <= offloads
+    assert VmSpec.from_dict(vm.to_dict()) == vm
+    with pytest.raises(ConfigError, match="tx_offload needs rx_offload"):
+        dataclasses.replace(VNET, tx_offload=True).validate()

@@ -95,3 +95,55 @@ def test_bad_sack_option_lengths_are_left_alone() -> None:
     out = translate_client_input(frame, _table(1), 0.0)
     assert fields(out) == (5, 7, 0x10)
     assert checksum_ok(out)
+
+
+def _offloaded(frame: bytes) -> bytes:
+    """``frame`` (12 bytes of virtio-net header first) as a device would get it with
+    checksum offload: NEEDS_CSUM, the field holding only the pseudo-header's sum."""
+    out = bytearray(frame)
+    out[0] = 1
+    ip = 12 + 14
+    src, dst = struct.unpack_from(">II", out, ip + 12)
+    length = struct.unpack_from(">H", out, ip + 2)[0] - 20
+    acc = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + 6 + length
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    struct.pack_into(">H", out, ip + 20 + 16, acc)
+    return bytes(out)
+
+
+def _completed(frame: bytes) -> bytes:
+    """What the device sends: the checksum summed over the TCP bytes, field included."""
+    out = bytearray(frame)
+    ip = 12 + 14
+    l4, end = ip + 20, ip + struct.unpack_from(">H", out, ip + 2)[0]
+    data = bytes(out[l4:end]) + (b"\0" if (end - l4) % 2 else b"")
+    acc = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    struct.pack_into(">H", out, l4 + 16, ~acc & 0xFFFF)
+    return bytes(out)
+
+
+@given(
+    seq=u32,
+    ack=u32,
+    delta=nonzero,
+    payload=payloads,
+    edges=st.lists(u32, max_size=4).filter(lambda e: len(e) % 2 == 0),
+    lead=st.sampled_from([b"\x01\x01", b"\x01"]),
+)
+def test_a_checksum_left_to_the_device_stays_right_after_the_rewrite(
+    seq: int, ack: int, delta: int, payload: bytes, edges: list[int], lead: bytes
+) -> None:
+    vnet = b"\0" * 12
+    out = translate_guest_output(
+        _offloaded(tcp(seq, ack, "PA", payload, vnet=vnet)), _table(delta), 1.0, 12
+    )
+    assert fields(out, 12) == ((seq - delta) & MASK, ack, 0x18)
+    assert checksum_ok(_completed(out), 12)
+    options = sack(*edges, lead=lead) if edges else b""
+    frame = _offloaded(tcp(seq, ack, "A", payload, from_guest=False, options=options, vnet=vnet))
+    back = translate_client_input(frame, _table(delta), 1.0, 12)
+    assert fields(back, 12) == (seq, (ack + delta) & MASK, 0x10)
+    assert checksum_ok(_completed(back), 12)
