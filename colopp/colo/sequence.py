@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from colopp.domain import ComparatorKind, Ports
-from colopp.errors import HMP_ERROR_CLASS, ConfigError, QmpError
+from colopp.errors import HMP_ERROR_CLASS, QmpError
 from colopp.qmp.monitor import hmp_command
 
 # QEMU's error classes (qapi/error.json) for the errors a step may meet on a side whose
@@ -246,14 +246,9 @@ def resume_replication(
     ``sockets`` are the (compare0, compare_out) unix socket paths; ``client_socket``, when
     colopp's comparator follows client requests, is where a copy of the guest's input goes.
     Chardevs and objects that already exist (a primary that only lost its secondary keeps
-    its chardevs) are fine. ``vnet_hdr``: the filters carry the tap's virtio-net header
-    (``vnet_hdr_support``); QEMU's colo-compare has no such property, so it is refused.
+    its chardevs) are fine. ``vnet_hdr``: the filters, and QEMU's colo-compare, carry the
+    tap's virtio-net header (``vnet_hdr_support``).
     """
-    if vnet_hdr and comparator is ComparatorKind.BUILTIN:
-        raise ConfigError(
-            "QEMU's colo-compare cannot take frames with a virtio-net header: protect a VM "
-            "whose tap has vnet_hdr=on with colopp's comparator"
-        )
     compare0, compare_out = sockets
     steps = [
         QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
@@ -294,7 +289,8 @@ def resume_replication(
                     "secondary_in": "compare1",
                     "outdev": "compare_out0",
                     "iothread": "iothread1",
-                },
+                }
+                | ({"vnet_hdr_support": True} if vnet_hdr else {}),
             ),
         ]
     return steps

@@ -59,8 +59,8 @@ async def prepare_local_pair(
     """Provision QEMU if needed, build (or reuse) the image, choose the accelerator.
 
     ``rx_offload``: the guest receives the client's segments coalesced
-    (:attr:`colopp.domain.VmSpec.rx_offload`; colopp's comparator only); ``tx_offload``:
-    it also sends them so (:attr:`~colopp.domain.VmSpec.tx_offload`).
+    (:attr:`colopp.domain.VmSpec.rx_offload`); ``tx_offload``: it also sends them so
+    (:attr:`~colopp.domain.VmSpec.tx_offload`).
 
     ``backend`` libvirt: the agents run libvirt domains; a domain named ``vm_name`` must be
     defined in the hosts' libvirtd (see :mod:`colopp.virt.libvirt_domain`).

@@ -15,7 +15,16 @@ from colopp.agent.comparator_process import comparator_argv
 from colopp.agent.comparing import ingress_argv
 from colopp.agent.takeover import takeover_argv
 from colopp.colo.sequence import resume_replication
-from colopp.domain import ComparatorKind, Ports, ProtectionOptions, Role, SideSpec, VmSpec
+from colopp.domain import (
+    ComparatorKind,
+    HostSlot,
+    PairConfig,
+    Ports,
+    ProtectionOptions,
+    Role,
+    SideSpec,
+    VmSpec,
+)
 from colopp.errors import ConfigError
 from colopp.qemu.argv import qemu_argv
 from colopp.qemu.running import RunningVm
@@ -92,11 +101,20 @@ def test_filters_added_at_protection_carry_the_header() -> None:
     assert all("vnet_hdr_support" not in s.arguments for s in plain)
 
 
-def test_qemus_colo_compare_is_refused_with_the_header() -> None:
-    with pytest.raises(ConfigError, match="colopp's comparator"):
-        resume_replication(
-            "a", "b", Ports(), ("c", "d"), ComparatorKind.BUILTIN, False, vnet_hdr=True
-        )
+def test_qemus_colo_compare_takes_the_header_too() -> None:
+    """QEMU 11.1's colo-compare has ``vnet_hdr_support`` (the live protection's object-add
+    and the template both set it); without the header neither mentions it."""
+    steps = resume_replication(
+        "a", "b", Ports(), ("c", "d"), ComparatorKind.BUILTIN, False, vnet_hdr=True
+    )
+    compare = [s.arguments for s in steps if s.arguments.get("qom-type") == "colo-compare"]
+    assert len(compare) == 1 and compare[0]["vnet_hdr_support"] is True
+    plain = resume_replication("a", "b", Ports(), ("c", "d"), ComparatorKind.BUILTIN, False)
+    assert all("vnet_hdr_support" not in s.arguments for s in plain)
+    for vm, flag in ((VNET, "vnet_hdr_support=on"), (VM, "vnet_hdr_support=off")):
+        argv = qemu_argv(QemuRuntime(), vm, side(Role.PRIMARY, ComparatorKind.BUILTIN))
+        (colo_compare,) = [o for o in values(argv, "-object") if o.startswith("colo-compare")]
+        assert flag in colo_compare.split(",")
 
 
 def test_colopps_relays_are_told_of_the_header() -> None:
@@ -145,3 +163,22 @@ def test_tx_offload_lets_the_guest_send_super_frames_too() -> None:
     assert VmSpec.from_dict(vm.to_dict()) == vm
     with pytest.raises(ConfigError, match="tx_offload needs rx_offload"):
         dataclasses.replace(VNET, tx_offload=True).validate()
+
+
+def test_qemus_comparator_is_refused_with_send_offloads() -> None:
+    """QEMU's filter-rewriter writes full checksums into device-checksummed frames: a pair
+    with colo-compare and tx_offload is refused when built, and when loaded from a record;
+    receive offloads alone and colopp's comparator with both are fine."""
+    slot = HostSlot("hosta", "tap-a", "198.18.1.10")
+    peer = HostSlot("hostb", "tap-b", "198.18.1.11")
+    builtin = ProtectionOptions(comparator=ComparatorKind.BUILTIN)
+    tx = dataclasses.replace(RX, tx_offload=True)
+    with pytest.raises(ConfigError, match="tx_offload needs colopp's comparator"):
+        PairConfig(tx, Path("/d.qcow2"), slot, peer, options=builtin)
+    colopp = ProtectionOptions(comparator=ComparatorKind.COLOPP)
+    fine = PairConfig(tx, Path("/d.qcow2"), slot, peer, options=colopp)
+    with pytest.raises(ConfigError, match="tx_offload needs colopp's comparator"):
+        PairConfig.from_dict({**fine.to_dict(), "options": builtin.to_dict()})
+    with pytest.raises(ConfigError, match="tx_offload needs colopp's comparator"):
+        fine.with_options(comparator=ComparatorKind.BUILTIN)
+    assert PairConfig(RX, Path("/d.qcow2"), slot, peer, options=builtin).vm.rx_offload
