@@ -132,7 +132,7 @@ class Bench:
     #: ``--quick`` and ``--no-repeat``).
     repeat_first: bool = False
     #: ``--rx-offload``: the guest receives coalesced frames (VmSpec.rx_offload) in every
-    #: configuration (QEMU's colo-compare takes the virtio-net header too).
+    #: configuration but QEMU's colo-compare (colopp refuses it with offloads: PairConfig).
     rx_offload: bool = False
     #: ``--tx-offload`` (with ``--rx-offload``): it also sends them (VmSpec.tx_offload).
     tx_offload: bool = False
