@@ -466,9 +466,7 @@ class PairConfig:
     def __post_init__(self) -> None:
         # Measured with QEMU 11.1.3 (session 15, README "Bulk traffic"): colo-compare fed
         # offloaded frames (rx_offload) moved 0.1-0.4 Mbit/s in COLO where it moves 150-700
-        # without them; with send offloads, QEMU's filter-rewriter also writes a full TCP
-        # checksum into frames whose virtio-net header leaves it to the device
-        # (net/filter-rewriter.c), and a download through a failover stood still for 2 s.
+        # without them, and an iperf3 run through a failover stood still for 1.8-2 s.
         # An inert header (vnet_hdr alone, a libvirt domain's) is fine.
         if self.vm.rx_offload and self.options.comparator is ComparatorKind.BUILTIN:
             raise ConfigError(
