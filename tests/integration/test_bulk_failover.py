@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,7 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
             primary = sp.pair.primary
             pid = site.run(sp.pair.agents[primary.name].call("status"))["pid"]
             os.kill(pid, signal.SIGKILL)
+            killed_wall = time.time()
             killed_at = run.intervals[-1][1]  # the fault, on iperf3's clock (within 0.2 s)
             site.run(sp.wait_for(f"failover {cycle}", lambda c=cycle: sp.handled(c), 60))
             code = site.run(asyncio.to_thread(run.proc.wait, RUN_S + 60))
@@ -189,8 +191,12 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
         if run.proc.stdout is not None:
             run.proc.stdout.close()
         what = f"{'download' if reverse else 'upload'} cycle {cycle}: " + "\n".join(run.lines)
-        print(f"{what.split(':')[0]}: stall after the fault {run.stall_after(killed_at):.1f} s")
         incident = sp.incidents[cycle - 1]
+        print(
+            f"{what.split(':')[0]}: stall after the fault {run.stall_after(killed_at):.1f} s,"
+            f" detected {incident.detected_at - killed_wall:.2f} s after the kill,"
+            f" failover {incident.failover_ms or 0:.0f} ms"
+        )
         assert incident.error is None, incident
         assert code == 0, what
         assert not any("error" in line for line in run.lines), what
