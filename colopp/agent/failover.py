@@ -3,6 +3,13 @@ or the primary drops its lost peer and serves alone."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from qemu.qmp import EventListener
+
 from colopp.agent.comparing import promote_ingress, stop_comparator
 from colopp.agent.semiactive import restore_vcpus
 from colopp.agent.side import Side
@@ -10,17 +17,44 @@ from colopp.agent.steps import run_steps
 from colopp.agent.translation import SideTranslation
 from colopp.colo.sequence import primary_failover, secondary_failover
 from colopp.domain import Role
+from colopp.errors import QmpError
 from colopp.rewrite.splice import promotion_steps
 
+#: How long a promotion waits for QEMU to report the guest running (it does not fail then:
+#: ``guest_running_ms`` stays None).
+GUEST_RUNNING_WAIT_S = 5.0
 
-async def serve_alone(side: Side, translation: SideTranslation | None) -> None:
+
+@dataclass
+class Promotion:
+    """What a secondary's promotion took, as the failover reply reports it."""
+
+    started: float = field(default_factory=time.time)  # wall clock
+    #: When QEMU reported the guest running, ms after ``started`` (0: it never stopped;
+    #: None: not within :data:`GUEST_RUNNING_WAIT_S`).
+    guest_running_ms: float | None = None
+    #: Each QMP step's command and the wall-clock time it ended, in order.
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    def timeline_ms(self) -> list[tuple[str, float]]:
+        """The steps (and QEMU's RESUME, when it came) as ms after ``started``."""
+        out = [(name, (at - self.started) * 1000) for name, at in self.steps]
+        if self.guest_running_ms:
+            out.append(("RESUME", self.guest_running_ms))
+        return sorted(out, key=lambda item: item[1])
+
+
+async def serve_alone(side: Side, translation: SideTranslation | None) -> Promotion | None:
     """Run this side's failover sequence; ``side.failed_over`` is then set.
+
+    Returns what a secondary's promotion took (None for a primary).
 
     Raises:
         QmpError: a step failed with an error it does not tolerate.
     """
+    promotion = None
     if side.spec.role is Role.SECONDARY:
-        await promote_secondary(side, translation)
+        promotion = await promote_secondary(side, translation)
     else:
         # No self-fence from here: without a peer and with the controller waiting on
         # this call (no heartbeats meanwhile), a sequence slower than the lease would
@@ -29,11 +63,50 @@ async def serve_alone(side: Side, translation: SideTranslation | None) -> None:
         await run_steps(side, primary_failover(side.spec.options.comparator))
         await stop_comparator(side)
     side.failed_over = True
+    return promotion
 
 
-async def promote_secondary(side: Side, translation: SideTranslation | None) -> None:
+async def promote_secondary(side: Side, translation: SideTranslation | None) -> Promotion:
     """The secondary takes over: full CPUs, its ingress relay's held frames to the guest,
-    QEMU's failover with colopp's translator spliced back in."""
+    QEMU's failover with colopp's translator spliced back in.
+
+    QEMU's COLO thread resumes a secondary stopped in a checkpoint on its own; the
+    returned :class:`Promotion` says when, beside each step's end.
+    """
+    promotion = Promotion()
+    resumed = side.monitor.listen(["RESUME"])
+    try:
+        await _promote(side, translation, promotion.steps)
+        promotion.guest_running_ms = await _guest_running_ms(side, resumed, promotion.started)
+    finally:
+        side.monitor.unlisten(resumed)
+    return promotion
+
+
+async def _guest_running_ms(side: Side, resumed: EventListener, started: float) -> float | None:
+    """Milliseconds from ``started`` (wall clock) until the guest ran: QEMU's RESUME event
+    since then (its own timestamp), else 0 if QEMU reports it running (it never stopped),
+    else the RESUME still to come; None if none within :data:`GUEST_RUNNING_WAIT_S`."""
+    if resumed.empty():
+        try:
+            status = await side.monitor.execute("query-status", timeout=2.0)
+        except QmpError:
+            return None
+        if isinstance(status, dict) and status.get("running") and resumed.empty():
+            return 0.0
+    try:
+        event = await asyncio.wait_for(resumed.get(), GUEST_RUNNING_WAIT_S)
+    except TimeoutError:
+        return None
+    message: dict[str, Any] = dict(event)
+    stamp = message.get("timestamp") or {}
+    at = stamp.get("seconds", 0) + stamp.get("microseconds", 0) / 1e6 if stamp else time.time()
+    return max(0.0, (at - started) * 1000)
+
+
+async def _promote(
+    side: Side, translation: SideTranslation | None, timeline: list[tuple[str, float]]
+) -> None:
     # The last checkpoint this secondary loaded, before anything here can make its
     # QEMU stop or resume (x-colo-lost-heartbeat resumes a VM stopped mid-load).
     last_load = side.checkpoints.last_at
@@ -42,9 +115,9 @@ async def promote_secondary(side: Side, translation: SideTranslation | None) -> 
     # (A re-adopted side has its filters but no translator child: its record says.)
     spliced = translation is not None and (translation.spliced or bool(translation.record))
     promote_ingress(side)  # hands what it holds to the guest, then exits
-    await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced))
+    await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced), timeline)
     if translation is not None:
         await translation.stop_learning(side)  # colo-compare's relay: the primary is gone
         translation.promoted(last_load)
         # filter-rewriter off, the translator applies the whole record (limit (3)).
-        await translation.take_over(lambda steps: run_steps(side, steps))
+        await translation.take_over(lambda steps: run_steps(side, steps, timeline))

@@ -387,9 +387,14 @@ class HostAgent:
         """Serve alone: the secondary takes over, or the primary drops its peer."""
         side = self._require()
         started = time.monotonic()
-        await serve_alone(side, self.translation)
+        promotion = await serve_alone(side, self.translation)
         self.persist()
-        return {"role": side.spec.role.value, "took_ms": (time.monotonic() - started) * 1000}
+        return {
+            "role": side.spec.role.value,
+            "took_ms": (time.monotonic() - started) * 1000,
+            "guest_running_ms": promotion.guest_running_ms if promotion else None,
+            "timeline_ms": promotion.timeline_ms() if promotion else [],
+        }
 
     async def kill_vm(
         self, signum: int = int(signal.SIGKILL), after_event: str | None = None

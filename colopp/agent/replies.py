@@ -67,6 +67,11 @@ class ResumeReply(TypedDict):
 class FailoverReply(TypedDict):
     role: str
     took_ms: float
+    # A promoted secondary: when QEMU reported its guest running, ms after the sequence
+    # started (0: it never stopped; None: not within 5 s, or a primary).
+    guest_running_ms: float | None
+    # A promoted secondary: each QMP step (and QEMU's RESUME), ms after the sequence began.
+    timeline_ms: list[tuple[str, float]]
 
 
 class PidReply(TypedDict):

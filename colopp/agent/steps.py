@@ -17,28 +17,37 @@ from colopp.errors import QmpError, QmpTimeout
 POLL = 0.1  # seconds between two questions to QEMU
 
 
-async def run_steps(side: Side, steps: list[QmpStep]) -> None:
+async def run_steps(
+    side: Side, steps: list[QmpStep], timeline: list[tuple[str, float]] | None = None
+) -> None:
     """Run ``steps`` in order; an error a step tolerates (by class and command) is skipped.
+    With ``timeline``, each step run appends its command and the wall-clock time it ended.
 
     Raises:
         QmpError: a step failed with an error it does not tolerate.
     """
     for planned in steps:
-        step = planned
-        if planned is YANK_PEER:
-            available = await side.monitor.execute("query-yank", timeout=2.0)
-            instances = peer_yank_instances(list(available or []))
-            if not instances:
-                continue
-            step = dataclasses.replace(planned, arguments={"instances": instances})
-        try:
-            if step.hmp:
-                await side.monitor.hmp(step.command)
-            else:
-                await side.monitor.execute(step.command, step.arguments, oob=step.oob)
-        except QmpError as exc:
-            if not step.tolerates(exc):
-                raise
+        await _run_step(side, planned)
+        if timeline is not None:
+            timeline.append((planned.command, time.time()))
+
+
+async def _run_step(side: Side, planned: QmpStep) -> None:
+    step = planned
+    if planned is YANK_PEER:
+        available = await side.monitor.execute("query-yank", timeout=2.0)
+        instances = peer_yank_instances(list(available or []))
+        if not instances:
+            return
+        step = dataclasses.replace(planned, arguments={"instances": instances})
+    try:
+        if step.hmp:
+            await side.monitor.hmp(step.command)
+        else:
+            await side.monitor.execute(step.command, step.arguments, oob=step.oob)
+    except QmpError as exc:
+        if not step.tolerates(exc):
+            raise
 
 
 async def wait_block_job(

@@ -255,7 +255,13 @@ class PairController:
         lost_slot = self.primary if lost is Role.PRIMARY else self.secondary
         self.primary, self.secondary, self.standby = survivor, None, lost_slot
         self.lifecycle.move(PairState.FAILED_OVER, f"{survivor.name} serves alone")
-        self._event("failover", lost=lost.value, survivor=survivor.name, took_ms=result["took_ms"])
+        self._event(
+            "failover",
+            lost=lost.value,
+            survivor=survivor.name,
+            took_ms=result["took_ms"],
+            guest_running_ms=result.get("guest_running_ms"),
+        )
         return result
 
     async def _serving_token(self, lost: Role, survivor: HostSlot) -> dict[str, Any]:

@@ -47,6 +47,10 @@ class Incident:
     detected_at: float
     fenced: bool = False
     failover_ms: float | None = None
+    # The survivor's guest ran this long after its promotion began (agent's failover reply).
+    guest_running_ms: float | None = None
+    # The survivor's failover steps (and QEMU's RESUME), ms after its promotion began.
+    timeline_ms: list[tuple[str, float]] = field(default_factory=list)
     reprotect_s: float | None = None
     reprotected_onto: str | None = None
     error: str | None = None
@@ -186,8 +190,10 @@ class PairSupervisor:
             if health in (Health.HUNG, Health.STALLED):
                 await self._fence(host)
                 incident.fenced = True
-            await self.pair.failover(role)
+            result = await self.pair.failover(role)
             incident.failover_ms = (self.clock.monotonic() - started) * 1000
+            incident.guest_running_ms = result.get("guest_running_ms")
+            incident.timeline_ms = [tuple(item) for item in result.get("timeline_ms") or []]
         except ColoppError as exc:
             incident.error = str(exc)
         self._detectors.clear()

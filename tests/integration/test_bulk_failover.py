@@ -195,8 +195,10 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
         print(
             f"{what.split(':')[0]}: stall after the fault {run.stall_after(killed_at):.1f} s,"
             f" detected {incident.detected_at - killed_wall:.2f} s after the kill,"
-            f" failover {incident.failover_ms or 0:.0f} ms"
+            f" failover {incident.failover_ms or 0:.0f} ms,"
+            f" guest running {incident.guest_running_ms} ms after the promotion began"
         )
+        print("  promotion:", ", ".join(f"{name} {ms:.0f}" for name, ms in incident.timeline_ms))
         assert incident.error is None, incident
         assert code == 0, what
         assert not any("error" in line for line in run.lines), what

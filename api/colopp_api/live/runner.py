@@ -349,8 +349,10 @@ class ProtectionRunner:
         await self._fence(lost)
         incident.fenced = True
         self.phase = None  # from here the pair's own FAILING_OVER → FAILED_OVER speak
-        await pair.failover(Role.PRIMARY)
+        result = await pair.failover(Role.PRIMARY)
         incident.failover_ms = (time.monotonic() - started) * 1000
+        incident.guest_running_ms = result.get("guest_running_ms")
+        incident.timeline_ms = [tuple(item) for item in result.get("timeline_ms") or []]
         self._on_incident(incident)
 
     async def switchover(self) -> None:
