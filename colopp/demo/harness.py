@@ -44,6 +44,7 @@ class ClientWorkload:
         ``writes_out``: where the workload writes every acknowledged key and value;
         ``target``: another guest's ``IP:PORT`` (a fleet's);
         ``trace_out``: where it writes each request's send and answer times."""
+        self.plan = plan
         if target is None:
             target = f"[{plan.guest_address6.ip}]:80" if ipv6 else f"{plan.guest_address.ip}:80"
         argv = [
@@ -100,7 +101,8 @@ class ClientWorkload:
             lines = (exc.output or b"").decode(errors="replace").strip().splitlines()
             raise WorkloadStuck(
                 f"the workload did not read its writes back within {timeout:.0f} s of stop"
-                f" (the service answers too slowly or not at all); its last lines: {lines[-3:]}"
+                f" (the service answers too slowly or not at all); its last lines: {lines[-3:]};"
+                f" where the lab forwards frames now: {lab_forwarding(self.plan)}"
             ) from exc
         summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         summary["finish_s"] = round(time.monotonic() - started, 2)
@@ -111,6 +113,28 @@ class ClientWorkload:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+def lab_forwarding(plan: LabPlan, limit: int = 60) -> list[str]:
+    """The lab's learned L2 entries (``bridge fdb show dynamic``, every namespace) and the
+    client's neighbour table: which host each MAC is sent to, for a report on clients that
+    stopped getting answers. At most ``limit`` lines; a namespace that cannot be asked says
+    why instead."""
+    asks = [(netns, ["bridge", "fdb", "show", "dynamic"]) for netns in plan.namespaces]
+    asks.append((plan.netns(Node.CLIENT), ["ip", "neigh", "show"]))
+    lines: list[str] = []
+    for netns, argv in asks:
+        try:
+            done = subprocess.run(
+                netns_argv(netns, argv), capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            lines.append(f"{netns} {argv[0]}: {exc}")
+            continue
+        lines += [f"{netns} {argv[0]}: {line}" for line in done.stdout.splitlines()]
+        if done.returncode != 0:
+            lines.append(f"{netns} {argv[0]}: exit {done.returncode} {done.stderr.strip()}")
+    return lines[:limit]
 
 
 class WorkloadStuck(RuntimeError):

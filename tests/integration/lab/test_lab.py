@@ -5,6 +5,7 @@ Needs root. Uses its own prefixes (``clptest*``) so a running demo lab is left a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
+from colopp.demo.harness import lab_forwarding
 from colopp.errors import LabError, StateError
 from colopp.lab import Lab, LabPlan, Network, Node, netns_argv, plan_lab
 from colopp.lab.netlink import Rtnl, list_namespaces
@@ -91,6 +93,22 @@ def test_client_reaches_both_hosts_on_the_service_network(plan: LabPlan) -> None
     client = plan.netns(Node.CLIENT)
     wait_reachable(client, plan.address(Node.HOST_A, Network.SERVICE))
     wait_reachable(client, plan.address(Node.HOST_B, Network.SERVICE))
+
+
+def test_a_stuck_workload_report_shows_where_the_lab_forwards_frames(plan: LabPlan) -> None:
+    """``lab_forwarding`` (in ``WorkloadStuck``'s message): the switch's learned MACs and the
+    client's neighbours once the client has talked to a host; a namespace that is gone is
+    reported, not raised."""
+    client = plan.netns(Node.CLIENT)
+    host_a = plan.address(Node.HOST_A, Network.SERVICE)
+    wait_reachable(client, host_a)
+    lines = lab_forwarding(plan)
+    assert any(line.startswith(f"{plan.switch_netns} bridge: ") for line in lines), lines
+    assert any(line.startswith(f"{client} ip: {host_a} ") for line in lines), lines
+    gone = dataclasses.replace(plan, switch_netns=f"{PREFIX}-gone")
+    assert any(line.startswith(f"{PREFIX}-gone bridge: exit ") for line in lab_forwarding(gone)), (
+        lab_forwarding(gone)
+    )
 
 
 def test_service_network_carries_ipv6_and_only_it(plan: LabPlan) -> None:
