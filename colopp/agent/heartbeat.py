@@ -29,7 +29,7 @@ async def heartbeat_reply(
             await side.monitor.execute("query-status", timeout=qmp_timeout)
         except QmpError:
             qmp_ok = False
-    stalled = reported_stall(side, time.time(), qmp_ok) if side is not None else 0.0
+    stalled = replication_stall(side, time.time()) if side is not None else 0.0
     reply: PingReply = {
         "host": host,
         "time": time.time(),
@@ -54,19 +54,6 @@ def replication_stall(side: Side, now: float) -> float:
         return stopped
     overdue = now - last - side.checkpoint_delay_ms / 1000.0
     return max(stopped, overdue, 0.0)
-
-
-def reported_stall(side: Side, now: float, qmp_ok: bool) -> float:
-    """The heartbeat's ``checkpoint_stalled_s``: :func:`replication_stall` while QMP answers;
-    with QMP silent, only a checkpoint that keeps the VM stopped (QEMU sent STOP, no RESUME).
-
-    The controller excuses a QMP silence as a checkpoint's when this is > 0
-    (colopp.controller.health). An overdue checkpoint is no such excuse: a SIGSTOPped
-    QEMU runs no checkpoints either, so its checkpoints fall overdue while it is silent.
-    """
-    if qmp_ok:
-        return replication_stall(side, now)
-    return side.checkpoints.stalled_for(now)
 
 
 def lease_view(side: Side | None) -> LeaseView:

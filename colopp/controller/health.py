@@ -12,14 +12,6 @@ A side is judged from the controller's heartbeats to its agent:
   sides still answer the controller;
 - ``HEALTHY`` otherwise.
 
-A QMP silence while the side reports its VM stopped in a checkpoint (``stalled_s`` > 0 with
-QMP silent: the agent saw QEMU's STOP and no RESUME) is the checkpoint's, not a hang: the
-primary holds the big QEMU lock while it stops the VM (``vm_stop_force_state`` drains and
-flushes the disks, the replication child's NBD too) and while it sends the device state, so
-with the replication link cut its main loop, and QMP with it, waits on the peer. That side
-is STALLED once the checkpoint reaches ``stall_after`` (judged before HUNG), and HUNG only
-if QMP stays silent past :attr:`DetectorConfig.checkpoint_silence_limit`.
-
 An agent that exits for a restart (an upgrade) says so in its last heartbeat replies
 (``restarting_s``): its VM keeps running and the next agent re-adopts it, so for that many
 seconds its silence is not UNREACHABLE. The notice ends with the first beat without it.
@@ -62,20 +54,6 @@ class DetectorConfig:
     stall_after: float = 2.0
     period: float = 0.05
 
-    @property
-    def checkpoint_silence_limit(self) -> float:
-        """Longest QMP silence a checkpoint excuses; past it the side is HUNG whatever it
-        reports.
-
-        A checkpoint that really holds QEMU's main loop began (QEMU sent STOP) before its
-        first unanswered ``query-status``, so its ``stalled_s`` trails the QMP silence by at
-        most one heartbeat round (about the QMP bound plus ``period``, 0.25 s) and reaches
-        ``stall_after`` (STALLED) before the silence reaches this limit: ``hang_after`` is
-        that round's margin. A report that stays small while QMP stays silent (an agent
-        whose checkpoint log no longer moves) is no checkpoint, and is fenced as a hang.
-        """
-        return self.stall_after + self.hang_after
-
 
 class SideDetector:
     """Turns a stream of beats for one side into a verdict."""
@@ -95,21 +73,13 @@ class SideDetector:
                 return Health.DEAD
             if beat.qmp_ok:
                 self.last_qmp_ok = beat.at
+            elif beat.at - self.last_qmp_ok >= self.config.hang_after:
+                return Health.HUNG
             if beat.stalled_s >= self.config.stall_after:
                 return Health.STALLED
-            if not beat.qmp_ok and self._hung(beat):
-                return Health.HUNG
             return Health.HEALTHY
         if beat.at < self.restarting_until:
             return Health.HEALTHY  # a planned agent restart
         if beat.at - self.last_agent_ok >= self.config.unreachable_after:
             return Health.UNREACHABLE
         return Health.HEALTHY
-
-    def _hung(self, beat: Beat) -> bool:
-        """Has QMP been silent long enough, for a side in a checkpoint or not, to fence?"""
-        silent = beat.at - self.last_qmp_ok
-        if silent < self.config.hang_after:
-            return False
-        in_checkpoint = beat.stalled_s > 0
-        return not in_checkpoint or silent >= self.config.checkpoint_silence_limit

@@ -39,7 +39,6 @@ class SimHost:
     vm_alive: bool = True
     qmp_ok: bool = True
     stalled_s: float = 0.0
-    stopped_since: float | None = None  # a checkpoint's STOP without RESUME (fake time)
     reachable: bool = True
     fault: str | None = None
     fault_at: float = float("inf")
@@ -59,13 +58,6 @@ class SimHost:
             self.reachable = False
         elif fault == "stalled":
             self.stalled_s = 10.0
-        elif fault == "checkpoint_held":  # the main loop waits on a cut replication link
-            self.qmp_ok, self.stopped_since = False, self.clock.monotonic() - 0.1
-
-    def stall(self) -> float:
-        if self.stopped_since is None:
-            return self.stalled_s
-        return self.clock.monotonic() - self.stopped_since
 
     async def answer(self, method: str, params: dict[str, Any]) -> Any:
         self.apply_fault()
@@ -79,14 +71,13 @@ class SimHost:
             return {
                 "vm_alive": self.vm_alive,
                 "qmp_ok": self.qmp_ok and self.vm_alive,
-                "checkpoint_stalled_s": self.stall(),
+                "checkpoint_stalled_s": self.stalled_s,
             }
         if method == "kill_vm":
             assert params.get("signum", int(signal.SIGKILL)) == int(signal.SIGKILL)
             self.vm_alive = False
         elif method in ("launch", "stop_vm"):
             self.vm_alive, self.qmp_ok, self.stalled_s = True, True, 0.0
-            self.stopped_since = None
         elif method == "probe_tcp":
             assert self.peer is not None
             return {"reachable": self.peer.reachable}
@@ -188,23 +179,6 @@ def test_each_verdict_takes_its_failover_path(
     # Detected within the detector's bounds (fake time), not before the fault.
     took = found.detected_at - s.clock.time() + s.clock.monotonic() - sim.fault_at
     assert 0.0 <= took <= 2 * LEASE + 1.0
-
-
-def test_a_primary_silent_inside_its_checkpoint_is_kept_and_the_secondary_fenced() -> None:
-    """CI's flaky test_partition: the replication link is cut mid-checkpoint, so the
-    primary's QMP is silent (QEMU's main loop waits on the peer) while its agent reports
-    the VM stopped in that checkpoint. Not a hang: STALLED, never the primary killed."""
-    s = scene()
-    a = s.hosts["hosta"]
-    a.fault, a.fault_at = "checkpoint_held", s.clock.monotonic() + FAULT_AT
-    s.run(incident)
-
-    (found,) = s.supervisor.incidents
-    assert (found.role, found.health, found.fenced) == ("secondary", "stalled", True)
-    assert "kill_vm" not in s.calls("hosta") and "kill_vm" in s.calls("hostb")
-    assert s.pair.primary.name == "hosta" and s.calls("hosta")[-1] == "failover"
-    took = found.detected_at - s.clock.time() + s.clock.monotonic() - a.fault_at
-    assert DetectorConfig().stall_after - 0.1 <= took < DetectorConfig().checkpoint_silence_limit
 
 
 def test_a_stalled_secondary_alone_is_left_to_the_primarys_checkpoints() -> None:
