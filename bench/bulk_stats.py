@@ -199,6 +199,8 @@ RELAY_COUNTERS: tuple[str, ...] = (
     "gate_released_expired",
     "gate_lowered",
     "gate_acks_sent",
+    "paced_frames",
+    "paced_expired",
 )
 
 

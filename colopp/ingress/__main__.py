@@ -15,6 +15,10 @@ acknowledges them (or ``--replay-deadline``), then exits 0. SIGUSR2: the seconda
 a checkpoint (the ACK gate forgets the old guest's output). SIGTERM / SIGINT stop it (0), and
 so does the end of ``--parent-pid`` (the secondary QEMU: the relay never outlives it).
 The status file (0600) holds the relay's and the log's counters.
+
+``--no-window-pacing`` (or ``COLOPP_INGRESS_WINDOW_PACING=off`` in the environment, which
+the agent passes on: for side-by-side runs) forwards client segments past the secondary
+guest's receive window at once instead of holding them until it opens (``pacing.py``).
 """
 
 from __future__ import annotations
@@ -67,6 +71,11 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         help="hold client frames that run ahead of the secondary instead of lowering their ACK",
     )
     p.add_argument(
+        "--no-window-pacing",
+        action="store_true",
+        help="forward client segments past the guest's receive window at once",
+    )
+    p.add_argument(
         "--receipt-interval-ms",
         type=float,
         default=RECEIPT_INTERVAL_S * 1000,
@@ -88,6 +97,7 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         receipts=not args.no_receipts,
         receipt_interval=args.receipt_interval_ms / 1000,
         gate_lowering=not args.no_gate_lowering,
+        window_pacing=not args.no_window_pacing and os.environ.get(PACING_ENV) != "off",
     )
     if not (options.mirror_to.listen and options.output_from.listen):
         raise ConfigError("--mirror-to and --output-from are listen: addresses (QEMU connects)")
@@ -178,6 +188,7 @@ def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | No
     status: dict[str, Any] = {
         **relay.stats,
         **relay.gate.counters(),
+        **(relay.pacing.counters if relay.pacing is not None else {}),
         "bytes_kept": relay.log.bytes_kept,
         "frames_refused": relay.log.frames_refused,
         "promoted": relay.promoted,
@@ -202,6 +213,8 @@ def _alive(pid: int) -> bool:
 #: Set to a path prefix: the relay runs under cProfile and dumps ``PREFIX.<pid>`` at exit
 #: (as ``COLOPP_COMPARE_PROFILE`` does for the comparator).
 PROFILE_ENV = "COLOPP_INGRESS_PROFILE"
+#: ``off``: as ``--no-window-pacing`` (side-by-side runs through the agents).
+PACING_ENV = "COLOPP_INGRESS_WINDOW_PACING"
 
 
 def main(argv: list[str] | None = None) -> int:

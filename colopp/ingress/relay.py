@@ -10,8 +10,9 @@ go at most once per ``receipt_interval``.
 ``output``: the secondary QEMU's ``red1`` (it listens) -> the comparator's ``secondary_in``
 (it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded,
 and each batch is followed by the receipts it made possible (``receipts.py``), in the same
-stream. At failover, :meth:`Relay.promote` stops taking the mirror and hands the log's
-unacknowledged frames to :class:`~colopp.ingress.replay.Replayer`.
+stream. A client segment past the secondary guest's receive window waits (``pacing.py``)
+until the guest's ACKs open it. At failover, :meth:`Relay.promote` stops taking the mirror
+and hands the log's unacknowledged frames to :class:`~colopp.ingress.replay.Replayer`.
 
 The agent starts it for a secondary whose answers may leave early (pre-release with the
 read rule), receipts on (``--no-receipts`` leaves the gate only); :meth:`Relay.checkpoint`
@@ -36,7 +37,17 @@ from colopp.compare.receipts import encode_receipts
 from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
-from colopp.ingress.wire import Span, Splitter, lower_ack, plain_tcp, rewritable, wire_runs
+from colopp.ingress.pacing import WindowPacing
+from colopp.ingress.wire import (
+    Span,
+    Splitter,
+    lower_ack,
+    plain_tcp,
+    rewritable,
+    tcp_window,
+    window_scale,
+    wire_runs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +80,9 @@ class RelayOptions:
     #: its ACK lowered (the client's own ACK follows once the secondary caught up); False:
     #: it waits (at most 0.2 s), and those behind it on its connection (``ackgate.py``).
     gate_lowering: bool = True
+    #: Hold client segments past the secondary guest's window until it opens
+    #: (:mod:`~colopp.ingress.pacing`); False: forward them as they come.
+    window_pacing: bool = True
 
 
 class _Side(SmallReadProtocol):
@@ -101,6 +115,7 @@ class Relay:
         self.options = options
         self.log = ClientLog(options.max_bytes)
         self.gate = AckGate(lowering=options.gate_lowering)
+        self.pacing = WindowPacing() if options.window_pacing else None
         self.stats = dict.fromkeys(
             ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
         )
@@ -130,13 +145,18 @@ class Relay:
     def _arm_gate_timer(self) -> None:
         """Look at held client frames again in :data:`GATE_TICK_S`, while the gate holds
         some (a timer only then: no wake-up of this host's CPU when nothing waits)."""
-        if self._gate_timer is None and self.gate.held_frames:
+        pacing = self.pacing
+        waiting = self.gate.held_frames or (pacing is not None and pacing.held_frames)
+        if self._gate_timer is None and waiting:
             loop = asyncio.get_running_loop()
             self._gate_timer = loop.call_later(GATE_TICK_S, self._gate_due)
 
     def _gate_due(self) -> None:
         self._gate_timer = None
-        self._to_guest(self.gate.due(asyncio.get_running_loop().time()))
+        now = asyncio.get_running_loop().time()
+        self._to_guest(self.gate.due(now))
+        if self.pacing is not None:
+            self._paced_to_guest(self.pacing.due(now))
         self._arm_gate_timer()
 
     def _factory(self, name: str) -> Callable[[], asyncio.BaseProtocol]:
@@ -179,7 +199,7 @@ class Relay:
         # Nothing is expected from red0 or the comparator: ignored.
 
     def _client_frames(self, buf: bytes, spans: list[Span]) -> None:
-        log, gate = self.log, self.gate
+        log, gate, pacing = self.log, self.gate, self.pacing
         now = asyncio.get_running_loop().time()
         out: list[bytes | memoryview] = []
         view = memoryview(buf)
@@ -209,12 +229,18 @@ class Relay:
                 held = not gate.client_frame(frame, now, vnet, pkt)
             if held:
                 continue
-            passed += 1
-            if lowered is not None:  # not as it came: a run of its own
+            pieces: list[bytes] = []  # empty: the frame goes as it came, in a run
+            if lowered is not None or (pacing is not None and f is not None):
+                paced = self._pieces(pacing, key, flags, seq, size, lowered, buf, header_start, end)
+                if paced is None:
+                    continue  # held for the guest's window
+                pieces = paced
+            passed += max(1, len(pieces))
+            if pieces:  # not as it came (ACK lowered, or held frames first): a run of its own
                 if run_from >= 0:
                     out.append(view[run_from:run_to])
                 run_from = run_to = -1
-                out.append(lowered)
+                out += pieces
                 continue
             if run_to != header_start:
                 if run_from >= 0:
@@ -223,11 +249,43 @@ class Relay:
             run_to = end
         if run_from >= 0:
             out.append(buf if (run_from, run_to) == (0, len(buf)) else view[run_from:run_to])
-        self.stats["client_frames"] += len(spans)
+        self._client_frames_done(len(spans), out, passed, now)
+
+    def _client_frames_done(
+        self, count: int, out: list[bytes | memoryview], passed: int, now: float
+    ) -> None:
+        self.stats["client_frames"] += count
         if out:
             self._send("red0", out, passed)
         self._arm_gate_timer()
         self._receipts_soon(now)
+
+    @staticmethod
+    def _pieces(
+        pacing: WindowPacing | None,
+        key: FlowKey,
+        flags: int,
+        seq: int,
+        size: int,
+        lowered: bytes | None,
+        buf: bytes,
+        header_start: int,
+        end: int,
+    ) -> list[bytes] | None:
+        """What a plain TCP client frame sends: None, it waits for the guest's window
+        (held); [] as it came; else these framed pieces (its lowered copy, after the frames
+        its RST lets go first)."""
+        framed = lowered
+        if pacing is not None:
+            if flags & RST:
+                first = pacing.client_reset(key)
+                if first:
+                    return [*first, framed or buf[header_start:end]]
+            elif pacing.must_wait(key, seq, size + (flags & FIN)):
+                held = framed or buf[header_start:end]
+                pacing.hold(key, seq, held, asyncio.get_running_loop().time())
+                return None
+        return [framed] if framed is not None else []
 
     def _receipts_soon(self, now: float) -> None:
         """What this host now holds, soon: an uploading client's bytes need not wait for
@@ -270,14 +328,23 @@ class Relay:
         return None
 
     def _guest_frames(self, buf: bytes, spans: list[Span]) -> None:
-        log, gate = self.log, self.gate
+        log, gate, pacing = self.log, self.gate, self.pacing
         released: list[tuple[bytes, int]] = []
+        paced: list[bytes] = []
         for _, start, end, vnet in spans:
             f = plain_tcp(buf, start, end, vnet)
             if f is not None:
                 src, dst, sport, dport, seq, ack, flags, size = f
                 key = (TCP, src, dst, sport, dport)
                 log.guest_ack(key, flags, ack)
+                if pacing is not None:
+                    if flags & RST:
+                        paced += pacing.client_reset(key)
+                    elif flags & SYN:
+                        if flags & ACK:
+                            pacing.guest_syn_ack(key, window_scale(buf, start, end, vnet))
+                    elif flags & ACK:
+                        paced += pacing.guest_ack(key, ack, tcp_window(buf, start, vnet))
                 more = gate.guest_sent(key, flags, seq, size)
             else:
                 frame = buf[start:end]
@@ -288,6 +355,7 @@ class Relay:
                 released += more
         self.stats["guest_frames"] += len(spans)
         self._to_guest(released)
+        self._paced_to_guest(paced)
         runs = wire_runs(spans)
         if len(runs) == 1 and runs[0] == (0, len(buf)):
             out: list[bytes | memoryview] = [buf]
@@ -318,6 +386,8 @@ class Relay:
         lets what it held go; the comparator forgot every receipt."""
         self.log.receipts_forgotten()
         self._to_guest(self.gate.checkpoint())
+        if self.pacing is not None:
+            self._paced_to_guest(self.pacing.checkpoint())
 
     def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
         if frames:
@@ -326,6 +396,11 @@ class Relay:
                 encode_frame(d, n, vnet_hdr=vnet) for d, n in frames
             ]
             self._send("red0", chunks, len(frames))
+
+    def _paced_to_guest(self, framed: list[bytes]) -> None:
+        """Client frames the window held, framed already, in their order."""
+        if framed:
+            self._send("red0", list(framed), len(framed))
 
     def _send(self, name: str, chunks: list[bytes | memoryview], count: int) -> None:
         side = self._sides.get(name)
@@ -340,6 +415,8 @@ class Relay:
         (:attr:`ClientLog.owed_acks`): the promoted guest, behind the dead primary, gets no
         others until its output reaches what the client acknowledged."""
         self.promoted = True
+        if self.pacing is not None:
+            self.pacing.clear()  # the replay below hands the log over, held frames included
         self.log.owed_acks = self.gate.handover()
         mirror = self._sides.pop("mirror", None)
         if mirror is not None and mirror.transport is not None:

@@ -193,3 +193,37 @@ def pure_ack(frame: bytes, vnet_hdr_len: int, ack: int) -> bytes:
     tcp[16:18] = _checksum(pseudo + tcp).to_bytes(2, "big")
     vnet = bytes(vnet_hdr_len)  # no offload asked of anyone
     return vnet + frame[eth : eth + _ETH_HLEN] + bytes(ip) + bytes(tcp)
+
+
+#: The TCP window field, from the Ethernet header on (IPv4 without options).
+_TCP_WINDOW = _TCP_OFF + 14
+_TCP_OPTIONS = _TCP_OFF + 20
+_OPT_END, _OPT_NOP, _OPT_WSCALE = 0, 1, 3
+
+
+def tcp_window(data: bytes, start: int, vnet_hdr_len: int) -> int:
+    """The raw window field of the :func:`plain_tcp` frame at ``start``."""
+    at = start + vnet_hdr_len + _TCP_WINDOW
+    return int.from_bytes(data[at : at + 2], "big")
+
+
+def window_scale(data: bytes, start: int, end: int, vnet_hdr_len: int) -> int:
+    """The window scale option of the :func:`plain_tcp` frame at ``start`` (a SYN or
+    SYN-ACK), 0 without one. Malformed options end the walk (0 unless found before)."""
+    eth = start + vnet_hdr_len
+    doff = (data[eth + _TCP_OFF + 12] >> 4) << 2
+    pos, stop = eth + _TCP_OPTIONS, min(end, eth + _TCP_OFF + doff)
+    while pos < stop:
+        kind = data[pos]
+        if kind == _OPT_END:
+            return 0
+        if kind == _OPT_NOP:
+            pos += 1
+            continue
+        if pos + 1 >= stop or data[pos + 1] < 2:
+            return 0
+        length = data[pos + 1]
+        if kind == _OPT_WSCALE and length == 3 and pos + 2 < stop:
+            return data[pos + 2]
+        pos += length
+    return 0

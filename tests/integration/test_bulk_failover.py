@@ -114,6 +114,13 @@ SITES = {
     "colopp": (ComparatorKind.COLOPP, {}),
     "colopp-offload": (ComparatorKind.COLOPP, {"rx_offload": True, "tx_offload": True}),
     "builtin": (ComparatorKind.BUILTIN, {}),
+    # Pre-release with a semi-active secondary: host B's relay holds the client's bytes
+    # (receipts, and segments past the secondary guest's window, ingress/pacing.py) and
+    # hands them to the promoted guest.
+    "colopp-prerelease": (
+        ComparatorKind.COLOPP,
+        {"prerelease": "auto", "read_prefixes": ("/kv/",), "semiactive": True},
+    ),
 }
 
 
