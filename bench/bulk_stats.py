@@ -201,6 +201,7 @@ RELAY_COUNTERS: tuple[str, ...] = (
     "gate_acks_sent",
     "paced_frames",
     "paced_expired",
+    "paced_overflow",
 )
 
 

@@ -31,6 +31,9 @@ from colopp.compare.seq import HALF, MASK
 
 #: Seconds a held client frame waits for the window at most.
 DEFAULT_MAX_WAIT_S = 0.2
+#: Bytes held at most, all connections together (a client that ignores the window must not
+#: grow this host's memory): past it, a connection's frames go at once, in order.
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 #: RFC 7323: a window scale above 14 is used as 14.
 MAX_SCALE = 14
 
@@ -52,10 +55,14 @@ class WindowPacing:
     """Per connection (keyed guest -> client): the guest's window edge and the client
     frames held back for it. Frames are opaque bytes (framed for ``red0`` already)."""
 
-    def __init__(self, max_wait: float = DEFAULT_MAX_WAIT_S) -> None:
+    def __init__(
+        self, max_wait: float = DEFAULT_MAX_WAIT_S, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self.max_wait = max_wait
+        self.max_bytes = max_bytes
         self.held_frames = 0
-        self.counters = dict.fromkeys(("paced_frames", "paced_expired"), 0)
+        self.held_bytes = 0
+        self.counters = dict.fromkeys(("paced_frames", "paced_expired", "paced_overflow"), 0)
         self._conns: dict[FlowKey, _Window] = {}
 
     def guest_syn_ack(self, key: FlowKey, scale: int) -> None:
@@ -63,7 +70,7 @@ class WindowPacing:
         A new incarnation of the connection: what was held for the old one goes on."""
         old = self._conns.pop(key, None)
         if old is not None:
-            self.held_frames -= len(old.held)
+            self._forget(old)
         self._conns[key] = _Window(min(scale, MAX_SCALE))
 
     def guest_ack(self, key: FlowKey, ack: int, window: int) -> list[bytes]:
@@ -88,21 +95,28 @@ class WindowPacing:
         edge = conn.edge
         return edge is not None and not _before(seq, edge)
 
-    def hold(self, key: FlowKey, seq: int, framed: bytes, now: float) -> None:
+    def hold(self, key: FlowKey, seq: int, framed: bytes, now: float) -> list[bytes]:
         """Keep ``framed`` (after :meth:`must_wait` said so) for :meth:`guest_ack` or
-        :meth:`due`."""
+        :meth:`due`. Returns [] (held), or, past ``max_bytes``, the connection's held frames
+        with this one last: they go now, in order."""
         conn = self._conns[key]
         conn.held.append((seq, framed, now))
         self.held_frames += 1
+        self.held_bytes += len(framed)
         self.counters["paced_frames"] += 1
+        if self.held_bytes <= self.max_bytes:
+            return []
+        self.counters["paced_overflow"] += len(conn.held)
+        return self._release(conn, lambda _seq, _since: True)
 
     def client_reset(self, key: FlowKey) -> list[bytes]:
         """A client RST: forget the connection; what it held goes first (in order)."""
         conn = self._conns.pop(key, None)
         if conn is None or not conn.held:
             return []
-        self.held_frames -= len(conn.held)
-        return [framed for _, framed, _ in conn.held]
+        out = [framed for _, framed, _ in conn.held]
+        self._forget(conn)
+        return out
 
     def due(self, now: float) -> list[bytes]:
         """Frames held ``max_wait`` or longer, with those behind them on their connection."""
@@ -126,7 +140,7 @@ class WindowPacing:
     def clear(self) -> None:
         """Promotion: the mirror is gone; the replay hands the log over instead."""
         self._conns.clear()
-        self.held_frames = 0
+        self.held_frames = self.held_bytes = 0
 
     def oldest(self) -> float | None:
         """When the longest-held frame was held (None: none)."""
@@ -140,4 +154,10 @@ class WindowPacing:
         while held and fits(held[0][0], held[0][2]):
             out.append(held.popleft()[1])
         self.held_frames -= len(out)
+        self.held_bytes -= sum(map(len, out))
         return out
+
+    def _forget(self, conn: _Window) -> None:
+        self.held_frames -= len(conn.held)
+        self.held_bytes -= sum(len(framed) for _, framed, _ in conn.held)
+        conn.held.clear()

@@ -283,8 +283,8 @@ class Relay:
                     return [*first, framed or buf[header_start:end]]
             elif pacing.must_wait(key, seq, size + (flags & FIN)):
                 held = framed or buf[header_start:end]
-                pacing.hold(key, seq, held, asyncio.get_running_loop().time())
-                return None
+                now = asyncio.get_running_loop().time()
+                return pacing.hold(key, seq, held, now) or None  # [...]: over its byte bound
         return [framed] if framed is not None else []
 
     def _receipts_soon(self, now: float) -> None:

@@ -68,7 +68,7 @@ def test_a_segment_past_the_window_waits_until_the_guest_opens_it() -> None:
     assert pacing.held_frames == 1
     assert pacing.guest_ack(KEY, 2480, 1) == [b"second"]
     assert pacing.held_frames == 0
-    assert pacing.counters == {"paced_frames": 2, "paced_expired": 0}
+    assert pacing.counters == {"paced_frames": 2, "paced_expired": 0, "paced_overflow": 0}
 
 
 def test_held_frames_go_after_max_wait_whatever_the_window() -> None:
@@ -82,6 +82,19 @@ def test_held_frames_go_after_max_wait_whatever_the_window() -> None:
     assert pacing.due(1.2) == [b"a", b"b"]  # the whole connection, in order
     assert pacing.counters["paced_expired"] == 2
     assert pacing.oldest() is None
+
+
+def test_a_client_that_ignores_the_window_cannot_grow_the_held_bytes() -> None:
+    """Past ``max_bytes`` the connection's frames go at once, in order, this one last."""
+    pacing = WindowPacing(max_bytes=250)
+    pacing.guest_syn_ack(KEY, 0)
+    pacing.guest_ack(KEY, 100, 0)
+    assert pacing.hold(KEY, 100, b"a" * 100, 0.0) == []
+    assert pacing.hold(KEY, 200, b"b" * 100, 0.0) == []
+    assert pacing.held_bytes == 200
+    assert pacing.hold(KEY, 300, b"c" * 100, 0.0) == [b"a" * 100, b"b" * 100, b"c" * 100]
+    assert (pacing.held_frames, pacing.held_bytes) == (0, 0)
+    assert pacing.counters["paced_overflow"] == 3
 
 
 def test_a_checkpoint_lets_everything_go_and_forgets_the_windows() -> None:
@@ -137,7 +150,7 @@ def test_every_frame_leaves_once_in_its_arrival_order(
     """Whatever the guest's ACKs, timers and checkpoints: nothing held is lost, duplicated
     or reordered, and the counter of held frames stays true. (A bare ACK, ``b == 0``, never
     waits: it may pass held data, which TCP allows; it is left out of the order check.)"""
-    pacing = WindowPacing(max_wait=2.0)
+    pacing = WindowPacing(max_wait=2.0, max_bytes=40)  # 10 frames of 4 bytes
     pacing.guest_syn_ack(KEY, scale)
     sent: list[bytes] = []
     arrived = 0
@@ -152,7 +165,7 @@ def test_every_frame_leaves_once_in_its_arrival_order(
             framed = arrived.to_bytes(4, "big")
             arrived += 1
             if pacing.must_wait(KEY, a, b):
-                pacing.hold(KEY, a, framed, now)
+                sent += pacing.hold(KEY, a, framed, now)
             else:
                 sent.append(framed)
         elif op == "due":
@@ -160,5 +173,6 @@ def test_every_frame_leaves_once_in_its_arrival_order(
         else:
             sent += pacing.checkpoint()
         assert pacing.held_frames == arrived - len(sent)
+        assert pacing.held_bytes == 4 * pacing.held_frames <= pacing.max_bytes
     sent += pacing.checkpoint()
     assert sent == [i.to_bytes(4, "big") for i in range(arrived)]
