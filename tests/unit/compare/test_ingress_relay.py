@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from compare_fakes import TIMEOUT, FakeQemuSide, connect_when_ready, read_frames
 from compare_frames import CLIENT, GUEST, tcp_frame
+from relay_rig import relay_rig
 
-from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import FrameDecoder, encode_frames
 from colopp.compare.receipts import decode_receipts, is_receipt_frame
-from colopp.ingress.relay import Relay, RelayOptions
 
 SEQ, CSEQ, MSS = 5_000, 1_000_000, 500
 
@@ -26,52 +25,30 @@ def _client(index: int) -> bytes:
 
 
 async def scenario(tmp: Path) -> None:
-    mirror = FakeQemuSide(tmp / "mirror0.sock")  # the primary's filter-mirror chardev
-    comparator = FakeQemuSide(tmp / "secondary_in.sock")
-    await mirror.start()
-    await comparator.start()
-    relay = Relay(
-        RelayOptions(
-            mirror_from=parse_endpoint(f"unix:{mirror.path}"),
-            mirror_to=parse_endpoint(f"listen:unix:{tmp / 'red0.sock'}"),
-            output_from=parse_endpoint(f"listen:unix:{tmp / 'red1.sock'}"),
-            output_to=parse_endpoint(f"unix:{comparator.path}"),
-        )
-    )
-    await relay.start()
-    red0 = await asyncio.open_unix_connection(str(tmp / "red0.sock"))
-    red1 = await connect_when_ready(tmp / "red1.sock")
-    try:
-        _, m_writer = await asyncio.wait_for(mirror.conn, TIMEOUT)
-        c_reader, _ = await asyncio.wait_for(comparator.conn, TIMEOUT)
+    async with relay_rig(tmp) as rig:
+        relay, m_writer, c_reader = rig.relay, rig.mirror, rig.comparator
         frames = [_client(i) for i in range(3)]
         m_writer.write(encode_frames(frames))
-        assert await read_frames(red0[0], FrameDecoder(), 3) == frames
+        assert await read_frames(rig.red0, FrameDecoder(), 3) == frames
         # What the host holds goes to the comparator at once, before any guest output.
         held = await read_frames(c_reader, FrameDecoder(), 1)
         assert [(r.start, r.end) for r in decode_receipts(held[0]) or []] == [
             (CSEQ, CSEQ + 3 * MSS)
         ]
         ack = tcp_frame(SEQ, CSEQ + MSS, "A")
-        red1.write(encode_frames([ack]))
+        rig.red1.write(encode_frames([ack]))
         # The guest's ACK moved only the start of what the host holds: no new promise for
         # the comparator (the old receipt's start is below that ACK), so no receipt.
         assert await read_frames(c_reader, FrameDecoder(), 1) == [ack]
         more = _client(3)
         m_writer.write(encode_frames([more]))
-        assert await read_frames(red0[0], FrameDecoder(), 1) == [more]
+        assert await read_frames(rig.red0, FrameDecoder(), 1) == [more]
         got = await read_frames(c_reader, FrameDecoder(), 1)
         assert is_receipt_frame(got[0])
         receipts = decode_receipts(got[0]) or []
         assert [(r.start, r.end) for r in receipts] == [(CSEQ + MSS, CSEQ + 4 * MSS)]
         assert relay.promote() == [*frames[1:], more]
         assert relay.stats["receipt_frames"] == 2
-    finally:
-        await relay.stop()
-        red0[1].close()
-        red1.close()
-        await mirror.close()
-        await comparator.close()
 
 
 def test_the_relay_forwards_logs_and_follows_guest_frames_with_receipts(tmp_path: Path) -> None:
@@ -175,43 +152,21 @@ def test_sigusr1_promotes_and_reports_what_it_could_not_hand_over(tmp_path: Path
 
 
 async def gate_scenario(tmp: Path) -> None:
-    mirror = FakeQemuSide(tmp / "mirror0.sock")
-    comparator = FakeQemuSide(tmp / "secondary_in.sock")
-    await mirror.start()
-    await comparator.start()
-    relay = Relay(
-        RelayOptions(
-            mirror_from=parse_endpoint(f"unix:{mirror.path}"),
-            mirror_to=parse_endpoint(f"listen:unix:{tmp / 'red0.sock'}"),
-            output_from=parse_endpoint(f"listen:unix:{tmp / 'red1.sock'}"),
-            output_to=parse_endpoint(f"unix:{comparator.path}"),
-            gate_lowering=False,  # the gate holds (lowering: tests/unit/ingress)
-        )
-    )
-    await relay.start()
-    red0 = await asyncio.open_unix_connection(str(tmp / "red0.sock"))
-    red1 = await connect_when_ready(tmp / "red1.sock")
-    try:
-        _, m_writer = await asyncio.wait_for(mirror.conn, TIMEOUT)
-        c_reader, _ = await asyncio.wait_for(comparator.conn, TIMEOUT)
+    # gate_lowering off: the gate holds (lowering: tests/unit/ingress).
+    async with relay_rig(tmp, gate_lowering=False) as rig:
+        relay = rig.relay
         assert relay._gate_timer is None  # nothing held: no timer wakes this host
         sent = tcp_frame(SEQ, CSEQ, "AP", b"x" * 10, sport=80, dport=40000)
-        red1.write(encode_frames([sent]))
-        assert await read_frames(c_reader, FrameDecoder(), 1) == [sent]
+        rig.red1.write(encode_frames([sent]))
+        assert await read_frames(rig.comparator, FrameDecoder(), 1) == [sent]
         # The client acknowledges 100 bytes the secondary guest has not sent: held.
         ahead = tcp_frame(CSEQ, SEQ + 110, "A", src=CLIENT, dst=GUEST, sport=40000, dport=80)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        m_writer.write(encode_frames([ahead]))
-        assert await read_frames(red0[0], FrameDecoder(), 1) == [ahead]
+        rig.mirror.write(encode_frames([ahead]))
+        assert await read_frames(rig.red0, FrameDecoder(), 1) == [ahead]
         assert loop.time() - start >= 0.15  # released by the timer, max_wait later
         assert relay.gate.released_expired == 1 and relay._gate_timer is None
-    finally:
-        await relay.stop()
-        red0[1].close()
-        red1.close()
-        await mirror.close()
-        await comparator.close()
 
 
 def test_the_gate_timer_runs_only_while_frames_are_held(tmp_path: Path) -> None:

@@ -8,12 +8,11 @@ import asyncio
 import struct
 from pathlib import Path
 
-from compare_fakes import TIMEOUT, FakeQemuSide, connect_when_ready, read_frames
+from compare_fakes import TIMEOUT, read_frames
 from compare_frames import CLIENT, GUEST, ethernet, ipv4, tcp_frame
+from relay_rig import relay_rig
 
-from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import FrameDecoder, encode_frames
-from colopp.ingress.relay import Relay, RelayOptions
 
 SEQ, CSEQ, MSS = 5_000, 1_000_000, 500
 
@@ -33,43 +32,19 @@ def _guest_syn_ack(scale: int) -> bytes:
 
 async def pacing_scenario(tmp: Path, pacing: bool) -> tuple[list[bytes], list[bytes]]:
     """Returns what red0 got before and after the guest's window opened."""
-    mirror = FakeQemuSide(tmp / "mirror0.sock")
-    comparator = FakeQemuSide(tmp / "secondary_in.sock")
-    await mirror.start()
-    await comparator.start()
-    relay = Relay(
-        RelayOptions(
-            mirror_from=parse_endpoint(f"unix:{mirror.path}"),
-            mirror_to=parse_endpoint(f"listen:unix:{tmp / 'red0.sock'}"),
-            output_from=parse_endpoint(f"listen:unix:{tmp / 'red1.sock'}"),
-            output_to=parse_endpoint(f"unix:{comparator.path}"),
-            window_pacing=pacing,
-        )
-    )
-    await relay.start()
-    red0 = await asyncio.open_unix_connection(str(tmp / "red0.sock"))
-    red1 = await connect_when_ready(tmp / "red1.sock")
-    try:
-        _, m_writer = await asyncio.wait_for(mirror.conn, TIMEOUT)
-        c_reader, _ = await asyncio.wait_for(comparator.conn, TIMEOUT)
+    async with relay_rig(tmp, window_pacing=pacing) as rig:
         # The guest's SYN-ACK (window scale 1), then its ACK with room for one segment.
         opening = [_guest_syn_ack(1), tcp_frame(SEQ, CSEQ, "A", window=MSS // 2)]
-        red1.write(encode_frames(opening))
-        assert await read_frames(c_reader, FrameDecoder(), 2) == opening
-        m_writer.write(encode_frames([_client(i) for i in range(3)]))
-        before = await read_frames(red0[0], FrameDecoder(), 1)
+        rig.red1.write(encode_frames(opening))
+        assert await read_frames(rig.comparator, FrameDecoder(), 2) == opening
+        rig.mirror.write(encode_frames([_client(i) for i in range(3)]))
+        before = await read_frames(rig.red0, FrameDecoder(), 1)
         if pacing:
-            assert relay.pacing is not None and relay.pacing.held_frames == 2
+            assert rig.relay.pacing is not None and rig.relay.pacing.held_frames == 2
         # The guest took the first segment and opens its window for two more.
-        red1.write(encode_frames([tcp_frame(SEQ, CSEQ + MSS, "A", window=MSS)]))
-        after = await read_frames(red0[0], FrameDecoder(), 3 - len(before))
+        rig.red1.write(encode_frames([tcp_frame(SEQ, CSEQ + MSS, "A", window=MSS)]))
+        after = await read_frames(rig.red0, FrameDecoder(), 3 - len(before))
         return before, after
-    finally:
-        await relay.stop()
-        red0[1].close()
-        red1.close()
-        await mirror.close()
-        await comparator.close()
 
 
 def test_segments_past_the_guest_window_wait_until_its_ack_opens_it(tmp_path: Path) -> None:
