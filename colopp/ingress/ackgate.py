@@ -13,7 +13,7 @@ secondary whose send window is full: it waits for those very ACKs, until its
 retransmission timeout). The client's own ACK is owed (:attr:`AckGate.owed`) and goes, as
 the bare ACK the client would send (``wire.pure_ack``), once the secondary's output
 reaches it, unless a later client frame acknowledged as much. Without lowering (or for a
-frame it cannot rewrite: not plain IPv4, or a checksum a device completes) the gate holds
+frame it cannot rewrite: not plain IPv4) the gate holds
 such a frame (and every later one of its connection, to keep their order) until the
 secondary's own output reaches that ACK, or ``max_wait`` passes. Pure.
 

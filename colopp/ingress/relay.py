@@ -43,7 +43,6 @@ from colopp.ingress.wire import (
     Splitter,
     lower_ack,
     plain_tcp,
-    rewritable,
     tcp_window,
     window_scale,
     wire_runs,
@@ -320,7 +319,7 @@ class Relay:
         it."""
         gate = self.gate
         sent = gate.lowered_ack(key)
-        if sent is not None and not flags & (SYN | RST) and rewritable(buf, start, vnet):
+        if sent is not None and not flags & (SYN | RST):
             frame = buf[start:end]
             gate.lowered(key, ack, frame, vnet, seq_end)
             return encode_frame(lower_ack(frame, vnet, sent), vnet, vnet_hdr=self.options.vnet_hdr)

@@ -148,18 +148,17 @@ def _checksum(data: bytes | bytearray) -> int:
     return ~_fold(sum(struct.unpack(f"!{len(data) // 2}H", data))) & 0xFFFF
 
 
-def rewritable(data: bytes, start: int, vnet_hdr_len: int) -> bool:
-    """True when :func:`lower_ack` and :func:`pure_ack` may rewrite the frame at ``start``
-    (one :func:`plain_tcp` read): its TCP checksum is a full one, not one a device
-    completes (a virtio-net header asking for it)."""
-    return not (vnet_hdr_len and data[start] & _VNET_NEEDS_CSUM)
-
-
 def lower_ack(frame: bytes, vnet_hdr_len: int, ack: int) -> bytes:
-    """``frame`` (a :func:`rewritable` plain IPv4/TCP frame) with its ACK field set to
-    ``ack``, its TCP checksum updated to match (RFC 1624)."""
+    """``frame`` (a :func:`plain_tcp` frame) with its ACK field set to ``ack``, its TCP
+    checksum updated to match (RFC 1624). A frame whose virtio-net header asks the device
+    to complete the checksum (``NEEDS_CSUM``: a GSO super-frame from an offloading client)
+    keeps its checksum field: it holds only the pseudo-header's sum, which the ACK is not
+    part of, and the guest trusts such a frame."""
     out = bytearray(frame)
     eth = vnet_hdr_len
+    if vnet_hdr_len and frame[0] & _VNET_NEEDS_CSUM:
+        out[eth + _TCP_ACK : eth + _TCP_ACK + 4] = ack.to_bytes(4, "big")
+        return bytes(out)
     old = int.from_bytes(out[eth + _TCP_ACK : eth + _TCP_ACK + 4], "big")
     csum = int.from_bytes(out[eth + _TCP_CSUM : eth + _TCP_CSUM + 2], "big")
     total = (~csum & 0xFFFF) + (~(old >> 16) & 0xFFFF) + (~old & 0xFFFF)
@@ -170,9 +169,10 @@ def lower_ack(frame: bytes, vnet_hdr_len: int, ack: int) -> bytes:
 
 
 def pure_ack(frame: bytes, vnet_hdr_len: int, ack: int) -> bytes:
-    """The bare ACK the client of ``frame`` (a :func:`rewritable` plain IPv4/TCP frame)
-    would send after it: the same headers and TCP options, no payload, sequence number
-    past the frame's payload (and FIN), flags ACK only, acknowledging ``ack``."""
+    """The bare ACK the client of ``frame`` (a :func:`plain_tcp` frame) would send after
+    it: the same headers and TCP options, no payload, sequence number past the frame's
+    payload (and FIN), flags ACK only, acknowledging ``ack``. Its checksums are computed
+    anew (a ``NEEDS_CSUM`` frame's partial one is not used) and it asks no offload."""
     eth = vnet_hdr_len
     doff = (frame[eth + _TCP_OFF + 12] >> 4) << 2
     total = int.from_bytes(frame[eth + _IP_TOTAL : eth + _IP_TOTAL + 2], "big")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_ingress_fastpath import CSEQ, GSEQ, MSS, _frames, _relay
 
-from colopp.compare.framing import encode_frames
+from colopp.compare.framing import FrameDecoder, encode_frames
 from colopp.compare.packet import ACK, TCP, Packet, parse_frame
 from colopp.ingress.wire import lower_ack, pure_ack
 
@@ -113,7 +113,12 @@ def test_a_later_frame_as_far_pays_the_debt_and_a_checkpoint_forgets_it() -> Non
     asyncio.run(run())
 
 
-def test_a_frame_whose_checksum_a_device_completes_is_held_not_rewritten() -> None:
+def test_a_frame_whose_checksum_a_device_completes_is_lowered_with_its_checksum_field_kept() -> (
+    None
+):
+    """A NEEDS_CSUM frame (an offloading client's GSO super-frame) carries only the
+    pseudo-header's sum, which the ACK is not part of: lowered, that field stays as it was."""
+
     async def run() -> None:
         relay, sides = _relay(vnet=True, lowering=True)
         plain = bytes(12)
@@ -122,8 +127,16 @@ def test_a_frame_whose_checksum_a_device_completes_is_held_not_rewritten() -> No
         sides["red1"].data_received(encode_frames([guest], 12, vnet_hdr=True))
         ahead = needs_csum + _client(0, GSEQ + 3 * MSS, "AP")
         sides["mirror"].data_received(encode_frames([ahead], 12, vnet_hdr=True))
-        assert _frames(sides["red0"]) == []
-        assert relay.gate.held_frames == 1 and relay.gate.lowered_frames == 0
+        transport = sides["red0"].transport
+        assert transport is not None
+        (sent,) = [f.data for f in FrameDecoder(vnet_hdr=True).feed(bytes(transport.data))]
+        assert relay.gate.held_frames == 0 and relay.gate.lowered_frames == 1
+        pkt = parse_frame(sent, 12)
+        assert isinstance(pkt, Packet) and pkt.ack == GSEQ + MSS  # what the guest sent
+        csum = slice(12 + 50, 12 + 52)  # the TCP checksum field (IPv4 without options)
+        assert sent[csum] == ahead[csum] and sent[:12] == needs_csum
+        assert sent[: 12 + 42] + sent[12 + 46 :] == ahead[: 12 + 42] + ahead[12 + 46 :]
+        assert relay.gate.owed  # the client's own ACK follows once the guest sent as far
 
     asyncio.run(run())
 
