@@ -65,13 +65,14 @@ class WindowPacing:
         self.counters = dict.fromkeys(("paced_frames", "paced_expired", "paced_overflow"), 0)
         self._conns: dict[FlowKey, _Window] = {}
 
-    def guest_syn_ack(self, key: FlowKey, scale: int) -> None:
-        """The guest's SYN-ACK: ``scale`` is its window scale option (0 without one).
-        A new incarnation of the connection: what was held for the old one goes on."""
+    def guest_syn_ack(self, key: FlowKey, scale: int) -> list[bytes]:
+        """The guest's SYN-ACK: ``scale`` is its window scale option (0 without one). Its
+        window is learned anew; what was held on the connection goes now, in order (a
+        SYN-ACK sent again, or a new incarnation of the 4-tuple: nothing is dropped)."""
         old = self._conns.pop(key, None)
-        if old is not None:
-            self._forget(old)
+        out = self._release(old, lambda _seq, _since: True) if old is not None else []
         self._conns[key] = _Window(min(scale, MAX_SCALE))
+        return out
 
     def guest_ack(self, key: FlowKey, ack: int, window: int) -> list[bytes]:
         """The guest's ACK and raw window field (not on a SYN): the frames that now fit."""

@@ -341,7 +341,7 @@ class Relay:
                         paced += pacing.client_reset(key)
                     elif flags & SYN:
                         if flags & ACK:
-                            pacing.guest_syn_ack(key, window_scale(buf, start, end, vnet))
+                            paced += pacing.guest_syn_ack(key, window_scale(buf, start, end, vnet))
                     elif flags & ACK:
                         paced += pacing.guest_ack(key, ack, tcp_window(buf, start, vnet))
                 more = gate.guest_sent(key, flags, seq, size)

@@ -116,8 +116,8 @@ def test_a_reset_or_a_new_syn_ack_ends_the_wait() -> None:
     pacing.guest_syn_ack(KEY, 0)
     pacing.guest_ack(KEY, 100, 0)
     pacing.hold(KEY, 100, b"b", 0.0)
-    pacing.guest_syn_ack(KEY, 0)  # a new incarnation of the 4-tuple
-    assert pacing.held_frames == 0
+    assert pacing.guest_syn_ack(KEY, 0) == [b"b"]  # sent again, or a new incarnation
+    assert (pacing.held_frames, pacing.held_bytes) == (0, 0)
     pacing.clear()
     assert pacing.held_frames == 0
 
@@ -137,6 +137,7 @@ _ops = st.lists(
         st.tuples(st.just("frame"), st.integers(0, 20_000), st.integers(0, 3000)),
         st.tuples(st.just("due"), st.integers(0, 5), st.just(0)),
         st.tuples(st.just("checkpoint"), st.just(0), st.just(0)),
+        st.tuples(st.just("syn_ack"), st.integers(0, 14), st.just(0)),
     ),
     max_size=60,
 )
@@ -170,6 +171,8 @@ def test_every_frame_leaves_once_in_its_arrival_order(
                 sent.append(framed)
         elif op == "due":
             sent += pacing.due(now + a)
+        elif op == "syn_ack":
+            sent += pacing.guest_syn_ack(KEY, a)
         else:
             sent += pacing.checkpoint()
         assert pacing.held_frames == arrived - len(sent)
