@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable
 
 from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
 from colopp.agent.side import Side
-from colopp.domain import ComparatorKind, SideSpec
+from colopp.compare.config import DEFAULT_RESP_PORTS
+from colopp.domain import ComparatorKind, ProtectionOptions, SideSpec
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,23 @@ def ingress_argv(
         "--status",
         str(spec.run_dir / "ingress.json"),
         *(["--vnet-hdr"] if vnet_hdr else []),
+        *fence_argv(spec.options),
     ]
+
+
+def fence_argv(options: ProtectionOptions) -> list[str]:
+    """The read rule the relay's write fence follows (``colopp/ingress/fence.py``): the
+    comparator's, so a write waits for every read that may have left early (pure)."""
+    rules = set() if options.prerelease is None else set(options.prerelease.split(","))
+    resp_ports = options.resp_ports
+    if not resp_ports and ("all" in rules or "resp_read" in rules):
+        resp_ports = DEFAULT_RESP_PORTS  # the comparator's default for the RESP rule
+    argv: list[str] = []
+    for prefix in options.read_prefixes:
+        argv += ["--read-prefix", prefix]
+    for port in resp_ports:
+        argv += ["--resp-port", str(port)]
+    return argv
 
 
 async def _nothing() -> None:

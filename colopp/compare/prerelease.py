@@ -25,7 +25,10 @@ The rules (composable, any one may grant; :class:`PreReleasePolicy` asks them in
     the checkpoint's and its answer to the same request is the same bytes; a write before the
     read could be applied in a different order on the two guests, so one write disarms every
     read until the next checkpoint re-arms them. (A write seen *after* the read does not
-    matter: the read's answer is linearizable before it.)
+    matter: the read's answer is linearizable before it, provided the secondary's service
+    also answers the read first. Services do not promise that across connections, so host
+    B's relay holds such a write until the secondary guest began answering every read
+    delivered before it: :mod:`colopp.ingress.fence`.)
 ``resp_read``
     The same for Redis: RESP commands on the configured guest ports
     (:mod:`~colopp.compare.resp_reads`: GET, MGET, EXISTS, STRLEN, HGET, HMGET, LRANGE,

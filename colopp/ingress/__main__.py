@@ -16,6 +16,11 @@ a checkpoint (the ACK gate forgets the old guest's output). SIGTERM / SIGINT sto
 so does the end of ``--parent-pid`` (the secondary QEMU: the relay never outlives it).
 The status file (0600) holds the relay's and the log's counters.
 
+``--read-prefix`` / ``--resp-port`` (pre-release's read rule, as the agent gives the
+comparator) turn on the write fence (``fence.py``): a client's write waits until the secondary
+guest began answering every read delivered before it on other connections
+(``COLOPP_INGRESS_WRITE_FENCE=off`` in the environment turns it off: side-by-side runs).
+
 ``--no-window-pacing`` (or ``COLOPP_INGRESS_WINDOW_PACING=off`` in the environment, which
 the agent passes on: for side-by-side runs) forwards client segments past the secondary
 guest's receive window at once instead of holding them until it opens (``pacing.py``).
@@ -39,6 +44,7 @@ from typing import Any
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.status import write_status
 from colopp.errors import ColoppError, ConfigError
+from colopp.ingress.fence import MAX_PENDING_S
 from colopp.ingress.log import DEFAULT_MAX_BYTES
 from colopp.ingress.relay import RECEIPT_INTERVAL_S, Relay, RelayOptions
 from colopp.ingress.replay import (
@@ -81,12 +87,26 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         default=RECEIPT_INTERVAL_S * 1000,
         help="least time between receipt writes after client frames (0: after every read)",
     )
+    p.add_argument(
+        "--read-prefix",
+        action="append",
+        default=[],
+        help="pre-release's read rule: HTTP path prefix of reads (repeatable; write fence)",
+    )
+    p.add_argument(
+        "--resp-port",
+        action="append",
+        type=int,
+        default=[],
+        help="pre-release's read rule: guest port speaking RESP (repeatable; write fence)",
+    )
     p.add_argument("--parent-pid", type=int, help="exit when this process (QEMU) is gone")
     args = p.parse_args(argv)
     if args.max_bytes <= 0 or args.replay_deadline <= 0:
         raise ConfigError("--max-bytes and --replay-deadline must be positive")
     if not 0 <= args.receipt_interval_ms <= 1000:
         raise ConfigError("--receipt-interval-ms must be within 0..1000")
+    fence = os.environ.get(FENCE_ENV) != "off"
     options = RelayOptions(
         mirror_from=parse_endpoint(args.mirror_from),
         mirror_to=parse_endpoint(args.mirror_to),
@@ -98,7 +118,13 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         receipt_interval=args.receipt_interval_ms / 1000,
         gate_lowering=not args.no_gate_lowering,
         window_pacing=not args.no_window_pacing and os.environ.get(PACING_ENV) != "off",
+        read_prefixes=tuple(args.read_prefix) if fence else (),
+        resp_ports=tuple(args.resp_port) if fence else (),
     )
+    if any(not 0 < port < 65536 for port in args.resp_port):
+        raise ConfigError("--resp-port must be within 1..65535")
+    if any(not prefix.startswith("/") or not prefix.isascii() for prefix in args.read_prefix):
+        raise ConfigError("--read-prefix must be an ASCII path starting with /")
     if not (options.mirror_to.listen and options.output_from.listen):
         raise ConfigError("--mirror-to and --output-from are listen: addresses (QEMU connects)")
     return options, args
@@ -139,9 +165,9 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
         return {"frames": len(frames), "handed_over": False}
     sock = open_tap_socket(args.tap)
     loop = asyncio.get_running_loop()
-    replayer = Replayer(
-        relay.log, functools.partial(send_frame, sock), time.monotonic(), args.replay_deadline
-    )
+    now = time.monotonic()
+    replayer = Replayer(relay.log, functools.partial(send_frame, sock), now, args.replay_deadline)
+    replayer.keep_order(*relay.fence_handover, now + MAX_PENDING_S)
 
     wake = asyncio.Event()  # a push moved the next round earlier
 
@@ -189,6 +215,7 @@ def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | No
         **relay.stats,
         **relay.gate.counters(),
         **(relay.pacing.counters if relay.pacing is not None else {}),
+        **(relay.fence.counters() if relay.fence is not None else {}),
         "bytes_kept": relay.log.bytes_kept,
         "frames_refused": relay.log.frames_refused,
         "promoted": relay.promoted,
@@ -215,6 +242,8 @@ def _alive(pid: int) -> bool:
 PROFILE_ENV = "COLOPP_INGRESS_PROFILE"
 #: ``off``: as ``--no-window-pacing`` (side-by-side runs through the agents).
 PACING_ENV = "COLOPP_INGRESS_WINDOW_PACING"
+#: ``off``: no write fence whatever the read rule (side-by-side runs through the agents).
+FENCE_ENV = "COLOPP_INGRESS_WRITE_FENCE"
 
 
 def main(argv: list[str] | None = None) -> int:

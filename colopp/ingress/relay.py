@@ -11,7 +11,9 @@ go at most once per ``receipt_interval``.
 (it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded,
 and each batch is followed by the receipts it made possible (``receipts.py``), in the same
 stream. A client segment past the secondary guest's receive window waits (``pacing.py``)
-until the guest's ACKs open it. At failover, :meth:`Relay.promote` stops taking the mirror
+until the guest's ACKs open it. With the read rule (``read_prefixes``/``resp_ports``) a
+client's write waits until the secondary guest began answering the reads before it
+(``fence.py``). At failover, :meth:`Relay.promote` stops taking the mirror
 and hands the log's unacknowledged frames to :class:`~colopp.ingress.replay.Replayer`.
 
 The agent starts it for a secondary whose answers may leave early (pre-release with the
@@ -31,11 +33,12 @@ from typing import cast
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import encode_frame
-from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
+from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, Packet, parse_frame
 from colopp.compare.reads import SmallReadProtocol
 from colopp.compare.receipts import encode_receipts
 from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
+from colopp.ingress.fence import WriteFence
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
 from colopp.ingress.pacing import WindowPacing
 from colopp.ingress.wire import (
@@ -82,6 +85,12 @@ class RelayOptions:
     #: Hold client segments past the secondary guest's window until it opens
     #: (:mod:`~colopp.ingress.pacing`); False: forward them as they come.
     window_pacing: bool = True
+    #: The read rule of pre-release (path prefixes, RESP ports, HTTP methods): a client's
+    #: write waits until the secondary guest answered the reads before it
+    #: (:mod:`~colopp.ingress.fence`). Neither prefixes nor ports: no fence.
+    read_prefixes: tuple[str, ...] = ()
+    resp_ports: tuple[int, ...] = ()
+    read_methods: tuple[str, ...] = ("GET", "HEAD")
 
 
 class _Side(SmallReadProtocol):
@@ -115,10 +124,22 @@ class Relay:
         self.log = ClientLog(options.max_bytes)
         self.gate = AckGate(lowering=options.gate_lowering)
         self.pacing = WindowPacing() if options.window_pacing else None
+        self.fence = (
+            WriteFence(
+                options.read_methods,
+                options.read_prefixes,
+                options.resp_ports,
+                http=bool(options.read_prefixes),
+            )
+            if options.read_prefixes or options.resp_ports
+            else None
+        )
         self.stats = dict.fromkeys(
             ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
         )
         self.promoted = False
+        #: At promotion: the write fence's pending reads and fenced connections.
+        self.fence_handover: tuple[dict[FlowKey, int], set[FlowKey]] = ({}, set())
         self._sides: dict[str, _Side] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,8 +165,12 @@ class Relay:
     def _arm_gate_timer(self) -> None:
         """Look at held client frames again in :data:`GATE_TICK_S`, while the gate holds
         some (a timer only then: no wake-up of this host's CPU when nothing waits)."""
-        pacing = self.pacing
-        waiting = self.gate.held_frames or (pacing is not None and pacing.held_frames)
+        pacing, fence = self.pacing, self.fence
+        waiting = (
+            self.gate.held_frames
+            or (pacing is not None and pacing.held_frames)
+            or (fence is not None and fence.held_frames)
+        )
         if self._gate_timer is None and waiting:
             loop = asyncio.get_running_loop()
             self._gate_timer = loop.call_later(GATE_TICK_S, self._gate_due)
@@ -156,6 +181,8 @@ class Relay:
         self._to_guest(self.gate.due(now))
         if self.pacing is not None:
             self._paced_to_guest(self.pacing.due(now))
+        if self.fence is not None:
+            self._fenced_to_guest(self.fence.release(now))
         self._arm_gate_timer()
 
     def _factory(self, name: str) -> Callable[[], asyncio.BaseProtocol]:
@@ -197,8 +224,11 @@ class Relay:
             self._guest_frames(buf, spans)
         # Nothing is expected from red0 or the comparator: ignored.
 
-    def _client_frames(self, buf: bytes, spans: list[Span]) -> None:
+    def _client_frames(self, buf: bytes, spans: list[Span], *, fenced: bool = False) -> None:
+        """Client frames as they came (``fenced``: frames the write fence held, logged and
+        classified already, now let go)."""
         log, gate, pacing = self.log, self.gate, self.pacing
+        fence = None if fenced else self.fence
         now = asyncio.get_running_loop().time()
         out: list[bytes | memoryview] = []
         view = memoryview(buf)
@@ -210,10 +240,14 @@ class Relay:
             if f is not None:
                 src, dst, sport, dport, seq, ack, flags, size = f
                 key = (TCP, dst, src, dport, sport)
-                if size or flags & (SYN | RST | FIN):
+                if (size or flags & (SYN | RST | FIN)) and not fenced:
                     log.client_segment(
                         key, flags, seq, size + (flags & FIN), buf[start + vnet : end]
                     )
+                    if fence is not None and self._fenced(
+                        fence, buf, header_start, start, end, vnet, now
+                    ):
+                        continue
                 held = bool(flags & ACK) and gate.must_hold(key, ack)
                 if held:
                     seq_end = (seq + size + (flags & FIN)) & MASK
@@ -222,10 +256,7 @@ class Relay:
                 elif gate.owed and key in gate.owed:
                     gate.passed(key, ack, buf[start:end], vnet, (seq + size + (flags & FIN)) & MASK)
             else:
-                frame = buf[start:end]
-                pkt = parse_frame(frame, vnet)
-                log.client_frame(frame, vnet, pkt)
-                held = not gate.client_frame(frame, now, vnet, pkt)
+                held = self._other_frame(buf, header_start, start, end, vnet, now, fenced=fenced)
             if held:
                 continue
             pieces: list[bytes] = []  # empty: the frame goes as it came, in a run
@@ -248,7 +279,57 @@ class Relay:
             run_to = end
         if run_from >= 0:
             out.append(buf if (run_from, run_to) == (0, len(buf)) else view[run_from:run_to])
-        self._client_frames_done(len(spans), out, passed, now)
+        self._client_frames_done(0 if fenced else len(spans), out, passed, now)
+
+    def _other_frame(
+        self,
+        buf: bytes,
+        header_start: int,
+        start: int,
+        end: int,
+        vnet: int,
+        now: float,
+        *,
+        fenced: bool,
+    ) -> bool:
+        """A client frame that is not plain IPv4 TCP: logged (unless ``fenced``: let go by
+        the write fence), then True if the fence or the gate holds it."""
+        frame = buf[start:end]
+        pkt = parse_frame(frame, vnet)
+        if not fenced:
+            self.log.client_frame(frame, vnet, pkt)
+            fence = self.fence
+            if (
+                fence is not None
+                and isinstance(pkt, Packet)
+                and fence.client(pkt, frame, vnet, buf[header_start:end], now)
+            ):
+                return True
+        return not self.gate.client_frame(frame, now, vnet, pkt)
+
+    @staticmethod
+    def _fenced(
+        fence: WriteFence,
+        buf: bytes,
+        header_start: int,
+        start: int,
+        end: int,
+        vnet: int,
+        now: float,
+    ) -> bool:
+        """True when the write fence holds this plain TCP client frame."""
+        frame = buf[start:end]
+        pkt = parse_frame(frame, vnet)
+        return isinstance(pkt, Packet) and fence.client(
+            pkt, frame, vnet, buf[header_start:end], now
+        )
+
+    def _fenced_to_guest(self, framed: list[bytes]) -> None:
+        """Client frames the write fence let go (framed, in their order): on through the
+        gate and the window, as if they came now."""
+        if framed:
+            buf, spans = Splitter(self.options.vnet_hdr).feed(b"".join(framed))
+            self._client_frames(buf, spans, fenced=True)
 
     def _client_frames_done(
         self, count: int, out: list[bytes | memoryview], passed: int, now: float
@@ -327,9 +408,10 @@ class Relay:
         return None
 
     def _guest_frames(self, buf: bytes, spans: list[Span]) -> None:
-        log, gate, pacing = self.log, self.gate, self.pacing
+        log, gate, pacing, fence = self.log, self.gate, self.pacing, self.fence
         released: list[tuple[bytes, int]] = []
         paced: list[bytes] = []
+        answered = False
         for _, start, end, vnet in spans:
             f = plain_tcp(buf, start, end, vnet)
             if f is not None:
@@ -345,6 +427,8 @@ class Relay:
                     elif flags & ACK:
                         paced += pacing.guest_ack(key, ack, tcp_window(buf, start, vnet))
                 more = gate.guest_sent(key, flags, seq, size)
+                if fence is not None and fence.pending and fence.guest(key, flags, seq, size):
+                    answered = True
             else:
                 frame = buf[start:end]
                 pkt = parse_frame(frame, vnet)
@@ -355,6 +439,9 @@ class Relay:
         self.stats["guest_frames"] += len(spans)
         self._to_guest(released)
         self._paced_to_guest(paced)
+        if answered:
+            assert fence is not None
+            self._fenced_to_guest(fence.release(asyncio.get_running_loop().time()))
         runs = wire_runs(spans)
         if len(runs) == 1 and runs[0] == (0, len(buf)):
             out: list[bytes | memoryview] = [buf]
@@ -387,6 +474,9 @@ class Relay:
         self._to_guest(self.gate.checkpoint())
         if self.pacing is not None:
             self._paced_to_guest(self.pacing.checkpoint())
+        if self.fence is not None:
+            self._fenced_to_guest(self.fence.checkpoint(asyncio.get_running_loop().time()))
+            self._arm_gate_timer()
 
     def _to_guest(self, frames: list[tuple[bytes, int]]) -> None:
         if frames:
@@ -417,6 +507,8 @@ class Relay:
         if self.pacing is not None:
             self.pacing.clear()  # the replay below hands the log over, held frames included
         self.log.owed_acks = self.gate.handover()
+        if self.fence is not None:  # the replay keeps the writes' order (fence.py)
+            self.fence_handover = self.fence.handover()
         mirror = self._sides.pop("mirror", None)
         if mirror is not None and mirror.transport is not None:
             mirror.transport.close()

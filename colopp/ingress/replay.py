@@ -75,6 +75,27 @@ class Replayer:
         # tens of thousands of frames and a push follows every batch of guest frames.
         self._parsed: dict[bytes, tuple[FlowKey, int | None, int] | None] = {}
         self.parsed_frames = 0
+        # The relay's write fence, carried over (:meth:`keep_order`).
+        self._pending: dict[FlowKey, int] = {}
+        self._fenced: set[FlowKey] = set()
+        self._fence_until = now
+        self._fence_opened = False
+
+    def keep_order(self, pending: dict[FlowKey, int], fenced: set[FlowKey], until: float) -> None:
+        """The relay's write fence at the promotion (:meth:`WriteFence.handover`): the frames
+        of a ``fenced`` connection wait (until ``until`` at most) while the guest has not yet
+        sent past a ``pending`` read's position on another connection."""
+        self._pending = dict(pending)
+        self._fenced = set(fenced)
+        self._fence_until = until
+
+    def _waits_for_reads(self, key: FlowKey, now: float) -> bool:
+        if key not in self._fenced:
+            return False
+        if now < self._fence_until and any(other != key for other in self._pending):
+            return True
+        self._fenced.discard(key)
+        return False
 
     def guest_frame(self, frame: bytes) -> None:
         """A frame the promoted guest sent (plain Ethernet): its ACKs settle the log, its
@@ -87,6 +108,10 @@ class Replayer:
             self.log.owed_acks.pop(pkt.key, None)  # the connection is gone: nothing owed
             return
         end = (pkt.seq + pkt.payload_end - pkt.payload_start + (1 if pkt.flags & FIN else 0)) & MASK
+        read_at = self._pending.get(pkt.key)
+        if read_at is not None and pkt.payload_end > pkt.payload_start and seq_after(end, read_at):
+            del self._pending[pkt.key]  # it answered that read: writes behind may go
+            self._fence_opened = True
         old = self._sent_end.get(pkt.key)
         if old is None or seq_after(end, old):
             self._sent_end[pkt.key] = end
@@ -97,7 +122,10 @@ class Replayer:
         moved, self._moved = self._moved, set()
         sent = 0
         for key in moved:
-            sent += self._send(self.log.unacked_of(key), everything=False)
+            sent += self._send(self.log.unacked_of(key), now, everything=False)
+        if self._fence_opened:  # the writes a read held back
+            self._fence_opened = False
+            sent += self._send(self.log.unacked(), now, everything=True)
         self.pushed += sent
         if self.log.owed_acks:
             sent += sum(self._ack_owed(key) for key in moved)
@@ -115,7 +143,7 @@ class Replayer:
         if now >= self.next_at:
             frames = self.log.unacked()
             self._parsed = {f: self._parsed[f] for f in frames if f in self._parsed}
-            self._send(frames, everything=True)
+            self._send(frames, now, everything=True)
             for key in list(self.log.owed_acks):
                 self._ack_owed(key)
             self.rounds += 1
@@ -160,10 +188,11 @@ class Replayer:
         self._parsed[frame] = fields
         return fields
 
-    def _send(self, frames: list[bytes], *, everything: bool) -> int:
+    def _send(self, frames: list[bytes], now: float, *, everything: bool) -> int:
         """Per connection in order: every frame of ``frames`` the guest can take
         (``everything``), or only those past the last one sent known covered; stops at a
-        connection's first frame whose ACK runs past what the guest sent."""
+        connection's first frame whose ACK runs past what the guest sent, and at a fenced
+        connection while a read before its write is unanswered (:meth:`keep_order`)."""
         count = 0
         blocked: set[FlowKey] = set()
         for frame in frames:
@@ -172,6 +201,9 @@ class Replayer:
                 continue
             key, ack, end = fields
             if key in blocked:
+                continue
+            if self._fenced and self._waits_for_reads(key, now):
+                blocked.add(key)  # a write that must not overtake a read still unanswered
                 continue
             sent_end = self._sent_end.get(key)
             if sent_end is not None and ack is not None and seq_after(ack, sent_end):

@@ -58,12 +58,19 @@ class Protocol:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
+        self.seen = bytearray()  # every byte received, for the failure report
+        self.asked: list[str] = []  # every request sent, for the failure report
 
     def _fill(self) -> None:
         data = self.sock.recv(65536)
         if not data:
             raise ConnectionError("closed by the server")
         self.buf += data
+        self.seen += data
+
+    def report(self) -> str:
+        """The connection's last requests and bytes (what a failure report shows)."""
+        return f"last requests {self.asked[-6:]}, last bytes {bytes(self.seen[-300:])!r}"
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -97,6 +104,7 @@ class Http(Protocol):
         return status, self._exactly(length)
 
     def put(self, key: str, value: str) -> None:
+        self.asked.append(f"PUT {key} {value}")
         body = value.encode()
         head = f"PUT /kv/{key} HTTP/1.1\r\nHost: g\r\nContent-Length: {len(body)}\r\n\r\n"
         self.sock.sendall(head.encode() + body)
@@ -105,6 +113,7 @@ class Http(Protocol):
             raise AssertionError(f"PUT {key}: {status}")
 
     def get(self, key: str) -> str | None:
+        self.asked.append(f"GET {key}")
         self.sock.sendall(f"GET /kv/{key} HTTP/1.1\r\nHost: g\r\n\r\n".encode())
         status, body = self._answer()
         if status == 404:
@@ -125,12 +134,14 @@ class Resp(Protocol):
         return out.encode()
 
     def put(self, key: str, value: str) -> None:
+        self.asked.append(f"SET {key} {value}")
         self.sock.sendall(self.command("SET", key, value))
         line = self._line()
         if line != b"+OK":
             raise AssertionError(f"SET {key}: {line!r}")
 
     def get(self, key: str) -> str | None:
+        self.asked.append(f"GET {key}")
         self.sock.sendall(self.command("GET", key))
         line = self._line()
         if not line.startswith(b"$"):
@@ -182,7 +193,9 @@ def client(
                 record.requests += 1
     except Exception as exc:  # any failure is a failed request (asserted on)
         with record.lock:
-            record.failures.append(f"connection {index}: {type(exc).__name__}: {exc}")
+            record.failures.append(
+                f"connection {index}: {type(exc).__name__}: {exc}; {proto.report()}"
+            )
 
 
 def counters(site: Driven) -> dict[str, Any]:
@@ -209,6 +222,7 @@ def test_failover_keeps_pre_released_answers_consistent(
     keys = [f"c{c}-k{i}" for c in range(CONNECTIONS) for i in range(KEYS_PER_CONNECTION)]
     protos = [protocol(socket_in_netns(netns, address, 15.0)) for _ in range(CONNECTIONS)]
     record = Record()
+    last: dict[str, Any] = {}
     for key in keys:  # every key exists before the read-mostly load starts
         protos[0].put(key, f"{key}:1:seed")
         record.sent[key] = record.acked[key] = 1
@@ -230,7 +244,9 @@ def test_failover_keeps_pre_released_answers_consistent(
             "answers pre-released", lambda: counters(site)["pre_released_frames"] > before + 20, 60
         )
         pid = site.run(sp.pair.agents[old_primary.name].call("status"))["pid"]
+        last = counters(site)  # the comparator's counters just before the kill (reported)
         os.kill(pid, signal.SIGKILL)
+        print("prerelease_mismatches before the kill:", last.get("prerelease_mismatches"))
         site.run(sp.wait_for("failover", lambda: sp.handled(1) and sp.pair.secondary is None, 60))
         served = record.requests
         wait_until(
@@ -242,7 +258,7 @@ def test_failover_keeps_pre_released_answers_consistent(
             t.join(30)
         for p in protos:
             p.sock.close()
-    assert record.failures == []
+    assert record.failures == [], f"comparator counters before the kill: {last}"
     assert record.reads, "no read answered"
     incident = sp.incidents[0]
     assert incident.error is None and incident.host == old_primary.name

@@ -99,6 +99,13 @@ def test_the_relay_command_line_is_checked() -> None:
         parse_args([*ends, "--mirror-to", "unix:/r0", "--output-from", "listen:unix:/r1"])
     with pytest.raises(ConfigError, match="positive"):
         parse_args([*good, "--max-bytes", "0"])
+    options, _ = parse_args([*good, "--read-prefix", "/kv/", "--resp-port", "6379"])
+    assert options.read_prefixes == ("/kv/",) and options.resp_ports == (6379,)
+    assert options.read_methods == ("GET", "HEAD")  # the comparator's default
+    with pytest.raises(ConfigError, match="resp-port"):
+        parse_args([*good, "--resp-port", "70000"])
+    with pytest.raises(ConfigError, match="read-prefix"):
+        parse_args([*good, "--read-prefix", "kv/"])
 
 
 async def promote_scenario(tmp: Path) -> None:
