@@ -97,6 +97,8 @@ def fence_argv(options: ProtectionOptions) -> list[str]:
         argv += ["--read-prefix", prefix]
     for port in resp_ports:
         argv += ["--resp-port", str(port)]
+    if argv and options.prerelease_scope != "global":
+        argv += ["--read-scope", options.prerelease_scope]
     return argv
 
 

@@ -134,6 +134,9 @@ class ReadClassifier:
         self.write_requests = 0
         self.bad_checksum_frames = 0
         self.blind = False  # the client copy was lost: nothing is covered any more
+        #: When a list: every request classified is appended, as (read, keys) (keys None:
+        #: of unknown reach); host B's write fence reads it (``colopp/ingress/fence.py``).
+        self.requests: list[tuple[bool, tuple[bytes, ...] | None]] | None = None
         self._streams: dict[FlowKey, _ClientStream] = {}
 
     @property
@@ -272,6 +275,8 @@ class ReadClassifier:
     def _write(self, keys: tuple[bytes, ...] | None) -> None:
         self.scope.write(keys)
         self.write_requests += 1
+        if self.requests is not None:
+            self.requests.append((False, keys))
 
     def _begin(self, stream: _ClientStream, client_ack: int) -> None:
         """A request begins: if the client received guest bytes since its previous request,
@@ -287,6 +292,8 @@ class ReadClassifier:
         """A complete request ending at client sequence ``end``; True if it was a read."""
         if read and keys is not None:
             self.read_requests += 1
+            if self.requests is not None:
+                self.requests.append((True, keys))
             self.scope.add(stream.window, keys, False)
             if stream.reads_upto != stream.head_start:
                 stream.reads_from = stream.head_start

@@ -100,6 +100,12 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         default=[],
         help="pre-release's read rule: guest port speaking RESP (repeatable; write fence)",
     )
+    p.add_argument(
+        "--read-scope",
+        choices=("global", "key"),
+        default="global",
+        help="pre-release's scope: key lets the write fence look at resources",
+    )
     p.add_argument("--parent-pid", type=int, help="exit when this process (QEMU) is gone")
     args = p.parse_args(argv)
     if args.max_bytes <= 0 or args.replay_deadline <= 0:
@@ -120,6 +126,7 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         window_pacing=not args.no_window_pacing and os.environ.get(PACING_ENV) != "off",
         read_prefixes=tuple(args.read_prefix) if fence else (),
         resp_ports=tuple(args.resp_port) if fence else (),
+        read_scope=args.read_scope,
     )
     if any(not 0 < port < 65536 for port in args.resp_port):
         raise ConfigError("--resp-port must be within 1..65535")

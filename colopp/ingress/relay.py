@@ -91,6 +91,8 @@ class RelayOptions:
     read_prefixes: tuple[str, ...] = ()
     resp_ports: tuple[int, ...] = ()
     read_methods: tuple[str, ...] = ("GET", "HEAD")
+    #: The comparator's pre-release scope: ``key`` lets the fence look at resources.
+    read_scope: str = "global"
 
 
 class _Side(SmallReadProtocol):
@@ -130,6 +132,7 @@ class Relay:
                 options.read_prefixes,
                 options.resp_ports,
                 http=bool(options.read_prefixes),
+                scope=options.read_scope,
             )
             if options.read_prefixes or options.resp_ports
             else None

@@ -83,12 +83,15 @@ def test_each_loaded_checkpoint_is_signalled_once() -> None:
 def test_the_relay_gets_the_comparators_read_rule_for_its_write_fence() -> None:
     relay = ingress_argv(spec(Role.SECONDARY, EARLY), 4242, python="py")
     assert relay[relay.index("--read-prefix") + 1] == "/kv/" and "--resp-port" not in relay
+    assert "--read-scope" not in relay  # global: every request touches everything
     redis = ProtectionOptions(
-        comparator=ComparatorKind.COLOPP, prerelease="auto", resp_ports=(6379, 6380)
-    )
+        comparator=ComparatorKind.COLOPP, prerelease="auto", resp_ports=(6379, 6380),
+        prerelease_scope="key",
+    )  # fmt: skip
     relay = ingress_argv(spec(Role.SECONDARY, redis), 4242, python="py")
     ports = [relay[i + 1] for i, a in enumerate(relay) if a == "--resp-port"]
     assert ports == ["6379", "6380"] and "--read-prefix" not in relay
+    assert relay[relay.index("--read-scope") + 1] == "key"
     # "all" turns the RESP rule on at the comparator's default port: the fence follows it.
     every = ProtectionOptions(comparator=ComparatorKind.COLOPP, prerelease="all")
     relay = ingress_argv(spec(Role.SECONDARY, every), 4242, python="py")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colopp.compare.packet import TCP, FlowKey, Packet, parse_frame
-from colopp.ingress.fence import CHECKPOINT_GRACE_S, MAX_PENDING_S, WriteFence
+from colopp.ingress.fence import CHECKPOINT_GRACE_S, MAX_PENDING_S, Pending, WriteFence
 from colopp.ingress.log import ClientLog
 from colopp.ingress.replay import Replayer
 
@@ -152,7 +152,7 @@ def test_the_replay_keeps_a_fenced_write_behind_an_unanswered_read() -> None:
     log.client_frame(read, 0, parse_frame(read))
     pkt, write = writer.send(resp("SET", "k", "v"))
     log.client_frame(write, 0, pkt)
-    f.pending[reader.key] = (reader.ack, 1.0, False)
+    f.pending[reader.key] = Pending(reader.ack, 1.0, False, None)
     assert f.client(pkt, write, 0, write, 0.0)
     pending, fenced = f.handover()
     assert fenced == {writer.key} and pending == {reader.key: reader.ack}
@@ -167,14 +167,33 @@ def test_the_replay_keeps_a_fenced_write_behind_an_unanswered_read() -> None:
     assert write in sent
 
 
+def test_with_key_scope_only_resources_in_common_wait() -> None:
+    f = WriteFence(("GET", "HEAD"), ("/kv/",), (6379,), http=True, scope="key")
+    reader, writer, other = Client(40001), Client(40002), Client(40003)
+    assert not offer(f, reader, resp("GET", "k"))[0]
+    assert not offer(f, writer, resp("SET", "j", "v"))[0]  # another key: no wait
+    held, write = offer(f, writer, resp("SET", "k", "v"))
+    assert held  # the read of k is pending
+    assert not offer(f, other, resp("GET", "j"))[0]  # touches no waiting write
+    held, behind = offer(f, other, resp("GET", "k"))
+    assert held  # would be answered from before the write: it queues behind it
+    assert offer(f, other, resp("SET", "j", "w"))[0]  # behind on its connection
+    f.guest(*reader.guest_answer(5))
+    assert f.release(0.01)[:2] == [write, behind]
+    # A command of unknown reach touches everything.
+    assert not offer(f, reader, resp("GET", "x"))[0]
+    assert offer(f, writer, resp("FLUSHALL"))[0]
+
+
 @st.composite
-def _steps(draw: st.DrawFn) -> list[tuple[str, int, float]]:
+def _steps(draw: st.DrawFn) -> list[tuple[str, int, float, str]]:
     return draw(
         st.lists(
             st.tuples(
                 st.sampled_from(["get", "set", "answer", "checkpoint", "tick"]),
                 st.integers(0, 2),
                 st.floats(0, 0.3),
+                st.sampled_from(["k", "j"]),
             ),
             max_size=40,
         )
@@ -182,45 +201,50 @@ def _steps(draw: st.DrawFn) -> list[tuple[str, int, float]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(_steps())
+@given(_steps(), st.sampled_from(["global", "key"]))
 def test_frames_leave_once_in_order_no_write_overtakes_a_read_and_none_overtakes_a_write(
-    steps: list[tuple[str, int, float]],
+    steps: list[tuple[str, int, float, str]], scope: str
 ) -> None:
-    f = fence()
+    f = WriteFence(("GET", "HEAD"), ("/kv/",), (6379,), http=True, scope=scope)
     clients = [Client(40001 + i) for i in range(3)]
     now = 0.0
     offered: dict[FlowKey, list[bytes]] = {c.key: [] for c in clients}
     left: dict[FlowKey, list[bytes]] = {c.key: [] for c in clients}
-    kinds: dict[bytes, str] = {}
-    model: dict[FlowKey, float] = {}  # reads delivered, unanswered: their deadline
-
+    kinds: dict[bytes, tuple[str, str]] = {}
+    model: dict[FlowKey, tuple[float, str]] = {}  # reads delivered, unanswered
     arrivals: list[bytes] = []  # every frame, in the order it came
     gone: set[bytes] = set()
+
+    def meet(a: str, b: str) -> bool:
+        return scope == "global" or a == b
 
     def went(frames: list[bytes]) -> None:
         for frame in frames:
             pkt = parse_frame(frame)
             assert isinstance(pkt, Packet)
             key = (TCP, pkt.key[2], pkt.key[1], pkt.key[4], pkt.key[3])
-            if kinds[frame] == "set":
-                assert [k for k, d in model.items() if k != key and d > now] == []
+            kind, res = kinds[frame]
+            if kind == "set":
+                late = [k for k, (d, r) in model.items() if k != key and d > now and meet(r, res)]
+                assert late == []
             else:
-                model[key] = now + MAX_PENDING_S
-            # Nothing overtakes a write that came before it.
+                model[key] = (now + MAX_PENDING_S, res)
+            # Nothing touching its resource overtakes a write that came before it.
             before = arrivals[: arrivals.index(frame)]
-            assert all(f in gone for f in before if kinds[f] == "set")
+            overtaken = [b for b in before if kinds[b][0] == "set" and meet(kinds[b][1], res)]
+            assert all(b in gone for b in overtaken)
             gone.add(frame)
             left[key].append(frame)
 
-    for action, who, dt in steps:
+    for action, who, dt, res in steps:
         now += dt
         c = clients[who]
         if action in ("get", "set"):
-            payload = resp("GET", "k") if action == "get" else resp("SET", "k", "v")
+            payload = resp("GET", res) if action == "get" else resp("SET", res, "v")
             pkt, frame = c.send(payload)
             offered[c.key].append(frame)
             arrivals.append(frame)
-            kinds[frame] = action
+            kinds[frame] = (action, res)
             if not f.client(pkt, frame, 0, frame, now):
                 went([frame])
         elif action == "answer":
@@ -228,7 +252,7 @@ def test_frames_leave_once_in_order_no_write_overtakes_a_read_and_none_overtakes
             model.pop(c.key, None)
             went(f.release(now))
         elif action == "checkpoint":
-            model = {k: min(d, now + CHECKPOINT_GRACE_S) for k, d in model.items()}
+            model = {k: (min(d, now + CHECKPOINT_GRACE_S), r) for k, (d, r) in model.items()}
             went(f.checkpoint(now))
         else:
             went(f.release(now))
