@@ -25,6 +25,10 @@ from colopp.controller.supervisor import Incident, PairSupervisor
 from colopp.lab import LabPlan, Node, netns_argv
 from colopp.qemu.argv import ComparatorKind
 
+#: How long :meth:`ClientWorkload.served` waits for its requests (seconds): TCG guests under
+#: a loaded host answer a few per second at worst; a dead service never does.
+SERVED_TIMEOUT_S = 120.0
+
 
 class ClientWorkload:
     """Long-lived keep-alive client connections doing PUT/GET/POST from the client netns."""
@@ -80,11 +84,23 @@ class ClientWorkload:
         stats: dict[str, Any] = json.loads(line)
         return stats
 
-    def served(self, requests: int) -> None:
-        """Return once ``requests`` more requests have succeeded (watching the stats)."""
-        start = self.stats()["ok"]
-        while self.stats()["ok"] < start + requests:
-            pass  # one stats line every half second
+    def served(self, requests: int, timeout: float = SERVED_TIMEOUT_S) -> None:
+        """Return once ``requests`` more requests have succeeded (watching the stats).
+
+        Raises:
+            WorkloadStuck: they did not within ``timeout`` seconds (a service that stopped
+                answering fails the caller instead of hanging it).
+        """
+        started = time.monotonic()
+        first = last = self.stats()
+        while last["ok"] < first["ok"] + requests:
+            if time.monotonic() - started > timeout:
+                raise WorkloadStuck(
+                    f"{requests} requests not served within {timeout:.0f} s (stats then: "
+                    f"{first}, now: {last}); where the lab forwards frames now: "
+                    f"{lab_forwarding(self.plan)}"
+                )
+            last = self.stats()  # one stats line every half second
 
     def mark(self) -> None:
         """Record a wall-clock mark (the outage around it is reported)."""
