@@ -53,7 +53,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from colopp.compare.http_reads import ReadClassifier
-from colopp.compare.packet import RST, SYN, TCP, FlowKey, Packet
+from colopp.compare.packet import RST, SYN, TCP, FlowKey, Malformed, Packet, parse_frame
 from colopp.compare.seq import HALF, MASK
 
 #: Longest a pending read delays writes (seconds): past it the read no longer counts. Above
@@ -165,6 +165,20 @@ class WriteFence:
             return True
         self._delivered(held, now)
         return False
+
+    def offer(
+        self,
+        frame: bytes,
+        vnet_hdr_len: int,
+        framed: bytes,
+        now: float,
+        pkt: Packet | Malformed | None = None,
+    ) -> bool:
+        """:meth:`client` for a frame as read (``pkt``: parsed already, or None: parsed
+        here); a frame that does not parse is never held (the guest drops it)."""
+        if pkt is None:
+            pkt = parse_frame(frame, vnet_hdr_len)
+        return isinstance(pkt, Packet) and self.client(pkt, frame, vnet_hdr_len, framed, now)
 
     def _delivered(self, held: Held, now: float) -> None:
         if held.read_ack is not None:

@@ -33,7 +33,7 @@ from typing import cast
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import encode_frame
-from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, Packet, parse_frame
+from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
 from colopp.compare.reads import SmallReadProtocol
 from colopp.compare.receipts import encode_receipts
 from colopp.compare.seq import MASK
@@ -247,8 +247,8 @@ class Relay:
                     log.client_segment(
                         key, flags, seq, size + (flags & FIN), buf[start + vnet : end]
                     )
-                    if fence is not None and self._fenced(
-                        fence, buf, header_start, start, end, vnet, now
+                    if fence is not None and fence.offer(
+                        buf[start:end], vnet, buf[header_start:end], now
                     ):
                         continue
                 held = bool(flags & ACK) and gate.must_hold(key, ack)
@@ -302,30 +302,9 @@ class Relay:
         if not fenced:
             self.log.client_frame(frame, vnet, pkt)
             fence = self.fence
-            if (
-                fence is not None
-                and isinstance(pkt, Packet)
-                and fence.client(pkt, frame, vnet, buf[header_start:end], now)
-            ):
+            if fence is not None and fence.offer(frame, vnet, buf[header_start:end], now, pkt):
                 return True
         return not self.gate.client_frame(frame, now, vnet, pkt)
-
-    @staticmethod
-    def _fenced(
-        fence: WriteFence,
-        buf: bytes,
-        header_start: int,
-        start: int,
-        end: int,
-        vnet: int,
-        now: float,
-    ) -> bool:
-        """True when the write fence holds this plain TCP client frame."""
-        frame = buf[start:end]
-        pkt = parse_frame(frame, vnet)
-        return isinstance(pkt, Packet) and fence.client(
-            pkt, frame, vnet, buf[header_start:end], now
-        )
 
     def _fenced_to_guest(self, framed: list[bytes]) -> None:
         """Client frames the write fence let go (framed, in their order): on through the
