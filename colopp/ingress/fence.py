@@ -42,8 +42,12 @@ the order the client saw; a read that the copy still has to answer gets
 :data:`CHECKPOINT_GRACE_S` more); and :data:`MAX_PENDING_S` per pending read, so a
 service that never answers (a blocking command, a guest that stopped) delays writes by at
 most that much, counted in ``fence_expired`` (a pending read the checkpoint's grace ends is
-not counted). Nothing is ever dropped. Pure: the caller
-gives the time.
+not counted); and :data:`MAX_HELD_BYTES` held, so a client flooding writes behind a read
+that is never answered does not grow this host's memory (``fence_overflow``: everything
+held goes, in order). Past either valve the secondary may answer an early-answered read
+after a later write: the comparison finds it (a ``prerelease_mismatch`` checkpoint) while
+the primary lives; a failover inside that window has the hole the fence closes. Nothing is
+ever dropped. Pure: the caller gives the time.
 """
 
 from __future__ import annotations
@@ -62,6 +66,10 @@ from colopp.compare.seq import HALF, MASK
 MAX_PENDING_S = 2.0
 #: After a checkpoint a pending read counts this much longer at most (seconds).
 CHECKPOINT_GRACE_S = 0.1
+#: Bytes held at most (framed, all connections together): a client flooding writes while a
+#: read is pending must not grow this host's memory. Past it, pending reads stop counting
+#: and everything held goes, in order (``fence_overflow``).
+MAX_HELD_BYTES = 16 * 1024 * 1024
 
 #: The resources a request touches: a set of them, or None: every resource.
 Reach = frozenset[bytes] | None
@@ -117,7 +125,9 @@ class WriteFence:
         resp_ports: Iterable[int] = (),
         http: bool = True,
         scope: str = "global",
+        max_bytes: int = MAX_HELD_BYTES,
     ) -> None:
+        self.max_bytes = max_bytes
         self.classifier = ReadClassifier(methods, prefixes, scope, resp_ports, http)
         self.classifier.requests = []
         self.by_key = self.classifier.scope.by_key
@@ -126,6 +136,9 @@ class WriteFence:
         self._held_keys: dict[FlowKey, int] = {}  # connection -> frames it has held
         self._waiting: Reach = _NOTHING  # what the held writes write (the barrier)
         self.held_frames = 0  # now
+        self.held_bytes = 0  # now
+        self.overflowed = False  # past max_bytes: call release() now
+        self.overflows = 0  # times held bytes passed max_bytes
         self.holds = 0  # client frames held, counted once each
         self.writes_held = 0  # of them, those completing a write
         self.released = 0  # held, then sent on
@@ -202,10 +215,15 @@ class WriteFence:
         self._held.append(held)
         self._held_keys[held.key] = self._held_keys.get(held.key, 0) + 1
         self.held_frames += 1
+        self.held_bytes += len(held.framed)
         self.holds += 1
         if held.writes != _NOTHING:
             self.writes_held += 1
             self._waiting = _join(self._waiting, held.writes)
+        if self.held_bytes > self.max_bytes and not self.overflowed:
+            self.overflowed = True  # no pending read counts: release() lets everything go
+            self.overflows += 1
+            self.pending.clear()
 
     # ---- the guest's output --------------------------------------------------------------
 
@@ -226,6 +244,7 @@ class WriteFence:
         """The held frames that may go now, framed, in arrival order (per connection in
         order; a write only when no other connection's pending read touches it; a request
         touching a write still held, behind it)."""
+        self.overflowed = False
         if not self._held:
             return []
         out: list[bytes] = []
@@ -253,6 +272,7 @@ class WriteFence:
         self._held = keep
         self._waiting = waiting
         self.held_frames = len(keep)
+        self.held_bytes = sum(len(held.framed) for held in keep)
         self.released += len(out)
         return out
 
@@ -281,7 +301,8 @@ class WriteFence:
         self._held.clear()
         self._held_keys.clear()
         self._waiting = _NOTHING
-        self.held_frames = 0
+        self.held_frames = self.held_bytes = 0
+        self.overflowed = False
         return pending, fenced
 
     def counters(self) -> dict[str, int]:
@@ -291,6 +312,8 @@ class WriteFence:
             "fence_writes_held": self.writes_held,
             "fence_released": self.released,
             "fence_expired": self.expired,
+            "fence_overflow": self.overflows,
             "fence_held_frames": self.held_frames,
+            "fence_held_bytes": self.held_bytes,
             "fence_pending_reads": len(self.pending),
         }

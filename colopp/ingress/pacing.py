@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from colopp.compare.packet import FlowKey
+from colopp.compare.packet import FIN, RST, FlowKey
 from colopp.compare.seq import HALF, MASK
 
 #: Seconds a held client frame waits for the window at most.
@@ -109,6 +109,30 @@ class WindowPacing:
             return []
         self.counters["paced_overflow"] += len(conn.held)
         return self._release(conn, lambda _seq, _since: True)
+
+    def pieces(
+        self,
+        key: FlowKey,
+        flags: int,
+        seq: int,
+        size: int,
+        lowered: bytes | None,
+        buf: bytes,
+        start: int,
+        end: int,
+        now: float,
+    ) -> list[bytes] | None:
+        """What a plain TCP client frame (``buf[start:end]`` framed, or its ``lowered``
+        copy) sends: None, it waits for the guest's window (held); [] as it came; else these
+        framed pieces, in order (a RST after the frames it lets go first; past
+        ``max_bytes``, the connection's held frames with this one last)."""
+        if flags & RST:
+            first = self.client_reset(key)
+            if first:
+                return [*first, lowered or buf[start:end]]
+        elif self.must_wait(key, seq, size + (flags & FIN)):
+            return self.hold(key, seq, lowered or buf[start:end], now) or None
+        return [lowered] if lowered is not None else []
 
     def client_reset(self, key: FlowKey) -> list[bytes]:
         """A client RST: forget the connection; what it held goes first (in order)."""

@@ -42,6 +42,7 @@ from colopp.ingress.fence import WriteFence
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
 from colopp.ingress.pacing import WindowPacing
 from colopp.ingress.wire import (
+    PlainTcp,
     Span,
     Splitter,
     lower_ack,
@@ -230,7 +231,7 @@ class Relay:
     def _client_frames(self, buf: bytes, spans: list[Span], *, fenced: bool = False) -> None:
         """Client frames as they came (``fenced``: frames the write fence held, logged and
         classified already, now let go)."""
-        log, gate, pacing = self.log, self.gate, self.pacing
+        log, pacing = self.log, self.pacing
         fence = None if fenced else self.fence
         now = asyncio.get_running_loop().time()
         out: list[bytes | memoryview] = []
@@ -241,7 +242,7 @@ class Relay:
             lowered: bytes | None = None
             f = plain_tcp(buf, start, end, vnet)
             if f is not None:
-                src, dst, sport, dport, seq, ack, flags, size = f
+                src, dst, sport, dport, seq, _ack, flags, size = f
                 key = (TCP, dst, src, dport, sport)
                 if (size or flags & (SYN | RST | FIN)) and not fenced:
                     log.client_segment(
@@ -251,23 +252,19 @@ class Relay:
                         buf[start:end], vnet, buf[header_start:end], now
                     ):
                         continue
-                held = bool(flags & ACK) and gate.must_hold(key, ack)
-                if held:
-                    seq_end = (seq + size + (flags & FIN)) & MASK
-                    lowered = self._ahead(key, ack, flags, seq_end, buf, start, end, vnet, now)
-                    held = lowered is None
-                elif gate.owed and key in gate.owed:
-                    gate.passed(key, ack, buf[start:end], vnet, (seq + size + (flags & FIN)) & MASK)
+                held, lowered = self._gated(key, f, buf, start, end, vnet, now)
             else:
                 held = self._other_frame(buf, header_start, start, end, vnet, now, fenced=fenced)
             if held:
                 continue
             pieces: list[bytes] = []  # empty: the frame goes as it came, in a run
-            if lowered is not None or (pacing is not None and f is not None):
-                paced = self._pieces(pacing, key, flags, seq, size, lowered, buf, header_start, end)
+            if pacing is not None and f is not None:
+                paced = pacing.pieces(key, flags, seq, size, lowered, buf, header_start, end, now)
                 if paced is None:
                     continue  # held for the guest's window
                 pieces = paced
+            elif lowered is not None:
+                pieces = [lowered]
             passed += max(1, len(pieces))
             if pieces:  # not as it came (ACK lowered, or held frames first): a run of its own
                 if run_from >= 0:
@@ -283,6 +280,23 @@ class Relay:
         if run_from >= 0:
             out.append(buf if (run_from, run_to) == (0, len(buf)) else view[run_from:run_to])
         self._client_frames_done(0 if fenced else len(spans), out, passed, now)
+        if fence is not None and fence.overflowed:  # past its byte bound: all goes, in order
+            self._fenced_to_guest(fence.release(now))
+
+    def _gated(
+        self, key: FlowKey, f: PlainTcp, buf: bytes, start: int, end: int, vnet: int, now: float
+    ) -> tuple[bool, bytes | None]:
+        """Whether the receipt gate holds this client segment, and the copy with its ACK
+        lowered that goes instead when it has one."""
+        gate = self.gate
+        _, _, _, _, seq, ack, flags, size = f
+        seq_end = (seq + size + (flags & FIN)) & MASK
+        if flags & ACK and gate.must_hold(key, ack):
+            lowered = self._ahead(key, ack, flags, seq_end, buf, start, end, vnet, now)
+            return lowered is None, lowered
+        if gate.owed and key in gate.owed:
+            gate.passed(key, ack, buf[start:end], vnet, seq_end)
+        return False, None
 
     def _other_frame(
         self,
@@ -321,33 +335,6 @@ class Relay:
             self._send("red0", out, passed)
         self._arm_gate_timer()
         self._receipts_soon(now)
-
-    @staticmethod
-    def _pieces(
-        pacing: WindowPacing | None,
-        key: FlowKey,
-        flags: int,
-        seq: int,
-        size: int,
-        lowered: bytes | None,
-        buf: bytes,
-        header_start: int,
-        end: int,
-    ) -> list[bytes] | None:
-        """What a plain TCP client frame sends: None, it waits for the guest's window
-        (held); [] as it came; else these framed pieces (its lowered copy, after the frames
-        its RST lets go first)."""
-        framed = lowered
-        if pacing is not None:
-            if flags & RST:
-                first = pacing.client_reset(key)
-                if first:
-                    return [*first, framed or buf[header_start:end]]
-            elif pacing.must_wait(key, seq, size + (flags & FIN)):
-                held = framed or buf[header_start:end]
-                now = asyncio.get_running_loop().time()
-                return pacing.hold(key, seq, held, now) or None  # [...]: over its byte bound
-        return [framed] if framed is not None else []
 
     def _receipts_soon(self, now: float) -> None:
         """What this host now holds, soon: an uploading client's bytes need not wait for

@@ -261,3 +261,25 @@ def test_frames_leave_once_in_order_no_write_overtakes_a_read_and_none_overtakes
         went(f.release(now))
     assert left == offered  # every frame once, per connection in the order it came
     assert f.held_frames == 0
+
+
+def test_a_write_flood_behind_an_unanswered_read_is_bounded_in_bytes_and_goes_in_order() -> None:
+    f = WriteFence(("GET", "HEAD"), ("/kv/",), (6379,), http=True, max_bytes=4000)
+    reader, writer = Client(40001), Client(40002)
+    assert not offer(f, reader, resp("GET", "k"))[0]
+    sent: list[bytes] = []
+    for i in range(100):
+        held, frame = offer(f, writer, resp("SET", "k", "x" * 900), now=0.001 * i)
+        assert held  # behind the pending read, then behind the held write
+        sent.append(frame)
+        if f.overflowed:
+            break
+    assert f.overflowed and f.held_bytes > 4000 and len(sent) < 100
+    assert not f.pending  # no read holds anything any more
+    assert f.release(0.5) == sent  # everything, in arrival order
+    counters = f.counters()
+    assert counters["fence_overflow"] == 1 and counters["fence_held_bytes"] == 0
+    assert not f.overflowed and f.held_frames == 0
+    # The bound holds again afterwards: a new read, a new write waits as before.
+    assert not offer(f, reader, resp("GET", "k"), now=1.0)[0]
+    assert offer(f, writer, resp("SET", "k", "v"), now=1.0)[0]

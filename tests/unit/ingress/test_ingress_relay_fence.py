@@ -49,3 +49,29 @@ def test_a_write_waits_on_host_b_until_the_read_before_it_is_answered(tmp_path: 
 def test_without_a_read_rule_there_is_no_fence(tmp_path: Path) -> None:
     before, after = asyncio.run(asyncio.wait_for(fence_scenario(tmp_path, ()), 3 * TIMEOUT))
     assert before == [_client(40001, GET), _client(40002, SET)] and after == []
+
+
+async def flood_scenario(tmp: Path, bound: int) -> tuple[list[bytes], list[bytes], int]:
+    """A read the guest never answers, then writes past the fence's byte bound."""
+    async with relay_rig(tmp, resp_ports=(6379,)) as rig:
+        fence = rig.relay.fence
+        assert fence is not None
+        fence.max_bytes = bound
+        read = _client(40001, GET)
+        writes, seq = [], CSEQ
+        while sum(map(len, writes)) <= bound:
+            payload = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000\r\n" + b"v" * 1000 + b"\r\n"
+            writes.append(_client(40002, payload, seq))
+            seq += len(payload)
+        rig.mirror.write(encode_frames([read, *writes]))
+        got = await read_frames(rig.red0, FrameDecoder(), 1 + len(writes))
+        return got, [read, *writes], fence.counters()["fence_overflow"]
+
+
+def test_writes_flooding_behind_an_unanswered_read_go_on_past_the_byte_bound(
+    tmp_path: Path,
+) -> None:
+    got, sent, overflows = asyncio.run(
+        asyncio.wait_for(flood_scenario(tmp_path, 20_000), 3 * TIMEOUT)
+    )
+    assert got == sent and overflows == 1
