@@ -27,7 +27,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from colopp.domain import Role
 from colopp.errors import ColoppError
 from colopp.fleet.local import LocalFleet, guest_address
 from colopp.lab import Network, Node
+from colopp.polling import await_until
 
 MODULE = "bench.fleet_dual"
 
@@ -48,14 +48,6 @@ def etcd_rule(netns: str, ports: list[int], action: str) -> None:
     argv = ["ip", "netns", "exec", netns, "iptables", action, "OUTPUT", "-p", "tcp"]
     argv += ["-m", "multiport", "--dports", ",".join(map(str, ports)), "-j", "DROP"]
     subprocess.run(argv, check=True, capture_output=True)
-
-
-async def wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.1)  # the pair's state lives in the supervisor's task
 
 
 class Cables:
@@ -111,11 +103,11 @@ async def partition(
         await asyncio.to_thread(load.served, 20)
         if fence:
             supervisor = local.fleet.supervise(name)
-            await wait_until("heartbeats", lambda: supervisor.rounds >= 3, 30)
+            await await_until("heartbeats", lambda: supervisor.rounds >= 3, 30)
         etcd_rule(netns, ports, "-I")
         cut, cut_at = True, time.monotonic()
         if fence:
-            await wait_until("served by the secondary", lambda: made.pair.primary.name == new, 60)
+            await await_until("served by the secondary", lambda: made.pair.primary.name == new, 60)
         else:
             refused = await _serve_twice(local, name, old)
         served_s = time.monotonic() - cut_at

@@ -26,7 +26,6 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import httpx
 from colopp.controller.local import processes_in_netns
 from colopp.lab import Lab, Network, Node, netns_argv, plan_lab
 from colopp.lab.plan import LabPlan
+from colopp.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -47,18 +47,6 @@ GUEST_TAP = "tap-guest"
 VM_NAME = "web-1"
 
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, period: float = 0.2) -> Any:
-    """Poll ``check()`` until it returns something truthy; raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(period)  # the state lives in other processes: poll it
-    raise TimeoutError(f"{what} (last: {last!r})")
 
 
 def free_port() -> int:

@@ -15,20 +15,11 @@ from typing import Any
 
 import pytest
 
+from colopp.polling import wait_until
 from colopp.virt.libvirt_host import install, plan
 
 URI = "qemu:///system"
 PIDFILE = Path("/run/colopp-test-libvirtd.pid")
-
-
-def wait_until(what: str, check: Any, timeout: float) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)  # another process's state: poll it
 
 
 def _answers(libvirt: Any) -> bool:

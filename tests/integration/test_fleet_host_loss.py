@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from colopp.colo.state import PairState
 from colopp.demo.harness import ClientWorkload
 from colopp.fleet.local import LocalFleet
+from colopp.polling import await_until
 
 # Minutes of QEMU (or a full playbook run): out of CI's budget.
 pytestmark = pytest.mark.slow
@@ -41,18 +42,11 @@ def site(qemu_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         loop.close()
 
 
-async def wait_until(
-    what: str, check: Callable[[], bool], timeout: float, local: LocalFleet
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            states = {
-                n: (p.pair.state.value, p.sides, p.incidents[-1:])
-                for n, p in local.fleet.protections.items()
-            }
-            raise TimeoutError(f"{what}: {states}")
-        await asyncio.sleep(0.1)  # the pairs' state lives in the supervisors' tasks
+def _states(local: LocalFleet) -> dict[str, object]:
+    return {
+        n: (p.pair.state.value, p.sides, p.incidents[-1:])
+        for n, p in local.fleet.protections.items()
+    }
 
 
 def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site: Site) -> None:
@@ -69,7 +63,14 @@ def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site
             run(asyncio.to_thread(load.served, 20))
         supervisors = [fleet.fleet.supervise(name, loop) for name in ("vm0", "vm1")]
         # Heartbeats flowing: every agent's lease is armed (a cut-off primary fences itself).
-        run(wait_until("heartbeats", lambda: all(s.rounds >= 3 for s in supervisors), 30, fleet))
+        run(
+            await_until(
+                "heartbeats",
+                lambda: all(s.rounds >= 3 for s in supervisors),
+                30,
+                describe=lambda: _states(fleet),
+            )
+        )
         fleet.cut(LOST)
         cut_at = time.monotonic()
 
@@ -80,7 +81,11 @@ def test_a_dead_host_s_protections_are_served_and_reprotected_on_the_others(site
                 for p in (vm0, vm1)
             )
 
-        run(wait_until("both re-protected elsewhere", recovered, 240, fleet))
+        run(
+            await_until(
+                "both re-protected elsewhere", recovered, 240, describe=lambda: _states(fleet)
+            )
+        )
         recovered_s = time.monotonic() - cut_at
         for load in loads:  # both guests answer on their new pairs (supervised meanwhile)
             run(asyncio.to_thread(load.served, 20))

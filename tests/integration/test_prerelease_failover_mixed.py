@@ -17,7 +17,6 @@ import random
 import signal
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from netns_client import socket_in_netns
 
 from colopp.colo.state import PairState
 from colopp.lab import Node
+from colopp.polling import wait_until
 
 CONNECTIONS = 3
 KEYS_PER_CONNECTION = 4
@@ -202,14 +202,6 @@ def counters(site: Driven) -> dict[str, Any]:
     status = site.run(site.sp.pair.agents[site.sp.pair.primary.name].call("status"))
     found: dict[str, Any] = status["comparator"]["counters"]
     return found
-
-
-def wait_until(what: str, check: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # the state lives in other threads and processes: poll it
 
 
 @pytest.mark.parametrize("protocol", [Http, Resp], ids=["http", "resp"])
