@@ -9,7 +9,9 @@ Example (the secondary QEMU's ``red0``/``red1`` chardevs pointed at the two unix
         --output-from listen:unix:/run/colopp/vm1/red1.sock \\
         --output-to tcp:198.18.2.1:9004 --tap clp-tapb --status /run/colopp/vm1/ingress.json
 
-SIGUSR1 is the failover (the promotion of this host): the relay stops taking the mirror and
+SIGUSR1 is the failover (the promotion of this host): the relay stops taking the mirror,
+sends the client the secondary guest's output since its last checkpoint that the client has
+not acknowledged (``keep.py``, out of ``--tap``'s bridge), and
 hands the log's unacknowledged frames to the promoted guest on ``--tap`` until it
 acknowledges them (or ``--replay-deadline``), then exits 0. SIGUSR2: the secondary loaded
 a checkpoint (the ACK gate forgets the old guest's output). SIGTERM / SIGINT stop it (0), and
@@ -54,6 +56,7 @@ from colopp.ingress.replay import (
     open_tap_socket,
     send_frame,
 )
+from colopp.ingress.resend import send_to_client
 
 log = logging.getLogger("colopp.ingress")
 
@@ -167,6 +170,8 @@ async def serve(relay: Relay, args: argparse.Namespace) -> None:
 async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) -> dict[str, Any]:
     """Hand the log to the promoted guest on ``--tap``; returns what happened."""
     frames = relay.promote()
+    kept = relay.keep.take()  # the guest's output the client may lack: send it again now
+    resent = await asyncio.to_thread(send_to_client, args.tap, kept) if args.tap else 0
     if args.tap is None:
         log.error("promoted without --tap: %d frames not handed over", len(frames))
         return {"frames": len(frames), "handed_over": False}
@@ -207,6 +212,7 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
         )
     return {
         "frames": len(frames),
+        "resent_to_client": resent,
         "rounds": replayer.rounds,
         "pushed": replayer.pushed,
         "acks_sent": replayer.acks_sent,
@@ -223,6 +229,7 @@ def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | No
         **relay.gate.counters(),
         **(relay.pacing.counters if relay.pacing is not None else {}),
         **(relay.fence.counters() if relay.fence is not None else {}),
+        **relay.keep.counters(),
         "bytes_kept": relay.log.bytes_kept,
         "frames_refused": relay.log.frames_refused,
         "promoted": relay.promoted,

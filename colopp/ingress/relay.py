@@ -28,19 +28,19 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import encode_frame
 from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
-from colopp.compare.reads import SmallReadProtocol
 from colopp.compare.receipts import encode_receipts
 from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.fence import WriteFence
+from colopp.ingress.keep import OutputKeep
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
 from colopp.ingress.pacing import WindowPacing
+from colopp.ingress.side import RelaySide
 from colopp.ingress.wire import (
     PlainTcp,
     Span,
@@ -96,29 +96,6 @@ class RelayOptions:
     read_scope: str = "global"
 
 
-class _Side(SmallReadProtocol):
-    """One connection of a stream; the frames read go to :meth:`Relay.frames`."""
-
-    def __init__(self, relay: Relay, name: str, vnet_hdr: bool) -> None:
-        super().__init__()
-        self.relay, self.name = relay, name
-        self.splitter = Splitter(vnet_hdr)
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast("asyncio.Transport", transport)  # uvloop's are not subclasses
-        self.transport = transport
-        self.relay.opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        buf, spans = self.splitter.feed(data)
-        if spans:
-            self.relay.frames(self, buf, spans)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.closed(self)
-
-
 class Relay:
     """Runs both streams until :meth:`stop`."""
 
@@ -127,6 +104,7 @@ class Relay:
         self.log = ClientLog(options.max_bytes)
         self.gate = AckGate(lowering=options.gate_lowering)
         self.pacing = WindowPacing() if options.window_pacing else None
+        self.keep = OutputKeep()
         self.fence = (
             WriteFence(
                 options.read_methods,
@@ -144,7 +122,7 @@ class Relay:
         self.promoted = False
         #: At promotion: the write fence's pending reads and fenced connections.
         self.fence_handover: tuple[dict[FlowKey, int], set[FlowKey]] = ({}, set())
-        self._sides: dict[str, _Side] = {}
+        self._sides: dict[str, RelaySide] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._gate_timer: asyncio.TimerHandle | None = None
@@ -190,7 +168,7 @@ class Relay:
         self._arm_gate_timer()
 
     def _factory(self, name: str) -> Callable[[], asyncio.BaseProtocol]:
-        return lambda: _Side(self, name, self.options.vnet_hdr)
+        return lambda: RelaySide(self, name, self.options.vnet_hdr)
 
     async def _keep_connected(self, name: str, endpoint: Endpoint) -> None:
         while not (self.promoted and name == "mirror"):
@@ -199,7 +177,7 @@ class Relay:
                     await open_endpoint(endpoint, self._factory(name), RECONNECT_S)
             await asyncio.sleep(RECONNECT_S)
 
-    def opened(self, side: _Side) -> None:
+    def opened(self, side: RelaySide) -> None:
         old = self._sides.get(side.name)
         if old is not None and old.transport is not None:
             old.transport.close()  # a reconnect: the newest connection wins
@@ -211,11 +189,11 @@ class Relay:
         if side.name == "comparator":
             self.log.receipts_forgotten()  # a new stream promises nothing (forget_receipts)
 
-    def closed(self, side: _Side) -> None:
+    def closed(self, side: RelaySide) -> None:
         if self._sides.get(side.name) is side:
             del self._sides[side.name]
 
-    def frames(self, side: _Side, buf: bytes, spans: list[Span]) -> None:
+    def frames(self, side: RelaySide, buf: bytes, spans: list[Span]) -> None:
         """Log, then forward: client frames to red0, guest frames (and receipts) onward.
 
         Each frame is read once, for the log and the gate alike, in place (plain IPv4/TCP:
@@ -231,7 +209,7 @@ class Relay:
     def _client_frames(self, buf: bytes, spans: list[Span], *, fenced: bool = False) -> None:
         """Client frames as they came (``fenced``: frames the write fence held, logged and
         classified already, now let go)."""
-        log, pacing = self.log, self.pacing
+        log, pacing, keep = self.log, self.pacing, self.keep
         fence = None if fenced else self.fence
         now = asyncio.get_running_loop().time()
         out: list[bytes | memoryview] = []
@@ -242,8 +220,10 @@ class Relay:
             lowered: bytes | None = None
             f = plain_tcp(buf, start, end, vnet)
             if f is not None:
-                src, dst, sport, dport, seq, _ack, flags, size = f
+                src, dst, sport, dport, seq, ack, flags, size = f
                 key = (TCP, dst, src, dport, sport)
+                if not fenced:
+                    keep.client(key, flags, ack)
                 if (size or flags & (SYN | RST | FIN)) and not fenced:
                     log.client_segment(
                         key, flags, seq, size + (flags & FIN), buf[start + vnet : end]
@@ -377,7 +357,7 @@ class Relay:
         return None
 
     def _guest_frames(self, buf: bytes, spans: list[Span]) -> None:
-        log, gate, pacing, fence = self.log, self.gate, self.pacing, self.fence
+        log, gate, pacing, fence, keep = self.log, self.gate, self.pacing, self.fence, self.keep
         released: list[tuple[bytes, int]] = []
         paced: list[bytes] = []
         answered = False
@@ -387,6 +367,10 @@ class Relay:
                 src, dst, sport, dport, seq, ack, flags, size = f
                 key = (TCP, src, dst, sport, dport)
                 log.guest_ack(key, flags, ack)
+                if flags & RST:
+                    keep.forget(key)
+                elif size or flags & FIN:
+                    keep.guest(key, seq, size + (flags & FIN), buf[start:end], vnet)
                 if pacing is not None:
                     if flags & RST:
                         paced += pacing.client_reset(key)
@@ -438,7 +422,13 @@ class Relay:
 
     def checkpoint(self) -> None:
         """The secondary loaded a checkpoint: the gate forgets the old guest's output and
-        lets what it held go; the comparator forgot every receipt."""
+        lets what it held go; the comparator forgot every receipt. The guest's output kept
+        for a failover is void: read to its end first (the secondary stopped for the load
+        after its last frame before it), so nothing from before stays kept."""
+        red1 = self._sides.get("red1")
+        if red1 is not None:
+            red1.drain()
+        self.keep.checkpoint()
         self.log.receipts_forgotten()
         self._to_guest(self.gate.checkpoint())
         if self.pacing is not None:
@@ -472,6 +462,9 @@ class Relay:
         The client ACKs the gate lowered and still owes go into the log too
         (:attr:`ClientLog.owed_acks`): the promoted guest, behind the dead primary, gets no
         others until its output reaches what the client acknowledged."""
+        red1 = self._sides.get("red1")
+        if red1 is not None:
+            red1.drain()  # all the guest sent: OutputKeep.take() has it
         self.promoted = True
         if self.pacing is not None:
             self.pacing.clear()  # the replay below hands the log over, held frames included

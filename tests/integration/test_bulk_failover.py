@@ -206,6 +206,11 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
             f" guest running {incident.guest_running_ms} ms after the promotion began"
         )
         print("  promotion:", ", ".join(f"{name} {ms:.0f}" for name, ms in incident.timeline_ms))
+        serving = site.run(sp.pair.agents[sp.pair.primary.name].call("status"))
+        relay = (serving.get("ingress") or {}).get("counters") or {}
+        if relay:  # host B's relay: what it handed the guest, and the client (keep.py)
+            keep = {k: v for k, v in relay.items() if str(k).startswith("keep_")}
+            print("  relay:", relay.get("replay"), keep)
         assert incident.error is None, incident
         assert code == 0, what
         assert not any("error" in line for line in run.lines), what

@@ -14,7 +14,8 @@ from colopp.compare.framing import FrameDecoder, encode_frame, encode_frames
 from colopp.compare.receipts import decode_receipts
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import ClientLog
-from colopp.ingress.relay import Relay, RelayOptions, _Side
+from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.side import RelaySide
 
 MSS = 100
 CSEQ, GSEQ = 1_000_000, 5_000
@@ -30,10 +31,13 @@ class _Transport:
     def close(self) -> None:
         pass
 
+    def get_extra_info(self, name: str) -> object:
+        return None  # no socket: RelaySide.drain has nothing to read
+
 
 def _relay(
     vnet: bool = False, interval: float = 0.0, lowering: bool = False
-) -> tuple[Relay, dict[str, _Side]]:
+) -> tuple[Relay, dict[str, RelaySide]]:
     relay = Relay(
         RelayOptions(
             parse_endpoint("unix:/nonexistent/mirror"),
@@ -47,7 +51,7 @@ def _relay(
     )
     sides = {}
     for name in ("mirror", "red0", "red1", "comparator"):
-        side = _Side(relay, name, vnet)
+        side = RelaySide(relay, name, vnet)
         side.transport = _Transport()  # type: ignore[assignment]
         relay._sides[name] = side
         sides[name] = side
@@ -152,7 +156,7 @@ def _receipt_frames(log: ClientLog) -> list[bytes]:
     return encode_receipts(log.receipts())
 
 
-def _frames(side: _Side) -> list[bytes]:
+def _frames(side: RelaySide) -> list[bytes]:
     assert isinstance(side.transport, _Transport)
     return [bytes(f.data) for f in FrameDecoder().feed(bytes(side.transport.data))]
 
@@ -200,7 +204,7 @@ def test_frames_go_on_as_the_very_bytes_that_came_with_vnet_headers() -> None:
     asyncio.run(run())
 
 
-def _receipts(side: _Side) -> list[tuple[int, int]]:
+def _receipts(side: RelaySide) -> list[tuple[int, int]]:
     return [(r.start, r.end) for f in _frames(side) for r in decode_receipts(f) or []]
 
 
