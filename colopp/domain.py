@@ -207,10 +207,17 @@ class ProtectionOptions:
     @property
     def ingress_relay(self) -> bool:
         """Does the secondary's replication go through the relay on its host
-        (``python -m colopp.ingress``: the ACK gate, and receipts the comparator takes with
-        ``--host-receipts``)? Yes when answers may leave early (pre-release's read rule,
-        issues #15/#22), with QEMU started by colopp."""
-        return self.client_frames and self.backend is Backend.QEMU
+        (``python -m colopp.ingress``: the client's bytes and the guest's output kept there
+        for a failover, the ACK gate, window pacing)? Yes with colopp's comparator and QEMU
+        started by colopp (issue #22: the output the comparator held dies with host A)."""
+        return self.comparator is ComparatorKind.COLOPP and self.backend is Backend.QEMU
+
+    @property
+    def host_receipts(self) -> bool:
+        """Does the relay tell the comparator which client bytes its host holds (receipts,
+        ``--host-receipts``)? When answers may leave early (pre-release's read rule, issues
+        #15/#22)."""
+        return self.client_frames and self.ingress_relay
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad option."""

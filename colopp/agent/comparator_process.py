@@ -79,7 +79,7 @@ def comparator_argv(
             argv += ["--prerelease-rearm-ms", str(options.prerelease_rearm_ms)]
         if options.client_frames:
             argv += ["--client-in", f"unix:{side.client_socket}"]
-        if options.ingress_relay:  # the secondary host's receipts ride on its output
+        if options.host_receipts:  # the secondary host's receipts ride on its output
             argv.append("--host-receipts")
     return argv
 

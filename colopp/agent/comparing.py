@@ -1,19 +1,21 @@
 """Comparator supervision on a primary side: start colopp's comparator process for the
 side's current spec and checkpoint period (replacing one that runs), and stop it.
 
-On a secondary whose answers may leave early (:attr:`SideSpec.ingress_relay`), the ingress
+On a secondary of colopp's comparator (:attr:`SideSpec.ingress_relay`), the ingress
 relay (``python -m colopp.ingress``) sits between the primary's mirror and the secondary
-QEMU's ``red0``, and between its ``red1`` and the comparator. Its ACK gate holds a client
-frame that acknowledges answer bytes this secondary guest has not sent yet (the guest's
-Linux would discard it, request and all, and the client would wait for its retransmission
-timeout). Its log keeps every client segment until this guest acknowledges it, and its
-receipts tell the comparator (``--host-receipts``) which client bytes this host holds, so
-early output need not wait for this guest's ACK (issue #22, ``docs/architecture.md``, "Held
-ACKs"). Started right after QEMU (its chardevs retry every second), told of each checkpoint
-the secondary loads (SIGUSR2); at promotion (:func:`promote_ingress`, before the
-redirectors go) it stops taking the mirror, hands what the guest has not acknowledged to
-the promoted guest on its tap, and exits; stopped with the VM; it also exits by itself when
-QEMU is gone.
+QEMU's ``red0``, and between its ``red1`` and the comparator. It keeps the guest's output
+the client may lack, sent to the client at promotion (``ingress/keep.py``). Its ACK gate
+holds a client frame that acknowledges answer bytes this secondary guest has not sent yet
+(the guest's Linux would discard it, request and all, and the client would wait for its
+retransmission timeout). Its log keeps every client segment until this guest acknowledges
+it, and (when answers may leave early) its receipts tell the comparator
+(``--host-receipts``) which client bytes this host holds, so early output need not wait
+for this guest's ACK (issue #22, ``docs/architecture.md``, "Held ACKs"). Started right
+after QEMU (its chardevs retry every second), told of each checkpoint the secondary loads
+(SIGUSR2); at promotion (:func:`promote_ingress`, before the redirectors go) it stops
+taking the mirror, sends the client the guest's kept output, hands what the guest has not
+acknowledged to the promoted guest on its tap, and exits; stopped with the VM; it also
+exits by itself when QEMU is gone.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def ingress_argv(
         "--status",
         str(spec.run_dir / "ingress.json"),
         *(["--vnet-hdr"] if vnet_hdr else []),
+        *([] if spec.options.host_receipts else ["--no-receipts"]),
         *fence_argv(spec.options),
     ]
 

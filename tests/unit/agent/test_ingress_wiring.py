@@ -26,19 +26,28 @@ def spec(role: Role, options: ProtectionOptions) -> SideSpec:
     )  # fmt: skip
 
 
-def test_only_a_secondary_whose_answers_may_leave_early_gets_a_relay() -> None:
+def test_every_secondary_of_colopps_comparator_gets_a_relay_receipts_only_with_early_answers() -> (
+    None
+):
     assert spec(Role.SECONDARY, EARLY).ingress_relay
+    assert EARLY.host_receipts
     assert not spec(Role.PRIMARY, EARLY).ingress_relay
-    assert not spec(
-        Role.SECONDARY, ProtectionOptions(comparator=ComparatorKind.COLOPP)
-    ).ingress_relay
+    plain = ProtectionOptions(comparator=ComparatorKind.COLOPP)
+    assert spec(Role.SECONDARY, plain).ingress_relay  # it keeps the output for a failover
+    assert not plain.host_receipts
+    assert "--no-receipts" in ingress_argv(spec(Role.SECONDARY, plain), 1, python="py")
+    primary = spec(Role.PRIMARY, plain)
+    assert "--host-receipts" not in comparator_argv(primary, 2000)
     acks_only = ProtectionOptions(comparator=ComparatorKind.COLOPP, prerelease="ack_only")
-    assert not spec(Role.SECONDARY, acks_only).ingress_relay
+    assert spec(Role.SECONDARY, acks_only).ingress_relay and not acks_only.host_receipts
+    builtin = ProtectionOptions(comparator=ComparatorKind.BUILTIN)
+    assert not spec(Role.SECONDARY, builtin).ingress_relay  # the agent's rewriter relay
     libvirt = ProtectionOptions(
         comparator=ComparatorKind.COLOPP, prerelease="auto", read_prefixes=("/kv/",),
         backend=Backend.LIBVIRT,
     )  # fmt: skip
     assert not spec(Role.SECONDARY, libvirt).ingress_relay
+    assert not libvirt.host_receipts
 
 
 def test_the_secondary_qemu_and_its_relay_meet_on_unix_sockets_in_the_run_dir() -> None:
@@ -64,7 +73,8 @@ def test_the_secondary_qemu_and_its_relay_meet_on_unix_sockets_in_the_run_dir() 
 
 
 def test_without_a_relay_the_secondary_connects_to_the_primary_as_before() -> None:
-    side = spec(Role.SECONDARY, ProtectionOptions(comparator=ComparatorKind.COLOPP))
+    libvirt = ProtectionOptions(comparator=ComparatorKind.COLOPP, backend=Backend.LIBVIRT)
+    side = spec(Role.SECONDARY, libvirt)  # libvirt's domains: no relay
     assert template_names(side) == ["vm.conf", "secondary-red.conf", "secondary.conf"]
     argv = qemu_argv(QemuRuntime(Path("/nonexistent")), VM, side)
     chardevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-chardev"]
