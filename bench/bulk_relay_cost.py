@@ -21,7 +21,8 @@ from typing import Any
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import encode_frames
-from colopp.ingress.relay import Relay, RelayOptions, _Side
+from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.side import RelaySide
 
 MSS = 1448
 CLIENT, GUEST = "198.18.0.2", "198.18.1.10"
@@ -53,6 +54,9 @@ class _Sink:
 
     def close(self) -> None:
         pass
+
+    def get_extra_info(self, name: str) -> object:
+        return None  # no socket: RelaySide.drain reads nothing
 
 
 def streams(kind: str, n: int, per: int) -> tuple[list[bytes], list[bytes]]:
@@ -88,7 +92,7 @@ def one_pass(kind: str, n: int, per: int) -> float:
     )
     sides = {}
     for name in ("mirror", "red0", "red1", "comparator"):
-        side = _Side(relay, name, False)
+        side = RelaySide(relay, name, False)
         side.transport = _Sink()  # type: ignore[assignment]
         relay._sides[name] = side
         sides[name] = side
