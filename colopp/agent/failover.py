@@ -18,11 +18,14 @@ from colopp.agent.translation import SideTranslation
 from colopp.colo.sequence import primary_failover, secondary_failover
 from colopp.domain import Role
 from colopp.errors import QmpError
+from colopp.ingress.resend import send_to_client
 from colopp.rewrite.splice import promotion_steps
 
 #: How long a promotion waits for QEMU to report the guest running (it does not fail then:
 #: ``guest_running_ms`` stays None).
 GUEST_RUNNING_WAIT_S = 5.0
+#: Sends of kept guest output under way (off the promotion's path; kept referenced).
+_RESENDS: set[asyncio.Task[int]] = set()
 
 
 @dataclass
@@ -115,9 +118,23 @@ async def _promote(
     # (A re-adopted side has its filters but no translator child: its record says.)
     spliced = translation is not None and (translation.spliced or bool(translation.record))
     promote_ingress(side)  # hands what it holds to the guest, then exits
+    learning = translation.relay if translation is not None else None
+    if learning is not None:  # colo-compare's relay: the guest's output the client lacks
+        _resend_output(side, learning.take_output())
     await run_steps(side, promotion_steps(secondary_failover(), spliced=spliced), timeline)
+    if learning is not None:  # and what the guest sent through red1 since
+        _resend_output(side, learning.take_output())
     if translation is not None:
         await translation.stop_learning(side)  # colo-compare's relay: the primary is gone
         translation.promoted(last_load)
         # filter-rewriter off, the translator applies the whole record (limit (3)).
         await translation.take_over(lambda steps: run_steps(side, steps, timeline))
+
+
+def _resend_output(side: Side, frames: list[tuple[bytes, int]]) -> None:
+    """Send ``frames`` (the guest's kept output, ``colopp/ingress/keep.py``) to the client
+    out of the side's tap's bridge, in a thread, not waited for: the promotion goes on."""
+    if frames:
+        task = asyncio.create_task(asyncio.to_thread(send_to_client, side.spec.tap, frames))
+        _RESENDS.add(task)
+        task.add_done_callback(_RESENDS.discard)

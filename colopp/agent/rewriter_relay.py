@@ -19,6 +19,11 @@ re-protection waits for that). Each learned offset goes to the agent's
 :class:`~colopp.rewrite.young.YoungOffsets` with the time its client ACK was read; each
 checkpoint the secondary loads (:meth:`RewriterRelay.checkpoint_loaded`, QEMU's RESUME
 stamp, same clock) voids what came before. Promotion stops the relay (the primary is gone).
+
+It also keeps the secondary guest's output the client has not acknowledged since the last
+checkpoint load (:class:`~colopp.ingress.keep.OutputKeep`): at promotion
+:meth:`RewriterRelay.take_output` gives it, to be sent to the client (what colo-compare
+held died with the primary's host).
 """
 
 from __future__ import annotations
@@ -33,7 +38,11 @@ from typing import cast
 from colopp.compare.addresses import Endpoint
 from colopp.compare.connect import open_endpoint
 from colopp.compare.framing import FrameDecoder, encode_frame
+from colopp.compare.packet import FIN, RST, TCP
 from colopp.domain import SideSpec
+from colopp.ingress.keep import OutputKeep
+from colopp.ingress.side import drain
+from colopp.ingress.wire import plain_tcp
 from colopp.rewrite.rewriter_learn import RewriterLearner
 from colopp.rewrite.young import YoungOffsets
 
@@ -75,6 +84,7 @@ class RewriterRelay:
     ) -> None:
         self.young = young
         self.learner = RewriterLearner()
+        self.keep = OutputKeep()
         self.clock = clock
         self.stats = dict.fromkeys(("client_frames", "guest_frames", "dropped_frames"), 0)
         self._listen = {
@@ -135,8 +145,12 @@ class RewriterRelay:
         now = self.clock()
         frames = end.decoder.feed(data)
         learner = self.learner
+        keep = self.keep
         if end.name == "mirror":
             for frame, vnet in frames:
+                f = plain_tcp(frame, 0, len(frame), vnet)
+                if f is not None:
+                    keep.client((TCP, f[1], f[0], f[3], f[2]), f[6], f[5])
                 got = learner.client_frame(frame, vnet, now)
                 if got is not None:
                     learned = got.learned
@@ -145,6 +159,15 @@ class RewriterRelay:
         else:
             for frame, vnet in frames:
                 learner.guest_frame(frame, vnet, now)
+                f = plain_tcp(frame, 0, len(frame), vnet)
+                if f is not None:
+                    src, dst, sport, dport, seq, _, flags, size = f
+                    if flags & RST:
+                        keep.forget((TCP, src, dst, sport, dport))
+                    elif size or flags & FIN:
+                        keep.guest(
+                            (TCP, src, dst, sport, dport), seq, size + (flags & FIN), frame, vnet
+                        )
             self.stats["guest_frames"] += len(frames)
         out = self._ends.get(target)
         if out is None or out.transport is None:
@@ -154,10 +177,24 @@ class RewriterRelay:
             out.transport.write(b"".join(encode_frame(f) for f, _ in frames))
 
     def checkpoint_loaded(self, stamp: float | None) -> None:
-        """The secondary loaded a checkpoint; ``stamp``: QEMU's RESUME time."""
+        """The secondary loaded a checkpoint; ``stamp``: QEMU's RESUME time. The guest's
+        output kept before is void: ``red1`` is read to its end first."""
+        self._drain_output()
+        self.keep.checkpoint()
         if stamp is not None:
             self.learner.checkpoint_loaded(stamp)
             self.young.loaded_at(stamp)
+
+    def _drain_output(self) -> None:
+        end = self._ends.get("red1")
+        if end is not None:
+            drain(end.transport, end.data_received)
+
+    def take_output(self) -> list[tuple[bytes, int]]:
+        """At promotion: the guest's kept output the client has not acknowledged
+        (:meth:`OutputKeep.take`), ``red1`` read to its end first."""
+        self._drain_output()
+        return self.keep.take()
 
     def describe(self) -> dict[str, int]:
         return {
@@ -166,6 +203,7 @@ class RewriterRelay:
             "zeroed": self.learner.zeroed,
             "garbage": self.learner.garbage,
             "handshakes": len(self.learner),
+            **self.keep.counters(),
         }
 
     async def stop(self) -> None:

@@ -170,12 +170,12 @@ async def serve(relay: Relay, args: argparse.Namespace) -> None:
 async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) -> dict[str, Any]:
     """Hand the log to the promoted guest on ``--tap``; returns what happened."""
     frames = relay.promote()
-    kept = relay.keep.take()  # the guest's output the client may lack: send it again now
-    resent = await asyncio.to_thread(send_to_client, args.tap, kept) if args.tap else 0
     if args.tap is None:
         log.error("promoted without --tap: %d frames not handed over", len(frames))
         return {"frames": len(frames), "handed_over": False}
     sock = open_tap_socket(args.tap)
+    # The guest's output the client may lack goes to it now, beside the replay.
+    resend = asyncio.create_task(resend_output(relay, args.tap))
     loop = asyncio.get_running_loop()
     now = time.monotonic()
     replayer = Replayer(relay.log, functools.partial(send_frame, sock), now, args.replay_deadline)
@@ -201,6 +201,7 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
     finally:
         loop.remove_reader(sock.fileno())
         sock.close()
+    resent = await resend
     left = len(relay.log.unacked())
     owed = len(relay.log.owed_acks)
     if left or owed:
@@ -219,6 +220,17 @@ async def replay(relay: Relay, args: argparse.Namespace, done: asyncio.Event) ->
         "unacknowledged": left,
         "acks_owed": owed,
     }
+
+
+async def resend_output(relay: Relay, tap: str) -> int:
+    """Send the client the secondary guest's kept output (``keep.py``) out of ``tap``'s
+    bridge: what was kept at the promotion at once, then what the guest sent through
+    ``red1`` until QEMU let go of it (the promotion's steps take the redirectors away: that
+    output went to the dead comparator). Returns the frames sent."""
+    sent = await asyncio.to_thread(send_to_client, tap, relay.keep.take())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(relay.output_closed.wait(), LATE_OUTPUT_WAIT_S)
+    return sent + await asyncio.to_thread(send_to_client, tap, relay.keep.take())
 
 
 def _write(relay: Relay, args: argparse.Namespace, replayed: dict[str, Any] | None) -> None:
@@ -251,6 +263,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: Seconds a promoted relay waits for the guest's last output through ``red1``.
+LATE_OUTPUT_WAIT_S = 1.0
 #: Set to a path prefix: the relay runs under cProfile and dumps ``PREFIX.<pid>`` at exit
 #: (as ``COLOPP_COMPARE_PROFILE`` does for the comparator).
 PROFILE_ENV = "COLOPP_INGRESS_PROFILE"

@@ -120,6 +120,9 @@ class Relay:
             ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
         )
         self.promoted = False
+        #: Set when the secondary QEMU let go of ``red1`` (after a promotion: no more output
+        #: comes that way; what came since the promotion is kept too).
+        self.output_closed = asyncio.Event()
         #: At promotion: the write fence's pending reads and fenced connections.
         self.fence_handover: tuple[dict[FlowKey, int], set[FlowKey]] = ({}, set())
         self._sides: dict[str, RelaySide] = {}
@@ -192,6 +195,8 @@ class Relay:
     def closed(self, side: RelaySide) -> None:
         if self._sides.get(side.name) is side:
             del self._sides[side.name]
+            if side.name == "red1":
+                self.output_closed.set()
 
     def frames(self, side: RelaySide, buf: bytes, spans: list[Span]) -> None:
         """Log, then forward: client frames to red0, guest frames (and receipts) onward.

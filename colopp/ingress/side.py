@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from colopp.compare.reads import READ_SIZE, SmallReadProtocol
@@ -43,12 +44,19 @@ class RelaySide(SmallReadProtocol):
     def drain(self) -> None:
         """Read, now, what waits on this connection's socket (the frames handled as if
         the loop had read them)."""
-        sock = self.transport.get_extra_info("socket") if self.transport else None
-        while sock is not None:
-            try:
-                data = os.read(sock.fileno(), READ_SIZE)
-            except OSError:  # nothing more now (BlockingIOError), or the transport will see
-                return
-            if not data:
-                return
-            self.data_received(data)
+        drain(self.transport, self.data_received)
+
+
+def drain(transport: asyncio.BaseTransport | None, feed: Callable[[bytes], None]) -> None:
+    """Read what waits on ``transport``'s socket now, each read to ``feed``, until it would
+    block (on the loop's thread: its own reads then find less). A transport without a
+    socket reads nothing; an error or the end is left for the transport to see."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    while sock is not None:
+        try:
+            data = os.read(sock.fileno(), READ_SIZE)
+        except OSError:  # nothing more now (BlockingIOError), or the transport will see
+            return
+        if not data:
+            return
+        feed(data)

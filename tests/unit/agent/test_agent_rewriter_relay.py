@@ -92,6 +92,22 @@ async def _scenario(tmp_path: Path) -> None:
         assert relay.describe()["learned"] == 1
         relay.checkpoint_loaded(1000.0)  # a later load: filter-rewriter zeroed it
         assert young.live() == {}
+
+        # The guest's output the client has not acknowledged is kept for a failover.
+        answer = [tcp(5001 + 100 * i, 11, "PA", bytes([65 + i]) * 100) for i in range(3)]
+        red1_writer.write(b"".join(encode_frame(f) for f in answer))
+        assert await _frames(comparator.reader, 3) == answer
+        mirror.writer.write(encode_frame(tcp(11, 5101, "A", from_guest=False)))
+        assert len(await _frames(red0_reader, 1)) == 1  # the client has the first segment
+        assert [f for f, _ in relay.take_output()] == answer[1:]
+        # What the guest sent before a load is void, read at the load while still unread
+        # (no await between the write and the load: the loop has not read it).
+        late = tcp(5301, 11, "PA", b"y" * 100)
+        red1_writer.write(encode_frame(late))
+        relay.checkpoint_loaded(2000.0)
+        assert relay.describe()["keep_forgotten"] == 1
+        assert await _frames(comparator.reader, 1) == [late]  # passed on all the same
+        assert relay.take_output() == []
         for writer in (red0_writer, red1_writer):
             writer.close()
             await writer.wait_closed()
