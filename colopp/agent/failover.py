@@ -4,6 +4,7 @@ or the primary drops its lost peer and serves alone."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from colopp.agent.translation import SideTranslation
 from colopp.colo.sequence import primary_failover, secondary_failover
 from colopp.domain import Role
 from colopp.errors import QmpError
-from colopp.ingress.resend import send_to_client
+from colopp.ingress.resend import RESEND_ENV, send_to_client
 from colopp.rewrite.splice import promotion_steps
 
 #: How long a promotion waits for QEMU to report the guest running (it does not fail then:
@@ -134,7 +135,7 @@ async def _promote(
 def _resend_output(side: Side, frames: list[tuple[bytes, int]]) -> None:
     """Send ``frames`` (the guest's kept output, ``colopp/ingress/keep.py``) to the client
     out of the side's tap's bridge, in a thread, not waited for: the promotion goes on."""
-    if frames:
+    if frames and os.environ.get(RESEND_ENV) != "off":  # off: side-by-side runs
         task = asyncio.create_task(asyncio.to_thread(send_to_client, side.spec.tap, frames))
         _RESENDS.add(task)
         task.add_done_callback(_RESENDS.discard)

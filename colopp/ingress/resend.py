@@ -25,6 +25,9 @@ PACKET_VNET_HDR = 15
 #: first 10 are the same).
 VNET_HDR_LEN = 10
 _SOL_PACKET = 263
+#: ``off`` in the environment (the agent's, which its relay inherits): the kept output is
+#: not sent at promotion, left to the guest's own timer (side-by-side failover runs).
+RESEND_ENV = "COLOPP_INGRESS_RESEND"
 
 
 def bridge_of(tap: str) -> str:
