@@ -11,15 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def _timed_out(what: str, last: object, describe: Callable[[], object] | None) -> TimeoutError:
-    seen = describe() if describe is not None else last
-    return TimeoutError(f"timed out waiting for {what} (last: {seen!r})")
+def _looks(
+    what: str, check: Callable[[], T], timeout: float, describe: Callable[[], object] | None
+) -> Iterator[T | None]:
+    """``check()``'s results, falsy ones as None, until a truthy one (the last yielded).
+
+    Raises:
+        TimeoutError: a falsy result past ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        last = check()
+        if last:
+            yield last
+            return
+        if time.monotonic() >= deadline:
+            seen = describe() if describe is not None else last
+            raise TimeoutError(f"timed out waiting for {what} (last: {seen!r})")
+        yield None
 
 
 def wait_until(
@@ -36,14 +51,11 @@ def wait_until(
         TimeoutError: none within ``timeout`` s; its message names ``what`` and the last
             result (or ``describe()``).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise _timed_out(what, last, describe)
+    for got in _looks(what, check, timeout, describe):
+        if got is not None:
+            return got
         time.sleep(period)  # the state lives elsewhere: look again
+    raise AssertionError("unreachable")  # _looks ends on a result or raises
 
 
 async def await_until(
@@ -55,11 +67,8 @@ async def await_until(
     describe: Callable[[], object] | None = None,
 ) -> T:
     """:func:`wait_until` on an event loop (the loop runs on while it waits)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise _timed_out(what, last, describe)
+    for got in _looks(what, check, timeout, describe):
+        if got is not None:
+            return got
         await asyncio.sleep(period)  # the state lives in other tasks: look again
+    raise AssertionError("unreachable")  # _looks ends on a result or raises
