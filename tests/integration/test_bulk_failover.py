@@ -168,8 +168,11 @@ def test_an_upload_in_colo_never_stands_still(site: Driven, request: pytest.Fixt
         assert run.longest_stall() <= MAX_STALL_S, what
 
 
-def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driven) -> None:
+def test_iperf3_keeps_its_connection_through_failover_both_directions(
+    site: Driven, request: pytest.FixtureRequest
+) -> None:
     sp = site.sp
+    kind = SITES[request.node.callspec.params["site"]][0]
     sp.supervise(site.loop)
     site.run(sp.heartbeats())
     for cycle, reverse in enumerate((False, True), start=1):
@@ -208,8 +211,8 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
         print("  promotion:", ", ".join(f"{name} {ms:.0f}" for name, ms in incident.timeline_ms))
         serving = site.run(sp.pair.agents[sp.pair.primary.name].call("status"))
         relay = (serving.get("ingress") or {}).get("counters") or {}
+        keep = {k: v for k, v in relay.items() if str(k).startswith("keep_")}
         if relay:  # host B's relay: what it handed the guest, and the client (keep.py)
-            keep = {k: v for k, v in relay.items() if str(k).startswith("keep_")}
             print("  relay:", relay.get("replay"), keep)
         assert incident.error is None, incident
         assert code == 0, what
@@ -218,5 +221,8 @@ def test_iperf3_keeps_its_connection_through_failover_both_directions(site: Driv
         # Around the fault only: stalls while both sides run (the held ACKs of an upload,
         # README "Bulk traffic") and during re-protection are not the failover's.
         assert run.stall_after(killed_at) <= MAX_STALL_S, (killed_at, what)
+        if reverse and kind is ComparatorKind.COLOPP:
+            # What the dead comparator held: kept on host B, taken at the promotion.
+            assert keep.get("keep_taken", 0) > 0, relay
         streams = {line.split("]")[0] for line in run.lines if _INTERVAL_RE.match(line)}
         assert len(streams) == 1, what  # one data connection from start to end
