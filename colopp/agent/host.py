@@ -48,11 +48,12 @@ from colopp.agent.translation import SideTranslation
 from colopp.clock import Clock, SystemClock
 from colopp.colo.converge import LiveBudget
 from colopp.colo.sequence import attach_replication, secondary_prepare
-from colopp.domain import Backend, ComparatorKind, Role, SideRequest, VmSpec
+from colopp.domain import Backend, ComparatorKind, Role, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.qemu.qemu_process import READY_LINE, wait_for_serial
 from colopp.qemu.runtime import QemuRuntime, probe
 from colopp.qemu.version import require_colo_capable
+from colopp.side_request import SideRequest
 
 
 class HostAgent:

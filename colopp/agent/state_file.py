@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from colopp.arbiter.token import TokenGate
-from colopp.domain import Role, SideRequest, SideSpec, VmSpec
+from colopp.domain import Role, SideSpec, VmSpec
 from colopp.errors import ConfigError
 from colopp.files import write_private
+from colopp.side_request import SideRequest
 
 STATE_FILE = "agent-state.json"
 VERSION = 1

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from colopp.agent.side import Side
-from colopp.domain import Role, SideRequest, SideSpec, VmSpec
+from colopp.domain import Role, SideSpec, VmSpec
 from colopp.errors import ConfigError, QmpError, QmpTimeout, StateError
 from colopp.lab.netlink import Rtnl
 from colopp.qemu.argv import template_values
@@ -35,6 +35,7 @@ from colopp.qemu.render import render_files
 from colopp.qemu.running import RunningVm, inspect_argv, pci_slots, qemu_options, with_disk
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
+from colopp.side_request import SideRequest
 
 QMP_TIMEOUT = 10.0
 MIGRATION_TIMEOUT = 300.0

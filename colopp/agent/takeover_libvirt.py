@@ -23,9 +23,9 @@ import libvirt
 
 from colopp.agent.side import Side
 from colopp.agent.takeover import take_over_from
-from colopp.domain import SideRequest
 from colopp.errors import ColoppError, DomainNotFound, LibvirtError, StateError
 from colopp.qemu.runtime import QemuRuntime
+from colopp.side_request import SideRequest
 from colopp.virt.libvirt_domain import DomainProcess, connect
 from colopp.virt.libvirt_monitor import LibvirtMonitor
 from colopp.virt.libvirt_running import inspect_domain

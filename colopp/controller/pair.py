@@ -19,6 +19,7 @@ from colopp.controller.rights import RIGHT_PARAM, PairRights
 from colopp.controller.seam import Agent, Clock, SystemClock, fence
 from colopp.domain import HostSlot, PairConfig, Role, VmSpec
 from colopp.errors import ColoppError, StateError
+from colopp.side_request import SideRequest
 
 Progress = Callable[[str], None]
 #: How long a status call may take to connect (a live agent's kernel accepts at once).
@@ -62,7 +63,7 @@ class PairController:
     def _side(
         self, role: Role, slot: HostSlot, peer: HostSlot, standalone: bool = False
     ) -> dict[str, Any]:
-        return self.config.side(role, slot, peer, standalone).to_dict()
+        return SideRequest.for_slot(self.config, role, slot, peer, standalone).to_dict()
 
     async def launch_alone(self) -> None:
         """Run the VM unreplicated on the primary host (a baseline; no COLO, no failover).

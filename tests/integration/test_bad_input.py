@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from colopp.agent.host import HostAgent
-from colopp.domain import Ports, Role, SideRequest, VmSpec
+from colopp.domain import Ports, Role, VmSpec
 from colopp.errors import GuestError, QemuNotFound, QemuStartError, QmpError
 from colopp.image.builder import GuestImage
 from colopp.image.cmdline import kernel_cmdline
 from colopp.qemu.runtime import QemuRuntime, runtime_from
+from colopp.side_request import SideRequest
 
 LOOP = "127.0.0.1"
 

@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from colopp.polling import wait_until
 
 
 def colopp(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,11 +47,12 @@ def test_protect_status_failover_and_teardown(qemu_root: Path, tmp_path: Path) -
         text=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while not record.exists():
+
+        def recorded() -> bool:  # the record appears when COLO is reached
             assert protect.poll() is None, protect.stderr.read() if protect.stderr else ""
-            assert time.monotonic() < deadline, "colopp protect never recorded a pair"
-            time.sleep(0.2)  # the record appears when COLO is reached
+            return record.exists()
+
+        wait_until("colopp protect to record a pair", recorded, 180, 0.2)
         assert record.stat().st_mode & 0o777 == 0o600
         shown = colopp("status", "--state-dir", str(state), "--json")
         assert shown.returncode == 0, shown.stderr

@@ -24,6 +24,7 @@ from colopp.controller.setup import LocalPair, prepare_local_pair
 from colopp.controller.store import pair_record, save_record
 from colopp.demo.harness import ClientWorkload
 from colopp.domain import ComparatorKind
+from colopp.polling import wait_until
 
 PREFIX = "clprst"
 
@@ -70,16 +71,14 @@ def start_controller(record: Path, status: Path) -> subprocess.Popen[bytes]:
 
 
 def wait_status(status: Path, check: Any, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def matched() -> dict[str, Any] | None:  # the controller writes the file
         try:
-            data = json.loads(status.read_text())
-            if check(data):
-                return data
+            data: dict[str, Any] = json.loads(status.read_text())
         except (OSError, ValueError):
-            pass
-        assert time.monotonic() < deadline, f"controller status never matched: {status}"
-        time.sleep(0.05)  # the controller writes the file; there is nothing to wait on
+            return None
+        return data if check(data) else None
+
+    return wait_until(f"controller status to match: {status}", matched, timeout, 0.05)
 
 
 def wait_checkpoints(local: LocalPair, more: int, timeout: float = 60) -> None:
@@ -93,10 +92,12 @@ def wait_checkpoints(local: LocalPair, more: int, timeout: float = 60) -> None:
     client = AgentClient("test", agent.host, agent.port, local.deployment.token)
     try:
         first = loop.run_until_complete(count(client))
-        deadline = time.monotonic() + timeout
-        while loop.run_until_complete(count(client)) < first + more:
-            assert time.monotonic() < deadline, "no checkpoint"
-            time.sleep(0.1)  # checkpoints happen in QEMU; the agent counts them when asked
+        # Checkpoints happen in QEMU; the agent counts them when asked.
+        wait_until(
+            f"{more} more checkpoints",
+            lambda: loop.run_until_complete(count(client)) >= first + more,
+            timeout,
+        )
     finally:
         loop.run_until_complete(client.close())
         loop.close()

@@ -22,8 +22,9 @@ from colopp.agent.state_file import (
     parse_start_ticks,
     still_running,
 )
-from colopp.domain import ComparatorKind, ProtectionOptions, Role, SideRequest, VmSpec
+from colopp.domain import ComparatorKind, ProtectionOptions, Role, VmSpec
 from colopp.errors import ConfigError
+from colopp.side_request import SideRequest
 
 
 def a_record(tmp_path: Path, pid: int = 4242) -> SideRecord:

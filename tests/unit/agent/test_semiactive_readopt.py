@@ -14,7 +14,8 @@ import pytest
 
 from colopp.agent import adopt, semiactive, state_file
 from colopp.agent.side import Side
-from colopp.domain import ComparatorKind, ProtectionOptions, Role, SideRequest, VmSpec
+from colopp.domain import ComparatorKind, ProtectionOptions, Role, VmSpec
+from colopp.side_request import SideRequest
 from colopp.vcpu.cgroup import CgroupVersion, CpuController, apply_cap, read_limit
 from colopp.vcpu.keep import keep_cap
 from colopp.vcpu.shrink import VcpuState

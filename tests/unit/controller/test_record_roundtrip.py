@@ -25,9 +25,9 @@ from colopp.domain import (
     PairConfig,
     Ports,
     ProtectionOptions,
-    SideRequest,
     VmSpec,
 )
+from colopp.side_request import SideRequest
 
 
 def _config(backend: Backend) -> PairConfig:

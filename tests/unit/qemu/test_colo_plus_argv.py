@@ -15,13 +15,13 @@ from colopp.domain import (
     Ports,
     ProtectionOptions,
     Role,
-    SideRequest,
     SideSpec,
     VmSpec,
 )
 from colopp.errors import ConfigError
 from colopp.qemu.argv import qemu_argv
 from colopp.qemu.runtime import QemuRuntime
+from colopp.side_request import SideRequest
 
 VM = VmSpec("demo", Path("/k"), Path("/i"), "console=ttyS0")
 BASE = SideSpec(

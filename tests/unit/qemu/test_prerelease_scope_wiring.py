@@ -17,11 +17,11 @@ from colopp.domain import (
     Ports,
     ProtectionOptions,
     Role,
-    SideRequest,
     SideSpec,
     VmSpec,
 )
 from colopp.errors import ConfigError
+from colopp.side_request import SideRequest
 
 OPTIONS = ProtectionOptions(comparator=ComparatorKind.COLOPP)
 BASE = SideSpec(
