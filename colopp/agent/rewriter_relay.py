@@ -148,7 +148,9 @@ class RewriterRelay:
         keep = self.keep
         if end.name == "mirror":
             for frame, vnet in frames:
-                f = plain_tcp(frame, 0, len(frame), vnet)
+                # The client's ACKs matter only while output is kept (an upload keeps none:
+                # its many client frames are not parsed twice on the agent's loop).
+                f = plain_tcp(frame, 0, len(frame), vnet) if keep.bytes else None
                 if f is not None:
                     keep.client((TCP, f[1], f[0], f[3], f[2]), f[6], f[5])
                 got = learner.client_frame(frame, vnet, now)
