@@ -322,6 +322,17 @@ class SideSpec:
         return self.run_dir / "compare0.sock"
 
     @property
+    def mirror_socket(self) -> Path:
+        """Primary with colopp's comparator: where QEMU's ``mirror0`` listens for the mirror
+        process (``python -m colopp.mirror``), which sends it on to the secondary host."""
+        return self.run_dir / "mirror0.sock"
+
+    @property
+    def mirror_status(self) -> Path:
+        """The mirror process's status file (``peer_connected``, counters)."""
+        return self.run_dir / "mirror.json"
+
+    @property
     def compare_out_socket(self) -> Path:
         return self.run_dir / "compare_out.sock"
 

@@ -56,6 +56,14 @@ def comparator_argv(
         # Young connections' offsets go to the secondary host (docs/rewrite.md).
         "--young-to",
         f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
+        # QEMU's mirror0 is a unix socket (mirror-batched.conf); the comparator's child
+        # sends it on to the secondary host in batches (python -m colopp.mirror).
+        "--mirror-from",
+        f"unix:{side.mirror_socket}",
+        "--mirror-to",
+        f"listen:tcp:{side.local_repl_ip}:{side.ports.mirror}",
+        "--mirror-status",
+        str(side.mirror_status),
     ]
     if vnet_hdr:
         argv.append("--vnet-hdr")

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from colopp.agent.live_converge import FAILED, wait_mirror_ready, wait_pre_switchover
@@ -57,17 +59,29 @@ async def _secondary_linked(side: Side, timeout: float) -> float:
     """
     started = time.monotonic()
     builtin = side.spec.options.comparator is ComparatorKind.BUILTIN
-    labels = ("mirror0", "compare1") if builtin else ("mirror0",)
+    # With colopp's comparator mirror0 is the mirror process's (mirror-batched.conf): the
+    # secondary host is linked when that process has it as its peer.
+    labels = ("mirror0", "compare1") if builtin else ()
     while time.monotonic() - started < timeout:
         chardevs = await side.monitor.execute("query-chardev", timeout=5.0)
         linked = peer_links_up(list(chardevs or []), labels)
         if linked and not builtin and side.comparator is not None:
             shell = side.comparator.counters().get("shell", {})
             linked = bool(isinstance(shell, dict) and shell.get("secondary_connected"))
+            linked = linked and mirror_peer_connected(side.spec.mirror_status)
         if linked:
             break
         await asyncio.sleep(0.05)  # QEMU and the comparator report links only when asked
     return time.monotonic() - started
+
+
+def mirror_peer_connected(status: Path) -> bool:
+    """From the mirror process's status file: is the secondary host connected to it?"""
+    try:
+        data = json.loads(status.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("peer_connected") is True
 
 
 async def _migration_reaches(side: Side, listener: Any, status: str, timeout: float) -> None:
@@ -236,6 +250,7 @@ async def resume_protection(
         has_rewriter,
         client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         vnet_hdr=side.vm.vnet_hdr,
+        mirror_socket=str(spec.mirror_socket),
     )
     side.checkpoint_delay_ms = checkpoint_delay_ms
     # The guest runs through the disk mirror and the RAM pre-copy and pauses only for

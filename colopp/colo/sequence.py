@@ -240,20 +240,30 @@ def resume_replication(
     has_rewriter: bool,
     client_socket: str | None = None,
     vnet_hdr: bool = False,
+    mirror_socket: str | None = None,
 ) -> list[QmpStep]:
     """After the disk resync: attach replication, rebuild the primary's network path.
 
-    ``sockets`` are the (compare0, compare_out) unix socket paths; ``client_socket``, when
+    ``sockets`` are the (compare0, compare_out) unix socket paths; ``mirror_socket``, with
+    colopp's comparator, where ``mirror0`` listens for the comparator's mirror process
+    (``qemu-configs/mirror-batched.conf``; without it, or with QEMU's colo-compare, it
+    listens on the replication network); ``client_socket``, when
     colopp's comparator follows client requests, is where a copy of the guest's input goes.
     Chardevs and objects that already exist (a primary that only lost its secondary keeps
     its chardevs) are fine. ``vnet_hdr``: the filters, and QEMU's colo-compare, carry the
     tap's virtio-net header (``vnet_hdr_support``).
     """
     compare0, compare_out = sockets
+    batched = mirror_socket is not None and comparator is ComparatorKind.COLOPP
+    mirror0 = (
+        _unix(mirror_socket)
+        if mirror_socket is not None and batched
+        else _inet(local_repl_ip, ports.mirror)
+    )
     steps = [
         QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
         QmpStep("x-blockdev-change", {"parent": "colo-disk0", "node": "replication0"}),
-        _chardev("mirror0", _inet(local_repl_ip, ports.mirror), server=True),
+        _chardev("mirror0", mirror0, server=True),
         _chardev("compare0", _unix(compare0), server=True),
         _chardev("compare_out", _unix(compare_out), server=True),
     ]

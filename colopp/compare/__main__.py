@@ -22,7 +22,12 @@ the default ``global`` disarms every read. The read rules need the client's fram
 
 Address syntax: ``[listen:]unix:PATH`` or ``[listen:]tcp:HOST:PORT``. Without ``--qmp``
 checkpoint requests are only counted (``checkpoints_requested`` in the status file) and
-SIGUSR1 tells the comparator that a checkpoint finished. Exit codes: 0 on SIGTERM/SIGINT,
+SIGUSR1 tells the comparator that a checkpoint finished.
+``--mirror-from unix:PATH --mirror-to listen:tcp:HOST:PORT`` starts the mirror child
+(``python -m colopp.mirror``, :mod:`colopp.compare.mirror_child`): QEMU's ``mirror0`` to the
+secondary host in batches; it dies with the comparator, and a crash of it ends the
+comparator (SIGTERM to itself) so that its restart forces a checkpoint.
+Exit codes: 0 on SIGTERM/SIGINT,
 2 on bad arguments or unreachable sockets, 3 when primary_in or outdev closed, 4 when the
 QMP monitor was lost (it can no longer checkpoint: it releases nothing from then on and exits
 2 s later unless SIGTERM or a lost path ends it first; the agent restarts it, which forces a
@@ -69,6 +74,7 @@ from colopp.compare.config import (
     CompareConfig,
     PreReleaseConfig,
 )
+from colopp.compare.mirror_child import MirrorChild, mirror_argv
 from colopp.compare.shell import ComparatorShell, ShellOptions
 from colopp.errors import ColoppError, ConfigError
 
@@ -190,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="let an early answer leave before the secondary acknowledged its request, with "
         "its ACK lowered (off by default: see colopp.compare.ack_lower for the failover risk)",
     )
+    p.add_argument(
+        "--mirror-from",
+        help="QEMU's mirror0 (unix:PATH): a child (python -m colopp.mirror) sends it on",
+    )
+    p.add_argument("--mirror-to", help="where the secondary host takes it: listen:tcp:H:P")
+    p.add_argument("--mirror-status", type=Path, help="the mirror child's status file")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -272,8 +284,11 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the comparator until stopped; return the process exit code."""
+    mirror: MirrorChild | None = None
     try:
-        options = options_from_args(sys.argv[1:] if argv is None else argv)
+        args = sys.argv[1:] if argv is None else argv
+        options = options_from_args(args)
+        mirror = MirrorChild.start(mirror_argv(build_parser().parse_args(args)))
         run = loop_runner()
         profile = os.environ.get(PROFILE_ENV)
         if profile:  # where the CPU goes on a live pair (bench work; cProfile slows it ~2x)
@@ -286,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     except ColoppError as exc:
         print(f"colopp.compare: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if mirror is not None:
+            mirror.stop()
 
 
 if __name__ == "__main__":

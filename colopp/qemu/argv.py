@@ -30,10 +30,10 @@ def template_names(side: SideSpec) -> list[str]:
         return ["vm.conf", red, "secondary.conf"]
     if side.standalone:
         return ["vm.conf", "standalone.conf"]
-    names = ["vm.conf", "primary.conf"]
     if side.options.comparator is ComparatorKind.BUILTIN:
-        names.append("compare-builtin.conf")
-    elif side.options.client_frames:
+        return ["vm.conf", "primary.conf", "mirror-tcp.conf", "compare-builtin.conf"]
+    names = ["vm.conf", "primary.conf", "mirror-batched.conf"]
+    if side.options.client_frames:
         names.append("compare-client.conf")
     return names
 
@@ -60,6 +60,7 @@ def template_values(vm: VmSpec, side: SideSpec) -> dict[str, object]:
         "qmp_socket": side.qmp_socket,
         "qmp_compare_socket": side.qmp_compare_socket,
         "compare0_socket": side.compare0_socket,
+        "mirror_socket": side.mirror_socket,
         "compare_out_socket": side.compare_out_socket,
         "client_socket": side.client_socket,
         "local_repl_ip": side.local_repl_ip,

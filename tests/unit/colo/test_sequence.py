@@ -116,3 +116,23 @@ def test_no_step_tolerates_by_text() -> None:
     ]
     for step in every:
         assert set(step.tolerate) <= classes, step
+
+
+def test_mirror0_is_the_mirror_process_socket_only_with_colopps_comparator() -> None:
+    from colopp.colo.sequence import resume_replication
+
+    def mirror0(kind: ComparatorKind, socket: str | None) -> dict[str, object]:
+        steps = resume_replication(
+            "198.18.1.10", "198.18.1.11", Ports(), ("/c", "/o"), kind, False, None,
+            mirror_socket=socket,
+        )  # fmt: skip
+        (step,) = [s for s in steps if s.arguments.get("id") == "mirror0"]
+        backend = step.arguments["backend"]
+        assert isinstance(backend, dict)
+        return backend
+
+    batched = mirror0(ComparatorKind.COLOPP, "/run/m.sock")
+    assert batched["data"]["addr"] == {"type": "unix", "data": {"path": "/run/m.sock"}}
+    stock = mirror0(ComparatorKind.BUILTIN, "/run/m.sock")
+    assert stock["data"]["addr"]["type"] == "inet"
+    assert mirror0(ComparatorKind.COLOPP, None)["data"]["addr"]["type"] == "inet"

@@ -66,7 +66,16 @@ def test_primary_with_colopp_comparator_has_no_colo_compare() -> None:
     argv = qemu_argv(QemuRuntime(), VM, side(Role.PRIMARY, ComparatorKind.COLOPP))
     assert not any("colo-compare" in a for a in argv)
     assert not any(a.startswith("socket,id=compare1") for a in argv)
-    assert template_names(side(Role.PRIMARY, ComparatorKind.COLOPP)) == ["vm.conf", "primary.conf"]
+    assert template_names(side(Role.PRIMARY, ComparatorKind.COLOPP)) == [
+        "vm.conf",
+        "primary.conf",
+        "mirror-batched.conf",
+    ]
+    # mirror0 is the mirror process's unix socket, not a TCP server of QEMU's.
+    chardevs = option_values(argv, "-chardev")
+    assert "socket,id=mirror0,path=/run/c/mirror0.sock,server=on,wait=off" in chardevs
+    builtin = option_values(qemu_argv(QemuRuntime(), VM, side(Role.PRIMARY)), "-chardev")
+    assert any(c.startswith("socket,id=mirror0,host=") for c in builtin)
 
 
 def test_secondary_waits_for_incoming_and_rewrites() -> None:
