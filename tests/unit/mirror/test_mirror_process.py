@@ -50,9 +50,7 @@ class Rig:
 
     def connect_peer(self) -> socket.socket:
         peers = self.state().get("peers", 0)
-        peer = wait_until(
-            "the mirror's port", lambda: _connect(self.port), timeout=10, period=0.05
-        )
+        peer = wait_until("the mirror's port", lambda: _connect(self.port), timeout=10, period=0.05)
         wait_until(
             "the mirror to take the peer",
             lambda: self.state().get("peers", 0) == peers + 1 and self.state()["peer_connected"],
