@@ -64,6 +64,8 @@ def comparator_argv(
         f"listen:tcp:{side.local_repl_ip}:{side.ports.mirror}",
         "--mirror-status",
         str(side.mirror_status),
+        "--mirror-allow",
+        side.peer_repl_ip,
     ]
     if vnet_hdr:
         argv.append("--vnet-hdr")

@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--mirror-to", help="where the secondary host takes it: listen:tcp:H:P")
     p.add_argument("--mirror-status", type=Path, help="the mirror child's status file")
+    p.add_argument(
+        "--mirror-allow", action="append", default=[], help="the only host the mirror serves"
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 

@@ -44,6 +44,8 @@ def mirror_argv(args: argparse.Namespace, python: str = sys.executable) -> list[
         argv.append("--vnet-hdr")
     if args.mirror_status is not None:
         argv += ["--status", str(args.mirror_status)]
+    for address in args.mirror_allow:
+        argv += ["--allow", address]
     return argv
 
 

@@ -16,19 +16,24 @@ comparator (the comparator's restart forces a checkpoint, which covers what it m
 
 Whole frames only, in order: the newest connection of the secondary host (its ingress relay,
 or its QEMU's ``red0``) gets every frame from a frame boundary on; with none connected,
-frames are counted and dropped (what QEMU does with an unconnected chardev). A full TCP
+frames are counted and dropped (what QEMU does with an unconnected chardev). With
+``--allow ADDRESS`` (the comparator passes host B's replication address) a connection from
+anywhere else is closed at once and counted (``refused_peers``): nobody else on the
+replication network can take the stream over. A full TCP
 send buffer blocks this process and so, once the unix socket's buffer is full, QEMU's
 mirror, as with QEMU's own TCP chardev. Exit: 0 at the end of ``--from`` (QEMU gone, or
 its chardev yanked at a failover) or on SIGTERM; 2 on bad arguments, a source that never
 answers (``--connect-timeout``), or a port it cannot listen on. The status file (0600,
 replaced every ``--status-interval``) holds ``peer_connected``, ``peers``, ``frames``,
-``bytes``, ``dropped_frames``, ``malformed``, ``pid`` and ``updated_at``.
+``bytes``, ``dropped_frames``, ``malformed``, ``refused_peers``, ``pid`` and
+``updated_at``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -56,12 +61,19 @@ class Mirror:
     """One source, the newest peer, and counters; the forwarding loop runs in the caller's
     thread, the accepting loop in a daemon thread (they share only ``_peer``)."""
 
-    def __init__(self, source: socket.socket, listener: socket.socket, vnet_hdr: bool) -> None:
+    def __init__(
+        self,
+        source: socket.socket,
+        listener: socket.socket,
+        vnet_hdr: bool,
+        allowed: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset(),
+    ) -> None:
         self.source = source
         self.listener = listener
         self.vnet_hdr = vnet_hdr
+        self.allowed = allowed
         self.counters = dict.fromkeys(
-            ("peers", "frames", "bytes", "dropped_frames", "malformed"), 0
+            ("peers", "refused_peers", "frames", "bytes", "dropped_frames", "malformed"), 0
         )
         self._peer: socket.socket | None = None
         self._lock = threading.Lock()
@@ -76,6 +88,11 @@ class Mirror:
                 conn, address = self.listener.accept()
             except OSError:
                 return  # closed: the process is ending
+            if self.allowed and _address(address[0]) not in self.allowed:
+                self.counters["refused_peers"] += 1
+                log.warning("refused a connection from %s (not the secondary host)", address)
+                conn.close()
+                continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 old, self._peer = self._peer, conn
@@ -134,6 +151,13 @@ class Mirror:
         }
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    found = ipaddress.ip_address(text.split("%", maxsplit=1)[0])
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+        return found.ipv4_mapped
+    return found
+
+
 def connect_source(endpoint: Endpoint, timeout: float) -> socket.socket:
     """Connect to QEMU's ``mirror0`` (a unix server), retrying until ``timeout``.
 
@@ -180,11 +204,36 @@ def listen_peer(endpoint: Endpoint, timeout: float) -> socket.socket:
             time.sleep(BIND_RETRY_S)
 
 
+def _allowed(texts: list[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The ``--allow`` addresses (names resolved once, now). A name that does not resolve
+    restricts nothing, with a warning: refusing host B would stop replication."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for text in texts:
+        try:
+            found.append(_address(text.strip("[]")))
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)
+        except OSError as exc:
+            log.warning("--allow %s does not resolve (%s): any peer is accepted", text, exc)
+            return []
+        found += [_address(str(info[4][0])) for info in infos]
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m colopp.mirror", description=__doc__)
     p.add_argument("--from", dest="source", required=True, help="QEMU's mirror0: unix:PATH")
     p.add_argument("--to", dest="peer", required=True, help="listen:tcp:HOST:PORT")
     p.add_argument("--vnet-hdr", action="store_true", help="frames carry a vnet header length")
+    p.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        help="the secondary host's address (repeatable); others are refused",
+    )
     p.add_argument("--status", type=Path, help="JSON status file (0600)")
     p.add_argument("--status-interval", type=float, default=0.5)
     p.add_argument("--connect-timeout", type=float, default=30.0)
@@ -213,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except ColoppError as exc:
         print(f"colopp.mirror: {exc}", file=sys.stderr)
         return 2
-    mirror = Mirror(source, listener, args.vnet_hdr)
+    mirror = Mirror(source, listener, args.vnet_hdr, frozenset(_allowed(args.allow)))
     threading.Thread(target=mirror.accept_forever, name="accept", daemon=True).start()
     if args.status is not None:
         threading.Thread(

@@ -106,3 +106,40 @@ def test_the_relay_gets_the_comparators_read_rule_for_its_write_fence() -> None:
     every = ProtectionOptions(comparator=ComparatorKind.COLOPP, prerelease="all")
     relay = ingress_argv(spec(Role.SECONDARY, every), 4242, python="py")
     assert relay[relay.index("--resp-port") + 1] == "6379"
+
+
+def test_the_primarys_mirror_goes_through_the_comparators_child_to_host_b_only() -> None:
+    import argparse
+
+    from colopp.agent.live_protect import mirror_peer_connected
+    from colopp.compare.__main__ import build_parser
+    from colopp.compare.mirror_child import mirror_argv
+
+    primary = spec(Role.PRIMARY, ProtectionOptions(comparator=ComparatorKind.COLOPP))
+    argv = comparator_argv(primary, 2000, python="py")
+    args = build_parser().parse_args(argv[3:])
+    child = mirror_argv(args, python="py")
+    assert child is not None
+    assert child[:3] == ["py", "-m", "colopp.mirror"]
+    pairs = dict(zip(child[3::2], child[4::2], strict=False))
+    assert pairs["--from"] == "unix:/run/c/mirror0.sock"
+    assert pairs["--to"] == "listen:tcp:198.18.1.11:9003"  # where host B connected to QEMU
+    assert pairs["--allow"] == "198.18.1.10" and pairs["--status"] == "/run/c/mirror.json"
+    bare = argparse.Namespace(mirror_from=None, mirror_to=None)
+    assert mirror_argv(bare) is None
+    assert not mirror_peer_connected(Path("/nonexistent/mirror.json"))
+
+
+def test_mirror_status_says_linked_only_when_host_b_is_connected(tmp_path: Path) -> None:
+    from colopp.agent.live_protect import mirror_peer_connected
+
+    status = tmp_path / "mirror.json"
+    for text, linked in (
+        ('{"peer_connected": true}', True),
+        ('{"peer_connected": false}', False),
+        ('{"peer_connected": 1}', False),
+        ("[1]", False),
+        ("{bad", False),
+    ):
+        status.write_text(text)
+        assert mirror_peer_connected(status) is linked

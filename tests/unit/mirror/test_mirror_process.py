@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 class Rig:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *extra: str) -> None:
         self.path = tmp / "mirror0.sock"
         self.status = tmp / "mirror.json"
         self.port = _free_port()
@@ -36,7 +36,7 @@ class Rig:
         self.server.listen(1)
         argv = [sys.executable, "-m", "colopp.mirror", "--from", f"unix:{self.path}"]
         argv += ["--to", f"listen:tcp:127.0.0.1:{self.port}", "--status", str(self.status)]
-        self.proc = subprocess.Popen([*argv, "--status-interval", "0.05"])
+        self.proc = subprocess.Popen([*argv, "--status-interval", "0.05", *extra])
         self.server.settimeout(10)
         self.qemu, _ = self.server.accept()
         self.peers: list[socket.socket] = []
@@ -160,3 +160,26 @@ def test_a_crashed_child_ends_the_comparator_an_exit_0_or_a_stop_does_not() -> N
     stopped.stop()
     assert stopped.proc.returncode == -15 and crashed == [3]
     assert MirrorChild.start(None) is None
+
+
+def test_only_the_secondary_host_may_connect(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, "--allow", "127.0.0.1")
+    try:
+        stranger = socket.socket()
+        stranger.bind(("127.0.0.2", 0))
+        stranger.settimeout(10)
+        wait_until(
+            "the stranger's connect",
+            lambda: stranger.connect_ex(("127.0.0.1", rig.port)) == 0,
+            10,
+            0.05,
+        )
+        rig.peers.append(stranger)
+        assert stranger.recv(10) == b""  # closed at once
+        wait_until("the refusal", lambda: rig.state().get("refused_peers") == 1, 10, 0.02)
+        assert rig.state()["peer_connected"] is False
+        peer = rig.connect_peer()
+        rig.qemu.sendall(encode_frame(b"hello" * 20))
+        assert _frames(peer, 1) == [b"hello" * 20]
+    finally:
+        rig.close()
