@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from colopp.agent import state_file
-from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
+from colopp.agent.comparator_process import ComparatorProcess, comparator_argv, mirror_batched
 from colopp.agent.semiactive import readopt_vcpus
 from colopp.agent.side import Side
 from colopp.agent.state_file import ProcessIdentity, SideRecord, identity_of
@@ -296,7 +296,12 @@ async def adopt_side(
     readopt_vcpus(side, record.vcpu)
     spec = side.spec
     if spec.options.comparator is ComparatorKind.COLOPP and spec.role is Role.PRIMARY:
-        argv = comparator_argv(spec, side.checkpoint_delay_ms, vnet_hdr=side.vm.vnet_hdr)
+        argv = comparator_argv(
+            spec,
+            side.checkpoint_delay_ms,
+            vnet_hdr=side.vm.vnet_hdr,
+            mirror_batched=mirror_batched(spec),
+        )
         # A comparator recorded but gone is started again by its supervisor at once.
         if record.comparator is not None:
             side.comparator = AdoptedComparator(

@@ -34,9 +34,13 @@ def comparator_argv(
     python: str = sys.executable,
     *,
     vnet_hdr: bool = False,
+    mirror_batched: bool = True,
 ) -> list[str]:
     """The comparator's command line for one primary side (pure); ``vnet_hdr``: its frames
-    carry the tap's virtio-net header (:attr:`colopp.domain.VmSpec.vnet_hdr`)."""
+    carry the tap's virtio-net header (:attr:`colopp.domain.VmSpec.vnet_hdr`);
+    ``mirror_batched``: QEMU's ``mirror0`` is the unix socket of ``mirror-batched.conf``
+    (False for a QEMU started before colopp had the mirror process: its ``mirror0`` is
+    still its own TCP server, see :func:`mirror_batched`)."""
     argv = [
         python,
         "-m",
@@ -56,17 +60,13 @@ def comparator_argv(
         # Young connections' offsets go to the secondary host (docs/rewrite.md).
         "--young-to",
         f"{side.peer_repl_ip}:{side.ports.compare + YOUNG_PORT_OFFSET}",
+    ]
+    if mirror_batched:
         # QEMU's mirror0 is a unix socket (mirror-batched.conf); the comparator's child
         # sends it on to the secondary host in batches (python -m colopp.mirror).
-        "--mirror-from",
-        f"unix:{side.mirror_socket}",
-        "--mirror-to",
-        f"listen:tcp:{side.local_repl_ip}:{side.ports.mirror}",
-        "--mirror-status",
-        str(side.mirror_status),
-        "--mirror-allow",
-        side.peer_repl_ip,
-    ]
+        argv += ["--mirror-from", f"unix:{side.mirror_socket}"]
+        argv += ["--mirror-to", f"listen:tcp:{side.local_repl_ip}:{side.ports.mirror}"]
+        argv += ["--mirror-status", str(side.mirror_status), "--mirror-allow", side.peer_repl_ip]
     if vnet_hdr:
         argv.append("--vnet-hdr")
     options = side.options
@@ -92,6 +92,13 @@ def comparator_argv(
         if options.host_receipts:  # the secondary host's receipts ride on its output
             argv.append("--host-receipts")
     return argv
+
+
+def mirror_batched(side: SideSpec) -> bool:
+    """Does this primary QEMU's ``mirror0`` listen on the unix socket the mirror process
+    reads? QEMU creates it as it starts (or at ``chardev-add``); a QEMU that an agent
+    upgraded since started has its own TCP server there instead, and keeps it."""
+    return side.mirror_socket.is_socket()
 
 
 #: A semi-active secondary may lag (it has less CPU); when a primary frame has waited this

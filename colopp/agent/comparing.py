@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from colopp.agent.comparator_process import ComparatorProcess, comparator_argv
+from colopp.agent.comparator_process import ComparatorProcess, comparator_argv, mirror_batched
 from colopp.agent.side import Side
 from colopp.compare.config import DEFAULT_RESP_PORTS
 from colopp.domain import ComparatorKind, ProtectionOptions, SideSpec
@@ -46,7 +46,12 @@ async def start_comparator(side: Side, force_checkpoint: Callable[[], Awaitable[
         return
     await stop_comparator(side)
     side.comparator = ComparatorProcess(
-        comparator_argv(spec, side.checkpoint_delay_ms, vnet_hdr=side.vm.vnet_hdr),
+        comparator_argv(
+            spec,
+            side.checkpoint_delay_ms,
+            vnet_hdr=side.vm.vnet_hdr,
+            mirror_batched=mirror_batched(spec),
+        ),
         spec.run_dir,
         force_checkpoint,
         side.process.alive,

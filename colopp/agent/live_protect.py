@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from colopp.agent.comparator_process import mirror_batched
 from colopp.agent.live_converge import FAILED, wait_mirror_ready, wait_pre_switchover
 from colopp.agent.side import Side, event_stamp
 from colopp.agent.steps import run_steps
@@ -61,14 +62,15 @@ async def _secondary_linked(side: Side, timeout: float) -> float:
     builtin = side.spec.options.comparator is ComparatorKind.BUILTIN
     # With colopp's comparator mirror0 is the mirror process's (mirror-batched.conf): the
     # secondary host is linked when that process has it as its peer.
-    labels = ("mirror0", "compare1") if builtin else ()
+    batched = not builtin and mirror_batched(side.spec)
+    labels = ("mirror0", "compare1") if builtin else () if batched else ("mirror0",)
     while time.monotonic() - started < timeout:
         chardevs = await side.monitor.execute("query-chardev", timeout=5.0)
         linked = peer_links_up(list(chardevs or []), labels)
         if linked and not builtin and side.comparator is not None:
             shell = side.comparator.counters().get("shell", {})
             linked = bool(isinstance(shell, dict) and shell.get("secondary_connected"))
-            linked = linked and mirror_peer_connected(side.spec.mirror_status)
+            linked = linked and (not batched or mirror_peer_connected(side.spec.mirror_status))
         if linked:
             break
         await asyncio.sleep(0.05)  # QEMU and the comparator report links only when asked

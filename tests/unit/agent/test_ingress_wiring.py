@@ -143,3 +143,21 @@ def test_mirror_status_says_linked_only_when_host_b_is_connected(tmp_path: Path)
     ):
         status.write_text(text)
         assert mirror_peer_connected(status) is linked
+
+
+def test_a_qemu_started_before_the_mirror_process_keeps_its_own_tcp_mirror(tmp_path: Path) -> None:
+    import socket
+
+    from colopp.agent.comparator_process import mirror_batched
+
+    primary = dataclasses.replace(
+        spec(Role.PRIMARY, ProtectionOptions(comparator=ComparatorKind.COLOPP)), run_dir=tmp_path
+    )
+    assert not mirror_batched(primary)  # no mirror0.sock: an upgraded agent's older QEMU
+    assert "--mirror-from" not in comparator_argv(primary, 2000, mirror_batched=False)
+    (tmp_path / "mirror0.sock").write_text("")
+    assert not mirror_batched(primary)  # a file, not QEMU's socket
+    (tmp_path / "mirror0.sock").unlink()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(tmp_path / "mirror0.sock"))
+        assert mirror_batched(primary)
