@@ -98,8 +98,10 @@ class Mirror:
                 old, self._peer = self._peer, conn
                 self.counters["peers"] += 1
             log.info("secondary host connected from %s", address)
-            if old is not None:
-                old.close()  # a reconnect: the newest connection wins
+            if old is not None:  # a reconnect: the newest connection wins
+                with contextlib.suppress(OSError):
+                    old.shutdown(socket.SHUT_RDWR)  # wakes a send blocked on it
+                old.close()
 
     def forward(self) -> None:
         """Until the source ends."""

@@ -183,3 +183,30 @@ def test_only_the_secondary_host_may_connect(tmp_path: Path) -> None:
         assert _frames(peer, 1) == [b"hello" * 20]
     finally:
         rig.close()
+
+
+def test_a_reconnect_frees_a_mirror_stuck_on_a_peer_that_stopped_reading(rig: Rig) -> None:
+    stuck = rig.connect_peer()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frame = encode_frame(b"f" * 1400)
+    writer_done = threading.Event()
+
+    def qemu_writes() -> None:  # QEMU's filter-mirror, blocked once every buffer is full
+        try:
+            for _ in range(20000):
+                rig.qemu.sendall(frame)
+            rig.qemu.sendall(encode_frame(b"marker" * 10))
+        finally:
+            writer_done.set()
+
+    threading.Thread(target=qemu_writes, daemon=True).start()
+    assert not writer_done.wait(1.0)  # the stuck peer holds everything up
+    fresh = rig.connect_peer()
+    decoder, seen = FrameDecoder(), []
+    while b"marker" * 10 not in seen:
+        chunk = fresh.recv(1 << 16)
+        assert chunk, "the new peer was closed"
+        seen = [f.data for f in decoder.feed(chunk)] or seen
+    assert decoder.malformed == 0 and writer_done.wait(10)
+    # What the stuck send held is gone, and counted.
+    wait_until("the drop count", lambda: rig.state().get("dropped_frames", 0) > 0, 10, 0.02)
