@@ -78,12 +78,14 @@ def outside_share(before: CpuSample, after: CpuSample, window_s: float) -> dict[
 
 def process_role(cmdline: bytes) -> str:
     """What a lab process is, from its ``/proc/<pid>/cmdline``: ``qemu``, ``comparator``,
-    ``relay``, ``agent`` or ``other`` (for the per-process split of a host's CPU)."""
+    ``mirror`` (the comparator's child, ``colopp.mirror``), ``relay``, ``agent`` or
+    ``other`` (for the per-process split of a host's CPU)."""
     args = cmdline.split(b"\0")
     if any(a.endswith(b"qemu-system-x86_64") for a in args[:4]):
         return "qemu"
     for name, role in (
         (b"colopp.compare", "comparator"),
+        (b"colopp.mirror", "mirror"),
         (b"colopp.ingress", "relay"),
         (b"colopp.agent", "agent"),
     ):

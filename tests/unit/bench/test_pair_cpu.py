@@ -40,6 +40,7 @@ def test_process_role_from_cmdline() -> None:
     assert process_role(qemu) == "qemu"
     assert process_role(b"/v/bin/python\0-m\0colopp.compare\0--primary-in\0x\0") == "comparator"
     assert process_role(b"/v/bin/python\0-m\0colopp.ingress\0") == "relay"
+    assert process_role(b"/v/bin/python\0-m\0colopp.mirror\0--from\0") == "mirror"
     assert process_role(b"/v/bin/python\0-m\0colopp.agent\0--host\0hosta\0") == "agent"
     assert process_role(b"sleep\0001\0") == "other"
 
