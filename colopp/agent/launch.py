@@ -10,7 +10,7 @@ from colopp.agent.comparing import start_ingress
 from colopp.agent.side import Side
 from colopp.domain import SideSpec, VmSpec
 from colopp.errors import QemuStartError, QmpError
-from colopp.qemu.argv import qemu_argv
+from colopp.qemu.argv import mirror_process_wanted, qemu_argv
 from colopp.qemu.qemu_process import QemuProcess
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
@@ -27,7 +27,8 @@ async def start_qemu_side(runtime: QemuRuntime, vm: VmSpec, spec: SideSpec) -> S
     Raises:
         QemuStartError: QEMU exited at start or never answered on QMP.
     """
-    process = QemuProcess(qemu_argv(runtime, vm, spec), runtime.env(), spec.run_dir)
+    argv = qemu_argv(runtime, vm, spec, batched_mirror=mirror_process_wanted())
+    process = QemuProcess(argv, runtime.env(), spec.run_dir)
     await process.start()
     monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)
     try:

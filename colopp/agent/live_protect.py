@@ -43,6 +43,7 @@ from colopp.colo.live import (
 from colopp.colo.sequence import QmpStep, resume_replication
 from colopp.domain import ComparatorKind, Role
 from colopp.errors import ColoppError, QmpError, QmpTimeout
+from colopp.qemu.argv import mirror_process_wanted
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ async def resume_protection(
         has_rewriter,
         client_socket=str(spec.client_socket) if spec.options.client_frames else None,
         vnet_hdr=side.vm.vnet_hdr,
-        mirror_socket=str(spec.mirror_socket),
+        mirror_socket=str(spec.mirror_socket) if mirror_process_wanted() else None,
     )
     side.checkpoint_delay_ms = checkpoint_delay_ms
     # The guest runs through the disk mirror and the RAM pre-copy and pauses only for

@@ -32,6 +32,7 @@ replaced every ``--status-interval``) holds ``peer_connected``, ``peers``, ``fra
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -48,13 +49,15 @@ from colopp.compare.addresses import Endpoint, parse_endpoint
 from colopp.compare.status import write_status
 from colopp.errors import ColoppError, ConfigError
 from colopp.mirror.frames import whole_frames
+from colopp.retry import RetryExhausted, connect_with_retry
 
 log = logging.getLogger("colopp.mirror")
 
 #: Bytes read at once: many frames per system call under load, one under light load.
 READ_SIZE = 1 << 20
-#: Seconds between attempts to bind a port an exiting predecessor still holds.
-BIND_RETRY_S = 0.05
+#: Seconds between attempts to bind a port an exiting predecessor still holds, or to
+#: connect to a QEMU that is starting.
+RETRY_S = 0.05
 
 
 class Mirror:
@@ -160,50 +163,52 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return found
 
 
-def connect_source(endpoint: Endpoint, timeout: float) -> socket.socket:
-    """Connect to QEMU's ``mirror0`` (a unix server), retrying until ``timeout``.
+async def _connect(endpoint: Endpoint) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(endpoint.path))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _listen(endpoint: Endpoint) -> socket.socket:
+    host = str(endpoint.host)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, endpoint.port))
+        sock.listen(4)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def open_ends(
+    source: Endpoint, peer: Endpoint, within: float
+) -> tuple[socket.socket, socket.socket]:
+    """Listen where the secondary host connects (retrying while a predecessor, a mirror
+    whose comparator was restarted, still holds the port), then connect to QEMU's
+    ``mirror0`` (a unix server, there once QEMU started), each for up to ``within`` s.
 
     Raises:
-        ConfigError: not a unix socket to connect to, or no answer in time.
+        ConfigError: an address of the wrong kind, or an end that stays unavailable.
     """
-    if endpoint.listen or endpoint.path is None:
-        raise ConfigError(f"--from {endpoint}: want unix:PATH (QEMU's mirror0 listens)")
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(endpoint.path)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise ConfigError(f"cannot connect to {endpoint}: {exc}") from exc
-            time.sleep(BIND_RETRY_S)  # QEMU creates the socket as it starts
-
-
-def listen_peer(endpoint: Endpoint, timeout: float) -> socket.socket:
-    """Listen where the secondary host connects, retrying while a predecessor (a mirror
-    whose comparator was restarted) still holds the port, until ``timeout``.
-
-    Raises:
-        ConfigError: not a TCP address to listen on, or the port stays taken.
-    """
-    if not endpoint.listen or endpoint.host is None or endpoint.port is None:
-        raise ConfigError(f"--to {endpoint}: want listen:tcp:HOST:PORT")
-    family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((endpoint.host, endpoint.port))
-            sock.listen(4)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if time.monotonic() >= deadline:
-                raise ConfigError(f"cannot listen on {endpoint}: {exc}") from exc
-            time.sleep(BIND_RETRY_S)
+    if source.listen or source.path is None:
+        raise ConfigError(f"--from {source}: want unix:PATH (QEMU's mirror0 listens)")
+    if not peer.listen or peer.host is None or peer.port is None:
+        raise ConfigError(f"--to {peer}: want listen:tcp:HOST:PORT")
+    try:
+        listener = await connect_with_retry(lambda: _listen(peer), within, pause=RETRY_S)
+    except RetryExhausted as exc:
+        raise ConfigError(f"cannot listen on {peer}: {exc.last}") from exc
+    try:
+        return await connect_with_retry(lambda: _connect(source), within, pause=RETRY_S), listener
+    except RetryExhausted as exc:
+        listener.close()
+        raise ConfigError(f"cannot connect to {source}: {exc.last}") from exc
 
 
 def _allowed(texts: list[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -259,8 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         source_at, peer_at = parse_endpoint(args.source), parse_endpoint(args.peer)
-        listener = listen_peer(peer_at, args.connect_timeout)
-        source = connect_source(source_at, args.connect_timeout)
+        source, listener = asyncio.run(open_ends(source_at, peer_at, args.connect_timeout))
     except ColoppError as exc:
         print(f"colopp.mirror: {exc}", file=sys.stderr)
         return 2

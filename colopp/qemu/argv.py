@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from colopp.domain import READ_PREFIX_PATTERN, ComparatorKind, Ports, Role, SideSpec, VmSpec
@@ -22,8 +23,21 @@ __all__ = [
 ]
 
 
-def template_names(side: SideSpec) -> list[str]:
-    """Which templates make up one side's command line."""
+#: ``COLOPP_MIRROR=qemu`` in the agent's environment: with colopp's comparator, the primary
+#: QEMU keeps its own TCP ``mirror0`` (no mirror process; the comparator follows, since it
+#: looks for the unix socket): for side-by-side runs (README, Bulk traffic, session 20).
+MIRROR_ENV = "COLOPP_MIRROR"
+
+
+def mirror_process_wanted() -> bool:
+    """Not turned off by :data:`MIRROR_ENV` (the agent's environment, read where it starts
+    QEMU or adds a primary's chardevs; the builders here stay pure)."""
+    return os.environ.get(MIRROR_ENV) != "qemu"
+
+
+def template_names(side: SideSpec, *, batched_mirror: bool = True) -> list[str]:
+    """Which templates make up one side's command line (``batched_mirror``: with colopp's
+    comparator, ``mirror0`` is the mirror process's unix socket)."""
     if side.role is Role.SECONDARY:
         relayed = side.ingress_relay or side.rewriter_relay
         red = "secondary-relay.conf" if relayed else "secondary-red.conf"
@@ -32,7 +46,8 @@ def template_names(side: SideSpec) -> list[str]:
         return ["vm.conf", "standalone.conf"]
     if side.options.comparator is ComparatorKind.BUILTIN:
         return ["vm.conf", "primary.conf", "mirror-tcp.conf", "compare-builtin.conf"]
-    names = ["vm.conf", "primary.conf", "mirror-batched.conf"]
+    mirror = "mirror-batched.conf" if batched_mirror else "mirror-tcp.conf"
+    names = ["vm.conf", "primary.conf", mirror]
     if side.options.client_frames:
         names.append("compare-client.conf")
     return names
@@ -73,7 +88,12 @@ def template_values(vm: VmSpec, side: SideSpec) -> dict[str, object]:
 
 
 def qemu_argv(
-    runtime: QemuRuntime, vm: VmSpec, side: SideSpec, folder: Path | None = None
+    runtime: QemuRuntime,
+    vm: VmSpec,
+    side: SideSpec,
+    folder: Path | None = None,
+    *,
+    batched_mirror: bool = True,
 ) -> list[str]:
     """The full argv that starts one side's QEMU.
 
@@ -82,7 +102,7 @@ def qemu_argv(
     """
     vm.validate()
     side.validate()
-    names = template_names(side)
+    names = template_names(side, batched_mirror=batched_mirror)
     if vm.kernel is not None:  # direct kernel boot; without it SeaBIOS boots the disk
         names.insert(1, "kernel.conf")
     if vm.vnet_hdr:  # the NIC's offloads off (its tap's virtio-net header stays inert)
