@@ -254,12 +254,10 @@ def resume_replication(
     tap's virtio-net header (``vnet_hdr_support``).
     """
     compare0, compare_out = sockets
-    batched = mirror_socket is not None and comparator is ComparatorKind.COLOPP
-    mirror0 = (
-        _unix(mirror_socket)
-        if mirror_socket is not None and batched
-        else _inet(local_repl_ip, ports.mirror)
-    )
+    if mirror_socket is not None and comparator is ComparatorKind.COLOPP:
+        mirror0 = _unix(mirror_socket)
+    else:
+        mirror0 = _inet(local_repl_ip, ports.mirror)
     steps = [
         QmpStep(replication_drive(peer_repl_ip, ports), hmp=True),
         QmpStep("x-blockdev-change", {"parent": "colo-disk0", "node": "replication0"}),
