@@ -193,6 +193,7 @@ def process_cpu_delta(
 RELAY_COUNTERS: tuple[str, ...] = (
     "client_frames",
     "guest_frames",
+    "coalesced_frames",
     "receipt_frames",
     "dropped_frames",
     "gate_holds",

@@ -35,7 +35,9 @@ checkpoint). Every exit writes the status file a last time and removes listen so
 
 Environment: ``COLOPP_COMPARE_LOOP=asyncio|uvloop`` picks the event loop (asyncio by default;
 uvloop must be installed; anything else exits 2), ``COLOPP_COMPARE_PROFILE=PREFIX`` runs
-under a CPU-clock cProfile and dumps ``PREFIX.<pid>`` at exit.
+under a CPU-clock cProfile and dumps ``PREFIX.<pid>`` at exit,
+``COLOPP_DATAPATH_SCHED=batch|normal`` its CPU scheduling policy (``batch`` by default, see
+:mod:`colopp.datapath_sched`; anything else exits 2).
 
 Status file (``--status``, JSON, mode 0600, replaced atomically every ``--status-interval``
 and at exit): the core's counters at top level (``primary_frames_in``,
@@ -76,6 +78,7 @@ from colopp.compare.config import (
 )
 from colopp.compare.mirror_child import MirrorChild, mirror_argv
 from colopp.compare.shell import ComparatorShell, ShellOptions
+from colopp.datapath_sched import apply_policy
 from colopp.errors import ColoppError, ConfigError
 
 _DEFAULTS = CompareConfig()
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = sys.argv[1:] if argv is None else argv
         options = options_from_args(args)
+        apply_policy()  # SCHED_BATCH; before any thread or child, which inherit it
         mirror = MirrorChild.start(mirror_argv(build_parser().parse_args(args)))
         run = loop_runner()
         profile = os.environ.get(PROFILE_ENV)

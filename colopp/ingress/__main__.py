@@ -23,6 +23,13 @@ comparator) turn on the write fence (``fence.py``): a client's write waits until
 guest began answering every read delivered before it on other connections
 (``COLOPP_INGRESS_WRITE_FENCE=off`` in the environment turns it off: side-by-side runs).
 
+The relay runs as ``SCHED_BATCH`` (``COLOPP_DATAPATH_SCHED=normal`` keeps the default policy:
+:mod:`colopp.datapath_sched`).
+
+``--no-coalesce`` (or ``COLOPP_INGRESS_COALESCE=off`` in the environment: side-by-side runs)
+sends the comparator every guest frame as it came instead of runs of one connection's
+segments as one (``coalesce.py``).
+
 ``--no-window-pacing`` (or ``COLOPP_INGRESS_WINDOW_PACING=off`` in the environment, which
 the agent passes on: for side-by-side runs) forwards client segments past the secondary
 guest's receive window at once instead of holding them until it opens (``pacing.py``).
@@ -45,6 +52,7 @@ from typing import Any
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.status import write_status
+from colopp.datapath_sched import apply_policy
 from colopp.errors import ColoppError, ConfigError
 from colopp.ingress.fence import MAX_PENDING_S
 from colopp.ingress.log import DEFAULT_MAX_BYTES
@@ -83,6 +91,11 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         "--no-window-pacing",
         action="store_true",
         help="forward client segments past the guest's receive window at once",
+    )
+    p.add_argument(
+        "--no-coalesce",
+        action="store_true",
+        help="send the comparator every guest frame as it came (not coalesced)",
     )
     p.add_argument(
         "--receipt-interval-ms",
@@ -130,6 +143,7 @@ def parse_args(argv: list[str] | None) -> tuple[RelayOptions, argparse.Namespace
         read_prefixes=tuple(args.read_prefix) if fence else (),
         resp_ports=tuple(args.resp_port) if fence else (),
         read_scope=args.read_scope,
+        coalesce=not args.no_coalesce and os.environ.get(COALESCE_ENV) != "off",
     )
     if any(not 0 < port < 65536 for port in args.resp_port):
         raise ConfigError("--resp-port must be within 1..65535")
@@ -273,6 +287,8 @@ LATE_OUTPUT_WAIT_S = 1.0
 PROFILE_ENV = "COLOPP_INGRESS_PROFILE"
 #: ``off``: as ``--no-window-pacing`` (side-by-side runs through the agents).
 PACING_ENV = "COLOPP_INGRESS_WINDOW_PACING"
+#: ``off``: the guest's output goes to the comparator frame by frame (side-by-side runs).
+COALESCE_ENV = "COLOPP_INGRESS_COALESCE"
 #: ``off``: no write fence whatever the read rule (side-by-side runs through the agents).
 FENCE_ENV = "COLOPP_INGRESS_WRITE_FENCE"
 
@@ -281,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         options, args = parse_args(argv)
+        log.info("scheduling policy: %s", apply_policy())
         profile = os.environ.get(PROFILE_ENV)
         if profile:  # where host B's CPU goes (bench work; cProfile slows it ~2x)
             profiler = cProfile.Profile(time.thread_time)  # CPU, not wall-clock time

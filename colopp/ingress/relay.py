@@ -8,8 +8,9 @@ or, with ``gate_lowering`` off, it waits for them, at most 0.2 s). Frames are re
 place and forwarded as the bytes they came in (``wire.py``); receipts after client frames
 go at most once per ``receipt_interval``.
 ``output``: the secondary QEMU's ``red1`` (it listens) -> the comparator's ``secondary_in``
-(it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded,
-and each batch is followed by the receipts it made possible (``receipts.py``), in the same
+(it connects, retrying): every guest frame is logged (its ACKs free the log), forwarded
+(a read's runs of one connection's data segments as one segment: ``coalesce.py``), and each
+batch is followed by the receipts it made possible (``receipts.py``), in the same
 stream. A client segment past the secondary guest's receive window waits (``pacing.py``)
 until the guest's ACKs open it. With the read rule (``read_prefixes``/``resp_ports``) a
 client's write waits until the secondary guest began answering the reads before it
@@ -36,6 +37,7 @@ from colopp.compare.packet import ACK, FIN, RST, SYN, TCP, FlowKey, parse_frame
 from colopp.compare.receipts import encode_receipts
 from colopp.compare.seq import MASK
 from colopp.ingress.ackgate import AckGate
+from colopp.ingress.coalesce import coalesce
 from colopp.ingress.fence import WriteFence
 from colopp.ingress.keep import OutputKeep
 from colopp.ingress.log import DEFAULT_MAX_BYTES, ClientLog
@@ -94,6 +96,9 @@ class RelayOptions:
     read_methods: tuple[str, ...] = ("GET", "HEAD")
     #: The comparator's pre-release scope: ``key`` lets the fence look at resources.
     read_scope: str = "global"
+    #: Send the comparator the guest's output coalesced (:mod:`~colopp.ingress.coalesce`:
+    #: runs of one connection's segments as one); False: every frame as it came.
+    coalesce: bool = True
 
 
 class Relay:
@@ -117,7 +122,14 @@ class Relay:
             else None
         )
         self.stats = dict.fromkeys(
-            ("client_frames", "guest_frames", "receipt_frames", "dropped_frames"), 0
+            (
+                "client_frames",
+                "guest_frames",
+                "coalesced_frames",
+                "receipt_frames",
+                "dropped_frames",
+            ),
+            0,
         )
         self.promoted = False
         #: Set when the secondary QEMU let go of ``red1`` (after a promotion: no more output
@@ -203,7 +215,8 @@ class Relay:
 
         Each frame is read once, for the log and the gate alike, in place (plain IPv4/TCP:
         :func:`~colopp.ingress.wire.plain_tcp`; anything else through ``parse_frame``), and
-        forwarded as the bytes it came in (``wire_runs``), never re-encoded.
+        forwarded as the bytes it came in (``wire_runs``), never re-encoded; the guest's
+        runs of data segments of one connection leave as one (``coalesce.py``).
         """
         if side.name == "mirror":
             self._client_frames(buf, spans)
@@ -366,8 +379,12 @@ class Relay:
         released: list[tuple[bytes, int]] = []
         paced: list[bytes] = []
         answered = False
+        coalescing = self.options.coalesce
+        fields: list[PlainTcp | None] = []
         for _, start, end, vnet in spans:
             f = plain_tcp(buf, start, end, vnet)
+            if coalescing:
+                fields.append(f)
             if f is not None:
                 src, dst, sport, dport, seq, ack, flags, size = f
                 key = (TCP, src, dst, sport, dport)
@@ -400,13 +417,24 @@ class Relay:
         if answered:
             assert fence is not None
             self._fenced_to_guest(fence.release(asyncio.get_running_loop().time()))
-        runs = wire_runs(spans)
-        if len(runs) == 1 and runs[0] == (0, len(buf)):
-            out: list[bytes | memoryview] = [buf]
+        self._forward_output(buf, spans, fields)
+
+    def _forward_output(self, buf: bytes, spans: list[Span], fields: list[PlainTcp | None]) -> None:
+        """The guest's frames to the comparator: coalesced (``fields`` are theirs), or as
+        they came (``fields`` empty)."""
+        out: list[bytes | memoryview]
+        if fields:
+            out, count = coalesce(buf, spans, fields, self.options.vnet_hdr)
+            self.stats["coalesced_frames"] += len(spans) - count
         else:
-            view = memoryview(buf)
-            out = [view[a:b] for a, b in runs]
-        self._send_receipts(out, len(spans))
+            runs = wire_runs(spans)
+            count = len(spans)
+            if len(runs) == 1 and runs[0] == (0, len(buf)):
+                out = [buf]
+            else:
+                view = memoryview(buf)
+                out = [view[a:b] for a, b in runs]
+        self._send_receipts(out, count)
 
     def _send_receipts(self, out: list[bytes | memoryview], count: int) -> None:
         """``out`` (``count`` guest frames as they came), then the receipts they made
