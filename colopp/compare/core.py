@@ -263,7 +263,9 @@ class Comparator:
         if observer is None:
             return []
         self.counters.client_frames_in += 1
-        pkt = parse_frame(frame, vnet_hdr_len)
+        fields = parse_plain_tcp(frame, vnet_hdr_len)
+        pkt: Packet | Malformed
+        pkt = Packet(TCP, *fields) if fields is not None else parse_frame(frame, vnet_hdr_len)
         if isinstance(pkt, Malformed) or pkt.kind == PASSTHROUGH:
             return []
         key = observer.observe_client(pkt, frame, now, vnet_hdr_len)

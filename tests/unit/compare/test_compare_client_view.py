@@ -16,6 +16,7 @@ from test_compare_shell import FakeQemuSide, connect_when_ready, read_frames, st
 
 from colopp.compare import Action, Comparator, PreRelease, PreReleaseConfig, build_policy
 from colopp.compare.framing import FrameDecoder, encode_frames
+from colopp.compare.http_reads import MAX_HEAD_BYTES
 
 G_SEQ, C_SEQ = 5000, 9000
 TIMEOUT = 10.0
@@ -95,6 +96,27 @@ def test_an_identical_retransmission_is_classified_once() -> None:
     snap = c.snapshot()["pre_release"]
     assert (snap["read_requests"], snap["write_requests"], snap["write_seen"]) == (1, 0, False)
     assert later_read_leaves_early(c)
+
+
+def test_a_lost_connection_is_all_writes_until_its_next_syn() -> None:
+    """Not HTTP (an iperf3 upload, say): classified once, then every segment is a write
+    without its checksum read; a new connection on the same ports is classified afresh."""
+    c = comparator()
+    junk = "\x00" * (MAX_HEAD_BYTES + 1)  # no request head ends in it: lost
+    c.feed_client(client(junk), 0.0)
+    snap = c.snapshot()["pre_release"]
+    assert snap["write_seen"] and snap["write_requests"] == 1
+    more = C_SEQ + len(junk)
+    c.feed_client(corrupt_checksum(client(junk[:100], more)), 0.1)  # not even checked
+    c.feed_client(client(junk[:100], more + 100), 0.2)
+    snap = c.snapshot()["pre_release"]
+    assert (snap["write_requests"], snap["bad_checksum_frames"]) == (3, 0)
+    c.checkpoint_done(0.3)
+    syn = tcp_frame(C_SEQ - 1, 0, "S", src=CLIENT, dst=GUEST, sport=40000, dport=80)
+    c.feed_client(syn, 0.4)
+    c.feed_client(client(GET_Z), 0.5)
+    snap = c.snapshot()["pre_release"]
+    assert (snap["read_requests"], snap["write_requests"], snap["write_seen"]) == (1, 3, False)
 
 
 def test_vnet_header_checksum_offload_is_trusted() -> None:
