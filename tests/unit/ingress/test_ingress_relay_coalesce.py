@@ -18,9 +18,7 @@ SEQ, ACK, MSS = 5_000, 1_000_000, 1448
 
 
 def _segments(count: int) -> list[bytes]:
-    return [
-        tcp_frame(SEQ + i * MSS, ACK, "A", bytes([i]) * MSS, dport=40000) for i in range(count)
-    ]
+    return [tcp_frame(SEQ + i * MSS, ACK, "A", bytes([i]) * MSS, dport=40000) for i in range(count)]
 
 
 async def scenario(tmp: Path, coalesce: bool) -> None:
