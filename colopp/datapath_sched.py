@@ -11,7 +11,9 @@ something else; an idle CPU runs the woken helper at once.
 
 ``COLOPP_DATAPATH_SCHED=normal`` in the environment keeps the default policy
 (side-by-side runs); ``batch`` is the default. Only the policy changes, never the priority:
-no privilege is needed. Threads and processes started afterwards inherit it.
+no privilege is needed. Threads and processes started afterwards inherit it. The relay goes
+back to the default policy when its host is promoted (:func:`restore_default_policy`): its
+replay to the promoted guest is the failover's own path.
 """
 
 from __future__ import annotations
@@ -54,3 +56,14 @@ def apply_policy(
         except OSError:
             return "normal"
     return choice
+
+
+def restore_default_policy(
+    set_scheduler: Callable[[int, int, os.sched_param], None] = os.sched_setscheduler,
+) -> bool:
+    """Put the calling thread back under ``SCHED_OTHER``; False if the kernel refused."""
+    try:
+        set_scheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        return False
+    return True

@@ -52,7 +52,7 @@ from typing import Any
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.status import write_status
-from colopp.datapath_sched import apply_policy
+from colopp.datapath_sched import apply_policy, restore_default_policy
 from colopp.errors import ColoppError, ConfigError
 from colopp.ingress.fence import MAX_PENDING_S
 from colopp.ingress.log import DEFAULT_MAX_BYTES
@@ -173,6 +173,8 @@ async def serve(relay: Relay, args: argparse.Namespace) -> None:
                 return
             await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             if promoted.is_set() and not done.is_set():
+                # The failover's own path: woken frames must not wait for a CPU slice.
+                restore_default_policy()
                 _write(relay, args, await replay(relay, args, done))
                 return
     finally:

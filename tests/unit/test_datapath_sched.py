@@ -8,7 +8,12 @@ import sys
 
 import pytest
 
-from colopp.datapath_sched import SCHED_ENV, apply_policy, wanted_policy
+from colopp.datapath_sched import (
+    SCHED_ENV,
+    apply_policy,
+    restore_default_policy,
+    wanted_policy,
+)
 from colopp.errors import ConfigError
 
 
@@ -51,3 +56,16 @@ def test_a_real_process_and_its_children_run_as_batch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert out.stdout.split() == [str(os.SCHED_BATCH)] * 2
+
+
+def test_the_default_policy_comes_back_on_promotion() -> None:
+    calls: list[int] = []
+
+    def record(pid: int, policy: int, param: os.sched_param) -> None:
+        calls.append(policy)
+
+    def refuse(pid: int, policy: int, param: os.sched_param) -> None:
+        raise OSError(22, "Invalid argument")
+
+    assert restore_default_policy(record) and calls == [os.SCHED_OTHER]
+    assert not restore_default_policy(refuse)
