@@ -46,13 +46,13 @@ _U32X2 = struct.Struct(">II")
 class _Run:
     """One connection's run of data segments that leave as one."""
 
-    __slots__ = ("ack", "frames", "next_seq", "payload")
+    __slots__ = ("ack", "frames", "next_seq", "room")
 
-    def __init__(self, ack: int, next_seq: int, frame: int, payload: int) -> None:
+    def __init__(self, ack: int, next_seq: int, frame: int, room: int) -> None:
         self.ack = ack
         self.next_seq = next_seq
         self.frames = [frame]  # indexes into the spans
-        self.payload = payload  # payload bytes so far (data runs)
+        self.room = room  # payload bytes it may still take (one IPv4 datagram)
 
 
 def coalesce(
@@ -77,18 +77,13 @@ def coalesce(
         key = (src, dst, sport, dport)
         run = runs.get(key)
         if size and flags & ~_PSH == _ACK:
-            if (
-                run is not None
-                and run.next_seq == seq
-                and run.ack == ack
-                and _fits(buf, spans, run, size)
-            ):
+            if run is not None and run.next_seq == seq and run.ack == ack and size <= run.room:
                 run.frames.append(i)
                 run.next_seq = (seq + size) & MASK
-                run.payload += size
+                run.room -= size
                 merged = True
                 continue
-            run = _Run(ack, (seq + size) & MASK, i, size)
+            run = _Run(ack, (seq + size) & MASK, i, _room(buf, spans[i], size))
         else:
             runs.pop(key, None)
             slots.append(i)
@@ -100,11 +95,11 @@ def coalesce(
     return _encode(buf, spans, slots, vnet_hdr), len(slots)
 
 
-def _fits(buf: bytes, spans: list[Span], run: _Run, size: int) -> bool:
-    """Does ``run`` stay within one IPv4 datagram with ``size`` more payload bytes?"""
-    _, start, _, vnet = spans[run.frames[0]]
+def _room(buf: bytes, span: Span, size: int) -> int:
+    """Payload bytes a run that begins with ``span`` (``size`` payload bytes) may still take."""
+    _, start, _, vnet = span
     doff = (buf[start + vnet + _TCP_DOFF] >> 4) << 2
-    return 20 + doff + run.payload + size <= _MAX_IP_TOTAL
+    return _MAX_IP_TOTAL - 20 - doff - size
 
 
 def _unchanged(buf: bytes, spans: list[Span]) -> list[bytes | memoryview]:
