@@ -21,7 +21,8 @@ from typing import Any
 
 from colopp.compare.addresses import parse_endpoint
 from colopp.compare.framing import encode_frames
-from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.options import RelayOptions
+from colopp.ingress.relay import Relay
 from colopp.ingress.side import RelaySide
 
 MSS = 1448

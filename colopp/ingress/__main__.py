@@ -56,7 +56,8 @@ from colopp.datapath_sched import apply_policy, restore_default_policy
 from colopp.errors import ColoppError, ConfigError
 from colopp.ingress.fence import MAX_PENDING_S
 from colopp.ingress.log import DEFAULT_MAX_BYTES
-from colopp.ingress.relay import RECEIPT_INTERVAL_S, Relay, RelayOptions
+from colopp.ingress.options import RECEIPT_INTERVAL_S, RelayOptions
+from colopp.ingress.relay import Relay
 from colopp.ingress.replay import (
     DEFAULT_DEADLINE_S,
     Replayer,

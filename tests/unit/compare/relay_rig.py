@@ -14,7 +14,8 @@ from typing import Any
 from compare_fakes import TIMEOUT, FakeQemuSide, connect_when_ready
 
 from colopp.compare.addresses import parse_endpoint
-from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.options import RelayOptions
+from colopp.ingress.relay import Relay
 
 
 @dataclass

@@ -14,7 +14,8 @@ from colopp.compare.framing import FrameDecoder, encode_frame, encode_frames
 from colopp.compare.receipts import decode_receipts
 from colopp.ingress.ackgate import AckGate
 from colopp.ingress.log import ClientLog
-from colopp.ingress.relay import Relay, RelayOptions
+from colopp.ingress.options import RelayOptions
+from colopp.ingress.relay import Relay
 from colopp.ingress.side import RelaySide
 
 MSS = 100
