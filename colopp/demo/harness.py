@@ -106,19 +106,31 @@ class ClientWorkload:
         """Record a wall-clock mark (the outage around it is reported)."""
         self._send("mark")
 
-    def finish(self, timeout: float = 300) -> dict[str, Any]:
-        """Stop, let it read every acknowledged write back, return its summary."""
+    def finish(
+        self, timeout: float = 300, on_stuck: Callable[[], str] | None = None
+    ) -> dict[str, Any]:
+        """Stop, let it read every acknowledged write back, return its summary.
+
+        ``on_stuck``: what else to report when it does not finish in time (the pair's
+        status, say); its own failure is reported instead of hiding the stall.
+        """
         self._send("stop")
         started = time.monotonic()
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            self.kill()
             lines = (exc.output or b"").decode(errors="replace").strip().splitlines()
+            more = ""
+            if on_stuck is not None:
+                try:
+                    more = f"; {on_stuck()}"
+                except Exception as err:  # a report must not hide the stall
+                    more = f"; (its report failed: {err!r})"
+            self.kill()
             raise WorkloadStuck(
                 f"the workload did not read its writes back within {timeout:.0f} s of stop"
                 f" (the service answers too slowly or not at all); its last lines: {lines[-3:]};"
-                f" where the lab forwards frames now: {lab_forwarding(self.plan)}"
+                f" where the lab forwards frames now: {lab_forwarding(self.plan)}{more}"
             ) from exc
         summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         summary["finish_s"] = round(time.monotonic() - started, 2)
@@ -151,6 +163,14 @@ def lab_forwarding(plan: LabPlan, limit: int = 60) -> list[str]:
         if done.returncode != 0:
             lines.append(f"{netns} {argv[0]}: exit {done.returncode} {done.stderr.strip()}")
     return lines[:limit]
+
+
+def pair_report(status: dict[str, Any], limit: int = 12000) -> str:
+    """A pair's status (:meth:`PairController.status`: each side's checkpoints, comparator,
+    relay and translator counters) as one JSON line of at most ``limit`` characters, for a
+    report on clients that stopped getting answers."""
+    text = json.dumps(status, default=str, sort_keys=True)
+    return f"pair status: {text[:limit]}" + (" ..." if len(text) > limit else "")
 
 
 class WorkloadStuck(RuntimeError):

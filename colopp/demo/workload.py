@@ -335,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
                     "resets": tally.resets,
                     "writes_acked": len(tally.writes_acked),
                     "reads": tally.reads,
+                    # Seconds since a request last succeeded: where a stall began.
+                    "idle_s": round(time.time() - tally.completions[-1], 1)
+                    if tally.completions
+                    else None,
                 }
             )
         if time.monotonic() > deadline:

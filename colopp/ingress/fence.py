@@ -193,6 +193,29 @@ class WriteFence:
             pkt = parse_frame(frame, vnet_hdr_len)
         return isinstance(pkt, Packet) and self.client(pkt, frame, vnet_hdr_len, framed, now)
 
+    def offer_plain(
+        self,
+        key: FlowKey,
+        flags: int,
+        size: int,
+        buf: bytes,
+        spans: tuple[int, int, int, int],
+        now: float,
+    ) -> bool:
+        """:meth:`offer` for a plain IPv4/TCP frame read already (``key`` guest -> client,
+        its ``flags`` and payload ``size``; ``spans``: where its framed bytes, the frame and
+        its Ethernet header start in ``buf``, and where it ends). The bulk case costs no
+        copy and no parse: with nothing held and no read pending, a payload segment of a
+        lost stream (an upload that is no service's requests) is a write that goes now."""
+        header_start, start, end, vnet = spans
+        if size and not flags & (SYN | RST) and not self._held and not self.pending:
+            requests = self.classifier.requests
+            if self.classifier.lost_write(key):
+                if requests:
+                    requests.clear()
+                return False
+        return self.offer(buf[start:end], vnet, buf[header_start:end], now)
+
     def _delivered(self, held: Held, now: float) -> None:
         if held.read_ack is not None:
             self.pending[held.key] = Pending(held.read_ack, now + MAX_PENDING_S, False, held.reads)

@@ -195,7 +195,8 @@ class Relay:
         view = memoryview(buf)
         run_from = run_to = -1  # the bytes of the frames passing in a row
         passed = 0
-        for header_start, start, end, vnet in spans:
+        for span in spans:
+            header_start, start, end, vnet = span
             lowered: bytes | None = None
             f = plain_tcp(buf, start, end, vnet)
             if f is not None:
@@ -207,9 +208,7 @@ class Relay:
                     log.client_segment(
                         key, flags, seq, size + (flags & FIN), buf[start + vnet : end]
                     )
-                    if fence is not None and fence.offer(
-                        buf[start:end], vnet, buf[header_start:end], now
-                    ):
+                    if fence is not None and fence.offer_plain(key, flags, size, buf, span, now):
                         continue
                 held, lowered = self._gated(key, f, buf, start, end, vnet, now)
             else:

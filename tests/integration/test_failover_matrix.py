@@ -22,7 +22,7 @@ import pytest
 from conftest_pairs import Driven, driven_pair
 
 from colopp.colo.state import PairState
-from colopp.demo.harness import ClientWorkload
+from colopp.demo.harness import ClientWorkload, pair_report
 
 FAULTS = [
     ("primary", signal.SIGKILL, None),
@@ -84,9 +84,13 @@ def test_failover_matrix_under_load(site: Driven) -> None:
         assert sp.pair.state is PairState.PROTECTED
         assert sp.pair.secondary is not None and sp.pair.secondary.name == before
         site.run(sp.next_checkpoint())
-        summary = workload.finish()
+        summary = workload.finish(on_stuck=lambda: pair_report(site.run(sp.pair.status())))
     finally:
         workload.kill()
+    print(  # how long the read-back took: a slow service shows here before it fails
+        f"\nworkload: {summary['requests_ok']} ok, {summary['writes_acked']} writes read back"
+        f" in {summary['finish_s']} s"
+    )
     assert summary["requests_ok"] > 100
     assert summary["requests_failed"] == 0, (
         summary["errors"],
