@@ -115,6 +115,12 @@ class ClientAwarePolicy(ReleasePolicy, Protocol):
         """A client->guest frame; returns the guest->client connection to look at again."""
         ...
 
+    def lost_writes(self, key: FlowKey, count: int, now: float) -> bool:
+        """``count`` payload segments (no SYN, no RST) of connection ``key`` (guest ->
+        client): True when its stream is lost and they were taken as writes, as
+        :meth:`observe_client` would take them; False: nothing done."""
+        ...
+
     def client_lost(self) -> None:
         """The client copy stopped: nothing that depends on it may leave early any more."""
         ...

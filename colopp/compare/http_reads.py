@@ -173,17 +173,19 @@ class ReadClassifier:
         self._streams.clear()
         self.scope.clear()
 
-    def lost_write(self, key: FlowKey) -> bool:
-        """:meth:`observe`'s cheap path without a parse: a client segment with payload and
-        neither SYN nor RST on connection ``key`` (guest -> client) whose stream is lost
-        counts as a write, as :meth:`observe` would count it. True when it was taken so
-        (or nothing is followed any more); False: nothing done, call :meth:`observe`."""
+    def lost_write(self, key: FlowKey, count: int = 1) -> bool:
+        """:meth:`observe`'s cheap path without a parse: ``count`` client segments with
+        payload and neither SYN nor RST on connection ``key`` (guest -> client) whose stream
+        is lost count as writes, as :meth:`observe` would count them. True when they were
+        taken so (or nothing is followed any more); False: nothing done, call
+        :meth:`observe`."""
         if self.blind:
             return True  # observe ignores every frame
         stream = self._streams.get(key)
         if stream is None or not stream.lost:
             return False
-        self._write(None)
+        for _ in range(count):
+            self._write(None)
         return True
 
     def observe(self, pkt: Packet, frame: bytes, vnet_hdr_len: int = 0) -> FlowKey | None:

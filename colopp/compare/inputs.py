@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from colopp.compare.framing import FrameDecoder
 from colopp.compare.reads import READ_SIZE, SmallReadProtocol
+from colopp.ingress.wire import Splitter
 
 if TYPE_CHECKING:
     from colopp.compare.shell import ComparatorShell
@@ -92,7 +93,7 @@ class ClientFrames:
     def __init__(self, shell: ComparatorShell, sock: socket.socket) -> None:
         self.shell = shell
         self.sock = sock
-        self.decoder = FrameDecoder(shell.options.vnet_hdr)
+        self.splitter = Splitter(shell.options.vnet_hdr)
         self.open = True
         self.eager = False
         self._since_tick = 0  # bytes read since the last tick
@@ -112,12 +113,10 @@ class ClientFrames:
                 self.close("client_in closed")
                 return
             self._since_tick += len(data)
-            before = self.decoder.malformed
-            frames = self.decoder.feed(data)
-            shell.stats["client_framing_errors"] += self.decoder.malformed - before
-            now = shell.clock()
-            for frame, vnet_hdr_len in frames:
-                shell._apply(shell.core.feed_client(frame, now, vnet_hdr_len))
+            before = self.splitter.malformed
+            buf, spans = self.splitter.feed(data)
+            shell.stats["client_framing_errors"] += self.splitter.malformed - before
+            shell._apply(shell.core.feed_clients(buf, spans, shell.clock()))
             if len(data) < READ_SIZE:
                 # A unix stream socket's recv returns everything queued, up to the limit:
                 # the next one would only say EAGAIN (one system call per drain, not two).

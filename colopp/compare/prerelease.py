@@ -214,6 +214,19 @@ class PreReleasePolicy:
             self.disarmed_at = now
         return key
 
+    def lost_writes(self, key: FlowKey, count: int, now: float) -> bool:
+        """:meth:`observe_client` for ``count`` payload segments (no SYN, no RST) of
+        connection ``key`` (guest -> client) when its stream is lost: True when taken so
+        (as writes), False: nothing done."""
+        classifier = self.classifier
+        if classifier is None:
+            return True  # observe_client ignores every frame
+        if not classifier.lost_write(key, count):
+            return False
+        if self.disarmed_at is None and classifier.write_seen and not classifier.blind:
+            self.disarmed_at = now
+        return True
+
     def client_lost(self) -> None:
         """The copy of the client's frames stopped: no read is pre-released any more, not
         even one whose request was seen before (a write may now reach the guest unseen)."""
