@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 from colopp.compare.ack_lower import catch_up, settle_all
+from colopp.compare.client_runs import feed_client_runs
 from colopp.compare.config import CompareConfig
 from colopp.compare.counters import Counters
 from colopp.compare.early import apply_receipts, offer_early, offer_tail
@@ -31,7 +32,6 @@ from colopp.compare.held import ClientAwarePolicy, HeldFrame, NeverPreRelease, R
 from colopp.compare.ipv6 import is_ipv6_key
 from colopp.compare.packet import (
     PASSTHROUGH,
-    RST,
     SYN,
     TCP,
     FlowKey,
@@ -49,7 +49,7 @@ from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, seco
 from colopp.compare.tcp_waits import head_waits
 from colopp.compare.triggers import CheckpointTrigger, held_too_long, secondary_overdue
 from colopp.compare.verdict import Action, Drop, PreRelease, Release, group_frames
-from colopp.ingress.wire import Span, plain_tcp
+from colopp.ingress.wire import Span
 
 SWEEP_INTERVAL_S = 1.0
 
@@ -255,51 +255,22 @@ class Comparator:
             return self._finish(released, pre, reason, now)
         return self._release_matched(released, now) if released else []
 
+    def client_view_idle(self) -> bool:
+        """True when reading the client copy before a decision changes nothing until the
+        next checkpoint: no policy follows requests, or the one that does is disarmed for
+        every read (its copy is still read on every tick and at a checkpoint's STOP)."""
+        policy = self._client_policy
+        return policy is None or policy.view_idle()
+
     def feed_clients(self, buf: bytes, spans: list[Span], now: float) -> list[Action]:
         """:meth:`feed_client` for each frame of ``buf`` (``spans``: where they lie, as
         :class:`~colopp.ingress.wire.Splitter` cuts them), in order; every action, in order.
-
-        A lost connection's payload segments (an upload that is no service's requests: all
-        writes until its next SYN) are read in place, never copied, and counted in runs;
-        anything else goes through :meth:`feed_client`."""
-        observer = self._client_policy
-        if observer is None:
+        A lost connection's segments are read in place and counted in runs
+        (:mod:`~colopp.compare.client_runs`)."""
+        policy = self._client_policy
+        if policy is None:
             return []
-        out: list[Action] = []
-        run_key: tuple[int, int, int, int] | None = None  # the run's connection, as read
-        run = 0
-        for _, start, end, vnet in spans:
-            fields = plain_tcp(buf, start, end, vnet)
-            if fields is not None:
-                src, dst, sport, dport, _, _, flags, size = fields
-                if size and not flags & (SYN | RST):
-                    key = (src, dst, sport, dport)
-                    if key == run_key:
-                        run += 1
-                        continue
-                    if run:
-                        self._lost_run(run_key, run, now)
-                    run_key, run = key, 0
-                    if observer.lost_writes((TCP, dst, src, dport, sport), 1, now):
-                        self.counters.client_frames_in += 1
-                        continue
-                    run_key = None
-            if run:
-                self._lost_run(run_key, run, now)
-            run_key, run = None, 0
-            out += self.feed_client(buf[start:end], now, vnet)
-        if run:
-            self._lost_run(run_key, run, now)
-        return out
-
-    def _lost_run(self, key: tuple[int, int, int, int] | None, count: int, now: float) -> None:
-        """``count`` more segments of a lost connection (``key``: src, dst, sport, dport of
-        the client's frames)."""
-        observer = self._client_policy
-        assert key is not None and observer is not None
-        src, dst, sport, dport = key
-        observer.lost_writes((TCP, dst, src, dport, sport), count, now)
-        self.counters.client_frames_in += count
+        return feed_client_runs(self.feed_client, policy, self.counters, buf, spans, now)
 
     def feed_client(self, frame: bytes, now: float, vnet_hdr_len: int = 0) -> list[Action]:
         """Take one client->guest frame (a copy of the guest's input); return what to do now.

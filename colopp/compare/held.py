@@ -115,6 +115,11 @@ class ClientAwarePolicy(ReleasePolicy, Protocol):
         """A client->guest frame; returns the guest->client connection to look at again."""
         ...
 
+    def view_idle(self) -> bool:
+        """True when no client frame can let anything leave early before the next
+        checkpoint (reading the client copy before a decision then changes nothing)."""
+        ...
+
     def lost_writes(self, key: FlowKey, count: int, now: float) -> bool:
         """``count`` payload segments (no SYN, no RST) of connection ``key`` (guest ->
         client): True when its stream is lost and they were taken as writes, as

@@ -214,6 +214,13 @@ class PreReleasePolicy:
             self.disarmed_at = now
         return key
 
+    def view_idle(self) -> bool:
+        """True when no client frame can let anything leave early before the next
+        checkpoint: no read rule, the copy is lost, or a write of unknown reach disarmed
+        every read (an upload that is no service's requests does)."""
+        classifier = self.classifier
+        return classifier is None or classifier.blind or classifier.scope.global_write
+
     def lost_writes(self, key: FlowKey, count: int, now: float) -> bool:
         """:meth:`observe_client` for ``count`` payload segments (no SYN, no RST) of
         connection ``key`` (guest -> client) when its stream is lost: True when taken so

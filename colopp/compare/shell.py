@@ -345,10 +345,12 @@ class ComparatorShell:
             return
         if self.young is not None:
             self.young.frames(side, frames, self.clock())  # learn young offsets (gate)
-        if self._client is not None:
+        if self._client is not None and not self.core.client_view_idle():
             # Before primary output: every request it may answer, first (safety). Before
             # secondary output and receipts too: the process is awake anyway, so requests
             # are classified off the path of the primary's answer, which usually comes later.
+            # Not while a write disarmed every read until the next checkpoint (an upload):
+            # the copy then grants nothing, and ticks, eager reads and STOP still read it.
             self._client.drain()
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary

@@ -89,8 +89,11 @@ def test_a_batch_decides_as_frame_by_frame(steps: list[tuple[str, object]], scop
             assert isinstance(arg, list)
             frames = [conns[who].client(kind) for kind, who in arg]
             buf, spans = Splitter().feed(encode_frames(frames))
+            idle = one.client_view_idle()
             want = [a for f in frames for a in one.feed_client(f, now)]
             assert batch.feed_clients(buf, spans, now) == want
+            if idle:  # the shell need not read the copy before a decision: it grants nothing
+                assert want == [] and one.client_view_idle()
         elif step == "ckpt":
             assert batch.checkpoint_done(now) == one.checkpoint_done(now)
         else:
@@ -119,3 +122,20 @@ def test_an_upload_is_counted_in_runs_and_a_syn_ends_it() -> None:
     buf, spans = Splitter().feed(encode_frames([conn.client("syn"), conn.client("get")]))
     c.feed_clients(buf, spans, 0.1)
     assert c.snapshot()["pre_release"]["read_requests"] == 1
+
+
+def test_the_client_view_is_idle_from_a_write_of_unknown_reach_to_the_next_checkpoint() -> None:
+    c = comparator("key")
+    conn = Conn(40001)
+    assert not c.client_view_idle()
+    buf, spans = Splitter().feed(encode_frames([conn.client("syn"), conn.client("put")]))
+    c.feed_clients(buf, spans, 0.0)
+    assert not c.client_view_idle()  # a write to one key: reads of others still count
+    buf, spans = Splitter().feed(encode_frames([conn.client("junk")]))
+    c.feed_clients(buf, spans, 0.1)
+    assert c.client_view_idle()  # lost: writes of unknown reach
+    c.checkpoint_done(0.2)
+    assert not c.client_view_idle()
+    c.client_lost()
+    assert c.client_view_idle()
+    assert Comparator().client_view_idle()  # no policy follows requests
