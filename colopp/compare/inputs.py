@@ -72,11 +72,6 @@ class FrameInput(SmallReadProtocol):
 #: Client-copy bytes read between two ticks above which the shell also reads it on
 #: readiness (see :class:`ClientFrames`).
 EAGER_BYTES = 64 * 1024
-#: In eager mode, how long the copy accumulates once readable before it is read: a read
-#: then takes what a millisecond brought (~60 KB at 500 Mbit/s, well under the ~208 KiB a
-#: unix socket buffers by default before QEMU's filter-mirror would block) instead of two
-#: or three frames per wake-up (measured on an upload: ten thousand reads a second).
-EAGER_DELAY_S = 0.001
 
 
 class ClientFrames:
@@ -91,8 +86,8 @@ class ClientFrames:
     Reading later never lets anything leave that reading at once would not: the read rule
     only grants more as it sees more requests. A client that sends much while the guest
     answers little (more than :data:`EAGER_BYTES` between two ticks)
-    would fill the socket and block QEMU's filter-mirror: then the copy is also read
-    :data:`EAGER_DELAY_S` after it becomes readable, until a tick finds the flow small again.
+    would fill the socket and block QEMU's filter-mirror: then the copy is also read on
+    readiness, until a tick finds the flow small again.
     """
 
     def __init__(self, shell: ComparatorShell, sock: socket.socket) -> None:
@@ -102,8 +97,6 @@ class ClientFrames:
         self.open = True
         self.eager = False
         self._since_tick = 0  # bytes read since the last tick
-        self._watching = False  # the socket's readiness is watched (eager mode)
-        self._later: asyncio.TimerHandle | None = None  # an eager read to come
 
     def drain(self) -> None:
         """Feed every client frame already queued to the core (never blocks)."""
@@ -136,36 +129,15 @@ class ClientFrames:
         self._since_tick = 0
         if eager != self.eager and self.open:
             self.eager = eager
+            loop = asyncio.get_running_loop()
             if eager:
-                self._watch()
+                loop.add_reader(self.sock.fileno(), self.on_readable)
             else:
-                self._unwatch()
-
-    def _watch(self) -> None:
-        if not self._watching and self._later is None:
-            asyncio.get_running_loop().add_reader(self.sock.fileno(), self.on_readable)
-            self._watching = True
-
-    def _unwatch(self) -> None:
-        if self._watching:
-            asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self._watching = False
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
+                loop.remove_reader(self.sock.fileno())
 
     def on_readable(self) -> None:
-        """Readable in eager mode: read it a little later, all at once."""
-        self._unwatch()
-        loop = asyncio.get_running_loop()
-        self._later = loop.call_later(EAGER_DELAY_S, self._eager_read)
-
-    def _eager_read(self) -> None:
-        self._later = None
         self.drain()
         self.shell._flush()
-        if self.eager and self.open:
-            self._watch()
 
     def close(self, why: str) -> None:
         # Not fatal: without requests the read rule just grants nothing more.
@@ -174,7 +146,7 @@ class ClientFrames:
             log.warning("%s; reads are no longer pre-released", why)
             self.shell.core.client_lost()
             with contextlib.suppress(ValueError, RuntimeError):
-                self._unwatch()
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
 
 
