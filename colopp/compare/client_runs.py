@@ -13,8 +13,8 @@ from collections.abc import Callable
 from colopp.compare.counters import Counters
 from colopp.compare.held import ClientAwarePolicy
 from colopp.compare.packet import RST, SYN, TCP
+from colopp.compare.spans import Span, plain_tcp
 from colopp.compare.verdict import Action
-from colopp.ingress.wire import Span, plain_tcp
 
 #: (src, dst, sport, dport) of the client's frames of one connection.
 Quad = tuple[int, int, int, int]

@@ -42,6 +42,7 @@ from colopp.compare.packet import (
 )
 from colopp.compare.receipts import Receipt
 from colopp.compare.release import release_matched, release_one
+from colopp.compare.spans import Span
 from colopp.compare.sweep import forget_expired, make_room
 from colopp.compare.tcp import TcpConnection
 from colopp.compare.tcp_check import PRERELEASE_MISMATCH
@@ -49,7 +50,6 @@ from colopp.compare.tcp_fast import MATCHED, NOT_HANDLED, primary_in_order, seco
 from colopp.compare.tcp_waits import head_waits
 from colopp.compare.triggers import CheckpointTrigger, held_too_long, secondary_overdue
 from colopp.compare.verdict import Action, Drop, PreRelease, Release, group_frames
-from colopp.ingress.wire import Span
 
 SWEEP_INTERVAL_S = 1.0
 

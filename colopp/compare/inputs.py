@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 
 from colopp.compare.framing import FrameDecoder
 from colopp.compare.reads import READ_SIZE, SmallReadProtocol
-from colopp.ingress.wire import Splitter
+from colopp.compare.spans import Splitter
 
 if TYPE_CHECKING:
     from colopp.compare.shell import ComparatorShell

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from colopp.compare import Comparator, PreReleaseConfig, build_policy
 from colopp.compare.framing import encode_frames
 from colopp.compare.http_reads import MAX_HEAD_BYTES
-from colopp.ingress.wire import Splitter
+from colopp.compare.spans import Splitter
 
 RULES = frozenset({"retransmission", "ack_only", "http_read"})
 GET = b"GET /kv/a HTTP/1.1\r\nHost: g\r\n\r\n"
