@@ -2,8 +2,10 @@
 ``python -m bench.bulk_relay_cost [--segments N] [--json FILE]``.
 
 Feeds :class:`~colopp.ingress.relay.Relay` (no sockets: its writes go to memory) an upload
-(1448-byte client segments, a guest ACK every second one) and a download (1448-byte guest
-segments, a client ACK every second one), ``per`` frames per read as a loaded host reads
+(1448-byte client segments, a guest ACK every second one), the same upload with
+pre-release's write fence on (``upload_fenced``: the read rule's prefixes set, checksummed
+segments after the connection's SYN) and a download (1448-byte guest segments, a client
+ACK every second one), ``per`` frames per read as a loaded host reads
 them, and reports the best of five passes in microseconds per 1448-byte segment. What it
 leaves out, the event loop's wake-ups and the socket calls, is what the lab adds
 (``process_cpu_s.hostb.relay`` in ``bench.bulk``'s windows).
@@ -30,9 +32,32 @@ CLIENT, GUEST = "198.18.0.2", "198.18.1.10"
 BATCHES = (1, 4, 16)
 
 
-def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, payload: bytes) -> bytes:
-    """An Ethernet/IPv4/TCP frame, flags ACK (checksums left 0: the relay does not check)."""
-    header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, 0x10, 65535, 0, 0)
+def _sum16(data: bytes) -> int:
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data + b"\0" * (len(data) % 2)))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp(
+    src: str,
+    dst: str,
+    sport: int,
+    dport: int,
+    seq: int,
+    ack: int,
+    payload: bytes,
+    flags: int = 0x10,
+    checksum: bool = False,
+) -> bytes:
+    """An Ethernet/IPv4/TCP frame (flags ACK unless told; the checksums left 0 unless
+    ``checksum``: the relay does not check them, the write fence's read rule does)."""
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    if checksum:
+        pseudo = socket.inet_aton(src) + socket.inet_aton(dst)
+        pseudo += struct.pack("!BBH", 0, 6, 20 + len(payload))
+        csum = _sum16(pseudo + header + payload)
+        header = header[:16] + struct.pack("!H", csum) + header[18:]
     ip = struct.pack(
         "!BBHHHBBH4s4s",
         0x45,
@@ -46,6 +71,8 @@ def tcp(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, payload:
         socket.inet_aton(src),
         socket.inet_aton(dst),
     )
+    if checksum:
+        ip = ip[:10] + struct.pack("!H", _sum16(ip)) + ip[12:]
     return bytes(6) + bytes(6) + b"\x08\x00" + ip + header + payload
 
 
@@ -64,8 +91,16 @@ def streams(kind: str, n: int, per: int) -> tuple[list[bytes], list[bytes]]:
     """(mirror reads, red1 reads) of ``n`` segments, ``per`` frames a read."""
     cseq, gseq = 1000, 5000
     data, acks = [], []
+    fenced = kind == "upload_fenced"
+    if fenced:  # the connection's SYN: the fence's read rule follows it from its start
+        data.append(tcp(CLIENT, GUEST, 40000, 80, cseq - 1, 0, b"", 0x02, checksum=True))
     for i in range(n):
-        if kind == "upload":
+        if fenced:  # an upload that is no service's requests: lost after a few segments
+            seg = tcp(CLIENT, GUEST, 40000, 80, cseq + i * MSS, gseq, b"x" * MSS, checksum=True)
+            data.append(seg)
+            if i % 2:
+                acks.append(tcp(GUEST, CLIENT, 80, 40000, gseq, cseq + (i + 1) * MSS, b""))
+        elif kind == "upload":
             data.append(tcp(CLIENT, GUEST, 40000, 80, cseq + i * MSS, gseq, b"x" * MSS))
             if i % 2:
                 acks.append(tcp(GUEST, CLIENT, 80, 40000, gseq, cseq + (i + 1) * MSS, b""))
@@ -76,7 +111,7 @@ def streams(kind: str, n: int, per: int) -> tuple[list[bytes], list[bytes]]:
     half = max(1, per // 2)
     data_reads = [encode_frames(data[i : i + per]) for i in range(0, len(data), per)]
     ack_reads = [encode_frames(acks[i : i + half]) for i in range(0, len(acks), half)]
-    if kind == "upload":
+    if kind.startswith("upload"):
         return data_reads, ack_reads
     return ack_reads, data_reads
 
@@ -89,6 +124,7 @@ def one_pass(kind: str, n: int, per: int) -> float:
             parse_endpoint("listen:unix:/nonexistent/b"),
             parse_endpoint("listen:unix:/nonexistent/c"),
             parse_endpoint("unix:/nonexistent/d"),
+            read_prefixes=("/kv/",) if kind == "upload_fenced" else (),
         )
     )
     sides = {}
@@ -106,7 +142,7 @@ def one_pass(kind: str, n: int, per: int) -> float:
                 sides["red1"].data_received(guest_reads[i])
             if i < len(mirror_reads):
                 sides["mirror"].data_received(mirror_reads[i])
-            if kind == "upload" and i < len(guest_reads):
+            if kind != "download" and i < len(guest_reads):
                 sides["red1"].data_received(guest_reads[i])
         took = time.perf_counter() - start
         await relay.stop()
@@ -122,7 +158,7 @@ def measure(n: int, passes: int = 5) -> dict[str, Any]:
             str(per): round(min(one_pass(kind, n, per) for _ in range(passes)) * 1e6, 2)
             for per in BATCHES
         }
-        for kind in ("upload", "download")
+        for kind in ("upload", "upload_fenced", "download")
     }
 
 
