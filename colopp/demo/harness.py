@@ -22,6 +22,7 @@ from colopp.controller.agent_client import AgentClient
 from colopp.controller.pair import PairController
 from colopp.controller.setup import LocalPair, prepare_local_pair
 from colopp.controller.supervisor import Incident, PairSupervisor
+from colopp.demo.lab_report import TRAFFIC_WINDOW_S, lab_traffic
 from colopp.lab import LabPlan, Node, netns_argv
 from colopp.qemu.argv import ComparatorKind
 
@@ -98,7 +99,8 @@ class ClientWorkload:
                 raise WorkloadStuck(
                     f"{requests} requests not served within {timeout:.0f} s (stats then: "
                     f"{first}, now: {last}); where the lab forwards frames now: "
-                    f"{lab_forwarding(self.plan)}"
+                    f"{lab_forwarding(self.plan)}; what moved in {TRAFFIC_WINDOW_S:.0f} s:"
+                    f" {lab_traffic(self.plan)}"
                 )
             last = self.stats()  # one stats line every half second
 
@@ -120,6 +122,10 @@ class ClientWorkload:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             lines = (exc.output or b"").decode(errors="replace").strip().splitlines()
+            # Everything is looked at while the workload still tries: its frames are the
+            # ones the counters show.
+            where = f"where the lab forwards frames now: {lab_forwarding(self.plan)}"
+            moved = f"what moved in {TRAFFIC_WINDOW_S:.0f} s: {lab_traffic(self.plan)}"
             more = ""
             if on_stuck is not None:
                 try:
@@ -130,7 +136,7 @@ class ClientWorkload:
             raise WorkloadStuck(
                 f"the workload did not read its writes back within {timeout:.0f} s of stop"
                 f" (the service answers too slowly or not at all); its last lines: {lines[-3:]};"
-                f" where the lab forwards frames now: {lab_forwarding(self.plan)}{more}"
+                f" {where}; {moved}{more}"
             ) from exc
         summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         summary["finish_s"] = round(time.monotonic() - started, 2)

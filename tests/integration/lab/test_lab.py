@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from colopp.demo.harness import lab_forwarding
+from colopp.demo.lab_report import lab_traffic
 from colopp.errors import LabError, StateError
 from colopp.lab import Lab, LabPlan, Network, Node, netns_argv, plan_lab
 from colopp.lab.netlink import Rtnl, list_namespaces
@@ -109,6 +110,16 @@ def test_a_stuck_workload_report_shows_where_the_lab_forwards_frames(plan: LabPl
     assert any(line.startswith(f"{PREFIX}-gone bridge: exit ") for line in lab_forwarding(gone)), (
         lab_forwarding(gone)
     )
+
+
+def test_a_stuck_workload_report_shows_what_moved_where(plan: LabPlan) -> None:
+    """``lab_traffic`` (in ``WorkloadStuck``'s message): every namespace's interfaces with
+    what they received and sent over the window; a namespace that is gone says so."""
+    lines = lab_traffic(plan, interval=0.2)
+    for netns in plan.namespaces:
+        assert any(line.startswith(f"{netns} ") and " packets" in line for line in lines), lines
+    gone = dataclasses.replace(plan, switch_netns=f"{PREFIX}-gone")
+    assert any(line.startswith(f"{PREFIX}-gone ip: exit ") for line in lab_traffic(gone, 0.0))
 
 
 def test_service_network_carries_ipv6_and_only_it(plan: LabPlan) -> None:
