@@ -184,8 +184,10 @@ class ReadClassifier:
         stream = self._streams.get(key)
         if stream is None or not stream.lost:
             return False
-        for _ in range(count):
-            self._write(None)
+        self._write(None)  # one write disarms as much as ``count`` of them
+        self.write_requests += count - 1
+        if self.requests is not None:
+            self.requests += [(False, None)] * (count - 1)
         return True
 
     def observe(self, pkt: Packet, frame: bytes, vnet_hdr_len: int = 0) -> FlowKey | None:

@@ -86,7 +86,7 @@ def test_start_ticks_parse_names_with_spaces_and_parentheses() -> None:
 
 
 def test_identity_tells_a_reused_pid_from_the_recorded_process() -> None:
-    code = "import sys, time; print('up', flush=True); time.sleep(60)"
+    code = "import os; print('up', flush=True); os.read(os.pipe()[0], 1)"  # runs until killed
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
@@ -108,7 +108,9 @@ def test_identity_tells_a_reused_pid_from_the_recorded_process() -> None:
 def test_pidfd_watch_sees_the_exit_and_refuses_a_stranger() -> None:
     async def main() -> None:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", "import time; time.sleep(60)"
+            sys.executable,
+            "-c",
+            "import os; os.read(os.pipe()[0], 1)",  # runs until killed
         )
         me = identity_of(proc.pid)
         assert me is not None

@@ -28,7 +28,8 @@ def test_run_tool_returns_stdout_and_converts_failures() -> None:
         run_tool([sys.executable, "-c", code], ImageError, name="tool")
     assert run_tool([sys.executable, "-c", "raise SystemExit(1)"], QemuError, check=False) == ""
     with pytest.raises(QemuError, match="did not finish"):
-        run_tool([sys.executable, "-c", "import time; time.sleep(30)"], QemuError, timeout=0.2)
+        never = "import os; os.read(os.pipe()[0], 1)"  # a tool that never finishes
+        run_tool([sys.executable, "-c", never], QemuError, timeout=0.2)
 
 
 def test_private_files_are_0600_and_replaced_whole(tmp_path: Path) -> None:
