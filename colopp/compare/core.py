@@ -79,9 +79,11 @@ class Comparator:
         self._lag_budget: float | None = getattr(policy, "lag_budget_s", None)
         self._lagging = False
         # The in-order TCP fast paths assume nothing is ever pre-released. ``fast_path=False``
-        # forces the general path everywhere (tests compare the two). With a policy only the
-        # primary's segment that matches on arrival takes it: nothing waits, so nothing is
-        # offered early (the general path would release it at once as well).
+        # forces the general path everywhere (tests compare the two). With a policy the
+        # primary's in-order segment still takes it: one that matches on arrival is released
+        # (nothing waits, so nothing is offered early), one that must wait is queued and
+        # offered early exactly as the general path would (:meth:`_offer_queued`); the
+        # secondary's frames take the general path (the fast one releases without offering).
         self._fast = fast_path and policy is None
         self._fast_primary = fast_path
         self.counters = Counters()
@@ -117,7 +119,7 @@ class Comparator:
         if conn is None:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
         outcome = primary_in_order(
-            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end, self._fast
+            conn, frame, vnet_hdr_len, now, seq, ack, flags, payload_start, payload_end
         )
         if outcome == NOT_HANDLED:
             return self._hold_primary(frame, now, vnet_hdr_len, Packet(TCP, *fields))
@@ -135,7 +137,7 @@ class Comparator:
             self._held.append(conn.queue[-1])
             c.held_frames += 1
             c.held_bytes += size
-            actions = []
+            actions = [] if self._policy is None else self._offer_queued(conn, now)
         if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
             actions += self._trigger.request("queue_overflow", now)
         return actions
@@ -148,7 +150,7 @@ class Comparator:
         c = self.counters
         c.secondary_frames_in += 1
         c.secondary_bytes_in += len(frame)
-        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast else None
+        fields = parse_plain_tcp(frame, vnet_hdr_len) if self._fast_primary else None
         pkt: Packet
         if fields is None:
             parsed = parse_frame(frame, vnet_hdr_len)
@@ -169,7 +171,7 @@ class Comparator:
             key, seq, ack, flags, payload_start, payload_end = fields
             conn = self._tcp.get(key)
             head = None
-            if conn is not None:
+            if conn is not None and self._fast:
                 head = secondary_in_order(
                     conn, frame, now, seq, ack, flags, payload_start, payload_end
                 )
@@ -229,6 +231,26 @@ class Comparator:
         if c.held_frames > self._max_frames or c.held_bytes > self._max_bytes:
             actions += self._trigger.request("queue_overflow", now)
         return actions
+
+    def _offer_queued(self, conn: TcpConnection, now: float) -> list[Action]:
+        """What the general path does after queueing an in-order primary segment at the tail
+        of ``conn`` (``queue[-1]``, just added to the held frames): pump a new head, or offer
+        a frame behind a waiting head early."""
+        queue = conn.queue
+        policy = self._live_policy(now)
+        released: list[HeldFrame] = []
+        pre: list[HeldFrame] = []
+        reason = None
+        if len(queue) == 1:
+            reason = conn.pump(self.counters, policy, now, released, pre)
+        elif policy is not None and offer_tail(conn, queue[-1], policy, now):
+            held = queue[-1]  # the common case of a download: _finish's work for one frame
+            c = self.counters
+            c.pre_released_frames += 1
+            c.released_frames += 1
+            c.released_bytes += len(held.frame)
+            return [PreRelease([held.frame], held.vnet_hdr_len)]
+        return self._finish(released, pre, reason, now) if released or pre or reason else []
 
     def _compare_secondary(self, frame: bytes, now: float, pkt: Packet) -> list[Action]:
         """The general path of :meth:`feed_secondary`, after parsing and the queue check."""

@@ -2,8 +2,9 @@
 
 Each function does exactly what the general path of :class:`~colopp.compare.tcp.TcpConnection`
 would do for its case, or nothing (then the caller takes the general path); the property
-test ``test_fast_and_general_paths_agree`` holds them to that. With a pre-release policy
-only :func:`primary_in_order`'s :data:`MATCHED` case is used (``queue_ok=False``).
+tests ``test_fast_and_general_paths_agree`` and (with a pre-release policy, where only
+:func:`primary_in_order` is used and the core offers a queued segment early itself)
+``test_with_a_policy_fast_and_general_paths_agree`` hold them to that.
 Sequence arithmetic is inlined (see :mod:`colopp.compare.seq`): this is the hot path.
 """
 
@@ -33,19 +34,17 @@ def primary_in_order(
     flags: int,
     payload_start: int,
     payload_end: int,
-    queue_ok: bool = True,
 ) -> int:
     """:meth:`TcpConnection.add_primary` + :meth:`TcpConnection.pump` for the common
-    in-order segment (only when it matches at once unless ``queue_ok``: with a pre-release
-    policy a waiting segment is the general path's, which offers it early).
+    in-order segment.
 
     Handles a segment without SYN/FIN/RST on a connection that is not diverged, when it
     either completes at once (its bytes are exactly the next ones the secondary already
     delivered, or it carries none, and the secondary's ACK covers it) or must simply wait
     at the tail of the queue. Returns :data:`MATCHED`, :data:`QUEUED` (the new
     :class:`HeldFrame` is ``queue[-1]``) or :data:`NOT_HANDLED` (nothing changed). The
-    state left behind is exactly what the general path would leave. With ``queue_ok``
-    False (a pre-release policy is in use) a segment that would wait is :data:`NOT_HANDLED`.
+    state left behind is exactly what the general path would leave (before it pumps a new
+    head or offers a queued segment early: the caller does that).
     """
     anchor = conn.anchor_seq
     stream = conn.stream
@@ -82,8 +81,6 @@ def primary_in_order(
             if end - conn.anchor_pos > 1 << 30:
                 conn.rebase(end)
         outcome = MATCHED
-    if outcome is QUEUED and not queue_ok:
-        return NOT_HANDLED
     p_ack = conn.p_max_ack
     if flags & ACK and (p_ack is None or 0 < ((ack - p_ack) & MASK) < HALF):
         conn.p_max_ack = ack
