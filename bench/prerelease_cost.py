@@ -10,9 +10,10 @@ path, parses requests and pre-releases every answer (the secondary's copy arrive
 primary's). Prints microseconds of this process's CPU per request for both.
 
 ``--kind download`` (issue 22, ``download_static``): each request is a GET of a 64 KiB value
-answered in 1448-byte segments; the primary's whole answer arrives first, both guests ACK
-the request, the client ACKs every second segment, then the secondary's copy arrives coalesced as host B's relay sends it
-(one segment of up to 44 of the primary's). Prints microseconds per primary answer segment.
+answered in 1448-byte segments; both guests ACK the request, the primary's whole answer
+arrives first, the client ACKs every second segment, then the secondary's copy arrives
+coalesced as host B's relay sends it (one segment of up to 44 of the primary's). Prints
+microseconds per primary answer segment.
 """
 
 from __future__ import annotations
