@@ -131,8 +131,8 @@ def test_with_a_policy_fast_and_general_paths_agree(
     lists.append(list(extras))
     events: list[Event] = []
     at = [0, 0, 0, 0]
-    for which in [*order, 0, 1, 2, 3] + [0] * len(lists[0]) + [1] * len(lists[1]) + [2] * len(
-        lists[2]
+    for which in (
+        [*order, 0, 1, 2, 3] + [0] * len(lists[0]) + [1] * len(lists[1]) + [2] * len(lists[2])
     ):
         if at[which] < len(lists[which]):
             events.append(lists[which][at[which]])
