@@ -367,8 +367,10 @@ class ComparatorShell:
             if not actions:
                 continue
             for action in actions:
-                # Hot path: a Release, encoded straight into the write buffer.
-                if type(action) is Release:
+                # Hot path: frames to send (compared or early), encoded straight into the
+                # write buffer.
+                kind = type(action)
+                if kind is Release or kind is PreRelease:
                     out_frames = action.frames
                     for out in out_frames:
                         # Header and frame separately: the flush's join copies them once.
