@@ -369,8 +369,7 @@ class ComparatorShell:
             for action in actions:
                 # Hot path: frames to send (compared or early), encoded straight into the
                 # write buffer.
-                kind = type(action)
-                if kind is Release or kind is PreRelease:
+                if type(action) is Release or type(action) is PreRelease:
                     out_frames = action.frames
                     for out in out_frames:
                         # Header and frame separately: the flush's join copies them once.
