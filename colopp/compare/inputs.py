@@ -79,9 +79,7 @@ class ClientFrames:
 
     Read only when the shell is awake anyway, not on readiness: before it decides on primary
     output (every request that output may answer is then in the socket: QEMU writes the copy
-    before the guest sees the frame), before secondary output and receipts (which usually
-    come before the primary's answer: the request is then classified off its path), at a
-    checkpoint's STOP and at every tick. That spares the primary host a wake-up of the
+    before the guest sees the frame), at a checkpoint's STOP and at every tick. That spares the primary host a wake-up of the
     comparator per client frame, taken while the primary guest needs the CPU to answer.
     Reading later never lets anything leave that reading at once would not: the read rule
     only grants more as it sees more requests. A client that sends much while the guest
@@ -101,6 +99,7 @@ class ClientFrames:
     def drain(self) -> None:
         """Feed every client frame already queued to the core (never blocks)."""
         shell = self.shell
+        shell.stats["client_drains"] += 1
         while self.open:
             try:
                 data = self.sock.recv(READ_SIZE)

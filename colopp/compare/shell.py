@@ -129,6 +129,9 @@ class ComparatorShell:
                 "qmp_lost_dropped_frames",
                 "young_held_flushes",
                 "bad_receipt_frames",
+                "primary_reads",
+                "secondary_reads",
+                "client_drains",
             ),
             0,
         )
@@ -345,12 +348,14 @@ class ComparatorShell:
             return
         if self.young is not None:
             self.young.frames(side, frames, self.clock())  # learn young offsets (gate)
-        if self._client is not None and not self.core.client_view_idle():
-            # Before primary output: every request it may answer, first (safety). Before
-            # secondary output and receipts too: the process is awake anyway, so requests
-            # are classified off the path of the primary's answer, which usually comes later.
-            # Not while a write disarmed every read until the next checkpoint (an upload):
-            # the copy then grants nothing, and ticks, eager reads and STOP still read it.
+        self.stats[side + "_reads"] += 1
+        if side == "primary" and self._client is not None and not self.core.client_view_idle():
+            # Before primary output: every request it may answer, first (safety). Not before
+            # secondary output and receipts: a request seen later is offered early as soon
+            # as it is seen, and a drain that finds nothing is a system call per read (a
+            # bulk download reads the secondary's stream thousands of times a second). Not
+            # while a write disarmed every read until the next checkpoint (an upload): the
+            # copy then grants nothing, and ticks, eager reads and STOP still read it.
             self._client.drain()
         now = self.clock()
         feed = self.core.feed_primary if side == "primary" else self.core.feed_secondary
