@@ -79,8 +79,9 @@ class ClientFrames:
 
     Read only when the shell is awake anyway, not on readiness: before it decides on primary
     output (every request that output may answer is then in the socket: QEMU writes the copy
-    before the guest sees the frame), at a checkpoint's STOP and at every tick. That spares the primary host a wake-up of the
-    comparator per client frame, taken while the primary guest needs the CPU to answer.
+    before the guest sees the frame), at a checkpoint's STOP and at every tick. That spares
+    the primary host a wake-up of the comparator per client frame, taken while the primary
+    guest needs the CPU to answer.
     Reading later never lets anything leave that reading at once would not: the read rule
     only grants more as it sees more requests. A client that sends much while the guest
     answers little (more than :data:`EAGER_BYTES` between two ticks)
