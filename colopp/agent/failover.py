@@ -4,6 +4,7 @@ or the primary drops its lost peer and serves alone."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,15 @@ from colopp.agent.comparing import promote_ingress, stop_comparator
 from colopp.agent.semiactive import restore_vcpus
 from colopp.agent.side import Side
 from colopp.agent.steps import run_steps
+from colopp.agent.tcg_flush import flush_translations
 from colopp.agent.translation import SideTranslation
 from colopp.colo.sequence import primary_failover, secondary_failover
 from colopp.domain import Role
 from colopp.errors import QmpError
 from colopp.ingress.resend import RESEND_ENV, send_to_client
 from colopp.rewrite.splice import promotion_steps
+
+log = logging.getLogger(__name__)
 
 #: How long a promotion waits for QEMU to report the guest running (it does not fail then:
 #: ``guest_running_ms`` stays None).
@@ -39,6 +43,8 @@ class Promotion:
     guest_running_ms: float | None = None
     #: Each QMP step's command and the wall-clock time it ended, in order.
     steps: list[tuple[str, float]] = field(default_factory=list)
+    #: What :func:`~colopp.agent.tcg_flush.flush_translations` did (None: not asked yet).
+    tcg_flush: str | None = None
 
     def timeline_ms(self) -> list[tuple[str, float]]:
         """The steps (and QEMU's RESUME, when it came) as ms after ``started``."""
@@ -84,7 +90,19 @@ async def promote_secondary(side: Side, translation: SideTranslation | None) -> 
         promotion.guest_running_ms = await _guest_running_ms(side, resumed, promotion.started)
     finally:
         side.monitor.unlisten(resumed)
+    promotion.tcg_flush = await _flush_translations(side)
+    promotion.steps.append((f"tcg-flush:{promotion.tcg_flush}", time.time()))
     return promotion
+
+
+async def _flush_translations(side: Side) -> str:
+    """Under TCG, the promoted guest's stale translated code dropped (:mod:`tcg_flush`);
+    never fails the promotion: the outcome, or ``error`` (logged)."""
+    try:
+        return await flush_translations(side.monitor)
+    except QmpError as exc:
+        log.warning("the promoted guest's translations were not flushed: %s", exc)
+        return "error"
 
 
 async def _guest_running_ms(side: Side, resumed: EventListener, started: float) -> float | None:

@@ -394,6 +394,7 @@ class HostAgent:
             "role": side.spec.role.value,
             "took_ms": (time.monotonic() - started) * 1000,
             "guest_running_ms": promotion.guest_running_ms if promotion else None,
+            "tcg_flush": promotion.tcg_flush if promotion else None,
             "timeline_ms": promotion.timeline_ms() if promotion else [],
         }
 

@@ -70,6 +70,9 @@ class FailoverReply(TypedDict):
     # A promoted secondary: when QEMU reported its guest running, ms after the sequence
     # started (0: it never stopped; None: not within 5 s, or a primary).
     guest_running_ms: float | None
+    # A promoted secondary under TCG: its stale translated code dropped (``flushed``), see
+    # colopp/agent/tcg_flush.py; ``not_tcg`` under KVM; None for a primary.
+    tcg_flush: str | None
     # A promoted secondary: each QMP step (and QEMU's RESUME), ms after the sequence began.
     timeline_ms: list[tuple[str, float]]
 

@@ -105,6 +105,16 @@ def test_failover_matrix_under_load(site: Driven) -> None:
     assert summary["connections_reset"] == 0
     assert summary["writes_lost"] == 0, summary["lost_keys"]
     assert summary["counter_regressions"] == 0
+    # Each promoted secondary dropped the code TCG translated before its last checkpoint
+    # (colopp/agent/tcg_flush.py): the lab runs TCG.
+    flushes = [
+        name
+        for incident in sp.incidents
+        if incident.role == "primary"
+        for name, _ in incident.timeline_ms
+        if name.startswith("tcg-flush:")
+    ]
+    assert flushes and set(flushes) == {"tcg-flush:flushed"}, flushes
 
 
 def _guest_alarms(state_dir: Path) -> list[str]:
