@@ -53,16 +53,24 @@ def frame(seq: int, ack: int, flags: int, payload: bytes, to_guest: bool, port: 
     return bytes(12) + b"\x08\x00" + ip + tcp + payload
 
 
+def get_request(
+    c_seq: list[int], g_seq: list[int], i: int, path: str
+) -> tuple[int, int, bytes, bytes]:
+    """Request ``i``'s connection, port, the client's GET of ``path`` and the guest's ACK
+    of it (``c_seq`` advanced past the request)."""
+    conn, port = i % CONNECTIONS, 40000 + i % CONNECTIONS
+    body = f"GET {path} HTTP/1.1\r\nHost: g\r\n\r\n".encode()
+    req = frame(c_seq[conn], g_seq[conn], 0x18, body, True, port)
+    c_seq[conn] += len(body)
+    return conn, port, req, frame(g_seq[conn], c_seq[conn], 0x10, b"", False, port)
+
+
 def requests(count: int) -> list[tuple[bytes, bytes, bytes, bytes]]:
     """(client request, guest ACK, guest answer, client ACK) per request, in order."""
     c_seq, g_seq = [1000] * CONNECTIONS, [5000] * CONNECTIONS
     out = []
     for i in range(count):
-        conn, port = i % CONNECTIONS, 40000 + i % CONNECTIONS
-        body = f"GET /kv/k{i % 64} HTTP/1.1\r\nHost: g\r\n\r\n".encode()
-        req = frame(c_seq[conn], g_seq[conn], 0x18, body, True, port)
-        c_seq[conn] += len(body)
-        ack = frame(g_seq[conn], c_seq[conn], 0x10, b"", False, port)
+        conn, port, req, ack = get_request(c_seq, g_seq, i, f"/kv/k{i % 64}")
         answer = frame(g_seq[conn], c_seq[conn], 0x18, ANSWER, False, port)
         g_seq[conn] += len(ANSWER)
         client_ack = frame(c_seq[conn], g_seq[conn], 0x10, b"", True, port)
@@ -102,11 +110,7 @@ def downloads(count: int) -> list[Download]:
     c_seq, g_seq = [1000] * CONNECTIONS, [5000] * CONNECTIONS
     out = []
     for i in range(count):
-        conn, port = i % CONNECTIONS, 40000 + i % CONNECTIONS
-        body = f"GET /kv/big{i % 4} HTTP/1.1\r\nHost: g\r\n\r\n".encode()
-        get = frame(c_seq[conn], g_seq[conn], 0x18, body, True, port)
-        c_seq[conn] += len(body)
-        get_ack = frame(g_seq[conn], c_seq[conn], 0x10, b"", False, port)
+        conn, port, get, get_ack = get_request(c_seq, g_seq, i, f"/kv/big{i % 4}")
         chunks = [BIG[at : at + MSS] for at in range(0, len(BIG), MSS)]
         primary, acks, seq = [], [], g_seq[conn]
         for index, chunk in enumerate(chunks):
