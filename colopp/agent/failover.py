@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: How long a promotion waits for QEMU to report the guest running (it does not fail then:
 #: ``guest_running_ms`` stays None).
 GUEST_RUNNING_WAIT_S = 5.0
+#: ``off`` in the agent's environment: no flush of a promoted TCG guest's translations.
+TCG_FLUSH_ENV = "COLOPP_TCG_FLUSH"
 #: Sends of kept guest output under way (off the promotion's path; kept referenced).
 _RESENDS: set[asyncio.Task[int]] = set()
 
@@ -97,7 +99,10 @@ async def promote_secondary(side: Side, translation: SideTranslation | None) -> 
 
 async def _flush_translations(side: Side) -> str:
     """Under TCG, the promoted guest's stale translated code dropped (:mod:`tcg_flush`);
-    never fails the promotion: the outcome, or ``error`` (logged)."""
+    never fails the promotion: the outcome, or ``error`` (logged). ``COLOPP_TCG_FLUSH=off``
+    in the agent's environment skips it (``off``: side-by-side runs)."""
+    if os.environ.get(TCG_FLUSH_ENV) == "off":
+        return "off"
     try:
         return await flush_translations(side.monitor)
     except QmpError as exc:

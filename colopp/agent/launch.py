@@ -11,7 +11,7 @@ from colopp.agent.side import Side
 from colopp.domain import SideSpec, VmSpec
 from colopp.errors import QemuStartError, QmpError
 from colopp.qemu.argv import mirror_process_wanted, qemu_argv
-from colopp.qemu.qemu_process import QemuProcess
+from colopp.qemu.qemu_process import QemuProcess, keep_previous_serial_log
 from colopp.qemu.runtime import QemuRuntime
 from colopp.qmp.monitor import Monitor
 
@@ -28,6 +28,7 @@ async def start_qemu_side(runtime: QemuRuntime, vm: VmSpec, spec: SideSpec) -> S
         QemuStartError: QEMU exited at start or never answered on QMP.
     """
     argv = qemu_argv(runtime, vm, spec, batched_mirror=mirror_process_wanted())
+    keep_previous_serial_log(spec.serial_log)
     process = QemuProcess(argv, runtime.env(), spec.run_dir)
     await process.start()
     monitor = Monitor(f"colopp-{spec.role.value}", spec.qmp_socket)

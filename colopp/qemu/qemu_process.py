@@ -103,6 +103,27 @@ class QemuProcess:
             await asyncio.wait_for(self.exited.wait(), 10)
 
 
+#: Earlier launches' serial logs a side keeps (``serial.log.1`` the newest of them).
+KEPT_SERIAL_LOGS = 4
+
+
+def keep_previous_serial_log(serial_log: Path, keep: int = KEPT_SERIAL_LOGS) -> None:
+    """Before a launch that writes ``serial_log`` afresh: the previous launch's log becomes
+    ``serial.log.1`` (older ones shift up, the oldest beyond ``keep`` is dropped), so a
+    guest's console from before a re-launch on the same host survives it (a promoted
+    guest's oops, then a re-protection, session 23). Never raises."""
+    with contextlib.suppress(OSError):
+        if not serial_log.exists():
+            return
+        name = serial_log.name
+        serial_log.with_name(f"{name}.{keep}").unlink(missing_ok=True)
+        for index in range(keep - 1, 0, -1):
+            older = serial_log.with_name(f"{name}.{index}")
+            if older.exists():
+                older.rename(serial_log.with_name(f"{name}.{index + 1}"))
+        serial_log.rename(serial_log.with_name(f"{name}.1"))
+
+
 async def wait_for_serial(
     serial_log: Path, marker: bytes, timeout: float, process: VmProcess | None = None
 ) -> float:

@@ -35,7 +35,18 @@ FAULTS = [
 #: The pair's state directory (its sides' serial logs), for the failure report.
 STATE: dict[str, Path] = {}
 #: What a guest kernel prints when its service cannot run (session 8's unexplained failure).
-ALARMS = ("soft lockup", "Out of memory", "oom-kill", "Kernel panic", "BUG:", "hung_task")
+ALARMS = (
+    "soft lockup",
+    "Out of memory",
+    "oom-kill",
+    "Kernel panic",
+    "BUG:",
+    "kernel BUG",
+    "hung_task",
+    "WARNING:",
+    "list_add",
+    "list_del",
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +104,20 @@ def test_failover_matrix_under_load(site: Driven) -> None:
         f" in {summary['finish_s']} s"
     )
     assert summary["requests_ok"] > 100
-    assert summary["requests_failed"] == 0, (
-        summary["errors"],
-        _when(summary, phases),
-        _guest_alarms(STATE["dir"]),
-        # Was each promoted guest stopped inside a checkpoint (it runs some ms into its
-        # promotion, 0: it never stopped)? The session-8/22 oops followed one of them.
-        [(i.role, i.host, i.guest_running_ms) for i in sp.incidents],
-        ("switchover", switched.get("guest_running_ms")),
-    )
+    if summary["requests_failed"]:
+        # Printed in full (pytest shortens a long assertion message): where the failures
+        # fell, the guests' kernel alarms of every launch, and how long each promoted guest
+        # stayed stopped (some ms into its promotion; 0: it never stopped). The session-8/22
+        # oops followed one of them.
+        for line in [
+            *summary["errors"],
+            *_when(summary, phases),
+            *_guest_alarms(STATE["dir"]),
+            *[f"lost {i.role} {i.host}: {i.guest_running_ms} ms" for i in sp.incidents],
+            f"switchover: {switched.get('guest_running_ms')} ms",
+        ]:
+            print(line)
+    assert summary["requests_failed"] == 0, summary["errors"]
     assert summary["connections_reset"] == 0
     assert summary["writes_lost"] == 0, summary["lost_keys"]
     assert summary["counter_regressions"] == 0
@@ -114,15 +130,17 @@ def test_failover_matrix_under_load(site: Driven) -> None:
         for name, _ in incident.timeline_ms
         if name.startswith("tcg-flush:")
     ]
-    assert flushes and set(flushes) == {"tcg-flush:flushed"}, flushes
+    wanted = "tcg-flush:off" if os.environ.get("COLOPP_TCG_FLUSH") == "off" else "tcg-flush:flushed"
+    assert flushes and set(flushes) == {wanted}, flushes
 
 
 def _guest_alarms(state_dir: Path) -> list[str]:
     """The guest kernels' alarming console lines, per serial log (diagnosis only)."""
     out = []
-    for log in sorted(state_dir.rglob("serial.log")):
+    for log in sorted(state_dir.rglob("serial.log*")):  # earlier launches' too (.1, .2...)
         lines = log.read_text(errors="replace").splitlines()
-        out += [f"{log.parent.name}: {line}" for line in lines if any(a in line for a in ALARMS)]
+        where = f"{log.parent.parent.parent.name}/{log.parent.name}/{log.name}"
+        out += [f"{where}: {line}" for line in lines if any(a in line for a in ALARMS)]
     return out[-20:]
 
 
