@@ -16,7 +16,7 @@ from colopp.agent.comparing import promote_ingress, stop_comparator
 from colopp.agent.semiactive import restore_vcpus
 from colopp.agent.side import Side
 from colopp.agent.steps import run_steps
-from colopp.agent.tcg_flush import flush_translations
+from colopp.agent.tcg_flush import OFF, flush_translations
 from colopp.agent.translation import SideTranslation
 from colopp.colo.sequence import primary_failover, secondary_failover
 from colopp.domain import Role
@@ -102,7 +102,7 @@ async def _flush_translations(side: Side) -> str:
     never fails the promotion: the outcome, or ``error`` (logged). ``COLOPP_TCG_FLUSH=off``
     in the agent's environment skips it (``off``: side-by-side runs)."""
     if os.environ.get(TCG_FLUSH_ENV) == "off":
-        return "off"
+        return OFF
     try:
         return await flush_translations(side.monitor)
     except QmpError as exc:

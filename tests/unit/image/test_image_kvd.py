@@ -51,9 +51,13 @@ def kvd(kvd_binary, tmp_path):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
+                if time.monotonic() > deadline:
                     raise
-                time.sleep(0.01)
+                try:  # not listening yet: wait for kvd to exit (it must not), briefly
+                    proc.wait(0.01)
+                except subprocess.TimeoutExpired:
+                    continue
+                raise
         yield port, data
         assert proc.poll() is None, "kvd crashed"
     finally:

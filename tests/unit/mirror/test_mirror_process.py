@@ -155,7 +155,9 @@ def test_a_crashed_child_ends_the_comparator_an_exit_0_or_a_stop_does_not() -> N
     assert child is not None and seen.wait(10) and crashed == [3]
     quiet = MirrorChild.start([sys.executable, "-c", "pass"], on_crash)
     assert quiet is not None and quiet.proc.wait(10) == 0
-    stopped = MirrorChild.start([sys.executable, "-c", "import time; time.sleep(60)"], on_crash)
+    # A child that runs until it is stopped: it blocks on a pipe nobody writes to.
+    forever = "import os; os.read(os.pipe()[0], 1)"
+    stopped = MirrorChild.start([sys.executable, "-c", forever], on_crash)
     assert stopped is not None
     stopped.stop()
     assert stopped.proc.returncode == -15 and crashed == [3]
